@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class SandboxingConfig(AppConfig):
+    name = "apps.sandboxing"
+    label = "sandboxing"

@@ -1,0 +1,68 @@
+"""The sandbox image built by `build_sandbox_image`: present, python3 runs as a non-root user."""
+
+import pytest
+from django.conf import settings
+from django.core.management import call_command
+
+from apps.sandboxing import engine
+from apps.sandboxing.apt_sources import AptSource, _parse_deb822, _parse_list, debian_mirror
+
+pytestmark = pytest.mark.docker
+
+
+def _run(command):
+    return engine.client().containers.run(
+        settings.SANDBOX_IMAGE, command, remove=True, network_mode="none", read_only=True, stderr=True
+    )
+
+
+def test_build_command_reuses_the_existing_image(capsys):
+    call_command("build_sandbox_image", "--if-missing")
+    assert "present" in capsys.readouterr().out
+
+
+def test_offline_build_is_content_tagged_and_idempotent(capsys):
+    call_command("build_sandbox_image")
+    out = capsys.readouterr().out
+    assert "reused" in out
+    image = engine.client().images.get(settings.SANDBOX_IMAGE)
+    assert any(tag.startswith("crucible-sandbox:") and not tag.endswith(":latest") for tag in image.tags)
+
+
+def test_python3_prints_as_a_non_root_user():
+    assert _run(["python3", "-c", "import os; print(1, os.getuid() != 0)"]) == b"1 True\n"
+
+
+def test_bash_is_there():
+    assert _run(["bash", "-c", "echo $((6*7))"]) == b"42\n"
+
+
+def test_nothing_is_setuid_or_setgid():
+    assert _run(["bash", "-c", "find / -xdev -perm /6000 -type f 2>/dev/null; exit 0"]) == b""
+
+
+def test_no_package_manager_or_caches():
+    out = _run(["bash", "-c", "ls /usr/bin/apt /usr/bin/apt-get /var/lib/apt/lists /var/cache/apt 2>&1 | wc -l"])
+    assert out.strip() == b"4"  # four "No such file" lines
+
+
+class TestMirrorDiscovery:
+    def test_one_line_sources(self):
+        text = "# comment\ndeb [signed-by=/k.gpg] http://mirror.example/debian bookworm main contrib\n"
+        assert _parse_list(text) == [AptSource("http://mirror.example/debian", ("bookworm",), ("main", "contrib"))]
+
+    def test_deb822_sources(self):
+        text = "Types: deb\nURIs: http://m.example/debian\nSuites: bookworm bookworm-updates\nComponents: main\n"
+        assert _parse_deb822(text)[0].suites == ("bookworm", "bookworm-updates")
+
+    def test_security_only_sources_are_not_a_mirror(self):
+        sources = [AptSource("http://sec.example", ("bookworm-security",), ("main",))]
+        with pytest.raises(RuntimeError, match="no mirror"):
+            debian_mirror("bookworm", sources)
+
+    def test_the_suite_itself_is_chosen(self):
+        sources = [
+            AptSource("http://sec.example", ("bookworm-security",), ("main",)),
+            AptSource("http://m.example/debian", ("bookworm",), ("main",)),
+        ]
+        assert debian_mirror("bookworm", sources) == "http://m.example/debian"

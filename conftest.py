@@ -1,0 +1,49 @@
+"""Shared fixtures: named people (an owner, another researcher, an operator) and API clients."""
+
+import pytest
+from rest_framework.test import APIClient
+
+
+@pytest.fixture
+def alice(django_user_model):
+    """A researcher: owns evaluations."""
+    return django_user_model.objects.create_user("alice", "alice@example.com", "alice-password-1")
+
+
+@pytest.fixture
+def bob(django_user_model):
+    """Another researcher: must never see alice's evaluations."""
+    return django_user_model.objects.create_user("bob", "bob@example.com", "bob-password-1")
+
+
+@pytest.fixture
+def olivia(django_user_model):
+    """An operator (staff)."""
+    return django_user_model.objects.create_user("olivia", "olivia@example.com", "olivia-password-1", is_staff=True)
+
+
+def _client_for(user):
+    client = APIClient()
+    if user is not None:
+        client.force_authenticate(user)
+    return client
+
+
+@pytest.fixture
+def anonymous_api():
+    return APIClient()
+
+
+@pytest.fixture
+def alice_api(alice):
+    return _client_for(alice)
+
+
+@pytest.fixture
+def bob_api(bob):
+    return _client_for(bob)
+
+
+@pytest.fixture
+def olivia_api(olivia):
+    return _client_for(olivia)

@@ -1,0 +1,240 @@
+"""Crucible settings, read from the environment (see README, "Configuration").
+
+Read top to bottom: paths and mode, secrets, services, Django, apps, sandbox limits.
+A local file ``$CRUCIBLE_DATA_DIR/local.env`` (written once by ``make run``/``make test``)
+supplies values not set in the real environment, so ``manage.py`` works by hand too.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from django.core.exceptions import ImproperlyConfigured
+
+from crucible.env import envbool, envchoice, envfloat, envint, envlist, envstr
+from crucible.local_env import load_local_env
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+DATA_DIR = Path(envstr("CRUCIBLE_DATA_DIR", str(BASE_DIR / "data")))
+load_local_env(DATA_DIR / "local.env")
+
+# --- Mode and secrets -------------------------------------------------------------------
+CRUCIBLE_ENV = envchoice("CRUCIBLE_ENV", "production", ["production", "development", "test"])
+DEBUG = envbool("DEBUG", False)
+SECRET_KEY = envstr("SECRET_KEY", None)
+if not SECRET_KEY:
+    if CRUCIBLE_ENV == "production":
+        raise ImproperlyConfigured("SECRET_KEY (or SECRET_KEY_FILE) is required when CRUCIBLE_ENV=production.")
+    SECRET_KEY = "insecure-development-key-" + "x" * 40
+ALLOWED_HOSTS = envlist("ALLOWED_HOSTS", ["127.0.0.1", "localhost"])
+CSRF_TRUSTED_ORIGINS = envlist("CSRF_TRUSTED_ORIGINS", [])
+# Name of this installation on a shared Docker engine: containers carry it as a label,
+# and the reconciler only removes containers with its own instance label.
+CRUCIBLE_INSTANCE = envstr("CRUCIBLE_INSTANCE", "crucible")
+
+# --- Services ---------------------------------------------------------------------------
+DATABASE_URL = envstr("DATABASE_URL", "postgres://crucible@127.0.0.1:5432/crucible")
+REDIS_URL = envstr("REDIS_URL", "redis://127.0.0.1:6379/0")
+DOCKER_HOST = envstr("DOCKER_HOST", "unix:///var/run/docker.sock")
+
+
+def _database(url: str) -> dict:
+    from urllib.parse import parse_qs, unquote, urlparse
+
+    parsed = urlparse(url)
+    if parsed.scheme not in ("postgres", "postgresql"):
+        raise ImproperlyConfigured(f"DATABASE_URL must start with postgres://, not {parsed.scheme or 'nothing'}://.")
+    options = {key: values[-1] for key, values in parse_qs(parsed.query).items()}
+    return {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": unquote(parsed.path.lstrip("/")) or "crucible",
+        "USER": unquote(parsed.username or ""),
+        "PASSWORD": unquote(parsed.password or ""),
+        "HOST": options.pop("host", parsed.hostname or ""),
+        "PORT": str(parsed.port or ""),
+        "OPTIONS": options,
+        "CONN_MAX_AGE": envint("DATABASE_CONN_MAX_AGE", 60, minimum=0),
+        "CONN_HEALTH_CHECKS": True,
+        "TEST": {"NAME": envstr("DATABASE_TEST_NAME", None)},
+    }
+
+
+DATABASES = {"default": _database(DATABASE_URL)}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+
+RQ_QUEUES = {name: {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 3600} for name in ("high", "default", "low")}
+RQ = {"COMMIT_MODE": "on_db_commit"}
+
+CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {"hosts": [REDIS_URL], "capacity": 5000, "expiry": 30},
+    }
+}
+
+# --- Django -----------------------------------------------------------------------------
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "django.contrib.sites",
+    "rest_framework",
+    "drf_spectacular",
+    "django_rq",
+    "channels",
+    "allauth",
+    "allauth.account",
+    "allauth.socialaccount",
+    "apps.accounts",
+    "apps.sandboxing",
+    "apps.monitoring",
+    "apps.evaluations",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "allauth.account.middleware.AccountMiddleware",
+]
+
+ROOT_URLCONF = "crucible.urls"
+ASGI_APPLICATION = "crucible.asgi.application"
+WSGI_APPLICATION = "crucible.wsgi.application"
+SITE_ID = 1
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+AUTHENTICATION_BACKENDS = [
+    "django.contrib.auth.backends.ModelBackend",
+    "allauth.account.auth_backends.AuthenticationBackend",
+]
+LOGIN_URL = "account_login"
+LOGIN_REDIRECT_URL = "/"
+ACCOUNT_LOGOUT_REDIRECT_URL = "/"
+ACCOUNT_EMAIL_VERIFICATION = envchoice("ACCOUNT_EMAIL_VERIFICATION", "optional", ["none", "optional", "mandatory"])
+ACCOUNT_LOGIN_METHODS = {"username", "email"}
+ACCOUNT_SIGNUP_FIELDS = ["email*", "username*", "password1*", "password2*"]
+EMAIL_BACKEND = envstr("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+DEFAULT_FROM_EMAIL = envstr("DEFAULT_FROM_EMAIL", "crucible@localhost")
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = DATA_DIR / "static"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"
+        if CRUCIBLE_ENV == "test"
+        else "whitenoise.storage.CompressedManifestStaticFilesStorage"
+    },
+}
+WHITENOISE_USE_FINDERS = CRUCIBLE_ENV != "production"
+
+# Request bodies: submissions carry code, so the cap is the code cap plus room for JSON.
+DATA_UPLOAD_MAX_MEMORY_SIZE = envint("DATA_UPLOAD_MAX_MEMORY_SIZE", 2 * 1024 * 1024, minimum=1024)
+
+# --- Web security -----------------------------------------------------------------------
+SECURE_HTTPS = envbool("SECURE_HTTPS", CRUCIBLE_ENV == "production")
+SESSION_COOKIE_SECURE = SECURE_HTTPS
+CSRF_COOKIE_SECURE = SECURE_HTTPS
+SESSION_COOKIE_HTTPONLY = True
+SECURE_SSL_REDIRECT = envbool("SECURE_SSL_REDIRECT", SECURE_HTTPS)
+SECURE_HSTS_SECONDS = envint("SECURE_HSTS_SECONDS", 31536000 if SECURE_HTTPS else 0, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = SECURE_HTTPS
+SECURE_HSTS_PRELOAD = SECURE_HTTPS
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if envbool("BEHIND_TLS_PROXY", False) else None
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+
+# --- API --------------------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "apps.accounts.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "PAGE_SIZE": 50,
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "crucible.api.exception_handler",
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Crucible API",
+    "DESCRIPTION": "Run untrusted code in locked-down sandboxes, stream its output, stop it at once.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+}
+
+# --- Sandbox ----------------------------------------------------------------------------
+SANDBOX_IMAGE = envstr("SANDBOX_IMAGE", "crucible-sandbox:latest")
+SANDBOX_RUNTIME = envstr("SANDBOX_RUNTIME", "runc")
+SANDBOX_DEFAULT_TIMEOUT_S = envfloat("SANDBOX_DEFAULT_TIMEOUT_S", 10.0, minimum=0.1)
+SANDBOX_MAX_TIMEOUT_S = envfloat("SANDBOX_MAX_TIMEOUT_S", 300.0, minimum=0.1)
+SANDBOX_DEFAULT_MEMORY_MB = envint("SANDBOX_DEFAULT_MEMORY_MB", 256, minimum=16)
+SANDBOX_MAX_MEMORY_MB = envint("SANDBOX_MAX_MEMORY_MB", 2048, minimum=16)
+SANDBOX_DEFAULT_CPUS = envfloat("SANDBOX_DEFAULT_CPUS", 1.0, minimum=0.01)
+SANDBOX_MAX_CPUS = envfloat("SANDBOX_MAX_CPUS", 2.0, minimum=0.01)
+SANDBOX_PIDS_LIMIT = envint("SANDBOX_PIDS_LIMIT", 64, minimum=8)
+SANDBOX_OUTPUT_CAP_BYTES = envint("SANDBOX_OUTPUT_CAP_BYTES", 1024 * 1024, minimum=1024)
+SANDBOX_MAX_CODE_BYTES = envint("SANDBOX_MAX_CODE_BYTES", 256 * 1024, minimum=1024)
+SANDBOX_MAX_STDIN_BYTES = envint("SANDBOX_MAX_STDIN_BYTES", 1024 * 1024, minimum=0)
+SANDBOX_TMPFS_MB = envint("SANDBOX_TMPFS_MB", 64, minimum=1)
+SANDBOX_TMPFS_INODES = envint("SANDBOX_TMPFS_INODES", 4096, minimum=64)
+SANDBOX_ARTIFACT_MAX_FILES = envint("SANDBOX_ARTIFACT_MAX_FILES", 32, minimum=0)
+SANDBOX_ARTIFACT_MAX_BYTES = envint("SANDBOX_ARTIFACT_MAX_BYTES", 16 * 1024 * 1024, minimum=0)
+SANDBOX_KILL_GRACE_S = envfloat("SANDBOX_KILL_GRACE_S", 2.0, minimum=0.0)
+
+# --- Queue ------------------------------------------------------------------------------
+QUEUE_CAPACITY = envint("QUEUE_CAPACITY", 1000, minimum=1)
+RECONCILE_INTERVAL_S = envint("RECONCILE_INTERVAL_S", 15, minimum=1)
+WORKER_LOST_AFTER_S = envint("WORKER_LOST_AFTER_S", 30, minimum=5)
+
+# --- Logging ----------------------------------------------------------------------------
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": envstr("LOG_LEVEL", "INFO")},
+    "loggers": {"django.db.backends": {"level": "INFO"}},
+}

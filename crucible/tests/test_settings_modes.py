@@ -1,0 +1,52 @@
+"""The settings module itself, loaded in a fresh interpreter with a given environment."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _run(env: dict, code: str) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if k not in ("SECRET_KEY", "CRUCIBLE_ENV", "DEBUG")}
+    clean.update(env, DJANGO_SETTINGS_MODULE="crucible.settings", CRUCIBLE_DATA_DIR="/nonexistent-crucible-data")
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=clean, capture_output=True, text=True)
+
+
+def test_production_without_a_secret_key_refuses_to_start():
+    result = _run({"CRUCIBLE_ENV": "production"}, "import django; django.setup()")
+    assert result.returncode != 0
+    assert "SECRET_KEY" in result.stderr
+
+
+def test_debug_is_off_unless_asked():
+    result = _run(
+        {"CRUCIBLE_ENV": "production", "SECRET_KEY": "k" * 60},
+        "from django.conf import settings; print(settings.DEBUG, settings.SESSION_COOKIE_SECURE)",
+    )
+    assert result.stdout.split() == ["False", "True"]
+
+
+def test_a_bad_boolean_stops_the_settings_from_loading():
+    result = _run({"CRUCIBLE_ENV": "development", "DEBUG": "maybe"}, "import django; django.setup()")
+    assert result.returncode != 0
+    assert "DEBUG='maybe'" in result.stderr
+
+
+def test_deploy_check_with_production_settings_reports_nothing_serious():
+    env = {
+        "CRUCIBLE_ENV": "production",
+        "SECRET_KEY": "a-long-random-production-secret-" + "q8Zr" * 12,
+        "ALLOWED_HOSTS": "crucible.example.org",
+    }
+    clean = {k: v for k, v in os.environ.items() if k not in ("SECRET_KEY", "CRUCIBLE_ENV", "DEBUG")}
+    clean.update(env, CRUCIBLE_DATA_DIR="/nonexistent-crucible-data")
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        cwd=ROOT,
+        env=clean,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr

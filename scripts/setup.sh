@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# Installs and starts everything Crucible needs on a Debian 12 machine, as root, idempotently:
+# Debian packages, the Docker engine, PostgreSQL, Redis, the Python venv, the sandbox image,
+# migrations and an operator account. Used by `make run` and `make test`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+DATA=${CRUCIBLE_DATA_DIR:-$ROOT/data}
+mkdir -p "$DATA" "$DATA/logs"
+log() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
+
+need_root() { [ "$(id -u)" = 0 ] || { echo "setup must run as root (it installs Debian packages and starts services)" >&2; exit 1; }; }
+
+# --- Debian packages ----------------------------------------------------------------------
+PACKAGES=(docker.io postgresql redis-server debootstrap python3-venv chromium ca-certificates)
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  need_root
+  log "installing Debian packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# --- Docker engine ------------------------------------------------------------------------
+if ! docker info >/dev/null 2>&1; then
+  need_root
+  log "starting the Docker engine"
+  if command -v systemctl >/dev/null 2>&1 && systemctl is-system-running >/dev/null 2>&1; then
+    systemctl start docker
+  else
+    nohup setsid dockerd >"$DATA/logs/dockerd.log" 2>&1 &
+  fi
+  for _ in $(seq 1 60); do docker info >/dev/null 2>&1 && break; sleep 0.5; done
+  docker info >/dev/null 2>&1 || { echo "the Docker engine did not start; see $DATA/logs/dockerd.log" >&2; exit 1; }
+fi
+
+# --- PostgreSQL ---------------------------------------------------------------------------
+PG_VERSION=$(ls /usr/lib/postgresql | sort -V | tail -1)
+if ! pg_lsclusters -h 2>/dev/null | grep -q .; then
+  log "creating the PostgreSQL cluster"
+  pg_createcluster "$PG_VERSION" main >/dev/null
+fi
+if ! pg_lsclusters -h | awk '{print $4}' | grep -q online; then
+  log "starting PostgreSQL"
+  pg_ctlcluster "$PG_VERSION" main start
+fi
+
+# --- Redis --------------------------------------------------------------------------------
+if ! redis-cli ping >/dev/null 2>&1; then
+  log "starting Redis"
+  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no \
+    --logfile "$DATA/logs/redis.log" --dir "$DATA"
+  for _ in $(seq 1 40); do redis-cli ping >/dev/null 2>&1 && break; sleep 0.25; done
+fi
+
+# --- Local secrets and the database role --------------------------------------------------
+if [ ! -f "$DATA/local.env" ]; then
+  log "writing $DATA/local.env (secrets for this machine; git-ignored)"
+  db_password=$(python3 -c 'import secrets; print(secrets.token_urlsafe(24))')
+  secret_key=$(python3 -c 'import secrets; print(secrets.token_urlsafe(50))')
+  umask 077
+  cat >"$DATA/local.env" <<ENV
+CRUCIBLE_ENV=development
+SECRET_KEY=$secret_key
+DATABASE_URL=postgres://crucible:$db_password@127.0.0.1:5432/crucible
+REDIS_URL=redis://127.0.0.1:6379/0
+ENV
+  umask 022
+fi
+db_password=$(sed -n 's#^DATABASE_URL=postgres://crucible:\([^@]*\)@.*#\1#p' "$DATA/local.env")
+if [ -n "$db_password" ]; then
+  su postgres -c "psql -qtAc \"SELECT 1 FROM pg_roles WHERE rolname='crucible'\"" | grep -q 1 \
+    || su postgres -c "psql -qc \"CREATE ROLE crucible LOGIN CREATEDB PASSWORD '$db_password'\""
+  su postgres -c "psql -qc \"ALTER ROLE crucible PASSWORD '$db_password'\"" >/dev/null
+  su postgres -c "psql -qtAc \"SELECT 1 FROM pg_database WHERE datname='crucible'\"" | grep -q 1 \
+    || su postgres -c "createdb -O crucible crucible"
+fi
+
+# --- Python environment -------------------------------------------------------------------
+stamp=$(sha256sum requirements.txt | cut -c1-16)
+if [ ! -x .venv/bin/python ] || [ "$(cat .venv/.requirements 2>/dev/null)" != "$stamp" ]; then
+  log "installing Python requirements into .venv"
+  python3 -m venv .venv
+  .venv/bin/pip install -q --upgrade pip >/dev/null 2>&1 || true
+  .venv/bin/pip install -q -r requirements.txt
+  .venv/bin/pip install -q --no-deps -e . >/dev/null
+  echo "$stamp" > .venv/.requirements
+fi
+
+# --- Sandbox image, database, operator ----------------------------------------------------
+.venv/bin/python manage.py build_sandbox_image --if-missing
+.venv/bin/python manage.py migrate --noinput -v 0
+.venv/bin/python manage.py collectstatic --noinput -v 0
+.venv/bin/python manage.py ensure_operator
