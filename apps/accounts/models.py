@@ -9,7 +9,7 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
-TOKEN_PREFIX = "cru_"
+TOKEN_PREFIX = "cru_"  # noqa: S105 (a public prefix, not a secret)
 
 
 def hash_key(key: str) -> str:
