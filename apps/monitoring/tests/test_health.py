@@ -1,5 +1,7 @@
 """GET /api/v1/health/: no auth, every dependency named, 503 when any is down, no secrets."""
 
+import uuid
+
 import pytest
 from django.conf import settings
 from rq import Worker
@@ -17,7 +19,7 @@ def a_live_worker():
     """A real RQ worker registration in Redis (the worker loop itself is not needed for health)."""
     import django_rq
 
-    worker = Worker(["default"], connection=django_rq.get_connection("default"), name="health-test-worker")
+    worker = Worker(["default"], connection=django_rq.get_connection("default"), name=f"health-test-{uuid.uuid4().hex[:8]}")
     worker.register_birth()
     yield worker
     worker.register_death()
