@@ -19,7 +19,9 @@ def a_live_worker():
     """A real RQ worker registration in Redis (the worker loop itself is not needed for health)."""
     import django_rq
 
-    worker = Worker(["default"], connection=django_rq.get_connection("default"), name=f"health-test-{uuid.uuid4().hex[:8]}")
+    worker = Worker(
+        ["default"], connection=django_rq.get_connection("default"), name=f"health-test-{uuid.uuid4().hex[:8]}"
+    )
     worker.register_birth()
     yield worker
     worker.register_death()
