@@ -7,6 +7,7 @@ supplies values not set in the real environment, so ``manage.py`` works by hand 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
@@ -31,10 +32,18 @@ CSRF_TRUSTED_ORIGINS = envlist("CSRF_TRUSTED_ORIGINS", [])
 # Name of this installation on a shared Docker engine: containers carry it as a label,
 # and the reconciler only removes containers with its own instance label.
 CRUCIBLE_INSTANCE = envstr("CRUCIBLE_INSTANCE", "crucible")
+if CRUCIBLE_ENV == "test":
+    CRUCIBLE_INSTANCE += "-test-" + os.environ.get("PYTEST_XDIST_WORKER", "main") + f"-{os.getpid()}"
 
 # --- Services ---------------------------------------------------------------------------
 DATABASE_URL = envstr("DATABASE_URL", "postgres://crucible@127.0.0.1:5432/crucible")
 REDIS_URL = envstr("REDIS_URL", "redis://127.0.0.1:6379/0")
+if CRUCIBLE_ENV == "test":
+    # Tests never share a Redis database with a running `make run`, and parallel test processes
+    # (pytest-xdist gw0, gw1, …) each get their own, so one's burst worker never takes another's jobs.
+    from crucible.test_isolation import offset_redis_db
+
+    REDIS_URL = offset_redis_db(REDIS_URL, 1 + int(os.environ.get("PYTEST_XDIST_WORKER", "gw0")[2:] or 0))
 DOCKER_HOST = envstr("DOCKER_HOST", "unix:///var/run/docker.sock")
 
 
