@@ -1,0 +1,71 @@
+"""Operators' admin: fast on big tables (no full counts, select_related, raw ids)."""
+
+from django.contrib import admin, messages
+
+from apps.evaluations import services
+from apps.evaluations.models import Artifact, Evaluation, OutputChunk, Runtime
+
+
+@admin.register(Runtime)
+class RuntimeAdmin(admin.ModelAdmin):
+    list_display = ["name", "image", "command", "file_name", "enabled"]
+    list_editable = ["enabled"]
+
+
+@admin.register(Evaluation)
+class EvaluationAdmin(admin.ModelAdmin):
+    list_display = ["id", "owner", "language", "status", "exit_code", "created_at", "duration_ms"]
+    list_filter = ["status", "language", "priority"]
+    search_fields = ["=id", "owner__username", "code_sha256"]
+    list_select_related = ["owner"]
+    raw_id_fields = ["owner"]
+    show_full_result_count = False
+    date_hierarchy = "created_at"
+    actions = ["cancel_selected", "stop_selected", "run_again"]
+    readonly_fields = [f.name for f in Evaluation._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # the record is kept; cancel or stop instead
+
+    @admin.action(description="Cancel selected evaluations")
+    def cancel_selected(self, request, queryset):
+        for evaluation in queryset:
+            services.cancel(evaluation, actor=request.user, request=request)
+        messages.success(request, f"Cancel requested for {len(queryset)} evaluation(s).")
+
+    @admin.action(description="Emergency stop selected evaluations")
+    def stop_selected(self, request, queryset):
+        for evaluation in queryset:
+            services.stop(evaluation, actor=request.user, request=request)
+        messages.success(request, f"Stop requested for {len(queryset)} evaluation(s).")
+
+    @admin.action(description="Run again (same code and limits, as the operator)")
+    def run_again(self, request, queryset):
+        count = 0
+        for evaluation in queryset:
+            try:
+                services.submit(request.user, services.resubmission_body(evaluation), request=request)
+                count += 1
+            except Exception as exc:
+                messages.error(request, f"{evaluation.pk}: {exc}")
+        messages.success(request, f"Submitted {count} evaluation(s) again.")
+
+
+@admin.register(OutputChunk)
+class OutputChunkAdmin(admin.ModelAdmin):
+    list_display = ["evaluation", "seq", "stream", "created_at"]
+    raw_id_fields = ["evaluation"]
+    show_full_result_count = False
+    readonly_fields = ["evaluation", "seq", "stream", "data", "created_at"]
+
+
+@admin.register(Artifact)
+class ArtifactAdmin(admin.ModelAdmin):
+    list_display = ["evaluation", "name", "size", "sha256"]
+    raw_id_fields = ["evaluation"]
+    show_full_result_count = False
+    exclude = ["data"]
+    readonly_fields = ["evaluation", "name", "size", "sha256", "created_at"]

@@ -1,0 +1,17 @@
+from django.urls import path
+
+from apps.evaluations.api import views
+
+urlpatterns = [
+    path("evaluations/", views.EvaluationListCreateView.as_view(), name="api-evaluations"),
+    path("evaluations/<uuid:pk>/", views.EvaluationDetailView.as_view(), name="api-evaluation"),
+    path("evaluations/<uuid:pk>/stop/", views.EvaluationStopView.as_view(), name="api-evaluation-stop"),
+    path("evaluations/<uuid:pk>/logs/", views.EvaluationLogsView.as_view(), name="api-evaluation-logs"),
+    path("evaluations/<uuid:pk>/results/", views.EvaluationResultsView.as_view(), name="api-evaluation-results"),
+    path("evaluations/<uuid:pk>/artifacts/", views.ArtifactListView.as_view(), name="api-evaluation-artifacts"),
+    path(
+        "evaluations/<uuid:pk>/artifacts/<path:name>",
+        views.ArtifactDownloadView.as_view(),
+        name="api-evaluation-artifact",
+    ),
+]

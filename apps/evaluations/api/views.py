@@ -1,0 +1,170 @@
+"""The evaluations API (v1). Views stay thin: they parse, call services, and shape responses."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db.models import Q
+from django.http import HttpResponse
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import generics, status
+from rest_framework.exceptions import ValidationError
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from apps.evaluations import services
+from apps.evaluations.api.serializers import (
+    ArtifactSerializer,
+    EvaluationDetailSerializer,
+    EvaluationSerializer,
+    ResultsSerializer,
+    SubmissionSerializer,
+)
+from apps.evaluations.models import Evaluation, Status
+from apps.evaluations.validation import SubmissionInvalid, SubmissionTooLarge
+
+LOG_PAGE_CHUNKS = 1000
+
+
+def error_response(message: str, code: int, **extra) -> Response:
+    return Response({"detail": message, "error": message, **extra}, status=code)
+
+
+def throttled_response(exc: services.Throttled) -> Response:
+    response = error_response(exc.message, status.HTTP_429_TOO_MANY_REQUESTS, retry_after=exc.retry_after)
+    response["Retry-After"] = str(exc.retry_after)
+    return response
+
+
+class VisibleEvaluationMixin:
+    """Another user's evaluation is a 404 everywhere, exactly as if it did not exist."""
+
+    def get_evaluation(self, pk) -> Evaluation:
+        return get_object_or_404(Evaluation.objects.visible_to(self.request.user).select_related("owner"), pk=pk)
+
+
+class EvaluationListCreateView(generics.ListAPIView):
+    serializer_class = EvaluationSerializer
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("status", str, enum=Status.values, description="only evaluations in this status"),
+            OpenApiParameter("q", str, description="search id, language, code and metadata text"),
+        ]
+    )
+    def get(self, request, *args, **kwargs):
+        return super().get(request, *args, **kwargs)
+
+    def get_queryset(self):
+        queryset = Evaluation.objects.visible_to(self.request.user).select_related("owner").defer("code", "stdin")
+        wanted = self.request.query_params.get("status")
+        if wanted:
+            if wanted not in Status.values:
+                raise ValidationError({"status": [f"Unknown status; choose one of: {', '.join(Status.values)}."]})
+            queryset = queryset.filter(status=wanted)
+        q = (self.request.query_params.get("q") or "").strip()[:200]
+        if q:
+            match = Q(language__iexact=q) | Q(code__icontains=q) | Q(metadata__icontains=q)
+            if _looks_like_uuid_prefix(q):
+                match |= Q(id__startswith=q.lower())
+            queryset = queryset.filter(match)
+        return queryset.order_by("-created_at")
+
+    @extend_schema(
+        request=SubmissionSerializer,
+        responses={201: EvaluationDetailSerializer, 200: EvaluationDetailSerializer},
+        parameters=[OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER)],
+    )
+    def post(self, request, *args, **kwargs):
+        length = request.META.get("CONTENT_LENGTH") or "0"
+        if length.isdigit() and int(length) > settings.DATA_UPLOAD_MAX_MEMORY_SIZE:
+            return error_response(f"Request body over {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes.", 413)
+        try:
+            evaluation, created = services.submit(
+                request.user,
+                request.data,
+                idempotency_key=request.headers.get("Idempotency-Key", ""),
+                request=request,
+            )
+        except SubmissionTooLarge as exc:
+            return error_response(f"Too large: {exc}.", status.HTTP_413_REQUEST_ENTITY_TOO_LARGE)
+        except SubmissionInvalid as exc:
+            return Response(exc.errors, status=status.HTTP_400_BAD_REQUEST)
+        except services.IdempotencyConflict as exc:
+            return error_response(str(exc), status.HTTP_409_CONFLICT)
+        except services.Throttled as exc:
+            return throttled_response(exc)
+        body = EvaluationDetailSerializer(evaluation).data
+        return Response(body, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+
+
+def _looks_like_uuid_prefix(q: str) -> bool:
+    return len(q) >= 4 and all(c in "0123456789abcdef-" for c in q.lower())
+
+
+class EvaluationDetailView(VisibleEvaluationMixin, APIView):
+    @extend_schema(responses=EvaluationDetailSerializer)
+    def get(self, request, pk):
+        return Response(EvaluationDetailSerializer(self.get_evaluation(pk)).data)
+
+    @extend_schema(responses={202: EvaluationSerializer})
+    def delete(self, request, pk):
+        evaluation = services.cancel(self.get_evaluation(pk), actor=request.user, request=request)
+        return Response(EvaluationSerializer(evaluation).data, status=status.HTTP_202_ACCEPTED)
+
+
+class EvaluationStopView(VisibleEvaluationMixin, APIView):
+    @extend_schema(request=None, responses={202: EvaluationSerializer})
+    def post(self, request, pk):
+        evaluation = services.stop(self.get_evaluation(pk), actor=request.user, request=request)
+        return Response(EvaluationSerializer(evaluation).data, status=status.HTTP_202_ACCEPTED)
+
+
+class EvaluationLogsView(VisibleEvaluationMixin, APIView):
+    @extend_schema(parameters=[OpenApiParameter("after", int, description="return chunks with seq > after")])
+    def get(self, request, pk):
+        evaluation = self.get_evaluation(pk)
+        raw_after = request.query_params.get("after", "0")
+        if not raw_after.isdigit() or len(raw_after) > 12:
+            raise ValidationError({"after": ["Must be a non-negative integer."]})
+        after = int(raw_after)
+        # Read the status before the chunks: if it was terminal then, every chunk is already stored.
+        terminal = evaluation.is_terminal
+        chunks = list(evaluation.chunks.filter(seq__gt=after).order_by("seq")[: LOG_PAGE_CHUNKS + 1])
+        more = len(chunks) > LOG_PAGE_CHUNKS
+        chunks = chunks[:LOG_PAGE_CHUNKS]
+        return Response(
+            {
+                "chunks": [{"seq": c.seq, "stream": c.stream, "data": c.text, "ts": c.created_at} for c in chunks],
+                "next": chunks[-1].seq if chunks else after,
+                "complete": terminal and not more,
+            }
+        )
+
+
+class EvaluationResultsView(VisibleEvaluationMixin, APIView):
+    @extend_schema(responses=ResultsSerializer)
+    def get(self, request, pk):
+        return Response(ResultsSerializer(self.get_evaluation(pk)).data)
+
+
+class ArtifactListView(VisibleEvaluationMixin, APIView):
+    @extend_schema(responses=ArtifactSerializer(many=True))
+    def get(self, request, pk):
+        evaluation = self.get_evaluation(pk)
+        artifacts = evaluation.artifacts.defer("data").order_by("name")
+        return Response(ArtifactSerializer(artifacts, many=True).data)
+
+
+class ArtifactDownloadView(VisibleEvaluationMixin, APIView):
+    @extend_schema(responses={(200, "application/octet-stream"): bytes})
+    def get(self, request, pk, name):
+        evaluation = self.get_evaluation(pk)
+        artifact = get_object_or_404(evaluation.artifacts, name=name)
+        response = HttpResponse(bytes(artifact.data), content_type="application/octet-stream")
+        safe_name = "".join(c if c.isalnum() or c in "._-" else "_" for c in artifact.name.rsplit("/", 1)[-1])
+        response["Content-Disposition"] = f'attachment; filename="{safe_name or "artifact"}"'
+        response["X-Content-Type-Options"] = "nosniff"
+        response["Content-Security-Policy"] = "default-src 'none'; sandbox"
+        response["ETag"] = f'"{artifact.sha256}"'
+        return response

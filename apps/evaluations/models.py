@@ -1,0 +1,255 @@
+"""The domain: one Evaluation row per run, its ordered output chunks, its artifacts, the runtimes.
+
+Status changes only through the named methods on Evaluation (claim, finish, cancel, …). Each is a
+conditional UPDATE that names the statuses it may leave, so two processes racing on one row can
+never both win, and a terminal status never changes again.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+
+class Status(models.TextChoices):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    OOM_KILLED = "oom_killed"
+    CANCELLED = "cancelled"
+    STOPPED = "stopped"
+    SAFETY_STOPPED = "safety_stopped"
+    ERROR = "error"
+
+
+ACTIVE_STATUSES = (Status.QUEUED, Status.RUNNING)
+TERMINAL_STATUSES = tuple(s for s in Status if s not in ACTIVE_STATUSES)
+
+
+class Priority(models.TextChoices):
+    LOW = "low"
+    NORMAL = "normal"
+    HIGH = "high"
+
+
+QUEUE_FOR_PRIORITY = {Priority.LOW: "low", Priority.NORMAL: "default", Priority.HIGH: "high"}
+
+
+class Runtime(models.Model):
+    """A language the sandbox can run: data, so operators add languages in the admin."""
+
+    name = models.SlugField(max_length=32, unique=True)
+    image = models.CharField(max_length=200, blank=True, help_text="Docker image; empty means SANDBOX_IMAGE.")
+    command = models.JSONField(help_text='argv; "{file}" is replaced by the code file path, e.g. ["python3", "{file}"]')
+    file_name = models.CharField(max_length=64)
+    enabled = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def to_sandbox(self):
+        from apps.sandboxing.policy import Runtime as SandboxRuntime
+
+        return SandboxRuntime(
+            image=self.image or settings.SANDBOX_IMAGE, command=list(self.command), file_name=self.file_name
+        )
+
+
+class Control(models.TextChoices):
+    """What a user or the platform asked the worker to do with a running evaluation."""
+
+    CANCEL = "cancel"
+    STOP = "stop"
+    SAFETY_STOP = "safety_stop"
+
+
+class EvaluationQuerySet(models.QuerySet):
+    def visible_to(self, user):
+        from apps.accounts.roles import is_operator
+
+        if not user.is_authenticated:
+            return self.none()
+        return self if is_operator(user) else self.filter(owner=user)
+
+    def active(self):
+        return self.filter(status__in=ACTIVE_STATUSES)
+
+
+class Evaluation(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="evaluations")
+    code = models.TextField()
+    code_sha256 = models.CharField(max_length=64, db_index=True)
+    language = models.CharField(max_length=32)
+    stdin = models.TextField(blank=True, default="")
+    priority = models.CharField(max_length=8, choices=Priority.choices, default=Priority.NORMAL)
+    metadata = models.JSONField(default=dict, blank=True)
+    idempotency_key = models.CharField(max_length=200, blank=True, default="")
+    request_fingerprint = models.CharField(max_length=64, blank=True, default="")
+
+    # Limits as asked (null: not asked, the default applied) and as applied.
+    timeout_s_requested = models.FloatField(null=True, blank=True)
+    memory_mb_requested = models.IntegerField(null=True, blank=True)
+    cpus_requested = models.FloatField(null=True, blank=True)
+    timeout_s = models.FloatField()
+    memory_mb = models.IntegerField()
+    cpus = models.FloatField()
+    pids_limit = models.IntegerField()
+    output_cap_bytes = models.BigIntegerField()
+
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True)
+    control = models.CharField(max_length=16, choices=Control.choices, blank=True, default="")
+    exit_code = models.IntegerField(null=True, blank=True)
+    signal = models.IntegerField(null=True, blank=True)
+    error = models.TextField(blank=True, default="")
+    output_truncated = models.BooleanField(default=False)
+    output_bytes = models.BigIntegerField(default=0)
+    peak_memory_bytes = models.BigIntegerField(null=True, blank=True)
+    cpu_time_ms = models.BigIntegerField(null=True, blank=True)
+    image_digest = models.CharField(max_length=100, blank=True, default="")
+    attempts = models.IntegerField(default=0)
+
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    duration_ms = models.BigIntegerField(null=True, blank=True)
+    worker = models.CharField(max_length=200, blank=True, default="")
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+
+    objects = EvaluationQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["owner", "-created_at"]),
+            models.Index(fields=["status", "created_at"]),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["owner", "idempotency_key"],
+                condition=~models.Q(idempotency_key=""),
+                name="evaluation_unique_idempotency_key",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.id} ({self.status})"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+    @property
+    def queue_name(self) -> str:
+        return QUEUE_FOR_PRIORITY[Priority(self.priority)]
+
+    # --- Transitions -------------------------------------------------------------------
+    # Each returns True when this call made the change, False when the row was no longer in a
+    # status it may leave (someone else got there first). The instance is refreshed either way.
+
+    def _transition(self, allowed_from, **changes) -> bool:
+        changed = Evaluation.objects.filter(pk=self.pk, status__in=list(allowed_from)).update(**changes) == 1
+        self.refresh_from_db()
+        return changed
+
+    def claim(self, worker: str) -> bool:
+        """queued -> running, for exactly one worker."""
+        now = timezone.now()
+        return self._transition(
+            [Status.QUEUED],
+            status=Status.RUNNING,
+            worker=worker,
+            started_at=now,
+            heartbeat_at=now,
+            attempts=models.F("attempts") + 1,
+        )
+
+    def finish(self, status: Status, **fields) -> bool:
+        """running -> a terminal status, with the run's record (exit code, timings, peaks …)."""
+        if status not in TERMINAL_STATUSES:
+            raise ValueError(f"{status} is not a terminal status")
+        now = timezone.now()
+        fields.setdefault("finished_at", now)
+        if "duration_ms" not in fields and self.started_at:
+            fields["duration_ms"] = int((fields["finished_at"] - self.started_at).total_seconds() * 1000)
+        return self._transition([Status.RUNNING], status=status, **fields)
+
+    def end_queued(self, status: Status, control: Control) -> bool:
+        """queued -> cancelled, stopped or safety_stopped: it never starts."""
+        if status not in (Status.CANCELLED, Status.STOPPED, Status.SAFETY_STOPPED):
+            raise ValueError(f"a queued evaluation cannot end as {status}")
+        return self._transition([Status.QUEUED], status=status, finished_at=timezone.now(), control=control)
+
+    def request_control(self, action: Control) -> bool:
+        """Ask the worker running this evaluation to cancel or stop it. A stronger request wins."""
+        weaker = {Control.CANCEL: [""], Control.STOP: ["", Control.CANCEL], Control.SAFETY_STOP: ["", Control.CANCEL]}[
+            action
+        ]
+        changed = (
+            Evaluation.objects.filter(pk=self.pk, status=Status.RUNNING, control__in=weaker).update(control=action) == 1
+        )
+        self.refresh_from_db()
+        return changed
+
+    def fail_with_error(self, reason: str, from_statuses=ACTIVE_STATUSES) -> bool:
+        """queued/running -> error, for platform faults (never user-code failures)."""
+        return self._transition(from_statuses, status=Status.ERROR, error=reason[:2000], finished_at=timezone.now())
+
+    def requeue(self) -> bool:
+        """running -> queued, when a platform fault interrupted the run and it may be retried once."""
+        return self._transition(
+            [Status.RUNNING], status=Status.QUEUED, worker="", started_at=None, heartbeat_at=None, control=""
+        )
+
+
+class Stream(models.TextChoices):
+    STDOUT = "stdout"
+    STDERR = "stderr"
+
+
+class OutputChunk(models.Model):
+    """A piece of the program's output, in order. Bytes are kept as they came (NUL, invalid UTF-8)."""
+
+    evaluation = models.ForeignKey(Evaluation, on_delete=models.CASCADE, related_name="chunks")
+    seq = models.IntegerField()
+    stream = models.CharField(max_length=6, choices=Stream.choices)
+    data = models.BinaryField()
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["evaluation", "seq"]
+        constraints = [models.UniqueConstraint(fields=["evaluation", "seq"], name="chunk_unique_seq")]
+
+    def __str__(self) -> str:
+        return f"{self.evaluation_id} #{self.seq} {self.stream}"
+
+    @property
+    def text(self) -> str:
+        """The bytes as text: invalid UTF-8 becomes U+FFFD; NUL becomes U+FFFD too (JSON/HTML safe)."""
+        return bytes(self.data).decode("utf-8", errors="replace").replace("\x00", "\ufffd")
+
+
+class Artifact(models.Model):
+    """A file the program wrote to its output directory, collected safely after the run."""
+
+    evaluation = models.ForeignKey(Evaluation, on_delete=models.CASCADE, related_name="artifacts")
+    name = models.CharField(max_length=255)
+    size = models.BigIntegerField()
+    sha256 = models.CharField(max_length=64)
+    data = models.BinaryField()
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [models.UniqueConstraint(fields=["evaluation", "name"], name="artifact_unique_name")]
+
+    def __str__(self) -> str:
+        return self.name

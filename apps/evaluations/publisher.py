@@ -1,0 +1,47 @@
+"""The only code that talks to the channel layer. Typed payloads, one group per evaluation.
+
+Messages sent to the group carry ``type: "evaluation.event"`` and an ``event`` dict that is
+exactly what the WebSocket consumer forwards to clients (see the contract in architecture.md).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+
+log = logging.getLogger(__name__)
+
+
+def group_name(evaluation_id) -> str:
+    return f"evaluation.{evaluation_id}"
+
+
+def _send(evaluation_id, event: dict) -> None:
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    try:
+        async_to_sync(layer.group_send)(group_name(evaluation_id), {"type": "evaluation.event", "event": event})
+    except Exception:
+        # Live delivery is best effort: the row and chunks in PostgreSQL are the record, and a
+        # client that reconnects replays from them. Never fail a run because Redis hiccupped.
+        log.warning("could not publish %s for %s", event.get("type"), evaluation_id, exc_info=True)
+
+
+def publish_status(evaluation) -> None:
+    _send(evaluation.pk, {"type": "status", "status": evaluation.status})
+
+
+def publish_log(evaluation_id, seq: int, stream: str, text: str) -> None:
+    _send(evaluation_id, {"type": "log", "seq": seq, "stream": stream, "data": text})
+
+
+def publish_end(evaluation) -> None:
+    _send(evaluation.pk, {"type": "status", "status": evaluation.status})
+    _send(evaluation.pk, {"type": "end", "status": evaluation.status, "exit_code": evaluation.exit_code})
+
+
+def publish_alert(evaluation_id, alert: dict) -> None:
+    _send(evaluation_id, {"type": "alert", **alert})

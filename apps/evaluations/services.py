@@ -1,0 +1,189 @@
+"""Business rules for evaluations. The API, the web pages, the admin and the CLI all call these."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+
+import django_rq
+from django.conf import settings
+from django.db import IntegrityError, transaction
+
+from apps.accounts import quotas
+from apps.evaluations import publisher
+from apps.evaluations.models import Control, Evaluation, Status
+from apps.evaluations.validation import Maxima, Submission, parse_submission
+from apps.monitoring import audit
+
+log = logging.getLogger(__name__)
+
+QUEUE_FULL_RETRY_AFTER_S = 10
+
+
+class Throttled(Exception):
+    """429: over a quota or the queue is full. ``retry_after`` is in seconds."""
+
+    def __init__(self, message: str, retry_after: int):
+        super().__init__(message)
+        self.message = message
+        self.retry_after = retry_after
+
+
+class IdempotencyConflict(Exception):
+    """409: the Idempotency-Key was used before with a different body."""
+
+
+def maxima_for(user) -> Maxima:
+    """The operator's maxima, lowered further by the user's own quota where one is set."""
+    limits = quotas.limits_for(user)
+    return Maxima(
+        timeout_s=min(settings.SANDBOX_MAX_TIMEOUT_S, limits.max_timeout_s or settings.SANDBOX_MAX_TIMEOUT_S),
+        memory_mb=min(settings.SANDBOX_MAX_MEMORY_MB, limits.max_memory_mb or settings.SANDBOX_MAX_MEMORY_MB),
+        cpus=min(settings.SANDBOX_MAX_CPUS, limits.max_cpus or settings.SANDBOX_MAX_CPUS),
+    )
+
+
+def _fingerprint(body) -> str:
+    return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def submit(owner, body, *, idempotency_key: str = "", request=None) -> tuple[Evaluation, bool]:
+    """Validate and accept a submission; returns (evaluation, created).
+
+    Raises SubmissionInvalid (400), SubmissionTooLarge (413), IdempotencyConflict (409) or
+    Throttled (429). The row is written in one transaction and its job enqueued on commit.
+    """
+    idempotency_key = (idempotency_key or "").strip()
+    if len(idempotency_key) > 200:
+        from apps.evaluations.validation import SubmissionInvalid
+
+        raise SubmissionInvalid({"Idempotency-Key": ["Must be at most 200 characters."]})
+    fingerprint = _fingerprint(body)
+    if idempotency_key:
+        existing = Evaluation.objects.filter(owner=owner, idempotency_key=idempotency_key).first()
+        if existing is not None:
+            return _replay(existing, fingerprint)
+
+    submission = parse_submission(body, maxima_for(owner))
+    active = Evaluation.objects.filter(owner=owner).active().count()
+    try:
+        quotas.enforce_submission_quota(owner, active_count=active)
+    except quotas.QuotaExceeded as exc:
+        raise Throttled(exc.message, exc.retry_after) from exc
+    if Evaluation.objects.filter(status=Status.QUEUED).count() >= settings.QUEUE_CAPACITY:
+        raise Throttled(
+            f"The queue is full ({settings.QUEUE_CAPACITY} evaluations waiting); try again shortly.",
+            QUEUE_FULL_RETRY_AFTER_S,
+        )
+    try:
+        with transaction.atomic():
+            evaluation = _create(owner, submission, idempotency_key, fingerprint)
+            transaction.on_commit(lambda: enqueue(evaluation.pk, evaluation.queue_name))
+    except IntegrityError:
+        # Two requests with the same new Idempotency-Key raced; the other one won.
+        existing = Evaluation.objects.filter(owner=owner, idempotency_key=idempotency_key).first()
+        if existing is None:
+            raise
+        return _replay(existing, fingerprint)
+    audit.record(
+        "evaluation.submit",
+        actor=owner,
+        target=evaluation.pk,
+        request=request,
+        code_sha256=evaluation.code_sha256,
+        language=evaluation.language,
+    )
+    return evaluation, True
+
+
+def _replay(existing: Evaluation, fingerprint: str) -> tuple[Evaluation, bool]:
+    if existing.request_fingerprint != fingerprint:
+        raise IdempotencyConflict("This Idempotency-Key was already used with a different request body.")
+    return existing, False
+
+
+def _create(owner, submission: Submission, idempotency_key: str, fingerprint: str) -> Evaluation:
+    return Evaluation.objects.create(
+        owner=owner,
+        code=submission.code,
+        code_sha256=hashlib.sha256(submission.code.encode("utf-8", errors="surrogatepass")).hexdigest(),
+        language=submission.language,
+        stdin=submission.stdin,
+        priority=submission.priority,
+        metadata=submission.metadata,
+        idempotency_key=idempotency_key,
+        request_fingerprint=fingerprint,
+        timeout_s_requested=submission.timeout_s,
+        memory_mb_requested=submission.memory_mb,
+        cpus_requested=submission.cpus,
+        timeout_s=submission.timeout_s or settings.SANDBOX_DEFAULT_TIMEOUT_S,
+        memory_mb=submission.memory_mb or settings.SANDBOX_DEFAULT_MEMORY_MB,
+        cpus=submission.cpus or min(settings.SANDBOX_DEFAULT_CPUS, settings.SANDBOX_MAX_CPUS),
+        pids_limit=settings.SANDBOX_PIDS_LIMIT,
+        output_cap_bytes=settings.SANDBOX_OUTPUT_CAP_BYTES,
+    )
+
+
+def job_id(evaluation_id) -> str:
+    return f"evaluation-{evaluation_id}"
+
+
+def enqueue(evaluation_id, queue_name: str) -> None:
+    """Put the run job on its queue. Only the id travels; the row is the source of truth."""
+    evaluation = Evaluation.objects.only("timeout_s").get(pk=evaluation_id)
+    django_rq.get_queue(queue_name).enqueue(
+        "apps.evaluations.jobs.run_evaluation",
+        str(evaluation_id),
+        job_id=job_id(evaluation_id),
+        job_timeout=int(evaluation.timeout_s) + 300,
+        result_ttl=600,
+        failure_ttl=24 * 3600,
+    )
+
+
+def cancel(evaluation: Evaluation, *, actor=None, request=None) -> Evaluation:
+    """Cancel: a queued one never starts; a running one gets SIGTERM, then SIGKILL after a grace."""
+    if evaluation.end_queued(Status.CANCELLED, Control.CANCEL):
+        _drop_job(evaluation)
+        publisher.publish_end(evaluation)
+        audit.record("evaluation.cancel", actor=actor, target=evaluation.pk, request=request, was="queued")
+    elif evaluation.request_control(Control.CANCEL):
+        audit.record("evaluation.cancel", actor=actor, target=evaluation.pk, request=request, was="running")
+    return evaluation
+
+
+def stop(evaluation: Evaluation, *, actor=None, request=None, control: Control = Control.STOP) -> Evaluation:
+    """Emergency stop: SIGKILL now. A queued evaluation is stopped before it starts."""
+    status = Status.SAFETY_STOPPED if control == Control.SAFETY_STOP else Status.STOPPED
+    if evaluation.end_queued(status, control):
+        _drop_job(evaluation)
+        publisher.publish_end(evaluation)
+        audit.record("evaluation.stop", actor=actor, target=evaluation.pk, request=request, was="queued")
+    elif evaluation.request_control(control):
+        audit.record("evaluation.stop", actor=actor, target=evaluation.pk, request=request, was="running")
+    return evaluation
+
+
+def _drop_job(evaluation: Evaluation) -> None:
+    """Best effort: take the job off its queue (the job would do nothing anyway: the row is terminal)."""
+    try:
+        from rq.job import Job
+
+        Job.fetch(job_id(evaluation.pk), connection=django_rq.get_connection(evaluation.queue_name)).cancel()
+    except Exception:
+        log.debug("no queued job to drop for %s", evaluation.pk, exc_info=True)
+
+
+def resubmission_body(evaluation: Evaluation) -> dict:
+    """The submission body that runs the same code with the same limits again ("run again")."""
+    return {
+        "code": evaluation.code,
+        "language": evaluation.language,
+        "stdin": evaluation.stdin,
+        "timeout_s": evaluation.timeout_s,
+        "memory_mb": evaluation.memory_mb,
+        "cpus": evaluation.cpus,
+        "priority": evaluation.priority,
+        "metadata": {**evaluation.metadata, "rerun_of": str(evaluation.pk)},
+    }

@@ -1,0 +1,67 @@
+"""Helpers for evaluation tests: submit through the API and run the queued jobs in-process."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import django_rq
+from django.db import connection
+from rq import SimpleWorker
+
+from apps.evaluations.models import Evaluation
+
+URL = "/api/v1/evaluations/"
+
+
+def submit(api, **body):
+    body.setdefault("code", "print('hello')")
+    return api.post(URL, body, format="json")
+
+
+def work_off_queues() -> None:
+    """Run every queued job in this process (a non-forking burst worker on the real Redis)."""
+    queues = [django_rq.get_queue(name) for name in ("high", "default", "low")]
+    SimpleWorker(queues, connection=queues[0].connection).work(burst=True, with_scheduler=False)
+
+
+def run_and_wait(api, **body) -> Evaluation:
+    response = submit(api, **body)
+    assert response.status_code == 201, response.content
+    work_off_queues()
+    return Evaluation.objects.get(pk=response.json()["id"])
+
+
+class Background:
+    """Run the queued jobs in a thread, so a test can act on an evaluation while it runs."""
+
+    def __init__(self):
+        self.thread = threading.Thread(target=self._work, daemon=True)
+
+    def _work(self):
+        try:
+            work_off_queues()
+        finally:
+            connection.close()
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.thread.join(timeout=60)
+        assert not self.thread.is_alive(), "the worker thread did not finish"
+
+
+def wait_for(predicate, timeout: float = 15.0, interval: float = 0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError("condition not met in time")
+
+
+def wait_for_status(evaluation_id, *statuses, timeout: float = 15.0) -> Evaluation:
+    return wait_for(lambda: Evaluation.objects.filter(pk=evaluation_id, status__in=statuses).first(), timeout)

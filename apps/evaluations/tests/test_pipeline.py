@@ -1,0 +1,147 @@
+"""Submit through the API, run on the real Docker engine, read the record back. The contract end to end."""
+
+import time
+
+import django_rq
+import pytest
+
+from apps.evaluations.models import Evaluation, Runtime, Status
+from apps.evaluations.tests.helpers import Background, run_and_wait, submit, wait_for, wait_for_status
+
+pytestmark = [pytest.mark.docker, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture(autouse=True)
+def empty_queues():
+    for name in ("high", "default", "low"):
+        django_rq.get_queue(name).empty()
+
+
+def _output(evaluation, stream=None) -> bytes:
+    chunks = evaluation.chunks.order_by("seq")
+    if stream:
+        chunks = chunks.filter(stream=stream)
+    return b"".join(bytes(c.data) for c in chunks)
+
+
+def test_hello_world_succeeds_with_its_output_and_the_image_it_ran_on(alice_api):
+    evaluation = run_and_wait(alice_api, code="print('hello, world')")
+    assert evaluation.status == Status.SUCCEEDED
+    assert evaluation.exit_code == 0
+    assert _output(evaluation) == b"hello, world\n"
+    assert evaluation.image_digest.startswith("sha256:")
+    assert evaluation.started_at and evaluation.finished_at and evaluation.duration_ms is not None
+    logs = alice_api.get(f"/api/v1/evaluations/{evaluation.pk}/logs/").json()
+    assert logs["complete"] is True
+    assert "".join(c["data"] for c in logs["chunks"]) == "hello, world\n"
+
+
+def test_a_non_zero_exit_fails_with_that_code(alice_api):
+    evaluation = run_and_wait(alice_api, code="import sys; sys.exit(3)")
+    assert (evaluation.status, evaluation.exit_code) == (Status.FAILED, 3)
+
+
+def test_bash_runs_too(alice_api):
+    evaluation = run_and_wait(alice_api, language="bash", code="echo $((6*7)); exit 0")
+    assert evaluation.status == Status.SUCCEEDED
+    assert _output(evaluation) == b"42\n"
+
+
+def test_stdin_is_delivered_and_stderr_is_told_apart(alice_api):
+    code = "import sys\nfor line in sys.stdin:\n    print(line.strip().upper())\nprint('warn', file=sys.stderr)"
+    evaluation = run_and_wait(alice_api, code=code, stdin="a\nb\n")
+    assert _output(evaluation, "stdout") == b"A\nB\n"
+    assert _output(evaluation, "stderr") == b"warn\n"
+
+
+def test_a_program_that_sleeps_too_long_times_out(alice_api):
+    started = time.monotonic()
+    evaluation = run_and_wait(alice_api, code="import time; time.sleep(60)", timeout_s=1.5)
+    assert evaluation.status == Status.TIMED_OUT
+    assert time.monotonic() - started < 15
+
+
+def test_a_memory_bomb_is_oom_killed(alice_api):
+    code = "x = []\nwhile True:\n    x.append(bytearray(16 * 1024 * 1024))"
+    evaluation = run_and_wait(alice_api, code=code, memory_mb=64, timeout_s=10)
+    assert evaluation.status == Status.OOM_KILLED
+
+
+def test_an_output_flood_keeps_the_cap_and_is_marked_truncated(alice_api, settings):
+    settings.SANDBOX_OUTPUT_CAP_BYTES = 64 * 1024
+    evaluation = run_and_wait(alice_api, code="while True:\n    print('y' * 1000)", timeout_s=10)
+    assert evaluation.output_truncated is True
+    assert evaluation.status == Status.FAILED
+    assert len(_output(evaluation)) == 64 * 1024
+    assert "output cap" in evaluation.error
+
+
+def test_files_written_to_the_output_directory_become_artifacts(alice_api):
+    code = "import os\nd = os.environ['CRUCIBLE_OUTPUT_DIR']\nopen(os.path.join(d, 'result.txt'), 'w').write('42\\n')\n"
+    evaluation = run_and_wait(alice_api, code=code)
+    assert evaluation.status == Status.SUCCEEDED, evaluation.error
+    listing = alice_api.get(f"/api/v1/evaluations/{evaluation.pk}/artifacts/").json()
+    assert [(a["name"], a["size"]) for a in listing] == [("result.txt", 3)]
+    download = alice_api.get(f"/api/v1/evaluations/{evaluation.pk}/artifacts/result.txt")
+    assert download.content == b"42\n"
+
+
+def test_cancelling_a_running_evaluation_ends_it_cancelled_within_the_grace(alice_api):
+    response = submit(alice_api, code="import time\nprint('started', flush=True)\ntime.sleep(60)", timeout_s=30)
+    evaluation_id = response.json()["id"]
+    with Background():
+        wait_for(lambda: Evaluation.objects.get(pk=evaluation_id).chunks.exists())
+        cancelled_at = time.monotonic()
+        assert alice_api.delete(f"/api/v1/evaluations/{evaluation_id}/").status_code == 202
+        evaluation = wait_for_status(evaluation_id, Status.CANCELLED, timeout=10)
+        assert time.monotonic() - cancelled_at < 5
+    assert _output(evaluation) == b"started\n"
+
+
+def test_a_program_that_ignores_sigterm_is_still_cancelled(alice_api):
+    code = "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\nprint('up', flush=True)\ntime.sleep(60)"
+    evaluation_id = submit(alice_api, code=code, timeout_s=30).json()["id"]
+    with Background():
+        wait_for(lambda: Evaluation.objects.get(pk=evaluation_id).chunks.exists())
+        alice_api.delete(f"/api/v1/evaluations/{evaluation_id}/")
+        wait_for_status(evaluation_id, Status.CANCELLED, timeout=10)
+
+
+def test_an_emergency_stop_kills_at_once(alice_api):
+    evaluation_id = submit(alice_api, code="import time\nprint('up', flush=True)\ntime.sleep(60)", timeout_s=30).json()[
+        "id"
+    ]
+    with Background():
+        wait_for(lambda: Evaluation.objects.get(pk=evaluation_id).chunks.exists())
+        stopped_at = time.monotonic()
+        assert alice_api.post(f"/api/v1/evaluations/{evaluation_id}/stop/").status_code == 202
+        wait_for_status(evaluation_id, Status.STOPPED, timeout=5)
+        assert time.monotonic() - stopped_at < 2
+
+
+def test_a_duplicate_job_for_the_same_evaluation_does_nothing(alice_api):
+    evaluation = run_and_wait(alice_api, code="print('once')")
+    from apps.evaluations import running
+
+    assert running.run(str(evaluation.pk)).startswith("not claimed")
+    assert _output(evaluation) == b"once\n"
+
+
+def test_a_runtime_whose_image_is_missing_ends_in_error_and_never_runs_weaker(alice_api):
+    Runtime.objects.create(
+        name="ghost", image="crucible-sandbox:does-not-exist", command=["python3", "{file}"], file_name="main.py"
+    )
+    evaluation = run_and_wait(alice_api, language="ghost", code="print(1)")
+    assert evaluation.status == Status.ERROR
+    assert evaluation.error
+    assert not evaluation.chunks.exists()
+
+
+def test_high_priority_runs_before_normal_and_low(alice_api):
+    low = submit(alice_api, code="print('low')", priority="low").json()["id"]
+    high = submit(alice_api, code="print('high')", priority="high").json()["id"]
+    from apps.evaluations.tests.helpers import work_off_queues
+
+    work_off_queues()
+    low_row, high_row = Evaluation.objects.get(pk=low), Evaluation.objects.get(pk=high)
+    assert high_row.started_at < low_row.started_at

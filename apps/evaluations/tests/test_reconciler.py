@@ -1,0 +1,68 @@
+"""The reconciler repairs what crashes leave behind."""
+
+from datetime import timedelta
+
+import django_rq
+import pytest
+from django.conf import settings
+from django.utils import timezone
+from rq.job import Job
+
+from apps.evaluations import reconciler, services
+from apps.evaluations.models import Status
+from apps.evaluations.tests.factories import make_evaluation
+from apps.sandboxing import containers, engine
+
+pytestmark = pytest.mark.django_db
+
+
+def test_a_queued_evaluation_whose_job_was_lost_is_enqueued_again(alice):
+    evaluation = make_evaluation(alice, created_at=timezone.now() - timedelta(minutes=1))
+    django_rq.get_queue("default").connection.delete(f"rq:job:{services.job_id(evaluation.pk)}")
+    assert reconciler.reconcile()["requeued"] == [str(evaluation.pk)]
+    job = Job.fetch(services.job_id(evaluation.pk), connection=django_rq.get_connection("default"))
+    assert job.args == (str(evaluation.pk),)
+    # A second pass finds the live job and does nothing.
+    assert reconciler.reconcile()["requeued"] == []
+
+
+def test_a_fresh_queued_evaluation_is_left_alone(alice):
+    make_evaluation(alice)
+    assert reconciler.reconcile()["requeued"] == []
+
+
+def test_a_running_evaluation_whose_worker_stopped_heartbeating_ends_worker_lost(alice):
+    stale = timezone.now() - timedelta(seconds=settings.WORKER_LOST_AFTER_S + 5)
+    lost = make_evaluation(alice, status=Status.RUNNING, heartbeat_at=stale)
+    alive = make_evaluation(alice, status=Status.RUNNING)
+    assert reconciler.reconcile()["worker_lost"] == [str(lost.pk)]
+    lost.refresh_from_db()
+    alive.refresh_from_db()
+    assert (lost.status, lost.error) == (Status.ERROR, "worker_lost")
+    assert alive.status == Status.RUNNING
+
+
+@pytest.mark.docker
+def test_a_container_that_belongs_to_no_running_evaluation_is_removed(alice):
+    finished = make_evaluation(alice, status=Status.SUCCEEDED)
+    running = make_evaluation(alice, status=Status.RUNNING)
+    labels = {"org.crucible.instance": settings.CRUCIBLE_INSTANCE}
+    orphan = engine.client().containers.create(
+        settings.SANDBOX_IMAGE,
+        ["sleep", "60"],
+        labels={**labels, "org.crucible.run": str(finished.pk)},
+        network_mode="none",
+    )
+    kept = engine.client().containers.create(
+        settings.SANDBOX_IMAGE,
+        ["sleep", "60"],
+        labels={**labels, "org.crucible.run": str(running.pk)},
+        network_mode="none",
+    )
+    try:
+        removed = reconciler.reconcile()["orphans_removed"]
+        assert orphan.id in removed
+        assert kept.id not in removed
+        assert {cid for cid, _ in containers.list_instance_containers()} == {kept.id}
+    finally:
+        kept.remove(force=True)

@@ -1,0 +1,110 @@
+"""Turn a submission body into clean values, or collect field errors. No I/O besides runtimes."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+
+from django.conf import settings
+
+from apps.evaluations.models import Priority, Runtime
+
+MAX_METADATA_BYTES = 16 * 1024
+FIELDS = {"code", "language", "stdin", "timeout_s", "memory_mb", "cpus", "priority", "metadata"}
+
+
+class SubmissionInvalid(Exception):
+    def __init__(self, errors: dict[str, list[str]]):
+        super().__init__("; ".join(f"{k}: {' '.join(v)}" for k, v in errors.items()))
+        self.errors = errors
+
+
+class SubmissionTooLarge(Exception):
+    pass
+
+
+@dataclass
+class Submission:
+    code: str
+    language: str
+    stdin: str = ""
+    timeout_s: float | None = None
+    memory_mb: int | None = None
+    cpus: float | None = None
+    priority: str = Priority.NORMAL
+    metadata: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Maxima:
+    timeout_s: float
+    memory_mb: int
+    cpus: float
+
+
+def _number(errors, name, value, *, integer: bool, low: float, high: float):
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or (integer and not float(value).is_integer()):
+        errors[name] = [f"Must be {'an integer' if integer else 'a number'}."]
+        return None
+    if not math.isfinite(value) or not (low <= value <= high):
+        errors[name] = [f"Must be between {low:g} and {high:g}."]
+        return None
+    return int(value) if integer else float(value)
+
+
+def parse_submission(body, maxima: Maxima) -> Submission:
+    """Validate a JSON-decoded body. Raises SubmissionTooLarge (413) or SubmissionInvalid (400)."""
+    if not isinstance(body, dict):
+        raise SubmissionInvalid({"non_field_errors": ["Expected a JSON object."]})
+    errors: dict[str, list[str]] = {}
+    unknown = sorted(set(body) - FIELDS)
+    if unknown:
+        errors["non_field_errors"] = [f"Unknown field(s): {', '.join(map(str, unknown))[:200]}."]
+
+    code = body.get("code")
+    if code is None or code == "":
+        errors["code"] = ["This field is required."]
+    elif not isinstance(code, str):
+        errors["code"] = ["Must be a string."]
+    elif len(code.encode("utf-8", errors="surrogatepass")) > settings.SANDBOX_MAX_CODE_BYTES:
+        raise SubmissionTooLarge(f"code is larger than {settings.SANDBOX_MAX_CODE_BYTES} bytes")
+    elif "\x00" in code:
+        errors["code"] = ["Must not contain NUL characters."]
+
+    stdin = body.get("stdin", "")
+    if stdin is None:
+        stdin = ""
+    if not isinstance(stdin, str):
+        errors["stdin"] = ["Must be a string."]
+    elif len(stdin.encode("utf-8", errors="surrogatepass")) > settings.SANDBOX_MAX_STDIN_BYTES:
+        raise SubmissionTooLarge(f"stdin is larger than {settings.SANDBOX_MAX_STDIN_BYTES} bytes")
+    elif "\x00" in stdin:
+        errors["stdin"] = ["Must not contain NUL characters."]
+
+    language = body.get("language", "python")
+    known = list(Runtime.objects.filter(enabled=True).values_list("name", flat=True))
+    if not isinstance(language, str) or language not in known:
+        errors["language"] = [f"Unknown language; choose one of: {', '.join(known)}."]
+
+    timeout_s = _number(errors, "timeout_s", body.get("timeout_s"), integer=False, low=0.1, high=maxima.timeout_s)
+    memory_mb = _number(errors, "memory_mb", body.get("memory_mb"), integer=True, low=16, high=maxima.memory_mb)
+    cpus = _number(errors, "cpus", body.get("cpus"), integer=False, low=0.1, high=maxima.cpus)
+
+    priority = body.get("priority", Priority.NORMAL)
+    if priority not in Priority.values:
+        errors["priority"] = [f"Must be one of: {', '.join(Priority.values)}."]
+
+    metadata = body.get("metadata", {})
+    if metadata is None:
+        metadata = {}
+    if not isinstance(metadata, dict):
+        errors["metadata"] = ["Must be a JSON object."]
+    elif len(json.dumps(metadata)) > MAX_METADATA_BYTES:
+        errors["metadata"] = [f"Must be at most {MAX_METADATA_BYTES} bytes as JSON."]
+
+    if errors:
+        raise SubmissionInvalid(errors)
+    return Submission(code, language, stdin, timeout_s, memory_mb, cpus, priority, metadata)
