@@ -12,6 +12,7 @@ from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
 
+from apps.accounts.social import social_providers
 from crucible.env import envbool, envchoice, envfloat, envint, envlist, envstr
 from crucible.local_env import load_local_env
 
@@ -106,9 +107,13 @@ INSTALLED_APPS = [
     "apps.monitoring",
     "apps.evaluations",
 ]
+# GitHub, Google, OpenID Connect sign-in: only the providers whose *_CLIENT_ID/_SECRET are set.
+_SOCIAL_APPS, SOCIALACCOUNT_PROVIDERS = social_providers()
+INSTALLED_APPS += _SOCIAL_APPS
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "crucible.middleware.SecurityHeadersMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -155,7 +160,25 @@ ACCOUNT_LOGOUT_REDIRECT_URL = "/"
 ACCOUNT_EMAIL_VERIFICATION = envchoice("ACCOUNT_EMAIL_VERIFICATION", "optional", ["none", "optional", "mandatory"])
 ACCOUNT_LOGIN_METHODS = {"username", "email"}
 ACCOUNT_SIGNUP_FIELDS = ["email*", "username*", "password1*", "password2*"]
+ACCOUNT_ADAPTER = "apps.accounts.adapter.AccountAdapter"
+ACCOUNT_ALLOW_SIGNUP = envbool("ACCOUNT_ALLOW_SIGNUP", True)
+ACCOUNT_EMAIL_SUBJECT_PREFIX = "[Crucible] "
+SOCIALACCOUNT_EMAIL_AUTHENTICATION = False  # never link a provider's email to an existing account by itself
+SOCIALACCOUNT_LOGIN_ON_GET = False  # a provider sign-in starts with a POST (CSRF-protected)
+# Sign-in throttling (allauth, counted in Redis through the cache): failed attempts per IP and per account.
+ACCOUNT_RATE_LIMITS = {
+    "login": envstr("LOGIN_RATE_LIMIT", "30/m/ip"),
+    "login_failed": envstr("LOGIN_FAILED_RATE_LIMIT", "10/m/ip,5/5m/key"),
+    "signup": envstr("SIGNUP_RATE_LIMIT", "20/m/ip"),
+}
 EMAIL_BACKEND = envstr("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+EMAIL_HOST = envstr("EMAIL_HOST", "localhost")
+EMAIL_PORT = envint("EMAIL_PORT", 25, minimum=1, maximum=65535)
+EMAIL_HOST_USER = envstr("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = envstr("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = envbool("EMAIL_USE_TLS", False)
+EMAIL_USE_SSL = envbool("EMAIL_USE_SSL", False)
+EMAIL_TIMEOUT = envint("EMAIL_TIMEOUT", 10, minimum=1)
 DEFAULT_FROM_EMAIL = envstr("DEFAULT_FROM_EMAIL", "crucible@localhost")
 
 LANGUAGE_CODE = "en-us"
@@ -213,6 +236,10 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
 }
+
+# --- Quotas (defaults; operators override per user or group in the admin) ------------------
+QUOTA_SUBMISSIONS_PER_MINUTE = envint("QUOTA_SUBMISSIONS_PER_MINUTE", 30, minimum=0)
+QUOTA_MAX_ACTIVE = envint("QUOTA_MAX_ACTIVE", 10, minimum=0)
 
 # --- Sandbox ----------------------------------------------------------------------------
 SANDBOX_IMAGE = envstr("SANDBOX_IMAGE", "crucible-sandbox:latest")

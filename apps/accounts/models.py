@@ -66,3 +66,52 @@ class ApiToken(models.Model):
     @property
     def is_active(self) -> bool:
         return self.revoked_at is None
+
+
+class Quota(models.Model):
+    """Limits an operator sets for one user or one group; a blank field means "not set here".
+
+    Resolution (``apps.accounts.quotas.limits_for``): the user's own row wins, then the most generous of
+    the rows of the user's groups, then the defaults from settings.
+    """
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE, related_name="quota"
+    )
+    group = models.OneToOneField("auth.Group", null=True, blank=True, on_delete=models.CASCADE, related_name="quota")
+    submissions_per_minute = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Evaluations this user may submit per rolling minute."
+    )
+    max_active = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Evaluations queued or running at once."
+    )
+    max_timeout_s = models.FloatField(
+        null=True, blank=True, help_text="Largest timeout (seconds) the user may ask for; blank: the platform maximum."
+    )
+    max_memory_mb = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Largest memory limit (MiB) the user may ask for; blank: the platform maximum."
+    )
+    max_cpus = models.FloatField(
+        null=True, blank=True, help_text="Largest CPU count the user may ask for; blank: the platform maximum."
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(user__isnull=False, group__isnull=True)
+                | models.Q(user__isnull=True, group__isnull=False),
+                name="quota_for_exactly_one_user_or_group",
+            ),
+            models.CheckConstraint(condition=models.Q(max_timeout_s__gt=0), name="quota_max_timeout_positive"),
+            models.CheckConstraint(condition=models.Q(max_cpus__gt=0), name="quota_max_cpus_positive"),
+        ]
+
+    def __str__(self) -> str:
+        return f"quota for {'user ' + str(self.user) if self.user_id else 'group ' + str(self.group)}"
+
+    def clean(self):
+        from django.core.exceptions import ValidationError
+
+        if bool(self.user_id) == bool(self.group_id):
+            raise ValidationError("A quota is for exactly one user or one group.")

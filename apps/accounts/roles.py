@@ -1,0 +1,64 @@
+"""Roles as Django groups: researchers see and act on their own evaluations; operators see all.
+
+An operator is a staff user or a member of the "Operators" group. Staff users are kept in the group
+(``apps.accounts.signals``) so the group's permissions are what lets them use the admin. To give operators
+the admin of a new app, add its label to ``OPERATOR_PERMISSIONS``; ``sync_operator_permissions`` runs after
+every ``migrate``.
+"""
+
+from __future__ import annotations
+
+RESEARCHERS_GROUP = "Researchers"
+OPERATORS_GROUP = "Operators"
+
+# app label (or "app_label.model") -> permission actions the Operators group gets on it.
+# Not "auth": change_user would let an operator make themselves a superuser.
+OPERATOR_PERMISSIONS: dict[str, tuple[str, ...]] = {
+    "evaluations": ("view", "change"),
+    "sandboxing": ("view", "change"),
+    "tasks": ("view", "change"),
+    "monitoring": ("view",),
+    "accounts.quota": ("view", "add", "change", "delete"),
+    "accounts.apitoken": ("view", "change"),
+    "auth.user": ("view",),
+    "auth.group": ("view",),
+}
+
+
+def is_operator(user) -> bool:
+    """True for staff and members of the Operators group: they see and may stop everyone's evaluations."""
+    if user is None or not getattr(user, "is_authenticated", False) or not user.is_active:
+        return False
+    return bool(user.is_staff) or user.groups.filter(name=OPERATORS_GROUP).exists()
+
+
+def is_researcher(user) -> bool:
+    return bool(getattr(user, "is_authenticated", False)) and user.is_active
+
+
+def ensure_groups(group_model=None, permission_model=None) -> None:
+    """Create both groups and give Operators the permissions in OPERATOR_PERMISSIONS (idempotent).
+
+    Takes the models as arguments so a data migration can pass its historical models.
+    """
+    if group_model is None or permission_model is None:
+        from django.contrib.auth.models import Group, Permission
+
+        group_model, permission_model = Group, Permission
+    group_model.objects.get_or_create(name=RESEARCHERS_GROUP)
+    operators, _ = group_model.objects.get_or_create(name=OPERATORS_GROUP)
+    wanted = []
+    for target, actions in OPERATOR_PERMISSIONS.items():
+        app_label, _, model = target.partition(".")
+        perms = permission_model.objects.filter(content_type__app_label=app_label)
+        if model:
+            perms = perms.filter(content_type__model=model)
+        for perm in perms:
+            if perm.codename.split("_", 1)[0] in actions:
+                wanted.append(perm)
+    operators.permissions.add(*wanted)
+
+
+def sync_operator_permissions(sender=None, **kwargs) -> None:
+    """post_migrate handler: new apps' permissions exist only after their migrations ran."""
+    ensure_groups()

@@ -1,0 +1,47 @@
+"""Token actions used by the web pages, the admin and the command line, each leaving an audit entry."""
+
+from __future__ import annotations
+
+from apps.accounts.models import ApiToken
+from apps.monitoring.audit import record
+
+MAX_ACTIVE_TOKENS = 50
+
+
+class TooManyTokens(Exception):
+    pass
+
+
+def create_token(user, name: str, *, request=None, actor=None) -> tuple[ApiToken, str]:
+    """Issue a named token for ``user``; returns (token, clear key). The key is never stored or shown again."""
+    name = " ".join(name.split())[:100] or "unnamed"
+    if ApiToken.objects.active().filter(user=user).count() >= MAX_ACTIVE_TOKENS:
+        raise TooManyTokens(f"At most {MAX_ACTIVE_TOKENS} active tokens; revoke one first.")
+    token, key = ApiToken.issue(user, name)
+    record(
+        "token.created",
+        actor=actor or user,
+        target=f"token:{token.pk}",
+        request=request,
+        owner=user.get_username(),
+        name=token.name,
+        prefix=token.prefix,
+    )
+    return token, key
+
+
+def revoke_token(token: ApiToken, *, actor=None, request=None) -> bool:
+    """Revoke at once (the next request with it is refused). Returns False if it was already revoked."""
+    if not token.is_active:
+        return False
+    token.revoke()
+    record(
+        "token.revoked",
+        actor=actor,
+        target=f"token:{token.pk}",
+        request=request,
+        owner=token.user.get_username(),
+        name=token.name,
+        prefix=token.prefix,
+    )
+    return True
