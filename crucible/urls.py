@@ -1,13 +1,31 @@
 from django.contrib import admin
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
+
+from crucible.middleware import csp_update
+
+# Swagger UI comes from its CDN; the split view serves its start-up script as a file, so no inline script.
+_CDN = ["https://cdn.jsdelivr.net"]
 
 urlpatterns = [
     path("admin/django-rq/", include("django_rq.urls")),
     path("admin/", admin.site.urls),
     path("accounts/", include("allauth.urls")),
     path("api/v1/schema/", SpectacularAPIView.as_view(), name="api-schema"),
-    path("api/v1/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path(
+        "api/v1/docs/",
+        csp_update(script_src=_CDN, style_src=_CDN, img_src=_CDN)(
+            SpectacularSwaggerSplitView.as_view(url_name="api-schema")
+        ),
+        name="api-docs",
+    ),
     path("api/v1/", include("apps.monitoring.api.urls")),
     path("api/v1/", include("apps.evaluations.api.urls")),
+    path("api/v1/", include("apps.accounts.api.urls")),
+    path("account/", include("apps.accounts.urls")),
 ]
+
+handler400 = "apps.accounts.errors.bad_request"
+handler403 = "apps.accounts.errors.permission_denied"
+handler404 = "apps.accounts.errors.page_not_found"
+handler500 = "apps.accounts.errors.server_error"

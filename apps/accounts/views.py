@@ -1,0 +1,48 @@
+"""Personal API token pages: list and create on one page, the key shown once, revoke after confirming."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_http_methods
+
+from apps.accounts import services
+from apps.accounts.forms import TokenForm
+from apps.accounts.models import ApiToken
+
+
+@never_cache
+@login_required
+@require_http_methods(["GET", "POST"])
+def tokens(request):
+    """GET: the user's tokens and a form. POST: create one and show its key on the response page, once."""
+    form = TokenForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            token, key = services.create_token(request.user, form.cleaned_data["name"], request=request)
+        except services.TooManyTokens as exc:
+            form.add_error(None, str(exc))
+        else:
+            # Rendered straight from the POST (no redirect), so the clear key is never stored anywhere,
+            # not even in the session; never_cache keeps it out of the browser cache.
+            return render(request, "accounts/token_created.html", {"token": token, "key": key})
+    status = 400 if form.errors else 200
+    token_list = ApiToken.objects.filter(user=request.user).order_by("revoked_at", "-created_at")
+    return render(request, "accounts/tokens.html", {"form": form, "tokens": token_list}, status=status)
+
+
+@never_cache
+@login_required
+@require_http_methods(["GET", "POST"])
+def revoke(request, pk: int):
+    """GET: ask to confirm. POST: revoke now. Someone else's token is a 404, never a 403."""
+    token = get_object_or_404(ApiToken, pk=pk, user=request.user)
+    if request.method == "POST":
+        if services.revoke_token(token, actor=request.user, request=request):
+            messages.success(request, f"Token “{token.name}” revoked. It no longer works.")
+        else:
+            messages.info(request, f"Token “{token.name}” was already revoked.")
+        return redirect("accounts:tokens")
+    return render(request, "accounts/token_revoke.html", {"token": token})
