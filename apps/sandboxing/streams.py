@@ -1,0 +1,197 @@
+"""Host-side parsers for bytes that come out of a sandbox. Everything parsed here is hostile.
+
+- ``FrameDemuxer``: the Docker engine's multiplexed stream (8-byte frame headers) of a non-TTY
+  exec, parsed incrementally with bounded buffers: a frame's payload is passed on as it arrives,
+  never accumulated, and never split on newlines.
+- ``ArtifactStreamParser``: the record stream written by the in-sandbox artifact collector,
+  parsed incrementally with count, name and byte caps; file names are sanitised.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from dataclasses import dataclass, field
+
+STDOUT, STDERR = 1, 2
+STREAM_NAMES = {STDOUT: "stdout", STDERR: "stderr"}
+
+
+class ProtocolError(Exception):
+    """The bytes do not follow the expected framing (treated as hostile or broken)."""
+
+
+class FrameDemuxer:
+    """Split the engine's ``[type, 0, 0, 0, size(4, big-endian)] payload`` frames into (stream, bytes) pieces.
+
+    ``feed`` returns pieces no larger than the data fed in; memory held between calls is at most
+    the 8 bytes of a partial header.
+    """
+
+    def __init__(self) -> None:
+        self._header = bytearray()
+        self._stream = 0
+        self._remaining = 0
+
+    def feed(self, data: bytes) -> list[tuple[int, bytes]]:
+        pieces: list[tuple[int, bytes]] = []
+        view = memoryview(data)
+        while view:
+            if self._remaining == 0:
+                need = 8 - len(self._header)
+                self._header += view[:need]
+                view = view[need:]
+                if len(self._header) < 8:
+                    break
+                stream, size = self._header[0], struct.unpack(">I", self._header[4:8])[0]
+                self._header.clear()
+                if stream not in (0, STDOUT, STDERR):
+                    raise ProtocolError(f"unknown stream type {stream}")
+                self._stream = STDOUT if stream == 0 else stream
+                self._remaining = size
+                continue
+            take = view[: self._remaining]
+            view = view[len(take) :]
+            self._remaining -= len(take)
+            if pieces and pieces[-1][0] == self._stream:
+                pieces[-1] = (self._stream, pieces[-1][1] + bytes(take))
+            else:
+                pieces.append((self._stream, bytes(take)))
+        return pieces
+
+
+@dataclass
+class ParsedArtifact:
+    name: str
+    data: bytes
+    size: int = 0
+    sha256: str = ""
+
+    def __post_init__(self) -> None:
+        self.size = len(self.data)
+        self.sha256 = hashlib.sha256(self.data).hexdigest()
+
+
+MAX_NAME_BYTES = 1024
+MAX_COMPONENT_BYTES = 255
+MAX_DEPTH = 16
+
+
+def sanitize_name(raw: bytes) -> str | None:
+    """A safe relative name for a file reported by the sandbox, or None when it must be refused.
+
+    Refused: empty, absolute, any "." / ".." / empty component, too long or too deep. Control
+    characters (and backslashes) are replaced by "_", invalid UTF-8 by U+FFFD.
+    """
+    if not raw or len(raw) > MAX_NAME_BYTES or raw.startswith(b"/") or b"\0" in raw:
+        return None
+    parts = raw.split(b"/")
+    if len(parts) > MAX_DEPTH:
+        return None
+    clean = []
+    for part in parts:
+        if part in (b"", b".", b"..") or len(part) > MAX_COMPONENT_BYTES:
+            return None
+        text = part.decode("utf-8", errors="replace")
+        text = "".join("_" if (ord(ch) < 32 or 127 <= ord(ch) < 160 or ch == "\\") else ch for ch in text)
+        if text in (".", ".."):
+            return None
+        clean.append(text)
+    return "/".join(clean)
+
+
+@dataclass
+class ArtifactStreamParser:
+    """Records: ``F`` name_len(4) data_len(8) name data | ``S`` name_len(4) size(8) name (skipped, too big)
+    | ``T`` (too many files) | ``E`` (end). Anything else ends parsing as truncated.
+    """
+
+    max_files: int
+    max_bytes: int
+    artifacts: list[ParsedArtifact] = field(default_factory=list)
+    truncated: bool = False
+    done: bool = False
+    failed: bool = False
+    _buffer: bytearray = field(default_factory=bytearray)
+    _state: str = "type"
+    _kind: bytes = b""
+    _name_len: int = 0
+    _data_len: int = 0
+    _name: bytes = b""
+    _total: int = 0
+    _names: set = field(default_factory=set)
+
+    def feed(self, data: bytes) -> None:
+        if self.done or self.failed:
+            return
+        self._buffer += data
+        try:
+            self._parse()
+        except ProtocolError:
+            self.failed = True
+            self.truncated = True
+            self._buffer.clear()
+
+    def finish(self) -> None:
+        """The stream ended: anything but a clean end record means the list may be incomplete."""
+        if not self.done:
+            self.truncated = True
+        self._buffer.clear()
+
+    def _take(self, n: int) -> bytes | None:
+        if len(self._buffer) < n:
+            return None
+        chunk = bytes(self._buffer[:n])
+        del self._buffer[:n]
+        return chunk
+
+    def _parse(self) -> None:
+        while not self.done:
+            if self._state == "type":
+                kind = self._take(1)
+                if kind is None:
+                    return
+                if kind == b"E":
+                    self.done = True
+                    self._buffer.clear()
+                    return
+                if kind == b"T":
+                    self.truncated = True
+                    continue
+                if kind not in (b"F", b"S"):
+                    raise ProtocolError("unknown record")
+                self._kind = kind
+                self._state = "header"
+            elif self._state == "header":
+                header = self._take(12)
+                if header is None:
+                    return
+                self._name_len, self._data_len = struct.unpack(">IQ", header)
+                if self._name_len == 0 or self._name_len > MAX_NAME_BYTES:
+                    raise ProtocolError("bad name length")
+                if self._kind == b"F":
+                    if self._data_len > self.max_bytes - self._total or len(self.artifacts) >= self.max_files:
+                        raise ProtocolError("over the artifact caps")
+                self._state = "name"
+            elif self._state == "name":
+                name = self._take(self._name_len)
+                if name is None:
+                    return
+                self._name = name
+                if self._kind == b"S":
+                    self.truncated = True
+                    self._state = "type"
+                else:
+                    self._state = "data"
+            elif self._state == "data":
+                data = self._take(self._data_len)
+                if data is None:
+                    return
+                self._total += len(data)
+                self._state = "type"
+                clean = sanitize_name(self._name)
+                if clean is None or clean in self._names:
+                    self.truncated = True
+                    continue
+                self._names.add(clean)
+                self.artifacts.append(ParsedArtifact(name=clean, data=data))
