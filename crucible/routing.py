@@ -1,3 +1,13 @@
-"""WebSocket routes (the live log stream is added by the evaluations app)."""
+"""WebSocket routes. Authentication (token header, else session) wraps them here; the origin
+check for browser connections wraps everything in ``crucible.asgi``."""
 
-websocket_urlpatterns: list = []
+from django.urls import path
+
+from apps.evaluations.consumers import EvaluationConsumer
+from crucible.ws_auth import TokenAuthMiddlewareStack
+
+# The id is matched loosely and validated in the consumer, so a malformed id closes with 4404
+# like any other unknown evaluation instead of failing the route.
+websocket_urlpatterns: list = [
+    path("ws/evaluations/<str:evaluation_id>/", TokenAuthMiddlewareStack(EvaluationConsumer.as_asgi())),
+]

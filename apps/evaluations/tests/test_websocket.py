@@ -1,0 +1,307 @@
+"""WS /ws/evaluations/{id}/?after=N: who may connect, replay, the replay/live seam, the end."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
+from channels.testing import WebsocketCommunicator
+from django.conf import settings
+from django.db import connections
+from django.test import Client
+
+from apps.accounts.models import ApiToken
+from apps.evaluations import consumers, publisher
+from apps.evaluations.models import Evaluation, OutputChunk, Status
+from crucible.asgi import application
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+ORIGIN = (b"origin", b"http://127.0.0.1:8000")
+
+
+@pytest.fixture(autouse=True)
+async def close_consumer_connections():
+    """The consumer's database thread keeps its connection; close it so the test database can go."""
+    yield
+    await database_sync_to_async(connections.close_all)()
+
+
+def make_evaluation(owner, **fields) -> Evaluation:
+    defaults = dict(
+        code="print('hi')",
+        code_sha256="0" * 64,
+        language="python",
+        timeout_s=10,
+        memory_mb=256,
+        cpus=1,
+        pids_limit=64,
+        output_cap_bytes=1 << 20,
+    )
+    return Evaluation.objects.create(owner=owner, **{**defaults, **fields})
+
+
+def store_chunks(evaluation, seqs, stream="stdout"):
+    for seq in seqs:
+        OutputChunk.objects.create(evaluation=evaluation, seq=seq, stream=stream, data=f"line {seq}\n".encode())
+
+
+def store_and_publish(evaluation_id, seq, stream="stdout"):
+    """What the worker's recorder does: store the chunk, then publish it."""
+    chunk = OutputChunk.objects.create(
+        evaluation_id=evaluation_id, seq=seq, stream=stream, data=f"line {seq}\n".encode()
+    )
+    publisher.publish_log(evaluation_id, chunk.seq, chunk.stream, chunk.text)
+
+
+def session_cookie(user) -> bytes:
+    client = Client()
+    client.force_login(user)
+    return f"{settings.SESSION_COOKIE_NAME}={client.cookies[settings.SESSION_COOKIE_NAME].value}".encode()
+
+
+async def connect(evaluation_id, *, user=None, token=None, after=None, origin=ORIGIN):
+    headers = [origin] if origin else []
+    if user is not None:
+        headers.append((b"cookie", await database_sync_to_async(session_cookie)(user)))
+    if token is not None:
+        headers.append((b"authorization", f"Token {token}".encode()))
+    path = f"/ws/evaluations/{evaluation_id}/" + (f"?after={after}" if after is not None else "")
+    communicator = WebsocketCommunicator(application, path, headers=headers)
+    connected, _ = await communicator.connect(timeout=5)
+    return communicator, connected
+
+
+async def close_code(communicator) -> int:
+    message = await communicator.receive_output(timeout=5)
+    assert message["type"] == "websocket.close", message
+    await communicator.disconnect()  # the client side of the closing handshake
+    return message.get("code")
+
+
+async def receive_logs(communicator, count):
+    seqs = []
+    while len(seqs) < count:
+        message = await communicator.receive_json_from(timeout=5)
+        if message["type"] == "log":
+            seqs.append(message["seq"])
+    return seqs
+
+
+# --- who may connect ------------------------------------------------------------------------
+
+
+async def test_an_anonymous_client_is_closed_with_4401(alice):
+    evaluation = await database_sync_to_async(make_evaluation)(alice)
+    communicator, connected = await connect(evaluation.pk)
+    assert connected
+    assert await close_code(communicator) == 4401
+
+
+async def test_an_unknown_or_revoked_token_is_closed_with_4401(alice):
+    evaluation = await database_sync_to_async(make_evaluation)(alice)
+    token, key = await database_sync_to_async(ApiToken.issue)(alice, "cli")
+    await database_sync_to_async(token.revoke)()
+    for bad in (key, "cru_not-a-real-token"):
+        communicator, _ = await connect(evaluation.pk, token=bad)
+        assert await close_code(communicator) == 4401
+
+
+async def test_another_researchers_evaluation_is_closed_with_4404_like_a_missing_one(alice, bob):
+    evaluation = await database_sync_to_async(make_evaluation)(alice)
+    await database_sync_to_async(store_chunks)(evaluation, [1])
+    for evaluation_id in (evaluation.pk, uuid.uuid4(), "not-a-uuid"):
+        communicator, _ = await connect(evaluation_id, user=bob)
+        assert await close_code(communicator) == 4404
+        # Nothing about the evaluation was sent before the close.
+        assert await communicator.receive_nothing(timeout=0.1)
+
+
+async def test_the_owner_connects_with_a_session(alice):
+    evaluation = await database_sync_to_async(make_evaluation)(alice)
+    communicator, _ = await connect(evaluation.pk, user=alice)
+    assert await communicator.receive_json_from(timeout=5) == {"type": "status", "status": "queued"}
+    await communicator.disconnect()
+
+
+async def test_the_owner_connects_with_a_token(alice):
+    evaluation = await database_sync_to_async(make_evaluation)(alice)
+    _, key = await database_sync_to_async(ApiToken.issue)(alice, "cli")
+    communicator, _ = await connect(evaluation.pk, token=key)
+    assert await communicator.receive_json_from(timeout=5) == {"type": "status", "status": "queued"}
+    await communicator.disconnect()
+
+
+async def test_an_operator_may_watch_anyones_evaluation(alice, olivia):
+    evaluation = await database_sync_to_async(make_evaluation)(alice)
+    communicator, _ = await connect(evaluation.pk, user=olivia)
+    assert (await communicator.receive_json_from(timeout=5))["type"] == "status"
+    await communicator.disconnect()
+
+
+async def test_a_browser_from_another_origin_is_refused(alice):
+    evaluation = await database_sync_to_async(make_evaluation)(alice)
+    communicator, connected = await connect(evaluation.pk, user=alice, origin=(b"origin", b"https://evil.example"))
+    assert not connected
+    await communicator.disconnect()
+
+
+async def test_a_malformed_after_is_closed_with_4400(alice):
+    evaluation = await database_sync_to_async(make_evaluation)(alice)
+    communicator, _ = await connect(evaluation.pk, user=alice, after="-1")
+    assert await close_code(communicator) == 4400
+
+
+# --- replay and live ------------------------------------------------------------------------
+
+
+async def test_replay_sends_stored_chunks_after_the_given_seq_in_order(alice):
+    evaluation = await database_sync_to_async(make_evaluation)(alice, status=Status.RUNNING)
+    await database_sync_to_async(store_chunks)(evaluation, range(1, 6))
+    communicator, _ = await connect(evaluation.pk, user=alice, after=2)
+    assert await communicator.receive_json_from(timeout=5) == {"type": "status", "status": "running"}
+    assert await communicator.receive_json_from(timeout=5) == {
+        "type": "log",
+        "seq": 3,
+        "stream": "stdout",
+        "data": "line 3\n",
+    }
+    assert await receive_logs(communicator, 2) == [4, 5]
+    assert await communicator.receive_nothing(timeout=0.2)
+    await communicator.disconnect()
+
+
+async def test_live_chunks_and_statuses_follow_the_replay(alice):
+    evaluation = await database_sync_to_async(make_evaluation)(alice, status=Status.RUNNING)
+    await database_sync_to_async(store_chunks)(evaluation, [1])
+    communicator, _ = await connect(evaluation.pk, user=alice)
+    assert await receive_logs(communicator, 1) == [1]
+    await database_sync_to_async(store_and_publish)(evaluation.pk, 2, "stderr")
+    message = await communicator.receive_json_from(timeout=5)
+    assert message == {"type": "log", "seq": 2, "stream": "stderr", "data": "line 2\n"}
+    await sync_to_async(publisher.publish_alert)(evaluation.pk, {"rule": "fork_bomb", "message": "many processes"})
+    assert await communicator.receive_json_from(timeout=5) == {
+        "type": "alert",
+        "rule": "fork_bomb",
+        "message": "many processes",
+    }
+    await communicator.disconnect()
+
+
+async def test_a_chunk_stored_while_the_replay_runs_arrives_exactly_once(alice, monkeypatch):
+    """The seam: chunk 5 is stored and published after the consumer subscribed but before its
+    replay read it, so it reaches the consumer twice (replay and live); the client sees it once."""
+    evaluation = await database_sync_to_async(make_evaluation)(alice, status=Status.RUNNING)
+    await database_sync_to_async(store_chunks)(evaluation, range(1, 5))
+    monkeypatch.setattr(consumers, "REPLAY_BATCH", 2)
+    original = vars(consumers.EvaluationConsumer)["_chunks"]  # the undecorated-call wrapper
+    calls = []
+
+    async def racing_chunks(self, after, before):
+        batch = await original(self, after, before)
+        calls.append(after)
+        if len(calls) == 1:  # mid-replay: the worker writes and publishes the next chunk
+            await database_sync_to_async(store_and_publish)(evaluation.pk, 5)
+        return batch
+
+    monkeypatch.setattr(consumers.EvaluationConsumer, "_chunks", racing_chunks)
+    communicator, _ = await connect(evaluation.pk, user=alice)
+    assert await receive_logs(communicator, 5) == [1, 2, 3, 4, 5]
+    assert len(calls) >= 3  # chunk 5 really came from the replay too
+    await database_sync_to_async(store_and_publish)(evaluation.pk, 6)
+    assert await receive_logs(communicator, 1) == [6]  # the live copy of 5 was dropped, 6 is next
+    assert await communicator.receive_nothing(timeout=0.2)
+    await communicator.disconnect()
+
+
+async def test_a_chunk_stored_after_the_last_replay_read_arrives_live(alice, monkeypatch):
+    """The other side of the seam: the replay has read everything, then chunk 3 is stored."""
+    evaluation = await database_sync_to_async(make_evaluation)(alice, status=Status.RUNNING)
+    await database_sync_to_async(store_chunks)(evaluation, [1, 2])
+    original = vars(consumers.EvaluationConsumer)["_chunks"]  # the undecorated-call wrapper
+
+    async def racing_chunks(self, after, before):
+        batch = await original(self, after, before)
+        if after == 0:
+            await database_sync_to_async(store_and_publish)(evaluation.pk, 3)
+        return batch
+
+    monkeypatch.setattr(consumers.EvaluationConsumer, "_chunks", racing_chunks)
+    communicator, _ = await connect(evaluation.pk, user=alice)
+    assert await receive_logs(communicator, 3) == [1, 2, 3]
+    assert await communicator.receive_nothing(timeout=0.2)
+    await communicator.disconnect()
+
+
+async def test_lost_live_events_are_filled_from_the_database(alice):
+    evaluation = await database_sync_to_async(make_evaluation)(alice, status=Status.RUNNING)
+    communicator, _ = await connect(evaluation.pk, user=alice)
+    assert (await communicator.receive_json_from(timeout=5))["type"] == "status"
+    # Chunks 1 and 2 are stored but their events never arrive (e.g. Redis hiccupped); 3 does.
+    await database_sync_to_async(store_chunks)(evaluation, [1, 2])
+    await database_sync_to_async(store_and_publish)(evaluation.pk, 3)
+    assert await receive_logs(communicator, 3) == [1, 2, 3]
+    await communicator.disconnect()
+
+
+async def test_the_end_is_sent_after_every_chunk_and_closes_the_stream(alice):
+    evaluation = await database_sync_to_async(make_evaluation)(alice, status=Status.RUNNING)
+    communicator, _ = await connect(evaluation.pk, user=alice)
+    assert (await communicator.receive_json_from(timeout=5))["type"] == "status"
+
+    def finish():
+        store_chunks(evaluation, [1])  # stored, its event lost
+        evaluation.finish(Status.FAILED, exit_code=3)
+        publisher.publish_end(evaluation)
+
+    await database_sync_to_async(finish)()
+    assert await receive_logs(communicator, 1) == [1]
+    assert await communicator.receive_json_from(timeout=5) == {"type": "status", "status": "failed"}
+    assert await communicator.receive_json_from(timeout=5) == {"type": "end", "status": "failed", "exit_code": 3}
+    assert await close_code(communicator) == 1000
+
+
+async def test_a_finished_evaluation_replays_then_ends_and_closes(alice):
+    evaluation = await database_sync_to_async(make_evaluation)(alice, status=Status.SUCCEEDED, exit_code=0)
+    await database_sync_to_async(store_chunks)(evaluation, [1, 2, 3])
+    communicator, _ = await connect(evaluation.pk, user=alice, after=1)
+    assert await communicator.receive_json_from(timeout=5) == {"type": "status", "status": "succeeded"}
+    assert await receive_logs(communicator, 2) == [2, 3]
+    assert await communicator.receive_json_from(timeout=5) == {"type": "end", "status": "succeeded", "exit_code": 0}
+    assert await close_code(communicator) == 1000
+
+
+# --- permission is checked again later -------------------------------------------------------
+
+
+async def test_a_token_revoked_while_watching_closes_the_stream(alice, monkeypatch):
+    monkeypatch.setattr(consumers, "PERMISSION_RECHECK_S", 0)
+    evaluation = await database_sync_to_async(make_evaluation)(alice, status=Status.RUNNING)
+    token, key = await database_sync_to_async(ApiToken.issue)(alice, "cli")
+    communicator, _ = await connect(evaluation.pk, token=key)
+    assert (await communicator.receive_json_from(timeout=5))["type"] == "status"
+    await database_sync_to_async(token.revoke)()
+    await database_sync_to_async(store_and_publish)(evaluation.pk, 1)
+    assert await close_code(communicator) == 4401
+
+
+async def test_a_user_deactivated_while_watching_is_closed(alice):
+    evaluation = await database_sync_to_async(make_evaluation)(alice, status=Status.RUNNING)
+    communicator, _ = await connect(evaluation.pk, user=alice)
+    assert (await communicator.receive_json_from(timeout=5))["type"] == "status"
+    alice.is_active = False
+    await database_sync_to_async(alice.save)()
+    await sync_to_async(publisher.publish_status)(evaluation)  # status events are always re-checked
+    assert await close_code(communicator) == 4401
+
+
+async def test_an_operator_who_loses_the_role_while_watching_is_not_allowed(alice, olivia):
+    evaluation = await database_sync_to_async(make_evaluation)(alice, status=Status.RUNNING)
+    communicator, _ = await connect(evaluation.pk, user=olivia)
+    assert (await communicator.receive_json_from(timeout=5))["type"] == "status"
+    olivia.is_staff = False
+    await database_sync_to_async(olivia.save)()
+    await sync_to_async(publisher.publish_status)(evaluation)
+    assert await close_code(communicator) == 4403
