@@ -319,6 +319,21 @@ def _raw_socket(sock):
     return getattr(sock, "_sock", sock)
 
 
+def _close_stream(sock) -> None:
+    """Really close a hijacked exec stream (``SocketIO.close`` alone leaves the socket open).
+
+    Closing it before a kill matters: the engine will not finish a container whose exec output it
+    cannot deliver, so a reader that stopped reading must hang up first.
+    """
+    raw = _raw_socket(sock)
+    actions = [sock.close] if raw is None else [lambda: raw.shutdown(socket.SHUT_RDWR), raw.close, sock.close]
+    for action in actions:
+        try:
+            action()
+        except Exception as exc:
+            log.debug("closing an exec stream: %s", exc)
+
+
 def _exit_signal(exit_code: int | None) -> int | None:
     if exit_code is not None and 128 < exit_code <= 128 + 64:
         return exit_code - 128
@@ -335,6 +350,7 @@ class Sandbox:
         self.cgroup = CgroupReader(container_id)
         self.killed = False
         self.last_reading = Reading()
+        self.streams: list = []
 
     @property
     def api(self):
@@ -398,6 +414,9 @@ class Sandbox:
             return
         self.read_counters()
         self.killed = True
+        for sock in self.streams:
+            _close_stream(sock)
+        self.streams.clear()
         try:
             self.api.kill(self.container_id)
         except docker.errors.NotFound:
@@ -462,6 +481,7 @@ class Sandbox:
                 self.container_id, argv, stdout=True, stderr=True, user=SANDBOX_USER, workdir="/", environment={}
             )["Id"]
             sock = self.api.exec_start(exec_id, socket=True)
+            self.streams.append(sock)
             raw = _raw_socket(sock)
             raw.setblocking(False)
             demux = FrameDemuxer()
@@ -492,10 +512,9 @@ class Sandbox:
             log.info("artifact collection in %s failed: %s", self.container_id[:12], exc)
         finally:
             if sock is not None:
-                try:
-                    sock.close()
-                except Exception:
-                    pass
+                _close_stream(sock)
+                if sock in self.streams:
+                    self.streams.remove(sock)
         parser.finish()
         artifacts = [Artifact(name=a.name, size=a.size, sha256=a.sha256, data=a.data) for a in parser.artifacts]
         return artifacts, parser.truncated
@@ -504,8 +523,8 @@ class Sandbox:
 def _remove_quietly(name_or_id: str) -> None:
     try:
         engine.client().api.remove_container(name_or_id, force=True)
-    except Exception:
-        pass
+    except Exception as exc:
+        log.debug("removing %s: %s", name_or_id, exc)
 
 
 @dataclass
@@ -589,6 +608,7 @@ class _Execution:
             environment=dict(ENVIRONMENT),
         )["Id"]
         sock = self.api.exec_start(self.exec_id, socket=True)
+        sandbox.streams.append(sock)
         raw = _raw_socket(sock)
         started_at, start = _now(), time.monotonic()
         try:
@@ -601,10 +621,9 @@ class _Execution:
             raw.setblocking(False)
             self.supervise(raw, start)
         finally:
-            try:
-                sock.close()
-            except Exception:
-                pass
+            _close_stream(sock)
+            if sock in sandbox.streams:
+                sandbox.streams.remove(sock)
         finished_at, end = _now(), time.monotonic()
 
         if self.marker_left and self.reason is None:
@@ -652,6 +671,8 @@ class _Execution:
         while True:
             now = time.monotonic()
             got_data = False
+            if eof_at is None and sandbox.killed:
+                eof_at = now  # the stream was closed by kill()
             if eof_at is None:
                 readable, _, _ = select.select([raw], [], [], 0.02 if self.exited else 0.05)
                 if readable:

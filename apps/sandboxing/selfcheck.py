@@ -1,0 +1,123 @@
+"""Self-check: run a canary through the real policy and report what the engine does not enforce.
+
+``self_check()`` returns a list of problems (empty when everything holds); the result is cached per
+process for ``CACHE_SECONDS`` per (image, runtime). ``require_policy()`` raises
+``SandboxUnavailable`` when there is any problem, so callers fail closed.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+
+from django.conf import settings
+
+from apps.sandboxing.policy import Limits, runtime_for
+from apps.sandboxing.runner import RunRequest, run
+
+CACHE_SECONDS = 600
+_cache: dict[tuple[str, str], tuple[float, list[str]]] = {}
+_lock = threading.Lock()
+
+CANARY = r"""
+import json, os, socket
+facts = {"uid": os.getuid(), "gid": os.getgid()}
+status = dict(line.split(":", 1) for line in open("/proc/self/status").read().splitlines() if ":" in line)
+for key in ("CapEff", "CapPrm", "CapBnd", "NoNewPrivs", "Seccomp"):
+    facts[key] = status.get(key, "").strip()
+try:
+    open("/etc/crucible-canary", "w")
+    facts["root_writable"] = True
+except OSError:
+    facts["root_writable"] = False
+facts["interfaces"] = sorted(os.listdir("/sys/class/net")) if os.path.isdir("/sys/class/net") else None
+try:
+    socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+    facts["packet_socket"] = True
+except OSError:
+    facts["packet_socket"] = False
+for path in ("/sys/fs/cgroup/pids.max", "/sys/fs/cgroup/pids/pids.max"):
+    try:
+        facts["pids_max"] = open(path).read().strip()
+        break
+    except OSError:
+        pass
+facts["docker_sock"] = any(os.path.exists(p) for p in ("/var/run/docker.sock", "/run/docker.sock"))
+print(json.dumps(facts))
+"""
+
+
+class SandboxUnavailable(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _problems(limits: Limits) -> list[str]:
+    output = bytearray()
+
+    def keep(_stream: str, data: bytes) -> None:
+        output.extend(data)
+
+    result = run(
+        RunRequest(
+            run_id=f"selfcheck-{uuid.uuid4()}",
+            runtime=runtime_for("python"),
+            code=CANARY.encode(),
+            stdin=b"",
+            limits=limits,
+        ),
+        on_output=keep,
+        control=lambda: None,
+    )
+    if result.outcome != "exited" or result.exit_code != 0:
+        return [f"the canary did not run: {result.outcome} {result.exit_code} {result.error}".strip()]
+    try:
+        facts = json.loads(bytes(output).decode())
+    except ValueError:
+        return ["the canary's report was unreadable"]
+    problems = []
+    if facts.get("uid") == 0 or facts.get("gid") == 0:
+        problems.append("the program runs as root")
+    for key in ("CapEff", "CapPrm", "CapBnd"):
+        if facts.get(key) != "0" * 16:
+            problems.append(f"{key} is {facts.get(key)!r}, not all zero")
+    if facts.get("NoNewPrivs") != "1":
+        problems.append("no-new-privileges is not set")
+    if facts.get("Seccomp") != "2":
+        problems.append("no seccomp filter is applied")
+    if facts.get("root_writable"):
+        problems.append("the root filesystem is writable")
+    if facts.get("interfaces") != ["lo"]:
+        problems.append(f"network interfaces other than lo: {facts.get('interfaces')}")
+    if facts.get("packet_socket"):
+        problems.append("raw packet sockets can be opened")
+    if facts.get("pids_max") != str(limits.pids):
+        problems.append(f"the pids limit is not applied (pids.max {facts.get('pids_max')!r})")
+    if facts.get("docker_sock"):
+        problems.append("the Docker socket is visible")
+    return problems
+
+
+def self_check(*, force: bool = False) -> list[str]:
+    key = (settings.SANDBOX_IMAGE, settings.SANDBOX_RUNTIME)
+    with _lock:
+        cached = _cache.get(key)
+        if cached and not force and time.monotonic() - cached[0] < CACHE_SECONDS:
+            return list(cached[1])
+    limits = Limits.from_settings(timeout_s=min(20.0, settings.SANDBOX_MAX_TIMEOUT_S))
+    try:
+        problems = _problems(limits)
+    except Exception as exc:  # the engine is unreachable, the policy cannot be loaded, ...
+        problems = [f"self-check failed: {type(exc).__name__}: {exc}"]
+    with _lock:
+        _cache[key] = (time.monotonic(), problems)
+    return list(problems)
+
+
+def require_policy() -> None:
+    problems = self_check()
+    if problems:
+        raise SandboxUnavailable("; ".join(problems))
