@@ -101,7 +101,9 @@ class SecurityHeadersMiddleware:
         finally:
             _current_request.reset(token)
         if "Content-Security-Policy" not in response:
-            response["Content-Security-Policy"] = content_security_policy(request, getattr(response, "_csp_extra", None))
+            response["Content-Security-Policy"] = content_security_policy(
+                request, getattr(response, "_csp_extra", None)
+            )
         response.setdefault("Permissions-Policy", PERMISSIONS_POLICY)
         response.setdefault("X-Content-Type-Options", "nosniff")
         response.setdefault("Cross-Origin-Resource-Policy", "same-origin")

@@ -82,9 +82,7 @@ class Quota(models.Model):
     submissions_per_minute = models.PositiveIntegerField(
         null=True, blank=True, help_text="Evaluations this user may submit per rolling minute."
     )
-    max_active = models.PositiveIntegerField(
-        null=True, blank=True, help_text="Evaluations queued or running at once."
-    )
+    max_active = models.PositiveIntegerField(null=True, blank=True, help_text="Evaluations queued or running at once.")
     max_timeout_s = models.FloatField(
         null=True, blank=True, help_text="Largest timeout (seconds) the user may ask for; blank: the platform maximum."
     )
