@@ -23,6 +23,7 @@ urlpatterns = [
     path("api/v1/", include("apps.evaluations.api.urls")),
     path("api/v1/", include("apps.accounts.api.urls")),
     path("account/", include("apps.accounts.urls")),
+    path("", include("apps.evaluations.urls")),
 ]
 
 handler400 = "apps.accounts.errors.bad_request"

@@ -1,0 +1,128 @@
+"""The "new evaluation" form. It only shapes input for ``services.submit``, which decides.
+
+Limits are bounded here with the same maxima the service applies (``services.maxima_for``), so
+the page can show the allowed ranges and the browser can check them; the service still has the
+final word and its field errors are copied back onto the form.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from django import forms
+from django.conf import settings
+
+from apps.evaluations.models import Priority, Runtime
+
+EXAMPLES = {
+    "hello": {
+        "title": "Hello world",
+        "language": "python",
+        "code": 'import sys\n\nprint("Hello from the sandbox")\nprint("and a line on stderr", file=sys.stderr)\n',
+    },
+    "timeout": {
+        "title": "A timeout",
+        "language": "python",
+        "timeout_s": 3,
+        "code": (
+            "import time\n\n# Prints a tick every half second and never ends: the wall-clock limit stops it.\n"
+            'n = 0\nwhile True:\n    n += 1\n    print(f"tick {n}", flush=True)\n    time.sleep(0.5)\n'
+        ),
+    },
+    "memory": {
+        "title": "A memory bomb",
+        "language": "python",
+        "memory_mb": 64,
+        "code": (
+            "# Grows a list by 10 MB at a time until the memory limit kills it.\n"
+            "blocks = []\nwhile True:\n    blocks.append(bytearray(10 * 1024 * 1024))\n"
+            '    print(f"{len(blocks) * 10} MB", flush=True)\n'
+        ),
+    },
+    "bash": {
+        "title": "Bash loop",
+        "language": "bash",
+        "code": 'for i in 1 2 3 4 5; do\n  echo "line $i"\n  echo "warning $i" >&2\n  sleep 0.2\ndone\n',
+    },
+}
+
+
+class EvaluationForm(forms.Form):
+    code = forms.CharField(
+        strip=False,
+        widget=forms.Textarea(
+            attrs={
+                "class": "code-editor",
+                "rows": 16,
+                "spellcheck": "false",
+                "autocapitalize": "off",
+                "autocomplete": "off",
+                "data-code-editor": "",
+            }
+        ),
+        help_text="Tab indents (four spaces). To leave the editor with the keyboard, press Esc, then Tab.",
+    )
+    language = forms.ChoiceField()
+    stdin = forms.CharField(
+        required=False,
+        strip=False,
+        label="Standard input",
+        widget=forms.Textarea(attrs={"class": "code-editor code-editor--small", "rows": 3, "spellcheck": "false"}),
+    )
+    timeout_s = forms.FloatField(required=False, label="Timeout (seconds)")
+    memory_mb = forms.IntegerField(required=False, label="Memory (MB)")
+    cpus = forms.FloatField(required=False, label="CPUs")
+    priority = forms.ChoiceField(choices=Priority.choices, initial=Priority.NORMAL)
+    # A fresh key per rendered form: a double click or a resent POST gives the same evaluation.
+    idempotency_key = forms.CharField(required=False, widget=forms.HiddenInput, max_length=200)
+
+    def __init__(self, *args, maxima, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.maxima = maxima
+        self.fields["language"].choices = [
+            (name, name) for name in Runtime.objects.filter(enabled=True).values_list("name", flat=True)
+        ]
+        self.fields["idempotency_key"].initial = uuid.uuid4().hex
+        self._limit("timeout_s", 0.1, maxima.timeout_s, settings.SANDBOX_DEFAULT_TIMEOUT_S, "s", step="0.1")
+        self._limit("memory_mb", 16, maxima.memory_mb, settings.SANDBOX_DEFAULT_MEMORY_MB, "MB", step="1")
+        default_cpus = min(settings.SANDBOX_DEFAULT_CPUS, settings.SANDBOX_MAX_CPUS)
+        self._limit("cpus", 0.1, maxima.cpus, default_cpus, "", step="0.1")
+
+    def _limit(self, name, low, high, default, unit, *, step):
+        field = self.fields[name]
+        # The browser checks these attributes; clean() checks the same range on the server.
+        field.widget.attrs.update({"min": f"{low:g}", "max": f"{high:g}", "step": step, "placeholder": f"{default:g}"})
+        suffix = f" {unit}" if unit else ""
+        field.help_text = f"Allowed {low:g}–{high:g}{suffix}; empty means the default, {default:g}{suffix}."
+
+    def clean(self):
+        cleaned = super().clean()
+        for name, low, high in (
+            ("timeout_s", 0.1, self.maxima.timeout_s),
+            ("memory_mb", 16, self.maxima.memory_mb),
+            ("cpus", 0.1, self.maxima.cpus),
+        ):
+            value = cleaned.get(name)
+            if value is not None and not (low <= value <= high):
+                self.add_error(name, f"Must be between {low:g} and {high:g}.")
+        return cleaned
+
+    def submission_body(self) -> dict:
+        """The body ``services.submit`` takes, the same shape as the API's."""
+        data = self.cleaned_data
+        body = {
+            "code": data["code"],
+            "language": data["language"],
+            "stdin": data["stdin"],
+            "priority": data["priority"],
+        }
+        for name in ("timeout_s", "memory_mb", "cpus"):
+            if data.get(name) is not None:
+                body[name] = data[name]
+        return body
+
+    def add_service_errors(self, errors: dict[str, list[str]]) -> None:
+        """Copy ``SubmissionInvalid.errors`` onto the form, unknown keys as form-wide errors."""
+        for name, messages in errors.items():
+            for message in messages:
+                self.add_error(name if name in self.fields else None, message)

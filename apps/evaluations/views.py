@@ -1,0 +1,221 @@
+"""Server-rendered evaluation pages: the list, the new-evaluation form, the detail page with the live log.
+
+Views stay thin: they read the request, call ``services`` and render. Another user's evaluation
+is a 404 everywhere (``Evaluation.objects.visible_to``), exactly as if it did not exist. The live
+log itself arrives over the WebSocket (``consumers.py``); sandbox output is never rendered into
+HTML by the server or inserted as HTML by the page's script.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.db.models import Q
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from apps.accounts.roles import is_operator
+from apps.evaluations import services
+from apps.evaluations.forms import EXAMPLES, EvaluationForm
+from apps.evaluations.models import Evaluation, Status
+from apps.evaluations.validation import SubmissionInvalid, SubmissionTooLarge
+
+PAGE_SIZE = 25
+
+
+def _visible(request, pk, *, full: bool = False) -> Evaluation:
+    queryset = Evaluation.objects.visible_to(request.user).select_related("owner")
+    if not full:
+        queryset = queryset.defer("code", "stdin")
+    return get_object_or_404(queryset, pk=pk)
+
+
+def _search(queryset, status: str, q: str):
+    """The same filters as the API list: an exact status, and q over id prefix, language, code, metadata."""
+    if status in Status.values:
+        queryset = queryset.filter(status=status)
+    if q:
+        match = Q(language__iexact=q) | Q(code__icontains=q) | Q(metadata__icontains=q)
+        if len(q) >= 4 and all(c in "0123456789abcdef-" for c in q.lower()):
+            match |= Q(id__startswith=q.lower())
+        queryset = queryset.filter(match)
+    return queryset
+
+
+@login_required
+@require_GET
+def evaluation_list(request):
+    status = request.GET.get("status", "")
+    q = request.GET.get("q", "").strip()[:200]
+    queryset = Evaluation.objects.visible_to(request.user).select_related("owner").defer("code", "stdin")
+    queryset = _search(queryset, status, q).order_by("-created_at")
+    page = Paginator(queryset, PAGE_SIZE).get_page(request.GET.get("page"))
+    query = request.GET.copy()
+    query.pop("page", None)
+    return render(
+        request,
+        "evaluations/list.html",
+        {
+            "page": page,
+            "status": status if status in Status.values else "",
+            "q": q,
+            "statuses": Status.choices,
+            "query": query.urlencode(),
+            "show_owner": is_operator(request.user),
+        },
+    )
+
+
+@login_required
+@require_GET
+def evaluation_row(request, pk):
+    """One list row (htmx polls this for active rows; a finished row stops polling)."""
+    evaluation = _visible(request, pk)
+    return render(request, "evaluations/_row.html", {"evaluation": evaluation, "show_owner": is_operator(request.user)})
+
+
+@never_cache
+@login_required
+@require_http_methods(["GET", "POST"])
+def evaluation_new(request):
+    maxima = services.maxima_for(request.user)
+    if request.method == "POST":
+        form = EvaluationForm(request.POST, maxima=maxima)
+        if form.is_valid():
+            evaluation = _submit(request, form)
+            if evaluation is not None:
+                return redirect("evaluations:detail", pk=evaluation.pk)
+        status = 429 if getattr(form, "throttled", False) else 400
+    else:
+        form = EvaluationForm(initial=_initial(request), maxima=maxima)
+        status = 200
+    examples = [{"key": key, "title": example["title"]} for key, example in EXAMPLES.items()]
+    return render(
+        request, "evaluations/new.html", {"form": form, "examples": examples, "maxima": maxima}, status=status
+    )
+
+
+def _initial(request) -> dict:
+    """Prefill from ?example=<name> or ?from=<id> (edit a copy of an earlier evaluation)."""
+    example = EXAMPLES.get(request.GET.get("example", ""))
+    if example:
+        return {key: value for key, value in example.items() if key != "title"}
+    source = request.GET.get("from")
+    if source:
+        try:
+            source_id = uuid.UUID(source)
+        except ValueError:  # a malformed id is just "nothing to copy"
+            return {}
+        evaluation = Evaluation.objects.visible_to(request.user).filter(pk=source_id).first()
+        if evaluation is not None:
+            return {
+                "code": evaluation.code,
+                "language": evaluation.language,
+                "stdin": evaluation.stdin,
+                "timeout_s": evaluation.timeout_s_requested,
+                "memory_mb": evaluation.memory_mb_requested,
+                "cpus": evaluation.cpus_requested,
+                "priority": evaluation.priority,
+            }
+    return {}
+
+
+def _submit(request, form: EvaluationForm) -> Evaluation | None:
+    """Call the service; on refusal put its reasons on the form and return None."""
+    try:
+        evaluation, _ = services.submit(
+            request.user,
+            form.submission_body(),
+            idempotency_key=form.cleaned_data.get("idempotency_key", ""),
+            request=request,
+        )
+    except SubmissionInvalid as exc:
+        form.add_service_errors(exc.errors)
+    except SubmissionTooLarge as exc:
+        form.add_error(None, f"Too large: {exc}.")
+    except services.Throttled as exc:
+        form.throttled = True
+        form.add_error(None, f"{exc.message} (try again in {exc.retry_after} s)")
+    except services.IdempotencyConflict:
+        # This form was submitted before with other values; the next submit gets a fresh key.
+        form.data = form.data.copy()
+        form.data["idempotency_key"] = ""
+        form.add_error(None, "This form was already submitted with other values. Check them and submit again.")
+    else:
+        return evaluation
+    return None
+
+
+@login_required
+@require_GET
+def evaluation_detail(request, pk):
+    evaluation = _visible(request, pk, full=True)
+    return render(request, "evaluations/detail.html", _detail_context(request, evaluation))
+
+
+@login_required
+@require_GET
+def evaluation_summary(request, pk):
+    """The status, timings, limits, peaks, artifacts and actions; the detail page swaps it in on changes."""
+    evaluation = _visible(request, pk)
+    return render(request, "evaluations/_summary.html", _detail_context(request, evaluation))
+
+
+def _detail_context(request, evaluation: Evaluation) -> dict:
+    return {
+        "evaluation": evaluation,
+        "artifacts": list(evaluation.artifacts.only("name", "size", "sha256").order_by("name")),
+        "show_owner": is_operator(request.user) and evaluation.owner_id != request.user.pk,
+        "ws_path": f"/ws/evaluations/{evaluation.pk}/",
+        "logs_api": reverse("api-evaluation-logs", args=[evaluation.pk]),
+        "output_cap_kib": evaluation.output_cap_bytes // 1024,
+        "default_output_cap": settings.SANDBOX_OUTPUT_CAP_BYTES,
+    }
+
+
+@login_required
+@require_POST
+def evaluation_cancel(request, pk):
+    evaluation = services.cancel(_visible(request, pk), actor=request.user, request=request)
+    if evaluation.is_terminal:
+        messages.success(request, f"Evaluation {evaluation.status.replace('_', ' ')}.")
+    else:
+        messages.success(request, "Cancel requested: the program gets SIGTERM, then SIGKILL after a short grace.")
+    return redirect("evaluations:detail", pk=evaluation.pk)
+
+
+@login_required
+@require_POST
+def evaluation_stop(request, pk):
+    evaluation = services.stop(_visible(request, pk), actor=request.user, request=request)
+    if evaluation.is_terminal:
+        messages.warning(request, f"Evaluation {evaluation.status.replace('_', ' ')}.")
+    else:
+        messages.warning(request, "Emergency stop requested: the container is being killed now.")
+    return redirect("evaluations:detail", pk=evaluation.pk)
+
+
+@login_required
+@require_POST
+def evaluation_rerun(request, pk):
+    """Run the same code with the same limits again, as a new evaluation of the current user."""
+    original = _visible(request, pk, full=True)
+    try:
+        evaluation, _ = services.submit(request.user, services.resubmission_body(original), request=request)
+    except SubmissionInvalid as exc:
+        reasons = "; ".join(f"{name}: {' '.join(msgs)}" for name, msgs in exc.errors.items())
+        messages.error(request, f"Could not run it again: {reasons}")
+    except SubmissionTooLarge as exc:
+        messages.error(request, f"Could not run it again: {exc}.")
+    except services.Throttled as exc:
+        messages.error(request, f"Could not run it again: {exc.message} (try again in {exc.retry_after} s)")
+    else:
+        messages.success(request, "Running it again.")
+        return redirect("evaluations:detail", pk=evaluation.pk)
+    return redirect("evaluations:detail", pk=original.pk)
