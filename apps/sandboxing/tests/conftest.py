@@ -1,0 +1,100 @@
+"""Helpers for runner tests against the real Docker engine: small limits, recorded output, and a
+check after every test that none of this test process's containers is left behind."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import uuid
+from dataclasses import dataclass, field
+
+import pytest
+
+from apps.sandboxing.containers import list_instance_containers
+from apps.sandboxing.policy import Limits, runtime_for
+from apps.sandboxing.runner import ResourceSample, RunRequest, RunResult, run
+
+
+@dataclass
+class Outcome:
+    result: RunResult
+    chunks: list[tuple[str, bytes]] = field(default_factory=list)
+    samples: list[ResourceSample] = field(default_factory=list)
+    control_calls: list[float] = field(default_factory=list)
+    wall_s: float = 0.0
+
+    def stream(self, name: str) -> bytes:
+        return b"".join(data for stream, data in self.chunks if stream == name)
+
+    @property
+    def stdout(self) -> bytes:
+        return self.stream("stdout")
+
+    @property
+    def stderr(self) -> bytes:
+        return self.stream("stderr")
+
+    @property
+    def text(self) -> str:
+        return self.stdout.decode("utf-8", "replace")
+
+
+def small_limits(**overrides) -> Limits:
+    base = Limits.from_settings(timeout_s=3, memory_mb=64, cpus=1)
+    values = {"pids": 64, "output_cap_bytes": 256 * 1024, "tmpfs_mb": 16, "tmpfs_inodes": 1024, "fsize_mb": 16}
+    values["kill_grace_s"] = 1.0
+    values["artifact_max_files"] = 32
+    values["artifact_max_bytes"] = 4 * 1024 * 1024
+    values.update(overrides)
+    return dataclasses.replace(base, **values)
+
+
+def execute(
+    code: str | bytes,
+    *,
+    language: str = "python",
+    stdin: bytes = b"",
+    control=None,
+    keep_output: bool = True,
+    on_output=None,
+    runtime=None,
+    **limits,
+) -> Outcome:
+    """Run ``code`` through the real runner with small limits and record everything it reports.
+
+    ``control(seconds_since_call, stdout_so_far)`` answers the runner's control polls.
+    """
+    chunks: list[tuple[str, bytes]] = []
+    samples: list[ResourceSample] = []
+    calls: list[float] = []
+    start = time.monotonic()
+
+    def record(stream: str, data: bytes) -> None:
+        assert stream in ("stdout", "stderr")
+        assert 0 < len(data) <= 64 * 1024
+        if on_output is not None:
+            on_output(stream, data)
+        if keep_output:
+            chunks.append((stream, data))
+
+    def poll():
+        calls.append(time.monotonic() - start)
+        if control is None:
+            return None
+        return control(time.monotonic() - start, b"".join(data for stream, data in chunks if stream == "stdout"))
+
+    request = RunRequest(
+        run_id=str(uuid.uuid4()),
+        runtime=runtime or runtime_for(language),
+        code=code.encode() if isinstance(code, str) else code,
+        stdin=stdin,
+        limits=small_limits(**limits),
+    )
+    result = run(request, on_output=record, control=poll, on_sample=samples.append)
+    return Outcome(result, chunks, samples, calls, time.monotonic() - start)
+
+
+@pytest.fixture(autouse=True)
+def no_container_left_behind():
+    yield
+    assert list_instance_containers() == []

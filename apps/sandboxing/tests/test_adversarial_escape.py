@@ -1,0 +1,182 @@
+"""Adversarial cases 10-15 (escape and information leaks), at the runner level."""
+
+import json
+import os
+import platform
+
+import pytest
+
+from apps.sandboxing.tests.conftest import execute
+
+pytestmark = pytest.mark.docker
+
+
+def facts(code: str, **limits) -> dict:
+    run = execute(code, **limits)
+    assert run.result.outcome == "exited", (run.result, run.stderr)
+    return json.loads(run.stdout)
+
+
+# 10
+def test_writing_to_the_root_filesystem_fails_because_it_is_read_only():
+    code = (
+        "import errno, json\nout = {}\n"
+        "for path in ('/x', '/etc/x', '/usr/x', '/usr/bin/python3', '/sandbox/main.py'):\n"
+        "    try:\n        open(path, 'a').close(); out[path] = 'written'\n"
+        "    except OSError as e:\n        out[path] = errno.errorcode[e.errno]\n"
+        "print(json.dumps(out))\n"
+    )
+    out = facts(code)
+    assert out["/x"] == out["/etc/x"] == out["/usr/x"] == "EROFS"
+    assert out["/usr/bin/python3"] in ("EROFS", "EACCES")
+    assert out["/sandbox/main.py"] == "EACCES"  # the code file itself is read-only to the program
+
+
+# 11
+def test_all_capabilities_are_zero_and_the_user_is_not_root():
+    code = (
+        "import json, os\n"
+        "status = dict(l.split(':', 1) for l in open('/proc/self/status').read().splitlines())\n"
+        "print(json.dumps({k: status[k].strip() for k in ('CapInh', 'CapPrm', 'CapEff', 'CapBnd', 'CapAmb', "
+        "'NoNewPrivs', 'Seccomp')} | {'uid': os.getuid(), 'gid': os.getgid(), 'groups': os.getgroups()}))\n"
+    )
+    out = facts(code)
+    for key in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"):
+        assert out[key] == "0" * 16, key
+    assert out["uid"] == 10001 and out["gid"] == 10001 and 0 not in out["groups"]
+    assert out["NoNewPrivs"] == "1"
+    assert out["Seccomp"] == "2"
+
+
+# 12
+@pytest.mark.skipif(platform.machine() != "x86_64", reason="syscall numbers are for x86_64")
+def test_privileged_operations_all_fail_with_a_permission_error():
+    code = r"""
+import ctypes, errno, json, os, socket
+libc = ctypes.CDLL(None, use_errno=True)
+def sys(nr, *args):
+    ctypes.set_errno(0)
+    r = libc.syscall(nr, *args)
+    return "ok" if r >= 0 else errno.errorcode.get(ctypes.get_errno(), str(ctypes.get_errno()))
+os.makedirs("/tmp/m", exist_ok=True)
+out = {
+    "mount": sys(165, b"none", b"/tmp/m", b"tmpfs", 0, None),
+    "unshare_user": sys(272, 0x10000000),
+    "unshare_net": sys(272, 0x40000000),
+    "unshare_ns": sys(272, 0x00020000),
+    "setns": sys(308, 0, 0),
+    "chroot": sys(161, b"/tmp"),
+    "mknod_char_device": sys(133, b"/tmp/null", 0o20666, os.makedev(1, 3)),
+    "finit_module": sys(313, 0, b"", 0),
+    "init_module": sys(175, None, 0, b""),
+    "ptrace_traceme": sys(101, 0, 0, 0, 0),
+    "ptrace_attach_pid1": sys(101, 16, 1, 0, 0),
+    "keyctl": sys(250, 0, 0, 0, 0, 0),
+    "add_key": sys(248, b"user", b"k", b"v", 1, -2),
+    "request_key": sys(249, b"user", b"k", None, -2),
+    "perf_event_open": sys(298, None, 0, -1, -1, 0),
+    "bpf": sys(321, 0, None, 0),
+    "userfaultfd": sys(323, 0),
+    "io_uring_setup": sys(425, 1, None),
+    "process_vm_readv": sys(310, 1, None, 0, None, 0, 0),
+}
+for name, family, kind in (("af_packet", 17, socket.SOCK_RAW), ("af_netlink", 16, socket.SOCK_RAW),
+                           ("raw_inet", socket.AF_INET, socket.SOCK_RAW), ("af_vsock", 40, socket.SOCK_STREAM)):
+    try:
+        socket.socket(family, kind, 1 if name == "raw_inet" else 0).close(); out[name] = "ok"
+    except OSError as e:
+        out[name] = errno.errorcode.get(e.errno, str(e.errno))
+import subprocess
+for tool in (["mount", "-t", "tmpfs", "none", "/tmp/m"], ["unshare", "-r", "true"], ["chroot", "/", "true"],
+             ["mknod", "/tmp/n", "c", "1", "3"], ["modprobe", "dummy"]):
+    try:
+        out["tool_" + tool[0]] = subprocess.run(tool, capture_output=True).returncode
+    except OSError as e:
+        out["tool_" + tool[0]] = errno.errorcode.get(e.errno)
+print(json.dumps(out))
+"""
+    out = facts(code)
+    permission = {"EPERM", "EACCES"}
+    for name, value in out.items():
+        if name.startswith("tool_"):
+            assert value not in (0, "ok"), name  # the tool is missing (ENOENT) or fails
+        else:
+            assert value in permission, (name, value)
+
+
+# 13
+def test_there_is_no_docker_socket_and_no_host_mount():
+    code = r"""
+import json, os
+mounts = []
+for line in open("/proc/self/mountinfo"):
+    left, right = line.split(" - ")
+    fields, rfields = left.split(), right.split()
+    mounts.append({"root": fields[3], "point": fields[4], "options": fields[5], "fstype": rfields[0]})
+sockets = [p for p in ("/var/run/docker.sock", "/run/docker.sock", "/var/run/containerd/containerd.sock")
+           if os.path.exists(p)]
+print(json.dumps({"mounts": mounts, "sockets": sockets}))
+"""
+    out = facts(code)
+    assert out["sockets"] == []
+    allowed_fs = {"overlay", "proc", "tmpfs", "devpts", "sysfs", "cgroup", "cgroup2", "mqueue"}
+    docker_files = {"/etc/resolv.conf", "/etc/hostname", "/etc/hosts"}
+    for mount in out["mounts"]:
+        if mount["point"] in docker_files:
+            # Docker's generated per-container files: read-only like the rest of the root.
+            assert mount["options"].split(",")[0] == "ro", mount
+            continue
+        if mount["point"] == "/usr/sbin/docker-init":
+            # The engine's init (tini), bind-mounted read-only because the policy asks for an init.
+            assert mount["options"].split(",")[0] == "ro", mount
+            continue
+        assert mount["fstype"] in allowed_fs, mount
+        if mount["fstype"] == "overlay":
+            assert mount["point"] == "/" and mount["options"].split(",")[0] == "ro"
+
+
+# 14
+def test_the_environment_holds_no_platform_secret():
+    os.environ["CRUCIBLE_TEST_CANARY_SECRET"] = "canary-3c1f"
+    try:
+        code = r"""
+import json, os
+environs = {}
+for pid in os.listdir("/proc"):
+    if pid.isdigit():
+        try:
+            environs[pid] = open(f"/proc/{pid}/environ", "rb").read().decode("utf-8", "replace")
+        except OSError:
+            pass
+print(json.dumps({"env": dict(os.environ), "all": environs}))
+"""
+        out = facts(code)
+    finally:
+        del os.environ["CRUCIBLE_TEST_CANARY_SECRET"]
+    assert set(out["env"]) == {"PATH", "HOME", "LANG", "CRUCIBLE_OUTPUT_DIR"}
+    assert out["env"]["CRUCIBLE_OUTPUT_DIR"] == "/output"
+    everything = json.dumps(out)
+    for secret in ("canary-3c1f", "SECRET_KEY", "DATABASE_URL", "REDIS_URL", "postgres://", "redis://", "TOKEN"):
+        assert secret not in everything
+
+
+# 15
+def test_no_setuid_binary_is_usable():
+    code = r"""
+import json, os, stat, subprocess
+found = []
+for root in ("/usr", "/bin", "/sbin", "/lib", "/etc", "/opt", "/var"):
+    for d, _, files in os.walk(root):
+        for f in files:
+            try:
+                st = os.lstat(os.path.join(d, f))
+            except OSError:
+                continue
+            if stat.S_ISREG(st.st_mode) and st.st_mode & (stat.S_ISUID | stat.S_ISGID):
+                found.append(os.path.join(d, f))
+nnp = [l for l in open("/proc/self/status") if l.startswith("NoNewPrivs")][0].split()[1]
+print(json.dumps({"setuid": found, "nnp": nnp}))
+"""
+    out = facts(code)
+    assert out["setuid"] == []
+    assert out["nnp"] == "1"  # even a setuid binary brought in could not raise privileges

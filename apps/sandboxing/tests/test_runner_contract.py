@@ -1,0 +1,239 @@
+"""The runner's contract: exit codes, stdin, separate streams, order, limits, control, cleanup."""
+
+import os
+import time
+
+import pytest
+
+from apps.sandboxing import engine
+from apps.sandboxing.policy import Runtime, runtime_for
+from apps.sandboxing.runner import container_config
+from apps.sandboxing.tests.conftest import execute, small_limits
+
+pytestmark = pytest.mark.docker
+
+
+def test_a_program_that_succeeds_exits_with_code_zero():
+    run = execute("print('hello')")
+    assert run.result.outcome == "exited"
+    assert run.result.exit_code == 0
+    assert run.result.signal is None
+    assert run.stdout == b"hello\n"
+    assert run.result.error == ""
+
+
+def test_the_exit_code_of_the_program_is_reported():
+    run = execute("import sys; sys.exit(3)")
+    assert (run.result.outcome, run.result.exit_code) == ("exited", 3)
+
+
+def test_stdin_is_delivered_to_the_program_byte_for_byte():
+    data = bytes(range(256)) * 100
+    run = execute("import sys, hashlib; print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest())", stdin=data)
+    import hashlib
+
+    assert run.text.strip() == hashlib.sha256(data).hexdigest()
+
+
+def test_empty_stdin_reads_as_end_of_file_at_once():
+    run = execute("import sys; print(repr(sys.stdin.read()))")
+    assert run.text.strip() == "''"
+    assert run.result.outcome == "exited"
+
+
+def test_stderr_is_kept_separate_from_stdout():
+    run = execute("import sys; print('out'); print('err', file=sys.stderr)")
+    assert run.stdout == b"out\n"
+    assert run.stderr == b"err\n"
+
+
+def test_output_arrives_in_the_order_it_was_written_across_both_streams():
+    code = "import sys, time\nfor i in range(6):\n    s = sys.stdout if i % 2 == 0 else sys.stderr\n"
+    code += "    s.write(f'{i}\\n'); s.flush(); time.sleep(0.05)\n"
+    run = execute(code)
+    assert [(stream, data.strip()) for stream, data in run.chunks] == [
+        ("stdout" if i % 2 == 0 else "stderr", str(i).encode()) for i in range(6)
+    ]
+
+
+def test_a_bash_script_runs_with_the_bash_runtime():
+    run = execute("echo $((6 * 7)); exit 4", language="bash")
+    assert run.stdout == b"42\n"
+    assert run.result.exit_code == 4
+
+
+def test_the_code_file_is_named_by_the_runtime_and_cannot_be_executed_directly():
+    run = execute("import sys, os; print(sys.argv[0]); print(os.access(sys.argv[0], os.X_OK))")
+    assert run.text.split() == ["/sandbox/main.py", "False"]
+
+
+def test_a_busy_loop_times_out_within_a_second_of_the_limit():
+    run = execute("while True: pass", timeout_s=2)
+    assert run.result.outcome == "timed_out"
+    assert 1.5 <= run.result.duration_ms / 1000 <= 3.0
+    assert run.wall_s < 5
+
+
+def test_a_program_that_allocates_without_end_is_oom_killed():
+    run = execute("x = []\nwhile True: x.append(bytearray(1 << 20))", memory_mb=48)
+    assert run.result.outcome == "oom_killed"
+    assert run.result.exit_code == 137
+    assert run.result.peak_memory_bytes >= 40 * 1024 * 1024
+
+
+def test_cancel_sends_sigterm_and_lets_the_program_clean_up():
+    code = (
+        "import signal, sys, time\n"
+        "def bye(*_):\n    open('/output/partial.txt', 'w').write('saved'); print('bye', flush=True); sys.exit(0)\n"
+        "signal.signal(signal.SIGTERM, bye)\nprint('ready', flush=True)\ntime.sleep(60)\n"
+    )
+    run = execute(code, control=lambda t, out: "cancel" if b"ready" in out else None, timeout_s=10, kill_grace_s=2)
+    assert run.result.outcome == "cancelled"
+    assert run.stdout == b"ready\nbye\n"
+    assert run.result.exit_code == 0
+    assert [a.name for a in run.result.artifacts] == ["partial.txt"]
+    assert run.wall_s < 3
+
+
+def test_cancel_kills_a_program_that_ignores_sigterm_after_the_grace():
+    code = "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\nprint('ready')\ntime.sleep(60)\n"
+    run = execute(code, control=lambda t, out: "cancel" if out else None, timeout_s=10, kill_grace_s=1)
+    assert run.result.outcome == "cancelled"
+    assert run.result.exit_code == 137
+    assert 1.0 <= run.result.duration_ms / 1000 < 2.5
+
+
+def test_stop_kills_the_program_at_once():
+    code = "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\nprint('ready')\ntime.sleep(60)\n"
+    run = execute(code, control=lambda t, out: "stop" if out else None, timeout_s=10, kill_grace_s=5)
+    assert run.result.outcome == "stopped"
+    assert run.result.duration_ms < 1500
+
+
+def test_a_safety_stop_ends_as_stopped():
+    code = "import time; print('ready'); time.sleep(60)"
+    run = execute(code, control=lambda t, out: "safety_stop" if out else None, timeout_s=10)
+    assert run.result.outcome == "stopped"
+
+
+def test_control_is_polled_at_least_every_quarter_second():
+    run = execute("import time; time.sleep(1.5)")
+    gaps = [b - a for a, b in zip(run.control_calls, run.control_calls[1:], strict=False)]
+    assert len(run.control_calls) >= 5
+    assert max(gaps) < 0.25
+
+
+def test_output_over_the_cap_keeps_exactly_the_cap_and_ends_the_run():
+    run = execute("import sys\nwhile True: sys.stdout.write('x' * 1000)", output_cap_bytes=100_000)
+    assert run.result.outcome == "output_capped"
+    assert run.result.output_truncated is True
+    assert run.result.output_bytes == 100_000
+    assert len(run.stdout) + len(run.stderr) == 100_000
+
+
+def test_output_of_exactly_the_cap_is_not_truncated():
+    run = execute("import sys; sys.stdout.write('x' * 5000)", output_cap_bytes=5000)
+    assert run.result.outcome == "exited"
+    assert run.result.output_truncated is False
+    assert len(run.stdout) == 5000
+
+
+def test_the_cap_counts_both_streams_together():
+    code = "import sys, time\nsys.stdout.write('o' * 30_000)\ntime.sleep(0.2)\nwhile True: sys.stderr.write('e' * 100)"
+    run = execute(code, output_cap_bytes=50_000)
+    assert run.result.outcome == "output_capped"
+    assert run.stdout == b"o" * 30_000
+    assert run.stderr == b"e" * 20_000
+
+
+def test_resource_samples_arrive_about_once_a_second_and_peaks_are_recorded():
+    run = execute("import time\nx = bytearray(20 << 20)\nt = time.time()\nwhile time.time() - t < 2.5: pass")
+    assert 1 <= len(run.samples) <= 4
+    assert all(s.pids >= 1 and s.memory_bytes > 0 for s in run.samples)
+    assert max(s.cpu_percent for s in run.samples) > 30
+    assert run.result.peak_memory_bytes >= 20 << 20
+    assert run.result.cpu_time_ms >= 1000
+
+
+def test_timings_and_the_image_actually_used_are_reported():
+    run = execute("pass")
+    image = engine.client().images.get(runtime_for("python").image)
+    assert run.result.image_id == image.id
+    assert run.result.started_at <= run.result.finished_at
+    assert 0 <= run.result.duration_ms < 2000
+
+
+def test_an_unknown_runtime_ends_in_error_and_is_never_retried_weaker(settings):
+    settings.SANDBOX_RUNTIME = "no-such-runtime"
+    run = execute("print('must not run')")
+    assert run.result.outcome == "error"
+    assert "runtime" in run.result.error.lower()
+    assert run.chunks == []
+
+
+def test_a_missing_image_ends_in_error():
+    runtime = Runtime(image="crucible-sandbox:does-not-exist", command=["python3", "{file}"], file_name="main.py")
+    run = execute("print(1)", runtime=runtime)
+    assert run.result.outcome == "error"
+    assert "image" in run.result.error.lower()
+
+
+def test_a_command_that_does_not_exist_exits_127():
+    runtime = Runtime(image=runtime_for("python").image, command=["no-such-binary", "{file}"], file_name="main.x")
+    run = execute("x", runtime=runtime)
+    assert (run.result.outcome, run.result.exit_code) == ("exited", 127)
+    assert b"no-such-binary" in run.stderr
+
+
+def test_the_container_is_removed_even_when_a_callback_raises():
+    def explode(_stream, _data):
+        raise RuntimeError("storage is down")
+
+    run = execute("print('x')", on_output=explode)
+    assert run.result.outcome == "error"
+    assert "storage is down" in run.result.error
+    # the autouse fixture asserts no container is left
+
+
+def test_a_cancel_before_the_start_never_runs_the_program():
+    run = execute("print('ran')", control=lambda t, out: "cancel")
+    assert run.result.outcome == "cancelled"
+    assert run.chunks == []
+
+
+def test_the_policy_has_no_opt_out():
+    config = container_config(name="x", run_id="x", image="img", limits=small_limits())
+    assert config["network_mode"] == "none"
+    assert config["read_only"] is True
+    assert config["cap_drop"] == ["ALL"]
+    assert config["user"] == "10001:10001"
+    assert config["mem_limit"] == config["memswap_limit"]
+    assert config["init"] is True
+    assert config["log_config"]["Type"] == "none"
+    assert any(opt.startswith("seccomp=") for opt in config["security_opt"])
+    assert "no-new-privileges:true" in config["security_opt"]
+    assert config["volumes"] == {} and config["mounts"] == []
+    assert set(config["environment"]) == {"PATH", "HOME", "LANG", "CRUCIBLE_OUTPUT_DIR"}
+    assert all("noexec" in options and "nr_inodes" in options for options in config["tmpfs"].values())
+
+
+def test_the_limits_applied_by_the_engine_match_the_request():
+    code = (
+        "import resource\n"
+        "print(resource.getrlimit(resource.RLIMIT_NOFILE)[0], resource.getrlimit(resource.RLIMIT_FSIZE)[0])\n"
+        "for p in ('/sys/fs/cgroup/pids.max', '/sys/fs/cgroup/pids/pids.max'):\n"
+        "    try: print(open(p).read().strip()); break\n"
+        "    except OSError: pass\n"
+    )
+    run = execute(code, nofile=100, fsize_mb=3, pids=40)
+    assert run.text.split() == ["100", str(3 * 1024 * 1024), "40"]
+
+
+def test_no_reader_thread_is_left_running():
+    import threading
+
+    before = threading.active_count()
+    execute("print(1)")
+    time.sleep(0.05)
+    assert threading.active_count() <= before
+    assert os.getpid()
