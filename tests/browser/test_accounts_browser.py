@@ -2,7 +2,8 @@
 
 import pytest
 import requests
-from django.core.cache import cache
+
+from apps.accounts.tests.conftest import forget_sign_in_throttles
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -22,7 +23,7 @@ CHROMIUM_ARGS = [
 def page():
     from playwright.sync_api import sync_playwright
 
-    cache.clear()  # allauth's sign-in throttles count here
+    forget_sign_in_throttles()
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
         context = browser.new_context(viewport={"width": 1280, "height": 800})

@@ -1,18 +1,21 @@
 import pytest
-from django.core.cache import cache
+
+
+def forget_sign_in_throttles():
+    """allauth counts sign-in attempts in the cache (Redis); start each test with none.
+
+    Only those keys: the same Redis database also holds this worker's RQ queues.
+    """
+    from apps.accounts.quotas import _redis
+
+    client = _redis()
+    keys = list(client.scan_iter(match="*allauth:rl:*", count=1000))
+    if keys:
+        client.delete(*keys)
 
 
 @pytest.fixture(autouse=True)
 def _fresh_rate_limits():
-    """allauth's sign-in throttles count in the cache (this test worker's own Redis database)."""
-    cache.clear()
+    forget_sign_in_throttles()
     yield
-    cache.clear()
-
-
-@pytest.fixture
-def token_header():
-    def header(key):
-        return {"HTTP_AUTHORIZATION": f"Token {key}"}
-
-    return header
+    forget_sign_in_throttles()

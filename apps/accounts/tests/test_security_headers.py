@@ -116,3 +116,16 @@ def test_the_api_docs_page_is_allowed_its_cdn_only(client, alice):
     csp = directives(response)
     assert "https://cdn.jsdelivr.net" in csp["script-src"]
     assert "'unsafe-inline'" not in csp["script-src"]
+
+
+def test_an_unknown_host_is_a_400_not_a_500(client):
+    response = client.get("/accounts/login/", HTTP_HOST="evil.example")
+    assert response.status_code == 400
+    assert "Content-Security-Policy" in response
+
+
+def test_a_too_large_form_body_is_a_400_not_a_500(client, alice, settings):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1024
+    client.force_login(alice)
+    response = client.post("/account/tokens/", {"name": "x" * 5000})
+    assert response.status_code == 400

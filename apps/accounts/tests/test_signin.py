@@ -167,3 +167,31 @@ def test_the_throttled_page_is_the_house_page(client, settings):
     response = sign_in(client, "nobody", "whatever")
     assert response.status_code == 429
     assert "Too many attempts" in response.content.decode()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/accounts/login/",
+        "/accounts/signup/",
+        "/accounts/password/reset/",
+        "/accounts/password/reset/done/",
+        "/accounts/confirm-email/",
+    ],
+)
+def test_every_entrance_page_renders_in_the_house_layout(client, url):
+    response = client.get(url)
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert 'class="site-header"' in html
+    assert " style=" not in html
+
+
+@pytest.mark.parametrize(
+    "url", ["/accounts/email/", "/accounts/password/change/", "/accounts/3rdparty/", "/accounts/logout/"]
+)
+def test_every_account_page_renders_in_the_house_layout(client, alice, url):
+    client.force_login(alice)
+    response = client.get(url)
+    assert response.status_code == 200
+    assert 'class="site-header"' in response.content.decode()
