@@ -334,6 +334,13 @@ def _close_stream(sock) -> None:
             log.debug("closing an exec stream: %s", exc)
 
 
+def _readable(raw, timeout_s: float) -> bool:
+    """Wait until ``raw`` has data or is closed (poll, not select: the worker may hold > 1024 fds)."""
+    poller = select.poll()
+    poller.register(raw, select.POLLIN | select.POLLPRI | select.POLLHUP | select.POLLERR)
+    return bool(poller.poll(max(0, int(timeout_s * 1000))))
+
+
 def _exit_signal(exit_code: int | None) -> int | None:
     if exit_code is not None and 128 < exit_code <= 128 + 64:
         return exit_code - 128
@@ -491,8 +498,7 @@ class Sandbox:
                 left = end - time.monotonic()
                 if left <= 0:
                     break
-                readable, _, _ = select.select([raw], [], [], min(left, 0.5))
-                if not readable:
+                if not _readable(raw, min(left, 0.5)):
                     continue
                 try:
                     data = raw.recv(READ_SIZE)
@@ -674,8 +680,7 @@ class _Execution:
             if eof_at is None and sandbox.killed:
                 eof_at = now  # the stream was closed by kill()
             if eof_at is None:
-                readable, _, _ = select.select([raw], [], [], 0.02 if self.exited else 0.05)
-                if readable:
+                if _readable(raw, 0.02 if self.exited else 0.05):
                     try:
                         data = raw.recv(READ_SIZE)
                     except (BlockingIOError, InterruptedError):

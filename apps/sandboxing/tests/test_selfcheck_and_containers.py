@@ -41,3 +41,33 @@ def test_this_instances_containers_are_listed_with_their_run_and_removed():
         remove(sandbox.container_id)  # already gone: fine
     finally:
         sandbox.remove()
+
+
+def test_the_engine_applied_every_part_of_the_policy_to_the_container(settings):
+    limits = small_limits(memory_mb=48, cpus=0.5, pids=40)
+    sandbox = Sandbox.create(run_id=str(uuid.uuid4()), image="crucible-sandbox:latest", limits=limits)
+    try:
+        attrs = sandbox.api.inspect_container(sandbox.container_id)
+    finally:
+        sandbox.remove()
+    host, config = attrs["HostConfig"], attrs["Config"]
+    assert host["NetworkMode"] == "none"
+    assert host["ReadonlyRootfs"] is True
+    assert host["CapDrop"] == ["ALL"] and not host["CapAdd"]
+    assert host["Privileged"] is False
+    assert "no-new-privileges:true" in host["SecurityOpt"]
+    assert any(opt.startswith("seccomp=") and "SCMP_ACT_ERRNO" in opt for opt in host["SecurityOpt"])
+    assert host["Memory"] == host["MemorySwap"] == 48 * 1024 * 1024
+    assert host["NanoCpus"] == 500_000_000
+    assert host["PidsLimit"] == 40
+    assert host["Init"] is True
+    assert host["Runtime"] == settings.SANDBOX_RUNTIME
+    assert host["LogConfig"]["Type"] == "none"
+    assert not host["Binds"] and not host.get("Mounts") and not attrs["Mounts"]
+    assert set(host["Tmpfs"]) == {"/tmp", "/output", "/sandbox"}
+    assert {u["Name"] for u in host["Ulimits"]} >= {"nofile", "fsize"}
+    assert config["User"] == "10001:10001"
+    assert config["Labels"]["org.crucible.instance"] == settings.CRUCIBLE_INSTANCE
+    env_names = {item.split("=", 1)[0] for item in config["Env"]}
+    # The image's own ENV (PYTHONDONTWRITEBYTECODE) is merged in by the engine; nothing from the host.
+    assert env_names <= {"PATH", "HOME", "LANG", "CRUCIBLE_OUTPUT_DIR", "PYTHONDONTWRITEBYTECODE"}

@@ -1,0 +1,95 @@
+"""Median time to run a trivial Python program, side by side:
+
+1. cold, through the runner (create + start a locked-down container, deliver, collect, remove);
+2. a plain ``docker run --rm``-equivalent SDK call (no policy, output via the engine's logs);
+3. delivery only, into a container started beforehand (what a warm pool would give).
+
+Usage: CRUCIBLE_ENV=development .venv/bin/python bench/sandbox_start.py [--runs N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "crucible.settings")
+
+import django  # noqa: E402
+
+django.setup()
+
+from django.conf import settings  # noqa: E402
+
+from apps.sandboxing import engine  # noqa: E402
+from apps.sandboxing.policy import Limits, runtime_for  # noqa: E402
+from apps.sandboxing.runner import RunRequest, Sandbox, run  # noqa: E402
+
+CODE = b"print('hi')"
+
+
+def request() -> RunRequest:
+    return RunRequest(
+        run_id=f"bench-{uuid.uuid4()}",
+        runtime=runtime_for("python"),
+        code=CODE,
+        stdin=b"",
+        limits=Limits.from_settings(timeout_s=10),
+    )
+
+
+def cold() -> float:
+    start = time.perf_counter()
+    result = run(request(), on_output=lambda s, d: None, control=lambda: None)
+    elapsed = time.perf_counter() - start
+    assert result.outcome == "exited" and result.exit_code == 0, result
+    return elapsed
+
+
+def plain_docker_run() -> float:
+    start = time.perf_counter()
+    out = engine.client().containers.run(settings.SANDBOX_IMAGE, ["python3", "-c", CODE.decode()], remove=True)
+    elapsed = time.perf_counter() - start
+    assert out == b"hi\n"
+    return elapsed
+
+
+def warm_delivery(sandbox: Sandbox) -> float:
+    req = request()
+    start = time.perf_counter()
+    result = sandbox.execute(req, on_output=lambda s, d: None, control=lambda: None)
+    elapsed = time.perf_counter() - start
+    assert result.outcome == "exited" and result.exit_code == 0, result
+    return elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=15)
+    runs = parser.parse_args().runs
+    cold(), plain_docker_run()  # warm the engine's caches
+    cold_times = [cold() for _ in range(runs)]
+    plain_times = [plain_docker_run() for _ in range(runs)]
+    warm_times = []
+    for _ in range(runs):
+        sandbox = Sandbox.create(run_id=f"bench-{uuid.uuid4()}", image=settings.SANDBOX_IMAGE, limits=request().limits)
+        try:
+            warm_times.append(warm_delivery(sandbox))
+        finally:
+            sandbox.remove()
+    print(f"runs per figure: {runs}; program: {CODE.decode()}")
+    for label, times in (
+        ("cold run, locked down, through the runner", cold_times),
+        ("plain docker run --rm (SDK, no policy)", plain_times),
+        ("delivery into a pre-started sandbox", warm_times),
+    ):
+        print(f"{label:45s} median {statistics.median(times) * 1000:7.1f} ms   min {min(times) * 1000:7.1f} ms")
+
+
+if __name__ == "__main__":
+    main()
