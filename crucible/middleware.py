@@ -80,7 +80,7 @@ def csp_update(**directives: list[str]) -> Callable:
 
         wrapped.__name__ = getattr(view, "__name__", "view")
         wrapped.__doc__ = view.__doc__
-        for attr in ("csrf_exempt", "cls", "view_class", "view_initkwargs"):
+        for attr in ("csrf_exempt", "cls", "initkwargs", "view_class", "view_initkwargs"):
             if hasattr(view, attr):
                 setattr(wrapped, attr, getattr(view, attr))
         return wrapped

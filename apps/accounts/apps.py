@@ -8,7 +8,7 @@ class AccountsConfig(AppConfig):
     verbose_name = "Accounts and access"
 
     def ready(self):
-        from apps.accounts import signals  # noqa: F401 (connects the handlers)
+        from apps.accounts import schema, signals  # noqa: F401 (connects the handlers, registers the scheme)
         from apps.accounts.roles import OPERATOR_PERMISSIONS, sync_operator_permissions
 
         labels = {target.split(".")[0] for target in OPERATOR_PERMISSIONS}

@@ -79,3 +79,12 @@ def test_a_token_of_an_inactive_user_is_refused(alice):
 def test_me_tells_an_operator_apart(olivia):
     _token, key = create_token(olivia, "ops")
     assert client_with(key).get("/api/v1/me/").json()["is_operator"] is True
+
+
+def test_the_schema_describes_token_auth_and_me(alice):
+    _token, key = create_token(alice, "laptop")
+    response = client_with(key).get("/api/v1/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json")
+    assert response.status_code == 200
+    schema = response.json()
+    assert schema["components"]["securitySchemes"]["tokenAuth"]["name"] == "Authorization"
+    assert "/api/v1/me/" in schema["paths"]
