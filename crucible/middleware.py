@@ -107,4 +107,7 @@ class SecurityHeadersMiddleware:
         response.setdefault("Permissions-Policy", PERMISSIONS_POLICY)
         response.setdefault("X-Content-Type-Options", "nosniff")
         response.setdefault("Cross-Origin-Resource-Policy", "same-origin")
+        if response.status_code == 429:
+            # allauth's sign-in throttle answers 429 without saying when to come back.
+            response.setdefault("Retry-After", "60")
         return response

@@ -129,3 +129,18 @@ def test_a_too_large_form_body_is_a_400_not_a_500(client, alice, settings):
     client.force_login(alice)
     response = client.post("/account/tokens/", {"name": "x" * 5000})
     assert response.status_code == 400
+
+
+@pytest.mark.parametrize(
+    "url", ["/admin/", "/admin/accounts/quota/add/", "/admin/accounts/apitoken/", "/admin/monitoring/auditevent/"]
+)
+def test_admin_pages_need_no_inline_script(client, olivia, url):
+    import re
+
+    olivia.is_superuser = True
+    olivia.save()
+    client.force_login(olivia)
+    response = client.get(url)
+    assert response.status_code == 200
+    inline = [tag for tag in re.findall(r"<script[^>]*>", response.content.decode()) if "src=" not in tag]
+    assert [tag for tag in inline if "json" not in tag] == []

@@ -166,6 +166,7 @@ def test_the_throttled_page_is_the_house_page(client, settings):
     sign_in(client, "nobody", "whatever")
     response = sign_in(client, "nobody", "whatever")
     assert response.status_code == 429
+    assert response["Retry-After"] == "60"
     assert "Too many attempts" in response.content.decode()
 
 
