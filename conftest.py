@@ -47,3 +47,16 @@ def bob_api(bob):
 @pytest.fixture
 def olivia_api(olivia):
     return _client_for(olivia)
+
+
+@pytest.fixture(autouse=True)
+def default_runtimes(request):
+    """Transactional tests flush the database, data migrations included: put the runtimes back."""
+    marker = request.node.get_closest_marker("django_db")
+    if marker is None and not {"db", "transactional_db", "live_server"} & set(request.fixturenames):
+        return
+    request.getfixturevalue("transactional_db" if marker and marker.kwargs.get("transaction") else "db")
+    from apps.evaluations.models import Runtime
+    from apps.evaluations.runtimes import ensure_default_runtimes
+
+    ensure_default_runtimes(Runtime)

@@ -1,15 +1,10 @@
 from django.db import migrations
 
-RUNTIMES = [
-    {"name": "python", "command": ["python3", "-u", "{file}"], "file_name": "main.py"},
-    {"name": "bash", "command": ["bash", "{file}"], "file_name": "main.sh"},
-]
+from apps.evaluations.runtimes import ensure_default_runtimes
 
 
 def add_runtimes(apps, schema_editor):
-    Runtime = apps.get_model("evaluations", "Runtime")
-    for runtime in RUNTIMES:
-        Runtime.objects.get_or_create(name=runtime["name"], defaults=runtime)
+    ensure_default_runtimes(apps.get_model("evaluations", "Runtime"))
 
 
 class Migration(migrations.Migration):

@@ -33,14 +33,17 @@ def run_and_wait(api, **body) -> Evaluation:
 
 
 class Background:
-    """Run the queued jobs in a thread, so a test can act on an evaluation while it runs."""
+    """Run one evaluation's job in a thread (as a worker would), so a test can act on it while it runs."""
 
-    def __init__(self):
+    def __init__(self, evaluation_id):
+        self.evaluation_id = str(evaluation_id)
         self.thread = threading.Thread(target=self._work, daemon=True)
 
     def _work(self):
+        from apps.evaluations import running
+
         try:
-            work_off_queues()
+            running.run(self.evaluation_id)
         finally:
             connection.close()
 

@@ -89,7 +89,7 @@ def test_files_written_to_the_output_directory_become_artifacts(alice_api):
 def test_cancelling_a_running_evaluation_ends_it_cancelled_within_the_grace(alice_api):
     response = submit(alice_api, code="import time\nprint('started', flush=True)\ntime.sleep(60)", timeout_s=30)
     evaluation_id = response.json()["id"]
-    with Background():
+    with Background(evaluation_id):
         wait_for(lambda: Evaluation.objects.get(pk=evaluation_id).chunks.exists())
         cancelled_at = time.monotonic()
         assert alice_api.delete(f"/api/v1/evaluations/{evaluation_id}/").status_code == 202
@@ -101,7 +101,7 @@ def test_cancelling_a_running_evaluation_ends_it_cancelled_within_the_grace(alic
 def test_a_program_that_ignores_sigterm_is_still_cancelled(alice_api):
     code = "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\nprint('up', flush=True)\ntime.sleep(60)"
     evaluation_id = submit(alice_api, code=code, timeout_s=30).json()["id"]
-    with Background():
+    with Background(evaluation_id):
         wait_for(lambda: Evaluation.objects.get(pk=evaluation_id).chunks.exists())
         alice_api.delete(f"/api/v1/evaluations/{evaluation_id}/")
         wait_for_status(evaluation_id, Status.CANCELLED, timeout=10)
@@ -111,7 +111,7 @@ def test_an_emergency_stop_kills_at_once(alice_api):
     evaluation_id = submit(alice_api, code="import time\nprint('up', flush=True)\ntime.sleep(60)", timeout_s=30).json()[
         "id"
     ]
-    with Background():
+    with Background(evaluation_id):
         wait_for(lambda: Evaluation.objects.get(pk=evaluation_id).chunks.exists())
         stopped_at = time.monotonic()
         assert alice_api.post(f"/api/v1/evaluations/{evaluation_id}/stop/").status_code == 202
