@@ -17,6 +17,7 @@ import requests
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = str(ROOT / ".venv" / "bin" / "python")
+WORKER_CLASS = "apps.evaluations.worker.CrucibleWorker"
 
 
 def django_setup() -> None:
@@ -55,7 +56,18 @@ def stack(port: int = 8765, workers: int = 2):
     for n in range(workers):
         processes.append(
             subprocess.Popen(
-                [PYTHON, "manage.py", "rqworker", "high", "default", "low", "--name", f"bench-{os.getpid()}-{n}"],
+                [
+                    PYTHON,
+                    "manage.py",
+                    "rqworker",
+                    "high",
+                    "default",
+                    "low",
+                    "--worker-class",
+                    WORKER_CLASS,
+                    "--name",
+                    f"bench-{os.getpid()}-{n}",
+                ],
                 cwd=ROOT,
                 env=env,
                 stdout=open(logs / f"bench-worker-{n}.log", "w"),

@@ -259,6 +259,8 @@ SANDBOX_TMPFS_INODES = envint("SANDBOX_TMPFS_INODES", 4096, minimum=64)
 SANDBOX_ARTIFACT_MAX_FILES = envint("SANDBOX_ARTIFACT_MAX_FILES", 32, minimum=0)
 SANDBOX_ARTIFACT_MAX_BYTES = envint("SANDBOX_ARTIFACT_MAX_BYTES", 16 * 1024 * 1024, minimum=0)
 SANDBOX_KILL_GRACE_S = envfloat("SANDBOX_KILL_GRACE_S", 2.0, minimum=0.0)
+SANDBOX_NOFILE = envint("SANDBOX_NOFILE", 256, minimum=16)
+SANDBOX_FSIZE_MB = envint("SANDBOX_FSIZE_MB", SANDBOX_TMPFS_MB, minimum=1)
 
 # --- Queue ------------------------------------------------------------------------------
 QUEUE_CAPACITY = envint("QUEUE_CAPACITY", 1000, minimum=1)

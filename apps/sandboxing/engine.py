@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 
 import docker
@@ -17,6 +18,15 @@ def client() -> docker.DockerClient:
         existing = docker.DockerClient(base_url=settings.DOCKER_HOST, timeout=30)
         _local.client = existing
     return existing
+
+
+def reset() -> None:
+    """Forget this thread's client (the next call opens a new connection)."""
+    _local.__dict__.clear()
+
+
+# A forked child (an RQ work horse) must not share the parent's connection to the engine.
+os.register_at_fork(after_in_child=reset)
 
 
 def ping() -> bool:

@@ -18,6 +18,8 @@ from apps.sandboxing.policy import Limits, runtime_for
 from apps.sandboxing.runner import RunRequest, run
 
 CACHE_SECONDS = 600
+# A failed check is retried sooner: the engine may only have been restarting.
+FAILURE_CACHE_SECONDS = 15
 _cache: dict[tuple[str, str], tuple[float, list[str]]] = {}
 _lock = threading.Lock()
 
@@ -105,7 +107,8 @@ def self_check(*, force: bool = False) -> list[str]:
     key = (settings.SANDBOX_IMAGE, settings.SANDBOX_RUNTIME)
     with _lock:
         cached = _cache.get(key)
-        if cached and not force and time.monotonic() - cached[0] < CACHE_SECONDS:
+        ttl = FAILURE_CACHE_SECONDS if cached and cached[1] else CACHE_SECONDS
+        if cached and not force and time.monotonic() - cached[0] < ttl:
             return list(cached[1])
     limits = Limits.from_settings(timeout_s=min(20.0, settings.SANDBOX_MAX_TIMEOUT_S))
     try:
