@@ -82,6 +82,7 @@ class EvaluationForm(forms.Form):
         self.fields["language"].choices = [
             (name, name) for name in Runtime.objects.filter(enabled=True).values_list("name", flat=True)
         ]
+        self.fields["language"].initial = "python"  # the contract's default language
         self.fields["idempotency_key"].initial = uuid.uuid4().hex
         self._limit("timeout_s", 0.1, maxima.timeout_s, settings.SANDBOX_DEFAULT_TIMEOUT_S, "s", step="0.1")
         self._limit("memory_mb", 16, maxima.memory_mb, settings.SANDBOX_DEFAULT_MEMORY_MB, "MB", step="1")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import threading
 import time
 
@@ -12,6 +11,7 @@ import requests
 from apps.accounts.models import ApiToken
 from apps.evaluations import publisher
 from apps.evaluations.models import Evaluation, OutputChunk, Runtime, Status
+from apps.evaluations.runtimes import ensure_default_runtimes
 from crucible import cli
 from tests.live_stack import live_stack  # noqa: F401 (the fixture)
 
@@ -21,8 +21,7 @@ live = pytest.mark.django_db(transaction=True)
 @pytest.fixture
 def runtimes(transactional_db):
     """Transactional tests flush the tables, data migrations included: put the runtimes back."""
-    for runtime in importlib.import_module("apps.evaluations.migrations.0002_runtimes").RUNTIMES:
-        Runtime.objects.get_or_create(name=runtime["name"], defaults=runtime)
+    ensure_default_runtimes(Runtime)
 
 
 def make_evaluation(owner, **fields) -> Evaluation:

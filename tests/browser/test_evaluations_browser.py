@@ -1,0 +1,172 @@
+"""In a real browser, against the real stack (Daphne + worker + Docker): submit, watch live, cancel, XSS."""
+
+from __future__ import annotations
+
+import re
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from django.db import connections
+from playwright.sync_api import expect
+
+from apps.accounts.tests.conftest import forget_sign_in_throttles
+from apps.evaluations.models import Evaluation, Runtime, Status
+from apps.evaluations.runtimes import ensure_default_runtimes
+
+pytestmark = [pytest.mark.browser, pytest.mark.docker, pytest.mark.django_db(transaction=True)]
+
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+PASSWORD = "alice-password-1"  # the root conftest's alice
+
+
+@pytest.fixture(autouse=True)
+def runtimes(transactional_db):
+    """Transactional tests flush the tables, data migrations included: put the runtimes back."""
+    ensure_default_runtimes(Runtime)
+
+
+def orm(function, *args):
+    """Run an ORM call in a short-lived thread.
+
+    Playwright's sync API runs test code in a greenlet beside an event loop: Django refuses ORM
+    calls there, and a connection opened there would never be closed (the test database could not
+    be dropped at the end). A thread of its own, closing its connection, avoids both.
+    """
+
+    def call():
+        try:
+            return function(*args)
+        finally:
+            connections.close_all()
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(call).result()
+
+
+def status_of(evaluation_id) -> str:
+    return orm(lambda: Evaluation.objects.values_list("status", flat=True).get(pk=evaluation_id))
+
+
+@pytest.fixture
+def browser_page():
+    from playwright.sync_api import sync_playwright
+
+    forget_sign_in_throttles()
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        context = browser.new_context(viewport={"width": 1280, "height": 900})
+        page = context.new_page()
+        page.set_default_timeout(30_000)
+        page.problems = []
+        page.dialogs = []
+        page.on("console", lambda msg: page.problems.append(msg.text) if msg.type == "error" else None)
+        page.on("pageerror", lambda exc: page.problems.append(str(exc)))
+
+        def on_dialog(dialog):
+            page.dialogs.append(dialog.message)
+            dialog.dismiss()
+
+        page.on("dialog", on_dialog)
+        yield page
+        context.close()
+        browser.close()
+
+
+@pytest.fixture
+def alice_page(alice, live_stack, browser_page):
+    """Signed in as alice through the sign-in form."""
+    page = browser_page
+    page.goto(f"{live_stack.url}/accounts/login/")
+    page.fill("input[name=login]", "alice")
+    page.fill("input[name=password]", PASSWORD)
+    page.click("form.stack-form button[type=submit]")
+    page.wait_for_load_state()
+    assert page.locator("header").get_by_text("alice").is_visible()
+    page.base = live_stack.url
+    return page
+
+
+def submit(page, code: str, *, timeout_s: str = "30") -> str:
+    page.goto(f"{page.base}/evaluations/new/")
+    page.fill("textarea[name=code]", code)
+    page.select_option("select[name=language]", "python")
+    page.fill("input[name=timeout_s]", timeout_s)
+    page.get_by_role("button", name="Run").click()
+    page.wait_for_url(re.compile(r"/evaluations/[0-9a-f-]{36}/$"))
+    return page.url.rstrip("/").rsplit("/", 1)[1]
+
+
+def log_text(page) -> str:
+    return page.locator("#log").text_content()
+
+
+def test_submit_from_the_form_and_watch_lines_arrive_live(alice_page):
+    page = alice_page
+    evaluation_id = submit(
+        page,
+        "import sys, time\n"
+        "for i in range(1, 9):\n"
+        "    print(f'line {i}', flush=True)\n"
+        "    time.sleep(0.4)\n"
+        "print('a warning', file=sys.stderr, flush=True)\n"
+        "print('done')\n",
+    )
+    # The first lines are on the page while the program is still running.
+    expect(page.locator("#log")).to_contain_text("line 2")
+    assert "done" not in log_text(page)
+    assert status_of(evaluation_id) == Status.RUNNING
+    expect(page.locator("#log")).to_contain_text("done")
+    page.wait_for_selector("#summary .status--succeeded")
+    text = log_text(page)
+    assert all(text.count(f"line {i}\n") == 1 for i in range(1, 9))  # each line exactly once
+    assert page.locator(".log__chunk--stderr").filter(has_text="a warning").count() == 1
+    assert page.locator(".log__chunk--stdout").filter(has_text="a warning").count() == 0
+    assert "Finished: succeeded, exit code 0" in page.locator("#log-connection").text_content()
+    assert page.locator("#summary [data-field=exit_code]").text_content().strip() == "0"
+    assert not page.problems, page.problems
+
+
+def test_cancel_a_running_evaluation_from_its_page(alice_page):
+    page = alice_page
+    evaluation_id = submit(
+        page, "import time\nprint('started', flush=True)\nwhile True:\n    time.sleep(0.2)\n", timeout_s="60"
+    )
+    expect(page.locator("#log")).to_contain_text("started")
+    page.locator("#cancel-open").click()
+    page.get_by_role("button", name="Yes, cancel it").click()
+    page.wait_for_selector("#summary .status--cancelled", timeout=30_000)
+    assert status_of(evaluation_id) == Status.CANCELLED
+    assert page.locator("#cancel-open").count() == 0  # no Cancel button on a finished evaluation
+    assert not page.problems, page.problems
+
+
+def test_a_program_printing_a_script_tag_shows_it_as_text(alice_page):
+    page = alice_page
+    submit(page, "print('<script>alert(1)</script>')\nprint('<img src=x onerror=alert(2)>')\n")
+    page.wait_for_selector("#summary .status--succeeded")
+    expect(page.locator("#log")).to_contain_text("onerror")
+    assert "<script>alert(1)</script>\n<img src=x onerror=alert(2)>\n" in log_text(page)
+    assert page.locator("#log script, #log img").count() == 0
+    page.wait_for_timeout(300)
+    assert page.dialogs == []
+    assert not page.problems, page.problems
+
+
+def test_a_reload_replays_the_whole_log_once(alice_page):
+    page = alice_page
+    submit(page, "for i in range(2000):\n    print(f'row {i}')\n")
+    page.wait_for_selector("#summary .status--succeeded")
+    page.reload()
+    expect(page.locator("#log-connection")).to_contain_text("Finished")
+    expect(page.locator("#log")).to_contain_text("row 1999")
+    text = log_text(page)
+    assert text == "".join(f"row {i}\n" for i in range(2000))
