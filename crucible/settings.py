@@ -97,6 +97,7 @@ INSTALLED_APPS = [
     "django.contrib.sites",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "django_rq",
     "channels",
     "allauth",
@@ -235,6 +236,9 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Run untrusted code in locked-down sandboxes, stream its output, stop it at once.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 # --- Quotas (defaults; operators override per user or group in the admin) ------------------
