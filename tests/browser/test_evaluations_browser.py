@@ -170,3 +170,30 @@ def test_a_reload_replays_the_whole_log_once(alice_page):
     expect(page.locator("#log")).to_contain_text("row 1999")
     text = log_text(page)
     assert text == "".join(f"row {i}\n" for i in range(2000))
+
+
+def test_a_hundred_thousand_lines_do_not_freeze_the_page(alice_page):
+    page = alice_page
+    submit(page, "for i in range(100_000):\n    print(i)\n")
+    page.wait_for_selector("#summary .status--succeeded", timeout=60_000)
+    expect(page.locator("#log-connection")).to_contain_text("Finished")
+    expect(page.locator("#log-lines")).to_have_text("100,000")
+    # The page still answers at once, and the last line is on screen (following the output).
+    started = page.evaluate("performance.now()")
+    assert page.evaluate("performance.now()") - started < 1000
+    assert log_text(page).endswith("99998\n99999\n")
+    assert (
+        page.evaluate(
+            "(() => { const l = document.getElementById('log'); "
+            "return l.scrollHeight - l.scrollTop - l.clientHeight; })()"
+        )
+        < 30
+    )
+    # Scrolling up pauses following; the button brings it back.
+    page.locator("#log").evaluate("l => { l.scrollTop = 0; }")
+    expect(page.locator("#log-jump")).to_be_visible()
+    expect(page.locator("#log-follow")).not_to_be_checked()
+    page.locator("#log-jump").click()
+    expect(page.locator("#log-follow")).to_be_checked()
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.screenshot(path="/tmp/crucible-detail-phone.png", full_page=False)
