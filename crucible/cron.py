@@ -1,6 +1,53 @@
-"""Recurring maintenance, run by `manage.py rqcron crucible.cron` (one scheduler process)."""
+"""Recurring maintenance: the reconciler (apps/evaluations/reconciler.py).
 
-from django.conf import settings
-from rq.cron import register
+``python -m crucible.cron`` (the Procfile's ``cron``) reconciles once at start-up and then every
+``RECONCILE_INTERVAL_S``, in this process. It does not go through Redis, so it keeps repairing while
+Redis, PostgreSQL or the Docker engine restart (a pass that fails is logged and the next one retries),
+and it exits cleanly on SIGINT/SIGTERM.
 
-register("apps.evaluations.jobs.reconcile", queue_name="high", interval=settings.RECONCILE_INTERVAL_S)
+Still loadable by ``manage.py rqcron crucible.cron`` (registers the reconcile job with RQ's cron).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+
+log = logging.getLogger("crucible.cron")
+
+
+def main() -> None:
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "crucible.settings")
+    import django
+
+    django.setup()
+    from django.conf import settings
+    from django.db import close_old_connections, connections
+
+    from apps.evaluations import reconciler
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    log.info("reconciler: every %s s (workers lost after %s s)", settings.RECONCILE_INTERVAL_S, settings.WORKER_LOST_AFTER_S)
+    while not stop.is_set():
+        close_old_connections()
+        try:
+            reconciler.reconcile()
+        except Exception:
+            log.exception("reconciler pass failed; retrying in %s s", settings.RECONCILE_INTERVAL_S)
+            connections.close_all()
+        stop.wait(settings.RECONCILE_INTERVAL_S)
+    connections.close_all()
+    log.info("reconciler: stopped")
+
+
+if __name__ == "__main__":
+    main()
+else:
+    from django.conf import settings
+    from rq.cron import register
+
+    register("apps.evaluations.jobs.reconcile", queue_name="high", interval=settings.RECONCILE_INTERVAL_S)

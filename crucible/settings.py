@@ -270,6 +270,13 @@ SANDBOX_FSIZE_MB = envint("SANDBOX_FSIZE_MB", SANDBOX_TMPFS_MB, minimum=1)
 QUEUE_CAPACITY = envint("QUEUE_CAPACITY", 1000, minimum=1)
 RECONCILE_INTERVAL_S = envint("RECONCILE_INTERVAL_S", 15, minimum=1)
 WORKER_LOST_AFTER_S = envint("WORKER_LOST_AFTER_S", 30, minimum=5)
+# A running evaluation's worker writes heartbeat_at this often; keep it well under WORKER_LOST_AFTER_S.
+WORKER_HEARTBEAT_S = envfloat("WORKER_HEARTBEAT_S", min(5.0, WORKER_LOST_AFTER_S / 3), minimum=0.2)
+# Runs interrupted by a platform fault (worker lost or shut down, engine failure) are run again
+# until they have been claimed this many times; after that they end as error.
+EVALUATION_MAX_ATTEMPTS = envint("EVALUATION_MAX_ATTEMPTS", 2, minimum=1, maximum=5)
+# How long a worker keeps a run going (and retries its writes) while PostgreSQL is unreachable.
+WORKER_DB_RETRY_S = envfloat("WORKER_DB_RETRY_S", 60.0, minimum=0.0)
 
 # --- Logging ----------------------------------------------------------------------------
 LOGGING = {

@@ -155,8 +155,13 @@ class Evaluation(models.Model):
     # Each returns True when this call made the change, False when the row was no longer in a
     # status it may leave (someone else got there first). The instance is refreshed either way.
 
-    def _transition(self, allowed_from, **changes) -> bool:
-        changed = Evaluation.objects.filter(pk=self.pk, status__in=list(allowed_from)).update(**changes) == 1
+    def _transition(self, allowed_from, *, attempt: int | None = None, **changes) -> bool:
+        # ``attempt`` fences a worker's writes to its own claim: once the row was handed to another
+        # attempt (requeued and claimed again), the old worker's late writes match nothing.
+        rows = Evaluation.objects.filter(pk=self.pk, status__in=list(allowed_from))
+        if attempt is not None:
+            rows = rows.filter(attempts=attempt)
+        changed = rows.update(**changes) == 1
         self.refresh_from_db()
         return changed
 
@@ -172,7 +177,7 @@ class Evaluation(models.Model):
             attempts=models.F("attempts") + 1,
         )
 
-    def finish(self, status: Status, **fields) -> bool:
+    def finish(self, status: Status, *, attempt: int | None = None, **fields) -> bool:
         """running -> a terminal status, with the run's record (exit code, timings, peaks …)."""
         if status not in TERMINAL_STATUSES:
             raise ValueError(f"{status} is not a terminal status")
@@ -180,7 +185,7 @@ class Evaluation(models.Model):
         fields.setdefault("finished_at", now)
         if "duration_ms" not in fields and self.started_at:
             fields["duration_ms"] = int((fields["finished_at"] - self.started_at).total_seconds() * 1000)
-        return self._transition([Status.RUNNING], status=status, **fields)
+        return self._transition([Status.RUNNING], attempt=attempt, status=status, **fields)
 
     def end_queued(self, status: Status, control: Control) -> bool:
         """queued -> cancelled, stopped or safety_stopped: it never starts."""
@@ -199,15 +204,28 @@ class Evaluation(models.Model):
         self.refresh_from_db()
         return changed
 
-    def fail_with_error(self, reason: str, from_statuses=ACTIVE_STATUSES) -> bool:
+    def fail_with_error(self, reason: str, from_statuses=ACTIVE_STATUSES, *, attempt: int | None = None) -> bool:
         """queued/running -> error, for platform faults (never user-code failures)."""
-        return self._transition(from_statuses, status=Status.ERROR, error=reason[:2000], finished_at=timezone.now())
-
-    def requeue(self) -> bool:
-        """running -> queued, when a platform fault interrupted the run and it may be retried once."""
         return self._transition(
-            [Status.RUNNING], status=Status.QUEUED, worker="", started_at=None, heartbeat_at=None, control=""
+            from_statuses, attempt=attempt, status=Status.ERROR, error=reason[:2000], finished_at=timezone.now()
         )
+
+    def requeue(self, *, attempt: int | None = None) -> bool:
+        """running -> queued, when a platform fault interrupted the run and it may be retried once.
+
+        Never while a cancel or stop is pending: the user's request wins over a retry."""
+        changed = (
+            Evaluation.objects.filter(pk=self.pk, status=Status.RUNNING, control="", **_attempt_filter(attempt)).update(
+                status=Status.QUEUED, worker="", started_at=None, heartbeat_at=None
+            )
+            == 1
+        )
+        self.refresh_from_db()
+        return changed
+
+
+def _attempt_filter(attempt: int | None) -> dict:
+    return {} if attempt is None else {"attempts": attempt}
 
 
 class Stream(models.TextChoices):

@@ -2,21 +2,28 @@
 
 - ``queued`` rows with no live job are enqueued again (nothing accepted is ever lost, even if
   Redis lost its data);
-- ``running`` rows whose worker stopped heart-beating end as ``error`` (``worker_lost``);
+- ``running`` rows whose worker stopped heart-beating (no heartbeat for ``WORKER_LOST_AFTER_S``) are
+  run again once, or end as ``error`` (``worker_lost``) after ``EVALUATION_MAX_ATTEMPTS`` claims (see
+  ``resilience.retry_or_fail``); their container is removed first;
 - containers of this installation that belong to no running evaluation are removed.
+
+It runs every ``RECONCILE_INTERVAL_S`` and once at start-up (``python -m crucible.cron``), so a dead
+worker's run is acted on within ``WORKER_LOST_AFTER_S + RECONCILE_INTERVAL_S`` and a lost job or an
+orphan container within ``RECONCILE_INTERVAL_S`` (plus ``QUEUED_GRACE_S`` for a just-accepted row).
+Every decision is logged and audited.
 """
 
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from datetime import UTC, timedelta
 
 import django_rq
 from django.conf import settings
 from django.utils import timezone
 from rq.job import Job, JobStatus
 
-from apps.evaluations import publisher, services
+from apps.evaluations import resilience, services
 from apps.evaluations.models import Evaluation, Status
 from apps.monitoring import audit
 from apps.sandboxing import containers
@@ -33,7 +40,16 @@ def _has_live_job(evaluation: Evaluation) -> bool:
         job = Job.fetch(services.job_id(evaluation.pk), connection=django_rq.get_connection(evaluation.queue_name))
     except Exception:
         return False
-    return job.get_status(refresh=False) in LIVE_JOB_STATUSES
+    status = job.get_status(refresh=False)
+    if status == JobStatus.STARTED:
+        # A worker took the job but the row is still queued: fine for the moment between dequeue and
+        # claim; after that the job is stale (its worker died before claiming, or the run was handed
+        # back by a worker whose job is ending). The claim is atomic, so a spare job is harmless.
+        started = job.started_at
+        if started is not None and started.tzinfo is None:
+            started = started.replace(tzinfo=UTC)
+        return started is not None and timezone.now() - started < timedelta(seconds=QUEUED_GRACE_S)
+    return status in LIVE_JOB_STATUSES
 
 
 def requeue_lost_jobs() -> list[str]:
@@ -50,17 +66,37 @@ def requeue_lost_jobs() -> list[str]:
 
 
 def end_lost_runs() -> list[str]:
+    """Runs whose worker stopped heart-beating: retried once (enqueued at once), else ``error``."""
     cutoff = timezone.now() - timedelta(seconds=settings.WORKER_LOST_AFTER_S)
-    ended = []
+    decided = []
     for evaluation in Evaluation.objects.filter(status=Status.RUNNING, heartbeat_at__lt=cutoff):
-        if evaluation.fail_with_error("worker_lost", from_statuses=[Status.RUNNING]):
-            for container_id, run_id in containers.list_instance_containers():
-                if run_id == str(evaluation.pk):
-                    containers.remove(container_id)
-            publisher.publish_end(evaluation)
-            ended.append(str(evaluation.pk))
-            audit.record("reconciler.worker_lost", target=evaluation.pk, worker=evaluation.worker)
-    return ended
+        stale_for = (timezone.now() - evaluation.heartbeat_at).total_seconds()
+        _remove_run_containers(evaluation)
+        decision = resilience.retry_or_fail(evaluation, "worker_lost", by="reconciler")
+        if not decision:
+            continue
+        decided.append(str(evaluation.pk))
+        audit.record(
+            "reconciler.worker_lost",
+            target=evaluation.pk,
+            decision=decision,
+            heartbeat_age_s=round(stale_for, 1),
+            attempts=evaluation.attempts,
+        )
+        if decision == "requeued":
+            services.enqueue(evaluation.pk, evaluation.queue_name)
+    return decided
+
+
+def _remove_run_containers(evaluation: Evaluation) -> None:
+    try:
+        for container_id, run_id in containers.list_instance_containers():
+            if run_id == str(evaluation.pk):
+                containers.remove(container_id)
+                audit.record("reconciler.remove_container", target=run_id, container=container_id[:12])
+    except Exception:
+        # The engine is away; the container goes with a later pass (remove_orphan_containers).
+        log.warning("could not remove the container of lost run %s", evaluation.pk, exc_info=True)
 
 
 def remove_orphan_containers() -> list[str]:
@@ -85,11 +121,19 @@ def _is_uuid(value: str) -> bool:
 
 
 def reconcile() -> dict:
-    result = {
-        "requeued": requeue_lost_jobs(),
-        "worker_lost": end_lost_runs(),
-        "orphans_removed": remove_orphan_containers(),
-    }
+    """One pass. Each part runs even when another fails (e.g. the engine is down: rows still repaired)."""
+    result = {}
+    for key, step in (
+        ("worker_lost", end_lost_runs),
+        ("requeued", requeue_lost_jobs),
+        ("orphans_removed", remove_orphan_containers),
+    ):
+        try:
+            result[key] = step()
+        except Exception as exc:
+            log.warning("reconciler: %s failed: %s", key, exc, exc_info=True)
+            result[key] = []
+            result.setdefault("failed", []).append(key)
     if any(result.values()):
         log.info("reconciler: %s", result)
     return result

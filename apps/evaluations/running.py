@@ -8,18 +8,16 @@ import socket
 import time
 
 from django.db import transaction
-from django.utils import timezone
 
-from apps.evaluations import publisher
+from apps.evaluations import publisher, resilience
 from apps.evaluations.models import Artifact, Control, Evaluation, Runtime, Status
-from apps.evaluations.recording import OutputRecorder
+from apps.evaluations.resilience import ResilientRecorder
 from apps.sandboxing import runner, selfcheck
 from apps.sandboxing.policy import Limits
 
 log = logging.getLogger(__name__)
 
 CONTROL_POLL_S = 0.2
-HEARTBEAT_S = 5.0
 
 OUTCOME_STATUS = {
     "timed_out": Status.TIMED_OUT,
@@ -27,6 +25,18 @@ OUTCOME_STATUS = {
     "cancelled": Status.CANCELLED,
     "error": Status.ERROR,
 }
+
+
+def _remove_stale_containers(evaluation: Evaluation) -> None:
+    """A retried run first removes what an earlier attempt may have left (its container has the same name)."""
+    from apps.sandboxing import containers
+
+    try:
+        for container_id, run_id in containers.list_instance_containers():
+            if run_id == str(evaluation.pk):
+                containers.remove(container_id)
+    except Exception:
+        log.warning("could not look for containers left by an earlier attempt of %s", evaluation.pk, exc_info=True)
 
 
 def worker_name() -> str:
@@ -42,13 +52,20 @@ def worker_name() -> str:
 
 
 class Controller:
-    """Polled by the runner: answers cancel/stop requests from the row, keeps the heartbeat."""
+    """Polled by the runner: answers cancel/stop requests from the row.
 
-    def __init__(self, evaluation: Evaluation, recorder: OutputRecorder):
+    It also stops the run (answers "stop") when the run must be abandoned: the worker is shutting
+    down, or the row is no longer this attempt's (see ``abandon_reason``). A database outage does not
+    stop the run: the last known request stands until the row can be read again.
+    """
+
+    heartbeat: resilience.Heartbeat | None = None
+
+    def __init__(self, evaluation: Evaluation, recorder: ResilientRecorder):
         self.evaluation = evaluation
         self.recorder = recorder
         self._next_poll = 0.0
-        self._next_heartbeat = time.monotonic() + HEARTBEAT_S
+        self.superseded = False
         self.requested = ""
 
     def __call__(self) -> str | None:
@@ -56,15 +73,29 @@ class Controller:
         now = time.monotonic()
         if now >= self._next_poll:
             self._next_poll = now + CONTROL_POLL_S
-            self.requested = (
-                Evaluation.objects.filter(pk=self.evaluation.pk).values_list("control", flat=True).first() or ""
-            )
-            if now >= self._next_heartbeat:
-                self._next_heartbeat = now + HEARTBEAT_S
-                Evaluation.objects.filter(pk=self.evaluation.pk, status=Status.RUNNING).update(
-                    heartbeat_at=timezone.now()
-                )
+            self._poll_row()
+        if self.abandon_reason():
+            return Control.STOP
         return self.requested or None
+
+    def _poll_row(self) -> None:
+        try:
+            row = Evaluation.objects.filter(pk=self.evaluation.pk).values_list("control", "status", "attempts").first()
+        except resilience.TRANSIENT_DB_ERRORS:
+            resilience.forget_connection()
+            return
+        if row is None or row[1] != Status.RUNNING or row[2] != self.evaluation.attempts:
+            self.superseded = True
+            return
+        self.requested = row[0] or ""
+
+    def abandon_reason(self) -> str:
+        """ "superseded" (the row is not this attempt's any more), "shutdown" (the worker is stopping) or ""."""
+        if self.superseded or self.recorder.superseded or (self.heartbeat is not None and self.heartbeat.lost.is_set()):
+            return "superseded"
+        if resilience.shutdown.is_set():
+            return "shutdown"
+        return ""
 
 
 def _status_for(result, requested: str) -> Status:
@@ -83,17 +114,24 @@ def run(evaluation_id: str) -> str:
     if not evaluation.claim(worker_name()):
         return f"not claimed ({evaluation.status})"  # a duplicate job, or cancelled while queued
     publisher.publish_status(evaluation)
+    heartbeat = resilience.Heartbeat(evaluation.pk, evaluation.attempts)
+    heartbeat.start()
     try:
-        status = _run_claimed(evaluation)
+        status = _run_claimed(evaluation, heartbeat)
     except Exception as exc:
         log.exception("evaluation %s failed on the platform side", evaluation.pk)
-        if evaluation.fail_with_error(f"platform error: {type(exc).__name__}: {exc}", from_statuses=[Status.RUNNING]):
-            publisher.publish_end(evaluation)
+        try:
+            resilience.retry_or_fail(evaluation, f"platform error: {type(exc).__name__}: {exc}", by="worker")
+        except Exception:
+            # The database is still away: the reconciler decides once the heartbeat has gone stale.
+            log.exception("evaluation %s: could not record the platform error", evaluation.pk)
         return "error"
+    finally:
+        heartbeat.stop()
     return status
 
 
-def _run_claimed(evaluation: Evaluation) -> str:
+def _run_claimed(evaluation: Evaluation, heartbeat: resilience.Heartbeat | None = None) -> str:
     try:
         selfcheck.require_policy()
     except selfcheck.SandboxUnavailable as exc:
@@ -107,8 +145,13 @@ def _run_claimed(evaluation: Evaluation) -> str:
         publisher.publish_end(evaluation)
         return Status.ERROR
 
-    recorder = OutputRecorder(evaluation.pk, start_seq=evaluation.chunks.count())
+    attempt = evaluation.attempts
+    if attempt > 1:
+        _remove_stale_containers(evaluation)
+    # A retried run continues the seq numbers after the earlier attempt's output and notice.
+    recorder = ResilientRecorder(evaluation.pk, start_seq=resilience.next_seq(evaluation.pk) - 1)
     controller = Controller(evaluation, recorder)
+    controller.heartbeat = heartbeat
     request = runner.RunRequest(
         run_id=str(evaluation.pk),
         runtime=runtime.to_sandbox(),
@@ -119,31 +162,48 @@ def _run_claimed(evaluation: Evaluation) -> str:
         ),
     )
     result = runner.run(request, on_output=recorder.write, control=controller)
-    recorder.flush()
+    abandoned = controller.abandon_reason()
+    if abandoned == "superseded":
+        log.warning("evaluation %s: abandoned, the row was handed to another attempt", evaluation.pk)
+        return "superseded"
+    recorder.flush_all()
+    if abandoned == "shutdown" and result.outcome == "stopped" and not controller.requested:
+        # The worker is stopping: this run was stopped by us, not by the user; hand it back.
+        return resilience.retry_or_fail(evaluation, "worker_shutdown", by="worker", attempt=attempt) or "superseded"
+    if result.outcome == "error" and resilience.is_transient_engine_error(result.error):
+        # The engine failed under the run (restarted, unreachable): a platform fault, retried once.
+        # Deterministic refusals (image missing, policy refused) end as error at once, as before.
+        reason = f"platform error: {result.error}"
+        return resilience.retry_or_fail(evaluation, reason[:1000], by="worker", attempt=attempt) or "superseded"
     status = _status_for(result, controller.requested)
     error = result.error
     if result.outcome == "output_capped" and not error:
         error = f"output cap of {evaluation.output_cap_bytes} bytes exceeded; the program was stopped"
-    with transaction.atomic():
-        for artifact in result.artifacts:
-            Artifact.objects.create(
-                evaluation=evaluation,
-                name=artifact.name,
-                size=artifact.size,
-                sha256=artifact.sha256,
-                data=artifact.data,
+
+    def record() -> None:
+        with transaction.atomic():
+            for artifact in result.artifacts:
+                Artifact.objects.create(
+                    evaluation=evaluation,
+                    name=artifact.name,
+                    size=artifact.size,
+                    sha256=artifact.sha256,
+                    data=artifact.data,
+                )
+            evaluation.finish(
+                status,
+                attempt=attempt,
+                exit_code=result.exit_code,
+                signal=result.signal,
+                error=error[:2000],
+                output_truncated=result.output_truncated,
+                output_bytes=recorder.total_bytes,
+                peak_memory_bytes=result.peak_memory_bytes,
+                cpu_time_ms=result.cpu_time_ms,
+                image_digest=result.image_id or "",
+                **({"duration_ms": result.duration_ms} if result.duration_ms is not None else {}),
             )
-        evaluation.finish(
-            status,
-            exit_code=result.exit_code,
-            signal=result.signal,
-            error=error[:2000],
-            output_truncated=result.output_truncated,
-            output_bytes=recorder.total_bytes,
-            peak_memory_bytes=result.peak_memory_bytes,
-            cpu_time_ms=result.cpu_time_ms,
-            image_digest=result.image_id or "",
-            **({"duration_ms": result.duration_ms} if result.duration_ms is not None else {}),
-        )
+
+    resilience.with_db_retry(record, f"recording the end of {evaluation.pk}")
     publisher.publish_end(evaluation)
     return evaluation.status

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import logging
+import os
+import signal
 
 from rq import Worker
 
+from apps.evaluations import resilience
 from apps.sandboxing import selfcheck
 
 log = logging.getLogger(__name__)
+
+HAND_BACK_SIGNAL = signal.SIGUSR1
 
 
 class CrucibleWorker(Worker):
@@ -28,3 +33,25 @@ class CrucibleWorker(Worker):
             if problems:
                 log.error("sandbox policy NOT enforced by this engine, refusing work: %s", "; ".join(problems))
         return super().execute_job(job, queue)
+
+    # --- Graceful shutdown ------------------------------------------------------------------
+    # RQ's warm shutdown waits for the running job, up to its timeout (minutes), and a process
+    # manager (honcho: 5 s) kills the worker long before: the horse, in its own process group,
+    # would go on alone. Instead the horse is told to stop its run at once and hand it back
+    # (requeued once, or error "worker_shutdown"; see apps.evaluations.resilience), so the
+    # worker exits within a second or two and no run or container is left behind.
+
+    def handle_warm_shutdown_request(self):
+        super().handle_warm_shutdown_request()
+        if self.horse_pid:
+            log.info("worker %s: asking horse %s to hand its run back", self.name, self.horse_pid)
+            try:
+                os.kill(self.horse_pid, HAND_BACK_SIGNAL)
+            except ProcessLookupError:
+                pass
+
+    def setup_work_horse_signals(self):
+        super().setup_work_horse_signals()
+        # SIGTERM to the horse itself (a process manager killing its group) hands back too.
+        signal.signal(HAND_BACK_SIGNAL, resilience.request_shutdown)
+        signal.signal(signal.SIGTERM, resilience.request_shutdown)

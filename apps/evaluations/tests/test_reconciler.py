@@ -10,7 +10,8 @@ from rq.job import Job
 
 from apps.evaluations import reconciler, services
 from apps.evaluations.models import Status
-from apps.evaluations.tests.factories import make_evaluation
+from apps.evaluations.tests.factories import add_chunk, make_evaluation
+from apps.monitoring.models import AuditEvent
 from apps.sandboxing import containers, engine
 
 pytestmark = pytest.mark.django_db
@@ -31,14 +32,39 @@ def test_a_fresh_queued_evaluation_is_left_alone(alice):
     assert reconciler.reconcile()["requeued"] == []
 
 
-def test_a_running_evaluation_whose_worker_stopped_heartbeating_ends_worker_lost(alice):
+def test_a_running_evaluation_whose_worker_stopped_heartbeating_is_run_again_once(alice):
     stale = timezone.now() - timedelta(seconds=settings.WORKER_LOST_AFTER_S + 5)
-    lost = make_evaluation(alice, status=Status.RUNNING, heartbeat_at=stale)
+    lost = make_evaluation(alice, status=Status.RUNNING, heartbeat_at=stale, attempts=1)
+    add_chunk(lost, 1, b"partial\n")
+    assert reconciler.reconcile()["worker_lost"] == [str(lost.pk)]
+    lost.refresh_from_db()
+    assert (lost.status, lost.worker, lost.attempts) == (Status.QUEUED, "", 1)
+    # The output stays append-only: a notice marks where the next attempt's output starts.
+    chunks = list(lost.chunks.order_by("seq"))
+    assert [c.seq for c in chunks] == [1, 2]
+    assert chunks[1].stream == "stderr" and b"worker_lost" in bytes(chunks[1].data)
+    job = Job.fetch(services.job_id(lost.pk), connection=django_rq.get_connection("default"))
+    assert job.get_status() == "queued"
+    assert AuditEvent.objects.filter(action="evaluation.retry", target=str(lost.pk)).exists()
+
+
+def test_a_pending_cancel_wins_over_a_retry(alice):
+    stale = timezone.now() - timedelta(seconds=settings.WORKER_LOST_AFTER_S + 5)
+    lost = make_evaluation(alice, status=Status.RUNNING, heartbeat_at=stale, attempts=1, control="cancel")
+    reconciler.reconcile()
+    lost.refresh_from_db()
+    assert lost.status == Status.CANCELLED
+
+
+def test_a_running_evaluation_whose_worker_stopped_heartbeating_twice_ends_worker_lost(alice):
+    stale = timezone.now() - timedelta(seconds=settings.WORKER_LOST_AFTER_S + 5)
+    lost = make_evaluation(alice, status=Status.RUNNING, heartbeat_at=stale, attempts=settings.EVALUATION_MAX_ATTEMPTS)
     alive = make_evaluation(alice, status=Status.RUNNING)
     assert reconciler.reconcile()["worker_lost"] == [str(lost.pk)]
     lost.refresh_from_db()
     alive.refresh_from_db()
     assert (lost.status, lost.error) == (Status.ERROR, "worker_lost")
+    assert AuditEvent.objects.filter(action="evaluation.platform_fault", target=str(lost.pk)).exists()
     assert alive.status == Status.RUNNING
 
 
