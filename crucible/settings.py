@@ -140,6 +140,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "apps.monitoring.context_processors.alert_badge",
             ]
         },
     }
@@ -277,6 +278,18 @@ WORKER_HEARTBEAT_S = envfloat("WORKER_HEARTBEAT_S", min(5.0, WORKER_LOST_AFTER_S
 EVALUATION_MAX_ATTEMPTS = envint("EVALUATION_MAX_ATTEMPTS", 2, minimum=1, maximum=5)
 # How long a worker keeps a run going (and retries its writes) while PostgreSQL is unreachable.
 WORKER_DB_RETRY_S = envfloat("WORKER_DB_RETRY_S", 60.0, minimum=0.0)
+
+# --- Monitoring -------------------------------------------------------------------------
+# Alerts go to a webhook (JSON POST) and/or by email, from RQ jobs retried a bounded number of times.
+ALERT_WEBHOOK_URL = envstr("ALERT_WEBHOOK_URL", "")
+if ALERT_WEBHOOK_URL and not ALERT_WEBHOOK_URL.startswith(("http://", "https://")):
+    raise ImproperlyConfigured("ALERT_WEBHOOK_URL must be an http:// or https:// URL.")
+ALERT_EMAILS = envlist("ALERT_EMAILS", [])
+ALERT_WEBHOOK_TIMEOUT_S = envfloat("ALERT_WEBHOOK_TIMEOUT_S", 5.0, minimum=0.5)
+ALERT_NOTIFY_RETRIES = envint("ALERT_NOTIFY_RETRIES", 3, minimum=0, maximum=10)
+ALERT_NOTIFY_RETRY_INTERVALS = [10, 60, 300]
+# Prometheus scrapers authenticate with "Authorization: Bearer <METRICS_TOKEN>" (empty: operators only).
+METRICS_TOKEN = envstr("METRICS_TOKEN", "")
 
 # --- Logging ----------------------------------------------------------------------------
 LOGGING = {

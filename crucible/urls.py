@@ -19,6 +19,7 @@ urlpatterns = [
     path("api/v1/", include("apps.evaluations.api.urls")),
     path("api/v1/", include("apps.accounts.api.urls")),
     path("account/", include("apps.accounts.urls")),
+    path("monitoring/", include("apps.monitoring.urls")),
     path("", include("apps.evaluations.urls")),
 ]
 

@@ -45,3 +45,8 @@ def publish_end(evaluation) -> None:
 
 def publish_alert(evaluation_id, alert: dict) -> None:
     _send(evaluation_id, {"type": "alert", **alert})
+
+
+def publish_sample(evaluation_id, sample: dict) -> None:
+    """A resource sample (``at``, ``cpu_percent``, ``memory_bytes``, ``pids``, ``output_bytes_per_s``)."""
+    _send(evaluation_id, {"type": "sample", **sample})

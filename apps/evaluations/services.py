@@ -14,7 +14,7 @@ from apps.accounts import quotas
 from apps.evaluations import publisher
 from apps.evaluations.models import Control, Evaluation, Status
 from apps.evaluations.validation import Maxima, Submission, parse_submission
-from apps.monitoring import audit
+from apps.monitoring import alerts, audit
 
 log = logging.getLogger(__name__)
 
@@ -159,9 +159,20 @@ def stop(evaluation: Evaluation, *, actor=None, request=None, control: Control =
     if evaluation.end_queued(status, control):
         _drop_job(evaluation)
         publisher.publish_end(evaluation)
-        audit.record("evaluation.stop", actor=actor, target=evaluation.pk, request=request, was="queued")
+        audit.record(
+            "evaluation.stop", actor=actor, target=evaluation.pk, request=request, was="queued", control=control
+        )
     elif evaluation.request_control(control):
-        audit.record("evaluation.stop", actor=actor, target=evaluation.pk, request=request, was="running")
+        audit.record(
+            "evaluation.stop", actor=actor, target=evaluation.pk, request=request, was="running", control=control
+        )
+    else:
+        return evaluation
+    if control == Control.STOP:
+        # The contract: an emergency stop raises an alert (a safety stop's rule already raised its own).
+        alert = alerts.raise_emergency_stop_alert(evaluation.pk, actor=actor)
+        if alert is not None:
+            publisher.publish_alert(evaluation.pk, alert.as_message())
     return evaluation
 
 

@@ -34,3 +34,164 @@ class AuditEvent(models.Model):
 
     def delete(self, *args, **kwargs):
         raise ValueError("audit events are append-only")
+
+
+# --- Resource samples ----------------------------------------------------------------------
+# Evaluations are referenced by UUID, not by foreign key: evaluations depends on monitoring, never
+# the other way round, and samples/alerts must be writable from the worker's run loop cheaply.
+
+
+class ResourceSample(models.Model):
+    """One reading of a running evaluation's container, about once a second."""
+
+    evaluation_id = models.UUIDField(db_index=False)
+    at = models.DateTimeField()
+    cpu_percent = models.FloatField()
+    memory_bytes = models.BigIntegerField()
+    pids = models.IntegerField()
+    output_bytes_per_s = models.FloatField(default=0)
+
+    class Meta:
+        ordering = ["evaluation_id", "at"]
+        indexes = [models.Index(fields=["evaluation_id", "at"])]
+
+    def __str__(self) -> str:
+        return f"{self.evaluation_id} @ {self.at:%H:%M:%S}"
+
+    def as_message(self) -> dict:
+        """The WebSocket/JSON shape of a sample (also what the resource graph reads)."""
+        return {
+            "at": self.at.isoformat(),
+            "cpu_percent": self.cpu_percent,
+            "memory_bytes": self.memory_bytes,
+            "pids": self.pids,
+            "output_bytes_per_s": round(self.output_bytes_per_s, 1),
+        }
+
+
+class RunTiming(models.Model):
+    """Platform-side timings of one run that the Evaluation row does not keep (for metrics)."""
+
+    evaluation_id = models.UUIDField(unique=True)
+    sandbox_start_ms = models.IntegerField(
+        help_text="From the start of the run to the sandbox ready to run the program."
+    )
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    def __str__(self) -> str:
+        return f"{self.evaluation_id}: sandbox start {self.sandbox_start_ms} ms"
+
+
+# --- Safety rules and alerts -----------------------------------------------------------------
+
+
+class Severity(models.TextChoices):
+    INFO = "info"
+    WARNING = "warning"
+    CRITICAL = "critical"
+
+
+class RuleKind(models.TextChoices):
+    MEMORY_NEAR_LIMIT = "memory_near_limit", "Memory near its limit (threshold: fraction of the limit)"
+    PIDS_NEAR_LIMIT = "pids_near_limit", "Processes near the pids limit, e.g. a fork bomb (threshold: fraction)"
+    OUTPUT_FLOOD = "output_flood", "Sustained output flood (threshold: bytes/s for at least duration_s)"
+    CPU_PINNED = "cpu_pinned", "CPU pinned for the whole run (threshold: fraction of the CPUs, after duration_s)"
+    OUTPUT_PATTERN = "output_pattern", "Output matches a regular expression (pattern)"
+
+
+class RuleAction(models.TextChoices):
+    ALERT = "alert"
+    STOP = "stop", "alert and stop the evaluation (safety_stopped)"
+
+
+class SafetyRule(models.Model):
+    """An operator-configured check run on every evaluation's samples or output."""
+
+    name = models.SlugField(max_length=64, unique=True)
+    kind = models.CharField(max_length=32, choices=RuleKind.choices)
+    threshold = models.FloatField(default=0, help_text="Meaning depends on the kind (see the kind's description).")
+    duration_s = models.FloatField(default=0, help_text="How long the condition must hold (flood, CPU pinned).")
+    pattern = models.CharField(max_length=500, blank=True, help_text="Python regular expression (output_pattern).")
+    severity = models.CharField(max_length=8, choices=Severity.choices, default=Severity.WARNING)
+    action = models.CharField(max_length=8, choices=RuleAction.choices, default=RuleAction.ALERT)
+    enabled = models.BooleanField(default=True)
+    description = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self):
+        import re
+
+        from django.core.exceptions import ValidationError
+
+        if self.kind == RuleKind.OUTPUT_PATTERN:
+            if not self.pattern:
+                raise ValidationError({"pattern": "An output_pattern rule needs a pattern."})
+            try:
+                re.compile(self.pattern)
+            except re.error as exc:
+                raise ValidationError({"pattern": f"Not a valid regular expression: {exc}"})
+        elif self.kind in (RuleKind.MEMORY_NEAR_LIMIT, RuleKind.PIDS_NEAR_LIMIT, RuleKind.CPU_PINNED):
+            if not 0 < self.threshold <= 1:
+                raise ValidationError({"threshold": "A fraction in (0, 1]."})
+        elif self.kind == RuleKind.OUTPUT_FLOOD and self.threshold <= 0:
+            raise ValidationError({"threshold": "Bytes per second, more than 0."})
+        if self.duration_s < 0:
+            raise ValidationError({"duration_s": "Not negative."})
+
+
+class AlertQuerySet(models.QuerySet):
+    def unacknowledged(self):
+        return self.filter(acknowledged_at__isnull=True)
+
+
+class Alert(models.Model):
+    """A rule fired (or an operator pulled the emergency stop) on one evaluation. Raised once per rule per run."""
+
+    evaluation_id = models.UUIDField(null=True, blank=True, db_index=True)
+    rule = models.ForeignKey(SafetyRule, null=True, blank=True, on_delete=models.SET_NULL, related_name="alerts")
+    rule_name = models.CharField(max_length=64, db_index=True)  # kept if the rule is deleted; "emergency_stop" …
+    kind = models.CharField(max_length=32, blank=True)
+    severity = models.CharField(max_length=8, choices=Severity.choices)
+    action = models.CharField(max_length=8, choices=RuleAction.choices, default=RuleAction.ALERT)
+    message = models.CharField(max_length=300)
+    evidence = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    acknowledged_at = models.DateTimeField(null=True, blank=True)
+    acknowledged_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    objects = AlertQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["evaluation_id", "rule_name"], name="alert_once_per_rule_per_run")
+        ]
+        indexes = [models.Index(fields=["acknowledged_at", "-created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.severity} {self.rule_name} on {self.evaluation_id}"
+
+    @property
+    def acknowledged(self) -> bool:
+        return self.acknowledged_at is not None
+
+    def as_message(self) -> dict:
+        """What goes out on the WebSocket and to the webhook (text only: evidence came from the sandbox)."""
+        return {
+            "id": self.pk,
+            "rule": self.rule_name,
+            "kind": self.kind,
+            "severity": self.severity,
+            "action": self.action,
+            "message": self.message,
+            "evidence": self.evidence,
+            "evaluation_id": str(self.evaluation_id) if self.evaluation_id else None,
+            "created_at": self.created_at.isoformat(),
+        }

@@ -219,6 +219,9 @@
       setConnection("Finished: " + humanStatus(message.status) + code);
     } else if (message.type === "alert") {
       showAlert(message);
+    } else if (message.type === "sample") {
+      // Resource samples are drawn by monitoring-resources.js (it listens for this event).
+      document.dispatchEvent(new CustomEvent("crucible:sample", { detail: message }));
     }
   }
 

@@ -1,6 +1,10 @@
+import hmac
+
+from django.conf import settings
+from django.http import Http404, HttpResponse
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers
-from rest_framework.permissions import AllowAny
+from rest_framework.permissions import AllowAny, BasePermission
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -34,3 +38,120 @@ class HealthView(APIView):
         response = Response(body, status=200 if healthy else 503)
         response["Cache-Control"] = "no-store"
         return response
+
+
+# --- Metrics, kill switch, samples ----------------------------------------------------------
+
+
+def _bearer(request) -> str | None:
+    parts = request.META.get("HTTP_AUTHORIZATION", "").split()
+    if len(parts) == 2 and parts[0].lower() == "bearer":
+        return parts[1]
+    return None
+
+
+class IsOperator(BasePermission):
+    def has_permission(self, request, view):
+        from apps.accounts.roles import is_operator
+
+        return is_operator(request.user)
+
+
+class IsOperatorOrScrapeToken(BasePermission):
+    """An operator (session or personal token), or a scraper with ``Authorization: Bearer <METRICS_TOKEN>``."""
+
+    def has_permission(self, request, view):
+        token = _bearer(request)
+        if token is not None and settings.METRICS_TOKEN:
+            return hmac.compare_digest(token.encode(), settings.METRICS_TOKEN.encode())
+        return IsOperator().has_permission(request, view)
+
+
+class MetricsView(APIView):
+    """Prometheus text format, computed from PostgreSQL and Redis at scrape time (see monitoring.metrics)."""
+
+    permission_classes = [IsOperatorOrScrapeToken]
+
+    @extend_schema(responses={(200, "text/plain"): str})
+    def get(self, request):
+        from prometheus_client import CONTENT_TYPE_LATEST
+
+        from apps.monitoring import metrics
+
+        response = HttpResponse(metrics.render(), content_type=CONTENT_TYPE_LATEST)
+        response["Cache-Control"] = "no-store"
+        return response
+
+
+class KillSwitchSerializer(serializers.Serializer):
+    engaged = serializers.BooleanField()
+
+
+class KillSwitchView(APIView):
+    """GET the kill switch's state; POST ``{"engaged": true}`` to stop everything and pause the queues,
+    ``{"engaged": false}`` to resume. Operators only; everyone else gets 404 (it does not exist for them)."""
+
+    permission_classes = [IsOperator]
+
+    def permission_denied(self, request, message=None, code=None):
+        if request.user and request.user.is_authenticated:
+            raise Http404
+        super().permission_denied(request, message, code)
+
+    @extend_schema(
+        responses=inline_serializer(
+            "KillSwitchState",
+            {
+                "engaged": serializers.BooleanField(),
+                "running": serializers.IntegerField(),
+                "queued": serializers.IntegerField(),
+            },
+        )
+    )
+    def get(self, request):
+        from apps.evaluations import killswitch
+
+        return Response(killswitch.state())
+
+    @extend_schema(request=KillSwitchSerializer)
+    def post(self, request):
+        from apps.evaluations import killswitch
+
+        serializer = KillSwitchSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        body = {}
+        if serializer.validated_data["engaged"]:
+            body["stopped"] = killswitch.engage(request.user, request)
+        else:
+            killswitch.release(request.user, request)
+        return Response({**killswitch.state(), **body})
+
+
+class SamplesView(APIView):
+    """The stored resource samples of one evaluation, oldest first (what the resource graph draws)."""
+
+    MAX_SAMPLES = 3600
+
+    def get(self, request, pk):
+        from apps.evaluations.models import Evaluation
+        from apps.monitoring.models import ResourceSample
+
+        evaluation = (
+            Evaluation.objects.visible_to(request.user)
+            .filter(pk=pk)
+            .only("id", "memory_mb", "pids_limit", "cpus")
+            .first()
+        )
+        if evaluation is None:
+            raise Http404
+        samples = ResourceSample.objects.filter(evaluation_id=pk).order_by("at")[: self.MAX_SAMPLES]
+        return Response(
+            {
+                "limits": {
+                    "memory_bytes": evaluation.memory_mb * 1024 * 1024,
+                    "pids": evaluation.pids_limit,
+                    "cpu_percent": evaluation.cpus * 100,
+                },
+                "samples": [s.as_message() for s in samples],
+            }
+        )

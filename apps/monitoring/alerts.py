@@ -1,0 +1,139 @@
+"""Raise, deliver and acknowledge alerts.
+
+Delivery (webhook ``ALERT_WEBHOOK_URL``, email ``ALERT_EMAILS``) happens in RQ jobs with bounded
+retries, never on the worker's run loop. While the kill switch is engaged RQ workers take no jobs
+at all (the suspension is global), so alerts are then delivered from a short-lived thread instead:
+an emergency is exactly when operators need them.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from apps.monitoring import audit
+from apps.monitoring.models import Alert, RuleAction, Severity
+
+log = logging.getLogger(__name__)
+
+NOTIFY_QUEUE = "high"
+
+
+def raise_alert(
+    *,
+    evaluation_id,
+    rule_name: str,
+    severity: str,
+    message: str,
+    evidence: str = "",
+    kind: str = "",
+    action: str = RuleAction.ALERT,
+    rule=None,
+) -> Alert | None:
+    """Record an alert and send it on; returns None when this rule already fired for this evaluation."""
+    alert, created = Alert.objects.get_or_create(
+        evaluation_id=evaluation_id,
+        rule_name=rule_name,
+        defaults={
+            "rule": rule,
+            "kind": kind,
+            "severity": severity,
+            "action": action,
+            "message": message[:300],
+            "evidence": evidence[:2000],
+        },
+    )
+    if not created:
+        return None
+    log.warning("alert %s (%s) on %s: %s", rule_name, severity, evaluation_id, message)
+    transaction.on_commit(lambda: notify(alert.pk))
+    return alert
+
+
+def raise_emergency_stop_alert(evaluation_id, *, actor=None) -> Alert | None:
+    who = actor.get_username() if getattr(actor, "is_authenticated", False) else "the system"
+    return raise_alert(
+        evaluation_id=evaluation_id,
+        rule_name="emergency_stop",
+        kind="emergency_stop",
+        severity=Severity.CRITICAL,
+        action=RuleAction.STOP,
+        message=f"emergency stop by {who}",
+        evidence=f"stop requested by {who}",
+    )
+
+
+def channels() -> list[str]:
+    """The delivery jobs configured: dotted paths of the job functions."""
+    jobs = []
+    if settings.ALERT_WEBHOOK_URL:
+        jobs.append("apps.monitoring.jobs.send_alert_webhook")
+    if settings.ALERT_EMAILS:
+        jobs.append("apps.monitoring.jobs.send_alert_email")
+    return jobs
+
+
+def notify(alert_id: int) -> None:
+    """Queue the delivery jobs. Never raises: an alert is recorded even if it cannot be sent now."""
+    jobs = channels()
+    if not jobs:
+        return
+    try:
+        import django_rq
+        from rq import Retry
+        from rq.suspension import is_suspended
+
+        queue = django_rq.get_queue(NOTIFY_QUEUE)
+        if is_suspended(queue.connection):
+            threading.Thread(target=_deliver_in_thread, args=(jobs, alert_id), daemon=True).start()
+            return
+        retry = Retry(max=settings.ALERT_NOTIFY_RETRIES, interval=settings.ALERT_NOTIFY_RETRY_INTERVALS)
+        for job in jobs:
+            queue.enqueue(job, alert_id, retry=retry, job_timeout=60, result_ttl=3600, failure_ttl=7 * 24 * 3600)
+    except Exception:
+        log.exception("could not queue the delivery of alert %s", alert_id)
+
+
+def _deliver_in_thread(jobs: list[str], alert_id: int) -> None:
+    import time
+
+    from django.db import connection
+    from django.utils.module_loading import import_string
+
+    try:
+        for job in jobs:
+            for attempt in range(settings.ALERT_NOTIFY_RETRIES + 1):
+                try:
+                    import_string(job)(alert_id)
+                    break
+                except Exception:
+                    log.warning("alert %s: %s attempt %d failed", alert_id, job, attempt + 1, exc_info=True)
+                    time.sleep(min(2**attempt, 10))
+    finally:
+        connection.close()
+
+
+def acknowledge(alert: Alert, *, actor, request=None) -> bool:
+    """Mark an alert seen by an operator (once); audited."""
+    changed = (
+        Alert.objects.filter(pk=alert.pk, acknowledged_at__isnull=True).update(
+            acknowledged_at=timezone.now(), acknowledged_by=actor
+        )
+        == 1
+    )
+    alert.refresh_from_db()
+    if changed:
+        audit.record(
+            "alert.acknowledge",
+            actor=actor,
+            target=f"alert:{alert.pk}",
+            request=request,
+            rule=alert.rule_name,
+            evaluation=str(alert.evaluation_id or ""),
+            severity=alert.severity,
+        )
+    return changed

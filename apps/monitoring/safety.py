@@ -1,0 +1,225 @@
+"""The safety monitor: one per run, fed by the runner's samples and output, raising alerts once per rule.
+
+It runs on the worker's run loop, so everything here is cheap and bounded: rules are read once at
+the start of the run, pattern rules search a sliding window (the tail of each stream plus the new
+piece, never the whole output), and nothing here may raise into the run (errors are logged).
+
+What happens when a rule fires is the caller's business (``on_alert``): ``apps.evaluations.running``
+publishes the alert on the evaluation's WebSocket group and, for rules with action "stop", asks for
+a safety stop. ``stop_requested`` is also set here so the run's controller can answer at once.
+"""
+
+from __future__ import annotations
+
+import codecs
+import logging
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from apps.monitoring import alerts
+from apps.monitoring.models import Alert, ResourceSample, RuleAction, RuleKind, SafetyRule
+
+log = logging.getLogger(__name__)
+
+WINDOW_CHARS = 4096  # how much of each stream's tail a pattern may span into
+EVIDENCE_CHARS = 200
+MIB = 1024 * 1024
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
+def printable(text: str, limit: int = 500) -> str:
+    """Sandbox output as plain evidence text: control characters shown as U+FFFD, bounded."""
+    return _CONTROL.sub("\ufffd", text)[:limit]
+
+
+@dataclass
+class _Rule:
+    row: SafetyRule
+    regex: re.Pattern | None = None
+
+
+@dataclass
+class SafetyMonitor:
+    evaluation_id: object
+    memory_limit_bytes: int
+    pids_limit: int
+    cpus: float
+    rules: list[SafetyRule]
+    on_alert: Callable[[Alert], None] | None = None
+    store_samples: bool = True
+    stop_requested: bool = False
+    fired: set[str] = field(default_factory=set)
+    alerts: list[Alert] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._rules: list[_Rule] = []
+        for rule in self.rules:
+            regex = None
+            if rule.kind == RuleKind.OUTPUT_PATTERN:
+                try:
+                    regex = re.compile(rule.pattern)
+                except re.error:
+                    log.error("safety rule %s has an invalid pattern; skipped", rule.name)
+                    continue
+            self._rules.append(_Rule(rule, regex))
+        self._patterns = [r for r in self._rules if r.regex is not None]
+        self._decoders = {}
+        self._tails: dict[str, str] = {}
+        self._bytes_since_sample = 0
+        self._last_sample_mono = time.monotonic()
+        self._first_sample_mono: float | None = None
+        self._samples_seen = 0
+        self._cpu_always_pinned = True
+        self._flood_since: float | None = None
+
+    @classmethod
+    def for_run(cls, evaluation_id, *, memory_mb: int, pids_limit: int, cpus: float, on_alert=None) -> SafetyMonitor:
+        """A monitor with the enabled rules as they are now (changes apply to later runs)."""
+        return cls(
+            evaluation_id=evaluation_id,
+            memory_limit_bytes=int(memory_mb) * MIB,
+            pids_limit=int(pids_limit),
+            cpus=float(cpus),
+            rules=list(SafetyRule.objects.filter(enabled=True)),
+            on_alert=on_alert,
+        )
+
+    # --- feeding ---------------------------------------------------------------------------
+
+    def on_output(self, stream: str, data: bytes) -> None:
+        self._bytes_since_sample += len(data)
+        if not self._patterns:
+            return
+        try:
+            self._scan(stream, data)
+        except Exception:
+            log.exception("safety monitor: output scan failed for %s", self.evaluation_id)
+
+    def on_sample(self, sample) -> ResourceSample:
+        """Take a runner sample: derive the output rate, store it, run the sample rules. Returns the row."""
+        now = time.monotonic()
+        elapsed = max(now - self._last_sample_mono, 1e-3)
+        rate = self._bytes_since_sample / elapsed
+        previous = self._last_sample_mono
+        self._bytes_since_sample, self._last_sample_mono = 0, now
+        row = ResourceSample(
+            evaluation_id=self.evaluation_id,
+            at=sample.at,
+            cpu_percent=float(sample.cpu_percent),
+            memory_bytes=int(sample.memory_bytes),
+            pids=int(sample.pids),
+            output_bytes_per_s=rate,
+        )
+        if self.store_samples:
+            try:
+                row.save()
+            except Exception:
+                log.exception("safety monitor: could not store a sample for %s", self.evaluation_id)
+        try:
+            self._check_sample(row, now, previous)
+        except Exception:
+            log.exception("safety monitor: sample rules failed for %s", self.evaluation_id)
+        return row
+
+    # --- rules -----------------------------------------------------------------------------
+
+    def _scan(self, stream: str, data: bytes) -> None:
+        decoder = self._decoders.get(stream)
+        if decoder is None:
+            decoder = self._decoders[stream] = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        text = self._tails.get(stream, "") + decoder.decode(data)
+        for rule in self._patterns:
+            if rule.row.name in self.fired:
+                continue
+            match = rule.regex.search(text)
+            if match:
+                start = max(0, match.start() - EVIDENCE_CHARS // 2)
+                evidence = text[start : match.end() + EVIDENCE_CHARS // 2]
+                self._fire(
+                    rule.row,
+                    f"output on {stream} matched {rule.row.pattern!r}",
+                    f"{stream}: …{printable(evidence)}…",
+                )
+        self._tails[stream] = text[-WINDOW_CHARS:]
+
+    def _check_sample(self, sample: ResourceSample, now: float, previous: float) -> None:
+        self._samples_seen += 1
+        if self._first_sample_mono is None:
+            self._first_sample_mono = now
+        for rule in self._rules:
+            row = rule.row
+            if row.name in self.fired:
+                continue
+            kind = row.kind
+            if kind == RuleKind.MEMORY_NEAR_LIMIT and self.memory_limit_bytes:
+                used = sample.memory_bytes / self.memory_limit_bytes
+                if used >= row.threshold:
+                    self._fire(
+                        row,
+                        f"memory at {used:.0%} of its limit",
+                        f"memory {sample.memory_bytes / MIB:.1f} MiB of {self.memory_limit_bytes / MIB:.0f} MiB "
+                        f"(threshold {row.threshold:.0%})",
+                    )
+            elif kind == RuleKind.PIDS_NEAR_LIMIT and self.pids_limit:
+                if sample.pids >= row.threshold * self.pids_limit:
+                    self._fire(
+                        row,
+                        f"{sample.pids} processes, near the limit of {self.pids_limit} (fork bomb?)",
+                        f"pids {sample.pids} of {self.pids_limit} (threshold {row.threshold:.0%})",
+                    )
+            elif kind == RuleKind.OUTPUT_FLOOD:
+                self._check_flood(row, sample, now, previous)
+            elif kind == RuleKind.CPU_PINNED:
+                self._check_cpu(row, sample, now)
+
+    def _check_flood(self, row: SafetyRule, sample: ResourceSample, now: float, previous: float) -> None:
+        if sample.output_bytes_per_s < row.threshold:
+            self._flood_since = None
+            return
+        if self._flood_since is None:
+            self._flood_since = previous  # the rate covers the whole interval since the previous sample
+        if now - self._flood_since >= row.duration_s:
+            self._fire(
+                row,
+                f"output flood: {sample.output_bytes_per_s / 1024:.0f} KiB/s for {now - self._flood_since:.0f} s",
+                f"{sample.output_bytes_per_s:.0f} bytes/s for {now - self._flood_since:.1f} s "
+                f"(threshold {row.threshold:.0f} bytes/s for {row.duration_s:g} s)",
+            )
+
+    def _check_cpu(self, row: SafetyRule, sample: ResourceSample, now: float) -> None:
+        if self._samples_seen == 1:
+            return  # the first sample has no CPU baseline (always 0 %)
+        pinned_at = row.threshold * self.cpus * 100
+        if sample.cpu_percent < pinned_at:
+            self._cpu_always_pinned = False
+        if self._cpu_always_pinned and now - self._first_sample_mono >= max(row.duration_s, 1.0):
+            self._fire(
+                row,
+                f"CPU pinned at {sample.cpu_percent:.0f}% for the whole run ({now - self._first_sample_mono:.0f} s)",
+                f"every sample ≥ {pinned_at:.0f}% of one CPU since the start; latest {sample.cpu_percent:.0f}%",
+            )
+
+    def _fire(self, rule: SafetyRule, message: str, evidence: str) -> None:
+        self.fired.add(rule.name)
+        alert = alerts.raise_alert(
+            evaluation_id=self.evaluation_id,
+            rule=rule,
+            rule_name=rule.name,
+            kind=rule.kind,
+            severity=rule.severity,
+            action=rule.action,
+            message=message,
+            evidence=evidence,
+        )
+        if rule.action == RuleAction.STOP:
+            self.stop_requested = True
+        if alert is None:
+            return  # raised before (a retried run)
+        self.alerts.append(alert)
+        if self.on_alert is not None:
+            try:
+                self.on_alert(alert)
+            except Exception:
+                log.exception("safety monitor: on_alert failed for %s", self.evaluation_id)
