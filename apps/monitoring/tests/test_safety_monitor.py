@@ -1,0 +1,179 @@
+"""The safety monitor on its own, fed by hand: rule logic, once per rule, bounded pattern window. No Docker."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+
+from apps.monitoring import safety
+from apps.monitoring.models import Alert, ResourceSample, SafetyRule
+from apps.sandboxing.runner import ResourceSample as RunnerSample
+
+pytestmark = pytest.mark.django_db
+
+MIB = 1024 * 1024
+
+
+class Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    clock = Clock()
+    monkeypatch.setattr(safety.time, "monotonic", clock)
+    return clock
+
+
+def monitor_with(*rules, memory_mb=64, pids_limit=64, cpus=1.0) -> safety.SafetyMonitor:
+    raised = []
+    monitor = safety.SafetyMonitor(
+        evaluation_id=uuid.uuid4(),
+        memory_limit_bytes=memory_mb * MIB,
+        pids_limit=pids_limit,
+        cpus=cpus,
+        rules=list(rules),
+        on_alert=raised.append,
+    )
+    monitor.raised = raised
+    return monitor
+
+
+def sample(cpu=0.0, memory=0, pids=1) -> RunnerSample:
+    return RunnerSample(at=datetime.now(UTC), cpu_percent=cpu, memory_bytes=memory, pids=pids)
+
+
+def rule(**fields) -> SafetyRule:
+    fields.setdefault("severity", "warning")
+    fields.setdefault("name", fields["kind"])
+    return SafetyRule.objects.create(**fields)
+
+
+def test_memory_near_its_limit_raises_one_alert_with_evidence(clock):
+    monitor = monitor_with(rule(kind="memory_near_limit", threshold=0.5))
+    monitor.on_sample(sample(memory=10 * MIB))
+    assert monitor.raised == []
+    for _ in range(3):
+        clock.now += 1
+        monitor.on_sample(sample(memory=40 * MIB))
+    assert len(monitor.raised) == 1
+    alert = monitor.raised[0]
+    assert alert.rule_name == "memory_near_limit"
+    assert "40.0 MiB of 64 MiB" in alert.evidence
+    assert Alert.objects.filter(evaluation_id=monitor.evaluation_id).count() == 1
+    assert monitor.stop_requested is False
+
+
+def test_a_stop_rule_asks_for_a_stop(clock):
+    monitor = monitor_with(rule(kind="pids_near_limit", threshold=0.8, action="stop", severity="critical"))
+    monitor.on_sample(sample(pids=60))
+    assert monitor.stop_requested is True
+    assert monitor.raised[0].severity == "critical"
+
+
+def test_samples_are_stored_with_the_output_rate(clock):
+    monitor = monitor_with()
+    monitor.on_sample(sample())
+    clock.now += 2
+    monitor.on_output("stdout", b"x" * 4000)
+    row = monitor.on_sample(sample(cpu=50.0, memory=MIB, pids=3))
+    assert row.output_bytes_per_s == pytest.approx(2000)
+    assert ResourceSample.objects.filter(evaluation_id=monitor.evaluation_id).count() == 2
+
+
+def test_an_output_flood_must_last_before_it_raises(clock):
+    monitor = monitor_with(rule(kind="output_flood", threshold=1000, duration_s=3))
+    monitor.on_sample(sample())
+    for second in range(1, 6):
+        clock.now += 1
+        monitor.on_output("stdout", b"y" * 5000)
+        monitor.on_sample(sample())
+        if second < 3:
+            assert monitor.raised == [], second
+    assert len(monitor.raised) == 1
+    assert "bytes/s" in monitor.raised[0].evidence
+
+
+def test_a_pause_in_the_flood_starts_the_count_again(clock):
+    monitor = monitor_with(rule(kind="output_flood", threshold=1000, duration_s=3))
+    monitor.on_sample(sample())
+    for burst in (True, True, False, True, True, False):
+        clock.now += 1
+        if burst:
+            monitor.on_output("stdout", b"y" * 5000)
+        monitor.on_sample(sample())
+    assert monitor.raised == []
+
+
+def test_cpu_pinned_for_the_whole_run_only_after_its_duration(clock):
+    monitor = monitor_with(rule(kind="cpu_pinned", threshold=0.9, duration_s=5), cpus=1.0)
+    monitor.on_sample(sample(cpu=0))  # the first sample has no baseline
+    for _ in range(4):
+        clock.now += 1
+        monitor.on_sample(sample(cpu=99))
+    assert monitor.raised == []
+    clock.now += 1
+    monitor.on_sample(sample(cpu=98))
+    assert len(monitor.raised) == 1
+
+
+def test_a_run_that_ever_rested_is_not_cpu_pinned(clock):
+    monitor = monitor_with(rule(kind="cpu_pinned", threshold=0.9, duration_s=3))
+    monitor.on_sample(sample())
+    for cpu in (99, 10, 99, 99, 99, 99):
+        clock.now += 1
+        monitor.on_sample(sample(cpu=cpu))
+    assert monitor.raised == []
+
+
+def test_a_pattern_split_across_chunks_is_found_and_the_evidence_is_plain_text():
+    monitor = monitor_with(rule(kind="output_pattern", pattern=r"/etc/shadow", severity="critical"))
+    monitor.on_output("stdout", b"reading /etc/sh")
+    assert monitor.raised == []
+    monitor.on_output("stdout", b"adow now\x1b[31m\x00")
+    assert len(monitor.raised) == 1
+    evidence = monitor.raised[0].evidence
+    assert "/etc/shadow" in evidence
+    assert "\x1b" not in evidence and "\x00" not in evidence
+
+
+def test_streams_are_searched_separately_and_each_rule_fires_once():
+    monitor = monitor_with(
+        rule(name="meta", kind="output_pattern", pattern=r"169\.254\.169\.254"),
+        rule(name="sock", kind="output_pattern", pattern=r"docker\.sock"),
+    )
+    monitor.on_output("stdout", b"169.254.")
+    monitor.on_output("stderr", b"169.254")
+    assert monitor.raised == []
+    for _ in range(3):
+        monitor.on_output("stderr", b".169.254 and /var/run/docker.sock")
+    assert sorted(a.rule_name for a in monitor.raised) == ["meta", "sock"]
+
+
+def test_the_pattern_window_is_bounded():
+    monitor = monitor_with(rule(kind="output_pattern", pattern=r"never"))
+    for _ in range(200):
+        monitor.on_output("stdout", b"z" * 65536)
+    assert len(monitor._tails["stdout"]) == safety.WINDOW_CHARS
+
+
+def test_a_utf8_character_split_across_chunks_still_matches():
+    monitor = monitor_with(rule(kind="output_pattern", pattern="sécurité"))
+    data = "sécurité".encode()
+    monitor.on_output("stdout", data[:2])
+    monitor.on_output("stdout", data[2:])
+    assert len(monitor.raised) == 1
+
+
+def test_an_invalid_rule_pattern_is_refused_by_validation():
+    from django.core.exceptions import ValidationError
+
+    bad = SafetyRule(name="bad", kind="output_pattern", pattern="(unclosed")
+    with pytest.raises(ValidationError):
+        bad.full_clean()
