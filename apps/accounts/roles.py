@@ -18,6 +18,8 @@ OPERATOR_PERMISSIONS: dict[str, tuple[str, ...]] = {
     "sandboxing": ("view", "change"),
     "tasks": ("view", "change"),
     "monitoring": ("view",),
+    "monitoring.safetyrule": ("view", "add", "change", "delete"),  # operators configure the safety rules
+    "monitoring.alert": ("view", "change"),  # and acknowledge alerts in the admin
     "accounts.quota": ("view", "add", "change", "delete"),
     "accounts.apitoken": ("view", "change"),
     "auth.user": ("view",),
