@@ -15,9 +15,11 @@ Use it::
 * The test must use a *transactional* database (``transaction=True``, ``transactional_db`` or
   ``live_server``): with the default per-test transaction, nothing the test writes is committed,
   so the subprocesses would never see it.
-* The fixture is session-scoped: it starts once per test process (once per xdist worker) and is
-  shared by every test that asks for it; tests must not assume an empty queue or database beyond
-  what ``transactional_db`` gives them.
+* The fixture is module-scoped: it starts for the first test of a module that asks for it and
+  stops after that module (a few seconds each time). Not session-scoped on purpose: its worker
+  takes jobs from the real queues (high, default, low) of this test process's Redis database, so
+  while it runs it would steal the jobs of other modules' in-process workers. Tests of one module
+  share it and must not assume an empty queue or database beyond what ``transactional_db`` gives.
 * How the subprocesses find the right services: they inherit this process's environment
   (``CRUCIBLE_ENV=test``, ``REDIS_URL``, ``PYTEST_XDIST_WORKER`` …), so ``crucible/settings.py``
   offsets the Redis database exactly as it does here; ``DATABASE_URL`` is rewritten to name the
@@ -181,7 +183,7 @@ def start_live_stack(database_name: str, log_dir: Path) -> LiveStack:
     return stack
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def live_stack(django_db_setup, django_db_blocker, tmp_path_factory):
     """Daphne + one RQ worker on the test database; yields a ``LiveStack`` (``.url``, ``.ws_url``)."""
     from django.db import connection
