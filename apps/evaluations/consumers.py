@@ -43,7 +43,7 @@ REPLAY_BATCH = 500
 # Log events can arrive dozens of times a second per connection, and every database call from a
 # consumer goes through Channels' single database thread; re-reading the user, token and row for
 # each one would make one busy stream slow every other connection. Status, alert and end events
-# are always re-checked; log events at most once per this many seconds.
+# are always re-checked; log and sample events at most once per this many seconds.
 PERMISSION_RECHECK_S = 1.0
 
 
@@ -120,7 +120,8 @@ class EvaluationConsumer(AsyncJsonWebsocketConsumer):
             return
         event = message["event"]
         kind = event.get("type")
-        if not await self._still_allowed(always=kind != "log"):
+        # Frequent events (log chunks, resource samples) are re-checked at most once a second.
+        if not await self._still_allowed(always=kind not in ("log", "sample")):
             return
         if kind == "log":
             seq = event["seq"]
