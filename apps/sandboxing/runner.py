@@ -763,23 +763,40 @@ def run(
     on_output: Callable[[str, bytes], None],
     control: Callable[[], str | None],
     on_sample: Callable[[ResourceSample], None] | None = None,
+    on_result: Callable[[RunResult], None] | None = None,
 ) -> RunResult:
     """Run ``request`` in a fresh locked-down container and return how it ended. Never raises for
     program behaviour; platform faults end as outcome ``error`` with ``error`` set. The container
-    is removed before this returns. All callbacks run on the calling thread."""
+    is removed before this returns. All callbacks run on the calling thread.
+
+    ``on_result`` is called with the result once the program has ended (the container is already
+    killed) but before the container is removed, so a caller can record the verdict without waiting
+    for the engine's removal; the removal still happens before ``run`` returns, even if it raises.
+    """
     sandbox = None
     try:
-        try:
-            sandbox = Sandbox.create(run_id=request.run_id, image=request.runtime.image, limits=request.limits)
-        except SandboxSetupError as exc:
-            return error_result(str(exc))
-        try:
-            return sandbox.execute(request, on_output=on_output, control=control, on_sample=on_sample)
-        except ProtocolError as exc:
-            return error_result(f"sandbox protocol error: {exc}", sandbox.image_id)
-        except Exception as exc:
-            log.exception("run %s failed", request.run_id)
-            return error_result(f"runner failure: {type(exc).__name__}: {exc}", sandbox.image_id)
+        result = _execute(request, on_output, control, on_sample)
+        sandbox = result[1]
+        if on_result is not None:
+            on_result(result[0])
+        return result[0]
     finally:
         if sandbox is not None:
             sandbox.remove()
+
+
+def _execute(request, on_output, control, on_sample) -> tuple[RunResult, Sandbox | None]:
+    try:
+        sandbox = Sandbox.create(run_id=request.run_id, image=request.runtime.image, limits=request.limits)
+    except SandboxSetupError as exc:
+        return error_result(str(exc)), None
+    try:
+        return sandbox.execute(request, on_output=on_output, control=control, on_sample=on_sample), sandbox
+    except ProtocolError as exc:
+        return error_result(f"sandbox protocol error: {exc}", sandbox.image_id), sandbox
+    except Exception as exc:
+        log.exception("run %s failed", request.run_id)
+        return error_result(f"runner failure: {type(exc).__name__}: {exc}", sandbox.image_id), sandbox
+    except BaseException:
+        sandbox.remove()
+        raise

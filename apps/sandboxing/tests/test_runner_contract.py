@@ -5,8 +5,8 @@ import time
 
 import pytest
 
-from apps.sandboxing import engine
-from apps.sandboxing.policy import Runtime, runtime_for
+from apps.sandboxing import engine, runner
+from apps.sandboxing.policy import Limits, Runtime, runtime_for
 from apps.sandboxing.runner import container_config
 from apps.sandboxing.tests.conftest import execute, small_limits
 
@@ -237,3 +237,27 @@ def test_no_reader_thread_is_left_running():
     time.sleep(0.05)
     assert threading.active_count() <= before
     assert os.getpid()
+
+
+def test_on_result_sees_the_verdict_before_the_container_is_removed():
+    from apps.sandboxing import containers
+
+    seen = {}
+
+    def on_result(result):
+        seen["outcome"] = result.outcome
+        seen["container_still_there"] = any(
+            run == "on-result-probe" for _, run in containers.list_instance_containers()
+        )
+
+    request = runner.RunRequest(
+        run_id="on-result-probe",
+        runtime=runtime_for("python"),
+        code=b"print(1)",
+        stdin=b"",
+        limits=Limits.from_settings(timeout_s=5),
+    )
+    result = runner.run(request, on_output=lambda s, d: None, control=lambda: None, on_result=on_result)
+    assert result.outcome == seen["outcome"] == "exited"
+    assert seen["container_still_there"] is True
+    assert not any(run == "on-result-probe" for _, run in containers.list_instance_containers())
