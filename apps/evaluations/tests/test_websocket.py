@@ -148,6 +148,16 @@ async def test_a_browser_from_another_origin_is_refused(alice):
     await communicator.disconnect()
 
 
+async def test_a_client_without_origin_authenticated_by_token_is_served(alice):
+    """The CLI and scripts are not browsers: they send no Origin, and authenticate with a token."""
+    evaluation = await database_sync_to_async(make_evaluation)(alice)
+    _token, key = await database_sync_to_async(ApiToken.issue)(alice, "cli")
+    communicator, connected = await connect(evaluation.pk, token=key, origin=None)
+    assert connected
+    assert (await communicator.receive_json_from(timeout=5))["type"] == "status"
+    await communicator.disconnect()
+
+
 async def test_a_malformed_after_is_closed_with_4400(alice):
     evaluation = await database_sync_to_async(make_evaluation)(alice)
     communicator, _ = await connect(evaluation.pk, user=alice, after="-1")
