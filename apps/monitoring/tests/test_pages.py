@@ -90,7 +90,8 @@ def test_acknowledging_an_alert_is_audited_once(client, olivia):
     assert events.count() == 1
     assert events[0].actor_name == "olivia" and events[0].target == f"alert:{alert.pk}"
     assert events[0].details["rule"] == "fork-bomb"
-    assert str(alert.pk) not in client.get("/monitoring/alerts/").content.decode().split("<tbody>")[-1]
+    assert f'data-alert-id="{alert.pk}"' not in client.get("/monitoring/alerts/").content.decode()
+    assert f'data-alert-id="{alert.pk}"' in client.get("/monitoring/alerts/?show=all").content.decode()
 
 
 def test_researchers_cannot_acknowledge_and_unknown_alerts_are_404(client, alice, olivia):
