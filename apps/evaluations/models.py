@@ -82,6 +82,16 @@ class EvaluationQuerySet(models.QuerySet):
     def active(self):
         return self.filter(status__in=ACTIVE_STATUSES)
 
+    def search(self, q: str):
+        """Match ``q`` against the id (a hex prefix of 4+ characters), language, code and metadata text."""
+        q = (q or "").strip()[:200]
+        if not q:
+            return self
+        match = models.Q(language__iexact=q) | models.Q(code__icontains=q) | models.Q(metadata__icontains=q)
+        if len(q) >= 4 and all(c in "0123456789abcdef-" for c in q.lower()):
+            match |= models.Q(id__startswith=q.lower())
+        return self.filter(match)
+
 
 class Evaluation(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)

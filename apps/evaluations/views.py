@@ -14,7 +14,6 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.db.models import Q
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.cache import never_cache
@@ -37,15 +36,10 @@ def _visible(request, pk, *, full: bool = False) -> Evaluation:
 
 
 def _search(queryset, status: str, q: str):
-    """The same filters as the API list: an exact status, and q over id prefix, language, code, metadata."""
+    """The same filters as the API list: an exact status (unknown ones ignored here), and ``search(q)``."""
     if status in Status.values:
         queryset = queryset.filter(status=status)
-    if q:
-        match = Q(language__iexact=q) | Q(code__icontains=q) | Q(metadata__icontains=q)
-        if len(q) >= 4 and all(c in "0123456789abcdef-" for c in q.lower()):
-            match |= Q(id__startswith=q.lower())
-        queryset = queryset.filter(match)
-    return queryset
+    return queryset.search(q)
 
 
 @login_required

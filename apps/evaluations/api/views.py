@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from django.conf import settings
-from django.db.models import Q
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -62,13 +61,7 @@ class EvaluationListCreateView(generics.ListAPIView):
             if wanted not in Status.values:
                 raise ValidationError({"status": [f"Unknown status; choose one of: {', '.join(Status.values)}."]})
             queryset = queryset.filter(status=wanted)
-        q = (self.request.query_params.get("q") or "").strip()[:200]
-        if q:
-            match = Q(language__iexact=q) | Q(code__icontains=q) | Q(metadata__icontains=q)
-            if _looks_like_uuid_prefix(q):
-                match |= Q(id__startswith=q.lower())
-            queryset = queryset.filter(match)
-        return queryset.order_by("-created_at")
+        return queryset.search(self.request.query_params.get("q", "")).order_by("-created_at")
 
     @extend_schema(
         request=SubmissionSerializer,
@@ -96,10 +89,6 @@ class EvaluationListCreateView(generics.ListAPIView):
             return throttled_response(exc)
         body = EvaluationDetailSerializer(evaluation).data
         return Response(body, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
-
-
-def _looks_like_uuid_prefix(q: str) -> bool:
-    return len(q) >= 4 and all(c in "0123456789abcdef-" for c in q.lower())
 
 
 class EvaluationDetailView(VisibleEvaluationMixin, APIView):
