@@ -26,7 +26,7 @@ from rq.job import Job, JobStatus
 from apps.evaluations import resilience, services
 from apps.evaluations.models import Evaluation, Status
 from apps.monitoring import audit
-from apps.sandboxing import containers
+from apps.sandboxing import containers, engine
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,10 @@ def _has_live_job(evaluation: Evaluation) -> bool:
 
 
 def requeue_lost_jobs() -> list[str]:
+    if not engine.ping():
+        # Work enqueued now would only be deferred by the workers: wait for the engine to answer.
+        log.warning("reconciler: the Docker engine does not answer; queued evaluations wait")
+        return []
     cutoff = timezone.now() - timedelta(seconds=QUEUED_GRACE_S)
     requeued = []
     for evaluation in Evaluation.objects.filter(status=Status.QUEUED, created_at__lt=cutoff).only(
@@ -83,8 +87,8 @@ def end_lost_runs() -> list[str]:
             heartbeat_age_s=round(stale_for, 1),
             attempts=evaluation.attempts,
         )
-        if decision == "requeued":
-            services.enqueue(evaluation.pk, evaluation.queue_name)
+        if decision == "requeued" and engine.ping():
+            services.enqueue(evaluation.pk, evaluation.queue_name)  # else requeue_lost_jobs, once it answers
     return decided
 
 
