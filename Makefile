@@ -4,7 +4,7 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 PYTEST_WORKERS ?= 2
 
-.PHONY: run test setup lint check pytest bench
+.PHONY: run test setup lint check pytest faults bench
 
 setup:
 	bash scripts/setup.sh
@@ -22,6 +22,11 @@ check:
 	$(PY) manage.py makemigrations --check --dry-run
 
 pytest:
-	CRUCIBLE_ENV=test .venv/bin/pytest -n $(PYTEST_WORKERS) --dist loadfile
+	CRUCIBLE_ENV=test .venv/bin/pytest -n $(PYTEST_WORKERS) --dist loadfile -m "not faults"
+	$(MAKE) faults
+
+# The fault-injection suite: serially, after the parallel suite, on private PostgreSQL/Redis/dockerd.
+faults:
+	CRUCIBLE_ENV=test DATABASE_TEST_NAME=test_crucible_faults .venv/bin/pytest tests/faults -m faults -q -p no:xdist
 
 test: setup lint check pytest
