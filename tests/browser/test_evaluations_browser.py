@@ -12,19 +12,10 @@ from playwright.sync_api import expect
 from apps.accounts.tests.conftest import forget_sign_in_throttles
 from apps.evaluations.models import Evaluation, Runtime, Status
 from apps.evaluations.runtimes import ensure_default_runtimes
+from tests.browser import chromium
 
 pytestmark = [pytest.mark.browser, pytest.mark.docker, pytest.mark.django_db(transaction=True)]
 
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 PASSWORD = "alice-password-1"  # the root conftest's alice
 
 
@@ -62,7 +53,7 @@ def browser_page():
 
     forget_sign_in_throttles()
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        browser = chromium.launch(p)
         context = browser.new_context(viewport={"width": 1280, "height": 900})
         page = context.new_page()
         page.set_default_timeout(30_000)

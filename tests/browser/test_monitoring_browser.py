@@ -17,19 +17,10 @@ from apps.evaluations.models import Evaluation, Runtime, Status
 from apps.evaluations.runtimes import ensure_default_runtimes
 from apps.monitoring.models import SafetyRule
 from apps.monitoring.rules import ensure_default_rules
+from tests.browser import chromium
 
 pytestmark = [pytest.mark.browser, pytest.mark.docker, pytest.mark.django_db(transaction=True)]
 
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 CLIMBER = (
     "import time\n"
     "blocks = []\n"
@@ -65,7 +56,7 @@ def olivia_page(olivia, live_stack):
 
     forget_sign_in_throttles()
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        browser = chromium.launch(p)
         context = browser.new_context(viewport={"width": 1280, "height": 900})
         page = context.new_page()
         page.set_default_timeout(30_000)
