@@ -12,6 +12,7 @@ from apps.accounts.models import ApiToken
 from apps.evaluations import publisher
 from apps.evaluations.models import Evaluation, OutputChunk, Runtime, Status
 from apps.evaluations.runtimes import ensure_default_runtimes
+from apps.evaluations.tests.factories import make_evaluation
 from crucible import cli
 from tests.live_stack import live_stack  # noqa: F401 (the fixture)
 
@@ -22,20 +23,6 @@ live = pytest.mark.django_db(transaction=True)
 def runtimes(transactional_db):
     """Transactional tests flush the tables, data migrations included: put the runtimes back."""
     ensure_default_runtimes(Runtime)
-
-
-def make_evaluation(owner, **fields) -> Evaluation:
-    defaults = dict(
-        code="print('hi')",
-        code_sha256="0" * 64,
-        language="python",
-        timeout_s=10,
-        memory_mb=256,
-        cpus=1,
-        pids_limit=64,
-        output_cap_bytes=1 << 20,
-    )
-    return Evaluation.objects.create(owner=owner, **{**defaults, **fields})
 
 
 def store_and_publish(evaluation, seq, stream="stdout", text=None):

@@ -11,24 +11,11 @@ from django.urls import reverse
 
 from apps.evaluations import services
 from apps.evaluations.models import Evaluation, OutputChunk, Status
+from apps.evaluations.tests.factories import make_evaluation
 
 pytestmark = pytest.mark.django_db
 
 XSS = "<script>alert(1)</script>"
-
-
-def make_evaluation(owner, **fields) -> Evaluation:
-    defaults = dict(
-        code="print('hi')",
-        code_sha256="0" * 64,
-        language="python",
-        timeout_s=10,
-        memory_mb=256,
-        cpus=1,
-        pids_limit=64,
-        output_cap_bytes=1 << 20,
-    )
-    return Evaluation.objects.create(owner=owner, **{**defaults, **fields})
 
 
 def signed_in(user) -> Client:
@@ -288,5 +275,10 @@ def test_run_again_submits_the_same_code_and_limits(alice):
     response = signed_in(alice).post(reverse("evaluations:rerun", args=[original.pk]))
     again = Evaluation.objects.exclude(pk=original.pk).get()
     assert response["Location"] == detail_url(again)
-    assert (again.code, again.memory_mb, again.timeout_s, again.cpus) == ("print('again')", 128, 10, 1)
+    assert (again.code, again.memory_mb, again.timeout_s, again.cpus) == (
+        "print('again')",
+        128,
+        original.timeout_s,
+        original.cpus,
+    )
     assert again.metadata["rerun_of"] == str(original.pk)

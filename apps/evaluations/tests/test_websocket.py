@@ -14,7 +14,8 @@ from django.test import Client
 
 from apps.accounts.models import ApiToken
 from apps.evaluations import consumers, publisher
-from apps.evaluations.models import Evaluation, OutputChunk, Status
+from apps.evaluations.models import OutputChunk, Status
+from apps.evaluations.tests.factories import make_evaluation
 from crucible.asgi import application
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -27,20 +28,6 @@ async def close_consumer_connections():
     """The consumer's database thread keeps its connection; close it so the test database can go."""
     yield
     await database_sync_to_async(connections.close_all)()
-
-
-def make_evaluation(owner, **fields) -> Evaluation:
-    defaults = dict(
-        code="print('hi')",
-        code_sha256="0" * 64,
-        language="python",
-        timeout_s=10,
-        memory_mb=256,
-        cpus=1,
-        pids_limit=64,
-        output_cap_bytes=1 << 20,
-    )
-    return Evaluation.objects.create(owner=owner, **{**defaults, **fields})
 
 
 def store_chunks(evaluation, seqs, stream="stdout"):
