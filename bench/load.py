@@ -45,6 +45,7 @@ class Client:
         self.lock = threading.Lock()
         self.throttled = 0
         self.retry_after_missing = 0
+        self.server_errors = 0
 
     def session(self) -> requests.Session:
         if not hasattr(self.local, "session"):
@@ -76,6 +77,13 @@ class Client:
                 if give_up_on_429:
                     return None, seen_429
                 time.sleep(min(float(r.headers.get("Retry-After", 1)), 2.0))
+                continue
+            if r.status_code >= 500:
+                # e.g. the (shared) PostgreSQL out of connection slots: nothing was accepted; the same
+                # Idempotency-Key makes the retry safe either way.
+                with self.lock:
+                    self.server_errors += 1
+                time.sleep(0.5)
                 continue
             raise RuntimeError(f"unexpected {r.status_code}: {r.text[:300]}")
         return None, seen_429
@@ -150,7 +158,9 @@ def load_phase(base: str, token: str, count: int, clients: int) -> dict:
     ids = [r[0] for r in results if r[0]]
     rows = wait_all(ids, timeout_s=max(600, count * 2))
     report = audit(ids, rows)
-    report.update(submitted=count, submit_s=round(submit_s, 1), throttled_429=client.throttled)
+    report.update(
+        submitted=count, submit_s=round(submit_s, 1), throttled_429=client.throttled, retried_5xx=client.server_errors
+    )
     return report
 
 
