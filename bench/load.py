@@ -15,15 +15,17 @@ Usage: .venv/bin/python bench/load.py [--count 1000] [--clients 20] [--workers 2
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
+import subprocess
 import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import requests
-from _stack import django_setup, stack, token_for
+from _stack import PYTHON, ROOT, django_setup, stack, token_for
 
 TERMINAL = {"succeeded", "failed", "timed_out", "oom_killed", "cancelled", "stopped", "safety_stopped", "error"}
 
@@ -180,6 +182,21 @@ def backpressure_phase(base: str, token: str, burst: int, clients: int, capacity
     return report
 
 
+@contextlib.contextmanager
+def reconciler():
+    """The stack's reconciler (``python -m crucible.cron``, as in the Procfile): jobs that failed before
+    their claim (e.g. the shared PostgreSQL out of connection slots) are enqueued again."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "RECONCILE_INTERVAL_S": "5"}
+    log = open(ROOT / "data" / "logs" / "bench-cron.log", "w")  # noqa: SIM115
+    process = subprocess.Popen([PYTHON, "-m", "crucible.cron"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        yield
+    finally:
+        process.terminate()
+        process.wait(15)
+        log.close()
+
+
 def fmt(report: dict) -> str:
     return ", ".join(f"{k}={round(v, 3) if isinstance(v, float) else v}" for k, v in report.items())
 
@@ -199,12 +216,12 @@ def main() -> None:
     _lift_quota("loadbench", args.count)
 
     os.environ["QUEUE_CAPACITY"] = str(args.count * 2)
-    with stack(port=args.port, workers=args.workers) as base:
+    with stack(port=args.port, workers=args.workers) as base, reconciler():
         load = load_phase(base, token, args.count, args.clients)
     print(f"load: {args.count} submissions, {args.clients} clients, {args.workers} workers: {fmt(load)}")
 
     os.environ["QUEUE_CAPACITY"] = str(args.capacity)
-    with stack(port=args.port, workers=args.workers) as base:
+    with stack(port=args.port, workers=args.workers) as base, reconciler():
         bp = backpressure_phase(base, token, args.burst, args.clients, args.capacity)
     print(f"backpressure: {fmt(bp)}")
 
