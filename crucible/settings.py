@@ -63,7 +63,10 @@ def _database(url: str) -> dict:
         "HOST": options.pop("host", parsed.hostname or ""),
         "PORT": str(parsed.port or ""),
         "OPTIONS": options,
-        "CONN_MAX_AGE": envint("DATABASE_CONN_MAX_AGE", 60, minimum=0),
+        # 0: close at the end of each request. Under Daphne (ASGI) requests run in a pool of
+        # threads, and persistent per-thread connections pile up until PostgreSQL refuses more
+        # (seen under the 20-client load test). Jobs and sockets keep theirs for their lifetime.
+        "CONN_MAX_AGE": envint("DATABASE_CONN_MAX_AGE", 0, minimum=0),
         "CONN_HEALTH_CHECKS": True,
         "TEST": {"NAME": envstr("DATABASE_TEST_NAME", None)},
     }
