@@ -142,7 +142,14 @@ def audit(ids: list[str], rows: dict, expected_code: dict[str, str] | None = Non
         "completed": sum(1 for e in rows.values() if e.status in TERMINAL),
         "statuses": statuses,
         "lost": len(lost),
-        "duplicates": dup_rows + len(twice_claimed) + sum(1 for n in per_eval.values() if n > 1),
+        # A submission accepted twice, a run claimed twice, or a line stored twice (a line may well
+        # arrive as several chunks: seq 1..N is unique by constraint, so count the line itself).
+        "duplicates": dup_rows
+        + len(twice_claimed)
+        + sum(
+            1 for i, e in rows.items() if outputs.get(i, b"").count(f"evaluation {e.metadata.get('n')}\n".encode()) > 1
+        ),
+        "multi_chunk_outputs": sum(1 for n in per_eval.values() if n > 1),
         "wrong_output": len(wrong_output),
         "p50_wait_s": statistics.median(waits) if waits else float("nan"),
         "p95_wait_s": waits[int(0.95 * (len(waits) - 1))] if waits else float("nan"),
