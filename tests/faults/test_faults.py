@@ -63,6 +63,15 @@ def wait_streaming(stack, evaluation_id, min_chunks=3, timeout=60):
     return stack.row(evaluation_id)
 
 
+def wait_handed_back(stack, evaluation_id, attempt: int, timeout: float) -> dict:
+    """Until the run of ``attempt`` was requeued (it may be claimed again at once: attempts grows)."""
+    return wait_until(
+        lambda: (r := stack.row(evaluation_id))["status"] != "running" or r["attempts"] > attempt,
+        timeout,
+        what=f"{evaluation_id} handed back after attempt {attempt}",
+    )
+
+
 def audit_actions(stack, evaluation_id) -> list[str]:
     return [action for action, _, _ in stack.audit(evaluation_id)]
 
@@ -75,7 +84,7 @@ def test_a_worker_killed_mid_run_is_detected_in_bounded_time_and_the_run_retried
     killed_at = time.monotonic()
     stack.kill_worker(worker, signal.SIGKILL)  # the worker and its horse: the machine lost them
 
-    stack.wait_status(eid, "queued", LOST_REACTION_S)
+    wait_handed_back(stack, eid, 1, LOST_REACTION_S)
     reaction = time.monotonic() - killed_at
     print(f"reconciler reacted to a SIGKILLed worker in {reaction:.1f} s")
     row = stack.wait_terminal(eid, 90)
@@ -96,7 +105,7 @@ def test_a_worker_lost_twice_ends_in_error_worker_lost(fresh):
         assert row["attempts"] == attempt
         stack.kill_worker(stack.worker_for(row["worker"]), signal.SIGKILL)
         if attempt == 1:
-            stack.wait_status(eid, "queued", LOST_REACTION_S)
+            wait_handed_back(stack, eid, 1, LOST_REACTION_S)
     row = stack.wait_terminal(eid, LOST_REACTION_S)
     assert (row["status"], row["error"], row["attempts"]) == ("error", "worker_lost", 2)
     chunks = stack.chunks(eid)
