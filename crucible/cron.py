@@ -31,7 +31,9 @@ def main() -> None:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    log.info("reconciler: every %s s (workers lost after %s s)", settings.RECONCILE_INTERVAL_S, settings.WORKER_LOST_AFTER_S)
+    log.info(
+        "reconciler: every %s s (workers lost after %s s)", settings.RECONCILE_INTERVAL_S, settings.WORKER_LOST_AFTER_S
+    )
     while not stop.is_set():
         close_old_connections()
         try:
