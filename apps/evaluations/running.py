@@ -9,9 +9,11 @@ import time
 
 from django.db import transaction
 
-from apps.evaluations import publisher, resilience
+from apps.evaluations import killswitch, publisher, resilience, services
 from apps.evaluations.models import Artifact, Control, Evaluation, Runtime, Status
 from apps.evaluations.resilience import ResilientRecorder
+from apps.monitoring.models import RunTiming
+from apps.monitoring.safety import SafetyMonitor
 from apps.sandboxing import engine, runner, selfcheck
 from apps.sandboxing.policy import Limits
 
@@ -76,9 +78,11 @@ class Controller:
 
     heartbeat: resilience.Heartbeat | None = None
 
-    def __init__(self, evaluation: Evaluation, recorder: ResilientRecorder):
+    def __init__(self, evaluation: Evaluation, recorder: ResilientRecorder, monitor: SafetyMonitor | None = None):
         self.evaluation = evaluation
         self.recorder = recorder
+        self.monitor = monitor
+        self.first_call_at: float | None = None  # when the sandbox was ready (the runner's first poll)
         self._next_poll = 0.0
         self.superseded = False
         self.requested = ""
@@ -86,9 +90,14 @@ class Controller:
     def __call__(self) -> str | None:
         self.recorder.flush_if_due()
         now = time.monotonic()
+        if self.first_call_at is None:
+            self.first_call_at = now
         if now >= self._next_poll:
             self._next_poll = now + CONTROL_POLL_S
             self._poll_row()
+        if self.monitor is not None and self.monitor.stop_requested and self.requested in ("", Control.CANCEL):
+            # A "stop" rule fired. services.stop put it on the row too; answer now, not at the next poll.
+            self.requested = Control.SAFETY_STOP
         if self.abandon_reason():
             return Control.STOP
         return self.requested or None
@@ -122,10 +131,41 @@ def _status_for(result, requested: str) -> Status:
     return Status.SUCCEEDED if result.exit_code == 0 and result.outcome == "exited" else Status.FAILED
 
 
+def _safety_monitor(evaluation: Evaluation) -> SafetyMonitor:
+    def on_alert(alert) -> None:
+        publisher.publish_alert(evaluation.pk, alert.as_message())
+        if alert.action == "stop":
+            services.stop(evaluation, control=Control.SAFETY_STOP)
+
+    return SafetyMonitor.for_run(
+        evaluation.pk,
+        memory_mb=evaluation.memory_mb,
+        pids_limit=evaluation.pids_limit,
+        cpus=evaluation.cpus,
+        on_alert=on_alert,
+    )
+
+
+def _record_sandbox_start(evaluation: Evaluation, run_started: float, ready_at: float | None) -> None:
+    """How long the sandbox took to be ready (container create + start), for the metrics."""
+    if ready_at is None:
+        return
+    try:
+        RunTiming.objects.update_or_create(
+            evaluation_id=evaluation.pk, defaults={"sandbox_start_ms": int((ready_at - run_started) * 1000)}
+        )
+    except Exception:
+        log.warning("could not record the sandbox start time of %s", evaluation.pk, exc_info=True)
+
+
 def run(evaluation_id: str) -> str:
     evaluation = Evaluation.objects.filter(pk=evaluation_id).first()
     if evaluation is None:
         return "missing"
+    if killswitch.is_engaged():
+        # Taken off the queue just as the kill switch was engaged: leave the row queued; the
+        # reconciler enqueues it again once the switch is released.
+        return "deferred: kill switch engaged"
     if not engine.ping():
         # The engine is down (restarting): leave the row queued rather than fail it; the
         # reconciler enqueues it again once the engine answers.
@@ -170,7 +210,8 @@ def _run_claimed(evaluation: Evaluation, heartbeat: resilience.Heartbeat | None 
         _remove_stale_containers(evaluation)
     # A retried run continues the seq numbers after the earlier attempt's output and notice.
     recorder = ResilientRecorder(evaluation.pk, start_seq=resilience.next_seq(evaluation.pk) - 1)
-    controller = Controller(evaluation, recorder)
+    monitor = _safety_monitor(evaluation)
+    controller = Controller(evaluation, recorder, monitor)
     controller.heartbeat = heartbeat
     request = runner.RunRequest(
         run_id=str(evaluation.pk),
@@ -181,8 +222,17 @@ def _run_claimed(evaluation: Evaluation, heartbeat: resilience.Heartbeat | None 
             timeout_s=evaluation.timeout_s, memory_mb=evaluation.memory_mb, cpus=evaluation.cpus
         ),
     )
+
+    def on_output(stream: str, data: bytes) -> None:
+        recorder.write(stream, data)
+        monitor.on_output(stream, data)
+
+    def on_sample(sample) -> None:
+        publisher.publish_sample(evaluation.pk, monitor.on_sample(sample).as_message())
+
+    run_started = time.monotonic()
     run_wall_started = time.time()
-    result = runner.run(request, on_output=recorder.write, control=controller)
+    result = runner.run(request, on_output=on_output, control=controller, on_sample=on_sample)
     abandoned = controller.abandon_reason()
     if abandoned == "superseded":
         log.warning("evaluation %s: abandoned, the row was handed to another attempt", evaluation.pk)
@@ -200,6 +250,7 @@ def _run_claimed(evaluation: Evaluation, heartbeat: resilience.Heartbeat | None 
         # Deterministic refusals (image missing, policy refused) end as error at once, as before.
         reason = f"platform error: {result.error}"
         return resilience.retry_or_fail(evaluation, reason[:1000], by="worker", attempt=attempt) or "superseded"
+    _record_sandbox_start(evaluation, run_started, controller.first_call_at)
     status = _status_for(result, controller.requested)
     error = result.error
     if result.outcome == "output_capped" and not error:
