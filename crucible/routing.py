@@ -4,10 +4,12 @@ check for browser connections wraps everything in ``crucible.asgi``."""
 from django.urls import path
 
 from apps.evaluations.consumers import EvaluationConsumer
+from apps.monitoring.consumers import OperatorAlertsConsumer
 from crucible.ws_auth import TokenAuthMiddlewareStack
 
 # The id is matched loosely and validated in the consumer, so a malformed id closes with 4404
 # like any other unknown evaluation instead of failing the route.
 websocket_urlpatterns: list = [
     path("ws/evaluations/<str:evaluation_id>/", TokenAuthMiddlewareStack(EvaluationConsumer.as_asgi())),
+    path("ws/alerts/", TokenAuthMiddlewareStack(OperatorAlertsConsumer.as_asgi())),
 ]

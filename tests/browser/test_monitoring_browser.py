@@ -4,17 +4,21 @@ confirmation, alerts) and an evaluation page drawing its resource graph live and
 from __future__ import annotations
 
 import re
+import threading
 import time
 
 import django_rq
 import pytest
+from django.db import connections
 from playwright.sync_api import expect
 from rq.suspension import resume
 
 from apps.accounts.tests.conftest import forget_sign_in_throttles
-from apps.evaluations import services
+from apps.evaluations import publisher, services
 from apps.evaluations.models import Evaluation, Runtime, Status
 from apps.evaluations.runtimes import ensure_default_runtimes
+from apps.evaluations.tests.factories import make_evaluation
+from apps.monitoring.alerts import raise_alert
 from apps.monitoring.models import SafetyRule
 from apps.monitoring.rules import ensure_default_rules
 from tests.browser import chromium
@@ -128,6 +132,42 @@ def test_the_operator_dashboard_shows_work_live_and_the_kill_switch_needs_confir
     page.goto(f"{page.base}/monitoring/audit/?action=killswitch")
     expect(page.locator("#audit-table")).to_contain_text("killswitch.engage")
     expect(page.locator("#audit-table")).to_contain_text("killswitch.release")
+    assert not page.problems, page.problems
+
+
+def publish_beside_playwright(evaluation_id, message: dict) -> None:
+    """Playwright's sync API runs an event loop in this thread, where async_to_sync refuses to run."""
+
+    def publish():
+        try:
+            publisher.publish_alert(evaluation_id, message)
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=publish)
+    thread.start()
+    thread.join(10)
+
+
+def test_an_alert_raises_the_header_badge_live_and_shows_a_text_only_toast(olivia_page, olivia):
+    page = olivia_page
+    page.goto(f"{page.base}/")
+    expect(page.locator("#alert-badge")).to_have_count(0)
+    page.wait_for_timeout(500)  # let the alerts socket connect (it sends the count first)
+    evaluation = make_evaluation(olivia)
+    hostile = '<img src=x id="pwned">'
+    alert = raise_alert(
+        evaluation_id=evaluation.pk, rule_name="fork-bomb", severity="critical", message=hostile, evidence=hostile
+    )
+    publish_beside_playwright(evaluation.pk, alert.as_message())
+    # No reload: the badge appears and the toast names the rule, linking to the evaluation.
+    expect(page.locator("#alert-badge")).to_have_text(re.compile(r"^1"))
+    toast = page.locator("#alert-toasts .alert-toast")
+    expect(toast).to_contain_text("fork-bomb")
+    expect(toast).to_contain_text(hostile)  # shown as text ...
+    expect(page.locator("#pwned")).to_have_count(0)  # ... never parsed as markup
+    expect(page.locator("#alert-toasts")).to_have_attribute("aria-live", "polite")
+    expect(toast.get_by_role("link")).to_have_attribute("href", f"/evaluations/{evaluation.pk}/")
     assert not page.problems, page.problems
 
 
