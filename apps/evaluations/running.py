@@ -232,54 +232,67 @@ def _run_claimed(evaluation: Evaluation, heartbeat: resilience.Heartbeat | None 
 
     run_started = time.monotonic()
     run_wall_started = time.time()
-    result = runner.run(request, on_output=on_output, control=controller, on_sample=on_sample)
-    abandoned = controller.abandon_reason()
-    if abandoned == "superseded":
-        log.warning("evaluation %s: abandoned, the row was handed to another attempt", evaluation.pk)
-        return "superseded"
-    recorder.flush_all()
-    if abandoned == "shutdown" and result.outcome == "stopped" and not controller.requested:
-        # The worker is stopping: this run was stopped by us, not by the user; hand it back.
-        return resilience.retry_or_fail(evaluation, "worker_shutdown", by="worker", attempt=attempt) or "superseded"
-    if result.outcome == "exited" and result.signal in (9, 15) and not controller.requested:
-        if _engine_lost_the_container(evaluation, run_wall_started):
-            # Killed with its container by an engine stop/restart, not by the program itself.
-            result.outcome, result.error = "error", "runner failure: the Docker engine restarted under the run"
-    if result.outcome == "error" and resilience.is_transient_engine_error(result.error):
-        # The engine failed under the run (restarted, unreachable): a platform fault, retried once.
-        # Deterministic refusals (image missing, policy refused) end as error at once, as before.
-        reason = f"platform error: {result.error}"
-        return resilience.retry_or_fail(evaluation, reason[:1000], by="worker", attempt=attempt) or "superseded"
-    _record_sandbox_start(evaluation, run_started, controller.first_call_at)
-    status = _status_for(result, controller.requested)
-    error = result.error
-    if result.outcome == "output_capped" and not error:
-        error = f"output cap of {evaluation.output_cap_bytes} bytes exceeded; the program was stopped"
 
-    def record() -> None:
-        with transaction.atomic():
-            for artifact in result.artifacts:
-                Artifact.objects.create(
-                    evaluation=evaluation,
-                    name=artifact.name,
-                    size=artifact.size,
-                    sha256=artifact.sha256,
-                    data=artifact.data,
+    def conclude(result) -> str:
+        """Record how the run ended. Called by the runner before it removes the container, so the
+        verdict reaches the user without waiting for the engine's removal (about 0.15 s)."""
+        abandoned = controller.abandon_reason()
+        if abandoned == "superseded":
+            log.warning("evaluation %s: abandoned, the row was handed to another attempt", evaluation.pk)
+            return "superseded"
+        recorder.flush_all()
+        if abandoned == "shutdown" and result.outcome == "stopped" and not controller.requested:
+            # The worker is stopping: this run was stopped by us, not by the user; hand it back.
+            return resilience.retry_or_fail(evaluation, "worker_shutdown", by="worker", attempt=attempt) or "superseded"
+        if result.outcome == "exited" and result.signal in (9, 15) and not controller.requested:
+            if _engine_lost_the_container(evaluation, run_wall_started):
+                # Killed with its container by an engine stop/restart, not by the program itself.
+                result.outcome, result.error = "error", "runner failure: the Docker engine restarted under the run"
+        if result.outcome == "error" and resilience.is_transient_engine_error(result.error):
+            # The engine failed under the run (restarted, unreachable): a platform fault, retried once.
+            # Deterministic refusals (image missing, policy refused) end as error at once, as before.
+            reason = f"platform error: {result.error}"
+            return resilience.retry_or_fail(evaluation, reason[:1000], by="worker", attempt=attempt) or "superseded"
+        _record_sandbox_start(evaluation, run_started, controller.first_call_at)
+        status = _status_for(result, controller.requested)
+        error = result.error
+        if result.outcome == "output_capped" and not error:
+            error = f"output cap of {evaluation.output_cap_bytes} bytes exceeded; the program was stopped"
+
+        def record() -> None:
+            with transaction.atomic():
+                for artifact in result.artifacts:
+                    Artifact.objects.create(
+                        evaluation=evaluation,
+                        name=artifact.name,
+                        size=artifact.size,
+                        sha256=artifact.sha256,
+                        data=artifact.data,
+                    )
+                evaluation.finish(
+                    status,
+                    attempt=attempt,
+                    exit_code=result.exit_code,
+                    signal=result.signal,
+                    error=error[:2000],
+                    output_truncated=result.output_truncated,
+                    output_bytes=recorder.total_bytes,
+                    peak_memory_bytes=result.peak_memory_bytes,
+                    cpu_time_ms=result.cpu_time_ms,
+                    image_digest=result.image_id or "",
+                    **({"duration_ms": result.duration_ms} if result.duration_ms is not None else {}),
                 )
-            evaluation.finish(
-                status,
-                attempt=attempt,
-                exit_code=result.exit_code,
-                signal=result.signal,
-                error=error[:2000],
-                output_truncated=result.output_truncated,
-                output_bytes=recorder.total_bytes,
-                peak_memory_bytes=result.peak_memory_bytes,
-                cpu_time_ms=result.cpu_time_ms,
-                image_digest=result.image_id or "",
-                **({"duration_ms": result.duration_ms} if result.duration_ms is not None else {}),
-            )
 
-    resilience.with_db_retry(record, f"recording the end of {evaluation.pk}")
-    publisher.publish_end(evaluation)
-    return evaluation.status
+        resilience.with_db_retry(record, f"recording the end of {evaluation.pk}")
+        publisher.publish_end(evaluation)
+        return evaluation.status
+
+    concluded: list[str] = []
+    result = runner.run(
+        request,
+        on_output=on_output,
+        control=controller,
+        on_sample=on_sample,
+        on_result=lambda result: concluded.append(conclude(result)),
+    )
+    return concluded[0] if concluded else conclude(result)
