@@ -184,7 +184,11 @@ class PrivateDocker:
         return f"unix://{self.sock}"
 
     def start(self) -> None:
+        # In a network namespace of its own: a dockerd started with --bridge=none deletes the host's
+        # docker0 interface, which would break the shared engine's networking for everyone else.
         argv = [
+            "unshare",
+            "--net",
             "dockerd",
             "--data-root",
             str(self.dir / "data"),
