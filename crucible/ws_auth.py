@@ -52,5 +52,25 @@ class TokenAuthMiddleware:
         return await self.inner(dict(scope, user=user, api_token_id=token_id), receive, send)
 
 
+def still_signed_in(scope):
+    """The connection's user if its credentials still hold (an active user, and the token not revoked
+    or the session not signed out since the handshake), else None. Call from a sync context."""
+    from django.contrib.auth import get_user_model
+
+    from apps.accounts.models import ApiToken
+
+    user = get_user_model().objects.filter(pk=getattr(scope.get("user"), "pk", None), is_active=True).first()
+    if user is None:
+        return None
+    token_id = scope.get("api_token_id")
+    if token_id is not None:
+        return user if ApiToken.objects.active().filter(pk=token_id, user=user).exists() else None
+    session = scope.get("session")
+    key = getattr(session, "session_key", None)
+    if session is not None and (not key or not session.exists(key)):
+        return None  # signed out since
+    return user
+
+
 def TokenAuthMiddlewareStack(inner):  # noqa: N802 (named like Channels' AuthMiddlewareStack)
     return TokenAuthMiddleware(inner)

@@ -28,10 +28,10 @@ from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
-from django.contrib.auth import get_user_model
 
 from apps.evaluations import publisher
 from apps.evaluations.models import Evaluation, OutputChunk
+from crucible.ws_auth import still_signed_in
 
 CLOSE_NORMAL = 1000
 CLOSE_BAD_REQUEST = 4400  # malformed ?after= (not in the contract's list: a client bug, not a permission)
@@ -188,20 +188,9 @@ class EvaluationConsumer(AsyncJsonWebsocketConsumer):
     @database_sync_to_async
     def _access_denied(self) -> int:
         """0 when the connection may see the evaluation now, else the close code."""
-        from apps.accounts.models import ApiToken
-
-        user = get_user_model().objects.filter(pk=self.scope["user"].pk, is_active=True).first()
+        user = still_signed_in(self.scope)
         if user is None:
             return CLOSE_NOT_SIGNED_IN
-        token_id = self.scope.get("api_token_id")
-        if token_id is not None:
-            if not ApiToken.objects.active().filter(pk=token_id, user=user).exists():
-                return CLOSE_NOT_SIGNED_IN
-        else:
-            session = self.scope.get("session")
-            key = getattr(session, "session_key", None)
-            if session is not None and (not key or not session.exists(key)):
-                return CLOSE_NOT_SIGNED_IN  # signed out since
         if not Evaluation.objects.visible_to(user).filter(pk=self.evaluation_id).exists():
             return CLOSE_NOT_FOUND
         return 0

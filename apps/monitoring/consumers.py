@@ -18,9 +18,9 @@ import time
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
-from django.contrib.auth import get_user_model
 
 from apps.evaluations import publisher
+from crucible.ws_auth import still_signed_in
 
 CLOSE_NOT_SIGNED_IN = 4401
 CLOSE_NOT_ALLOWED = 4403
@@ -92,21 +92,11 @@ class OperatorAlertsConsumer(AsyncJsonWebsocketConsumer):
     @database_sync_to_async
     def _access_denied(self) -> int:
         """0 while the connection belongs to an operator, else the close code."""
-        from apps.accounts.models import ApiToken
         from apps.accounts.roles import is_operator
 
-        user = get_user_model().objects.filter(pk=self.scope["user"].pk, is_active=True).first()
+        user = still_signed_in(self.scope)
         if user is None:
             return CLOSE_NOT_SIGNED_IN
-        token_id = self.scope.get("api_token_id")
-        if token_id is not None:
-            if not ApiToken.objects.active().filter(pk=token_id, user=user).exists():
-                return CLOSE_NOT_SIGNED_IN
-        else:
-            session = self.scope.get("session")
-            key = getattr(session, "session_key", None)
-            if session is not None and (not key or not session.exists(key)):
-                return CLOSE_NOT_SIGNED_IN  # signed out since
         if not is_operator(user):
             return CLOSE_NOT_ALLOWED
         return 0
