@@ -17,7 +17,6 @@ import requests
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = str(ROOT / ".venv" / "bin" / "python")
-WORKER_CLASS = "apps.evaluations.worker.CrucibleWorker"
 
 
 def django_setup() -> None:
@@ -56,18 +55,7 @@ def stack(port: int = 8765, workers: int = 2):
     for n in range(workers):
         processes.append(
             subprocess.Popen(
-                [
-                    PYTHON,
-                    "manage.py",
-                    "rqworker",
-                    "high",
-                    "default",
-                    "low",
-                    "--worker-class",
-                    WORKER_CLASS,
-                    "--name",
-                    f"bench-{os.getpid()}-{n}",
-                ],
+                [PYTHON, "manage.py", "crucible_worker", "--without-scheduler", "--name", f"bench-{os.getpid()}-{n}"],
                 cwd=ROOT,
                 env=env,
                 stdout=open(logs / f"bench-worker-{n}.log", "w"),

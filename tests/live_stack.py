@@ -94,7 +94,7 @@ class LiveStack:
         port = int(urlparse(self.url).port)
         python = sys.executable
         daphne = [python, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "crucible.asgi:application"]
-        worker = [python, "manage.py", "rqworker", "high", "default", "low", "--name", self.worker_name]
+        worker = [python, "manage.py", "crucible_worker", "--without-scheduler", "--name", self.worker_name]
         for name, argv in (("daphne", daphne), ("worker", worker)):
             log = open(self.log_dir / f"{name}.log", "wb")  # noqa: SIM115 (kept open for the process's life)
             self.processes[name] = subprocess.Popen(

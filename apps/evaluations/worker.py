@@ -1,4 +1,4 @@
-"""The RQ worker class Crucible's workers run (``rqworker --worker-class apps.evaluations.worker.CrucibleWorker``)."""
+"""The RQ worker class Crucible's workers run (``manage.py crucible_worker`` uses it)."""
 
 from __future__ import annotations
 

@@ -327,18 +327,7 @@ class Stack:
         self.worker_names[f"worker{n}"] = name
         self._spawn(
             f"worker{n}",
-            [
-                PYTHON,
-                "manage.py",
-                "rqworker",
-                "high",
-                "default",
-                "low",
-                "--worker-class",
-                "apps.evaluations.worker.CrucibleWorker",
-                "--name",
-                name,
-            ],
+            [PYTHON, "manage.py", "crucible_worker", "--without-scheduler", "--name", name],
         )
 
     def start_cron(self) -> None:
