@@ -82,3 +82,14 @@ def test_cancel_and_stop_are_audited(alice):
     actions = set(AuditEvent.objects.values_list("action", "target"))
     assert ("evaluation.cancel", str(queued.pk)) in actions
     assert ("evaluation.stop", str(running_one.pk)) in actions
+
+
+def test_cancelling_a_queued_evaluation_takes_its_job_off_the_queue(alice):
+    import django_rq
+
+    evaluation = make_evaluation(alice)
+    queue = django_rq.get_queue(evaluation.queue_name)
+    services.enqueue(evaluation.pk, evaluation.queue_name)
+    assert services.job_id(evaluation.pk) in queue.job_ids
+    services.cancel(evaluation, actor=alice)
+    assert services.job_id(evaluation.pk) not in queue.job_ids

@@ -23,6 +23,22 @@ def test_the_self_check_result_is_cached(monkeypatch):
     assert selfcheck.self_check() == []
 
 
+def test_a_failed_check_is_tried_again_sooner_than_a_passed_one(monkeypatch, settings):
+    """The engine may only have been restarting: a failure is not trusted for the whole cache period."""
+    settings.SANDBOX_RUNTIME = "flaky-check-runtime"  # its own cache entry
+    calls = []
+    monkeypatch.setattr(selfcheck, "_problems", lambda limits: calls.append(1) or ["engine unreachable"])
+    now = [1000.0]
+    monkeypatch.setattr(selfcheck.time, "monotonic", lambda: now[0])
+    assert selfcheck.self_check(force=True) == ["engine unreachable"]
+    now[0] += selfcheck.FAILURE_CACHE_SECONDS - 1
+    selfcheck.self_check()
+    assert len(calls) == 1
+    now[0] += 2
+    selfcheck.self_check()
+    assert len(calls) == 2
+
+
 def test_an_engine_that_cannot_apply_the_policy_makes_the_sandbox_unavailable(settings):
     settings.SANDBOX_RUNTIME = "no-such-runtime"
     problems = selfcheck.self_check(force=True)
