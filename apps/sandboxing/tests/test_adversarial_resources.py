@@ -18,6 +18,24 @@ def assert_host_unaffected():
     assert (run.result.outcome, run.result.exit_code, run.stdout) == ("exited", 0, b"42\n")
 
 
+def execute_counting_output(code: str, **options):
+    """Run ``code`` keeping no output, only counting the bytes delivered; return (run, bytes, peak
+    bytes this process allocated meanwhile): the worker side must stay bounded whatever the program writes."""
+    received = 0
+
+    def count(_stream, data):
+        nonlocal received
+        received += len(data)
+
+    tracemalloc.start()
+    try:
+        run = execute(code, keep_output=False, on_output=count, **options)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return run, received, peak
+
+
 def host_processes_containing(token: str) -> list[int]:
     found = []
     for entry in Path("/proc").iterdir():
@@ -102,24 +120,9 @@ def test_blocking_on_stdin_forever_times_out():
 
 # 5
 def test_printing_forever_keeps_at_most_the_cap_and_the_worker_memory_stays_bounded():
-    received = 0
-
-    def count(_stream, data):
-        nonlocal received
-        received += len(data)
-
-    tracemalloc.start()
-    try:
-        run = execute(
-            "import os\nwhile True: os.write(1, b'y\\n' * 32768)",
-            output_cap_bytes=1 << 20,
-            keep_output=False,
-            on_output=count,
-            timeout_s=10,
-        )
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    run, received, peak = execute_counting_output(
+        "import os\nwhile True: os.write(1, b'y\\n' * 32768)", output_cap_bytes=1 << 20, timeout_s=10
+    )
     assert run.result.outcome == "output_capped"
     assert run.result.output_truncated
     assert received == run.result.output_bytes == 1 << 20
@@ -129,25 +132,9 @@ def test_printing_forever_keeps_at_most_the_cap_and_the_worker_memory_stays_boun
 
 # 6
 def test_one_100_mb_line_without_a_newline_is_capped_without_waiting_for_a_newline():
-    received = 0
-
-    def count(_stream, data):
-        nonlocal received
-        received += len(data)
-
-    tracemalloc.start()
-    try:
-        run = execute(
-            "import os\nos.write(1, b'a' * (100 * 1024 * 1024))",
-            output_cap_bytes=1 << 20,
-            keep_output=False,
-            on_output=count,
-            memory_mb=256,
-            timeout_s=10,
-        )
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    run, received, peak = execute_counting_output(
+        "import os\nos.write(1, b'a' * (100 * 1024 * 1024))", output_cap_bytes=1 << 20, memory_mb=256, timeout_s=10
+    )
     assert run.result.outcome == "output_capped"
     assert received == 1 << 20
     assert peak < 4 * 1024 * 1024  # far below the 100 MB the program wrote
