@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.stack import PrivatePostgres, PrivateRedis, Stack, wait_until
+from tests.faults.stack import Stack, running_private_services, wait_until
 
 SYSTEM_DOCKER = "unix:///var/run/docker.sock"
 
@@ -29,14 +29,8 @@ def fault_base():
 @pytest.fixture(scope="session")
 def private_services(fault_base):
     """A private PostgreSQL cluster and Redis, migrated, with an API user; stopped at the end."""
-    db, redis = PrivatePostgres(fault_base), PrivateRedis(fault_base)
-    try:
-        db.start()
-        redis.start()
-        yield db, redis
-    finally:
-        redis.stop()
-        db.stop()
+    with running_private_services(fault_base) as services:
+        yield services
 
 
 @pytest.fixture(scope="session")

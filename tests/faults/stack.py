@@ -172,6 +172,19 @@ class PrivateRedis:
             self.process.wait(10)
 
 
+@contextlib.contextmanager
+def running_private_services(base: Path):
+    """A private PostgreSQL cluster and Redis under ``base``, stopped (also on failure) at the end."""
+    db, redis = PrivatePostgres(base), PrivateRedis(base)
+    try:
+        db.start()
+        redis.start()
+        yield db, redis
+    finally:
+        redis.stop()
+        db.stop()
+
+
 class PrivateDocker:
     def __init__(self, base: Path):
         # Unix socket paths are limited to 108 bytes: keep this one short.

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.stack import ROOT, PrivateDocker, PrivatePostgres, PrivateRedis, Stack, wait_until
+from tests.faults.stack import ROOT, PrivateDocker, Stack, running_private_services, wait_until
 from tests.faults.test_faults import EXPECTED, STREAMER, check_output, no_containers_left, wait_streaming
 
 pytestmark = pytest.mark.faults
@@ -31,14 +31,10 @@ LONG_EXPECTED = b"".join(f"line {i}\n".encode() for i in range(1, 61))
 @pytest.fixture
 def own_services():
     base = Path(tempfile.mkdtemp(prefix="crucible-faults-"))  # readable by the postgres user
-    db, redis = PrivatePostgres(base), PrivateRedis(base)
     try:
-        db.start()
-        redis.start()
-        yield db, redis
+        with running_private_services(base) as services:
+            yield services
     finally:
-        redis.stop()
-        db.stop()
         shutil.rmtree(base, ignore_errors=True)
 
 
