@@ -13,7 +13,7 @@ from django.db import IntegrityError, transaction
 from apps.accounts import quotas
 from apps.evaluations import publisher
 from apps.evaluations.models import Control, Evaluation, Status
-from apps.evaluations.validation import Maxima, Submission, parse_submission
+from apps.evaluations.validation import Maxima, Submission, SubmissionInvalid, parse_submission
 from apps.monitoring import alerts, audit
 
 log = logging.getLogger(__name__)
@@ -56,8 +56,6 @@ def submit(owner, body, *, idempotency_key: str = "", request=None) -> tuple[Eva
     """
     idempotency_key = (idempotency_key or "").strip()
     if len(idempotency_key) > 200:
-        from apps.evaluations.validation import SubmissionInvalid
-
         raise SubmissionInvalid({"Idempotency-Key": ["Must be at most 200 characters."]})
     fingerprint = _fingerprint(body)
     if idempotency_key:

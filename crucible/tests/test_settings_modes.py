@@ -50,3 +50,11 @@ def test_deploy_check_with_production_settings_reports_nothing_serious():
         text=True,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_web_requests_do_not_keep_database_connections_by_default():
+    """Under Daphne each request may run on another pool thread; kept connections piled up until
+    PostgreSQL refused new ones (the 20-client load test got 500s). Operators may still opt in."""
+    code = "from django.conf import settings; print(settings.DATABASES['default']['CONN_MAX_AGE'])"
+    assert _run({"CRUCIBLE_ENV": "development"}, code).stdout.strip() == "0"
+    assert _run({"CRUCIBLE_ENV": "development", "DATABASE_CONN_MAX_AGE": "30"}, code).stdout.strip() == "30"

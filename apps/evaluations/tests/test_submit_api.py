@@ -112,6 +112,12 @@ class TestIdempotency:
         assert other.status_code == 409
         assert Evaluation.objects.count() == 1
 
+    def test_an_overlong_key_is_400_naming_the_header(self, alice_api):
+        response = alice_api.post(URL, {"code": "print(1)"}, format="json", HTTP_IDEMPOTENCY_KEY="k" * 201)
+        assert response.status_code == 400
+        assert "Idempotency-Key" in response.json()
+        assert Evaluation.objects.count() == 0
+
     def test_keys_belong_to_their_user(self, alice_api, bob_api):
         a = alice_api.post(URL, {"code": "print(1)"}, format="json", HTTP_IDEMPOTENCY_KEY="shared")
         b = bob_api.post(URL, {"code": "print(1)"}, format="json", HTTP_IDEMPOTENCY_KEY="shared")
