@@ -240,6 +240,10 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Run untrusted code in locked-down sandboxes, stream its output, stop it at once.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    "ENUM_NAME_OVERRIDES": {
+        "EvaluationStatusEnum": "apps.evaluations.models.Status",
+        "PriorityEnum": "apps.evaluations.models.Priority",
+    },
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",

@@ -1,6 +1,6 @@
 from rest_framework import serializers
 
-from apps.evaluations.models import Artifact, Evaluation
+from apps.evaluations.models import Artifact, Evaluation, Priority
 
 
 class EvaluationSerializer(serializers.ModelSerializer):
@@ -66,7 +66,7 @@ class SubmissionSerializer(serializers.Serializer):
     timeout_s = serializers.FloatField(required=False)
     memory_mb = serializers.IntegerField(required=False)
     cpus = serializers.FloatField(required=False)
-    priority = serializers.ChoiceField(["low", "normal", "high"], required=False)
+    priority = serializers.ChoiceField(Priority.choices, required=False)
     metadata = serializers.DictField(required=False)
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from django.conf import settings
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework import generics, status
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from rest_framework import generics, serializers, status
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -110,7 +110,26 @@ class EvaluationStopView(VisibleEvaluationMixin, APIView):
 
 
 class EvaluationLogsView(VisibleEvaluationMixin, APIView):
-    @extend_schema(parameters=[OpenApiParameter("after", int, description="return chunks with seq > after")])
+    @extend_schema(
+        parameters=[OpenApiParameter("after", int, description="return chunks with seq > after")],
+        responses=inline_serializer(
+            "EvaluationLogs",
+            {
+                "chunks": inline_serializer(
+                    "OutputChunk",
+                    {
+                        "seq": serializers.IntegerField(),
+                        "stream": serializers.ChoiceField(["stdout", "stderr"]),
+                        "data": serializers.CharField(),
+                        "ts": serializers.DateTimeField(),
+                    },
+                    many=True,
+                ),
+                "next": serializers.IntegerField(),
+                "complete": serializers.BooleanField(),
+            },
+        ),
+    )
     def get(self, request, pk):
         evaluation = self.get_evaluation(pk)
         raw_after = request.query_params.get("after", "0")

@@ -87,6 +87,17 @@ class KillSwitchSerializer(serializers.Serializer):
     engaged = serializers.BooleanField()
 
 
+KILL_SWITCH_STATE = inline_serializer(
+    "KillSwitchState",
+    {
+        "engaged": serializers.BooleanField(),
+        "running": serializers.IntegerField(),
+        "queued": serializers.IntegerField(),
+        "stopped": serializers.IntegerField(required=False, help_text="evaluations stopped by this engage"),
+    },
+)
+
+
 class KillSwitchView(APIView):
     """GET the kill switch's state; POST ``{"engaged": true}`` to stop everything and pause the queues,
     ``{"engaged": false}`` to resume. Operators only; everyone else gets 404 (it does not exist for them)."""
@@ -98,22 +109,13 @@ class KillSwitchView(APIView):
             raise Http404
         super().permission_denied(request, message, code)
 
-    @extend_schema(
-        responses=inline_serializer(
-            "KillSwitchState",
-            {
-                "engaged": serializers.BooleanField(),
-                "running": serializers.IntegerField(),
-                "queued": serializers.IntegerField(),
-            },
-        )
-    )
+    @extend_schema(responses=KILL_SWITCH_STATE)
     def get(self, request):
         from apps.evaluations import killswitch
 
         return Response(killswitch.state())
 
-    @extend_schema(request=KillSwitchSerializer)
+    @extend_schema(request=KillSwitchSerializer, responses=KILL_SWITCH_STATE)
     def post(self, request):
         from apps.evaluations import killswitch
 
@@ -132,6 +134,15 @@ class SamplesView(APIView):
 
     MAX_SAMPLES = 3600
 
+    @extend_schema(
+        responses=inline_serializer(
+            "EvaluationSamples",
+            {
+                "limits": serializers.DictField(child=serializers.FloatField()),
+                "samples": serializers.ListField(child=serializers.DictField()),
+            },
+        )
+    )
     def get(self, request, pk):
         from apps.evaluations.models import Evaluation
         from apps.monitoring.models import ResourceSample
