@@ -44,7 +44,12 @@ if CRUCIBLE_ENV == "test":
     # (pytest-xdist gw0, gw1, …) each get their own, so one's burst worker never takes another's jobs.
     from crucible.test_isolation import offset_redis_db
 
-    REDIS_URL = offset_redis_db(REDIS_URL, 1 + int(os.environ.get("PYTEST_XDIST_WORKER", "gw0")[2:] or 0))
+    # TEST_REDIS_DB_BASE moves a whole suite to other databases, so two suites can run side by side.
+    REDIS_URL = offset_redis_db(
+        REDIS_URL,
+        envint("TEST_REDIS_DB_BASE", 1, minimum=1, maximum=15)
+        + int(os.environ.get("PYTEST_XDIST_WORKER", "gw0")[2:] or 0),
+    )
 DOCKER_HOST = envstr("DOCKER_HOST", "unix:///var/run/docker.sock")
 
 
