@@ -1,10 +1,13 @@
 """Status changes happen only through named transitions; a terminal status never changes again."""
 
+import django_rq
 import pytest
 
 from apps.evaluations import running, services
-from apps.evaluations.models import Control, Status
+from apps.evaluations.models import Control, Reason, Status
+from apps.evaluations.running import RunDisposition
 from apps.evaluations.tests.factories import make_evaluation
+from apps.monitoring.models import AuditEvent
 
 pytestmark = pytest.mark.django_db
 
@@ -37,7 +40,7 @@ def test_cancelling_a_queued_evaluation_means_it_never_starts(alice):
     evaluation = make_evaluation(alice)
     services.cancel(evaluation, actor=alice)
     assert evaluation.status == Status.CANCELLED
-    assert running.run(str(evaluation.pk)).startswith("not claimed")
+    assert running.run(str(evaluation.pk)) == RunDisposition.NOT_CLAIMED
     evaluation.refresh_from_db()
     assert evaluation.status == Status.CANCELLED and evaluation.started_at is None
 
@@ -73,8 +76,6 @@ def test_cancelling_a_finished_evaluation_changes_nothing(alice_api, alice):
 
 
 def test_cancel_and_stop_are_audited(alice):
-    from apps.monitoring.models import AuditEvent
-
     queued = make_evaluation(alice)
     services.cancel(queued, actor=alice)
     running_one = make_evaluation(alice, status=Status.RUNNING)
@@ -85,11 +86,62 @@ def test_cancel_and_stop_are_audited(alice):
 
 
 def test_cancelling_a_queued_evaluation_takes_its_job_off_the_queue(alice):
-    import django_rq
-
     evaluation = make_evaluation(alice)
     queue = django_rq.get_queue(evaluation.queue_name)
     services.enqueue(evaluation.pk, evaluation.queue_name)
     assert services.job_id(evaluation.pk) in queue.job_ids
     services.cancel(evaluation, actor=alice)
     assert services.job_id(evaluation.pk) not in queue.job_ids
+
+
+@pytest.mark.parametrize(
+    ("status", "reason"),
+    [
+        (Status.SUCCEEDED, Reason.EXIT),
+        (Status.FAILED, Reason.EXIT),
+        (Status.TIMED_OUT, Reason.TIMEOUT),
+        (Status.OOM_KILLED, Reason.OOM),
+        (Status.CANCELLED, Reason.CANCELLED),
+        (Status.STOPPED, Reason.STOPPED),
+        (Status.SAFETY_STOPPED, Reason.SAFETY_RULE),
+        (Status.ERROR, Reason.ENGINE_ERROR),
+    ],
+)
+def test_finishing_gives_the_reason_the_status_implies(alice, status, reason):
+    evaluation = make_evaluation(alice, status=Status.RUNNING)
+    assert evaluation.reason == ""
+    evaluation.finish(status)
+    assert (evaluation.status, evaluation.reason) == (status, reason)
+
+
+def test_an_output_cap_end_is_failed_with_its_own_reason(alice):
+    evaluation = make_evaluation(alice, status=Status.RUNNING)
+    evaluation.finish(Status.FAILED, reason=Reason.OUTPUT_CAP, output_truncated=True)
+    assert (evaluation.status, evaluation.reason, evaluation.exit_code) == (Status.FAILED, Reason.OUTPUT_CAP, None)
+
+
+def test_a_queued_evaluation_cancelled_or_stopped_has_that_reason(alice):
+    cancelled, stopped, safety = make_evaluation(alice), make_evaluation(alice), make_evaluation(alice)
+    services.cancel(cancelled, actor=alice)
+    services.stop(stopped, actor=alice)
+    services.stop(safety, control=Control.SAFETY_STOP)
+    assert [e.reason for e in (cancelled, stopped, safety)] == [Reason.CANCELLED, Reason.STOPPED, Reason.SAFETY_RULE]
+
+
+def test_a_platform_fault_ends_error_with_the_reason_given(alice):
+    evaluation = make_evaluation(alice, status=Status.RUNNING)
+    evaluation.fail_with_error("the worker went away", reason=Reason.WORKER_LOST)
+    assert (evaluation.status, evaluation.reason, evaluation.error) == (
+        Status.ERROR,
+        Reason.WORKER_LOST,
+        "the worker went away",
+    )
+    other = make_evaluation(alice)
+    other.fail_with_error("engine refused")
+    assert (other.status, other.reason) == (Status.ERROR, Reason.ENGINE_ERROR)
+
+
+def test_a_requeued_evaluation_has_no_reason_until_it_ends_again(alice):
+    evaluation = make_evaluation(alice, status=Status.RUNNING, attempts=1)
+    assert evaluation.requeue(attempt=1) is True
+    assert (evaluation.status, evaluation.reason) == (Status.QUEUED, "")
