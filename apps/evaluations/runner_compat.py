@@ -1,6 +1,6 @@
 """ADAPTER to the typed runner contract (apps/sandboxing/outcomes.py), until the runner speaks it itself.
 
-TO DELETE, with its one call in ``running.EvaluationRun.execute``, once ``RunResult`` has a
+TO DELETE, with its one call in ``running.EvaluationRun._on_result`` (and ``started_wall``), once ``RunResult`` has a
 ``failure`` field: the sandboxing branch makes the runner return ``Outcome``, set ``failure`` on
 every ``Outcome.ERROR`` result and tell an engine restart under the run itself. Until then this is
 the only place in evaluations that reads the wording of a runner message or asks the Docker engine
