@@ -1,7 +1,10 @@
 """Status changes happen only through named transitions; a terminal status never changes again."""
 
+import importlib
+
 import django_rq
 import pytest
+from django.apps import apps as django_apps
 
 from apps.evaluations import running, services
 from apps.evaluations.models import Control, Reason, Status
@@ -145,3 +148,28 @@ def test_a_requeued_evaluation_has_no_reason_until_it_ends_again(alice):
     evaluation = make_evaluation(alice, status=Status.RUNNING, attempts=1)
     assert evaluation.requeue(attempt=1) is True
     assert (evaluation.status, evaluation.reason) == (Status.QUEUED, "")
+
+
+def test_rows_that_ended_before_reasons_existed_get_the_reason_their_end_implies(alice):
+    fill_reasons = importlib.import_module("apps.evaluations.migrations.0003_reason").fill_reasons
+    capped = make_evaluation(alice, status=Status.FAILED, exit_code=126, output_truncated=True)
+    failed = make_evaluation(alice, status=Status.FAILED, exit_code=3)
+    lost = make_evaluation(alice, status=Status.ERROR, error="worker_lost")
+    shut_down = make_evaluation(alice, status=Status.ERROR, error="worker_shutdown")
+    refused = make_evaluation(alice, status=Status.ERROR, error="sandbox image not found")
+    safety = make_evaluation(alice, status=Status.SAFETY_STOPPED)
+    queued = make_evaluation(alice)
+    fill_reasons(django_apps, None)
+    rows = [capped, failed, lost, shut_down, refused, safety, queued]
+    for row in rows:
+        row.refresh_from_db()
+    assert [row.reason for row in rows] == [
+        Reason.OUTPUT_CAP,
+        Reason.EXIT,
+        Reason.WORKER_LOST,
+        Reason.WORKER_LOST,
+        Reason.ENGINE_ERROR,
+        Reason.SAFETY_RULE,
+        "",
+    ]
+    assert (capped.exit_code, failed.exit_code) == (None, 3)
