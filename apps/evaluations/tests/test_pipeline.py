@@ -1,5 +1,6 @@
 """Submit through the API, run on the real Docker engine, read the record back. The contract end to end."""
 
+import signal
 import time
 
 import pytest
@@ -93,12 +94,12 @@ def test_cancelling_a_running_evaluation_ends_it_cancelled_within_the_grace(alic
     evaluation_id = response.json()["id"]
     with Background(evaluation_id):
         wait_for(lambda: Evaluation.objects.get(pk=evaluation_id).chunks.exists())
-        cancelled_at = time.monotonic()
         assert alice_api.delete(f"/api/v1/evaluations/{evaluation_id}/").status_code == 202
-        evaluation = wait_for_status(evaluation_id, Status.CANCELLED, timeout=10)
-        assert time.monotonic() - cancelled_at < 5
+        evaluation = wait_for_status(evaluation_id, Status.CANCELLED, timeout=15)
     assert _output(evaluation) == b"started\n"
     assert evaluation.reason == Reason.CANCELLED
+    # It died of the SIGTERM, within the grace: the SIGKILL that ends the grace was never needed.
+    assert evaluation.signal == signal.SIGTERM
 
 
 def test_a_program_that_ignores_sigterm_is_still_cancelled(alice_api):
@@ -107,7 +108,8 @@ def test_a_program_that_ignores_sigterm_is_still_cancelled(alice_api):
     with Background(evaluation_id):
         wait_for(lambda: Evaluation.objects.get(pk=evaluation_id).chunks.exists())
         alice_api.delete(f"/api/v1/evaluations/{evaluation_id}/")
-        wait_for_status(evaluation_id, Status.CANCELLED, timeout=10)
+        evaluation = wait_for_status(evaluation_id, Status.CANCELLED, timeout=15)
+    assert evaluation.signal == signal.SIGKILL  # the end of the grace
 
 
 def test_an_emergency_stop_kills_at_once_without_the_sigterm_grace(alice_api):
