@@ -53,6 +53,7 @@ TOKENS_PATH = "/api-tokens/"
 
 
 def moved_to_api_tokens(request, rest: str = ""):
-    """The token pages used to live at /account/tokens/, one letter from allauth's /accounts/: 301 to the new home."""
+    """301 from /account/tokens/… (one letter from allauth's /accounts/, easy to confuse) to /api-tokens/…,
+    so bookmarks and links printed by older clients keep working."""
     query = request.META.get("QUERY_STRING", "")
     return HttpResponsePermanentRedirect(TOKENS_PATH + rest + (f"?{query}" if query else ""))
