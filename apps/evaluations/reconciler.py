@@ -23,9 +23,9 @@ from django.conf import settings
 from django.utils import timezone
 from rq.job import Job, JobStatus
 
+from apps.audit import services as audit
 from apps.evaluations import resilience, services
 from apps.evaluations.models import Evaluation, Status
-from apps.monitoring import audit
 from apps.sandboxing import containers, engine
 
 log = logging.getLogger(__name__)

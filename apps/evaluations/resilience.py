@@ -29,10 +29,10 @@ from django.db import DatabaseError, IntegrityError, InterfaceError, Operational
 from django.db.models import Max
 from django.utils import timezone
 
+from apps.audit import services as audit
 from apps.evaluations import publisher
 from apps.evaluations.models import Control, Evaluation, OutputChunk, Status
 from apps.evaluations.recording import OutputRecorder
-from apps.monitoring import audit
 
 log = logging.getLogger(__name__)
 

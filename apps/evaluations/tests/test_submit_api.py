@@ -137,7 +137,7 @@ def test_a_full_queue_is_429_with_retry_after_and_the_accepted_ones_stay(alice_a
 
 
 def test_the_submission_is_audited_with_the_code_hash(alice_api):
-    from apps.monitoring.models import AuditEvent
+    from apps.audit.models import AuditEvent
 
     body = submit(alice_api).json()
     event = AuditEvent.objects.get(action="evaluation.submit", target=body["id"])

@@ -73,7 +73,7 @@ def test_cancelling_a_finished_evaluation_changes_nothing(alice_api, alice):
 
 
 def test_cancel_and_stop_are_audited(alice):
-    from apps.monitoring.models import AuditEvent
+    from apps.audit.models import AuditEvent
 
     queued = make_evaluation(alice)
     services.cancel(queued, actor=alice)
