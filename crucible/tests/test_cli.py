@@ -1,4 +1,4 @@
-"""The `crucible` command-line client, against a real Daphne (tests/live_stack.py)."""
+"""The `crucible` command-line client, against a real Daphne (tests/stack.py)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from apps.evaluations.models import Evaluation, OutputChunk, Runtime, Status
 from apps.evaluations.runtimes import ensure_default_runtimes
 from apps.evaluations.tests.factories import make_evaluation
 from crucible import cli
-from tests.live_stack import live_stack  # noqa: F401 (the fixture)
+from tests.stack import live_stack  # noqa: F401 (the fixture)
 
 live = pytest.mark.django_db(transaction=True)
 
