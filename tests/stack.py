@@ -212,6 +212,17 @@ class Stack:
                     self.start_cron()
 
     # --- breaking and stopping ---------------------------------------------------------------
+    def kill_web(self) -> None:
+        """Kill Daphne at once (SIGKILL): every HTTP and WebSocket connection drops without a goodbye."""
+        process = self.processes["web"]
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(10)
+
+    def start_web_again(self) -> None:
+        """Start Daphne on the same port and wait until it answers."""
+        self.start_web()
+        wait_until(self.web_up, READY_TIMEOUT_S, interval=0.2, what="the web to come back")
+
     def horse_pids(self, worker: str) -> list[int]:
         """The work horse(s) forked by a worker process (each in its own process group)."""
         out = subprocess.run(["pgrep", "-P", str(self.processes[worker].pid)], capture_output=True, text=True)
