@@ -1,4 +1,4 @@
-"""The `crucible` command-line client, against a real Daphne (tests/live_stack.py)."""
+"""The `crucible` command-line client, against a real Daphne (tests/stack.py)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from apps.evaluations.models import Evaluation, OutputChunk, Runtime, Status
 from apps.evaluations.runtimes import ensure_default_runtimes
 from apps.evaluations.tests.factories import make_evaluation
 from crucible import cli
-from tests.live_stack import live_stack  # noqa: F401 (the fixture)
+from tests.stack import live_stack  # noqa: F401 (the fixture)
 
 live = pytest.mark.django_db(transaction=True)
 
@@ -136,20 +136,49 @@ def test_logs_print_stdout_and_stderr_to_their_own_streams(crucible, alice, caps
     assert captured.out == "stdout 1\nstdout 3\n" and captured.err == "stderr 2\n"
 
 
+class Printed:
+    """What the CLI (running in another thread) has printed so far, read from pytest's capture."""
+
+    def __init__(self, capsys):
+        self.capsys = capsys
+        self.out = self.err = ""
+
+    def read(self) -> Printed:
+        captured = self.capsys.readouterr()
+        self.out, self.err = self.out + captured.out, self.err + captured.err
+        return self
+
+    def wait_for(self, text: str, timeout_s: float = 15) -> None:
+        deadline = time.monotonic() + timeout_s
+        while text not in self.read().out + self.err:
+            assert time.monotonic() < deadline, f"the CLI never printed {text!r} (out={self.out!r}, err={self.err!r})"
+            time.sleep(0.02)
+
+
 @live
-def test_logs_follow_streams_until_the_end_and_exits_with_the_exit_code(crucible, alice, capsys):
+def test_logs_follow_streams_until_the_end_and_exits_with_the_exit_code(crucible, alice, capsys, monkeypatch):
+    from websockets.sync import client as ws_client
+
+    real_connect, connections = ws_client.connect, []
+    monkeypatch.setattr(ws_client, "connect", lambda url, **kw: connections.append(url) or real_connect(url, **kw))
     evaluation = make_evaluation(alice, status=Status.RUNNING)
     store_and_publish(evaluation, 1)
+    printed = Printed(capsys)
     thread, result = run_in_thread(crucible, "logs", str(evaluation.pk), "--follow")
-    time.sleep(1.0)  # connected and replayed
+    printed.wait_for("stdout 1\n")  # connected: the stored line was replayed
+    # Each new line reaches the client while the run is still going, over the one connection.
     store_and_publish(evaluation, 2, "stderr")
+    printed.wait_for("stderr 2\n")
     store_and_publish(evaluation, 3)
+    printed.wait_for("stdout 3\n")
+    assert thread.is_alive() and "value" not in result
     evaluation.finish(Status.FAILED, exit_code=3)
     publisher.publish_end(evaluation)
     thread.join(timeout=15)
     assert result.get("value") == 3
-    captured = capsys.readouterr()
-    assert captured.out == "stdout 1\nstdout 3\n" and captured.err == "stderr 2\n"
+    printed.read()
+    assert printed.out == "stdout 1\nstdout 3\n" and printed.err == "stderr 2\n"
+    assert len(connections) == 1, connections
 
 
 @live
