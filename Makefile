@@ -21,8 +21,10 @@ check:
 	$(PY) manage.py check
 	$(PY) manage.py makemigrations --check --dry-run
 
+# The whole suite (apps/, crucible/, tests/): in parallel, then the fault suite. --durations shows
+# where the time goes (keep `make test` well under 40 minutes on the 2-core development machine).
 pytest:
-	CRUCIBLE_ENV=test .venv/bin/pytest -n $(PYTEST_WORKERS) --dist loadfile -m "not faults"
+	CRUCIBLE_ENV=test .venv/bin/pytest -n $(PYTEST_WORKERS) --dist loadfile -m "not faults" --durations=10
 	$(MAKE) faults
 
 # The fault-injection suite: serially, after the parallel suite, on private PostgreSQL/Redis/dockerd.

@@ -8,24 +8,25 @@
 2. Backpressure: the stack restarted with a small QUEUE_CAPACITY; a burst from the same clients gets
    429 with Retry-After once the queue is full, and every submission that was accepted completes.
 
-Runs a private stack (bench/_stack.py: Daphne + workers on its own port, development database).
+Runs a private stack (tests/stack.py: Daphne, workers and the reconciler on its own port, development database).
 Usage: .venv/bin/python bench/load.py [--count 1000] [--clients 20] [--workers 2] [--capacity 25]
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import os
 import statistics
-import subprocess
+import sys
 import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import requests
-from _stack import PYTHON, ROOT, django_setup, stack, token_for
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.stack import api_token, development_stack, django_setup  # noqa: E402
 
 TERMINAL = {"succeeded", "failed", "timed_out", "oom_killed", "cancelled", "stopped", "safety_stopped", "error"}
 
@@ -189,19 +190,10 @@ def backpressure_phase(base: str, token: str, burst: int, clients: int, capacity
     return report
 
 
-@contextlib.contextmanager
-def reconciler():
-    """The stack's reconciler (``python -m crucible.cron``, as in the Procfile): jobs that failed before
-    their claim (e.g. the shared PostgreSQL out of connection slots) are enqueued again."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "RECONCILE_INTERVAL_S": "5"}
-    log = open(ROOT / "data" / "logs" / "bench-cron.log", "w")  # noqa: SIM115
-    process = subprocess.Popen([PYTHON, "-m", "crucible.cron"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        yield
-    finally:
-        process.terminate()
-        process.wait(15)
-        log.close()
+def _stack(args, **settings: str):
+    """Daphne, the workers and the reconciler (python -m crucible.cron, as in the Procfile): jobs that
+    failed before their claim (e.g. the shared PostgreSQL out of connection slots) are enqueued again."""
+    return development_stack(port=args.port, workers=args.workers, cron=True, RECONCILE_INTERVAL_S="5", **settings)
 
 
 def fmt(report: dict) -> str:
@@ -219,17 +211,15 @@ def main() -> None:
     args = parser.parse_args()
 
     django_setup()
-    token = token_for("loadbench")
+    token = api_token("loadbench")
     _lift_quota("loadbench", args.count)
 
-    os.environ["QUEUE_CAPACITY"] = str(args.count * 2)
-    with stack(port=args.port, workers=args.workers) as base, reconciler():
-        load = load_phase(base, token, args.count, args.clients)
+    with _stack(args, QUEUE_CAPACITY=str(args.count * 2)) as stack:
+        load = load_phase(stack.url, token, args.count, args.clients)
     print(f"load: {args.count} submissions, {args.clients} clients, {args.workers} workers: {fmt(load)}")
 
-    os.environ["QUEUE_CAPACITY"] = str(args.capacity)
-    with stack(port=args.port, workers=args.workers) as base, reconciler():
-        bp = backpressure_phase(base, token, args.burst, args.clients, args.capacity)
+    with _stack(args, QUEUE_CAPACITY=str(args.capacity)) as stack:
+        bp = backpressure_phase(stack.url, token, args.burst, args.clients, args.capacity)
     print(f"backpressure: {fmt(bp)}")
 
     ok = (

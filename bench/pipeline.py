@@ -13,10 +13,14 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import requests
-from _stack import django_setup, stack, token_for
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.stack import api_token, development_stack, django_setup  # noqa: E402
 
 CODE = "print(1)"
 TERMINAL = {"succeeded", "failed", "timed_out", "oom_killed", "cancelled", "stopped", "safety_stopped", "error"}
@@ -71,10 +75,11 @@ def main() -> None:
     client = engine.client()
     image = settings.SANDBOX_IMAGE
     session = requests.Session()
-    session.headers["Authorization"] = f"Token {token_for('bench')}"
+    session.headers["Authorization"] = f"Token {api_token('bench')}"
     _lift_quota("bench", args.batch)
 
-    with stack(workers=args.workers) as base:
+    with development_stack(workers=args.workers) as stack:
+        base = stack.url
         api_run(session, base)  # warm up both paths
         plain_run(client, image)
         plain = [plain_run(client, image) for _ in range(args.runs)]

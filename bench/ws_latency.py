@@ -101,24 +101,25 @@ def with_scratch_stack(run) -> None:
 
     from django.db import connection
 
-    from tests.live_stack import _test_database_url, start_live_stack
+    from tests.stack import TestDatabaseStack
 
     name = f"crucible_bench_{os.getpid()}"
     with connection.cursor() as cursor:
         cursor.execute(f'CREATE DATABASE "{name}"')
     stack = None
     try:
-        env = {**os.environ, "DATABASE_URL": _test_database_url(name)}
+        stack = TestDatabaseStack(name, Path(tempfile.mkdtemp(prefix="crucible-bench-")))
+        env = stack.env
         manage = [sys.executable, str(BASE_DIR / "manage.py")]
         subprocess.run([*manage, "migrate", "-v0"], env=env, check=True, cwd=BASE_DIR)
         out = subprocess.run(
             [*manage, "create_api_token", "bench"], env=env, check=True, cwd=BASE_DIR, capture_output=True, text=True
         ).stdout
         token = out.strip().splitlines()[-1].strip()
-        stack = start_live_stack(name, Path(tempfile.mkdtemp(prefix="crucible-bench-")))
+        stack.start()
         run(stack.url, token)
     finally:
-        if stack is not None:
+        if stack is not None and stack.processes:
             stack.stop()
         connection.close()
         with connection.cursor() as cursor:

@@ -3,8 +3,8 @@ check for browser connections wraps everything in ``crucible.asgi``."""
 
 from django.urls import path
 
+from apps.console.consumers import OperatorAlertsConsumer
 from apps.evaluations.consumers import EvaluationConsumer
-from apps.monitoring.consumers import OperatorAlertsConsumer
 from crucible.ws_auth import TokenAuthMiddlewareStack
 
 # The id is matched loosely and validated in the consumer, so a malformed id closes with 4404

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from urllib.parse import parse_qs, unquote, urlparse
 
 from django.core.exceptions import ImproperlyConfigured
 
-from apps.accounts.social import social_providers
 from crucible.env import envbool, envchoice, envfloat, envint, envlist, envstr
 from crucible.local_env import load_local_env
+from crucible.social import social_providers
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(envstr("CRUCIBLE_DATA_DIR", str(BASE_DIR / "data")))
@@ -54,8 +55,6 @@ DOCKER_HOST = envstr("DOCKER_HOST", "unix:///var/run/docker.sock")
 
 
 def _database(url: str) -> dict:
-    from urllib.parse import parse_qs, unquote, urlparse
-
     parsed = urlparse(url)
     if parsed.scheme not in ("postgres", "postgresql"):
         raise ImproperlyConfigured(f"DATABASE_URL must start with postgres://, not {parsed.scheme or 'nothing'}://.")
@@ -111,10 +110,13 @@ INSTALLED_APPS = [
     "allauth",
     "allauth.account",
     "allauth.socialaccount",
-    "apps.accounts",
+    # Lowest layer first (see README, "Layout"): an app imports only apps listed before it.
     "apps.sandboxing",
+    "apps.audit",
+    "apps.accounts",
     "apps.monitoring",
     "apps.evaluations",
+    "apps.console",
 ]
 # GitHub, Google, OpenID Connect sign-in: only the providers whose *_CLIENT_ID/_SECRET are set.
 _SOCIAL_APPS, SOCIALACCOUNT_PROVIDERS = social_providers()
@@ -148,7 +150,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
-                "apps.monitoring.context_processors.alert_badge",
+                "apps.console.context_processors.alert_badge",
             ]
         },
     }

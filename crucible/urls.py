@@ -1,6 +1,8 @@
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
+
+from apps.accounts.views import moved_to_api_tokens
 
 # Swagger UI's assets are served from our own static files (drf-spectacular-sidecar); the split view
 # serves its start-up script as a file, so the strict CSP (no inline script, no CDN) holds here too.
@@ -15,11 +17,13 @@ urlpatterns = [
         SpectacularSwaggerSplitView.as_view(url_name="api-schema"),
         name="api-docs",
     ),
-    path("api/v1/", include("apps.monitoring.api.urls")),
+    path("api/v1/", include("apps.console.api.urls")),
     path("api/v1/", include("apps.evaluations.api.urls")),
     path("api/v1/", include("apps.accounts.api.urls")),
-    path("account/", include("apps.accounts.urls")),
-    path("monitoring/", include("apps.monitoring.urls")),
+    # The token pages, named apart from allauth's /accounts/; their old home redirects here for good.
+    path("api-tokens/", include("apps.accounts.urls")),
+    re_path(r"^account/tokens/(?P<rest>.*)$", moved_to_api_tokens),
+    path("monitoring/", include("apps.console.urls")),
     path("", include("apps.evaluations.urls")),
 ]
 

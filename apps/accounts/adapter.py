@@ -6,4 +6,4 @@ from django.conf import settings
 
 class AccountAdapter(DefaultAccountAdapter):
     def is_open_for_signup(self, request) -> bool:
-        return bool(getattr(settings, "ACCOUNT_ALLOW_SIGNUP", True))
+        return settings.ACCOUNT_ALLOW_SIGNUP

@@ -1,10 +1,9 @@
-"""Admin for operators: API tokens (never the hash; revoke action), quotas, and the read-only audit trail."""
+"""Admin for operators: API tokens (never the hash; revoke action) and quotas."""
 
 from django.contrib import admin, messages
 
 from apps.accounts import services
 from apps.accounts.models import ApiToken, Quota
-from apps.monitoring.models import AuditEvent
 
 
 @admin.register(ApiToken)
@@ -60,28 +59,3 @@ class QuotaAdmin(admin.ModelAdmin):
         ("Rate", {"fields": ("submissions_per_minute", "max_active")}),
         ("Largest limits a submission may ask for", {"fields": ("max_timeout_s", "max_memory_mb", "max_cpus")}),
     )
-
-
-class AuditEventAdmin(admin.ModelAdmin):
-    """Read-only: the application only ever appends audit events."""
-
-    list_display = ("created_at", "action", "actor_name", "target", "source_ip")
-    list_filter = ("action",)
-    search_fields = ("action", "actor_name", "target")
-    list_select_related = ("actor",)
-    show_full_result_count = False
-    readonly_fields = ("created_at", "actor", "actor_name", "action", "target", "source_ip", "details")
-    fields = readonly_fields
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
-
-if not admin.site.is_registered(AuditEvent):
-    admin.site.register(AuditEvent, AuditEventAdmin)

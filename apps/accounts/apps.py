@@ -1,5 +1,4 @@
 from django.apps import AppConfig
-from django.db.models.signals import post_migrate
 
 
 class AccountsConfig(AppConfig):
@@ -8,14 +7,6 @@ class AccountsConfig(AppConfig):
     verbose_name = "Accounts and access"
 
     def ready(self):
-        from apps.accounts import schema, signals  # noqa: F401 (connects the handlers, registers the scheme)
-        from apps.accounts.roles import OPERATOR_PERMISSIONS, sync_operator_permissions
-
-        labels = {target.split(".")[0] for target in OPERATOR_PERMISSIONS}
-
-        def after_migrate(sender, **kwargs):
-            # Each app's permissions are created in its own post_migrate; grant them right after.
-            if sender.label in labels:
-                sync_operator_permissions(sender, **kwargs)
-
-        post_migrate.connect(after_migrate, dispatch_uid="accounts_sync_operator_permissions", weak=False)
+        # Importing these connects the signal handlers and registers the OpenAPI scheme; they use
+        # models, so Django's documented place for them is ready(), not this module's top.
+        from apps.accounts import schema, signals  # noqa: F401

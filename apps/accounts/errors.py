@@ -6,7 +6,9 @@ with JSON; these cover what happens outside them (an unknown /api/ URL, an unhan
 
 from __future__ import annotations
 
-from django.http import JsonResponse
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
+from django.http import HttpResponseServerError, JsonResponse
 from django.template import loader
 from django.template.response import TemplateResponse
 from django.views.decorators.csrf import requires_csrf_token
@@ -15,6 +17,7 @@ MESSAGES = {
     400: "Bad request.",
     403: "You do not have permission to do that.",
     404: "Not found.",
+    413: "Request body too large.",
     500: "Server error. The problem has been logged.",
 }
 
@@ -30,13 +33,18 @@ def _json(status: int) -> JsonResponse:
 def _page(request, status: int):
     if _is_api(request):
         return _json(status)
-    response = TemplateResponse(request, f"{status}.html", {"status": status, "message": MESSAGES[status]})
+    context = {"status": status, "message": MESSAGES[status], "limit": settings.DATA_UPLOAD_MAX_MEMORY_SIZE}
+    response = TemplateResponse(request, f"{status}.html", context)
     response.status_code = status
     return response.render()
 
 
 @requires_csrf_token
 def bad_request(request, exception=None):
+    # Django reports a body over DATA_UPLOAD_MAX_MEMORY_SIZE as a SuspiciousOperation (400); the
+    # contract says 413, which also tells the client that retrying the same body cannot help.
+    if isinstance(exception, RequestDataTooBig):
+        return _page(request, 413)
     return _page(request, 400)
 
 
@@ -55,6 +63,4 @@ def server_error(request):
     if _is_api(request):
         return _json(500)
     # No request context: whatever broke (database, a context processor) must not break this page too.
-    from django.http import HttpResponseServerError
-
     return HttpResponseServerError(loader.get_template("500.html").render({"message": MESSAGES[500]}))

@@ -6,6 +6,7 @@ import hashlib
 import secrets
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
 
@@ -109,7 +110,5 @@ class Quota(models.Model):
         return f"quota for {'user ' + str(self.user) if self.user_id else 'group ' + str(self.group)}"
 
     def clean(self):
-        from django.core.exceptions import ValidationError
-
         if bool(self.user_id) == bool(self.group_id):
             raise ValidationError("A quota is for exactly one user or one group.")

@@ -17,6 +17,8 @@ from functools import lru_cache
 import redis
 from django.conf import settings
 
+from apps.accounts.models import Quota
+
 WINDOW_S = 60
 # We cannot know when a running evaluation will end; this is a polite "try again soon".
 ACTIVE_RETRY_AFTER_S = 5
@@ -56,8 +58,6 @@ def default_limits() -> UserLimits:
 
 def limits_for(user) -> UserLimits:
     """The user's own quota row overrides their groups' rows (the most generous wins), which override settings."""
-    from apps.accounts.models import Quota
-
     values = {name: getattr(default_limits(), name) for name in FIELDS}
     if user is None or not getattr(user, "is_authenticated", False):
         return UserLimits(**values)

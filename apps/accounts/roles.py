@@ -2,11 +2,13 @@
 
 An operator is a staff user or a member of the "Operators" group. Staff users are kept in the group
 (``apps.accounts.signals``) so the group's permissions are what lets them use the admin. To give operators
-the admin of a new app, add its label to ``OPERATOR_PERMISSIONS``; ``sync_operator_permissions`` runs after
-every ``migrate``.
+the admin of a new app, add its label to ``OPERATOR_PERMISSIONS``; the Operators group gets its
+permissions after every ``migrate`` (``signals.grant_operator_permissions``).
 """
 
 from __future__ import annotations
+
+from django.contrib.auth.models import Group, Permission
 
 RESEARCHERS_GROUP = "Researchers"
 OPERATORS_GROUP = "Operators"
@@ -16,7 +18,7 @@ OPERATORS_GROUP = "Operators"
 OPERATOR_PERMISSIONS: dict[str, tuple[str, ...]] = {
     "evaluations": ("view", "change"),
     "sandboxing": ("view", "change"),
-    "tasks": ("view", "change"),
+    "audit": ("view",),
     "monitoring": ("view",),
     "monitoring.safetyrule": ("view", "add", "change", "delete"),  # operators configure the safety rules
     "monitoring.alert": ("view", "change"),  # and acknowledge alerts in the admin
@@ -25,6 +27,7 @@ OPERATOR_PERMISSIONS: dict[str, tuple[str, ...]] = {
     "auth.user": ("view",),
     "auth.group": ("view",),
 }
+OPERATOR_APP_LABELS = frozenset(target.split(".")[0] for target in OPERATOR_PERMISSIONS)
 
 
 def is_operator(user) -> bool:
@@ -34,18 +37,12 @@ def is_operator(user) -> bool:
     return bool(user.is_staff) or user.groups.filter(name=OPERATORS_GROUP).exists()
 
 
-def is_researcher(user) -> bool:
-    return bool(getattr(user, "is_authenticated", False)) and user.is_active
-
-
 def ensure_groups(group_model=None, permission_model=None) -> None:
     """Create both groups and give Operators the permissions in OPERATOR_PERMISSIONS (idempotent).
 
     Takes the models as arguments so a data migration can pass its historical models.
     """
     if group_model is None or permission_model is None:
-        from django.contrib.auth.models import Group, Permission
-
         group_model, permission_model = Group, Permission
     group_model.objects.get_or_create(name=RESEARCHERS_GROUP)
     operators, _ = group_model.objects.get_or_create(name=OPERATORS_GROUP)
@@ -59,8 +56,3 @@ def ensure_groups(group_model=None, permission_model=None) -> None:
             if perm.codename.split("_", 1)[0] in actions:
                 wanted.append(perm)
     operators.permissions.add(*wanted)
-
-
-def sync_operator_permissions(sender=None, **kwargs) -> None:
-    """post_migrate handler: new apps' permissions exist only after their migrations ran."""
-    ensure_groups()

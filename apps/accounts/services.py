@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from apps.accounts.models import ApiToken
-from apps.monitoring.audit import record
+from apps.audit import services as audit
 
 MAX_ACTIVE_TOKENS = 50
 
@@ -18,7 +18,7 @@ def create_token(user, name: str, *, request=None, actor=None) -> tuple[ApiToken
     if ApiToken.objects.active().filter(user=user).count() >= MAX_ACTIVE_TOKENS:
         raise TooManyTokens(f"At most {MAX_ACTIVE_TOKENS} active tokens; revoke one first.")
     token, key = ApiToken.issue(user, name)
-    record(
+    audit.record(
         "token.created",
         actor=actor or user,
         target=f"token:{token.pk}",
@@ -35,7 +35,7 @@ def revoke_token(token: ApiToken, *, actor=None, request=None) -> bool:
     if not token.is_active:
         return False
     token.revoke()
-    record(
+    audit.record(
         "token.revoked",
         actor=actor,
         target=f"token:{token.pk}",

@@ -1,8 +1,9 @@
 """Signal handlers: role bookkeeping and the audit trail of security events.
 
-Audited: sign-in (success and failure), sign-out, sign-up, group membership changes and staff/superuser
-changes. The acting user comes from the request being served (``crucible.middleware.current_request``), so
-a change made in the admin names the operator who made it.
+Roles: new users join Researchers, staff are kept in Operators, and Operators get their permissions
+after every ``migrate``. Audited: sign-in (success and failure), sign-out, sign-up, group membership
+changes and staff/superuser changes. The acting user comes from the request being served
+(``crucible.middleware.current_request``), so a change made in the admin names the operator who made it.
 """
 
 from __future__ import annotations
@@ -14,11 +15,11 @@ from allauth.account.signals import user_signed_up
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.contrib.auth.signals import user_logged_in, user_logged_out, user_login_failed
-from django.db.models.signals import m2m_changed, post_save, pre_save
+from django.db.models.signals import m2m_changed, post_migrate, post_save, pre_save
 from django.dispatch import receiver
 
-from apps.accounts.roles import OPERATORS_GROUP, RESEARCHERS_GROUP
-from apps.monitoring.audit import record
+from apps.accounts.roles import OPERATOR_APP_LABELS, OPERATORS_GROUP, RESEARCHERS_GROUP, ensure_groups
+from apps.audit import services as audit
 from crucible.middleware import current_request
 
 log = logging.getLogger(__name__)
@@ -43,29 +44,36 @@ def _actor(request):
 
 @receiver(user_logged_in, dispatch_uid="accounts_audit_login")
 def audit_login(sender, request, user, **kwargs):
-    record("auth.login", actor=user, target=f"user:{user.pk}", request=request)
+    audit.record("auth.login", actor=user, target=f"user:{user.pk}", request=request)
 
 
 @receiver(user_login_failed, dispatch_uid="accounts_audit_login_failed")
 def audit_login_failed(sender, credentials, request=None, **kwargs):
     # Django has already masked the password in ``credentials``; keep only the name that was tried.
     tried = credentials.get("username") or credentials.get("email") or credentials.get("login") or ""
-    record("auth.login_failed", target=f"login:{str(tried)[:150]}", request=_request(request))
+    audit.record("auth.login_failed", target=f"login:{str(tried)[:150]}", request=_request(request))
 
 
 @receiver(user_logged_out, dispatch_uid="accounts_audit_logout")
 def audit_logout(sender, request, user, **kwargs):
     if user is not None:
-        record("auth.logout", actor=user, target=f"user:{user.pk}", request=request)
+        audit.record("auth.logout", actor=user, target=f"user:{user.pk}", request=request)
 
 
 @receiver(user_signed_up, dispatch_uid="accounts_signed_up")
 def signed_up(sender, request, user, **kwargs):
     join_group(user, RESEARCHERS_GROUP)  # already done on creation; kept for users created before the group
-    record("account.signup", actor=user, target=f"user:{user.pk}", request=request)
+    audit.record("account.signup", actor=user, target=f"user:{user.pk}", request=request)
 
 
 # --- Roles ----------------------------------------------------------------------------------
+
+
+@receiver(post_migrate, dispatch_uid="accounts_sync_operator_permissions")
+def grant_operator_permissions(sender, **kwargs):
+    """Each app's permissions are created in its own post_migrate; give Operators theirs right after."""
+    if sender.label in OPERATOR_APP_LABELS:
+        ensure_groups()
 
 
 def join_group(user, name: str) -> None:
@@ -117,7 +125,7 @@ def roles_on_save(sender, instance, created, raw=False, **kwargs):
             join_group(instance, OPERATORS_GROUP)
         if instance.is_staff or instance.is_superuser:
             request = current_request()
-            record(
+            audit.record(
                 "role.created_privileged",
                 actor=_actor(request),
                 target=f"user:{instance.pk}",
@@ -132,7 +140,7 @@ def roles_on_save(sender, instance, created, raw=False, **kwargs):
         return
     request = current_request()
     for field, (old, new) in changes.items():
-        record(
+        audit.record(
             f"role.{field}_{'granted' if new else 'revoked'}",
             actor=_actor(request),
             target=f"user:{instance.pk}",
@@ -169,7 +177,7 @@ def audit_group_membership(sender, instance, action, reverse, model, pk_set, **k
         verb = "added" if action == "post_add" else "removed"
     request = current_request()
     for user, group in pairs:
-        record(
+        audit.record(
             f"role.group_{verb}",
             actor=_actor(request),
             target=f"user:{user.pk}",

@@ -1,3 +1,5 @@
+"""The personal API token pages, mounted at /api-tokens/ (see crucible/urls.py)."""
+
 from django.urls import path
 
 from apps.accounts import views
@@ -5,6 +7,6 @@ from apps.accounts import views
 app_name = "accounts"
 
 urlpatterns = [
-    path("tokens/", views.tokens, name="tokens"),
-    path("tokens/<int:pk>/revoke/", views.revoke, name="token-revoke"),
+    path("", views.tokens, name="tokens"),
+    path("<int:pk>/revoke/", views.revoke, name="token-revoke"),
 ]

@@ -1,9 +1,10 @@
-"""Personal API token pages: list and create on one page, the key shown once, revoke after confirming."""
+"""Personal API token pages (/api-tokens/): list and create on one page, the key shown once, revoke after confirming."""
 
 from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.http import HttpResponsePermanentRedirect
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods
@@ -46,3 +47,13 @@ def revoke(request, pk: int):
             messages.info(request, f"Token “{token.name}” was already revoked.")
         return redirect("accounts:tokens")
     return render(request, "accounts/token_revoke.html", {"token": token})
+
+
+TOKENS_PATH = "/api-tokens/"
+
+
+def moved_to_api_tokens(request, rest: str = ""):
+    """301 from /account/tokens/… (one letter from allauth's /accounts/, easy to confuse) to /api-tokens/…,
+    so bookmarks and links printed by older clients keep working."""
+    query = request.META.get("QUERY_STRING", "")
+    return HttpResponsePermanentRedirect(TOKENS_PATH + rest + (f"?{query}" if query else ""))

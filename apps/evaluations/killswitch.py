@@ -14,9 +14,9 @@ import logging
 import django_rq
 from rq.suspension import is_suspended, resume, suspend
 
+from apps.audit import services as audit
 from apps.evaluations import services
 from apps.evaluations.models import Evaluation, Status
-from apps.monitoring import audit
 
 log = logging.getLogger(__name__)
 

@@ -1,72 +1,161 @@
-"""The only code that talks to the channel layer. Typed payloads, one group per evaluation.
+"""The only code that talks to the channel layer, and the one place WebSocket messages are built.
 
-Messages sent to the group carry ``type: "evaluation.event"`` and an ``event`` dict that is
-exactly what the WebSocket consumer forwards to clients (see the contract in architecture.md).
+Every message a client receives is one of the ``TypedDict``s below, made by its builder; the
+consumers use the same builders for what they send themselves (replayed chunks, the final ``end``,
+the operators' alert count), so a message has one shape wherever it comes from.
 
-Alerts also go to one group for all operators (``OPERATORS_GROUP``, ``WS /ws/alerts/``), as
+Messages sent to an evaluation's group carry ``type: "evaluation.event"`` and an ``event`` that is
+exactly what the consumer forwards to clients (see the contract in architecture.md). Alerts also go
+to one group for all operators (``OPERATORS_GROUP``, ``WS /ws/alerts/``), as
 ``type: "operator.alert"`` with the alert (evaluation id included) in ``alert``.
 """
 
 from __future__ import annotations
 
 import logging
+from typing import Literal, TypedDict
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.db import transaction
+
+from apps.monitoring.models import AlertPayload, SamplePayload
 
 log = logging.getLogger(__name__)
 
 OPERATORS_GROUP = "operators.alerts"
 
 
+# --- What clients receive --------------------------------------------------------------------
+
+
+class StatusMessage(TypedDict):
+    type: Literal["status"]
+    status: str
+
+
+class LogMessage(TypedDict):
+    type: Literal["log"]
+    seq: int
+    stream: str
+    data: str
+
+
+class EndMessage(TypedDict):
+    type: Literal["end"]
+    status: str
+    exit_code: int | None
+
+
+class AlertMessage(AlertPayload):
+    type: Literal["alert"]
+
+
+class SampleMessage(SamplePayload):
+    type: Literal["sample"]
+
+
+class OperatorAlertMessage(AlertMessage):
+    """An alert on the operators' stream, with the count of alerts nobody has acknowledged yet."""
+
+    unacknowledged: int
+
+
+class AlertCountMessage(TypedDict):
+    """The first message on the operators' stream."""
+
+    type: Literal["alerts"]
+    unacknowledged: int
+
+
+EvaluationMessage = StatusMessage | LogMessage | EndMessage | AlertMessage | SampleMessage
+
+
+def status_message(status: str) -> StatusMessage:
+    return {"type": "status", "status": status}
+
+
+def log_message(seq: int, stream: str, text: str) -> LogMessage:
+    return {"type": "log", "seq": seq, "stream": stream, "data": text}
+
+
+def end_message(status: str, exit_code: int | None) -> EndMessage:
+    return {"type": "end", "status": status, "exit_code": exit_code}
+
+
+def alert_message(alert: AlertPayload) -> AlertMessage:
+    return {"type": "alert", **alert}
+
+
+def sample_message(sample: SamplePayload) -> SampleMessage:
+    return {"type": "sample", **sample}
+
+
+def operator_alert_message(alert: AlertPayload, unacknowledged: int) -> OperatorAlertMessage:
+    return {**alert_message(alert), "unacknowledged": unacknowledged}
+
+
+def alert_count_message(unacknowledged: int) -> AlertCountMessage:
+    return {"type": "alerts", "unacknowledged": unacknowledged}
+
+
+# --- What goes through the channel layer -------------------------------------------------------
+
+
+class EvaluationEvent(TypedDict):
+    """To an evaluation's group; handled by ``EvaluationConsumer.evaluation_event``."""
+
+    type: Literal["evaluation.event"]
+    event: EvaluationMessage
+
+
+class OperatorAlertEvent(TypedDict):
+    """To the operators' group; handled by ``OperatorAlertsConsumer.operator_alert``."""
+
+    type: Literal["operator.alert"]
+    alert: AlertPayload
+
+
 def group_name(evaluation_id) -> str:
     return f"evaluation.{evaluation_id}"
 
 
-def _send(evaluation_id, event: dict) -> None:
+def _group_send(group: str, message: EvaluationEvent | OperatorAlertEvent, what: str) -> None:
     layer = get_channel_layer()
     if layer is None:
         return
     try:
-        async_to_sync(layer.group_send)(group_name(evaluation_id), {"type": "evaluation.event", "event": event})
+        async_to_sync(layer.group_send)(group, message)
     except Exception:
         # Live delivery is best effort: the row and chunks in PostgreSQL are the record, and a
         # client that reconnects replays from them. Never fail a run because Redis hiccupped.
-        log.warning("could not publish %s for %s", event.get("type"), evaluation_id, exc_info=True)
+        log.warning("could not publish %s to %s", what, group, exc_info=True)
+
+
+def _send(evaluation_id, event: EvaluationMessage) -> None:
+    _group_send(group_name(evaluation_id), {"type": "evaluation.event", "event": event}, event["type"])
 
 
 def publish_status(evaluation) -> None:
-    _send(evaluation.pk, {"type": "status", "status": evaluation.status})
+    _send(evaluation.pk, status_message(evaluation.status))
 
 
 def publish_log(evaluation_id, seq: int, stream: str, text: str) -> None:
-    _send(evaluation_id, {"type": "log", "seq": seq, "stream": stream, "data": text})
+    _send(evaluation_id, log_message(seq, stream, text))
 
 
 def publish_end(evaluation) -> None:
-    _send(evaluation.pk, {"type": "status", "status": evaluation.status})
-    _send(evaluation.pk, {"type": "end", "status": evaluation.status, "exit_code": evaluation.exit_code})
+    _send(evaluation.pk, status_message(evaluation.status))
+    _send(evaluation.pk, end_message(evaluation.status, evaluation.exit_code))
 
 
-def publish_alert(evaluation_id, alert: dict) -> None:
-    _send(evaluation_id, {"type": "alert", **alert})
-    message = {"type": "operator.alert", "alert": {**alert, "evaluation_id": str(evaluation_id)}}
+def publish_alert(evaluation_id, alert: AlertPayload) -> None:
+    _send(evaluation_id, alert_message(alert))
+    message: OperatorAlertEvent = {"type": "operator.alert", "alert": {**alert, "evaluation_id": str(evaluation_id)}}
     # The operators' consumer sends the unacknowledged count with each alert, read from the
     # database: publish once the alert row is committed (at once outside a transaction).
-    transaction.on_commit(lambda: _send_operators(message))
+    transaction.on_commit(lambda: _group_send(OPERATORS_GROUP, message, "an alert"))
 
 
-def _send_operators(message: dict) -> None:
-    layer = get_channel_layer()
-    if layer is None:
-        return
-    try:
-        async_to_sync(layer.group_send)(OPERATORS_GROUP, message)
-    except Exception:
-        log.warning("could not publish an alert to operators", exc_info=True)
-
-
-def publish_sample(evaluation_id, sample: dict) -> None:
-    """A resource sample (``at``, ``cpu_percent``, ``memory_bytes``, ``pids``, ``output_bytes_per_s``)."""
-    _send(evaluation_id, {"type": "sample", **sample})
+def publish_sample(evaluation_id, sample: SamplePayload) -> None:
+    _send(evaluation_id, sample_message(sample))

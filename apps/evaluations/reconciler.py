@@ -24,10 +24,10 @@ from django.conf import settings
 from django.utils import timezone
 from rq.job import Job, JobStatus
 
+from apps.audit import services as audit
 from apps.evaluations import retries, services
 from apps.evaluations.models import Evaluation, Reason, Status
 from apps.evaluations.retries import RetryDecision
-from apps.monitoring import audit
 from apps.sandboxing import containers, engine
 
 log = logging.getLogger(__name__)

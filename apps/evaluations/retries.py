@@ -17,9 +17,9 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Max
 
+from apps.audit import services as audit
 from apps.evaluations import publisher
 from apps.evaluations.models import STATUS_FOR_CONTROL, Control, Evaluation, OutputChunk, Reason, Status
-from apps.monitoring import audit
 
 log = logging.getLogger(__name__)
 

@@ -9,12 +9,14 @@ import logging
 import django_rq
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from rq.job import Job
 
 from apps.accounts import quotas
+from apps.audit import services as audit
 from apps.evaluations import publisher
 from apps.evaluations.models import Control, Evaluation, Status
 from apps.evaluations.validation import Maxima, Submission, SubmissionInvalid, parse_submission
-from apps.monitoring import alerts, audit
+from apps.monitoring import alerts
 
 log = logging.getLogger(__name__)
 
@@ -177,8 +179,6 @@ def stop(evaluation: Evaluation, *, actor=None, request=None, control: Control =
 def _drop_job(evaluation: Evaluation) -> None:
     """Best effort: take the job off its queue (the job would do nothing anyway: the row is terminal)."""
     try:
-        from rq.job import Job
-
         Job.fetch(job_id(evaluation.pk), connection=django_rq.get_connection(evaluation.queue_name)).cancel()
     except Exception:
         log.debug("no queued job to drop for %s", evaluation.pk, exc_info=True)

@@ -10,17 +10,25 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
+import django_rq
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
+from django.utils.module_loading import import_string
+from rq import Retry
+from rq.suspension import is_suspended
 
-from apps.monitoring import audit
+from apps.audit import services as audit
 from apps.monitoring.models import Alert, RuleAction, Severity
 
 log = logging.getLogger(__name__)
 
-NOTIFY_QUEUE = "high"
+
+def notify_queue() -> str:
+    """Alerts are delivered from the most urgent queue (``RQ_QUEUES`` lists them by priority)."""
+    return next(iter(settings.RQ_QUEUES))
 
 
 def raise_alert(
@@ -83,11 +91,7 @@ def notify(alert_id: int) -> None:
     if not jobs:
         return
     try:
-        import django_rq
-        from rq import Retry
-        from rq.suspension import is_suspended
-
-        queue = django_rq.get_queue(NOTIFY_QUEUE)
+        queue = django_rq.get_queue(notify_queue())
         if is_suspended(queue.connection):
             threading.Thread(target=_deliver_in_thread, args=(jobs, alert_id), daemon=True).start()
             return
@@ -99,11 +103,6 @@ def notify(alert_id: int) -> None:
 
 
 def _deliver_in_thread(jobs: list[str], alert_id: int) -> None:
-    import time
-
-    from django.db import connection
-    from django.utils.module_loading import import_string
-
     try:
         for job in jobs:
             for attempt in range(settings.ALERT_NOTIFY_RETRIES + 1):

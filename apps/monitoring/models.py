@@ -1,44 +1,44 @@
-"""Audit trail: one append-only row per security-relevant action."""
+"""What monitoring keeps about runs: resource samples, platform timings, safety rules and the alerts they raise."""
 
 from __future__ import annotations
 
+import re
+from typing import TypedDict
+
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
 
 
-class AuditEvent(models.Model):
-    """Who did what, to what, when, from where. The application only ever inserts these rows."""
+class SamplePayload(TypedDict):
+    """A resource sample as the WebSocket, the samples API and the resource graph see it."""
 
-    created_at = models.DateTimeField(default=timezone.now, db_index=True, editable=False)
-    actor = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+", editable=False
-    )
-    actor_name = models.CharField(max_length=150, blank=True, editable=False)  # kept if the user is deleted
-    action = models.CharField(max_length=64, db_index=True, editable=False)
-    target = models.CharField(max_length=200, blank=True, db_index=True, editable=False)
-    source_ip = models.GenericIPAddressField(null=True, blank=True, editable=False)
-    details = models.JSONField(default=dict, blank=True, editable=False)
+    at: str
+    cpu_percent: float
+    memory_bytes: int
+    pids: int
+    output_bytes_per_s: float
 
-    class Meta:
-        ordering = ["-created_at"]
-        indexes = [models.Index(fields=["actor", "-created_at"])]
 
-    def __str__(self) -> str:
-        return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.actor_name or 'system'} {self.action} {self.target}"
+class AlertPayload(TypedDict):
+    """An alert as the WebSockets and the webhook see it (text only: evidence came from the sandbox)."""
 
-    def save(self, *args, **kwargs):
-        if self.pk is not None:
-            raise ValueError("audit events are append-only")
-        super().save(*args, **kwargs)
-
-    def delete(self, *args, **kwargs):
-        raise ValueError("audit events are append-only")
+    id: int
+    rule: str
+    kind: str
+    severity: str
+    action: str
+    message: str
+    evidence: str
+    evaluation_id: str | None
+    created_at: str
 
 
 # --- Resource samples ----------------------------------------------------------------------
-# Evaluations are referenced by UUID, not by foreign key: evaluations depends on monitoring, never
-# the other way round, and samples/alerts must be writable from the worker's run loop cheaply.
+# Evaluations are referenced by UUID, not by foreign key: monitoring sits below evaluations and
+# knows nothing of it (evaluations imports monitoring, never the other way round), and samples
+# and alerts must be cheap to write from the worker's run loop.
 
 
 class ResourceSample(models.Model):
@@ -58,7 +58,7 @@ class ResourceSample(models.Model):
     def __str__(self) -> str:
         return f"{self.evaluation_id} @ {self.at:%H:%M:%S}"
 
-    def as_message(self) -> dict:
+    def as_message(self) -> SamplePayload:
         """The WebSocket/JSON shape of a sample (also what the resource graph reads)."""
         return {
             "at": self.at.isoformat(),
@@ -124,10 +124,6 @@ class SafetyRule(models.Model):
         return self.name
 
     def clean(self):
-        import re
-
-        from django.core.exceptions import ValidationError
-
         if self.kind == RuleKind.OUTPUT_PATTERN:
             if not self.pattern:
                 raise ValidationError({"pattern": "An output_pattern rule needs a pattern."})
@@ -182,7 +178,7 @@ class Alert(models.Model):
     def acknowledged(self) -> bool:
         return self.acknowledged_at is not None
 
-    def as_message(self) -> dict:
+    def as_message(self) -> AlertPayload:
         """What goes out on the WebSocket and to the webhook (text only: evidence came from the sandbox)."""
         return {
             "id": self.pk,

@@ -8,10 +8,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _run(env: dict, code: str) -> subprocess.CompletedProcess:
+def _run(env: dict, code: str, *argv: str) -> subprocess.CompletedProcess:
+    """``code`` in a fresh interpreter with this process's environment plus ``env`` (no data/local.env)."""
     clean = {k: v for k, v in os.environ.items() if k not in ("SECRET_KEY", "CRUCIBLE_ENV", "DEBUG")}
-    clean.update(env, DJANGO_SETTINGS_MODULE="crucible.settings", CRUCIBLE_DATA_DIR="/nonexistent-crucible-data")
-    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=clean, capture_output=True, text=True)
+    clean.update({"DJANGO_SETTINGS_MODULE": "crucible.settings", "CRUCIBLE_DATA_DIR": "/nonexistent-crucible-data"})
+    clean.update(env)
+    return subprocess.run([sys.executable, "-c", code, *argv], cwd=ROOT, env=clean, capture_output=True, text=True)
 
 
 def test_production_without_a_secret_key_refuses_to_start():

@@ -27,7 +27,7 @@
   };
 
   var log = document.getElementById("log");
-  if (!log || !window.WebSocket) return;
+  if (!log || !window.WebSocket || !window.Crucible) return;
 
   var connectionEl = document.getElementById("log-connection");
   var followBox = document.getElementById("log-follow");
@@ -40,7 +40,6 @@
   var lastSeq = 0;
   var status = log.getAttribute("data-status");
   var ended = false;
-  var retries = 0;
   var pending = [];
   var frameRequested = false;
   var follow = true;
@@ -226,32 +225,20 @@
   }
 
   function connect() {
-    var scheme = window.location.protocol === "https:" ? "wss://" : "ws://";
-    var url = scheme + window.location.host + log.getAttribute("data-ws-path") + "?after=" + lastSeq;
-    var socket = new WebSocket(url);
-    socket.addEventListener("open", function () {
-      retries = 0;
-      setConnection("Live");
-    });
-    socket.addEventListener("message", function (event) {
-      var message;
-      try {
-        message = JSON.parse(event.data);
-      } catch (e) {
-        return;
-      }
-      handle(message);
-    });
-    socket.addEventListener("close", function (event) {
-      if (ended) return;
-      if (CLOSE_REASONS[event.code]) {
-        setConnection(CLOSE_REASONS[event.code]);
-        return;
-      }
-      retries++;
-      var delay = Math.min(5000, 200 * Math.pow(2, retries));
-      setConnection("Connection lost; reconnecting…");
-      window.setTimeout(connect, delay);
+    window.Crucible.connectLive({
+      path: function () { return log.getAttribute("data-ws-path") + "?after=" + lastSeq; },
+      onOpen: function () { setConnection("Live"); },
+      onMessage: handle,
+      onClose: function (event) {
+        if (ended) return false;
+        if (CLOSE_REASONS[event.code]) {
+          setConnection(CLOSE_REASONS[event.code]);
+          return false;
+        }
+        return true;
+      },
+      onRetry: function () { setConnection("Connection lost; reconnecting…"); },
+      delay: function (retries) { return Math.min(5000, 200 * Math.pow(2, retries)); }
     });
   }
 

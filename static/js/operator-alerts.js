@@ -12,7 +12,7 @@
 
   var root = document.getElementById("operator-alerts");
   var toasts = document.getElementById("alert-toasts");
-  if (!root || !toasts || !window.WebSocket) return;
+  if (!root || !toasts || !window.WebSocket || !window.Crucible) return;
 
   var wsPath = root.getAttribute("data-ws-path");
   var alertsUrl = root.getAttribute("data-alerts-url");
@@ -22,7 +22,6 @@
   var MAX_TOASTS = 3;
   var TOAST_MS = 20000;
   var FINAL_CLOSES = { 4401: true, 4403: true }; // signed out or not an operator: do not retry
-  var retries = 0;
 
   function setCount(n) {
     n = Math.max(0, parseInt(n, 10) || 0);
@@ -126,23 +125,14 @@
   }
 
   function connect() {
-    var scheme = window.location.protocol === "https:" ? "wss://" : "ws://";
-    var socket = new WebSocket(scheme + window.location.host + wsPath);
-    socket.addEventListener("open", function () { retries = 0; });
-    socket.addEventListener("message", function (event) {
-      var message;
-      try {
-        message = JSON.parse(event.data);
-      } catch (e) {
-        return;
+    window.Crucible.connectLive({
+      path: function () { return wsPath; },
+      onMessage: handle,
+      onClose: function (event) { return !FINAL_CLOSES[event.code]; },
+      delay: function (retries) {
+        var delay = Math.min(30000, 500 * Math.pow(2, Math.min(retries, 6)));
+        return delay / 2 + Math.random() * delay / 2;
       }
-      handle(message);
-    });
-    socket.addEventListener("close", function (event) {
-      if (FINAL_CLOSES[event.code]) return;
-      retries++;
-      var delay = Math.min(30000, 500 * Math.pow(2, Math.min(retries, 6)));
-      window.setTimeout(connect, delay / 2 + Math.random() * delay / 2);
     });
   }
 

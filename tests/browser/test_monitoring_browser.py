@@ -22,6 +22,7 @@ from apps.monitoring.alerts import raise_alert
 from apps.monitoring.models import SafetyRule
 from apps.monitoring.rules import ensure_default_rules
 from tests.browser import chromium
+from tests.browser.watch import SocketWatch, poll
 
 pytestmark = [pytest.mark.browser, pytest.mark.docker, pytest.mark.django_db(transaction=True)]
 
@@ -151,9 +152,11 @@ def publish_beside_playwright(evaluation_id, message: dict) -> None:
 
 def test_an_alert_raises_the_header_badge_live_and_shows_a_text_only_toast(olivia_page, olivia):
     page = olivia_page
+    alert_sockets = SocketWatch.on(page, "/ws/alerts/")
     page.goto(f"{page.base}/")
     expect(page.locator("#alert-badge")).to_have_count(0)
-    page.wait_for_timeout(500)  # let the alerts socket connect (it sends the count first)
+    # The alerts socket is connected once it has sent its first message (the count).
+    poll(page, alert_sockets.received_any, what="the alerts socket's first message")
     evaluation = make_evaluation(olivia)
     hostile = '<img src=x id="pwned">'
     alert = raise_alert(

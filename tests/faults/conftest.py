@@ -1,4 +1,4 @@
-"""Fixtures of the fault-injection suite: private services and a stack (see tests/faults/stack.py)."""
+"""Fixtures of the fault-injection suite: private services and a stack (see tests/stack.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.stack import Stack, running_private_services, wait_until
+from tests.stack import PrivateStack, running_private_services, wait_until
 
 SYSTEM_DOCKER = "unix:///var/run/docker.sock"
 
@@ -37,7 +37,7 @@ def private_services(fault_base):
 def stack(private_services, fault_base):
     """web + 2 workers + the reconciler on the private services and the system Docker engine."""
     db, redis = private_services
-    stack = Stack(fault_base / "stack", db, redis, SYSTEM_DOCKER, workers=2)
+    stack = PrivateStack(fault_base / "stack", db, redis, SYSTEM_DOCKER, workers=2)
     stack.prepare()
     stack.start()
     try:

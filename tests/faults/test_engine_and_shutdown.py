@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.stack import ROOT, PrivateDocker, Stack, running_private_services, wait_until
 from tests.faults.test_faults import EXPECTED, STREAMER, check_output, no_containers_left, wait_streaming
+from tests.stack import ROOT, PrivateDocker, PrivateStack, running_private_services, wait_until
 
 pytestmark = pytest.mark.faults
 
@@ -40,7 +40,7 @@ def own_services():
 
 @pytest.fixture
 def private_docker(tmp_path):
-    engine = PrivateDocker(tmp_path)
+    engine = PrivateDocker()
     try:
         engine.start()
         engine.load_image("crucible-sandbox:latest")
@@ -51,7 +51,7 @@ def private_docker(tmp_path):
 
 def test_the_docker_engine_restarted_while_containers_run(own_services, private_docker, tmp_path):
     db, redis = own_services
-    stack = Stack(tmp_path / "stack", db, redis, private_docker.host, workers=2)
+    stack = PrivateStack(tmp_path / "stack", db, redis, private_docker.host, workers=2)
     stack.prepare()
     stack.start()
     try:
@@ -76,7 +76,7 @@ def test_the_docker_engine_restarted_while_containers_run(own_services, private_
         stack.remove_containers()
 
 
-def _procfile_for(stack: Stack, path) -> None:
+def _procfile_for(stack: PrivateStack, path) -> None:
     """The real Procfile, with the web port moved off 8000 (a developer's ``make run`` may hold it)."""
     text = (ROOT / "Procfile").read_text()
     text = re.sub(r"-p 8000\b", f"-p {stack.port}", text)
@@ -84,8 +84,8 @@ def _procfile_for(stack: Stack, path) -> None:
     path.write_text(text)
 
 
-def _honcho(stack: Stack, procfile, log_name: str) -> subprocess.Popen:
-    log = open(stack.logs / log_name, "ab")  # noqa: SIM115
+def _honcho(stack: PrivateStack, procfile, log_name: str) -> subprocess.Popen:
+    log = open(stack.log_dir / log_name, "ab")  # noqa: SIM115
     process = subprocess.Popen(
         [str(ROOT / ".venv/bin/honcho"), "start", "-f", str(procfile), "-d", str(ROOT)],
         cwd=ROOT,
@@ -124,14 +124,14 @@ def _alive(pid: int) -> bool:
 
 def test_make_run_stopped_with_ctrl_c_and_started_again_leaves_nothing_stuck(own_services, tmp_path):
     db, redis = own_services
-    stack = Stack(tmp_path / "stack", db, redis, SYSTEM_DOCKER)
+    stack = PrivateStack(tmp_path / "stack", db, redis, SYSTEM_DOCKER)
     stack.prepare()
     procfile = tmp_path / "Procfile"
     _procfile_for(stack, procfile)
     honcho = _honcho(stack, procfile, "honcho-1.log")
     processes = set()
     try:
-        wait_until(stack._web_up, 60, interval=0.3, what="web")
+        wait_until(stack.web_up, 60, interval=0.3, what="web")
         eid = stack.submit(STREAMER)
         wait_streaming(stack, eid)
         processes = _descendants(honcho.pid)  # web, workers, their horses, the reconciler
@@ -148,7 +148,7 @@ def test_make_run_stopped_with_ctrl_c_and_started_again_leaves_nothing_stuck(own
         assert not stack.containers()
 
         honcho = _honcho(stack, procfile, "honcho-2.log")
-        wait_until(stack._web_up, 60, interval=0.3, what="web again")
+        wait_until(stack.web_up, 60, interval=0.3, what="web again")
         row = stack.wait_terminal(eid, 60)  # the reconciler's start-up pass enqueued it again
         assert (row["status"], row["attempts"]) == ("succeeded", 2), row
         check_output(stack, eid, attempts=2)

@@ -1,7 +1,7 @@
 """Fault injection: every accepted evaluation reaches exactly one correct terminal status, its output is
 complete up to the fault (seq 1..N contiguous, nothing twice) and no container is left behind.
 
-Each test breaks one thing in a private stack (tests/faults/stack.py) while evaluations run.
+Each test breaks one thing in a private stack (tests/stack.py) while evaluations run.
 Settings of the stack: RECONCILE_INTERVAL_S=2, WORKER_LOST_AFTER_S=6, WORKER_HEARTBEAT_S=1,
 EVALUATION_MAX_ATTEMPTS=2 (a platform fault is retried once).
 """
@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from tests.faults.stack import wait_until
+from tests.stack import wait_until
 
 pytestmark = pytest.mark.faults
 

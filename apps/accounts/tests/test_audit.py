@@ -4,7 +4,7 @@ import pytest
 from django.contrib.auth.models import Group
 
 from apps.accounts.services import create_token, revoke_token
-from apps.monitoring.models import AuditEvent
+from apps.audit.models import AuditEvent
 
 pytestmark = pytest.mark.django_db
 
@@ -34,7 +34,7 @@ def test_revoking_twice_records_once(alice):
 
 def test_token_pages_record_the_source_address(client, alice):
     client.force_login(alice)
-    client.post("/account/tokens/", {"name": "ci"}, REMOTE_ADDR="192.0.2.7")
+    client.post("/api-tokens/", {"name": "ci"}, REMOTE_ADDR="192.0.2.7")
     assert events("token.created").get().source_ip == "192.0.2.7"
 
 
@@ -104,15 +104,15 @@ def test_a_change_made_in_the_admin_names_the_operator(client, olivia, bob):
 def test_the_audit_admin_is_read_only_and_searchable(client, olivia, alice):
     create_token(alice, "laptop")
     client.force_login(olivia)
-    listing = client.get("/admin/monitoring/auditevent/", {"q": "token.created"})
+    listing = client.get("/admin/audit/auditevent/", {"q": "token.created"})
     assert listing.status_code == 200
     assert "token.created" in listing.content.decode()
     event = events("token.created").get()
-    assert client.get("/admin/monitoring/auditevent/add/").status_code == 403
-    detail = client.get(f"/admin/monitoring/auditevent/{event.pk}/change/")
+    assert client.get("/admin/audit/auditevent/add/").status_code == 403
+    detail = client.get(f"/admin/audit/auditevent/{event.pk}/change/")
     assert detail.status_code == 200  # view permission: a read-only page
     assert 'name="_save"' not in detail.content.decode()
-    assert client.post(f"/admin/monitoring/auditevent/{event.pk}/delete/").status_code == 403
+    assert client.post(f"/admin/audit/auditevent/{event.pk}/delete/").status_code == 403
 
 
 def test_the_token_admin_never_shows_the_hash_and_can_revoke(client, olivia, alice):

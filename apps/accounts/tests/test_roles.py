@@ -49,13 +49,13 @@ def test_operators_get_the_admin_permissions_of_existing_apps(olivia):
     codenames = set(operators.permissions.values_list("content_type__app_label", "codename"))
     assert ("accounts", "change_quota") in codenames
     assert ("accounts", "view_apitoken") in codenames
-    assert ("monitoring", "view_auditevent") in codenames
+    assert ("audit", "view_auditevent") in codenames
     assert ("auth", "view_user") in codenames
     assert ("auth", "change_user") not in codenames  # no self-promotion to superuser
     olivia.refresh_from_db()
     assert olivia.has_perm("accounts.add_quota")
-    assert olivia.has_perm("monitoring.view_auditevent")
-    assert not olivia.has_perm("monitoring.change_auditevent")
+    assert olivia.has_perm("audit.view_auditevent")
+    assert not olivia.has_perm("audit.change_auditevent")
 
 
 def test_ensure_groups_is_idempotent():
@@ -69,6 +69,6 @@ def test_an_operator_can_open_the_admin_and_a_researcher_cannot(client, olivia, 
     client.force_login(olivia)
     assert client.get("/admin/").status_code == 200
     assert client.get("/admin/accounts/quota/").status_code == 200
-    assert client.get("/admin/monitoring/auditevent/").status_code == 200
+    assert client.get("/admin/audit/auditevent/").status_code == 200
     client.force_login(alice)
     assert client.get("/admin/").status_code == 302

@@ -6,6 +6,8 @@ import sys
 
 import pytest
 
+from apps.accounts.models import ApiToken
+
 pytestmark = pytest.mark.django_db
 
 
@@ -63,7 +65,7 @@ def test_no_hsts_over_plain_http(client):
 
 def test_pages_carry_no_inline_script_or_style(client, alice):
     client.force_login(alice)
-    for url in ("/account/tokens/", "/accounts/email/", "/accounts/password/change/"):
+    for url in ("/api-tokens/", "/accounts/email/", "/accounts/password/change/"):
         html = client.get(url).content.decode()
         assert "<style" not in html
         assert " style=" not in html
@@ -125,15 +127,27 @@ def test_an_unknown_host_is_a_400_not_a_500(client):
     assert "Content-Security-Policy" in response
 
 
-def test_a_too_large_form_body_is_a_400_not_a_500(client, alice, settings):
+def test_a_too_large_form_body_is_a_413_that_says_so(client, alice, settings):
     settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1024
     client.force_login(alice)
-    response = client.post("/account/tokens/", {"name": "x" * 5000})
-    assert response.status_code == 400
+    response = client.post("/api-tokens/", {"name": "x" * 5000})
+    assert response.status_code == 413
+    page = response.content.decode()
+    assert "Request too large" in page and "1.0\xa0KB" in page
+    assert "Content-Security-Policy" in response
+    assert not ApiToken.objects.filter(user=alice).exists()
+
+
+def test_a_too_large_form_body_to_the_api_is_a_413_in_json(client, olivia, settings):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1024
+    client.force_login(olivia)
+    response = client.post("/api/v1/killswitch/", {"engaged": "x" * 5000})
+    assert response.status_code == 413
+    assert response.json()["detail"] == "Request body too large."
 
 
 @pytest.mark.parametrize(
-    "url", ["/admin/", "/admin/accounts/quota/add/", "/admin/accounts/apitoken/", "/admin/monitoring/auditevent/"]
+    "url", ["/admin/", "/admin/accounts/quota/add/", "/admin/accounts/apitoken/", "/admin/audit/auditevent/"]
 )
 def test_admin_pages_need_no_inline_script(client, olivia, url):
     import re

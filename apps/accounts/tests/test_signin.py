@@ -1,10 +1,18 @@
 """Sign-up, sign-in, sign-out through allauth's pages; failed sign-ins are audited and throttled."""
 
+import os
+import subprocess
+import sys
+from urllib.parse import urlparse, urlunparse
+
 import pytest
 from django.contrib.auth import get_user_model
 from django.core import mail
+from django.core.exceptions import ImproperlyConfigured
+from django.db import connection
 
-from apps.monitoring.models import AuditEvent
+from apps.audit.models import AuditEvent
+from crucible.social import social_providers
 
 pytestmark = pytest.mark.django_db
 
@@ -119,9 +127,7 @@ def test_password_reset_sends_mail(client, alice):
     assert mail.outbox[0].subject.startswith("[Crucible]")
 
 
-def test_the_sign_in_page_lists_only_configured_providers():
-    from apps.accounts.social import social_providers
-
+def test_providers_are_installed_only_when_configured():
     assert social_providers({}) == ([], {})
     apps, providers = social_providers({"GITHUB_CLIENT_ID": "id", "GITHUB_CLIENT_SECRET": "secret"})
     assert apps == ["allauth.socialaccount.providers.github"]
@@ -129,25 +135,21 @@ def test_the_sign_in_page_lists_only_configured_providers():
 
 
 def test_a_half_configured_provider_fails_loudly():
-    from django.core.exceptions import ImproperlyConfigured
-
-    from apps.accounts.social import social_providers
-
     with pytest.raises(ImproperlyConfigured, match="GITHUB_CLIENT_SECRET"):
         social_providers({"GITHUB_CLIENT_ID": "id"})
     with pytest.raises(ImproperlyConfigured, match="OIDC_SERVER_URL"):
         social_providers({"OIDC_CLIENT_ID": "id", "OIDC_CLIENT_SECRET": "s"})
 
 
-def test_a_configured_provider_appears_on_the_sign_in_page(settings):
-    """Run a fresh process with GitHub configured by environment alone, against this test database."""
-    import os
-    import subprocess
-    import sys
-    from urllib.parse import urlparse, urlunparse
+def test_the_sign_in_page_lists_no_provider_when_none_is_configured(client):
+    html = client.get(LOGIN).content.decode()
+    assert "Continue with" not in html
+    assert "/accounts/github/login/" not in html
 
-    from django.db import connection
 
+def test_the_sign_in_page_lists_only_configured_providers(settings):
+    """Run a fresh process with GitHub configured by environment alone, against this test database:
+    the provider apps are chosen when settings load, so only a new process shows a new provider."""
     url = urlparse(settings.DATABASE_URL)._replace(path="/" + connection.settings_dict["NAME"])
     env = dict(os.environ, GITHUB_CLIENT_ID="gh-client", GITHUB_CLIENT_SECRET="gh-secret")
     env.update(DATABASE_URL=urlunparse(url), DJANGO_SETTINGS_MODULE="crucible.settings", CRUCIBLE_ENV="test")

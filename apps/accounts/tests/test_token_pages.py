@@ -8,21 +8,42 @@ from apps.accounts.services import create_token
 
 pytestmark = pytest.mark.django_db
 
-TOKENS = "/account/tokens/"
+TOKENS = "/api-tokens/"
 
 
 def test_the_url_names():
     assert reverse("accounts:tokens") == TOKENS
-    assert reverse("accounts:token-revoke", args=[7]) == "/account/tokens/7/revoke/"
+    assert reverse("accounts:token-revoke", args=[7]) == "/api-tokens/7/revoke/"
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ("/account/tokens/", "/api-tokens/"),
+        ("/account/tokens/7/revoke/", "/api-tokens/7/revoke/"),
+        ("/account/tokens/?page=2", "/api-tokens/?page=2"),
+    ],
+)
+def test_the_old_token_urls_redirect_for_good(client, old, new):
+    response = client.get(old)
+    assert response.status_code == 301
+    assert response["Location"] == new
+
+
+def test_the_old_url_leads_a_signed_in_user_to_the_tokens_page(client, alice):
+    client.force_login(alice)
+    response = client.get("/account/tokens/", follow=True)
+    assert response.redirect_chain == [("/api-tokens/", 301)]
+    assert response.status_code == 200
 
 
 def test_anonymous_is_sent_to_sign_in(client, alice):
     token, _ = create_token(alice, "laptop")
-    for url in (TOKENS, f"/account/tokens/{token.pk}/revoke/"):
+    for url in (TOKENS, f"/api-tokens/{token.pk}/revoke/"):
         response = client.get(url)
         assert response.status_code == 302
         assert response["Location"].startswith("/accounts/login/?next=")
-    response = client.post(f"/account/tokens/{token.pk}/revoke/")
+    response = client.post(f"/api-tokens/{token.pk}/revoke/")
     assert response.status_code == 302
     token.refresh_from_db()
     assert token.is_active
@@ -67,12 +88,12 @@ def test_a_blank_name_is_a_400_with_the_error(client, alice):
 def test_revoking_asks_first_then_revokes(client, alice):
     token, _ = create_token(alice, "laptop")
     client.force_login(alice)
-    confirm = client.get(f"/account/tokens/{token.pk}/revoke/")
+    confirm = client.get(f"/api-tokens/{token.pk}/revoke/")
     assert confirm.status_code == 200
     assert "Revoke token" in confirm.content.decode()
     token.refresh_from_db()
     assert token.is_active
-    response = client.post(f"/account/tokens/{token.pk}/revoke/", follow=True)
+    response = client.post(f"/api-tokens/{token.pk}/revoke/", follow=True)
     assert response.redirect_chain[-1][0] == TOKENS
     assert "revoked" in response.content.decode()
     token.refresh_from_db()
@@ -82,8 +103,8 @@ def test_revoking_asks_first_then_revokes(client, alice):
 def test_another_user_cannot_revoke_someone_elses_token(client, alice, bob):
     token, _ = create_token(alice, "laptop")
     client.force_login(bob)
-    assert client.get(f"/account/tokens/{token.pk}/revoke/").status_code == 404
-    assert client.post(f"/account/tokens/{token.pk}/revoke/").status_code == 404
+    assert client.get(f"/api-tokens/{token.pk}/revoke/").status_code == 404
+    assert client.post(f"/api-tokens/{token.pk}/revoke/").status_code == 404
     token.refresh_from_db()
     assert token.is_active
 
@@ -92,7 +113,7 @@ def test_an_operator_cannot_revoke_through_the_page_either(client, alice, olivia
     # Operators revoke from the admin (audited there); the personal page is personal.
     token, _ = create_token(alice, "laptop")
     client.force_login(olivia)
-    assert client.post(f"/account/tokens/{token.pk}/revoke/").status_code == 404
+    assert client.post(f"/api-tokens/{token.pk}/revoke/").status_code == 404
 
 
 def test_revoke_needs_csrf(alice):
@@ -101,7 +122,7 @@ def test_revoke_needs_csrf(alice):
     token, _ = create_token(alice, "laptop")
     client = Client(enforce_csrf_checks=True)
     client.force_login(alice)
-    response = client.post(f"/account/tokens/{token.pk}/revoke/")
+    response = client.post(f"/api-tokens/{token.pk}/revoke/")
     assert response.status_code == 403
     token.refresh_from_db()
     assert token.is_active

@@ -21,6 +21,7 @@ from apps.evaluations.api.serializers import (
 )
 from apps.evaluations.models import Evaluation, Status
 from apps.evaluations.validation import SubmissionInvalid, SubmissionTooLarge
+from apps.monitoring.models import ResourceSample
 
 LOG_PAGE_CHUNKS = 1000
 
@@ -176,3 +177,32 @@ class ArtifactDownloadView(VisibleEvaluationMixin, APIView):
         response["Content-Security-Policy"] = "default-src 'none'; sandbox"
         response["ETag"] = f'"{artifact.sha256}"'
         return response
+
+
+class EvaluationSamplesView(VisibleEvaluationMixin, APIView):
+    """The stored resource samples of one evaluation, oldest first (what the resource graph draws)."""
+
+    MAX_SAMPLES = 3600
+
+    @extend_schema(
+        responses=inline_serializer(
+            "EvaluationSamples",
+            {
+                "limits": serializers.DictField(child=serializers.FloatField()),
+                "samples": serializers.ListField(child=serializers.DictField()),
+            },
+        )
+    )
+    def get(self, request, pk):
+        evaluation = self.get_evaluation(pk)
+        samples = ResourceSample.objects.filter(evaluation_id=evaluation.pk).order_by("at")[: self.MAX_SAMPLES]
+        return Response(
+            {
+                "limits": {
+                    "memory_bytes": evaluation.memory_mb * 1024 * 1024,
+                    "pids": evaluation.pids_limit,
+                    "cpu_percent": evaluation.cpus * 100,
+                },
+                "samples": [s.as_message() for s in samples],
+            }
+        )

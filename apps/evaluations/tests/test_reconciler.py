@@ -8,10 +8,10 @@ from django.conf import settings
 from django.utils import timezone
 from rq.job import Job
 
+from apps.audit.models import AuditEvent
 from apps.evaluations import reconciler, services
 from apps.evaluations.models import Reason, Status
 from apps.evaluations.tests.factories import add_chunk, make_evaluation
-from apps.monitoring.models import AuditEvent
 from apps.sandboxing import containers, engine
 
 pytestmark = pytest.mark.django_db

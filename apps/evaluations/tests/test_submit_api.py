@@ -28,6 +28,14 @@ def test_asked_limits_are_recorded_and_applied(alice_api):
     assert body["limits"]["memory_mb"] == 64
 
 
+def test_a_null_limit_means_the_default_not_an_error(alice_api, settings):
+    body = submit(alice_api, code="print(1)", timeout_s=None, memory_mb=None, cpus=None).json()
+    assert body["limits_requested"] == {"timeout_s": None, "memory_mb": None, "cpus": None}
+    assert body["limits"]["timeout_s"] == settings.SANDBOX_DEFAULT_TIMEOUT_S
+    assert body["limits"]["memory_mb"] == settings.SANDBOX_DEFAULT_MEMORY_MB
+    assert body["limits"]["cpus"] == settings.SANDBOX_DEFAULT_CPUS
+
+
 def test_anonymous_submissions_are_refused(anonymous_api):
     assert submit(anonymous_api).status_code in (401, 403)
     assert Evaluation.objects.count() == 0
@@ -57,7 +65,7 @@ def test_a_body_over_the_request_limit_is_413(alice_api, settings):
         ("timeout_s", "ten"),
         ("timeout_s", True),
         ("memory_mb", 1.5),
-        ("cpus", None or "NaN"),
+        ("cpus", "NaN"),
         ("language", "cobol"),
         ("language", 3),
         ("code", 42),
@@ -137,7 +145,7 @@ def test_a_full_queue_is_429_with_retry_after_and_the_accepted_ones_stay(alice_a
 
 
 def test_the_submission_is_audited_with_the_code_hash(alice_api):
-    from apps.monitoring.models import AuditEvent
+    from apps.audit.models import AuditEvent
 
     body = submit(alice_api).json()
     event = AuditEvent.objects.get(action="evaluation.submit", target=body["id"])

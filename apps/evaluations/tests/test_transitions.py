@@ -6,11 +6,11 @@ import django_rq
 import pytest
 from django.apps import apps as django_apps
 
+from apps.audit.models import AuditEvent
 from apps.evaluations import running, services
 from apps.evaluations.models import Control, Reason, Status
 from apps.evaluations.running import RunDisposition
 from apps.evaluations.tests.factories import make_evaluation
-from apps.monitoring.models import AuditEvent
 
 pytestmark = pytest.mark.django_db
 

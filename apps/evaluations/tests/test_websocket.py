@@ -274,7 +274,7 @@ async def test_a_finished_evaluation_replays_then_ends_and_closes(alice):
 
 
 async def test_a_token_revoked_while_watching_closes_the_stream(alice, monkeypatch):
-    monkeypatch.setattr(consumers, "PERMISSION_RECHECK_S", 0)
+    monkeypatch.setattr(consumers.EvaluationConsumer, "recheck_s", 0)
     evaluation = await database_sync_to_async(make_evaluation)(alice, status=Status.RUNNING)
     token, key = await database_sync_to_async(ApiToken.issue)(alice, "cli")
     communicator, _ = await connect(evaluation.pk, token=key)

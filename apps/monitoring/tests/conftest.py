@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import django_rq
 import pytest
+from django.conf import settings
 from rq.suspension import resume
 
 from apps.monitoring.models import SafetyRule
@@ -21,7 +22,7 @@ def kill_switch_released():
 
 @pytest.fixture
 def empty_queues():
-    for name in ("high", "default", "low"):
+    for name in settings.RQ_QUEUES:
         django_rq.get_queue(name).empty()
 
 

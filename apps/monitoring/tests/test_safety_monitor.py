@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tracemalloc
 import uuid
 from datetime import UTC, datetime
 
@@ -156,11 +157,22 @@ def test_streams_are_searched_separately_and_each_rule_fires_once():
     assert sorted(a.rule_name for a in monitor.raised) == ["meta", "sock"]
 
 
-def test_the_pattern_window_is_bounded():
-    monitor = monitor_with(rule(kind="output_pattern", pattern=r"never"))
-    for _ in range(200):
-        monitor.on_output("stdout", b"z" * 65536)
-    assert len(monitor._tails["stdout"]) == safety.WINDOW_CHARS
+def test_memory_stays_bounded_under_a_long_flood_and_a_later_split_pattern_is_still_found():
+    monitor = monitor_with(rule(kind="output_pattern", pattern=r"needle"))
+    chunk = b"z" * 65536
+    monitor.on_output("stdout", chunk)  # the first chunk sets up the decoder and the window
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for _ in range(200):  # 12.5 MiB of output, none of it kept
+            monitor.on_output("stdout", chunk)
+        kept = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert kept < 256 * 1024, f"the monitor kept {kept} bytes of a 12.5 MiB flood"
+    monitor.on_output("stdout", b"zzz nee")
+    monitor.on_output("stdout", b"dle zzz")
+    assert [a.rule_name for a in monitor.raised] == ["output_pattern"]
 
 
 def test_a_utf8_character_split_across_chunks_still_matches():

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from apps.audit.models import AuditEvent
 from apps.evaluations.models import Status
 from apps.evaluations.tests.helpers import run_and_wait
-from apps.monitoring.models import Alert, AuditEvent, ResourceSample
+from apps.monitoring.models import Alert, ResourceSample
 
 pytestmark = [pytest.mark.docker, pytest.mark.django_db(transaction=True)]
 

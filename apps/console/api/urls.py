@@ -1,0 +1,9 @@
+from django.urls import path
+
+from apps.console.api.views import HealthView, KillSwitchView, MetricsView
+
+urlpatterns = [
+    path("health/", HealthView.as_view(), name="api-health"),
+    path("metrics/", MetricsView.as_view(), name="api-metrics"),
+    path("killswitch/", KillSwitchView.as_view(), name="api-killswitch"),
+]

@@ -1,0 +1,179 @@
+"""Prometheus metrics computed at scrape time from PostgreSQL and Redis.
+
+Nothing is counted in process memory: every web and worker process would hold its own counters
+(reset on restart, disagreeing with each other). Instead a custom collector reads the record at
+each scrape: counters are row counts, histograms are bucket counts computed in SQL, gauges read
+Redis. One scrape costs a handful of aggregate queries.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import django_rq
+from django.conf import settings
+from django.db import connection
+from django.db.models import Count
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from rq import Worker
+from rq.suspension import is_suspended
+
+from apps.evaluations.models import TERMINAL_STATUSES, Evaluation, Status
+from apps.monitoring.models import Alert, RunTiming
+
+log = logging.getLogger(__name__)
+
+DURATION_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+QUEUE_WAIT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+SANDBOX_START_BUCKETS = (0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10)
+
+
+def _histogram_sql(expr: str, table: str, where: str, buckets, group: str | None = None) -> tuple[str, list]:
+    """One query: per group, the count of rows with ``expr <= le`` for every bucket, the count and the sum."""
+    parts = [f"COUNT(*) FILTER (WHERE {expr} <= %s)" for _ in buckets]
+    select = ", ".join(parts)
+    group_select = f"{group}, " if group else ""
+    sql = (
+        f"SELECT {group_select}{select}, COUNT(*), COALESCE(SUM({expr}), 0) FROM {table} "  # noqa: S608 (constants only)
+        f"WHERE {where}" + (f" GROUP BY {group}" if group else "")
+    )
+    return sql, list(buckets)
+
+
+def _histogram(name: str, documentation: str, rows, buckets, label: str | None = None) -> HistogramMetricFamily:
+    family = HistogramMetricFamily(name, documentation, labels=[label] if label else None)
+    for row in rows:
+        if label:
+            key, row = row[0], row[1:]
+        counts, total, total_sum = row[: len(buckets)], row[len(buckets)], row[len(buckets) + 1]
+        points = [(str(float(le)), int(c)) for le, c in zip(buckets, counts, strict=True)]
+        points.append(("+Inf", int(total)))
+        family.add_metric([key] if label else [], points, float(total_sum))
+    return family
+
+
+class CrucibleCollector:
+    """A prometheus_client collector: every family is read from the record at scrape time."""
+
+    def collect(self):
+        yield from self._evaluations()
+        yield from self._histograms()
+        yield from self._alerts()
+        yield from self._redis()
+
+    def _evaluations(self):
+        submitted = CounterMetricFamily(
+            "crucible_evaluations_submitted", "Evaluations ever submitted, by language.", labels=["language"]
+        )
+        for row in Evaluation.objects.values_list("language").order_by().annotate(n=Count("pk")):
+            submitted.add_metric([row[0]], row[1])
+        yield submitted
+
+        finished = CounterMetricFamily(
+            "crucible_evaluations_finished",
+            "Evaluations that reached a terminal status, by status and language.",
+            labels=["status", "language"],
+        )
+        for status, language, count in (
+            Evaluation.objects.filter(status__in=TERMINAL_STATUSES)
+            .values_list("status", "language")
+            .order_by()
+            .annotate(n=Count("pk"))
+        ):
+            finished.add_metric([status, language], count)
+        yield finished
+
+        by_status = dict(
+            Evaluation.objects.filter(status__in=[Status.QUEUED, Status.RUNNING])
+            .values_list("status")
+            .order_by()
+            .annotate(n=Count("pk"))
+        )
+        yield GaugeMetricFamily(
+            "crucible_evaluations_running", "Evaluations running now.", value=by_status.get(Status.RUNNING, 0)
+        )
+        yield GaugeMetricFamily(
+            "crucible_evaluations_queued", "Evaluations waiting (database).", value=by_status.get(Status.QUEUED, 0)
+        )
+
+    def _histograms(self):
+        table = Evaluation._meta.db_table
+        with connection.cursor() as cursor:
+            sql, params = _histogram_sql(
+                "duration_ms / 1000.0",
+                table,
+                "duration_ms IS NOT NULL AND started_at IS NOT NULL",
+                DURATION_BUCKETS,
+                group="language",
+            )
+            cursor.execute(sql, params)
+            yield _histogram(
+                "crucible_evaluation_duration_seconds",
+                "Run time of finished evaluations, by language.",
+                cursor.fetchall(),
+                DURATION_BUCKETS,
+                label="language",
+            )
+            sql, params = _histogram_sql(
+                "EXTRACT(EPOCH FROM (started_at - created_at))",
+                table,
+                "started_at IS NOT NULL",
+                QUEUE_WAIT_BUCKETS,
+            )
+            cursor.execute(sql, params)
+            yield _histogram(
+                "crucible_evaluation_queue_wait_seconds",
+                "Time from submission to start.",
+                cursor.fetchall(),
+                QUEUE_WAIT_BUCKETS,
+            )
+            sql, params = _histogram_sql(
+                "sandbox_start_ms / 1000.0", RunTiming._meta.db_table, "TRUE", SANDBOX_START_BUCKETS
+            )
+            cursor.execute(sql, params)
+            yield _histogram(
+                "crucible_sandbox_start_seconds",
+                "Time to create and start a locked-down container.",
+                cursor.fetchall(),
+                SANDBOX_START_BUCKETS,
+            )
+
+    def _alerts(self):
+        alerts = CounterMetricFamily(
+            "crucible_alerts", "Alerts raised, by rule and severity.", labels=["rule", "severity"]
+        )
+        for rule, severity, count in (
+            Alert.objects.values_list("rule_name", "severity").order_by().annotate(n=Count("pk"))
+        ):
+            alerts.add_metric([rule, severity], count)
+        yield alerts
+        yield GaugeMetricFamily(
+            "crucible_alerts_unacknowledged",
+            "Alerts no operator has acknowledged yet.",
+            value=Alert.objects.unacknowledged().count(),
+        )
+
+    def _redis(self):
+        depth = GaugeMetricFamily("crucible_queue_depth", "Jobs waiting in each RQ queue.", labels=["queue"])
+        up = 1
+        try:
+            for name in settings.RQ_QUEUES:
+                depth.add_metric([name], django_rq.get_queue(name).count)
+            connection_ = django_rq.get_connection("default")
+            workers = Worker.count(connection=connection_)
+            suspended = 1 if is_suspended(connection_) else 0
+        except Exception:
+            log.warning("metrics: Redis is unavailable", exc_info=True)
+            up, workers, suspended = 0, 0, 0
+        yield depth
+        yield GaugeMetricFamily("crucible_workers", "RQ workers registered (alive).", value=workers)
+        yield GaugeMetricFamily("crucible_killswitch_engaged", "1 while the kill switch pauses the queues.", suspended)
+        yield GaugeMetricFamily("crucible_redis_up", "1 when Redis answered this scrape.", value=up)
+
+
+def render() -> bytes:
+    """The Prometheus text exposition of the current state."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(CrucibleCollector())
+    return generate_latest(registry)

@@ -1,0 +1,90 @@
+"""GET /api/v1/health/: no auth, every dependency named, 503 when any is down, no secrets."""
+
+import uuid
+
+import pytest
+from django.conf import settings
+from rq import Worker
+
+from apps.console import health
+from apps.sandboxing import engine
+
+pytestmark = pytest.mark.django_db(transaction=False)
+
+URL = "/api/v1/health/"
+
+
+@pytest.fixture
+def a_live_worker():
+    """A real RQ worker registration in Redis (the worker loop itself is not needed for health)."""
+    import django_rq
+
+    worker = Worker(
+        ["default"], connection=django_rq.get_connection("default"), name=f"health-test-{uuid.uuid4().hex[:8]}"
+    )
+    worker.register_birth()
+    yield worker
+    worker.register_death()
+
+
+@pytest.fixture
+def fresh_docker_client():
+    engine._local.__dict__.clear()
+    yield
+    engine._local.__dict__.clear()
+
+
+def test_anyone_sees_all_ok_when_every_dependency_is_up(anonymous_api, a_live_worker):
+    response = anonymous_api.get(URL)
+    assert response.status_code == 200, response.json()
+    assert response.json() == {
+        "status": "ok",
+        "checks": {"database": "ok", "redis": "ok", "docker": "ok", "sandbox_image": "ok", "workers": "ok"},
+    }
+
+
+def test_no_workers_makes_it_503_and_names_workers(anonymous_api, settings):
+    # A Redis database no worker registers in: Redis itself answers, but nobody works.
+    settings.RQ_QUEUES = {name: {"URL": "redis://127.0.0.1:6379/15"} for name in ("high", "default", "low")}
+    response = anonymous_api.get(URL)
+    assert response.status_code == 503
+    assert response.json()["failing"] == ["workers"]
+
+
+def test_docker_engine_down_makes_it_503_and_names_docker(anonymous_api, a_live_worker, settings, fresh_docker_client):
+    settings.DOCKER_HOST = "unix:///nonexistent/docker.sock"
+    response = anonymous_api.get(URL)
+    assert response.status_code == 503
+    assert "docker" in response.json()["failing"]
+
+
+def test_missing_sandbox_image_makes_it_503_and_names_it(anonymous_api, a_live_worker, settings):
+    settings.SANDBOX_IMAGE = "crucible-sandbox:does-not-exist"
+    response = anonymous_api.get(URL)
+    assert response.status_code == 503
+    assert response.json()["failing"] == ["sandbox_image"]
+
+
+def test_redis_down_makes_it_503_and_names_redis(anonymous_api, a_live_worker, settings):
+
+    settings.RQ_QUEUES = {name: {"URL": "redis://127.0.0.1:1/0"} for name in ("high", "default", "low")}
+    response = anonymous_api.get(URL)
+    assert response.status_code == 503
+    assert "redis" in response.json()["failing"]
+
+
+def test_database_down_makes_it_503_and_names_database(anonymous_api, a_live_worker, monkeypatch):
+    def broken_cursor():
+        raise ConnectionError("database unreachable")
+
+    # A unit-level stand-in for one function: the real connection cannot be cut mid-test safely.
+    monkeypatch.setattr(health.connection, "cursor", broken_cursor)
+    response = anonymous_api.get(URL)
+    assert response.status_code == 503
+    assert response.json()["failing"] == ["database"]
+
+
+def test_the_report_holds_no_secrets_versions_or_paths(anonymous_api, a_live_worker):
+    body = anonymous_api.get(URL).content.decode()
+    for leak in (settings.SECRET_KEY, settings.DATABASE_URL, settings.REDIS_URL, "/var/run", "version"):
+        assert leak not in body

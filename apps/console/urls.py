@@ -1,0 +1,16 @@
+"""The operator console's pages, mounted at /monitoring/ (the path operators know)."""
+
+from django.urls import path
+
+from apps.console import views
+
+app_name = "console"
+
+urlpatterns = [
+    path("", views.dashboard, name="dashboard"),
+    path("live/", views.live, name="live"),
+    path("alerts/", views.alert_list, name="alerts"),
+    path("alerts/<int:pk>/acknowledge/", views.alert_acknowledge, name="alert-acknowledge"),
+    path("killswitch/", views.killswitch_view, name="killswitch"),
+    path("audit/", views.audit_log, name="audit"),
+]
