@@ -48,6 +48,8 @@ EXAMPLES = {
 
 
 class EvaluationForm(forms.Form):
+    retry_after: int | None = None  # seconds, when the submission was refused by a quota (429)
+
     code = forms.CharField(
         strip=False,
         widget=forms.Textarea(
