@@ -14,7 +14,6 @@ import struct
 from dataclasses import dataclass, field
 
 STDOUT, STDERR = 1, 2
-STREAM_NAMES = {STDOUT: "stdout", STDERR: "stderr"}
 
 
 class ProtocolError(Exception):
@@ -62,6 +61,8 @@ class FrameDemuxer:
 
 @dataclass
 class ParsedArtifact:
+    """A file the program left in /output: its sanitised relative name, bytes, size and SHA-256."""
+
     name: str
     data: bytes
     size: int = 0
