@@ -125,6 +125,8 @@ class ProgramOutput:
 
 @dataclass
 class Execution:
+    """One program in one sandbox, from delivery to verdict; ``run`` is the whole of it."""
+
     sandbox: Sandbox
     request: RunRequest
     on_output: Callable[[str, bytes], None]
@@ -143,6 +145,7 @@ class Execution:
     inspected_at: float = 0.0
     sampled_at: float = 0.0
     sampled_cpu_ns: int | None = None
+    output: ProgramOutput = field(init=False)
 
     def __post_init__(self) -> None:
         self.output = ProgramOutput(self.request.limits.output_cap_bytes, self.on_output)

@@ -6,11 +6,13 @@ running ``sleep infinity`` with SIGTERM ignored. No program is in it yet, so a s
 started before it is needed. If the engine refuses any part of the policy (unknown runtime,
 seccomp, ...) ``SandboxSetupError`` says so: never a retry with weaker isolation.
 
-Programs are delivered by exec: ``open_exec`` is the primitive, ``execute`` runs and supervises one
-program through it (``execution.Execution``) and may be called again for the next program while the
-sandbox lives and has not been killed. ``kill``/``terminate_programs`` end what runs in it,
-``collect_artifacts`` reads /output (the collector's output is parsed as hostile) and ``remove``
-takes the container away (``containers.remove``, the one way any container is removed).
+Programs are delivered by exec: ``open_exec`` is the primitive, and ``execute`` runs and supervises
+one program through it (``execution.Execution``). ``execute`` may be called again while the sandbox
+lives and has not been killed, for a program with another code file name (the launcher never
+overwrites a file); a limit or a stop ends the whole sandbox. ``kill`` and ``terminate_programs``
+end what runs in it, ``collect_artifacts`` reads /output (the collector's output is parsed as
+hostile) and ``remove`` takes the container away (``containers.remove``, the one way any container
+is removed).
 """
 
 from __future__ import annotations
