@@ -61,8 +61,8 @@ def test_a_bash_script_runs_with_the_bash_runtime():
 
 
 def test_the_code_file_is_named_by_the_runtime_and_cannot_be_executed_directly():
-    run = execute("import sys, os; print(sys.argv[0]); print(os.access(sys.argv[0], os.X_OK))")
-    assert run.text.split() == ["/sandbox/main.py", "False"]
+    run = execute("import sys, os; print(sys.argv[0]); print(os.access(sys.argv[0], os.X_OK)); print(os.getcwd())")
+    assert run.text.split() == ["/sandbox/main.py", "False", "/tmp"]
 
 
 def test_a_busy_loop_times_out_at_the_limit_never_before_it():
