@@ -311,7 +311,7 @@ class Execution:
         self.sandbox.kill()
 
     # --- 3. conclude -------------------------------------------------------------------------
-    def conclude(self, started_at: datetime, finished_at: datetime, duration_s: float, baseline_cpu: int):
+    def conclude(self, started_at: datetime, finished_at: datetime, duration_s: float, baseline_cpu: int) -> RunResult:
         sandbox = self.sandbox
         if not self.output.program_started and self.ended_by is None:
             detail = f"the launcher failed in the sandbox (exit {self.exit_code}): {self.output.launcher_complaint()}"

@@ -86,6 +86,11 @@ class RunResult:
     failure: Failure | None = None
     error: str = ""  # for people only: no caller may parse it
 
+    def __post_init__(self) -> None:
+        self.outcome = Outcome(self.outcome)
+        if (self.outcome is Outcome.ERROR) != (self.failure is not None):
+            raise ValueError("a RunResult has a failure exactly when its outcome is ERROR")
+
     @classmethod
     def not_run(cls, outcome: Outcome, *, failure: Failure | None = None, error: str = "", image_id: str = ""):
         """A run that ended before the program started (or without a trustworthy account of it)."""
