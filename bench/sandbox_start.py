@@ -29,6 +29,7 @@ django.setup()
 from django.conf import settings  # noqa: E402
 
 from apps.sandboxing import engine  # noqa: E402
+from apps.sandboxing.execution import execute  # noqa: E402
 from apps.sandboxing.outcomes import Outcome, RunRequest  # noqa: E402
 from apps.sandboxing.policy import Limits, runtime_for  # noqa: E402
 from apps.sandboxing.runner import Sandbox, profile_for, run  # noqa: E402
@@ -65,7 +66,7 @@ def plain_docker_run() -> float:
 def warm_delivery(sandbox: Sandbox) -> float:
     req = request()
     start = time.perf_counter()
-    result = sandbox.execute(req, on_output=lambda s, d: None, control=lambda: None)
+    result = execute(sandbox, req, on_output=lambda s, d: None, control=lambda: None)
     elapsed = time.perf_counter() - start
     assert result.outcome is Outcome.EXITED and result.exit_code == 0, result
     return elapsed

@@ -1,6 +1,7 @@
 """One program delivered into a started sandbox and supervised until it ends.
 
-``Execution.run`` takes three steps:
+``execute(sandbox, request, ...)`` is what a caller uses (the runner once per fresh sandbox; a
+session could call it for each program in one sandbox). ``Execution.run`` takes three steps:
 
 1. ``deliver``: an exec of the launcher (``incontainer/launcher.py``; the runtime's argv as its
    arguments, no shell, no user data in argv) is sent the payload (code, stdin) on its stdin. The
@@ -27,16 +28,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
 
 from apps.sandboxing.cgroups import Reading
 from apps.sandboxing.incontainer import launcher, python_argv
 from apps.sandboxing.outcomes import Command, Failure, Outcome, ResourceSample, RunRequest, RunResult
 from apps.sandboxing.policy import CODE_DIR, ENVIRONMENT, WORK_DIR
+from apps.sandboxing.sandbox import ExecStream, Sandbox
 from apps.sandboxing.streams import STDERR, STDOUT, ProtocolError
-
-if TYPE_CHECKING:
-    from apps.sandboxing.sandbox import ExecStream, Sandbox
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +55,18 @@ ENGINE_STOP_SIGNALS = (9, 15)  # how an engine stop or restart ends the processe
 LAUNCHER_STDERR_BYTES = 2048
 LAUNCHER_DETAIL_CHARS = 500
 PAYLOAD_SEND_MIN_TIMEOUT_S = 1.0
+
+
+def execute(
+    sandbox: Sandbox,
+    request: RunRequest,
+    *,
+    on_output: Callable[[str, bytes], None],
+    control: Callable[[], Command | None],
+    on_sample: Callable[[ResourceSample], None] | None = None,
+) -> RunResult:
+    """Deliver ``request``'s program into ``sandbox``, supervise it to its end, say how it ended (never raises)."""
+    return Execution(sandbox, request, on_output, control, on_sample).run()
 
 
 def _now() -> datetime:

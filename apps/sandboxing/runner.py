@@ -1,7 +1,7 @@
 """The runner: one program, one fresh locked-down sandbox, a typed result.
 
 ``run`` creates a sandbox for the request's profile (``Sandbox.create``), delivers and supervises
-the program in it (``Sandbox.execute``, see ``execution.py``) and removes it (``Sandbox.remove``,
+the program in it (``execution.execute``) and removes it (``Sandbox.remove``,
 ``force``: SIGKILL to everything in it), always. It knows nothing about HTTP, users or the
 database; callers read the ``RunResult``'s ``Outcome`` and ``Failure``, never its ``error`` text.
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from apps.sandboxing.execution import execute
 from apps.sandboxing.outcomes import Command, ResourceSample, RunRequest, RunResult
 from apps.sandboxing.policy import LABEL_INSTANCE, LABEL_RUN, Profile
 from apps.sandboxing.sandbox import Sandbox, SandboxSetupError
@@ -57,7 +58,7 @@ def run(
             on_result(result)
         return result
     try:
-        result = sandbox.execute(request, on_output=on_output, control=control, on_sample=on_sample)
+        result = execute(sandbox, request, on_output=on_output, control=control, on_sample=on_sample)
         if on_result is not None:
             on_result(result)
         return result

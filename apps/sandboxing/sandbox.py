@@ -6,13 +6,12 @@ running ``sleep infinity`` with SIGTERM ignored. No program is in it yet, so a s
 started before it is needed. If the engine refuses any part of the policy (unknown runtime,
 seccomp, ...) ``SandboxSetupError`` says so: never a retry with weaker isolation.
 
-Programs are delivered by exec: ``open_exec`` is the primitive, and ``execute`` runs and supervises
-one program through it (``execution.Execution``). ``execute`` may be called again while the sandbox
-lives and has not been killed, for a program with another code file name (the launcher never
-overwrites a file); a limit or a stop ends the whole sandbox. ``kill`` and ``terminate_programs``
-end what runs in it, ``collect_artifacts`` reads /output (the collector's output is parsed as
-hostile) and ``remove`` takes the container away (``containers.remove``, the one way any container
-is removed).
+Programs are delivered by exec: ``open_exec`` is the primitive. ``execution.execute`` runs and
+supervises one program through it, and may be called again while the sandbox lives and has not
+been killed, for a program with another code file name (the launcher never overwrites a file); a
+limit or a stop ends the whole sandbox. ``kill`` and ``terminate_programs`` end what runs in it,
+``collect_artifacts`` reads /output (the collector's output is parsed as hostile) and ``remove``
+takes the container away (``containers.remove``, the one way any container is removed).
 """
 
 from __future__ import annotations
@@ -22,15 +21,13 @@ import re
 import select
 import socket
 import time
-from collections.abc import Callable
 
 import docker.errors
 
 from apps.sandboxing import containers, engine
 from apps.sandboxing.cgroups import CgroupReader, Reading, reading_from_engine_stats
-from apps.sandboxing.execution import Execution
 from apps.sandboxing.incontainer import collector, python_argv
-from apps.sandboxing.outcomes import Command, Failure, ResourceSample, RunRequest, RunResult
+from apps.sandboxing.outcomes import Failure
 from apps.sandboxing.policy import OUTPUT_DIR, SANDBOX_USER, Limits, Profile, container_config
 from apps.sandboxing.streams import STDOUT, ArtifactStreamParser, FrameDemuxer, ParsedArtifact, ProtocolError
 
@@ -156,7 +153,7 @@ def _create_container(config: dict):
 
 
 class Sandbox:
-    """One started, locked-down container: ``create`` -> ``execute`` (one or more) -> ``remove``."""
+    """One started, locked-down container: ``create`` -> programs by exec -> ``remove``."""
 
     def __init__(self, container_id: str, image_id: str, profile: Profile, created_at: float) -> None:
         self.container_id = container_id
@@ -202,18 +199,7 @@ class Sandbox:
         sandbox.cgroup = CgroupReader(container.id)
         return sandbox
 
-    # --- programs ----------------------------------------------------------------------------
-    def execute(
-        self,
-        request: RunRequest,
-        *,
-        on_output: Callable[[str, bytes], None],
-        control: Callable[[], Command | None],
-        on_sample: Callable[[ResourceSample], None] | None = None,
-    ) -> RunResult:
-        """Deliver ``request``'s program, supervise it to its end and return how it ended (never raises)."""
-        return Execution(self, request, on_output, control, on_sample).run()
-
+    # --- programs ---------------------------------------------------------------------------
     def open_exec(self, argv: list[str], *, workdir: str, environment: dict, stdin: bool = False):
         """Start ``argv`` in the sandbox as the sandbox user; returns (exec id, its ``ExecStream``)."""
         exec_id = self.api.exec_create(
