@@ -32,3 +32,16 @@ def test_profiles_of_the_same_image_runtime_and_limits_are_interchangeable(setti
     assert Profile(image="img", limits=limits) == same
     assert len({Profile(image="img", limits=limits), same}) == 1
     assert Profile(image="img", limits=limits, engine_runtime="runsc") != same
+
+
+def test_limit_settings_below_the_policys_minima_or_above_their_maximum_fail_the_system_check(settings):
+    from apps.sandboxing.checks import limits_check
+
+    assert limits_check(None) == []
+    settings.SANDBOX_DEFAULT_CPUS = 0.05
+    settings.SANDBOX_MAX_TIMEOUT_S = 5.0
+    settings.SANDBOX_DEFAULT_TIMEOUT_S = 10.0
+    messages = [error.msg for error in limits_check(None)]
+    assert any(m.startswith("SANDBOX_DEFAULT_CPUS=0.05 is below") for m in messages)
+    assert "SANDBOX_DEFAULT_TIMEOUT_S=10 is above SANDBOX_MAX_TIMEOUT_S=5." in messages
+    assert len(messages) == 2
