@@ -2,7 +2,9 @@
 
 1. cold, through the runner (create + start a locked-down container, deliver, collect, remove);
 2. a plain ``docker run --rm``-equivalent SDK call (no policy, output via the engine's logs);
-3. delivery only, into a container started beforehand (what a warm pool would give).
+3. delivery only, into a container started beforehand (what a warm pool would give);
+
+and how often the runner asks ``control()`` while a program runs (it aims at every 0.1 s).
 
 Usage: CRUCIBLE_ENV=development .venv/bin/python bench/sandbox_start.py [--runs N]
 """
@@ -27,8 +29,10 @@ django.setup()
 from django.conf import settings  # noqa: E402
 
 from apps.sandboxing import engine  # noqa: E402
+from apps.sandboxing.execution import execute  # noqa: E402
+from apps.sandboxing.outcomes import Outcome, RunRequest  # noqa: E402
 from apps.sandboxing.policy import Limits, runtime_for  # noqa: E402
-from apps.sandboxing.runner import RunRequest, Sandbox, run  # noqa: E402
+from apps.sandboxing.runner import Sandbox, profile_for, run  # noqa: E402
 
 CODE = b"print('hi')"
 
@@ -47,7 +51,7 @@ def cold() -> float:
     start = time.perf_counter()
     result = run(request(), on_output=lambda s, d: None, control=lambda: None)
     elapsed = time.perf_counter() - start
-    assert result.outcome == "exited" and result.exit_code == 0, result
+    assert result.outcome is Outcome.EXITED and result.exit_code == 0, result
     return elapsed
 
 
@@ -62,10 +66,24 @@ def plain_docker_run() -> float:
 def warm_delivery(sandbox: Sandbox) -> float:
     req = request()
     start = time.perf_counter()
-    result = sandbox.execute(req, on_output=lambda s, d: None, control=lambda: None)
+    result = execute(sandbox, req, on_output=lambda s, d: None, control=lambda: None)
     elapsed = time.perf_counter() - start
-    assert result.outcome == "exited" and result.exit_code == 0, result
+    assert result.outcome is Outcome.EXITED and result.exit_code == 0, result
     return elapsed
+
+
+def control_poll_gaps() -> list[float]:
+    """Seconds between the runner's control polls while a program sleeps for 1.5 s."""
+    calls: list[float] = []
+
+    def control():
+        calls.append(time.perf_counter())
+
+    req = request()
+    req = RunRequest(req.run_id, req.runtime, b"import time; time.sleep(1.5)", b"", req.limits)
+    result = run(req, on_output=lambda s, d: None, control=control)
+    assert result.outcome is Outcome.EXITED, result
+    return [b - a for a, b in zip(calls, calls[1:], strict=False)]
 
 
 def main() -> None:
@@ -77,11 +95,13 @@ def main() -> None:
     plain_times = [plain_docker_run() for _ in range(runs)]
     warm_times = []
     for _ in range(runs):
-        sandbox = Sandbox.create(run_id=f"bench-{uuid.uuid4()}", image=settings.SANDBOX_IMAGE, limits=request().limits)
+        req = request()
+        sandbox = Sandbox.create(profile_for(req), run_id=req.run_id)
         try:
             warm_times.append(warm_delivery(sandbox))
         finally:
             sandbox.remove()
+    gaps = control_poll_gaps()
     print(f"runs per figure: {runs}; program: {CODE.decode()}")
     for label, times in (
         ("cold run, locked down, through the runner", cold_times),
@@ -89,6 +109,8 @@ def main() -> None:
         ("delivery into a pre-started sandbox", warm_times),
     ):
         print(f"{label:45s} median {statistics.median(times) * 1000:7.1f} ms   min {min(times) * 1000:7.1f} ms")
+    label = "control poll gap while a program runs"
+    print(f"{label:45s} median {statistics.median(gaps) * 1000:7.1f} ms   max {max(gaps) * 1000:7.1f} ms")
 
 
 if __name__ == "__main__":

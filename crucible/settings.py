@@ -267,8 +267,10 @@ SANDBOX_DEFAULT_TIMEOUT_S = envfloat("SANDBOX_DEFAULT_TIMEOUT_S", 10.0, minimum=
 SANDBOX_MAX_TIMEOUT_S = envfloat("SANDBOX_MAX_TIMEOUT_S", 300.0, minimum=0.1)
 SANDBOX_DEFAULT_MEMORY_MB = envint("SANDBOX_DEFAULT_MEMORY_MB", 256, minimum=16)
 SANDBOX_MAX_MEMORY_MB = envint("SANDBOX_MAX_MEMORY_MB", 2048, minimum=16)
-SANDBOX_DEFAULT_CPUS = envfloat("SANDBOX_DEFAULT_CPUS", 1.0, minimum=0.01)
-SANDBOX_MAX_CPUS = envfloat("SANDBOX_MAX_CPUS", 2.0, minimum=0.01)
+# The smallest limits are the sandbox policy's (apps/sandboxing/policy.py MINIMA); its system check
+# (apps/sandboxing/checks.py) refuses defaults and maxima below them or a default above its maximum.
+SANDBOX_DEFAULT_CPUS = envfloat("SANDBOX_DEFAULT_CPUS", 1.0, minimum=0.1)
+SANDBOX_MAX_CPUS = envfloat("SANDBOX_MAX_CPUS", 2.0, minimum=0.1)
 SANDBOX_PIDS_LIMIT = envint("SANDBOX_PIDS_LIMIT", 64, minimum=8)
 SANDBOX_OUTPUT_CAP_BYTES = envint("SANDBOX_OUTPUT_CAP_BYTES", 1024 * 1024, minimum=1024)
 SANDBOX_MAX_CODE_BYTES = envint("SANDBOX_MAX_CODE_BYTES", 256 * 1024, minimum=1024)

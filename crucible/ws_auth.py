@@ -153,7 +153,7 @@ class GuardedConsumer(AsyncJsonWebsocketConsumer):
     async def finish(self, code: int) -> None:
         self.finished = True
         await self.unsubscribe()
-        await self.close(code)
+        await self.close(int(code))  # autobahn (Daphne) refuses an IntEnum: "must be an integer"
 
     async def disconnect(self, code):
         self.finished = True

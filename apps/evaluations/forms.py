@@ -1,8 +1,8 @@
 """The "new evaluation" form. It only shapes input for ``services.submit``, which decides.
 
-Limits are bounded here with the same maxima the service applies (``services.maxima_for``), so
-the page can show the allowed ranges and the browser can check them; the service still has the
-final word and its field errors are copied back onto the form.
+Limits are bounded here with the same minima (``policy.MINIMA``) and maxima (``services.maxima_for``)
+the service applies, so the page can show the allowed ranges and the browser can check them; the
+service still has the final word and its field errors are copied back onto the form.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from django import forms
 from django.conf import settings
 
 from apps.evaluations.models import Priority, Runtime
+from apps.sandboxing.policy import MINIMA
 
 EXAMPLES = {
     "hello": {
@@ -48,6 +49,8 @@ EXAMPLES = {
 
 
 class EvaluationForm(forms.Form):
+    retry_after: int | None = None  # seconds, when the submission was refused by a quota (429)
+
     code = forms.CharField(
         strip=False,
         widget=forms.Textarea(
@@ -84,10 +87,11 @@ class EvaluationForm(forms.Form):
         ]
         self.fields["language"].initial = "python"  # the contract's default language
         self.fields["idempotency_key"].initial = uuid.uuid4().hex
-        self._limit("timeout_s", 0.1, maxima.timeout_s, settings.SANDBOX_DEFAULT_TIMEOUT_S, "s", step="0.1")
-        self._limit("memory_mb", 16, maxima.memory_mb, settings.SANDBOX_DEFAULT_MEMORY_MB, "MB", step="1")
+        default_timeout, default_memory = settings.SANDBOX_DEFAULT_TIMEOUT_S, settings.SANDBOX_DEFAULT_MEMORY_MB
+        self._limit("timeout_s", MINIMA.timeout_s, maxima.timeout_s, default_timeout, "s", step="0.1")
+        self._limit("memory_mb", MINIMA.memory_mb, maxima.memory_mb, default_memory, "MB", step="1")
         default_cpus = min(settings.SANDBOX_DEFAULT_CPUS, settings.SANDBOX_MAX_CPUS)
-        self._limit("cpus", 0.1, maxima.cpus, default_cpus, "", step="0.1")
+        self._limit("cpus", MINIMA.cpus, maxima.cpus, default_cpus, "", step="0.1")
 
     def _limit(self, name, low, high, default, unit, *, step):
         field = self.fields[name]
@@ -99,9 +103,9 @@ class EvaluationForm(forms.Form):
     def clean(self):
         cleaned = super().clean()
         for name, low, high in (
-            ("timeout_s", 0.1, self.maxima.timeout_s),
-            ("memory_mb", 16, self.maxima.memory_mb),
-            ("cpus", 0.1, self.maxima.cpus),
+            ("timeout_s", MINIMA.timeout_s, self.maxima.timeout_s),
+            ("memory_mb", MINIMA.memory_mb, self.maxima.memory_mb),
+            ("cpus", MINIMA.cpus, self.maxima.cpus),
         ):
             value = cleaned.get(name)
             if value is not None and not (low <= value <= high):

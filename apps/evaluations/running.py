@@ -17,7 +17,7 @@ from enum import StrEnum
 from django.db import transaction
 from rq import get_current_job
 
-from apps.evaluations import killswitch, publisher, reconciler, retries, runner_compat, services
+from apps.evaluations import killswitch, publisher, reconciler, retries, services
 from apps.evaluations.controller import Abandon, Controller
 from apps.evaluations.dbretry import with_db_retry
 from apps.evaluations.heartbeat import Heartbeat
@@ -97,7 +97,6 @@ class EvaluationRun:
         self.controller: Controller | None = None
         self.request: runner.RunRequest | None = None
         self.started = 0.0  # monotonic, when execute began (for the sandbox start time)
-        self.started_wall = 0.0  # wall clock, for runner_compat only (goes with it)
         self.disposition: RunDisposition | None = None
 
     def handle(self) -> RunDisposition:
@@ -158,7 +157,7 @@ class EvaluationRun:
     def execute(self) -> RunDisposition:
         """Run it in the sandbox. The runner calls ``conclude`` before it removes the container, so the
         verdict reaches the user without waiting for the engine's removal (about 0.15 s)."""
-        self.started, self.started_wall = time.monotonic(), time.time()
+        self.started = time.monotonic()
         result = runner.run(
             self.request,
             on_output=self._on_output,
@@ -170,7 +169,7 @@ class EvaluationRun:
             self._on_result(result)
         return self.disposition
 
-    def conclude(self, result) -> RunDisposition:
+    def conclude(self, result: runner.RunResult) -> RunDisposition:
         """How the run ended decides what is recorded: nothing (abandoned), a retry, or the end."""
         abandoned = self.controller.abandon_reason()
         if abandoned == Abandon.SUPERSEDED:
@@ -185,7 +184,7 @@ class EvaluationRun:
             return self._retry_or_fail(Reason.ENGINE_ERROR, f"platform error: {result.error}"[:1000])
         return self.record(result)
 
-    def record(self, result) -> RunDisposition:
+    def record(self, result: runner.RunResult) -> RunDisposition:
         """Store the end (artifacts and the terminal transition in one transaction) and publish it."""
         self._record_sandbox_start()
         status, reason = end_of(result.outcome, result.exit_code, self.controller.requested)
@@ -235,10 +234,7 @@ class EvaluationRun:
     def _on_sample(self, sample) -> None:
         publisher.publish_sample(self.evaluation.pk, self.monitor.on_sample(sample).as_message())
 
-    def _on_result(self, result) -> None:
-        # The one call to delete (with ``started_wall``) when runner_compat goes: the runner then returns
-        # the typed contract itself (checked: wip/sandboxing merges cleanly and passes without it).
-        result = runner_compat.typed(result, str(self.evaluation.pk), self.started_wall)
+    def _on_result(self, result: runner.RunResult) -> None:
         self.disposition = self.conclude(result)
 
     def _on_alert(self, alert) -> None:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from django.conf import settings
 
 from apps.evaluations.models import Priority, Runtime
+from apps.sandboxing.policy import MINIMA
 
 MAX_METADATA_BYTES = 16 * 1024
 FIELDS = {"code", "language", "stdin", "timeout_s", "memory_mb", "cpus", "priority", "metadata"}
@@ -89,9 +90,13 @@ def parse_submission(body, maxima: Maxima) -> Submission:
     if not isinstance(language, str) or language not in known:
         errors["language"] = [f"Unknown language; choose one of: {', '.join(known)}."]
 
-    timeout_s = _number(errors, "timeout_s", body.get("timeout_s"), integer=False, low=0.1, high=maxima.timeout_s)
-    memory_mb = _number(errors, "memory_mb", body.get("memory_mb"), integer=True, low=16, high=maxima.memory_mb)
-    cpus = _number(errors, "cpus", body.get("cpus"), integer=False, low=0.1, high=maxima.cpus)
+    timeout_s = _number(
+        errors, "timeout_s", body.get("timeout_s"), integer=False, low=MINIMA.timeout_s, high=maxima.timeout_s
+    )
+    memory_mb = _number(
+        errors, "memory_mb", body.get("memory_mb"), integer=True, low=MINIMA.memory_mb, high=maxima.memory_mb
+    )
+    cpus = _number(errors, "cpus", body.get("cpus"), integer=False, low=MINIMA.cpus, high=maxima.cpus)
 
     priority = body.get("priority", Priority.NORMAL)
     if priority not in Priority.values:

@@ -85,14 +85,17 @@ def evaluation_new(request):
             evaluation = _submit(request, form)
             if evaluation is not None:
                 return redirect("evaluations:detail", pk=evaluation.pk)
-        status = 429 if getattr(form, "throttled", False) else 400
+        status = 429 if form.retry_after else 400
     else:
         form = EvaluationForm(initial=_initial(request), maxima=maxima)
         status = 200
     examples = [{"key": key, "title": example["title"]} for key, example in EXAMPLES.items()]
-    return render(
+    response = render(
         request, "evaluations/new.html", {"form": form, "examples": examples, "maxima": maxima}, status=status
     )
+    if form.retry_after:
+        response["Retry-After"] = str(form.retry_after)
+    return response
 
 
 def _initial(request) -> dict:
@@ -134,7 +137,7 @@ def _submit(request, form: EvaluationForm) -> Evaluation | None:
     except SubmissionTooLarge as exc:
         form.add_error(None, f"Too large: {exc}.")
     except services.Throttled as exc:
-        form.throttled = True
+        form.retry_after = exc.retry_after
         form.add_error(None, f"{exc.message} (try again in {exc.retry_after} s)")
     except services.IdempotencyConflict:
         # This form was submitted before with other values; the next submit gets a fresh key.

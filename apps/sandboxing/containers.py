@@ -1,16 +1,12 @@
-"""This instance's sandbox containers on the (possibly shared) Docker engine, for the reconciler."""
+"""This instance's sandbox containers on the (possibly shared) Docker engine: list them, remove one."""
 
 from __future__ import annotations
-
-import logging
 
 import docker.errors
 from django.conf import settings
 
 from apps.sandboxing import engine
-from apps.sandboxing.runner import LABEL_INSTANCE, LABEL_RUN
-
-log = logging.getLogger(__name__)
+from apps.sandboxing.policy import LABEL_INSTANCE, LABEL_RUN
 
 
 def list_instance_containers() -> list[tuple[str, str]]:
@@ -21,10 +17,13 @@ def list_instance_containers() -> list[tuple[str, str]]:
     return [(c["Id"], (c.get("Labels") or {}).get(LABEL_RUN, "")) for c in containers]
 
 
-def remove(container_id: str) -> None:
-    """Kill and remove one container; a container that is already gone (or going) is fine."""
+def remove(name_or_id: str) -> None:
+    """Kill and remove one container. Already gone, or being removed: fine. Anything else raises.
+
+    The one way a container is removed: by a sandbox when its run ends, and by the reconciler.
+    """
     try:
-        engine.client().api.remove_container(container_id, force=True, v=True)
+        engine.client().api.remove_container(name_or_id, force=True, v=True)
     except docker.errors.NotFound:
         return
     except docker.errors.APIError as exc:

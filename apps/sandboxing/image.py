@@ -28,11 +28,11 @@ from django.conf import settings
 
 from apps.sandboxing import engine
 from apps.sandboxing.apt_sources import debian_codename, debian_mirror, read_sources
+from apps.sandboxing.policy import SANDBOX_UID
 
 log = logging.getLogger(__name__)
 
 SANDBOX_DIR = Path(settings.BASE_DIR) / "sandbox"
-SANDBOX_UID = 10001
 PACKAGES = ("python3", "bash")
 # Paths removed from the rootfs: package manager state and caches, docs, and tools a sandboxed
 # program has no business with. dpkg stays (python3 needs nothing from it at run time, but

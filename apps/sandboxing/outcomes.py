@@ -1,4 +1,4 @@
-"""The typed contract between the runner and its callers: how a run ended and what may be asked of it.
+"""The typed contract between the runner and its callers: what is run, how it ended, what may be asked of it.
 
 Callers (``evaluations``, later ``sessions``) map these values to their own statuses and reasons;
 they never read the wording of ``RunResult.error``, which is for people only.
@@ -6,7 +6,12 @@ they never read the wording of ``RunResult.error``, which is for people only.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
+
+from apps.sandboxing.policy import Limits, Runtime
+from apps.sandboxing.streams import ParsedArtifact
 
 
 class Outcome(StrEnum):
@@ -38,3 +43,76 @@ class Failure(StrEnum):
     @property
     def transient(self) -> bool:
         return self is Failure.ENGINE_FAULT
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """One program to run: its code and stdin, the runtime that runs it, and its limits."""
+
+    run_id: str  # names the container and labels it (letters, digits, '_', '.', '-')
+    runtime: Runtime
+    code: bytes
+    stdin: bytes
+    limits: Limits
+
+
+@dataclass
+class ResourceSample:
+    """What the sandbox used at one moment of a run (about once a second)."""
+
+    at: datetime
+    cpu_percent: float
+    memory_bytes: int
+    pids: int
+
+
+@dataclass
+class RunResult:
+    """How one run ended. ``failure`` is set exactly when ``outcome`` is ``Outcome.ERROR``."""
+
+    outcome: Outcome
+    exit_code: int | None
+    signal: int | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    duration_ms: int | None
+    output_bytes: int
+    output_truncated: bool
+    peak_memory_bytes: int | None
+    cpu_time_ms: int | None
+    artifacts: list[ParsedArtifact]
+    artifacts_truncated: bool
+    image_id: str
+    failure: Failure | None = None
+    error: str = ""  # for people only: no caller may parse it
+
+    def __post_init__(self) -> None:
+        self.outcome = Outcome(self.outcome)
+        if (self.outcome is Outcome.ERROR) != (self.failure is not None):
+            raise ValueError("a RunResult has a failure exactly when its outcome is ERROR")
+
+    @classmethod
+    def not_run(cls, outcome: Outcome, *, failure: Failure | None = None, error: str = "", image_id: str = ""):
+        """A run that ended before the program started (or without a trustworthy account of it)."""
+        return cls(
+            outcome=outcome,
+            exit_code=None,
+            signal=None,
+            started_at=None,
+            finished_at=None,
+            duration_ms=None,
+            output_bytes=0,
+            output_truncated=False,
+            peak_memory_bytes=None,
+            cpu_time_ms=None,
+            artifacts=[],
+            artifacts_truncated=False,
+            image_id=image_id,
+            failure=failure,
+            error=error,
+        )
+
+    @classmethod
+    def failed(cls, failure: Failure, error: str, *, image_id: str = "") -> RunResult:
+        """An ``Outcome.ERROR`` result: the platform failed, ``failure`` says how."""
+        return cls.not_run(Outcome.ERROR, failure=failure, error=error, image_id=image_id)

@@ -1,24 +1,71 @@
-"""Run policy: the limits of one run and the runtime (image + command) it runs with.
+"""Run policy: the limits of one run, the runtime it runs with, and the container that enforces them.
 
-Everything here is plain data; the runner (``runner.py``) turns it into a container that is locked
-down with no opt-out. ``Limits.from_settings`` takes the operator's defaults and lets a caller ask
-for less (or up to the operator's maximum) of time, memory and CPUs, never more.
+``Limits.from_settings`` takes the operator's defaults and lets a caller ask for less (or up to the
+operator's maximum) of time, memory and CPUs, never more; ``MINIMA`` is the one definition of the
+smallest values a caller may ask for. ``container_config`` turns a ``Profile`` (image, engine
+runtime, limits) into the keyword arguments of ``containers.create``: a container that is locked
+down with no opt-out. A ``Profile`` is hashable, so pre-started sandboxes can be kept per profile.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
 
 from django.conf import settings
+from docker.types import LogConfig, Ulimit
 
 MIB = 1024 * 1024
 _FILE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
 
+SANDBOX_UID = 10001
+SANDBOX_USER = f"{SANDBOX_UID}:{SANDBOX_UID}"
+CODE_DIR = "/sandbox"
+OUTPUT_DIR = "/output"
+WORK_DIR = "/tmp"
+# The whole environment of a sandboxed program: nothing from the host, nothing from the image.
+ENVIRONMENT = {
+    "PATH": "/usr/local/bin:/usr/bin:/bin",
+    "HOME": "/tmp",
+    "LANG": "C.UTF-8",
+    "CRUCIBLE_OUTPUT_DIR": OUTPUT_DIR,
+}
+LABEL_INSTANCE = "org.crucible.instance"
+LABEL_RUN = "org.crucible.run"
+SECCOMP_PATH = Path(settings.BASE_DIR) / "sandbox" / "seccomp.json"
+CODE_DIR_INODES = 64
+SHM_MAX_MB = 64
+# The engine refuses a memory limit under 6 MB; below what a caller may ask for (MINIMA).
+ENGINE_MINIMUM_MEMORY_MB = 6
 
-def _setting(name: str, default):
-    return getattr(settings, name, default)
+# The idle main process: SIGTERM ignored (inherited across exec), so a cancel's "kill -TERM -1"
+# reaches the program but not the process that keeps the container alive.
+IDLE_COMMAND = ["bash", "-c", "trap '' TERM INT HUP; exec sleep infinity"]
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """Time, memory and CPUs of one run: the smallest a caller may ask for, or an operator's maximum."""
+
+    timeout_s: float
+    memory_mb: int
+    cpus: float
+
+
+MINIMA = Bounds(timeout_s=0.1, memory_mb=16, cpus=0.1)
+
+
+def maxima() -> Bounds:
+    """The operator's maxima (settings may change in tests, so read them each time)."""
+    return Bounds(
+        timeout_s=settings.SANDBOX_MAX_TIMEOUT_S,
+        memory_mb=settings.SANDBOX_MAX_MEMORY_MB,
+        cpus=settings.SANDBOX_MAX_CPUS,
+    )
 
 
 @dataclass(frozen=True)
@@ -39,7 +86,7 @@ class Limits:
     def __post_init__(self) -> None:
         checks = {
             "timeout_s": self.timeout_s > 0 and math.isfinite(self.timeout_s),
-            "memory_mb": self.memory_mb >= 6,
+            "memory_mb": self.memory_mb >= ENGINE_MINIMUM_MEMORY_MB,
             "cpus": self.cpus > 0 and math.isfinite(self.cpus),
             "pids": self.pids >= 8,
             "output_cap_bytes": self.output_cap_bytes >= 0,
@@ -57,30 +104,30 @@ class Limits:
 
     @classmethod
     def from_settings(cls, *, timeout_s: float | None = None, memory_mb: int | None = None, cpus: float | None = None):
-        """Operator defaults; ``timeout_s``/``memory_mb``/``cpus`` may ask for a value up to the operator maximum.
+        """Operator defaults; ``timeout_s``/``memory_mb``/``cpus`` may ask for a value in [MINIMA, maxima()].
 
         Raises ``ValueError`` (naming the field) when a requested value is out of range.
         """
+        most = maxima()
         timeout = settings.SANDBOX_DEFAULT_TIMEOUT_S if timeout_s is None else float(timeout_s)
         memory = settings.SANDBOX_DEFAULT_MEMORY_MB if memory_mb is None else int(memory_mb)
         cpu = settings.SANDBOX_DEFAULT_CPUS if cpus is None else float(cpus)
-        if not (0 < timeout <= settings.SANDBOX_MAX_TIMEOUT_S):
-            raise ValueError(f"timeout_s must be in (0, {settings.SANDBOX_MAX_TIMEOUT_S}]")
-        if not (16 <= memory <= settings.SANDBOX_MAX_MEMORY_MB):
-            raise ValueError(f"memory_mb must be in [16, {settings.SANDBOX_MAX_MEMORY_MB}]")
-        if not (0.01 <= cpu <= settings.SANDBOX_MAX_CPUS):
-            raise ValueError(f"cpus must be in [0.01, {settings.SANDBOX_MAX_CPUS}]")
-        tmpfs_mb = settings.SANDBOX_TMPFS_MB
+        if not (MINIMA.timeout_s <= timeout <= most.timeout_s):
+            raise ValueError(f"timeout_s must be in [{MINIMA.timeout_s:g}, {most.timeout_s:g}]")
+        if not (MINIMA.memory_mb <= memory <= most.memory_mb):
+            raise ValueError(f"memory_mb must be in [{MINIMA.memory_mb}, {most.memory_mb}]")
+        if not (MINIMA.cpus <= cpu <= most.cpus):
+            raise ValueError(f"cpus must be in [{MINIMA.cpus:g}, {most.cpus:g}]")
         return cls(
             timeout_s=timeout,
             memory_mb=memory,
             cpus=cpu,
             pids=settings.SANDBOX_PIDS_LIMIT,
             output_cap_bytes=settings.SANDBOX_OUTPUT_CAP_BYTES,
-            tmpfs_mb=tmpfs_mb,
+            tmpfs_mb=settings.SANDBOX_TMPFS_MB,
             tmpfs_inodes=settings.SANDBOX_TMPFS_INODES,
-            nofile=_setting("SANDBOX_NOFILE", 256),
-            fsize_mb=_setting("SANDBOX_FSIZE_MB", tmpfs_mb),
+            nofile=settings.SANDBOX_NOFILE,
+            fsize_mb=settings.SANDBOX_FSIZE_MB,
             artifact_max_files=settings.SANDBOX_ARTIFACT_MAX_FILES,
             artifact_max_bytes=settings.SANDBOX_ARTIFACT_MAX_BYTES,
             kill_grace_s=settings.SANDBOX_KILL_GRACE_S,
@@ -111,3 +158,90 @@ def runtime_for(language: str) -> Runtime:
     if language == "bash":
         return Runtime(image=image, command=["bash", "{file}"], file_name="main.sh")
     raise ValueError(f"unknown language: {language!r}")
+
+
+def _configured_engine_runtime() -> str:
+    return settings.SANDBOX_RUNTIME
+
+
+@dataclass(frozen=True)
+class Profile:
+    """What a sandbox container is made of: image, engine runtime (``runc``, ``runsc``, ...) and limits.
+
+    Two sandboxes of one profile are interchangeable before a program is delivered to them.
+    """
+
+    image: str
+    limits: Limits
+    engine_runtime: str = field(default_factory=_configured_engine_runtime)
+
+
+@lru_cache(maxsize=1)
+def seccomp_profile() -> str:
+    """The seccomp profile as compact JSON (the engine API takes the profile's content, not a path)."""
+    return json.dumps(json.loads(SECCOMP_PATH.read_text()), separators=(",", ":"))
+
+
+def code_dir_mb() -> int:
+    """Size of the /sandbox tmpfs: room for the largest code file and stdin the platform accepts."""
+    return (settings.SANDBOX_MAX_CODE_BYTES + settings.SANDBOX_MAX_STDIN_BYTES) // MIB + 2
+
+
+def _tmpfs(limits: Limits) -> dict[str, str]:
+    common = f"rw,noexec,nosuid,nodev,uid={SANDBOX_UID},gid={SANDBOX_UID}"
+    size = f"size={limits.tmpfs_mb}m,nr_inodes={limits.tmpfs_inodes}"
+    return {
+        WORK_DIR: f"{common},mode=1777,{size}",
+        OUTPUT_DIR: f"{common},mode=0755,{size}",
+        CODE_DIR: f"{common},mode=0755,size={code_dir_mb()}m,nr_inodes={CODE_DIR_INODES}",
+    }
+
+
+def _ulimits(limits: Limits) -> list[Ulimit]:
+    fsize = limits.fsize_mb * MIB
+    return [
+        Ulimit(name="nofile", soft=limits.nofile, hard=limits.nofile),
+        Ulimit(name="fsize", soft=fsize, hard=fsize),
+        Ulimit(name="core", soft=0, hard=0),
+    ]
+
+
+def container_config(profile: Profile, *, name: str, run_id: str) -> dict:
+    """Keyword arguments for ``containers.create``: the sandbox policy, with no opt-out.
+
+    Raises ``OSError``/``ValueError`` when the seccomp profile cannot be loaded.
+    """
+    limits = profile.limits
+    return {
+        "image": profile.image,
+        "command": IDLE_COMMAND,
+        "name": name,
+        "hostname": "sandbox",
+        "user": SANDBOX_USER,
+        "working_dir": WORK_DIR,
+        "environment": dict(ENVIRONMENT),
+        "labels": {LABEL_INSTANCE: settings.CRUCIBLE_INSTANCE, LABEL_RUN: run_id},
+        "detach": True,
+        "stdin_open": False,
+        "tty": False,
+        "network_mode": "none",
+        "read_only": True,
+        "tmpfs": _tmpfs(limits),
+        "shm_size": f"{min(limits.tmpfs_mb, SHM_MAX_MB)}m",
+        "ipc_mode": "private",
+        "cap_drop": ["ALL"],
+        "security_opt": ["no-new-privileges:true", f"seccomp={seccomp_profile()}"],
+        "privileged": False,
+        "mem_limit": f"{limits.memory_mb}m",
+        "memswap_limit": f"{limits.memory_mb}m",
+        "nano_cpus": int(limits.cpus * 1e9),
+        "pids_limit": limits.pids,
+        "oom_score_adj": 1000,
+        "ulimits": _ulimits(limits),
+        "runtime": profile.engine_runtime,
+        "log_config": LogConfig(type="none"),
+        "init": True,
+        "auto_remove": False,
+        "volumes": {},
+        "mounts": [],
+    }

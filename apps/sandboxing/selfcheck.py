@@ -14,41 +14,16 @@ import uuid
 
 from django.conf import settings
 
+from apps.sandboxing.incontainer import source
+from apps.sandboxing.outcomes import Outcome, RunRequest
 from apps.sandboxing.policy import Limits, runtime_for
-from apps.sandboxing.runner import RunRequest, run
+from apps.sandboxing.runner import run
 
 CACHE_SECONDS = 600
 # A failed check is retried sooner: the engine may only have been restarting.
 FAILURE_CACHE_SECONDS = 15
 _cache: dict[tuple[str, str], tuple[float, list[str]]] = {}
 _lock = threading.Lock()
-
-CANARY = r"""
-import json, os, socket
-facts = {"uid": os.getuid(), "gid": os.getgid()}
-status = dict(line.split(":", 1) for line in open("/proc/self/status").read().splitlines() if ":" in line)
-for key in ("CapEff", "CapPrm", "CapBnd", "NoNewPrivs", "Seccomp"):
-    facts[key] = status.get(key, "").strip()
-try:
-    open("/etc/crucible-canary", "w")
-    facts["root_writable"] = True
-except OSError:
-    facts["root_writable"] = False
-facts["interfaces"] = sorted(os.listdir("/sys/class/net")) if os.path.isdir("/sys/class/net") else None
-try:
-    socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
-    facts["packet_socket"] = True
-except OSError:
-    facts["packet_socket"] = False
-for path in ("/sys/fs/cgroup/pids.max", "/sys/fs/cgroup/pids/pids.max"):
-    try:
-        facts["pids_max"] = open(path).read().strip()
-        break
-    except OSError:
-        pass
-facts["docker_sock"] = any(os.path.exists(p) for p in ("/var/run/docker.sock", "/run/docker.sock"))
-print(json.dumps(facts))
-"""
 
 
 class SandboxUnavailable(Exception):
@@ -58,6 +33,7 @@ class SandboxUnavailable(Exception):
 
 
 def _problems(limits: Limits) -> list[str]:
+    """Run the canary (``incontainer/canary.py``) through the real runner and judge what it reports."""
     output = bytearray()
 
     def keep(_stream: str, data: bytes) -> None:
@@ -67,19 +43,24 @@ def _problems(limits: Limits) -> list[str]:
         RunRequest(
             run_id=f"selfcheck-{uuid.uuid4()}",
             runtime=runtime_for("python"),
-            code=CANARY.encode(),
+            code=source("canary").encode(),
             stdin=b"",
             limits=limits,
         ),
         on_output=keep,
         control=lambda: None,
     )
-    if result.outcome != "exited" or result.exit_code != 0:
+    if result.outcome is not Outcome.EXITED or result.exit_code != 0:
         return [f"the canary did not run: {result.outcome} {result.exit_code} {result.error}".strip()]
     try:
         facts = json.loads(bytes(output).decode())
     except ValueError:
         return ["the canary's report was unreadable"]
+    return problems_in(facts, limits)
+
+
+def problems_in(facts: dict, limits: Limits) -> list[str]:
+    """What the canary's ``facts`` show the engine does not enforce (empty when the policy holds)."""
     problems = []
     if facts.get("uid") == 0 or facts.get("gid") == 0:
         problems.append("the program runs as root")

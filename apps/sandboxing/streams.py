@@ -14,7 +14,6 @@ import struct
 from dataclasses import dataclass, field
 
 STDOUT, STDERR = 1, 2
-STREAM_NAMES = {STDOUT: "stdout", STDERR: "stderr"}
 
 
 class ProtocolError(Exception):
@@ -62,6 +61,8 @@ class FrameDemuxer:
 
 @dataclass
 class ParsedArtifact:
+    """A file the program left in /output: its sanitised relative name, bytes, size and SHA-256."""
+
     name: str
     data: bytes
     size: int = 0
@@ -146,52 +147,61 @@ class ArtifactStreamParser:
         return chunk
 
     def _parse(self) -> None:
-        while not self.done:
-            if self._state == "type":
-                kind = self._take(1)
-                if kind is None:
-                    return
-                if kind == b"E":
-                    self.done = True
-                    self._buffer.clear()
-                    return
-                if kind == b"T":
-                    self.truncated = True
-                    continue
-                if kind not in (b"F", b"S"):
-                    raise ProtocolError("unknown record")
-                self._kind = kind
-                self._state = "header"
-            elif self._state == "header":
-                header = self._take(12)
-                if header is None:
-                    return
-                self._name_len, self._data_len = struct.unpack(">IQ", header)
-                if self._name_len == 0 or self._name_len > MAX_NAME_BYTES:
-                    raise ProtocolError("bad name length")
-                if self._kind == b"F":
-                    if self._data_len > self.max_bytes - self._total or len(self.artifacts) >= self.max_files:
-                        raise ProtocolError("over the artifact caps")
-                self._state = "name"
-            elif self._state == "name":
-                name = self._take(self._name_len)
-                if name is None:
-                    return
-                self._name = name
-                if self._kind == b"S":
-                    self.truncated = True
-                    self._state = "type"
-                else:
-                    self._state = "data"
-            elif self._state == "data":
-                data = self._take(self._data_len)
-                if data is None:
-                    return
-                self._total += len(data)
-                self._state = "type"
-                clean = sanitize_name(self._name)
-                if clean is None or clean in self._names:
-                    self.truncated = True
-                    continue
-                self._names.add(clean)
-                self.artifacts.append(ParsedArtifact(name=clean, data=data))
+        """Consume whole fields from the buffer, one state at a time, until one is incomplete."""
+        steps = {"type": self._record_type, "header": self._header, "name": self._name_field, "data": self._data}
+        while not self.done and steps[self._state]():
+            pass
+
+    def _record_type(self) -> bool:
+        kind = self._take(1)
+        if kind is None:
+            return False
+        if kind == b"E":
+            self.done = True
+            self._buffer.clear()
+        elif kind == b"T":
+            self.truncated = True
+        elif kind in (b"F", b"S"):
+            self._kind, self._state = kind, "header"
+        else:
+            raise ProtocolError("unknown record")
+        return True
+
+    def _header(self) -> bool:
+        header = self._take(12)
+        if header is None:
+            return False
+        self._name_len, self._data_len = struct.unpack(">IQ", header)
+        if self._name_len == 0 or self._name_len > MAX_NAME_BYTES:
+            raise ProtocolError("bad name length")
+        over_caps = self._data_len > self.max_bytes - self._total or len(self.artifacts) >= self.max_files
+        if self._kind == b"F" and over_caps:
+            raise ProtocolError("over the artifact caps")
+        self._state = "name"
+        return True
+
+    def _name_field(self) -> bool:
+        name = self._take(self._name_len)
+        if name is None:
+            return False
+        self._name = name
+        if self._kind == b"S":  # a file left out for its size: the list is incomplete
+            self.truncated = True
+            self._state = "type"
+        else:
+            self._state = "data"
+        return True
+
+    def _data(self) -> bool:
+        data = self._take(self._data_len)
+        if data is None:
+            return False
+        self._total += len(data)
+        self._state = "type"
+        clean = sanitize_name(self._name)
+        if clean is None or clean in self._names:
+            self.truncated = True
+        else:
+            self._names.add(clean)
+            self.artifacts.append(ParsedArtifact(name=clean, data=data))
+        return True

@@ -92,11 +92,6 @@ def test_over_quota_the_form_answers_429_with_retry_after_and_says_when(alice):
     assert Evaluation.objects.filter(owner=alice).count() == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the form view does not set Retry-After; the middleware's 60 s sign-in fallback answers instead "
-    "(apps/evaluations/views.py, owned by the layers work: set response['Retry-After'] from Throttled.retry_after)",
-)
 def test_with_too_many_active_the_forms_retry_after_matches_what_it_says(alice):
     Quota.objects.create(user=alice, max_active=1)
     client = Client()

@@ -1,15 +1,21 @@
 """Adversarial cases 1-9 (resource exhaustion) of shared/security/adversarial-cases.md, at the runner level."""
 
-import os
 import tracemalloc
 import uuid
 from pathlib import Path
 
 import pytest
 
-from apps.sandboxing.tests.conftest import execute
+from apps.sandboxing.outcomes import Command, Outcome
+from apps.sandboxing.tests.conftest import SLACK_S, execute
 
 pytestmark = pytest.mark.docker
+
+
+def assert_timed_out_at(run, timeout_s: float) -> None:
+    """Ended by the wall-clock limit: not before it, and within a bounded slack after it."""
+    assert run.result.outcome is Outcome.TIMED_OUT
+    assert timeout_s <= run.result.duration_ms / 1000 < timeout_s + SLACK_S
 
 
 def assert_host_unaffected():
@@ -87,23 +93,20 @@ def test_allocating_memory_until_it_dies_ends_oom_killed():
 # 3
 def test_spinning_the_cpu_forever_times_out_at_the_wall_clock_limit():
     run = execute("while True: pass", timeout_s=2)
-    assert run.result.outcome == "timed_out"
-    assert abs(run.result.duration_ms / 1000 - 2) <= 1
+    assert_timed_out_at(run, 2)
 
 
 def test_sixteen_spinning_threads_time_out_at_the_wall_clock_limit():
     code = "import threading\ndef spin():\n    while True: pass\n"
     code += "for _ in range(16): threading.Thread(target=spin, daemon=True).start()\nspin()\n"
     run = execute(code, timeout_s=2, cpus=0.5)
-    assert run.result.outcome == "timed_out"
-    assert abs(run.result.duration_ms / 1000 - 2) <= 1
+    assert_timed_out_at(run, 2)
 
 
 # 4
 def test_sleeping_forever_times_out():
     run = execute("import time; time.sleep(10**6)", timeout_s=2)
-    assert run.result.outcome == "timed_out"
-    assert abs(run.result.duration_ms / 1000 - 2) <= 1
+    assert_timed_out_at(run, 2)
 
 
 def test_reading_stdin_sees_end_of_file_never_the_workers_stdin():
@@ -135,10 +138,9 @@ def test_one_100_mb_line_without_a_newline_is_capped_without_waiting_for_a_newli
     run, received, peak = execute_counting_output(
         "import os\nos.write(1, b'a' * (100 * 1024 * 1024))", output_cap_bytes=1 << 20, memory_mb=256, timeout_s=10
     )
-    assert run.result.outcome == "output_capped"
+    assert run.result.outcome is Outcome.OUTPUT_CAPPED  # as the bytes came, not at the 10 s timeout
     assert received == 1 << 20
     assert peak < 4 * 1024 * 1024  # far below the 100 MB the program wrote
-    assert run.result.duration_ms < 5000
 
 
 # 7
@@ -187,31 +189,29 @@ def test_a_child_that_ignores_sigterm_and_setsids_away_does_not_survive_the_run(
         f"    os.execvp('bash', ['bash', '-c', 'trap \"\" TERM; while true; do sleep 1; done', '{token}'])\n"
         "time.sleep(0.5)\nprint('parent exits')\n"
     )
-    run = execute(code, control=lambda t, out: "cancel" if out else None, timeout_s=5, kill_grace_s=0.5)
+    run = execute(code, control=lambda t, out: Command.CANCEL if out else None, timeout_s=5, kill_grace_s=0.5)
     assert run.result.outcome in ("exited", "cancelled")
     assert host_processes_containing(token) == []
 
 
 def test_a_detached_child_holding_stdout_does_not_keep_the_run_alive():
     code = "import os, time\nif os.fork() == 0:\n    os.setsid()\n    time.sleep(60)\nprint('parent done')\n"
-    run = execute(code, timeout_s=5)
-    assert (run.result.outcome, run.result.exit_code) == ("exited", 0)
+    run = execute(code, timeout_s=10)
+    assert (run.result.outcome, run.result.exit_code) == ("exited", 0)  # at the parent's exit, not the timeout
     assert run.stdout == b"parent done\n"
-    assert run.wall_s < 3
 
 
 # 9
 def test_closing_stdout_and_stderr_early_then_exiting_reports_the_exit():
     code = "import os, sys, time\nprint('bye', flush=True)\nos.close(1); os.close(2)\ntime.sleep(1)\nsys.exit(5)\n"
-    run = execute(code, timeout_s=5)
+    run = execute(code, timeout_s=10)
     assert (run.result.outcome, run.result.exit_code) == ("exited", 5)
     assert run.stdout == b"bye\n"
-    assert run.result.duration_ms >= 900
+    assert run.result.duration_ms >= 1000  # the run waited for the exit, not for the end of the output
 
 
 def test_closing_stdout_and_stderr_early_then_running_forever_times_out():
     code = "import os, time\nos.close(1); os.close(2)\nwhile True: time.sleep(1)\n"
     run = execute(code, timeout_s=2)
-    assert run.result.outcome == "timed_out"
-    assert abs(run.result.duration_ms / 1000 - 2) <= 1
-    assert os.getpid()
+    assert_timed_out_at(run, 2)  # closing its output did not end the run
+    assert run.chunks == []

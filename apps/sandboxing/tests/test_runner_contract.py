@@ -1,25 +1,25 @@
 """The runner's contract: exit codes, stdin, separate streams, order, limits, control, cleanup."""
 
-import os
-import time
+import hashlib
+import threading
 
 import pytest
 
-from apps.sandboxing import engine, runner
-from apps.sandboxing.policy import Limits, Runtime, runtime_for
-from apps.sandboxing.runner import container_config
-from apps.sandboxing.tests.conftest import execute, small_limits
+from apps.sandboxing import containers, engine, runner
+from apps.sandboxing.outcomes import Command, Failure, Outcome
+from apps.sandboxing.policy import Limits, Profile, Runtime, container_config, runtime_for
+from apps.sandboxing.tests.conftest import SLACK_S, execute, small_limits
 
 pytestmark = pytest.mark.docker
 
 
 def test_a_program_that_succeeds_exits_with_code_zero():
     run = execute("print('hello')")
-    assert run.result.outcome == "exited"
+    assert run.result.outcome is Outcome.EXITED
     assert run.result.exit_code == 0
     assert run.result.signal is None
     assert run.stdout == b"hello\n"
-    assert run.result.error == ""
+    assert (run.result.failure, run.result.error) == (None, "")
 
 
 def test_the_exit_code_of_the_program_is_reported():
@@ -30,8 +30,6 @@ def test_the_exit_code_of_the_program_is_reported():
 def test_stdin_is_delivered_to_the_program_byte_for_byte():
     data = bytes(range(256)) * 100
     run = execute("import sys, hashlib; print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest())", stdin=data)
-    import hashlib
-
     assert run.text.strip() == hashlib.sha256(data).hexdigest()
 
 
@@ -63,15 +61,14 @@ def test_a_bash_script_runs_with_the_bash_runtime():
 
 
 def test_the_code_file_is_named_by_the_runtime_and_cannot_be_executed_directly():
-    run = execute("import sys, os; print(sys.argv[0]); print(os.access(sys.argv[0], os.X_OK))")
-    assert run.text.split() == ["/sandbox/main.py", "False"]
+    run = execute("import sys, os; print(sys.argv[0]); print(os.access(sys.argv[0], os.X_OK)); print(os.getcwd())")
+    assert run.text.split() == ["/sandbox/main.py", "False", "/tmp"]
 
 
-def test_a_busy_loop_times_out_within_a_second_of_the_limit():
+def test_a_busy_loop_times_out_at_the_limit_never_before_it():
     run = execute("while True: pass", timeout_s=2)
-    assert run.result.outcome == "timed_out"
-    assert 1.5 <= run.result.duration_ms / 1000 <= 3.0
-    assert run.wall_s < 5
+    assert run.result.outcome is Outcome.TIMED_OUT
+    assert 2.0 <= run.result.duration_ms / 1000 < 2.0 + SLACK_S
 
 
 def test_a_program_that_allocates_without_end_is_oom_killed():
@@ -87,40 +84,54 @@ def test_cancel_sends_sigterm_and_lets_the_program_clean_up():
         "def bye(*_):\n    open('/output/partial.txt', 'w').write('saved'); print('bye', flush=True); sys.exit(0)\n"
         "signal.signal(signal.SIGTERM, bye)\nprint('ready', flush=True)\ntime.sleep(60)\n"
     )
-    run = execute(code, control=lambda t, out: "cancel" if b"ready" in out else None, timeout_s=10, kill_grace_s=2)
-    assert run.result.outcome == "cancelled"
+    run = execute(
+        code, control=lambda t, out: Command.CANCEL if b"ready" in out else None, timeout_s=10, kill_grace_s=2
+    )
+    assert run.result.outcome is Outcome.CANCELLED
     assert run.stdout == b"ready\nbye\n"
-    assert run.result.exit_code == 0
+    assert run.result.exit_code == 0  # it ended by itself, within the grace, not by the SIGKILL after it
     assert [a.name for a in run.result.artifacts] == ["partial.txt"]
-    assert run.wall_s < 3
 
 
 def test_cancel_kills_a_program_that_ignores_sigterm_after_the_grace():
     code = "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\nprint('ready')\ntime.sleep(60)\n"
-    run = execute(code, control=lambda t, out: "cancel" if out else None, timeout_s=10, kill_grace_s=1)
-    assert run.result.outcome == "cancelled"
+    run = execute(code, control=lambda t, out: Command.CANCEL if out else None, timeout_s=30, kill_grace_s=1)
+    assert run.result.outcome is Outcome.CANCELLED
     assert run.result.exit_code == 137
-    assert 1.0 <= run.result.duration_ms / 1000 < 2.5
+    assert 1.0 <= run.wall_s - run.first_command_at < 1.0 + SLACK_S  # the SIGKILL waited for the grace
 
 
-def test_stop_kills_the_program_at_once():
-    code = "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\nprint('ready')\ntime.sleep(60)\n"
-    run = execute(code, control=lambda t, out: "stop" if out else None, timeout_s=10, kill_grace_s=5)
-    assert run.result.outcome == "stopped"
-    assert run.result.duration_ms < 1500
+def test_stop_kills_the_program_at_once_without_a_grace():
+    code = (
+        "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "print('ready', flush=True)\ntime.sleep(10)\nprint('still here')\n"
+    )
+    run = execute(code, control=lambda t, out: Command.STOP if out else None, timeout_s=60, kill_grace_s=30)
+    assert run.result.outcome is Outcome.STOPPED
+    assert run.result.exit_code == 137
+    assert run.stdout == b"ready\n"  # killed before its next line, long before the 30 s grace
 
 
-def test_a_safety_stop_ends_as_stopped():
-    code = "import time; print('ready'); time.sleep(60)"
-    run = execute(code, control=lambda t, out: "safety_stop" if out else None, timeout_s=10)
-    assert run.result.outcome == "stopped"
+def test_an_answer_that_is_no_command_stops_the_program():
+    """Fail closed: ``control()`` answering anything but None or a Command ends the run at once."""
+    code = "import time; print('ready', flush=True); time.sleep(10); print('still here')"
+    run = execute(code, control=lambda t, out: "safety_stop" if out else None, timeout_s=60)
+    assert run.result.outcome is Outcome.STOPPED
+    assert run.stdout == b"ready\n"
 
 
-def test_control_is_polled_at_least_every_quarter_second():
-    run = execute("import time; time.sleep(1.5)")
-    gaps = [b - a for a, b in zip(run.control_calls, run.control_calls[1:], strict=False)]
-    assert len(run.control_calls) >= 5
-    assert max(gaps) < 0.25
+def test_control_is_asked_while_the_program_runs_not_only_before():
+    code = "import time\nprint('ready', flush=True)\ntime.sleep(1.5)\nprint('done')\n"
+    asked_while_running = []
+
+    def control(_t, out):
+        if out == b"ready\n":
+            asked_while_running.append(1)
+        return None
+
+    run = execute(code, control=control)
+    assert run.stdout == b"ready\ndone\n"
+    assert len(asked_while_running) >= 2
 
 
 def test_output_over_the_cap_keeps_exactly_the_cap_and_ends_the_run():
@@ -146,9 +157,11 @@ def test_the_cap_counts_both_streams_together():
     assert run.stderr == b"e" * 20_000
 
 
-def test_resource_samples_arrive_about_once_a_second_and_peaks_are_recorded():
+def test_resource_samples_arrive_at_most_once_a_second_and_peaks_are_recorded():
     run = execute("import time\nx = bytearray(20 << 20)\nt = time.time()\nwhile time.time() - t < 2.5: pass")
-    assert 1 <= len(run.samples) <= 4
+    assert len(run.samples) >= 1
+    gaps = [(b.at - a.at).total_seconds() for a, b in zip(run.samples, run.samples[1:], strict=False)]
+    assert all(gap >= 0.99 for gap in gaps)
     assert all(s.pids >= 1 and s.memory_bytes > 0 for s in run.samples)
     assert max(s.cpu_percent for s in run.samples) > 5  # a busy loop; loose: the test host may be loaded
     assert run.result.peak_memory_bytes >= 20 << 20
@@ -156,17 +169,18 @@ def test_resource_samples_arrive_about_once_a_second_and_peaks_are_recorded():
 
 
 def test_timings_and_the_image_actually_used_are_reported():
-    run = execute("pass")
+    run = execute("import time; time.sleep(0.3)")
     image = engine.client().images.get(runtime_for("python").image)
     assert run.result.image_id == image.id
     assert run.result.started_at <= run.result.finished_at
-    assert 0 <= run.result.duration_ms < 2000
+    assert 300 <= run.result.duration_ms <= run.wall_s * 1000  # the program's time, within the call's
 
 
 def test_an_unknown_runtime_ends_in_error_and_is_never_retried_weaker(settings):
     settings.SANDBOX_RUNTIME = "no-such-runtime"
     run = execute("print('must not run')")
-    assert run.result.outcome == "error"
+    assert (run.result.outcome, run.result.failure) == (Outcome.ERROR, Failure.SETUP_REFUSED)
+    assert not run.result.failure.transient
     assert "runtime" in run.result.error.lower()
     assert run.chunks == []
 
@@ -174,8 +188,16 @@ def test_an_unknown_runtime_ends_in_error_and_is_never_retried_weaker(settings):
 def test_a_missing_image_ends_in_error():
     runtime = Runtime(image="crucible-sandbox:does-not-exist", command=["python3", "{file}"], file_name="main.py")
     run = execute("print(1)", runtime=runtime)
-    assert run.result.outcome == "error"
+    assert (run.result.outcome, run.result.failure) == (Outcome.ERROR, Failure.SETUP_REFUSED)
     assert "image" in run.result.error.lower()
+
+
+def test_a_launcher_that_cannot_write_the_code_file_is_a_launcher_failure():
+    """Code larger than the /sandbox tmpfs: the launcher fails before the program starts."""
+    run = execute(b"#" * (8 << 20))
+    assert (run.result.outcome, run.result.failure) == (Outcome.ERROR, Failure.LAUNCHER)
+    assert "launcher" in run.result.error
+    assert run.chunks == []
 
 
 def test_a_command_that_does_not_exist_exits_127():
@@ -190,19 +212,19 @@ def test_the_container_is_removed_even_when_a_callback_raises():
         raise RuntimeError("storage is down")
 
     run = execute("print('x')", on_output=explode)
-    assert run.result.outcome == "error"
+    assert (run.result.outcome, run.result.failure) == (Outcome.ERROR, Failure.ENGINE_FAULT)
     assert "storage is down" in run.result.error
     # the autouse fixture asserts no container is left
 
 
 def test_a_cancel_before_the_start_never_runs_the_program():
-    run = execute("print('ran')", control=lambda t, out: "cancel")
-    assert run.result.outcome == "cancelled"
+    run = execute("print('ran')", control=lambda t, out: Command.CANCEL)
+    assert (run.result.outcome, run.result.failure) == (Outcome.CANCELLED, None)
     assert run.chunks == []
 
 
 def test_the_policy_has_no_opt_out():
-    config = container_config(name="x", run_id="x", image="img", limits=small_limits())
+    config = container_config(Profile(image="img", limits=small_limits()), name="x", run_id="x")
     assert config["network_mode"] == "none"
     assert config["read_only"] is True
     assert config["cap_drop"] == ["ALL"]
@@ -229,19 +251,21 @@ def test_the_limits_applied_by_the_engine_match_the_request():
     assert run.text.split() == ["100", str(3 * 1024 * 1024), "40"]
 
 
-def test_no_reader_thread_is_left_running():
-    import threading
+def test_output_is_delivered_on_the_calling_thread_and_no_thread_is_started():
+    before = set(threading.enumerate())
+    seen = []
 
-    before = threading.active_count()
-    execute("print(1)")
-    time.sleep(0.05)
-    assert threading.active_count() <= before
-    assert os.getpid()
+    def on_output(_stream, _data):
+        seen.append((threading.get_ident(), set(threading.enumerate())))
+
+    execute("import time\nfor i in range(3):\n    print(i, flush=True); time.sleep(0.1)\n", on_output=on_output)
+    assert seen
+    assert all(ident == threading.get_ident() for ident, _ in seen)
+    assert all(threads == before for _, threads in seen)
+    assert set(threading.enumerate()) == before
 
 
 def test_on_result_sees_the_verdict_before_the_container_is_removed():
-    from apps.sandboxing import containers
-
     seen = {}
 
     def on_result(result):

@@ -1,12 +1,14 @@
 """Self-check of the enforced policy, and this instance's container listing/removal."""
 
+import time
 import uuid
 
 import pytest
 
 from apps.sandboxing import selfcheck
 from apps.sandboxing.containers import list_instance_containers, remove
-from apps.sandboxing.runner import Sandbox
+from apps.sandboxing.policy import Profile
+from apps.sandboxing.sandbox import Sandbox, SandboxSetupError
 from apps.sandboxing.tests.conftest import small_limits
 
 pytestmark = pytest.mark.docker
@@ -49,7 +51,7 @@ def test_an_engine_that_cannot_apply_the_policy_makes_the_sandbox_unavailable(se
 
 def test_this_instances_containers_are_listed_with_their_run_and_removed():
     run_id = str(uuid.uuid4())
-    sandbox = Sandbox.create(run_id=run_id, image="crucible-sandbox:latest", limits=small_limits())
+    sandbox = Sandbox.create(Profile(image="crucible-sandbox:latest", limits=small_limits()), run_id=run_id)
     try:
         assert (sandbox.container_id, run_id) in list_instance_containers()
         remove(sandbox.container_id)
@@ -61,7 +63,7 @@ def test_this_instances_containers_are_listed_with_their_run_and_removed():
 
 def test_the_engine_applied_every_part_of_the_policy_to_the_container(settings):
     limits = small_limits(memory_mb=48, cpus=0.5, pids=40)
-    sandbox = Sandbox.create(run_id=str(uuid.uuid4()), image="crucible-sandbox:latest", limits=limits)
+    sandbox = Sandbox.create(Profile(image="crucible-sandbox:latest", limits=limits), run_id=str(uuid.uuid4()))
     try:
         attrs = sandbox.api.inspect_container(sandbox.container_id)
     finally:
@@ -87,3 +89,47 @@ def test_the_engine_applied_every_part_of_the_policy_to_the_container(settings):
     env_names = {item.split("=", 1)[0] for item in config["Env"]}
     # The image's own ENV (PYTHONDONTWRITEBYTECODE) is merged in by the engine; nothing from the host.
     assert env_names <= {"PATH", "HOME", "LANG", "CRUCIBLE_OUTPUT_DIR", "PYTHONDONTWRITEBYTECODE"}
+
+
+def test_a_canary_that_reports_a_hole_in_the_policy_is_a_problem():
+    limits = small_limits(pids=40)
+    sound = {
+        "uid": 10001,
+        "gid": 10001,
+        "CapEff": "0" * 16,
+        "CapPrm": "0" * 16,
+        "CapBnd": "0" * 16,
+        "NoNewPrivs": "1",
+        "Seccomp": "2",
+        "root_writable": False,
+        "interfaces": ["lo"],
+        "packet_socket": False,
+        "pids_max": "40",
+        "docker_sock": False,
+    }
+    assert selfcheck.problems_in(sound, limits) == []
+    holes = {"uid": 0, "CapEff": "0000000000000400", "interfaces": ["eth0", "lo"], "pids_max": "max"}
+    problems = selfcheck.problems_in(sound | holes, limits)
+    assert len(problems) == 4
+    assert "the program runs as root" in problems
+
+
+def test_a_sandbox_the_engine_created_is_not_taken_for_one_lost_in_a_restart():
+    sandbox = Sandbox.create(Profile(image="crucible-sandbox:latest", limits=small_limits()), run_id=str(uuid.uuid4()))
+    try:
+        assert sandbox.engine_lost() is False
+    finally:
+        sandbox.remove()
+
+
+def test_a_container_missing_from_the_engines_event_log_counts_as_lost():
+    """After an engine restart its event log is empty: no "create" event for the container."""
+    profile = Profile(image="crucible-sandbox:latest", limits=small_limits())
+    ghost = Sandbox("0" * 64, image_id="", profile=profile, created_at=time.time())
+    assert ghost.engine_lost() is True
+
+
+def test_a_run_id_that_is_no_plain_name_is_refused_before_the_engine_is_asked():
+    with pytest.raises(SandboxSetupError) as refused:
+        Sandbox.create(Profile(image="crucible-sandbox:latest", limits=small_limits()), run_id="../x")
+    assert not refused.value.failure.transient

@@ -1,0 +1,366 @@
+"""One program delivered into a started sandbox and supervised until it ends.
+
+``execute(sandbox, request, ...)`` is what a caller uses (the runner once per fresh sandbox; a
+session could call it for each program in one sandbox). ``Execution.run`` takes three steps:
+
+1. ``deliver``: an exec of the launcher (``incontainer/launcher.py``; the runtime's argv as its
+   arguments, no shell, no user data in argv) is sent the payload (code, stdin) on its stdin. The
+   launcher writes the code file, sets up stdin, writes ``MARKER`` and execs the runtime.
+2. ``supervise``: the calling thread reads the engine's multiplexed stream itself (no reader
+   thread, bounded buffers, chunks of at most 64 KiB, never waiting for a newline). Between reads
+   it takes small named steps: watch the exec's state (so a program that closes its stdout early,
+   or leaves a child holding it open, still ends correctly), obey ``control()`` about every 0.1 s,
+   end a cancel's grace, enforce the wall-clock timeout from the host, and sample resources about
+   once a second.
+3. ``conclude``: the verdict (an OOM kill from the kernel's counters, an engine restart from the
+   engine's event log) and, when the program ended by itself or within a cancel's grace, the
+   artifacts it left in /output.
+
+Every callback (``on_output``, ``control``, ``on_sample``) is called from the calling thread. What
+belongs to one program lives here; what belongs to the container (killing, counters, removal)
+lives on the ``Sandbox``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from apps.sandboxing.cgroups import Reading
+from apps.sandboxing.incontainer import launcher, python_argv
+from apps.sandboxing.outcomes import Command, Failure, Outcome, ResourceSample, RunRequest, RunResult
+from apps.sandboxing.policy import CODE_DIR, ENVIRONMENT, WORK_DIR
+from apps.sandboxing.sandbox import ExecStream, Sandbox
+from apps.sandboxing.streams import STDERR, STDOUT, ProtocolError
+
+log = logging.getLogger(__name__)
+
+MARKER = b"\x00crucible:go\x00"  # the launcher's last write: what follows on stdout is the program's
+CONTROL_EVERY_S = 0.1
+INSPECT_EVERY_S = 0.25
+SAMPLE_EVERY_S = 1.0
+READ_WAIT_S = 0.05  # the longest a read waits for output before the other steps get their turn
+READ_WAIT_EXITED_S = 0.02
+AFTER_EOF_FAST_S = 0.5  # after the stream ended: inspect the exec on every turn for this long
+AFTER_EOF_WAIT_S = 0.01
+AFTER_EOF_SLOW_WAIT_S = 0.05
+DRAIN_QUIET_S = 0.05  # the program has exited: stop once its stream has been quiet this long...
+DRAIN_MAX_S = 0.5  # ...or after this long at most (a child may hold its output open forever)
+KILL_UNANSWERED_S = 5.0
+SIGKILL_EXIT = 128 + 9
+ENGINE_STOP_SIGNALS = (9, 15)  # how an engine stop or restart ends the processes of its containers
+LAUNCHER_STDERR_BYTES = 2048
+LAUNCHER_DETAIL_CHARS = 500
+PAYLOAD_SEND_MIN_TIMEOUT_S = 1.0
+
+
+def execute(
+    sandbox: Sandbox,
+    request: RunRequest,
+    *,
+    on_output: Callable[[str, bytes], None],
+    control: Callable[[], Command | None],
+    on_sample: Callable[[ResourceSample], None] | None = None,
+) -> RunResult:
+    """Deliver ``request``'s program into ``sandbox``, supervise it to its end, say how it ended (never raises)."""
+    return Execution(sandbox, request, on_output, control, on_sample).run()
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def exit_signal(exit_code: int | None) -> int | None:
+    """The signal that ended a program, from its shell-style exit code (128 + signal)."""
+    if exit_code is not None and 128 < exit_code <= 128 + 64:
+        return exit_code - 128
+    return None
+
+
+def as_command(answer) -> Command | None:
+    """``control()``'s answer as a ``Command``. An answer that is not one stops the program (fail closed)."""
+    if answer is None or isinstance(answer, Command):
+        return answer
+    try:
+        return Command(answer)
+    except ValueError:
+        log.warning("control() answered %r, which is no Command: stopping the program", answer)
+        return Command.STOP
+
+
+@dataclass
+class ProgramOutput:
+    """The program's bytes on their way to ``on_output``: only after the launcher's marker, up to the cap."""
+
+    cap: int
+    on_output: Callable[[str, bytes], None]
+    marker_left: bytes = MARKER
+    launcher_stderr: bytearray = field(default_factory=bytearray)
+    delivered: int = 0
+    truncated: bool = False
+
+    @property
+    def program_started(self) -> bool:
+        return not self.marker_left
+
+    def launcher_complaint(self) -> str:
+        return bytes(self.launcher_stderr).decode("utf-8", "replace").strip()[:LAUNCHER_DETAIL_CHARS]
+
+    def feed(self, stream: int, data: bytes) -> None:
+        """Pass one piece on; raises ``ProtocolError`` when stdout does not start with the marker."""
+        if self.marker_left:
+            data = self._past_marker(stream, data)
+        if not data or self.truncated:
+            return
+        room = self.cap - self.delivered
+        if len(data) > room:
+            data, self.truncated = data[:room], True
+        if data:
+            self.delivered += len(data)
+            self.on_output("stdout" if stream == STDOUT else "stderr", data)
+
+    def _past_marker(self, stream: int, data: bytes) -> bytes:
+        if stream == STDERR:
+            self.launcher_stderr += data[: max(0, LAUNCHER_STDERR_BYTES - len(self.launcher_stderr))]
+            return b""
+        take = data[: len(self.marker_left)]
+        if take != self.marker_left[: len(take)]:
+            raise ProtocolError("the launcher did not start the program")
+        self.marker_left = self.marker_left[len(take) :]
+        return data[len(take) :]
+
+
+@dataclass
+class Execution:
+    """One program in one sandbox, from delivery to verdict; ``run`` is the whole of it."""
+
+    sandbox: Sandbox
+    request: RunRequest
+    on_output: Callable[[str, bytes], None]
+    control: Callable[[], Command | None]
+    on_sample: Callable[[ResourceSample], None] | None
+    ended_by: Outcome | None = None  # why the runner ended the program: timed out, cancelled, stopped, capped
+    exec_id: str = ""
+    exited: bool = False
+    exit_code: int | None = None
+    now: float = 0.0
+    start: float = 0.0
+    eof_at: float | None = None
+    exited_at: float | None = None
+    grace_end: float | None = None
+    controlled_at: float = 0.0
+    inspected_at: float = 0.0
+    sampled_at: float = 0.0
+    sampled_cpu_ns: int | None = None
+    output: ProgramOutput = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.output = ProgramOutput(self.request.limits.output_cap_bytes, self.on_output)
+
+    @property
+    def limits(self):
+        return self.request.limits
+
+    def run(self) -> RunResult:
+        """How the program ended; a platform fault ends as ``Outcome.ERROR`` with its ``Failure``."""
+        image_id = self.sandbox.image_id
+        try:
+            first = as_command(self.control())
+            if first is not None:  # asked to end before it began: it never runs
+                outcome = Outcome.CANCELLED if first is Command.CANCEL else Outcome.STOPPED
+                return RunResult.not_run(outcome, image_id=image_id)
+            return self._run()
+        except ProtocolError as exc:
+            return RunResult.failed(Failure.ENGINE_FAULT, f"sandbox protocol error: {exc}", image_id=image_id)
+        except Exception as exc:
+            log.exception("run %s failed", self.request.run_id)
+            return RunResult.failed(
+                Failure.ENGINE_FAULT, f"runner failure: {type(exc).__name__}: {exc}", image_id=image_id
+            )
+
+    def _run(self) -> RunResult:
+        baseline_cpu = self.sandbox.read_counters().cpu_ns or 0
+        stream = self.deliver()
+        started_at, self.start = _now(), time.monotonic()
+        try:
+            payload = launcher.pack_payload(self.request.code, self.request.stdin)
+            stream.send(payload, max(PAYLOAD_SEND_MIN_TIMEOUT_S, self.limits.timeout_s))
+            self.supervise(stream)
+        finally:
+            self.sandbox.close_exec(stream)
+        finished_at, duration_s = _now(), time.monotonic() - self.start
+        return self.conclude(started_at, finished_at, duration_s, baseline_cpu)
+
+    # --- 1. deliver --------------------------------------------------------------------------
+    def deliver(self) -> ExecStream:
+        """Start the launcher for this request's runtime; it waits for the payload on its stdin."""
+        runtime = self.request.runtime
+        code_path = f"{CODE_DIR}/{runtime.file_name}"
+        argv = python_argv("launcher", *launcher.argv(code_path, MARKER, ENVIRONMENT, runtime.argv(code_path)))
+        self.exec_id, stream = self.sandbox.open_exec(argv, workdir=WORK_DIR, environment=dict(ENVIRONMENT), stdin=True)
+        return stream
+
+    # --- 2. supervise ------------------------------------------------------------------------
+    def supervise(self, stream: ExecStream) -> None:
+        """Read output and take the named steps until the program has ended (or been killed)."""
+        self.controlled_at = self.inspected_at = self.sampled_at = self.start
+        while True:
+            got_data = self.receive(stream)
+            self.now = time.monotonic()
+            self.watch_exec()
+            if self.exited:
+                if self.drained(got_data):
+                    return
+                continue
+            if self.kill_unanswered():
+                return
+            for step in (self.obey_control, self.end_grace, self.enforce_timeout, self.sample):
+                if self.sandbox.killed:
+                    break
+                step()
+
+    def receive(self, stream: ExecStream) -> bool:
+        """Pass on what the program wrote (True if anything came), or pause once its stream has ended."""
+        now = time.monotonic()
+        if self.eof_at is None and self.sandbox.killed:
+            self.eof_at = now  # kill() closed the stream
+        if self.eof_at is not None:
+            time.sleep(AFTER_EOF_WAIT_S if now - self.eof_at < AFTER_EOF_FAST_S else AFTER_EOF_SLOW_WAIT_S)
+            return False
+        pieces = stream.read(READ_WAIT_EXITED_S if self.exited else READ_WAIT_S)
+        if pieces is None:
+            self.eof_at = now
+            return False
+        for kind, piece in pieces:
+            self.output.feed(kind, piece)
+            if self.output.truncated:
+                self.end_now(Outcome.OUTPUT_CAPPED)
+        return bool(pieces)
+
+    def watch_exec(self) -> None:
+        """Ask the engine whether the program still runs: often right after its stream ended or a kill."""
+        if self.exited:
+            return
+        just_ended = self.eof_at is not None and self.now - self.eof_at < AFTER_EOF_FAST_S
+        if just_ended or self.sandbox.killed or self.now - self.inspected_at >= INSPECT_EVERY_S:
+            self.inspected_at = self.now
+            running, exit_code = self.sandbox.exec_state(self.exec_id)
+            if not running:
+                self.exited, self.exit_code, self.exited_at = True, exit_code, self.now
+
+    def drained(self, got_data: bool) -> bool:
+        """The program has exited: is its output all read? (A child may hold the stream open.)"""
+        if self.eof_at is not None or self.sandbox.killed:
+            return True
+        quiet_for = self.now - self.exited_at
+        return (not got_data and quiet_for >= DRAIN_QUIET_S) or quiet_for >= DRAIN_MAX_S
+
+    def kill_unanswered(self) -> bool:
+        killed_at = self.sandbox.killed_at
+        if killed_at is not None and self.now - killed_at > KILL_UNANSWERED_S:
+            log.warning(
+                "exec in %s still reported running %g s after SIGKILL",
+                self.sandbox.container_id[:12],
+                KILL_UNANSWERED_S,
+            )
+            return True
+        return False
+
+    def obey_control(self) -> None:
+        """``Command.STOP``: SIGKILL now. ``Command.CANCEL``: SIGTERM, and SIGKILL when the grace ends."""
+        if self.now - self.controlled_at < CONTROL_EVERY_S:
+            return
+        self.controlled_at = self.now
+        command = as_command(self.control())
+        if command is Command.STOP:
+            self.ended_by = Outcome.STOPPED
+            self.sandbox.kill()
+        elif command is Command.CANCEL and self.ended_by is None:
+            self.ended_by = Outcome.CANCELLED
+            self.grace_end = self.now + self.limits.kill_grace_s
+            if self.limits.kill_grace_s > 0:
+                self.sandbox.terminate_programs()
+            else:
+                self.sandbox.kill()
+
+    def end_grace(self) -> None:
+        if self.grace_end is not None and self.now >= self.grace_end:
+            self.sandbox.kill()
+
+    def enforce_timeout(self) -> None:
+        if self.now - self.start >= self.limits.timeout_s:
+            self.end_now(Outcome.TIMED_OUT)
+
+    def sample(self) -> None:
+        """Report memory, pids and the CPU share since the last sample, about once a second."""
+        elapsed = self.now - self.sampled_at
+        if elapsed < SAMPLE_EVERY_S:
+            return
+        reading = self.sandbox.read_counters()
+        cpu_percent = 0.0
+        if reading.cpu_ns is not None and self.sampled_cpu_ns is not None:
+            cpu_percent = max(0.0, (reading.cpu_ns - self.sampled_cpu_ns) / (elapsed * 1e9) * 100)
+        self.sampled_cpu_ns, self.sampled_at = reading.cpu_ns, self.now
+        if self.on_sample is not None:
+            self.on_sample(
+                ResourceSample(
+                    at=_now(),
+                    cpu_percent=round(cpu_percent, 1),
+                    memory_bytes=reading.memory_bytes or 0,
+                    pids=reading.pids or 0,
+                )
+            )
+
+    def end_now(self, reason: Outcome) -> None:
+        """End the program with SIGKILL; the first reason to end it is the one reported."""
+        if self.ended_by is None:
+            self.ended_by = reason
+        self.sandbox.kill()
+
+    # --- 3. conclude -------------------------------------------------------------------------
+    def conclude(self, started_at: datetime, finished_at: datetime, duration_s: float, baseline_cpu: int) -> RunResult:
+        sandbox = self.sandbox
+        if not self.output.program_started and self.ended_by is None:
+            detail = f"the launcher failed in the sandbox (exit {self.exit_code}): {self.output.launcher_complaint()}"
+            return RunResult.failed(Failure.LAUNCHER, detail, image_id=sandbox.image_id)
+        reading = sandbox.read_counters()
+        outcome = self.verdict(reading)
+        signal = exit_signal(self.exit_code)
+        if outcome is Outcome.EXITED and signal in ENGINE_STOP_SIGNALS and sandbox.engine_lost():
+            # Killed with its container by an engine stop or restart, not by the program itself.
+            return RunResult.failed(
+                Failure.ENGINE_FAULT,
+                "runner failure: the Docker engine restarted under the run",
+                image_id=sandbox.image_id,
+            )
+        artifacts, artifacts_truncated = ([], False) if sandbox.killed else sandbox.collect_artifacts()
+        cpu_ns = reading.cpu_ns
+        return RunResult(
+            outcome=outcome,
+            exit_code=self.exit_code,
+            signal=signal,
+            started_at=started_at,
+            finished_at=finished_at,
+            duration_ms=int(duration_s * 1000),
+            output_bytes=self.output.delivered,
+            output_truncated=self.output.truncated,
+            peak_memory_bytes=reading.peak_memory_bytes,
+            cpu_time_ms=None if cpu_ns is None else max(0, cpu_ns - baseline_cpu) // 1_000_000,
+            artifacts=artifacts,
+            artifacts_truncated=artifacts_truncated,
+            image_id=sandbox.image_id,
+        )
+
+    def verdict(self, reading: Reading) -> Outcome:
+        """How the program ended: the runner's reason, an OOM kill, or by itself."""
+        if self.ended_by is not None:
+            return self.ended_by
+        if self.exit_code not in (SIGKILL_EXIT, None):
+            return Outcome.EXITED
+        if self.sandbox.cgroup.available:
+            return Outcome.OOM_KILLED if (reading.oom_kills or 0) > 0 else Outcome.EXITED
+        self.sandbox.kill()  # the engine records an OOM kill on the container, once it has stopped
+        return Outcome.OOM_KILLED if self.sandbox.oom_killed_by_engine() else Outcome.EXITED

@@ -1,0 +1,67 @@
+"""The self-check canary: runs in the sandbox as an ordinary program and reports what it can see and do.
+
+``selfcheck`` delivers this file's source as the program's code and reads the JSON it prints; every
+fact is something the policy must deny (root, capabilities, a writable root filesystem, a network
+interface, raw sockets, the Docker socket) or apply (seccomp, no-new-privileges, the pids limit).
+It probes by trying, so it must only ever run inside a sandbox.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+
+STATUS_KEYS = ("CapEff", "CapPrm", "CapBnd", "NoNewPrivs", "Seccomp")
+PIDS_MAX_FILES = ("/sys/fs/cgroup/pids.max", "/sys/fs/cgroup/pids/pids.max")
+DOCKER_SOCKETS = ("/var/run/docker.sock", "/run/docker.sock")
+
+
+def process_status() -> dict[str, str]:
+    with open("/proc/self/status") as status:
+        lines = status.read().splitlines()
+    return {key: value.strip() for key, _, value in (line.partition(":") for line in lines) if value}
+
+
+def root_writable() -> bool:
+    try:
+        with open("/etc/crucible-canary", "w"):
+            return True
+    except OSError:
+        return False
+
+
+def packet_socket_opens() -> bool:
+    try:
+        socket.socket(socket.AF_PACKET, socket.SOCK_RAW).close()
+        return True
+    except OSError:
+        return False
+
+
+def pids_max() -> str | None:
+    for path in PIDS_MAX_FILES:
+        try:
+            with open(path) as limit:
+                return limit.read().strip()
+        except OSError:
+            continue
+    return None
+
+
+def facts() -> dict:
+    status = process_status()
+    return {
+        "uid": os.getuid(),
+        "gid": os.getgid(),
+        **{key: status.get(key, "") for key in STATUS_KEYS},
+        "root_writable": root_writable(),
+        "interfaces": sorted(os.listdir("/sys/class/net")) if os.path.isdir("/sys/class/net") else None,
+        "packet_socket": packet_socket_opens(),
+        "pids_max": pids_max(),
+        "docker_sock": any(os.path.exists(path) for path in DOCKER_SOCKETS),
+    }
+
+
+if __name__ == "__main__":
+    print(json.dumps(facts()))

@@ -1,0 +1,95 @@
+"""The launcher: started in the sandbox, as the sandbox user, to hand one program its code and stdin.
+
+Run as ``python3 -I -S -c SOURCE CODE_PATH MARKER_HEX N KEY=VALUE*N ARGV...`` (see ``argv``). It
+reads a length-prefixed payload (``pack_payload``: the code, then the program's stdin) from its own
+stdin, writes the code file read-only, makes fd 0 the stdin bytes (or ``/dev/null``), writes the
+marker to stdout and ``execve``s the runtime command with exactly the given environment. Whatever
+it writes to stderr before the marker is its own complaint, not the program's: the host reads the
+marker to tell the two apart. Standard library only (``-S``), nothing runs at import time.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import sys
+
+HEADER = struct.Struct(">II")  # code length, stdin length
+READ_CHUNK = 1 << 20
+EXIT_PAYLOAD_SHORT = 125
+EXIT_CANNOT_RUN = 127
+STDIN_FILE = ".stdin"  # next to the code file; not a valid runtime file name, so never the code's
+
+
+def pack_payload(code: bytes, stdin: bytes) -> bytes:
+    """What the host writes to the launcher's stdin."""
+    return HEADER.pack(len(code), len(stdin)) + code + stdin
+
+
+def argv(code_path: str, marker: bytes, environment: dict[str, str], command: list[str]) -> list[str]:
+    """The launcher's arguments (after ``-c SOURCE``); ``parse_argv`` reads them back."""
+    pairs = [f"{key}={value}" for key, value in environment.items()]
+    return [code_path, marker.hex(), str(len(pairs)), *pairs, *command]
+
+
+def parse_argv(args: list[str]) -> tuple[str, bytes, dict[str, str], list[str]]:
+    """(code path, marker, environment, command) from the launcher's arguments."""
+    code_path, marker, count = args[0], bytes.fromhex(args[1]), int(args[2])
+    environment = dict(pair.split("=", 1) for pair in args[3 : 3 + count])
+    return code_path, marker, environment, args[3 + count :]
+
+
+def complain(message: str) -> None:
+    os.write(2, f"crucible-launcher: {message}\n".encode())
+
+
+def read_exactly(fd: int, size: int) -> bytes:
+    buffer = bytearray()
+    while len(buffer) < size:
+        chunk = os.read(fd, min(size - len(buffer), READ_CHUNK))
+        if not chunk:
+            complain("payload ended early")
+            os._exit(EXIT_PAYLOAD_SHORT)
+        buffer += chunk
+    return bytes(buffer)
+
+
+def write_new_file(path: str, data: bytes, mode: int) -> None:
+    """Create ``path`` (never an existing file, never through a symlink) holding ``data``."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    finally:
+        os.close(fd)
+
+
+def open_stdin(directory: str, data: bytes) -> int:
+    """A read-only fd holding ``data`` (an unlinked file), or ``/dev/null`` when there is none."""
+    if not data:
+        return os.open("/dev/null", os.O_RDONLY)
+    path = os.path.join(directory, STDIN_FILE)
+    write_new_file(path, data, 0o400)
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    os.unlink(path)
+    return fd
+
+
+def main(args: list[str]) -> None:
+    code_path, marker, environment, command = parse_argv(args)
+    code_len, stdin_len = HEADER.unpack(read_exactly(0, HEADER.size))
+    write_new_file(code_path, read_exactly(0, code_len), 0o444)
+    fd = open_stdin(os.path.dirname(code_path), read_exactly(0, stdin_len))
+    os.dup2(fd, 0)
+    os.close(fd)
+    os.write(1, marker)
+    try:
+        os.execvpe(command[0], command, environment)  # noqa: S606 (no shell, by design)
+    except OSError as exc:
+        complain(f"cannot run {command[0]}: {exc.strerror}")
+        os._exit(EXIT_CANNOT_RUN)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,344 @@
+"""One sandbox: a started, locked-down container, and the primitives that use it.
+
+``Sandbox.create(profile, run_id=...)`` creates and starts a container with the whole policy of the
+``Profile`` (``policy.container_config``) whose main process idles: ``docker-init`` (reaps zombies)
+running ``sleep infinity`` with SIGTERM ignored. No program is in it yet, so a sandbox can be
+started before it is needed. If the engine refuses any part of the policy (unknown runtime,
+seccomp, ...) ``SandboxSetupError`` says so: never a retry with weaker isolation.
+
+Programs are delivered by exec: ``open_exec`` is the primitive. ``execution.execute`` runs and
+supervises one program through it, and may be called again while the sandbox lives and has not
+been killed, for a program with another code file name (the launcher never overwrites a file); a
+limit or a stop ends the whole sandbox. ``kill`` and ``terminate_programs`` end what runs in it,
+``collect_artifacts`` reads /output (the collector's output is parsed as hostile) and ``remove``
+takes the container away (``containers.remove``, the one way any container is removed).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import select
+import socket
+import time
+
+import docker.errors
+
+from apps.sandboxing import containers, engine
+from apps.sandboxing.cgroups import CgroupReader, Reading, reading_from_engine_stats
+from apps.sandboxing.incontainer import collector, python_argv
+from apps.sandboxing.outcomes import Failure
+from apps.sandboxing.policy import OUTPUT_DIR, SANDBOX_USER, Limits, Profile, container_config
+from apps.sandboxing.streams import STDOUT, ArtifactStreamParser, FrameDemuxer, ParsedArtifact, ProtocolError
+
+log = logging.getLogger(__name__)
+
+READ_SIZE = 64 * 1024
+_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+# SIGTERM to every process of the sandbox user; the idle main process ignores it.
+TERM_ALL_COMMAND = ["bash", "-c", "kill -TERM -1 2>/dev/null; exit 0"]
+REMOVE_ATTEMPTS = 3
+REMOVE_PAUSE_S = 0.2
+COLLECT_DEADLINE_S = 15.0
+COLLECT_READ_WAIT_S = 0.5
+COLLECT_RECORD_OVERHEAD = 13 + 1024  # type, header and the longest name of one record
+COLLECT_SLACK_BYTES = 64 * 1024
+# How far the engine's clock may be off ours when its event log is searched.
+EVENT_CLOCK_SLACK_S = 1
+
+
+class SandboxSetupError(Exception):
+    """The container could not be created or started exactly as the policy requires.
+
+    ``failure`` is ``Failure.SETUP_REFUSED`` when trying again would be refused again, and
+    ``Failure.ENGINE_FAULT`` when the engine itself failed (a retry may get through).
+    """
+
+    def __init__(self, message: str, failure: Failure = Failure.SETUP_REFUSED) -> None:
+        super().__init__(message)
+        self.failure = failure
+
+
+def _discard(name_or_id: str) -> None:
+    """Remove what a failed create may have left; a failure here changes nothing for the caller."""
+    try:
+        containers.remove(name_or_id)
+    except Exception as exc:
+        log.debug("removing %s: %s", name_or_id, exc)
+
+
+def _explain(exc: Exception) -> object:
+    return getattr(exc, "explanation", None) or exc
+
+
+def _readable(raw, timeout_s: float) -> bool:
+    """Wait until ``raw`` has data or is closed (poll, not select: the worker may hold > 1024 fds)."""
+    poller = select.poll()
+    poller.register(raw, select.POLLIN | select.POLLPRI | select.POLLHUP | select.POLLERR)
+    return bool(poller.poll(max(0, int(timeout_s * 1000))))
+
+
+class ExecStream:
+    """One exec's hijacked connection: the payload goes in, the engine's frames come out, never blocking."""
+
+    def __init__(self, sock) -> None:
+        self.sock = sock
+        self.raw = getattr(sock, "_sock", sock)
+        self.demux = FrameDemuxer()
+        self.received = 0
+        self.closed = False
+        self.raw.setblocking(False)
+
+    def send(self, payload: bytes, timeout_s: float) -> None:
+        """Write ``payload`` to the exec's stdin, then close that direction (the program sees EOF)."""
+        self.raw.settimeout(timeout_s)
+        try:
+            self.raw.sendall(payload)
+            try:
+                self.raw.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+        finally:
+            self.raw.setblocking(False)
+
+    def read(self, wait_s: float) -> list[tuple[int, bytes]] | None:
+        """The (stream, bytes) pieces that arrived within ``wait_s`` (maybe none); None once it has ended.
+
+        Raises ``ProtocolError`` when the bytes are not the engine's framing.
+        """
+        if self.closed or not _readable(self.raw, wait_s):
+            return None if self.closed else []
+        try:
+            data = self.raw.recv(READ_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return []
+        except OSError:
+            return None
+        if not data:
+            return None
+        self.received += len(data)
+        return self.demux.feed(data)
+
+    def close(self) -> None:
+        """Really close the connection (``SocketIO.close`` alone leaves the socket open).
+
+        Closing it before a kill matters: the engine will not finish a container whose exec output
+        it cannot deliver, so a reader that stopped reading must hang up first.
+        """
+        if self.closed:
+            return
+        self.closed = True
+        actions = [lambda: self.raw.shutdown(socket.SHUT_RDWR), self.raw.close, self.sock.close]
+        for action in actions:
+            try:
+                action()
+            except Exception as exc:
+                log.debug("closing an exec stream: %s", exc)
+
+
+def _create_container(config: dict):
+    """``containers.create`` with the engine's answer turned into a ``SandboxSetupError`` of the right kind."""
+    name = config["name"]
+    try:
+        return engine.client().containers.create(**config)
+    except docker.errors.ImageNotFound as exc:
+        raise SandboxSetupError(f"sandbox image not found: {_explain(exc)}")
+    except docker.errors.APIError as exc:
+        if exc.status_code != 409:  # 409: the name is taken; that container is not ours to remove
+            _discard(name)
+        raise SandboxSetupError(f"the engine refused the sandbox container: {_explain(exc)}")
+    except Exception as exc:
+        _discard(name)
+        raise SandboxSetupError(f"cannot create the sandbox container: {exc}", Failure.ENGINE_FAULT)
+
+
+class Sandbox:
+    """One started, locked-down container: ``create`` -> programs by exec -> ``remove``."""
+
+    def __init__(self, container_id: str, image_id: str, profile: Profile, created_at: float) -> None:
+        self.container_id = container_id
+        self.image_id = image_id
+        self.profile = profile
+        self.created_at = created_at  # wall clock, for the engine's event log
+        self.cgroup = CgroupReader(container_id)
+        self.killed_at: float | None = None
+        self.last_reading = Reading()
+        self.streams: list[ExecStream] = []
+
+    @property
+    def api(self):
+        return engine.client().api
+
+    @property
+    def limits(self) -> Limits:
+        return self.profile.limits
+
+    @property
+    def killed(self) -> bool:
+        return self.killed_at is not None
+
+    @classmethod
+    def create(cls, profile: Profile, *, run_id: str, name: str | None = None) -> Sandbox:
+        """Create and start a sandbox of ``profile`` labelled ``run_id``; raises ``SandboxSetupError``."""
+        if not _RUN_ID.match(run_id):
+            raise SandboxSetupError("run_id must be letters, digits, '_', '.', '-'")
+        try:
+            config = container_config(profile, name=name or f"crucible-{run_id}", run_id=run_id)
+        except (OSError, ValueError) as exc:
+            raise SandboxSetupError(f"cannot load the sandbox policy: {exc}")
+        created_at = time.time()
+        container = _create_container(config)
+        sandbox = cls(container.id, container.attrs.get("Image", ""), profile, created_at)
+        try:
+            container.start()
+        except Exception as exc:
+            sandbox.remove()
+            raise SandboxSetupError(
+                f"the engine could not start the sandbox container: {_explain(exc)}", Failure.ENGINE_FAULT
+            )
+        sandbox.cgroup = CgroupReader(container.id)
+        return sandbox
+
+    # --- programs ---------------------------------------------------------------------------
+    def open_exec(self, argv: list[str], *, workdir: str, environment: dict, stdin: bool = False):
+        """Start ``argv`` in the sandbox as the sandbox user; returns (exec id, its ``ExecStream``)."""
+        exec_id = self.api.exec_create(
+            self.container_id,
+            argv,
+            stdin=stdin,
+            stdout=True,
+            stderr=True,
+            user=SANDBOX_USER,
+            workdir=workdir,
+            environment=environment,
+        )["Id"]
+        stream = ExecStream(self.api.exec_start(exec_id, socket=True))
+        self.streams.append(stream)
+        return exec_id, stream
+
+    def close_exec(self, stream: ExecStream) -> None:
+        stream.close()
+        if stream in self.streams:
+            self.streams.remove(stream)
+
+    def exec_state(self, exec_id: str) -> tuple[bool, int | None]:
+        """(still running, exit code) of one exec, from the engine, not from anything in the sandbox."""
+        info = self.api.exec_inspect(exec_id)
+        return bool(info.get("Running")), info.get("ExitCode")
+
+    # --- resources ---------------------------------------------------------------------------
+    def read_counters(self) -> Reading:
+        """Memory, peak, CPU time, pids and OOM kills now (the last reading once killed)."""
+        if self.killed:
+            return self.last_reading
+        reading = self.cgroup.read() if self.cgroup.available else self._engine_reading()
+        peaks = (reading.peak_memory_bytes, reading.memory_bytes, self.last_reading.peak_memory_bytes)
+        reading.peak_memory_bytes = max((value for value in peaks if value), default=None)
+        if reading.cpu_ns is None:
+            reading.cpu_ns = self.last_reading.cpu_ns
+        self.last_reading = reading
+        return reading
+
+    def _engine_reading(self) -> Reading:
+        try:
+            return reading_from_engine_stats(self.api.stats(self.container_id, stream=False, one_shot=True))
+        except Exception:
+            return Reading()
+
+    def oom_killed_by_engine(self) -> bool:
+        try:
+            return bool(self.api.inspect_container(self.container_id)["State"].get("OOMKilled"))
+        except Exception:
+            return False
+
+    def engine_lost(self) -> bool:
+        """Did the engine restart under this sandbox? Its event log starts empty after a restart, so
+        the container's "create" event is missing then. An engine that does not answer counts as lost."""
+        try:
+            events = self.api.events(
+                since=int(self.created_at) - EVENT_CLOCK_SLACK_S,
+                until=int(time.time()) + EVENT_CLOCK_SLACK_S,
+                filters={"container": [self.container_id], "event": ["create"]},
+                decode=True,
+            )
+            return not any(True for _ in events)
+        except Exception:
+            return True
+
+    # --- ending ------------------------------------------------------------------------------
+    def kill(self) -> None:
+        """SIGKILL every process in the container (counters are read first: the cgroup goes with it)."""
+        if self.killed:
+            return
+        self.read_counters()
+        self.killed_at = time.monotonic()
+        for stream in self.streams:
+            stream.close()
+        self.streams.clear()
+        try:
+            self.api.kill(self.container_id)
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.APIError as exc:
+            if exc.status_code != 409:  # 409: not running any more
+                log.warning("kill %s: %s", self.container_id[:12], exc)
+
+    def terminate_programs(self) -> None:
+        """SIGTERM every process of the sandbox user but the idle main process (which ignores it)."""
+        try:
+            exec_id = self.api.exec_create(self.container_id, TERM_ALL_COMMAND, user=SANDBOX_USER, workdir="/")
+            self.api.exec_start(exec_id["Id"], detach=True)
+        except Exception as exc:  # e.g. the pids limit is exhausted: the grace then ends with SIGKILL
+            log.info("SIGTERM exec in %s failed: %s", self.container_id[:12], exc)
+
+    def remove(self) -> None:
+        """Remove the container, trying a few times; what is left is the reconciler's to remove."""
+        for attempt in range(1, REMOVE_ATTEMPTS + 1):
+            try:
+                containers.remove(self.container_id)
+                return
+            except Exception as exc:
+                log.warning("remove %s (attempt %d): %s", self.container_id[:12], attempt, exc)
+                time.sleep(REMOVE_PAUSE_S)
+        log.error("could not remove sandbox container %s; the reconciler will", self.container_id[:12])
+
+    # --- artifacts ---------------------------------------------------------------------------
+    def collect_artifacts(self, deadline_s: float = COLLECT_DEADLINE_S) -> tuple[list[ParsedArtifact], bool]:
+        """The files left in /output within the artifact caps, and whether the list is incomplete."""
+        limits = self.limits
+        if limits.artifact_max_files == 0 or limits.artifact_max_bytes == 0:
+            return [], False
+        parser = ArtifactStreamParser(max_files=limits.artifact_max_files, max_bytes=limits.artifact_max_bytes)
+        argv = python_argv(
+            "collector", *collector.argv(OUTPUT_DIR, limits.artifact_max_files, limits.artifact_max_bytes)
+        )
+        stream = None
+        try:
+            _exec_id, stream = self.open_exec(argv, workdir="/", environment={})
+            self._read_records(stream, parser, time.monotonic() + deadline_s)
+        except ProtocolError:
+            pass
+        except Exception as exc:
+            log.info("artifact collection in %s failed: %s", self.container_id[:12], exc)
+        finally:
+            if stream is not None:
+                self.close_exec(stream)
+        parser.finish()
+        return parser.artifacts, parser.truncated
+
+    def _read_records(self, stream: ExecStream, parser: ArtifactStreamParser, deadline: float) -> None:
+        limits = self.limits
+        # Anything far beyond the caps plus the framing of the records is hostile.
+        stream_cap = (
+            limits.artifact_max_bytes + (limits.artifact_max_files + 2) * COLLECT_RECORD_OVERHEAD + COLLECT_SLACK_BYTES
+        )
+        while not (parser.done or parser.failed):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            pieces = stream.read(min(left, COLLECT_READ_WAIT_S))
+            if pieces is None or stream.received > stream_cap:
+                return
+            for kind, piece in pieces:
+                if kind == STDOUT:
+                    parser.feed(piece)

@@ -1,0 +1,47 @@
+"""The run policy as data: what a caller may ask for, and the profile a sandbox is made of."""
+
+import dataclasses
+
+import pytest
+
+from apps.sandboxing.policy import MINIMA, Limits, Profile, maxima
+
+
+def test_the_smallest_values_a_caller_may_ask_for_are_accepted():
+    limits = Limits.from_settings(timeout_s=MINIMA.timeout_s, memory_mb=MINIMA.memory_mb, cpus=MINIMA.cpus)
+    assert (limits.timeout_s, limits.memory_mb, limits.cpus) == (MINIMA.timeout_s, MINIMA.memory_mb, MINIMA.cpus)
+
+
+@pytest.mark.parametrize("field", ["timeout_s", "memory_mb", "cpus"])
+def test_less_than_the_minimum_is_refused_naming_the_field(field):
+    below = {"timeout_s": MINIMA.timeout_s / 2, "memory_mb": MINIMA.memory_mb - 1, "cpus": MINIMA.cpus / 2}
+    with pytest.raises(ValueError, match=field):
+        Limits.from_settings(**{field: below[field]})
+
+
+@pytest.mark.parametrize("field", ["timeout_s", "memory_mb", "cpus"])
+def test_more_than_the_operators_maximum_is_refused_naming_the_field(field):
+    with pytest.raises(ValueError, match=field):
+        Limits.from_settings(**{field: getattr(maxima(), field) * 2})
+
+
+def test_profiles_of_the_same_image_runtime_and_limits_are_interchangeable(settings):
+    settings.SANDBOX_RUNTIME = "runc"
+    limits = Limits.from_settings()
+    same = Profile(image="img", limits=dataclasses.replace(limits))
+    assert Profile(image="img", limits=limits) == same
+    assert len({Profile(image="img", limits=limits), same}) == 1
+    assert Profile(image="img", limits=limits, engine_runtime="runsc") != same
+
+
+def test_limit_settings_below_the_policys_minima_or_above_their_maximum_fail_the_system_check(settings):
+    from apps.sandboxing.checks import limits_check
+
+    assert limits_check(None) == []
+    settings.SANDBOX_DEFAULT_CPUS = 0.05
+    settings.SANDBOX_MAX_TIMEOUT_S = 5.0
+    settings.SANDBOX_DEFAULT_TIMEOUT_S = 10.0
+    messages = [error.msg for error in limits_check(None)]
+    assert any(m.startswith("SANDBOX_DEFAULT_CPUS=0.05 is below") for m in messages)
+    assert "SANDBOX_DEFAULT_TIMEOUT_S=10 is above SANDBOX_MAX_TIMEOUT_S=5." in messages
+    assert len(messages) == 2
