@@ -4,8 +4,6 @@
 ``RECONCILE_INTERVAL_S``, in this process. It does not go through Redis, so it keeps repairing while
 Redis, PostgreSQL or the Docker engine restart (a pass that fails is logged and the next one retries),
 and it exits cleanly on SIGINT/SIGTERM.
-
-Still loadable by ``manage.py rqcron crucible.cron`` (registers the reconcile job with RQ's cron).
 """
 
 from __future__ import annotations
@@ -48,8 +46,3 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
-else:
-    from django.conf import settings
-    from rq.cron import register
-
-    register("apps.evaluations.jobs.reconcile", queue_name="high", interval=settings.RECONCILE_INTERVAL_S)

@@ -29,17 +29,7 @@ MAY_IMPORT: dict[str, frozenset[str]] = {
 }
 
 # (module path, imported module) -> why it is imported inside a function. Only imports of another app count.
-FUNCTION_IMPORTS_ALLOWED: dict[tuple[str, str], str] = {
-    ("apps/evaluations/models.py", "apps.sandboxing.policy"): (
-        "downward and cycle-free; left inside Runtime.to_sandbox by its owner (running), to be hoisted"
-    ),
-    ("apps/evaluations/models.py", "apps.accounts.roles"): (
-        "downward and cycle-free; left inside EvaluationQuerySet.visible_to by its owner (running), to be hoisted"
-    ),
-    ("apps/evaluations/running.py", "apps.sandboxing"): (
-        "downward and cycle-free; left inside _remove_stale_containers by its owner (running), to be hoisted"
-    ),
-}
+FUNCTION_IMPORTS_ALLOWED: dict[tuple[str, str], str] = {}
 
 
 @dataclass(frozen=True)

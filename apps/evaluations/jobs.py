@@ -1,11 +1,11 @@
-"""RQ jobs: thin wrappers over the run and reconcile services (they receive ids, never instances)."""
+"""RQ jobs: thin wrappers over the run service (they receive ids, never instances).
 
-from apps.evaluations import reconciler, running
+The reconciler is not a job: ``python -m crucible.cron`` runs it in its own loop (see crucible/cron.py).
+"""
+
+from apps.evaluations import running
 
 
 def run_evaluation(evaluation_id: str) -> str:
-    return running.run(evaluation_id)
-
-
-def reconcile() -> dict:
-    return reconciler.reconcile()
+    """Run one evaluation; returns what was done with it (a ``running.RunDisposition`` value)."""
+    return str(running.run(evaluation_id))

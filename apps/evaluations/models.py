@@ -13,6 +13,9 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
+from apps.accounts.roles import is_operator
+from apps.sandboxing.policy import Runtime as SandboxRuntime
+
 
 class Status(models.TextChoices):
     QUEUED = "queued"
@@ -31,13 +34,41 @@ ACTIVE_STATUSES = (Status.QUEUED, Status.RUNNING)
 TERMINAL_STATUSES = tuple(s for s in Status if s not in ACTIVE_STATUSES)
 
 
+class Reason(models.TextChoices):
+    """Why an evaluation ended, for machines; ``error`` says it for people. Set by every terminal transition."""
+
+    EXIT = "exit"  # the program ended by itself; ``exit_code`` says how
+    TIMEOUT = "timeout"  # the wall-clock limit ran out
+    OOM = "oom"  # the kernel killed it at its memory limit
+    OUTPUT_CAP = "output_cap"  # it wrote more than the output cap and was stopped (no exit code)
+    CANCELLED = "cancelled"  # a user cancelled it
+    STOPPED = "stopped"  # an emergency stop (a user, an operator or the kill switch)
+    SAFETY_RULE = "safety_rule"  # a safety rule stopped it
+    WORKER_LOST = "worker_lost"  # the worker running it died or shut down, and it was not run again
+    ENGINE_ERROR = "engine_error"  # the platform could not run it (engine, sandbox set-up, runtime)
+
+
+# The reason a terminal status implies when the transition names none.
+REASON_FOR_STATUS = {
+    Status.SUCCEEDED: Reason.EXIT,
+    Status.FAILED: Reason.EXIT,
+    Status.TIMED_OUT: Reason.TIMEOUT,
+    Status.OOM_KILLED: Reason.OOM,
+    Status.CANCELLED: Reason.CANCELLED,
+    Status.STOPPED: Reason.STOPPED,
+    Status.SAFETY_STOPPED: Reason.SAFETY_RULE,
+    Status.ERROR: Reason.ENGINE_ERROR,
+}
+
+
 class Priority(models.TextChoices):
     LOW = "low"
     NORMAL = "normal"
     HIGH = "high"
 
 
-QUEUE_FOR_PRIORITY = {Priority.LOW: "low", Priority.NORMAL: "default", Priority.HIGH: "high"}
+# settings.RQ_QUEUES names the queues, most urgent first; a priority picks one of them.
+QUEUE_FOR_PRIORITY = dict(zip((Priority.HIGH, Priority.NORMAL, Priority.LOW), settings.RQ_QUEUES, strict=True))
 
 
 class Runtime(models.Model):
@@ -55,9 +86,7 @@ class Runtime(models.Model):
     def __str__(self) -> str:
         return self.name
 
-    def to_sandbox(self):
-        from apps.sandboxing.policy import Runtime as SandboxRuntime
-
+    def to_sandbox(self) -> SandboxRuntime:
         return SandboxRuntime(
             image=self.image or settings.SANDBOX_IMAGE, command=list(self.command), file_name=self.file_name
         )
@@ -71,10 +100,16 @@ class Control(models.TextChoices):
     SAFETY_STOP = "safety_stop"
 
 
+# How a run ends when the worker acts on a request.
+STATUS_FOR_CONTROL = {
+    Control.CANCEL: Status.CANCELLED,
+    Control.STOP: Status.STOPPED,
+    Control.SAFETY_STOP: Status.SAFETY_STOPPED,
+}
+
+
 class EvaluationQuerySet(models.QuerySet):
     def visible_to(self, user):
-        from apps.accounts.roles import is_operator
-
         if not user.is_authenticated:
             return self.none()
         return self if is_operator(user) else self.filter(owner=user)
@@ -120,6 +155,7 @@ class Evaluation(models.Model):
     exit_code = models.IntegerField(null=True, blank=True)
     signal = models.IntegerField(null=True, blank=True)
     error = models.TextField(blank=True, default="")
+    reason = models.CharField(max_length=16, choices=Reason.choices, blank=True, default="")
     output_truncated = models.BooleanField(default=False)
     output_bytes = models.BigIntegerField(default=0)
     peak_memory_bytes = models.BigIntegerField(null=True, blank=True)
@@ -187,21 +223,30 @@ class Evaluation(models.Model):
             attempts=models.F("attempts") + 1,
         )
 
-    def finish(self, status: Status, *, attempt: int | None = None, **fields) -> bool:
-        """running -> a terminal status, with the run's record (exit code, timings, peaks …)."""
+    def finish(self, status: Status, *, reason: Reason | None = None, attempt: int | None = None, **fields) -> bool:
+        """running -> a terminal status, with the run's record (exit code, timings, peaks …).
+
+        ``reason`` defaults to the one the status implies (``REASON_FOR_STATUS``)."""
         if status not in TERMINAL_STATUSES:
             raise ValueError(f"{status} is not a terminal status")
         now = timezone.now()
         fields.setdefault("finished_at", now)
         if "duration_ms" not in fields and self.started_at:
             fields["duration_ms"] = int((fields["finished_at"] - self.started_at).total_seconds() * 1000)
-        return self._transition([Status.RUNNING], attempt=attempt, status=status, **fields)
+        reason = reason or REASON_FOR_STATUS[status]
+        return self._transition([Status.RUNNING], attempt=attempt, status=status, reason=reason, **fields)
 
     def end_queued(self, status: Status, control: Control) -> bool:
         """queued -> cancelled, stopped or safety_stopped: it never starts."""
         if status not in (Status.CANCELLED, Status.STOPPED, Status.SAFETY_STOPPED):
             raise ValueError(f"a queued evaluation cannot end as {status}")
-        return self._transition([Status.QUEUED], status=status, finished_at=timezone.now(), control=control)
+        return self._transition(
+            [Status.QUEUED],
+            status=status,
+            reason=REASON_FOR_STATUS[status],
+            finished_at=timezone.now(),
+            control=control,
+        )
 
     def request_control(self, action: Control) -> bool:
         """Ask the worker running this evaluation to cancel or stop it. A stronger request wins."""
@@ -214,10 +259,22 @@ class Evaluation(models.Model):
         self.refresh_from_db()
         return changed
 
-    def fail_with_error(self, reason: str, from_statuses=ACTIVE_STATUSES, *, attempt: int | None = None) -> bool:
-        """queued/running -> error, for platform faults (never user-code failures)."""
+    def fail_with_error(
+        self,
+        error: str,
+        from_statuses=ACTIVE_STATUSES,
+        *,
+        reason: Reason = Reason.ENGINE_ERROR,
+        attempt: int | None = None,
+    ) -> bool:
+        """queued/running -> error, for platform faults (never user-code failures). ``error`` is for people."""
         return self._transition(
-            from_statuses, attempt=attempt, status=Status.ERROR, error=reason[:2000], finished_at=timezone.now()
+            from_statuses,
+            attempt=attempt,
+            status=Status.ERROR,
+            reason=reason,
+            error=error[:2000],
+            finished_at=timezone.now(),
         )
 
     def requeue(self, *, attempt: int | None = None) -> bool:

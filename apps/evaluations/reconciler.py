@@ -4,7 +4,7 @@
   Redis lost its data);
 - ``running`` rows whose worker stopped heart-beating (no heartbeat for ``WORKER_LOST_AFTER_S``) are
   run again once, or end as ``error`` (``worker_lost``) after ``EVALUATION_MAX_ATTEMPTS`` claims (see
-  ``resilience.retry_or_fail``); their container is removed first;
+  ``retries.retry_or_fail``); their container is removed first;
 - containers of this installation that belong to no running evaluation are removed.
 
 It runs every ``RECONCILE_INTERVAL_S`` and once at start-up (``python -m crucible.cron``), so a dead
@@ -16,6 +16,7 @@ Every decision is logged and audited.
 from __future__ import annotations
 
 import logging
+import uuid
 from datetime import UTC, timedelta
 
 import django_rq
@@ -24,8 +25,9 @@ from django.utils import timezone
 from rq.job import Job, JobStatus
 
 from apps.audit import services as audit
-from apps.evaluations import resilience, services
-from apps.evaluations.models import Evaluation, Status
+from apps.evaluations import retries, services
+from apps.evaluations.models import Evaluation, Reason, Status
+from apps.evaluations.retries import RetryDecision
 from apps.sandboxing import containers, engine
 
 log = logging.getLogger(__name__)
@@ -75,9 +77,9 @@ def end_lost_runs() -> list[str]:
     decided = []
     for evaluation in Evaluation.objects.filter(status=Status.RUNNING, heartbeat_at__lt=cutoff):
         stale_for = (timezone.now() - evaluation.heartbeat_at).total_seconds()
-        _remove_run_containers(evaluation)
-        decision = resilience.retry_or_fail(evaluation, "worker_lost", by="reconciler")
-        if not decision:
+        _remove_lost_run_containers(evaluation)
+        decision = retries.retry_or_fail(evaluation, Reason.WORKER_LOST, "worker_lost", by="reconciler")
+        if decision is None:
             continue
         decided.append(str(evaluation.pk))
         audit.record(
@@ -87,17 +89,26 @@ def end_lost_runs() -> list[str]:
             heartbeat_age_s=round(stale_for, 1),
             attempts=evaluation.attempts,
         )
-        if decision == "requeued" and engine.ping():
+        if decision == RetryDecision.REQUEUED and engine.ping():
             services.enqueue(evaluation.pk, evaluation.queue_name)  # else requeue_lost_jobs, once it answers
     return decided
 
 
-def _remove_run_containers(evaluation: Evaluation) -> None:
+def remove_containers_of(evaluation: Evaluation) -> list[str]:
+    """Remove this installation's containers of ``evaluation`` (a lost or earlier attempt's); raises if the
+    engine does not answer."""
+    removed = []
+    for container_id, run_id in containers.list_instance_containers():
+        if run_id == str(evaluation.pk):
+            containers.remove(container_id)
+            removed.append(container_id)
+    return removed
+
+
+def _remove_lost_run_containers(evaluation: Evaluation) -> None:
     try:
-        for container_id, run_id in containers.list_instance_containers():
-            if run_id == str(evaluation.pk):
-                containers.remove(container_id)
-                audit.record("reconciler.remove_container", target=run_id, container=container_id[:12])
+        for container_id in remove_containers_of(evaluation):
+            audit.record("reconciler.remove_container", target=str(evaluation.pk), container=container_id[:12])
     except Exception:
         # The engine is away; the container goes with a later pass (remove_orphan_containers).
         log.warning("could not remove the container of lost run %s", evaluation.pk, exc_info=True)
@@ -115,8 +126,6 @@ def remove_orphan_containers() -> list[str]:
 
 
 def _is_uuid(value: str) -> bool:
-    import uuid
-
     try:
         uuid.UUID(value)
     except (TypeError, ValueError):

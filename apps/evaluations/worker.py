@@ -1,19 +1,28 @@
-"""The RQ worker class Crucible's workers run (``manage.py crucible_worker`` uses it)."""
+"""The RQ worker class Crucible's workers run (``manage.py crucible_worker`` uses it), and the
+``shutdown`` flag through which a stopping worker tells its work horse to hand the run back."""
 
 from __future__ import annotations
 
 import logging
 import os
 import signal
+import threading
 
 from rq import Worker
 
-from apps.evaluations import resilience
 from apps.sandboxing import selfcheck
 
 log = logging.getLogger(__name__)
 
 HAND_BACK_SIGNAL = signal.SIGUSR1
+
+# Set in a work horse when its worker is shutting down: the run is then stopped at once and handed
+# back (apps.evaluations.running, apps.evaluations.retries).
+shutdown = threading.Event()
+
+
+def request_shutdown(*_args) -> None:
+    shutdown.set()
 
 
 class CrucibleWorker(Worker):
@@ -38,7 +47,7 @@ class CrucibleWorker(Worker):
     # RQ's warm shutdown waits for the running job, up to its timeout (minutes), and a process
     # manager (honcho: 5 s) kills the worker long before: the horse, in its own process group,
     # would go on alone. Instead the horse is told to stop its run at once and hand it back
-    # (requeued once, or error "worker_shutdown"; see apps.evaluations.resilience), so the
+    # (requeued once, or error "worker_shutdown"; see apps.evaluations.retries), so the
     # worker exits within a second or two and no run or container is left behind.
 
     def handle_warm_shutdown_request(self):
@@ -53,5 +62,5 @@ class CrucibleWorker(Worker):
     def setup_work_horse_signals(self):
         super().setup_work_horse_signals()
         # SIGTERM to the horse itself (a process manager killing its group) hands back too.
-        signal.signal(HAND_BACK_SIGNAL, resilience.request_shutdown)
-        signal.signal(signal.SIGTERM, resilience.request_shutdown)
+        signal.signal(HAND_BACK_SIGNAL, request_shutdown)
+        signal.signal(signal.SIGTERM, request_shutdown)

@@ -76,6 +76,18 @@ def audit_actions(stack, evaluation_id) -> list[str]:
     return [action for action, _, _ in stack.audit(evaluation_id)]
 
 
+def reason_of(stack, evaluation_id) -> str:
+    with stack.db.connect() as conn:
+        return conn.execute("select reason from evaluations_evaluation where id = %s", (evaluation_id,)).fetchone()[0]
+
+
+def handed_back_by_the_worker(stack, evaluation_id, attempt: int) -> bool:
+    """The worker itself requeued ``attempt`` (the reconciler was not needed): its retry is audited as the
+    worker's decision and the notice marks the end of that attempt's output."""
+    retries = [d for a, d, _ in stack.audit(evaluation_id) if a == "evaluation.retry" and d.get("attempt") == attempt]
+    return any(d.get("decided_by") == "worker" for d in retries)
+
+
 def test_a_worker_killed_mid_run_is_detected_in_bounded_time_and_the_run_retried_once(fresh):
     stack = fresh
     eid = stack.submit(STREAMER)
@@ -108,6 +120,7 @@ def test_a_worker_lost_twice_ends_in_error_worker_lost(fresh):
             wait_handed_back(stack, eid, 1, LOST_REACTION_S)
     row = stack.wait_terminal(eid, LOST_REACTION_S)
     assert (row["status"], row["error"], row["attempts"]) == ("error", "worker_lost", 2)
+    assert reason_of(stack, eid) == "worker_lost"
     chunks = stack.chunks(eid)
     assert [s for s, _, _ in chunks] == list(range(1, len(chunks) + 1))
     assert "evaluation.platform_fault" in audit_actions(stack, eid)
@@ -126,8 +139,11 @@ def test_a_worker_stopped_with_sigterm_hands_its_run_back_at_once(fresh):
     process.wait(10)
     print(f"worker exited {time.monotonic() - started:.1f} s after SIGTERM")
     assert time.monotonic() - started < 5  # honcho's grace before SIGKILL
+    # Handed back by the stopping worker before it exited: attempt 1 is over and requeued (the other
+    # worker may have claimed attempt 2 already), not left running for the reconciler to find.
     row = stack.row(eid)
-    assert row["status"] in ("queued", "running", "succeeded"), row  # handed back (and maybe re-run already)
+    assert row["status"] == "queued" or row["attempts"] == 2, row
+    assert handed_back_by_the_worker(stack, eid, attempt=1), stack.audit(eid)
     stack.supervise = True
     row = stack.wait_terminal(eid, 60)
     assert (row["status"], row["attempts"]) == ("succeeded", 2)
@@ -141,8 +157,12 @@ def test_a_worker_stopped_with_sigterm_hands_its_run_back_at_once(fresh):
 def test_redis_restarted_and_flushed_while_evaluations_are_queued_and_running(fresh):
     stack = fresh
     ids = [stack.submit(STREAMER) for _ in range(6)]  # two run, four wait
-    wait_until(lambda: sum(stack.row(i)["status"] == "running" for i in ids) == 2, 60, what="two running")
-    time.sleep(1)
+
+    def two_streaming() -> bool:
+        running = [i for i in ids if stack.row(i)["status"] == "running"]
+        return len(running) == 2 and all(len(stack.chunks(i)) >= 2 for i in running)
+
+    wait_until(two_streaming, 60, what="two running and streaming output")
     stack.redis.restart(flush=True, down_s=1.0)
     rows = {i: stack.wait_terminal(i, 150) for i in ids}
     for i, row in rows.items():
@@ -207,11 +227,25 @@ def test_a_stop_racing_the_natural_exit_ends_one_way_exactly_once(fresh, delay_m
     no_containers_left(stack)
 
 
-def test_nothing_is_left_active_or_running(stack):
-    """After all of the above: no evaluation stuck queued/running, no container."""
+def active_rows(stack) -> list:
     with stack.db.connect() as conn:
-        active = conn.execute(
+        return conn.execute(
             "select id, status from evaluations_evaluation where status in ('queued', 'running')"
         ).fetchall()
-    assert active == []
-    assert not stack.containers()
+
+
+def test_nothing_is_left_active_or_running(stack):
+    """After all of the above: no evaluation stuck queued/running, no container. Run alone, it makes its
+    own work to check (a run, a cancel and a stop), so it never passes on an empty stack."""
+    assert active_rows(stack) == []
+    session = stack.session()
+    done, cancelled, stopped = stack.submit("print('done')"), stack.submit(STREAMER), stack.submit(STREAMER)
+    for eid in (cancelled, stopped):
+        wait_streaming(stack, eid, min_chunks=1)
+    assert session.delete(f"{stack.url}/api/v1/evaluations/{cancelled}/", timeout=10).status_code == 202
+    assert session.post(f"{stack.url}/api/v1/evaluations/{stopped}/stop/", timeout=10).status_code == 202
+    ends = {eid: stack.wait_terminal(eid, 60)["status"] for eid in (done, cancelled, stopped)}
+    assert ends == {done: "succeeded", cancelled: "cancelled", stopped: "stopped"}
+    assert [reason_of(stack, eid) for eid in (done, cancelled, stopped)] == ["exit", "cancelled", "stopped"]
+    assert active_rows(stack) == []
+    no_containers_left(stack)

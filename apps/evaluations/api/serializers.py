@@ -1,10 +1,25 @@
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from apps.evaluations.models import Artifact, Evaluation, Priority
+from apps.evaluations.models import Artifact, Evaluation, Priority, Reason
+
+
+@extend_schema_field(serializers.ChoiceField(choices=Reason.choices, allow_null=True, read_only=True))
+class ReasonField(serializers.Field):
+    """Why the evaluation ended (machine-readable); null while it is queued or running."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("read_only", True)
+        kwargs.setdefault("help_text", "Why it ended, machine-readable; null while queued or running.")
+        super().__init__(**kwargs)
+
+    def to_representation(self, value):
+        return value or None
 
 
 class EvaluationSerializer(serializers.ModelSerializer):
     owner = serializers.CharField(source="owner.username", read_only=True)
+    reason = ReasonField()
     limits_requested = serializers.SerializerMethodField()
     limits = serializers.SerializerMethodField()
 
@@ -19,6 +34,7 @@ class EvaluationSerializer(serializers.ModelSerializer):
             "metadata",
             "limits_requested",
             "limits",
+            "reason",
             "exit_code",
             "signal",
             "error",
@@ -71,11 +87,14 @@ class SubmissionSerializer(serializers.Serializer):
 
 
 class ResultsSerializer(serializers.ModelSerializer):
+    reason = ReasonField()
+
     class Meta:
         model = Evaluation
         fields = [
             "id",
             "status",
+            "reason",
             "exit_code",
             "signal",
             "error",

@@ -6,6 +6,7 @@ import threading
 import time
 
 import django_rq
+from django.conf import settings
 from django.db import connection
 from rq import SimpleWorker
 
@@ -21,7 +22,7 @@ def submit(api, **body):
 
 def work_off_queues() -> None:
     """Run every queued job in this process (a non-forking burst worker on the real Redis)."""
-    queues = [django_rq.get_queue(name) for name in ("high", "default", "low")]
+    queues = [django_rq.get_queue(name) for name in settings.RQ_QUEUES]
     SimpleWorker(queues, connection=queues[0].connection).work(burst=True, with_scheduler=False)
 
 
@@ -54,6 +55,11 @@ class Background:
     def __exit__(self, *exc):
         self.thread.join(timeout=60)
         assert not self.thread.is_alive(), "the worker thread did not finish"
+
+
+def empty_queues() -> None:
+    for name in settings.RQ_QUEUES:
+        django_rq.get_queue(name).empty()
 
 
 def wait_for(predicate, timeout: float = 15.0, interval: float = 0.05):

@@ -10,7 +10,7 @@ from rq.job import Job
 
 from apps.audit.models import AuditEvent
 from apps.evaluations import reconciler, services
-from apps.evaluations.models import Status
+from apps.evaluations.models import Reason, Status
 from apps.evaluations.tests.factories import add_chunk, make_evaluation
 from apps.sandboxing import containers, engine
 
@@ -19,9 +19,9 @@ pytestmark = pytest.mark.django_db
 
 def test_a_queued_evaluation_whose_job_was_lost_is_enqueued_again(alice):
     evaluation = make_evaluation(alice, created_at=timezone.now() - timedelta(minutes=1))
-    django_rq.get_queue("default").connection.delete(f"rq:job:{services.job_id(evaluation.pk)}")
+    django_rq.get_queue(evaluation.queue_name).connection.delete(f"rq:job:{services.job_id(evaluation.pk)}")
     assert reconciler.reconcile()["requeued"] == [str(evaluation.pk)]
-    job = Job.fetch(services.job_id(evaluation.pk), connection=django_rq.get_connection("default"))
+    job = Job.fetch(services.job_id(evaluation.pk), connection=django_rq.get_connection(evaluation.queue_name))
     assert job.args == (str(evaluation.pk),)
     # A second pass finds the live job and does nothing.
     assert reconciler.reconcile()["requeued"] == []
@@ -43,7 +43,7 @@ def test_a_running_evaluation_whose_worker_stopped_heartbeating_is_run_again_onc
     chunks = list(lost.chunks.order_by("seq"))
     assert [c.seq for c in chunks] == [1, 2]
     assert chunks[1].stream == "stderr" and b"worker_lost" in bytes(chunks[1].data)
-    job = Job.fetch(services.job_id(lost.pk), connection=django_rq.get_connection("default"))
+    job = Job.fetch(services.job_id(lost.pk), connection=django_rq.get_connection(lost.queue_name))
     assert job.get_status() == "queued"
     assert AuditEvent.objects.filter(action="evaluation.retry", target=str(lost.pk)).exists()
 
@@ -53,7 +53,7 @@ def test_a_pending_cancel_wins_over_a_retry(alice):
     lost = make_evaluation(alice, status=Status.RUNNING, heartbeat_at=stale, attempts=1, control="cancel")
     reconciler.reconcile()
     lost.refresh_from_db()
-    assert lost.status == Status.CANCELLED
+    assert (lost.status, lost.reason) == (Status.CANCELLED, Reason.CANCELLED)
 
 
 def test_a_running_evaluation_whose_worker_stopped_heartbeating_twice_ends_worker_lost(alice):
@@ -63,7 +63,7 @@ def test_a_running_evaluation_whose_worker_stopped_heartbeating_twice_ends_worke
     assert reconciler.reconcile()["worker_lost"] == [str(lost.pk)]
     lost.refresh_from_db()
     alive.refresh_from_db()
-    assert (lost.status, lost.error) == (Status.ERROR, "worker_lost")
+    assert (lost.status, lost.reason, lost.error) == (Status.ERROR, Reason.WORKER_LOST, "worker_lost")
     assert AuditEvent.objects.filter(action="evaluation.platform_fault", target=str(lost.pk)).exists()
     assert alive.status == Status.RUNNING
 
@@ -92,3 +92,32 @@ def test_a_container_that_belongs_to_no_running_evaluation_is_removed(alice):
         assert {cid for cid, _ in containers.list_instance_containers()} == {kept.id}
     finally:
         kept.remove(force=True)
+
+
+def _container(run_id: str, instance: str):
+    labels = {"org.crucible.instance": instance, "org.crucible.run": run_id}
+    return engine.client().containers.create(
+        settings.SANDBOX_IMAGE, ["sleep", "60"], labels=labels, network_mode="none"
+    )
+
+
+@pytest.mark.docker
+def test_another_installations_containers_on_a_shared_engine_are_left_alone(alice):
+    """Another Crucible on the same engine: its containers look orphaned from here, and are not ours."""
+    finished = make_evaluation(alice, status=Status.SUCCEEDED)
+    stale = timezone.now() - timedelta(seconds=settings.WORKER_LOST_AFTER_S + 5)
+    lost = make_evaluation(alice, status=Status.RUNNING, heartbeat_at=stale, attempts=1)
+    others = [_container(str(finished.pk), "another-installation"), _container(str(lost.pk), "another-installation")]
+    ours = _container(str(finished.pk), settings.CRUCIBLE_INSTANCE)
+    try:
+        result = reconciler.reconcile()
+        assert result["orphans_removed"] == [ours.id]
+        assert result["worker_lost"] == [str(lost.pk)]  # the lost run is acted on, but only our containers go
+        for other in others:
+            other.reload()  # raises NotFound if it was removed
+    finally:
+        for container in [*others, ours]:
+            try:
+                container.remove(force=True)
+            except Exception:  # noqa: S110 (already gone)
+                pass

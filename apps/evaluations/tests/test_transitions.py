@@ -1,9 +1,15 @@
 """Status changes happen only through named transitions; a terminal status never changes again."""
 
-import pytest
+import importlib
 
+import django_rq
+import pytest
+from django.apps import apps as django_apps
+
+from apps.audit.models import AuditEvent
 from apps.evaluations import running, services
-from apps.evaluations.models import Control, Status
+from apps.evaluations.models import Control, Reason, Status
+from apps.evaluations.running import RunDisposition
 from apps.evaluations.tests.factories import make_evaluation
 
 pytestmark = pytest.mark.django_db
@@ -37,7 +43,7 @@ def test_cancelling_a_queued_evaluation_means_it_never_starts(alice):
     evaluation = make_evaluation(alice)
     services.cancel(evaluation, actor=alice)
     assert evaluation.status == Status.CANCELLED
-    assert running.run(str(evaluation.pk)).startswith("not claimed")
+    assert running.run(str(evaluation.pk)) == RunDisposition.NOT_CLAIMED
     evaluation.refresh_from_db()
     assert evaluation.status == Status.CANCELLED and evaluation.started_at is None
 
@@ -73,8 +79,6 @@ def test_cancelling_a_finished_evaluation_changes_nothing(alice_api, alice):
 
 
 def test_cancel_and_stop_are_audited(alice):
-    from apps.audit.models import AuditEvent
-
     queued = make_evaluation(alice)
     services.cancel(queued, actor=alice)
     running_one = make_evaluation(alice, status=Status.RUNNING)
@@ -85,11 +89,87 @@ def test_cancel_and_stop_are_audited(alice):
 
 
 def test_cancelling_a_queued_evaluation_takes_its_job_off_the_queue(alice):
-    import django_rq
-
     evaluation = make_evaluation(alice)
     queue = django_rq.get_queue(evaluation.queue_name)
     services.enqueue(evaluation.pk, evaluation.queue_name)
     assert services.job_id(evaluation.pk) in queue.job_ids
     services.cancel(evaluation, actor=alice)
     assert services.job_id(evaluation.pk) not in queue.job_ids
+
+
+@pytest.mark.parametrize(
+    ("status", "reason"),
+    [
+        (Status.SUCCEEDED, Reason.EXIT),
+        (Status.FAILED, Reason.EXIT),
+        (Status.TIMED_OUT, Reason.TIMEOUT),
+        (Status.OOM_KILLED, Reason.OOM),
+        (Status.CANCELLED, Reason.CANCELLED),
+        (Status.STOPPED, Reason.STOPPED),
+        (Status.SAFETY_STOPPED, Reason.SAFETY_RULE),
+        (Status.ERROR, Reason.ENGINE_ERROR),
+    ],
+)
+def test_finishing_gives_the_reason_the_status_implies(alice, status, reason):
+    evaluation = make_evaluation(alice, status=Status.RUNNING)
+    assert evaluation.reason == ""
+    evaluation.finish(status)
+    assert (evaluation.status, evaluation.reason) == (status, reason)
+
+
+def test_an_output_cap_end_is_failed_with_its_own_reason(alice):
+    evaluation = make_evaluation(alice, status=Status.RUNNING)
+    evaluation.finish(Status.FAILED, reason=Reason.OUTPUT_CAP, output_truncated=True)
+    assert (evaluation.status, evaluation.reason, evaluation.exit_code) == (Status.FAILED, Reason.OUTPUT_CAP, None)
+
+
+def test_a_queued_evaluation_cancelled_or_stopped_has_that_reason(alice):
+    cancelled, stopped, safety = make_evaluation(alice), make_evaluation(alice), make_evaluation(alice)
+    services.cancel(cancelled, actor=alice)
+    services.stop(stopped, actor=alice)
+    services.stop(safety, control=Control.SAFETY_STOP)
+    assert [e.reason for e in (cancelled, stopped, safety)] == [Reason.CANCELLED, Reason.STOPPED, Reason.SAFETY_RULE]
+
+
+def test_a_platform_fault_ends_error_with_the_reason_given(alice):
+    evaluation = make_evaluation(alice, status=Status.RUNNING)
+    evaluation.fail_with_error("the worker went away", reason=Reason.WORKER_LOST)
+    assert (evaluation.status, evaluation.reason, evaluation.error) == (
+        Status.ERROR,
+        Reason.WORKER_LOST,
+        "the worker went away",
+    )
+    other = make_evaluation(alice)
+    other.fail_with_error("engine refused")
+    assert (other.status, other.reason) == (Status.ERROR, Reason.ENGINE_ERROR)
+
+
+def test_a_requeued_evaluation_has_no_reason_until_it_ends_again(alice):
+    evaluation = make_evaluation(alice, status=Status.RUNNING, attempts=1)
+    assert evaluation.requeue(attempt=1) is True
+    assert (evaluation.status, evaluation.reason) == (Status.QUEUED, "")
+
+
+def test_rows_that_ended_before_reasons_existed_get_the_reason_their_end_implies(alice):
+    fill_reasons = importlib.import_module("apps.evaluations.migrations.0003_reason").fill_reasons
+    capped = make_evaluation(alice, status=Status.FAILED, exit_code=126, output_truncated=True)
+    failed = make_evaluation(alice, status=Status.FAILED, exit_code=3)
+    lost = make_evaluation(alice, status=Status.ERROR, error="worker_lost")
+    shut_down = make_evaluation(alice, status=Status.ERROR, error="worker_shutdown")
+    refused = make_evaluation(alice, status=Status.ERROR, error="sandbox image not found")
+    safety = make_evaluation(alice, status=Status.SAFETY_STOPPED)
+    queued = make_evaluation(alice)
+    fill_reasons(django_apps, None)
+    rows = [capped, failed, lost, shut_down, refused, safety, queued]
+    for row in rows:
+        row.refresh_from_db()
+    assert [row.reason for row in rows] == [
+        Reason.OUTPUT_CAP,
+        Reason.EXIT,
+        Reason.WORKER_LOST,
+        Reason.WORKER_LOST,
+        Reason.ENGINE_ERROR,
+        Reason.SAFETY_RULE,
+        "",
+    ]
+    assert (capped.exit_code, failed.exit_code) == (None, 3)

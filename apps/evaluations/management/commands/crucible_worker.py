@@ -1,19 +1,19 @@
 """``manage.py crucible_worker``: an RQ worker set up the one way Crucible's workers run.
 
-The queues (``high``, ``default``, ``low`` in that order), the worker class that checks the sandbox
+The queues (``settings.RQ_QUEUES``, most urgent first), the worker class that checks the sandbox
 policy before forking (``CrucibleWorker``) and RQ's scheduler are the defaults, so the Procfile,
 the benchmarks, the test stacks and an operator on another host all start the same worker.
 Every option of django-rq's ``rqworker`` still applies.
 """
 
+from django.conf import settings
 from django_rq.management.commands.rqworker import Command as RQWorkerCommand
 
-QUEUES = ("high", "default", "low")
 WORKER_CLASS = "apps.evaluations.worker.CrucibleWorker"
 
 
 class Command(RQWorkerCommand):
-    help = "Run a Crucible worker (queues high, default, low; CrucibleWorker; with the RQ scheduler)."
+    help = "Run a Crucible worker (every queue of RQ_QUEUES, most urgent first; CrucibleWorker; with the RQ scheduler)."
 
     def add_arguments(self, parser):
         super().add_arguments(parser)
@@ -23,4 +23,4 @@ class Command(RQWorkerCommand):
         )
 
     def handle(self, *args, **options):
-        return super().handle(*(args or QUEUES), **options)
+        return super().handle(*(args or list(settings.RQ_QUEUES)), **options)

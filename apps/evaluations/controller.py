@@ -1,0 +1,84 @@
+"""What the runner asks, about every 0.1 s, while a program runs: carry on, cancel or stop?
+
+The answer comes from the row (a user's cancel or stop, an operator's stop, a safety rule) and from
+the worker itself: the run is stopped when it must be abandoned, because the worker is shutting
+down or the row is not this attempt's any more. A database outage does not stop the run: the last
+known request stands until the row can be read again.
+"""
+
+from __future__ import annotations
+
+import time
+from enum import StrEnum
+
+from apps.evaluations import worker
+from apps.evaluations.dbretry import TRANSIENT_DB_ERRORS, forget_connection
+from apps.evaluations.heartbeat import Heartbeat
+from apps.evaluations.models import Control, Evaluation, Status
+from apps.evaluations.recording import OutputRecorder
+from apps.monitoring.safety import SafetyMonitor
+from apps.sandboxing.outcomes import Command
+
+CONTROL_POLL_S = 0.2
+
+# The runner knows two commands; evaluations tells a safety stop from an emergency stop itself.
+COMMAND_FOR_CONTROL = {Control.CANCEL: Command.CANCEL, Control.STOP: Command.STOP, Control.SAFETY_STOP: Command.STOP}
+
+
+class Abandon(StrEnum):
+    """Why a run is given up by this worker, whatever the user asked."""
+
+    SUPERSEDED = "superseded"  # the row was handed to another attempt
+    SHUTDOWN = "shutdown"  # the worker is stopping: the run is handed back
+
+
+class Controller:
+    def __init__(
+        self,
+        evaluation: Evaluation,
+        recorder: OutputRecorder,
+        monitor: SafetyMonitor | None = None,
+        heartbeat: Heartbeat | None = None,
+    ):
+        self.evaluation = evaluation
+        self.recorder = recorder
+        self.monitor = monitor
+        self.heartbeat = heartbeat
+        self.first_call_at: float | None = None  # when the sandbox was ready (the runner's first poll)
+        self.superseded = False
+        self.requested: Control | None = None
+        self._next_poll = 0.0
+
+    def __call__(self) -> Command | None:
+        self.recorder.flush_if_due()
+        now = time.monotonic()
+        if self.first_call_at is None:
+            self.first_call_at = now
+        if now >= self._next_poll:
+            self._next_poll = now + CONTROL_POLL_S
+            self._poll_row()
+        if self.monitor is not None and self.monitor.stop_requested and self.requested in (None, Control.CANCEL):
+            # A "stop" rule fired. services.stop put it on the row too; answer now, not at the next poll.
+            self.requested = Control.SAFETY_STOP
+        if self.abandon_reason() is not None:
+            return Command.STOP
+        return COMMAND_FOR_CONTROL[self.requested] if self.requested else None
+
+    def _poll_row(self) -> None:
+        try:
+            row = Evaluation.objects.filter(pk=self.evaluation.pk).values_list("control", "status", "attempts").first()
+        except TRANSIENT_DB_ERRORS:
+            forget_connection()
+            return
+        if row is None or row[1] != Status.RUNNING or row[2] != self.evaluation.attempts:
+            self.superseded = True
+            return
+        self.requested = Control(row[0]) if row[0] else None
+
+    def abandon_reason(self) -> Abandon | None:
+        heartbeat_lost = self.heartbeat is not None and self.heartbeat.lost.is_set()
+        if self.superseded or self.recorder.superseded or heartbeat_lost:
+            return Abandon.SUPERSEDED
+        if worker.shutdown.is_set():
+            return Abandon.SHUTDOWN
+        return None
