@@ -81,7 +81,7 @@ class EvaluationConsumer(GuardedConsumer):
         await self._replay()
         if evaluation.is_terminal:
             # Terminal was read before the replay, so every chunk was stored and has been sent.
-            await self.send_json(publisher.end_message(evaluation.status, evaluation.exit_code))
+            await self.send_json(publisher.end_message(evaluation))
             await self.finish(CloseCode.NORMAL)
 
     def denies(self, user) -> CloseCode | None:
@@ -138,4 +138,4 @@ class EvaluationConsumer(GuardedConsumer):
 
     @database_sync_to_async
     def _load(self) -> Evaluation | None:
-        return Evaluation.objects.only("id", "status", "exit_code").filter(pk=self.evaluation_id).first()
+        return Evaluation.objects.only("id", "status", "exit_code", "reason").filter(pk=self.evaluation_id).first()

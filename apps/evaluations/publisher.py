@@ -45,6 +45,7 @@ class EndMessage(TypedDict):
     type: Literal["end"]
     status: str
     exit_code: int | None
+    reason: str | None  # why it ended (contract v2 ``reason``)
 
 
 class AlertMessage(AlertPayload):
@@ -79,8 +80,14 @@ def log_message(seq: int, stream: str, text: str) -> LogMessage:
     return {"type": "log", "seq": seq, "stream": stream, "data": text}
 
 
-def end_message(status: str, exit_code: int | None) -> EndMessage:
-    return {"type": "end", "status": status, "exit_code": exit_code}
+def end_message(evaluation) -> EndMessage:
+    """The last message of a stream: the terminal status, exit code and reason of ``evaluation``."""
+    return {
+        "type": "end",
+        "status": evaluation.status,
+        "exit_code": evaluation.exit_code,
+        "reason": evaluation.reason or None,
+    }
 
 
 def alert_message(alert: AlertPayload) -> AlertMessage:
@@ -146,7 +153,7 @@ def publish_log(evaluation_id, seq: int, stream: str, text: str) -> None:
 
 def publish_end(evaluation) -> None:
     _send(evaluation.pk, status_message(evaluation.status))
-    _send(evaluation.pk, end_message(evaluation.status, evaluation.exit_code))
+    _send(evaluation.pk, end_message(evaluation))
 
 
 def publish_alert(evaluation_id, alert: AlertPayload) -> None:

@@ -14,7 +14,7 @@ from rq.job import Job
 from apps.accounts import quotas
 from apps.audit import services as audit
 from apps.evaluations import publisher
-from apps.evaluations.models import Control, Evaluation, Status
+from apps.evaluations.models import STATUS_FOR_CONTROL, Control, Evaluation, Status
 from apps.evaluations.validation import Maxima, Submission, SubmissionInvalid, parse_submission
 from apps.monitoring import alerts
 
@@ -155,8 +155,7 @@ def cancel(evaluation: Evaluation, *, actor=None, request=None) -> Evaluation:
 
 def stop(evaluation: Evaluation, *, actor=None, request=None, control: Control = Control.STOP) -> Evaluation:
     """Emergency stop: SIGKILL now. A queued evaluation is stopped before it starts."""
-    status = Status.SAFETY_STOPPED if control == Control.SAFETY_STOP else Status.STOPPED
-    if evaluation.end_queued(status, control):
+    if evaluation.end_queued(STATUS_FOR_CONTROL[control], control):
         _drop_job(evaluation)
         publisher.publish_end(evaluation)
         audit.record(

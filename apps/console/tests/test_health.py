@@ -45,7 +45,7 @@ def test_anyone_sees_all_ok_when_every_dependency_is_up(anonymous_api, a_live_wo
 
 def test_no_workers_makes_it_503_and_names_workers(anonymous_api, settings):
     # A Redis database no worker registers in: Redis itself answers, but nobody works.
-    settings.RQ_QUEUES = {name: {"URL": "redis://127.0.0.1:6379/15"} for name in ("high", "default", "low")}
+    settings.RQ_QUEUES = {name: {"URL": "redis://127.0.0.1:6379/15"} for name in settings.RQ_QUEUES}
     response = anonymous_api.get(URL)
     assert response.status_code == 503
     assert response.json()["failing"] == ["workers"]
@@ -67,7 +67,7 @@ def test_missing_sandbox_image_makes_it_503_and_names_it(anonymous_api, a_live_w
 
 def test_redis_down_makes_it_503_and_names_redis(anonymous_api, a_live_worker, settings):
 
-    settings.RQ_QUEUES = {name: {"URL": "redis://127.0.0.1:1/0"} for name in ("high", "default", "low")}
+    settings.RQ_QUEUES = {name: {"URL": "redis://127.0.0.1:1/0"} for name in settings.RQ_QUEUES}
     response = anonymous_api.get(URL)
     assert response.status_code == 503
     assert "redis" in response.json()["failing"]

@@ -65,7 +65,7 @@ def test_a_job_taken_just_as_the_switch_engaged_leaves_its_row_queued(alice_api,
 
     evaluation_id = submit(alice_api, code="print(1)").json()["id"]
     killswitch.engage(olivia)
-    assert running.run(evaluation_id).startswith("deferred")
+    assert running.run(evaluation_id) == running.RunDisposition.DEFERRED_KILL_SWITCH
     assert Evaluation.objects.get(pk=evaluation_id).status == Status.QUEUED
 
 

@@ -256,17 +256,29 @@ async def test_the_end_is_sent_after_every_chunk_and_closes_the_stream(alice):
     await database_sync_to_async(finish)()
     assert await receive_logs(communicator, 1) == [1]
     assert await communicator.receive_json_from(timeout=5) == {"type": "status", "status": "failed"}
-    assert await communicator.receive_json_from(timeout=5) == {"type": "end", "status": "failed", "exit_code": 3}
+    assert await communicator.receive_json_from(timeout=5) == {
+        "type": "end",
+        "status": "failed",
+        "exit_code": 3,
+        "reason": "exit",
+    }
     assert await close_code(communicator) == 1000
 
 
 async def test_a_finished_evaluation_replays_then_ends_and_closes(alice):
-    evaluation = await database_sync_to_async(make_evaluation)(alice, status=Status.SUCCEEDED, exit_code=0)
+    evaluation = await database_sync_to_async(make_evaluation)(
+        alice, status=Status.SUCCEEDED, exit_code=0, reason="exit"
+    )
     await database_sync_to_async(store_chunks)(evaluation, [1, 2, 3])
     communicator, _ = await connect(evaluation.pk, user=alice, after=1)
     assert await communicator.receive_json_from(timeout=5) == {"type": "status", "status": "succeeded"}
     assert await receive_logs(communicator, 2) == [2, 3]
-    assert await communicator.receive_json_from(timeout=5) == {"type": "end", "status": "succeeded", "exit_code": 0}
+    assert await communicator.receive_json_from(timeout=5) == {
+        "type": "end",
+        "status": "succeeded",
+        "exit_code": 0,
+        "reason": "exit",
+    }
     assert await close_code(communicator) == 1000
 
 

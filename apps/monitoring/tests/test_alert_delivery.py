@@ -67,7 +67,7 @@ def test_the_webhook_receives_an_alert_raised_during_a_run(alice_api, only_rules
 def test_a_failing_webhook_is_retried_a_bounded_number_of_times(settings, empty_queues):
     settings.ALERT_NOTIFY_RETRIES = 2
     settings.ALERT_NOTIFY_RETRY_INTERVALS = [0]
-    failed = django_rq.get_queue("high").failed_job_registry
+    failed = django_rq.get_queue(next(iter(settings.RQ_QUEUES))).failed_job_registry
     failed_before = failed.count
     with Receiver(status=500) as receiver:
         settings.ALERT_WEBHOOK_URL = receiver.url
@@ -97,7 +97,7 @@ def test_nothing_is_queued_when_no_channel_is_configured(settings, empty_queues)
     settings.ALERT_WEBHOOK_URL = ""
     settings.ALERT_EMAILS = []
     raise_alert(evaluation_id=uuid.uuid4(), rule_name="x", severity="info", message="m")
-    assert django_rq.get_queue("high").count == 0
+    assert django_rq.get_queue(next(iter(settings.RQ_QUEUES))).count == 0
 
 
 @pytest.mark.django_db
