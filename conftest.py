@@ -1,7 +1,10 @@
-"""Shared fixtures: named people (an owner, another researcher, an operator) and API clients."""
+"""Shared fixtures: named people (an owner, another researcher, an operator), API clients, clean queues."""
 
+import django_rq
 import pytest
+from django.conf import settings
 from rest_framework.test import APIClient
+from rq.suspension import resume
 
 
 @pytest.fixture
@@ -60,3 +63,19 @@ def default_runtimes(request):
     from apps.evaluations.runtimes import ensure_default_runtimes
 
     ensure_default_runtimes(Runtime)
+
+
+@pytest.fixture(autouse=True)
+def kill_switch_released():
+    """No test leaves the queues paused for the next one (the flag lives in Redis, not the test DB)."""
+    connection = django_rq.get_connection(next(iter(settings.RQ_QUEUES)))
+    resume(connection)
+    yield
+    resume(connection)
+
+
+@pytest.fixture
+def empty_queues():
+    """Nothing left on this test process's queues by an earlier test."""
+    for name in settings.RQ_QUEUES:
+        django_rq.get_queue(name).empty()

@@ -57,11 +57,6 @@ class Background:
         assert not self.thread.is_alive(), "the worker thread did not finish"
 
 
-def empty_queues() -> None:
-    for name in settings.RQ_QUEUES:
-        django_rq.get_queue(name).empty()
-
-
 def wait_for(predicate, timeout: float = 15.0, interval: float = 0.05):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

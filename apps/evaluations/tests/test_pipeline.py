@@ -11,12 +11,7 @@ from apps.evaluations.running import RunDisposition
 from apps.evaluations.tests import helpers
 from apps.evaluations.tests.helpers import Background, run_and_wait, submit, wait_for, wait_for_status
 
-pytestmark = [pytest.mark.docker, pytest.mark.django_db(transaction=True)]
-
-
-@pytest.fixture(autouse=True)
-def empty_queues():
-    helpers.empty_queues()
+pytestmark = [pytest.mark.docker, pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("empty_queues")]
 
 
 def _output(evaluation, stream=None) -> bytes:

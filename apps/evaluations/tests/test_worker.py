@@ -9,16 +9,10 @@ from rq.job import Job
 
 from apps.evaluations import services, worker
 from apps.evaluations.models import QUEUE_FOR_PRIORITY, Priority, Reason, Status
-from apps.evaluations.tests import helpers
 from apps.evaluations.tests.factories import make_evaluation
 from apps.sandboxing import containers
 
-pytestmark = pytest.mark.docker
-
-
-@pytest.fixture(autouse=True)
-def empty_queues():
-    helpers.empty_queues()
+pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("empty_queues")]
 
 
 def test_the_worker_checks_the_sandbox_policy_in_its_parent_before_each_job_on_every_queue(monkeypatch):

@@ -1,29 +1,11 @@
-"""Fixtures for monitoring tests: rules as a test needs them, empty queues, the kill switch released."""
+"""Fixtures for monitoring tests: safety rules as a test needs them."""
 
 from __future__ import annotations
 
-import django_rq
 import pytest
-from django.conf import settings
-from rq.suspension import resume
 
 from apps.monitoring.models import SafetyRule
 from apps.monitoring.rules import ensure_default_rules
-
-
-@pytest.fixture(autouse=True)
-def kill_switch_released():
-    """No test leaves the queues paused for the next one (the flag lives in Redis, not the test DB)."""
-    connection = django_rq.get_connection("default")
-    resume(connection)
-    yield
-    resume(connection)
-
-
-@pytest.fixture
-def empty_queues():
-    for name in settings.RQ_QUEUES:
-        django_rq.get_queue(name).empty()
 
 
 @pytest.fixture
