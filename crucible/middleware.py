@@ -60,8 +60,6 @@ def content_security_policy(request, extra: dict[str, list[str]] | None = None) 
     }
     for name, sources in (extra or {}).items():
         directives.setdefault(name, []).extend(sources)
-    for name, sources in getattr(settings, "CSP_EXTRA_SOURCES", {}).items():
-        directives.setdefault(name, []).extend(sources)
     policy = "; ".join(f"{name} {' '.join(sources)}" for name, sources in directives.items())
     if request.is_secure():
         policy += "; upgrade-insecure-requests"
