@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextvars
 from collections.abc import Callable
 
-from django.conf import settings
 from django.core.exceptions import DisallowedHost
 
 _current_request: contextvars.ContextVar = contextvars.ContextVar("crucible_current_request", default=None)
