@@ -155,8 +155,8 @@ def test_an_alert_raises_the_header_badge_live_and_shows_a_text_only_toast(olivi
     alert_sockets = SocketWatch.on(page, "/ws/alerts/")
     page.goto(f"{page.base}/")
     expect(page.locator("#alert-badge")).to_have_count(0)
-    # The alerts socket is connected once it has sent its first message (the count).
-    poll(page, alert_sockets.received_any, what="the alerts socket's first message")
+    # This page's alerts socket is subscribed once it has sent its first message (the count).
+    poll(page, alert_sockets.latest_received, what="the alerts socket's first message")
     evaluation = make_evaluation(olivia)
     hostile = '<img src=x id="pwned">'
     alert = raise_alert(

@@ -39,8 +39,13 @@ class SocketWatch:
         page.on("websocket", opened)
         return watch
 
-    def received_any(self) -> bool:
-        return any(self.frames)
+    def latest_received(self) -> bool:
+        """The socket opened last has received a message.
+
+        Not "any socket": Playwright may deliver the event of a socket the previous page opened only
+        after the watch is installed, and that socket is gone once the page navigates.
+        """
+        return bool(self.frames and self.frames[-1])
 
 
 def poll(page, predicate, timeout_s: float = 30, what: str = "the page") -> None:
