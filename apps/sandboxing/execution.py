@@ -47,8 +47,11 @@ READ_WAIT_EXITED_S = 0.02
 AFTER_EOF_FAST_S = 0.5  # after the stream ended: inspect the exec on every turn for this long
 AFTER_EOF_WAIT_S = 0.01
 AFTER_EOF_SLOW_WAIT_S = 0.05
-DRAIN_QUIET_S = 0.05  # the program has exited: stop once its stream has been quiet this long...
-DRAIN_MAX_S = 0.5  # ...or after this long at most (a child may hold its output open forever)
+# The program has exited: its output is complete at the stream's end, which the engine sends once
+# no process holds the output open. Wait for it this long at most (a child the program left behind
+# may hold it open forever). Stopping at the first quiet moment instead lost the last lines of a
+# program that wrote and exited at once on a busy engine.
+DRAIN_MAX_S = 1.0
 KILL_UNANSWERED_S = 5.0
 SIGKILL_EXIT = 128 + 9
 ENGINE_STOP_SIGNALS = (9, 15)  # how an engine stop or restart ends the processes of its containers
@@ -208,11 +211,11 @@ class Execution:
         """Read output and take the named steps until the program has ended (or been killed)."""
         self.controlled_at = self.inspected_at = self.sampled_at = self.start
         while True:
-            got_data = self.receive(stream)
+            self.receive(stream)
             self.now = time.monotonic()
             self.watch_exec()
             if self.exited:
-                if self.drained(got_data):
+                if self.drained():
                     return
                 continue
             if self.kill_unanswered():
@@ -222,23 +225,22 @@ class Execution:
                     break
                 step()
 
-    def receive(self, stream: ExecStream) -> bool:
-        """Pass on what the program wrote (True if anything came), or pause once its stream has ended."""
+    def receive(self, stream: ExecStream) -> None:
+        """Pass on what the program wrote, or pause once its stream has ended."""
         now = time.monotonic()
         if self.eof_at is None and self.sandbox.killed:
             self.eof_at = now  # kill() closed the stream
         if self.eof_at is not None:
             time.sleep(AFTER_EOF_WAIT_S if now - self.eof_at < AFTER_EOF_FAST_S else AFTER_EOF_SLOW_WAIT_S)
-            return False
+            return
         pieces = stream.read(READ_WAIT_EXITED_S if self.exited else READ_WAIT_S)
         if pieces is None:
             self.eof_at = now
-            return False
+            return
         for kind, piece in pieces:
             self.output.feed(kind, piece)
             if self.output.truncated:
                 self.end_now(Outcome.OUTPUT_CAPPED)
-        return bool(pieces)
 
     def watch_exec(self) -> None:
         """Ask the engine whether the program still runs: often right after its stream ended or a kill."""
@@ -251,12 +253,11 @@ class Execution:
             if not running:
                 self.exited, self.exit_code, self.exited_at = True, exit_code, self.now
 
-    def drained(self, got_data: bool) -> bool:
+    def drained(self) -> bool:
         """The program has exited: is its output all read? (A child may hold the stream open.)"""
         if self.eof_at is not None or self.sandbox.killed:
             return True
-        quiet_for = self.now - self.exited_at
-        return (not got_data and quiet_for >= DRAIN_QUIET_S) or quiet_for >= DRAIN_MAX_S
+        return self.now - self.exited_at >= DRAIN_MAX_S
 
     def kill_unanswered(self) -> bool:
         killed_at = self.sandbox.killed_at

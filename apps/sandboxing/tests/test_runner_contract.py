@@ -285,3 +285,18 @@ def test_on_result_sees_the_verdict_before_the_container_is_removed():
     assert result.outcome == seen["outcome"] == "exited"
     assert seen["container_still_there"] is True
     assert not any(run == "on-result-probe" for _, run in containers.list_instance_containers())
+
+
+def test_output_written_just_before_an_immediate_exit_is_never_lost():
+    # Many short runs: the last bytes come through the engine after it already reports the exit.
+    for i in range(5):
+        run = execute(f"import os, sys; sys.stderr.write('last words {i}'); os._exit(7)")
+        assert (run.result.exit_code, run.stderr) == (7, f"last words {i}".encode())
+
+
+def test_a_child_left_holding_the_output_open_does_not_keep_the_run_going():
+    code = "import subprocess; subprocess.Popen(['sleep', '30']); print('parent done', flush=True)"
+    run = execute(code, timeout_s=20)
+    assert run.result.outcome is Outcome.EXITED
+    assert (run.result.exit_code, run.stdout) == (0, b"parent done\n")
+    assert run.result.duration_ms < 10_000  # ended at the parent's exit plus the drain, not the child's 30 s
