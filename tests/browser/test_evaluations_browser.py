@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import re
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from django.db import connections
 from playwright.sync_api import expect
 
 from apps.accounts.tests.conftest import forget_sign_in_throttles
@@ -14,6 +12,7 @@ from apps.evaluations import services
 from apps.evaluations.models import Evaluation, OutputChunk, Runtime, Status
 from apps.evaluations.runtimes import ensure_default_runtimes
 from tests.browser import chromium
+from tests.browser.orm import orm
 from tests.browser.watch import FrameWatch, SocketWatch, poll
 
 pytestmark = [pytest.mark.browser, pytest.mark.docker, pytest.mark.django_db(transaction=True)]
@@ -29,24 +28,6 @@ FREEZE_MS = 5000
 def runtimes(transactional_db):
     """Transactional tests flush the tables, data migrations included: put the runtimes back."""
     ensure_default_runtimes(Runtime)
-
-
-def orm(function, *args):
-    """Run an ORM call in a short-lived thread.
-
-    Playwright's sync API runs test code in a greenlet beside an event loop: Django refuses ORM
-    calls there, and a connection opened there would never be closed (the test database could not
-    be dropped at the end). A thread of its own, closing its connection, avoids both.
-    """
-
-    def call():
-        try:
-            return function(*args)
-        finally:
-            connections.close_all()
-
-    with ThreadPoolExecutor(1) as pool:
-        return pool.submit(call).result()
 
 
 def status_of(evaluation_id) -> str:

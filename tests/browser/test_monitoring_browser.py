@@ -22,6 +22,7 @@ from apps.monitoring.alerts import raise_alert
 from apps.monitoring.models import SafetyRule
 from apps.monitoring.rules import ensure_default_rules
 from tests.browser import chromium
+from tests.browser.orm import orm
 from tests.browser.watch import SocketWatch, poll
 
 pytestmark = [pytest.mark.browser, pytest.mark.docker, pytest.mark.django_db(transaction=True)]
@@ -42,11 +43,6 @@ def seeded(transactional_db):
     """Transactional tests flush the tables, data migrations included: put runtimes and rules back."""
     ensure_default_runtimes(Runtime)
     ensure_default_rules(SafetyRule)
-
-
-@pytest.fixture(autouse=True)
-def orm_beside_playwright(monkeypatch):
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
 
 @pytest.fixture(autouse=True)
@@ -101,7 +97,7 @@ def test_the_operator_dashboard_shows_work_live_and_the_kill_switch_needs_confir
     expect(page.locator("#rate-chart")).to_be_visible()
     expect(page.locator("header .site-nav")).to_contain_text("Monitoring")
 
-    evaluation, _ = services.submit(olivia, {"code": "import time\nprint('up', flush=True)\ntime.sleep(30)"})
+    evaluation, _ = orm(services.submit, olivia, {"code": "import time\nprint('up', flush=True)\ntime.sleep(30)"})
     # The running table refreshes by itself (htmx) and shows the evaluation with its resource use.
     expect(page.locator("#running-table")).to_contain_text(str(evaluation.pk)[:8], timeout=30_000)
 
@@ -114,7 +110,7 @@ def test_the_operator_dashboard_shows_work_live_and_the_kill_switch_needs_confir
     page.wait_for_url(re.compile(r"/monitoring/$"))
     expect(page.locator("#killswitch-state")).to_contain_text("ENGAGED")
     expect(page.locator(".messages")).to_contain_text("1 evaluation(s) stopped")
-    assert Evaluation.objects.get(pk=evaluation.pk).status in (Status.RUNNING, Status.STOPPED)
+    assert status_of(evaluation) in (Status.RUNNING, Status.STOPPED)
 
     # The emergency stop raised an alert: the header badge counts it, the alerts page acknowledges it.
     page.reload()
@@ -134,6 +130,10 @@ def test_the_operator_dashboard_shows_work_live_and_the_kill_switch_needs_confir
     expect(page.locator("#audit-table")).to_contain_text("killswitch.engage")
     expect(page.locator("#audit-table")).to_contain_text("killswitch.release")
     assert not page.problems, page.problems
+
+
+def status_of(evaluation) -> str:
+    return orm(lambda: Evaluation.objects.values_list("status", flat=True).get(pk=evaluation.pk))
 
 
 def publish_beside_playwright(evaluation_id, message: dict) -> None:
@@ -157,10 +157,15 @@ def test_an_alert_raises_the_header_badge_live_and_shows_a_text_only_toast(olivi
     expect(page.locator("#alert-badge")).to_have_count(0)
     # This page's alerts socket is subscribed once it has sent its first message (the count).
     poll(page, alert_sockets.latest_received, what="the alerts socket's first message")
-    evaluation = make_evaluation(olivia)
+    evaluation = orm(make_evaluation, olivia)
     hostile = '<img src=x id="pwned">'
-    alert = raise_alert(
-        evaluation_id=evaluation.pk, rule_name="fork-bomb", severity="critical", message=hostile, evidence=hostile
+    alert = orm(
+        raise_alert,
+        evaluation_id=evaluation.pk,
+        rule_name="fork-bomb",
+        severity="critical",
+        message=hostile,
+        evidence=hostile,
     )
     publish_beside_playwright(evaluation.pk, alert.as_message())
     # No reload: the badge appears and the toast names the rule, linking to the evaluation.
@@ -176,12 +181,12 @@ def test_an_alert_raises_the_header_badge_live_and_shows_a_text_only_toast(olivi
 
 def test_an_evaluation_page_draws_its_resource_graph_live_and_after_the_run(olivia_page, olivia):
     page = olivia_page
-    evaluation, _ = services.submit(olivia, {"code": CLIMBER, "memory_mb": 128, "timeout_s": 30})
+    evaluation, _ = orm(services.submit, olivia, {"code": CLIMBER, "memory_mb": 128, "timeout_s": 30})
     page.goto(f"{page.base}/evaluations/{evaluation.pk}/")
     expect(page.locator("#log")).to_contain_text("step 1")
     # Samples arrive over the WebSocket while it runs.
     wait_for_samples(page, 2)
-    assert Evaluation.objects.get(pk=evaluation.pk).status == Status.RUNNING
+    assert status_of(evaluation) == Status.RUNNING
     expect(page.locator("#resource-charts figure")).to_have_count(4)
     memory = page.locator("figure[data-series=memory_bytes]")
     expect(memory).to_contain_text("of 128.0 MiB")
