@@ -76,13 +76,18 @@ def test_alices_own_quota_beats_her_groups(alice_api, alice):
     assert [submit(alice_api).status_code for _ in range(2)] == [201, 429]
 
 
-def test_over_quota_the_form_answers_429_with_retry_after_and_says_when(alice):
-    Quota.objects.create(user=alice, submissions_per_minute=1)
+def submit_the_form_twice(user, **quota):
+    """Sign ``user`` in with ``quota``, submit the form twice; the first is accepted, the second answered."""
+    Quota.objects.create(user=user, **quota)
     client = Client()
-    client.force_login(alice)
+    client.force_login(user)
     body = {"code": "print(1)\n", "language": "python", "priority": "normal"}
     assert client.post(reverse("evaluations:new"), {**body, "idempotency_key": "first"}).status_code == 302
-    response = client.post(reverse("evaluations:new"), {**body, "idempotency_key": "second"})
+    return client.post(reverse("evaluations:new"), {**body, "idempotency_key": "second"})
+
+
+def test_over_quota_the_form_answers_429_with_retry_after_and_says_when(alice):
+    response = submit_the_form_twice(alice, submissions_per_minute=1)
     assert response.status_code == 429
     seconds = retry_after(response)
     page = response.content.decode()
@@ -93,11 +98,6 @@ def test_over_quota_the_form_answers_429_with_retry_after_and_says_when(alice):
 
 
 def test_with_too_many_active_the_forms_retry_after_matches_what_it_says(alice):
-    Quota.objects.create(user=alice, max_active=1)
-    client = Client()
-    client.force_login(alice)
-    body = {"code": "print(1)\n", "language": "python", "priority": "normal"}
-    assert client.post(reverse("evaluations:new"), {**body, "idempotency_key": "first"}).status_code == 302
-    response = client.post(reverse("evaluations:new"), {**body, "idempotency_key": "second"})
+    response = submit_the_form_twice(alice, max_active=1)
     assert response.status_code == 429
     assert f"try again in {retry_after(response)} s" in response.content.decode()
