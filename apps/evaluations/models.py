@@ -161,6 +161,8 @@ class Evaluation(models.Model):
     peak_memory_bytes = models.BigIntegerField(null=True, blank=True)
     cpu_time_ms = models.BigIntegerField(null=True, blank=True)
     image_digest = models.CharField(max_length=100, blank=True, default="")
+    # The engine runtime the sandbox actually ran under (runc or runsc); empty until it started.
+    sandbox_runtime = models.CharField(max_length=16, blank=True, default="")
     attempts = models.IntegerField(default=0)
 
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
