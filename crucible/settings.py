@@ -262,7 +262,13 @@ QUOTA_MAX_ACTIVE = envint("QUOTA_MAX_ACTIVE", 10, minimum=0)
 
 # --- Sandbox ----------------------------------------------------------------------------
 SANDBOX_IMAGE = envstr("SANDBOX_IMAGE", "crucible-sandbox:latest")
-SANDBOX_RUNTIME = envstr("SANDBOX_RUNTIME", "runc")
+# auto: gVisor (runsc) when the engine has it, else runc; or force one (a forced runtime the
+# engine lacks fails closed: the run ends in error).
+SANDBOX_RUNTIME = envstr("SANDBOX_RUNTIME", "auto")
+# Under gVisor the engine's pids cgroup bounds the host threads gVisor needs for one sandbox (its
+# kernel, and threads per process of the program on the ptrace platform); the program's own
+# process limit is SANDBOX_PIDS_LIMIT, enforced inside gVisor as RLIMIT_NPROC.
+SANDBOX_RUNSC_HOST_TASKS = envint("SANDBOX_RUNSC_HOST_TASKS", 4096, minimum=256)
 SANDBOX_DEFAULT_TIMEOUT_S = envfloat("SANDBOX_DEFAULT_TIMEOUT_S", 10.0, minimum=0.1)
 SANDBOX_MAX_TIMEOUT_S = envfloat("SANDBOX_MAX_TIMEOUT_S", 300.0, minimum=0.1)
 SANDBOX_DEFAULT_MEMORY_MB = envint("SANDBOX_DEFAULT_MEMORY_MB", 256, minimum=16)

@@ -202,6 +202,7 @@ class EvaluationRun:
             peak_memory_bytes=result.peak_memory_bytes,
             cpu_time_ms=result.cpu_time_ms,
             image_digest=result.image_id or "",
+            sandbox_runtime=result.engine_runtime,
         )
         if result.duration_ms is not None:
             fields["duration_ms"] = result.duration_ms

@@ -29,10 +29,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from apps.sandboxing import engine_runtime, seccomp_bpf
 from apps.sandboxing.cgroups import Reading
 from apps.sandboxing.incontainer import launcher, python_argv
 from apps.sandboxing.outcomes import Command, Failure, Outcome, ResourceSample, RunRequest, RunResult
-from apps.sandboxing.policy import CODE_DIR, ENVIRONMENT, WORK_DIR
+from apps.sandboxing.policy import CODE_DIR, ENVIRONMENT, WORK_DIR, host_pids_limit
 from apps.sandboxing.sandbox import ExecStream, Sandbox
 from apps.sandboxing.streams import STDERR, STDOUT, ProtocolError
 
@@ -54,10 +55,16 @@ AFTER_EOF_SLOW_WAIT_S = 0.05
 DRAIN_MAX_S = 1.0
 KILL_UNANSWERED_S = 5.0
 SIGKILL_EXIT = 128 + 9
+STOPPED_STATE_WAIT_S = 2.0  # for the engine to record how a stopping container ended
+HOST_TASKS_NEAR_CAP = 0.8  # a sandbox that stopped with this share of its host pids cap in use hit it
 ENGINE_STOP_SIGNALS = (9, 15)  # how an engine stop or restart ends the processes of its containers
 LAUNCHER_STDERR_BYTES = 2048
 LAUNCHER_DETAIL_CHARS = 500
 PAYLOAD_SEND_MIN_TIMEOUT_S = 1.0
+
+
+class SandboxStopped(Exception):
+    """The sandbox container stopped under the program for a reason that is not the program's."""
 
 
 def execute(
@@ -69,7 +76,9 @@ def execute(
     on_sample: Callable[[ResourceSample], None] | None = None,
 ) -> RunResult:
     """Deliver ``request``'s program into ``sandbox``, supervise it to its end, say how it ended (never raises)."""
-    return Execution(sandbox, request, on_output, control, on_sample).run()
+    result = Execution(sandbox, request, on_output, control, on_sample).run()
+    result.engine_runtime = sandbox.profile.engine_runtime
+    return result
 
 
 def _now() -> datetime:
@@ -178,6 +187,8 @@ class Execution:
             return self._run()
         except ProtocolError as exc:
             return RunResult.failed(Failure.ENGINE_FAULT, f"sandbox protocol error: {exc}", image_id=image_id)
+        except SandboxStopped as exc:
+            return RunResult.failed(Failure.ENGINE_FAULT, str(exc), image_id=image_id)
         except Exception as exc:
             log.exception("run %s failed", self.request.run_id)
             return RunResult.failed(
@@ -189,7 +200,7 @@ class Execution:
         stream = self.deliver()
         started_at, self.start = _now(), time.monotonic()
         try:
-            payload = launcher.pack_payload(self.request.code, self.request.stdin)
+            payload = launcher.pack_payload(self.request.code, self.request.stdin, self.seccomp_filter())
             stream.send(payload, max(PAYLOAD_SEND_MIN_TIMEOUT_S, self.limits.timeout_s))
             self.supervise(stream)
         finally:
@@ -198,6 +209,13 @@ class Execution:
         return self.conclude(started_at, finished_at, duration_s, baseline_cpu)
 
     # --- 1. deliver --------------------------------------------------------------------------
+    def seccomp_filter(self) -> bytes:
+        """The profile as BPF for the launcher to install, where the engine does not apply it to exec'd
+        programs itself (gVisor); empty under runc, whose engine applies it to every process."""
+        if engine_runtime.is_gvisor(self.sandbox.profile.engine_runtime):
+            return seccomp_bpf.program()
+        return b""
+
     def deliver(self) -> ExecStream:
         """Start the launcher for this request's runtime; it waits for the payload on its stdin."""
         runtime = self.request.runtime
@@ -359,9 +377,28 @@ class Execution:
         """How the program ended: the runner's reason, an OOM kill, or by itself."""
         if self.ended_by is not None:
             return self.ended_by
+        if self.sandbox.exec_lost and not self.sandbox.killed:
+            return self.verdict_of_a_stopped_sandbox()
         if self.exit_code not in (SIGKILL_EXIT, None):
             return Outcome.EXITED
         if self.sandbox.cgroup.available:
             return Outcome.OOM_KILLED if (reading.oom_kills or 0) > 0 else Outcome.EXITED
         self.sandbox.kill()  # the engine records an OOM kill on the container, once it has stopped
         return Outcome.OOM_KILLED if self.sandbox.oom_killed_by_engine() else Outcome.EXITED
+
+    def verdict_of_a_stopped_sandbox(self) -> Outcome:
+        """The whole sandbox stopped under the program, which the runner did not ask for.
+
+        Under gVisor the sandbox's memory limit covers gVisor's own kernel, so running out of it
+        stops the container (the engine records an OOM kill), and a program that makes gVisor need
+        more host threads than ``SANDBOX_RUNSC_HOST_TASKS`` stops it too (its last pids reading is at
+        that cap): both are the program's doing, reported as a kill. Anything else is a platform fault.
+        """
+        self.exit_code = SIGKILL_EXIT
+        state = self.sandbox.stopped_state(STOPPED_STATE_WAIT_S)
+        if state.get("OOMKilled"):
+            return Outcome.OOM_KILLED
+        pids = self.sandbox.last_reading.pids or 0
+        if pids >= host_pids_limit(self.limits, self.sandbox.profile.engine_runtime) * HOST_TASKS_NEAR_CAP:
+            return Outcome.EXITED
+        raise SandboxStopped(f"the sandbox stopped under the program (engine state: {state.get('Status', '?')})")

@@ -85,6 +85,7 @@ class RunResult:
     image_id: str
     failure: Failure | None = None
     error: str = ""  # for people only: no caller may parse it
+    engine_runtime: str = ""  # the engine runtime the sandbox ran under; empty when none was created
 
     def __post_init__(self) -> None:
         self.outcome = Outcome(self.outcome)

@@ -19,6 +19,8 @@ from pathlib import Path
 from django.conf import settings
 from docker.types import LogConfig, Ulimit
 
+from apps.sandboxing import engine_runtime
+
 MIB = 1024 * 1024
 _FILE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
 
@@ -161,7 +163,8 @@ def runtime_for(language: str) -> Runtime:
 
 
 def _configured_engine_runtime() -> str:
-    return settings.SANDBOX_RUNTIME
+    """``SANDBOX_RUNTIME`` resolved (``auto``: gVisor when the engine has it); may raise ``RuntimeUnknown``."""
+    return engine_runtime.chosen()
 
 
 @dataclass(frozen=True)
@@ -197,13 +200,27 @@ def _tmpfs(limits: Limits) -> dict[str, str]:
     }
 
 
-def _ulimits(limits: Limits) -> list[Ulimit]:
+def _ulimits(limits: Limits, *, gvisor: bool) -> list[Ulimit]:
     fsize = limits.fsize_mb * MIB
-    return [
+    ulimits = [
         Ulimit(name="nofile", soft=limits.nofile, hard=limits.nofile),
         Ulimit(name="fsize", soft=fsize, hard=fsize),
         Ulimit(name="core", soft=0, hard=0),
     ]
+    if gvisor:
+        # gVisor's own kernel counts the sandbox user's processes against RLIMIT_NPROC; it is that
+        # sandbox's kernel alone, so the count is per sandbox (under runc it would be host-wide).
+        ulimits.append(Ulimit(name="nproc", soft=limits.pids, hard=limits.pids))
+    return ulimits
+
+
+def host_pids_limit(limits: Limits, engine_runtime_name: str) -> int:
+    """The engine's pids cgroup limit: the program's own limit under runc; under gVisor the host
+    threads gVisor itself needs for the sandbox (its kernel and, per process of the program, the
+    threads of the ptrace platform), capped by ``SANDBOX_RUNSC_HOST_TASKS``."""
+    if engine_runtime.is_gvisor(engine_runtime_name):
+        return settings.SANDBOX_RUNSC_HOST_TASKS
+    return limits.pids
 
 
 def container_config(profile: Profile, *, name: str, run_id: str) -> dict:
@@ -212,6 +229,7 @@ def container_config(profile: Profile, *, name: str, run_id: str) -> dict:
     Raises ``OSError``/``ValueError`` when the seccomp profile cannot be loaded.
     """
     limits = profile.limits
+    gvisor = engine_runtime.is_gvisor(profile.engine_runtime)
     return {
         "image": profile.image,
         "command": IDLE_COMMAND,
@@ -235,9 +253,9 @@ def container_config(profile: Profile, *, name: str, run_id: str) -> dict:
         "mem_limit": f"{limits.memory_mb}m",
         "memswap_limit": f"{limits.memory_mb}m",
         "nano_cpus": int(limits.cpus * 1e9),
-        "pids_limit": limits.pids,
+        "pids_limit": host_pids_limit(limits, profile.engine_runtime),
         "oom_score_adj": 1000,
-        "ulimits": _ulimits(limits),
+        "ulimits": _ulimits(limits, gvisor=gvisor),
         "runtime": profile.engine_runtime,
         "log_config": LogConfig(type="none"),
         "init": True,

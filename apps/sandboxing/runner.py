@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from apps.sandboxing.engine_runtime import RuntimeUnknown
 from apps.sandboxing.execution import execute
-from apps.sandboxing.outcomes import Command, ResourceSample, RunRequest, RunResult
+from apps.sandboxing.outcomes import Command, Failure, ResourceSample, RunRequest, RunResult
 from apps.sandboxing.policy import LABEL_INSTANCE, LABEL_RUN, Profile
 from apps.sandboxing.sandbox import Sandbox, SandboxSetupError
 
@@ -52,8 +53,8 @@ def run(
     """
     try:
         sandbox = Sandbox.create(profile_for(request), run_id=request.run_id)
-    except SandboxSetupError as exc:
-        result = RunResult.failed(exc.failure, str(exc))
+    except (SandboxSetupError, RuntimeUnknown) as exc:
+        result = RunResult.failed(getattr(exc, "failure", Failure.ENGINE_FAULT), str(exc))
         if on_result is not None:
             on_result(result)
         return result

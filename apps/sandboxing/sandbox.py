@@ -164,6 +164,9 @@ class Sandbox:
         self.killed_at: float | None = None
         self.last_reading = Reading()
         self.streams: list[ExecStream] = []
+        # The engine forgot an exec: it forgets every exec of a container that stopped (under gVisor
+        # the container can stop before the exec's end is recorded).
+        self.exec_lost = False
 
     @property
     def api(self):
@@ -222,9 +225,22 @@ class Sandbox:
             self.streams.remove(stream)
 
     def exec_state(self, exec_id: str) -> tuple[bool, int | None]:
-        """(still running, exit code) of one exec, from the engine, not from anything in the sandbox."""
-        info = self.api.exec_inspect(exec_id)
+        """(still running, exit code) of one exec, from the engine, not from anything in the sandbox.
+
+        An exec the engine no longer knows ended with its container: (False, None), ``exec_lost`` set."""
+        try:
+            info = self.api.exec_inspect(exec_id)
+        except docker.errors.NotFound:
+            self.exec_lost = True
+            return False, None
         return bool(info.get("Running")), info.get("ExitCode")
+
+    def container_state(self) -> dict:
+        """The engine's ``State`` of the container (empty when the engine cannot say)."""
+        try:
+            return self.api.inspect_container(self.container_id).get("State") or {}
+        except Exception:
+            return {}
 
     # --- resources ---------------------------------------------------------------------------
     def read_counters(self) -> Reading:
@@ -245,11 +261,17 @@ class Sandbox:
         except Exception:
             return Reading()
 
+    def stopped_state(self, wait_s: float) -> dict:
+        """The container's ``State`` once the engine reports it stopped (or after ``wait_s``)."""
+        deadline = time.monotonic() + wait_s
+        state = self.container_state()
+        while state.get("Running") and time.monotonic() < deadline:
+            time.sleep(0.05)
+            state = self.container_state()
+        return state
+
     def oom_killed_by_engine(self) -> bool:
-        try:
-            return bool(self.api.inspect_container(self.container_id)["State"].get("OOMKilled"))
-        except Exception:
-            return False
+        return bool(self.container_state().get("OOMKilled"))
 
     def engine_lost(self) -> bool:
         """Did the engine restart under this sandbox? Its event log starts empty after a restart, so

@@ -14,6 +14,7 @@ import uuid
 
 from django.conf import settings
 
+from apps.sandboxing.engine_runtime import is_gvisor
 from apps.sandboxing.incontainer import source
 from apps.sandboxing.outcomes import Outcome, RunRequest
 from apps.sandboxing.policy import Limits, runtime_for
@@ -56,11 +57,16 @@ def _problems(limits: Limits) -> list[str]:
         facts = json.loads(bytes(output).decode())
     except ValueError:
         return ["the canary's report was unreadable"]
-    return problems_in(facts, limits)
+    return problems_in(facts, limits, gvisor=is_gvisor(result.engine_runtime))
 
 
-def problems_in(facts: dict, limits: Limits) -> list[str]:
-    """What the canary's ``facts`` show the engine does not enforce (empty when the policy holds)."""
+def problems_in(facts: dict, limits: Limits, *, gvisor: bool = False) -> list[str]:
+    """What the canary's ``facts`` show the engine does not enforce (empty when the policy holds).
+
+    Under gVisor the program's process limit is gVisor's RLIMIT_NPROC (the engine's pids cgroup
+    bounds gVisor's own host threads, and is not visible inside), and its system calls are served by
+    gVisor's kernel, itself confined by gVisor's own seccomp filter on the host: runsc applies the
+    engine's seccomp profile to the container's main process, not to exec'd programs."""
     problems = []
     if facts.get("uid") == 0 or facts.get("gid") == 0:
         problems.append("the program runs as root")
@@ -69,7 +75,7 @@ def problems_in(facts: dict, limits: Limits) -> list[str]:
             problems.append(f"{key} is {facts.get(key)!r}, not all zero")
     if facts.get("NoNewPrivs") != "1":
         problems.append("no-new-privileges is not set")
-    if facts.get("Seccomp") != "2":
+    if not gvisor and facts.get("Seccomp") != "2":
         problems.append("no seccomp filter is applied")
     if facts.get("root_writable"):
         problems.append("the root filesystem is writable")
@@ -77,7 +83,9 @@ def problems_in(facts: dict, limits: Limits) -> list[str]:
         problems.append(f"network interfaces other than lo: {facts.get('interfaces')}")
     if facts.get("packet_socket"):
         problems.append("raw packet sockets can be opened")
-    if facts.get("pids_max") != str(limits.pids):
+    if gvisor and facts.get("nproc") != limits.pids:
+        problems.append(f"the process limit is not applied (RLIMIT_NPROC {facts.get('nproc')!r})")
+    if not gvisor and facts.get("pids_max") != str(limits.pids):
         problems.append(f"the pids limit is not applied (pids.max {facts.get('pids_max')!r})")
     if facts.get("docker_sock"):
         problems.append("the Docker socket is visible")

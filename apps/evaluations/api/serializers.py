@@ -48,6 +48,7 @@ class EvaluationSerializer(serializers.ModelSerializer):
             "cpu_time_ms",
             "code_sha256",
             "image_digest",
+            "sandbox_runtime",
             "timeout_s",
             "memory_mb",
             "cpus",
@@ -106,6 +107,7 @@ class ResultsSerializer(serializers.ModelSerializer):
             "peak_memory_bytes",
             "cpu_time_ms",
             "image_digest",
+            "sandbox_runtime",
         ]
         read_only_fields = fields
 

@@ -2,14 +2,16 @@
 
 ``selfcheck`` delivers this file's source as the program's code and reads the JSON it prints; every
 fact is something the policy must deny (root, capabilities, a writable root filesystem, a network
-interface, raw sockets, the Docker socket) or apply (seccomp, no-new-privileges, the pids limit).
+interface, raw sockets, the Docker socket) or apply (seccomp, no-new-privileges, the pids limit: a cgroup under runc, RLIMIT_NPROC under gVisor).
 It probes by trying, so it must only ever run inside a sandbox.
 """
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
+import resource
 import socket
 
 STATUS_KEYS = ("CapEff", "CapPrm", "CapBnd", "NoNewPrivs", "Seccomp")
@@ -21,6 +23,16 @@ def process_status() -> dict[str, str]:
     with open("/proc/self/status") as status:
         lines = status.read().splitlines()
     return {key: value.strip() for key, _, value in (line.partition(":") for line in lines) if value}
+
+
+PR_GET_NO_NEW_PRIVS = 39
+
+
+def no_new_privs(status: dict[str, str]) -> str:
+    """``NoNewPrivs`` from /proc/self/status, or from prctl where the kernel (gVisor) omits that line."""
+    if "NoNewPrivs" in status:
+        return status["NoNewPrivs"]
+    return str(ctypes.CDLL(None, use_errno=True).prctl(PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0))
 
 
 def root_writable() -> bool:
@@ -55,10 +67,12 @@ def facts() -> dict:
         "uid": os.getuid(),
         "gid": os.getgid(),
         **{key: status.get(key, "") for key in STATUS_KEYS},
+        "NoNewPrivs": no_new_privs(status),
         "root_writable": root_writable(),
         "interfaces": sorted(os.listdir("/sys/class/net")) if os.path.isdir("/sys/class/net") else None,
         "packet_socket": packet_socket_opens(),
         "pids_max": pids_max(),
+        "nproc": resource.getrlimit(resource.RLIMIT_NPROC)[0],
         "docker_sock": any(os.path.exists(path) for path in DOCKER_SOCKETS),
     }
 

@@ -1,9 +1,11 @@
 """The launcher: started in the sandbox, as the sandbox user, to hand one program its code and stdin.
 
 Run as ``python3 -I -S -c SOURCE CODE_PATH MARKER_HEX N KEY=VALUE*N ARGV...`` (see ``argv``). It
-reads a length-prefixed payload (``pack_payload``: the code, then the program's stdin) from its own
-stdin, writes the code file read-only, makes fd 0 the stdin bytes (or ``/dev/null``), writes the
-marker to stdout and ``execve``s the runtime command with exactly the given environment. Whatever
+reads a length-prefixed payload (``pack_payload``: a seccomp filter, the code, then the program's
+stdin) from its own stdin, writes the code file read-only, makes fd 0 the stdin bytes (or
+``/dev/null``), installs the filter if there is one (BPF from the host, with no-new-privileges; the
+host sends one where the engine does not filter exec'd programs itself, i.e. under gVisor), writes
+the marker to stdout and ``execve``s the runtime command with exactly the given environment. Whatever
 it writes to stderr before the marker is its own complaint, not the program's: the host reads the
 marker to tell the two apart. Standard library only (``-S``), nothing runs at import time.
 """
@@ -14,16 +16,21 @@ import os
 import struct
 import sys
 
-HEADER = struct.Struct(">II")  # code length, stdin length
+HEADER = struct.Struct(">III")  # seccomp filter length, code length, stdin length
 READ_CHUNK = 1 << 20
 EXIT_PAYLOAD_SHORT = 125
 EXIT_CANNOT_RUN = 127
+EXIT_NO_FILTER = 126
+BPF_INSTRUCTION_BYTES = 8
+PR_SET_SECCOMP = 22
+PR_SET_NO_NEW_PRIVS = 38
+SECCOMP_MODE_FILTER = 2
 STDIN_FILE = ".stdin"  # next to the code file; not a valid runtime file name, so never the code's
 
 
-def pack_payload(code: bytes, stdin: bytes) -> bytes:
+def pack_payload(code: bytes, stdin: bytes, seccomp_filter: bytes = b"") -> bytes:
     """What the host writes to the launcher's stdin."""
-    return HEADER.pack(len(code), len(stdin)) + code + stdin
+    return HEADER.pack(len(seccomp_filter), len(code), len(stdin)) + seccomp_filter + code + stdin
 
 
 def argv(code_path: str, marker: bytes, environment: dict[str, str], command: list[str]) -> list[str]:
@@ -76,13 +83,33 @@ def open_stdin(directory: str, data: bytes) -> int:
     return fd
 
 
+def install_filter(bpf: bytes) -> None:
+    """Confine this process and everything it becomes to the BPF program ``bpf``; exit if the kernel refuses."""
+    import ctypes  # only where a filter is sent: no cost for the runs that need none
+
+    class SockFprog(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+    program = ctypes.create_string_buffer(bpf, len(bpf))
+    fprog = SockFprog(len(bpf) // BPF_INSTRUCTION_BYTES, ctypes.addressof(program))
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 or libc.prctl(
+        PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(fprog), 0, 0
+    ):
+        complain(f"cannot install the seccomp filter: {os.strerror(ctypes.get_errno())}")
+        os._exit(EXIT_NO_FILTER)
+
+
 def main(args: list[str]) -> None:
     code_path, marker, environment, command = parse_argv(args)
-    code_len, stdin_len = HEADER.unpack(read_exactly(0, HEADER.size))
+    filter_len, code_len, stdin_len = HEADER.unpack(read_exactly(0, HEADER.size))
+    bpf = read_exactly(0, filter_len)
     write_new_file(code_path, read_exactly(0, code_len), 0o444)
     fd = open_stdin(os.path.dirname(code_path), read_exactly(0, stdin_len))
     os.dup2(fd, 0)
     os.close(fd)
+    if bpf:
+        install_filter(bpf)
     os.write(1, marker)
     try:
         os.execvpe(command[0], command, environment)  # noqa: S606 (no shell, by design)
