@@ -84,7 +84,9 @@ def describe() -> Choice:
     try:
         names = available()
     except RuntimeUnknown as exc:
-        return Choice(configured=configured, chosen="" if configured == AUTO else configured, available=(), problem=str(exc))
+        return Choice(
+            configured=configured, chosen="" if configured == AUTO else configured, available=(), problem=str(exc)
+        )
     choice = Choice(configured=configured, chosen=chosen(), available=tuple(sorted(names)))
     if choice.forced_but_missing:
         problem = f"SANDBOX_RUNTIME={configured} but the engine has only {', '.join(choice.available)}"

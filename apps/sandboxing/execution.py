@@ -33,7 +33,7 @@ from apps.sandboxing import engine_runtime, seccomp_bpf
 from apps.sandboxing.cgroups import Reading
 from apps.sandboxing.incontainer import launcher, python_argv
 from apps.sandboxing.outcomes import Command, Failure, Outcome, ResourceSample, RunRequest, RunResult
-from apps.sandboxing.policy import CODE_DIR, ENVIRONMENT, WORK_DIR, host_pids_limit
+from apps.sandboxing.policy import CODE_DIR, ENVIRONMENT, MIB, WORK_DIR, host_pids_limit
 from apps.sandboxing.sandbox import ExecStream, Sandbox
 from apps.sandboxing.streams import STDERR, STDOUT, ProtocolError
 
@@ -105,11 +105,17 @@ def as_command(answer) -> Command | None:
 
 @dataclass
 class ProgramOutput:
-    """The program's bytes on their way to ``on_output``: only after the launcher's marker, up to the cap."""
+    """The program's bytes on their way to ``on_output``: only after the launcher's marker, up to the cap.
+
+    The launcher writes the marker to both streams just before it starts the program: the engine
+    copies the two streams independently, so a program's stderr can arrive before its stdout's
+    marker, and only each stream's own marker tells what on it is the program's.
+    """
 
     cap: int
     on_output: Callable[[str, bytes], None]
     marker_left: bytes = MARKER
+    stderr_marker_left: bytes | None = MARKER  # None: stderr is the launcher's complaint
     launcher_stderr: bytearray = field(default_factory=bytearray)
     delivered: int = 0
     truncated: bool = False
@@ -123,8 +129,10 @@ class ProgramOutput:
 
     def feed(self, stream: int, data: bytes) -> None:
         """Pass one piece on; raises ``ProtocolError`` when stdout does not start with the marker."""
-        if self.marker_left:
-            data = self._past_marker(stream, data)
+        if stream == STDERR and self.stderr_marker_left != b"":
+            data = self._past_stderr_marker(data)
+        elif stream != STDERR and self.marker_left:
+            data = self._past_marker(data)
         if not data or self.truncated:
             return
         room = self.cap - self.delivered
@@ -134,15 +142,28 @@ class ProgramOutput:
             self.delivered += len(data)
             self.on_output("stdout" if stream == STDOUT else "stderr", data)
 
-    def _past_marker(self, stream: int, data: bytes) -> bytes:
-        if stream == STDERR:
-            self.launcher_stderr += data[: max(0, LAUNCHER_STDERR_BYTES - len(self.launcher_stderr))]
-            return b""
+    def _past_marker(self, data: bytes) -> bytes:
         take = data[: len(self.marker_left)]
         if take != self.marker_left[: len(take)]:
             raise ProtocolError("the launcher did not start the program")
         self.marker_left = self.marker_left[len(take) :]
         return data[len(take) :]
+
+    def _past_stderr_marker(self, data: bytes) -> bytes:
+        """Stderr that is not the marker is the launcher's complaint (it exits after complaining)."""
+        if self.stderr_marker_left is None:
+            self._complaint(data)
+            return b""
+        take = data[: len(self.stderr_marker_left)]
+        if take != self.stderr_marker_left[: len(take)]:
+            self._complaint(MARKER[: len(MARKER) - len(self.stderr_marker_left)] + data)
+            self.stderr_marker_left = None
+            return b""
+        self.stderr_marker_left = self.stderr_marker_left[len(take) :]
+        return data[len(take) :]
+
+    def _complaint(self, data: bytes) -> None:
+        self.launcher_stderr += data[: max(0, LAUNCHER_STDERR_BYTES - len(self.launcher_stderr))]
 
 
 @dataclass
@@ -268,6 +289,8 @@ class Execution:
         if just_ended or self.sandbox.killed or self.now - self.inspected_at >= INSPECT_EVERY_S:
             self.inspected_at = self.now
             running, exit_code = self.sandbox.exec_state(self.exec_id)
+            if self.sandbox.exec_lost and self.sandbox.killed:
+                exit_code = SIGKILL_EXIT  # it ended with the container we killed
             if not running:
                 self.exited, self.exit_code, self.exited_at = True, exit_code, self.now
 
@@ -397,6 +420,9 @@ class Execution:
         self.exit_code = SIGKILL_EXIT
         state = self.sandbox.stopped_state(STOPPED_STATE_WAIT_S)
         if state.get("OOMKilled"):
+            # Its cgroup went with it; an OOM kill means the sandbox used all of its memory.
+            reading = self.sandbox.last_reading
+            reading.peak_memory_bytes = max(reading.peak_memory_bytes or 0, self.limits.memory_mb * MIB)
             return Outcome.OOM_KILLED
         pids = self.sandbox.last_reading.pids or 0
         if pids >= host_pids_limit(self.limits, self.sandbox.profile.engine_runtime) * HOST_TASKS_NEAR_CAP:

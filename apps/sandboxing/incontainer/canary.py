@@ -2,8 +2,8 @@
 
 ``selfcheck`` delivers this file's source as the program's code and reads the JSON it prints; every
 fact is something the policy must deny (root, capabilities, a writable root filesystem, a network
-interface, raw sockets, the Docker socket) or apply (seccomp, no-new-privileges, the pids limit: a cgroup under runc, RLIMIT_NPROC under gVisor).
-It probes by trying, so it must only ever run inside a sandbox.
+interface, raw sockets, the Docker socket) or apply (seccomp, no-new-privileges, the pids limit: a
+cgroup under runc, RLIMIT_NPROC under gVisor). It probes by trying, so it must only ever run inside a sandbox.
 """
 
 from __future__ import annotations

@@ -5,9 +5,10 @@ reads a length-prefixed payload (``pack_payload``: a seccomp filter, the code, t
 stdin) from its own stdin, writes the code file read-only, makes fd 0 the stdin bytes (or
 ``/dev/null``), installs the filter if there is one (BPF from the host, with no-new-privileges; the
 host sends one where the engine does not filter exec'd programs itself, i.e. under gVisor), writes
-the marker to stdout and ``execve``s the runtime command with exactly the given environment. Whatever
-it writes to stderr before the marker is its own complaint, not the program's: the host reads the
-marker to tell the two apart. Standard library only (``-S``), nothing runs at import time.
+the marker to stderr and stdout and ``execve``s the runtime command with exactly the given
+environment. Whatever it writes to stderr before the marker is its own complaint, not the
+program's: the host reads the marker on each stream to tell the two apart. Standard library only
+(``-S``), nothing runs at import time.
 """
 
 from __future__ import annotations
@@ -110,6 +111,7 @@ def main(args: list[str]) -> None:
     os.close(fd)
     if bpf:
         install_filter(bpf)
+    os.write(2, marker)
     os.write(1, marker)
     try:
         os.execvpe(command[0], command, environment)  # noqa: S606 (no shell, by design)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from apps.sandboxing import engine_runtime
 from apps.sandboxing.containers import list_instance_containers
 from apps.sandboxing.outcomes import ResourceSample, RunRequest, RunResult
 from apps.sandboxing.policy import Limits, runtime_for
@@ -53,6 +54,11 @@ class Observed:
     @property
     def text(self) -> str:
         return self.stdout.decode("utf-8", "replace")
+
+
+def under_gvisor() -> bool:
+    """Whether sandboxes get gVisor now (``make test`` runs this suite once per runtime)."""
+    return engine_runtime.is_gvisor(engine_runtime.chosen())
 
 
 def small_limits(**overrides) -> Limits:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from apps.sandboxing.outcomes import Command, Outcome
-from apps.sandboxing.tests.conftest import SLACK_S, execute
+from apps.sandboxing.tests.conftest import SLACK_S, execute, under_gvisor
 
 pytestmark = pytest.mark.docker
 
@@ -78,7 +78,8 @@ def test_the_pids_limit_is_what_stops_a_fork_bomb():
         "    if pid == 0:\n        import time; time.sleep(30)\n"
         "    n += 1\n"
     )
-    run = execute(code, timeout_s=3, pids=24)
+    # Memory to spare: under gVisor each process also costs its kernel memory inside the limit.
+    run = execute(code, timeout_s=3, pids=24, memory_mb=512)
     assert run.text.startswith("fork failed EAGAIN")
     assert int(run.text.split()[3]) < 24
 
@@ -136,7 +137,11 @@ def test_printing_forever_keeps_at_most_the_cap_and_the_worker_memory_stays_boun
 # 6
 def test_one_100_mb_line_without_a_newline_is_capped_without_waiting_for_a_newline():
     run, received, peak = execute_counting_output(
-        "import os\nos.write(1, b'a' * (100 * 1024 * 1024))", output_cap_bytes=1 << 20, memory_mb=256, timeout_s=10
+        # Every byte, however many each write takes (gVisor's pipes take 64 KiB at a time).
+        "import os\ndata = memoryview(b'a' * (100 * 1024 * 1024))\nwhile data:\n    data = data[os.write(1, data) :]",
+        output_cap_bytes=1 << 20,
+        memory_mb=256,
+        timeout_s=10,
     )
     assert run.result.outcome is Outcome.OUTPUT_CAPPED  # as the bytes came, not at the 10 s timeout
     assert received == 1 << 20
@@ -172,7 +177,13 @@ def test_filling_tmp_with_100000_small_files_fails_at_the_inode_cap():
         "try:\n    while n < 100000:\n        open(f'/tmp/f{n}', 'w').close(); n += 1\n"
         "except OSError as e:\n    print(errno.errorcode[e.errno], n)\n"
     )
-    run = execute(code, tmpfs_inodes=500, timeout_s=10)
+    run = execute(code, tmpfs_inodes=500, timeout_s=10, memory_mb=64)
+    if under_gvisor():
+        # gVisor's tmpfs ignores nr_inodes: its files live in the sandbox's memory, so the memory
+        # limit (or the timeout) is what ends the program, and the host's disk is never touched.
+        assert run.result.outcome in ("oom_killed", "timed_out")
+        assert_host_unaffected()
+        return
     code_name, count = run.text.split()
     assert code_name == "ENOSPC"
     assert int(count) < 500

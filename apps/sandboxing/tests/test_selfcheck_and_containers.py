@@ -5,9 +5,10 @@ import uuid
 
 import pytest
 
-from apps.sandboxing import selfcheck
+from apps.sandboxing import engine_runtime, selfcheck
 from apps.sandboxing.containers import list_instance_containers, remove
-from apps.sandboxing.policy import Profile
+from apps.sandboxing.engine_runtime import is_gvisor
+from apps.sandboxing.policy import Profile, host_pids_limit
 from apps.sandboxing.sandbox import Sandbox, SandboxSetupError
 from apps.sandboxing.tests.conftest import small_limits
 
@@ -77,9 +78,10 @@ def test_the_engine_applied_every_part_of_the_policy_to_the_container(settings):
     assert any(opt.startswith("seccomp=") and "SCMP_ACT_ERRNO" in opt for opt in host["SecurityOpt"])
     assert host["Memory"] == host["MemorySwap"] == 48 * 1024 * 1024
     assert host["NanoCpus"] == 500_000_000
-    assert host["PidsLimit"] == 40
+    assert host["PidsLimit"] == host_pids_limit(limits, sandbox.profile.engine_runtime)
+    assert (host["PidsLimit"] == 40) != is_gvisor(host["Runtime"])
     assert host["Init"] is True
-    assert host["Runtime"] == settings.SANDBOX_RUNTIME
+    assert host["Runtime"] == engine_runtime.chosen()
     assert host["LogConfig"]["Type"] == "none"
     assert not host["Binds"] and not host.get("Mounts") and not attrs["Mounts"]
     assert set(host["Tmpfs"]) == {"/tmp", "/output", "/sandbox"}
