@@ -4,7 +4,7 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 PYTEST_WORKERS ?= 2
 
-.PHONY: run test setup lint check pytest faults bench
+.PHONY: run test setup lint check pytest sandbox-runc faults bench
 
 setup:
 	bash scripts/setup.sh
@@ -21,11 +21,16 @@ check:
 	$(PY) manage.py check
 	$(PY) manage.py makemigrations --check --dry-run
 
-# The whole suite (apps/, crucible/, tests/): in parallel, then the fault suite. --durations shows
-# where the time goes (keep `make test` well under 40 minutes on the 2-core development machine).
+# The whole suite (apps/, crucible/, tests/) in parallel with sandboxes under gVisor (the default),
+# the sandbox and adversarial tests again under runc, then the fault suite. --durations shows where
+# the time goes (keep `make test` well under 40 minutes on the 2-core development machine).
 pytest:
-	CRUCIBLE_ENV=test .venv/bin/pytest -n $(PYTEST_WORKERS) --dist loadfile -m "not faults" --durations=10
+	CRUCIBLE_ENV=test SANDBOX_RUNTIME=runsc .venv/bin/pytest -n $(PYTEST_WORKERS) --dist loadfile -m "not faults" --durations=10
+	$(MAKE) sandbox-runc
 	$(MAKE) faults
+
+sandbox-runc:
+	CRUCIBLE_ENV=test SANDBOX_RUNTIME=runc .venv/bin/pytest -n $(PYTEST_WORKERS) --dist loadfile -m "not faults" -q apps/sandboxing
 
 # The fault-injection suite: serially, after the parallel suite, on private PostgreSQL/Redis/dockerd.
 faults:

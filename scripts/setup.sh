@@ -12,7 +12,7 @@ log() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
 need_root() { [ "$(id -u)" = 0 ] || { echo "setup must run as root (it installs Debian packages and starts services)" >&2; exit 1; }; }
 
 # --- Debian packages ----------------------------------------------------------------------
-PACKAGES=(docker.io postgresql redis-server debootstrap python3-venv chromium ca-certificates)
+PACKAGES=(docker.io runsc postgresql redis-server debootstrap python3-venv chromium ca-certificates)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -37,6 +37,15 @@ if ! docker info >/dev/null 2>&1; then
   for _ in $(seq 1 60); do docker info >/dev/null 2>&1 && break; sleep 0.5; done
   docker info >/dev/null 2>&1 || { echo "the Docker engine did not start; see $DATA/logs/dockerd.log" >&2; exit 1; }
 fi
+
+# --- gVisor: runsc registered with the engine (sandboxes get it when SANDBOX_RUNTIME=auto) ---------
+if [ "$(python3 scripts/register_runsc.py /etc/docker/daemon.json "$(command -v runsc)")" = changed ]; then
+  log "registering gVisor (runsc) with the Docker engine"
+  pkill -HUP -x dockerd || true  # the engine reloads its runtimes on SIGHUP; containers keep running
+fi
+for _ in $(seq 1 40); do docker info --format '{{json .Runtimes}}' 2>/dev/null | grep -q '"runsc"' && break; sleep 0.25; done
+docker info --format '{{json .Runtimes}}' | grep -q '"runsc"' \
+  || { echo "the Docker engine did not register runsc; see /etc/docker/daemon.json" >&2; exit 1; }
 
 # --- PostgreSQL ---------------------------------------------------------------------------
 PG_VERSION=$(ls /usr/lib/postgresql | sort -V | tail -1)

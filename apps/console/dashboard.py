@@ -16,6 +16,7 @@ from rq import Worker
 from apps.evaluations import killswitch
 from apps.evaluations.models import Evaluation, Status
 from apps.monitoring.models import Alert, ResourceSample
+from apps.sandboxing import engine_runtime
 
 log = logging.getLogger(__name__)
 
@@ -161,6 +162,7 @@ def live() -> dict:
         "killswitch_engaged": killswitch_engaged(),
         "queued_count": Evaluation.objects.filter(status=Status.QUEUED).count(),
         "workers": workers(),
+        "sandbox_runtime": engine_runtime.describe(),
     }
 
 

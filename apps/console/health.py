@@ -9,7 +9,7 @@ from django.conf import settings
 from django.db import connection
 from rq import Worker
 
-from apps.sandboxing import engine
+from apps.sandboxing import engine, engine_runtime
 from apps.sandboxing.image import find_image
 
 log = logging.getLogger(__name__)
@@ -45,6 +45,12 @@ def check_sandbox_image() -> bool:
         return False
 
 
+def check_sandbox_runtime() -> bool:
+    """The runtime sandboxes get can be resolved, and a forced one is registered with the engine."""
+    choice = engine_runtime.describe()
+    return bool(choice.chosen) and not choice.problem
+
+
 def check_workers() -> bool:
     try:
         return len(Worker.all(connection=django_rq.get_connection("default"))) > 0
@@ -58,9 +64,21 @@ CHECKS = {
     "redis": check_redis,
     "docker": check_docker,
     "sandbox_image": check_sandbox_image,
+    "sandbox_runtime": check_sandbox_runtime,
     "workers": check_workers,
 }
 
 
 def report() -> dict[str, bool]:
     return {name: check() for name, check in CHECKS.items()}
+
+
+def sandbox_runtime() -> dict:
+    """Which runtime sandboxes get, said out loud: configured, chosen, whether it is gVisor, on offer."""
+    choice = engine_runtime.describe()
+    return {
+        "configured": choice.configured,
+        "chosen": choice.chosen or None,
+        "gvisor": choice.gvisor,
+        "available": list(choice.available),
+    }

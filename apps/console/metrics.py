@@ -21,6 +21,7 @@ from rq.suspension import is_suspended
 
 from apps.evaluations.models import TERMINAL_STATUSES, Evaluation, Status
 from apps.monitoring.models import Alert, RunTiming
+from apps.sandboxing import engine_runtime
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,17 @@ class CrucibleCollector:
         yield from self._histograms()
         yield from self._alerts()
         yield from self._redis()
+        yield from self._sandbox_runtime()
+
+    def _sandbox_runtime(self):
+        choice = engine_runtime.describe()
+        info = GaugeMetricFamily(
+            "crucible_sandbox_runtime",
+            "1 for the engine runtime sandboxes get now (configured: SANDBOX_RUNTIME; gvisor: 1 for runsc).",
+            labels=["configured", "runtime", "gvisor"],
+        )
+        info.add_metric([choice.configured, choice.chosen or "unknown", "1" if choice.gvisor else "0"], 1)
+        yield info
 
     def _evaluations(self):
         submitted = CounterMetricFamily(

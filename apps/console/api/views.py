@@ -28,6 +28,15 @@ class HealthView(APIView):
             {
                 "status": serializers.ChoiceField(["ok", "degraded"]),
                 "checks": serializers.DictField(child=serializers.ChoiceField(["ok", "failing"])),
+                "sandbox_runtime": inline_serializer(
+                    "SandboxRuntime",
+                    {
+                        "configured": serializers.CharField(),
+                        "chosen": serializers.CharField(allow_null=True),
+                        "gvisor": serializers.BooleanField(),
+                        "available": serializers.ListField(child=serializers.CharField()),
+                    },
+                ),
             },
         )
     )
@@ -37,6 +46,7 @@ class HealthView(APIView):
         body = {
             "status": "ok" if healthy else "degraded",
             "checks": {name: "ok" if ok else "failing" for name, ok in results.items()},
+            "sandbox_runtime": health.sandbox_runtime(),
         }
         if not healthy:
             body["failing"] = sorted(name for name, ok in results.items() if not ok)

@@ -37,10 +37,43 @@ def fresh_docker_client():
 def test_anyone_sees_all_ok_when_every_dependency_is_up(anonymous_api, a_live_worker):
     response = anonymous_api.get(URL)
     assert response.status_code == 200, response.json()
-    assert response.json() == {
-        "status": "ok",
-        "checks": {"database": "ok", "redis": "ok", "docker": "ok", "sandbox_image": "ok", "workers": "ok"},
+    body = response.json()
+    assert body["status"] == "ok"
+    assert body["checks"] == {
+        "database": "ok",
+        "redis": "ok",
+        "docker": "ok",
+        "sandbox_image": "ok",
+        "sandbox_runtime": "ok",
+        "workers": "ok",
     }
+
+
+def test_it_says_out_loud_that_sandboxes_get_gvisor_when_the_engine_has_it(anonymous_api, a_live_worker, settings):
+    settings.SANDBOX_RUNTIME = "auto"
+    runtime = anonymous_api.get(URL).json()["sandbox_runtime"]
+    assert runtime["configured"] == "auto"
+    assert "runsc" in runtime["available"]  # make test's set-up registers gVisor with the engine
+    assert (runtime["chosen"], runtime["gvisor"]) == ("runsc", True)
+
+
+def test_an_operator_may_force_runc_and_health_says_so(anonymous_api, a_live_worker, settings):
+    settings.SANDBOX_RUNTIME = "runc"
+    response = anonymous_api.get(URL)
+    assert response.status_code == 200
+    assert response.json()["sandbox_runtime"] | {"available": []} == {
+        "configured": "runc",
+        "chosen": "runc",
+        "gvisor": False,
+        "available": [],
+    }
+
+
+def test_a_forced_runtime_the_engine_lacks_makes_it_503_and_names_the_runtime(anonymous_api, a_live_worker, settings):
+    settings.SANDBOX_RUNTIME = "gvisor-that-is-not-installed"
+    response = anonymous_api.get(URL)
+    assert response.status_code == 503
+    assert response.json()["failing"] == ["sandbox_runtime"]
 
 
 def test_no_workers_makes_it_503_and_names_workers(anonymous_api, settings):

@@ -92,3 +92,12 @@ def test_an_operator_with_a_personal_token_may_scrape(olivia):
     _, key = ApiToken.issue(olivia, "prometheus")
     client = APIClient()
     assert client.get(URL, HTTP_AUTHORIZATION=f"Token {key}").status_code == 200
+
+
+def test_the_runtime_sandboxes_get_is_a_metric(olivia_api, settings):
+    settings.SANDBOX_RUNTIME = "auto"
+    samples = scrape(olivia_api)
+    assert value(samples, "crucible_sandbox_runtime", configured="auto", runtime="runsc", gvisor="1") == 1
+    settings.SANDBOX_RUNTIME = "runc"
+    samples = scrape(olivia_api)
+    assert value(samples, "crucible_sandbox_runtime", configured="runc", runtime="runc", gvisor="0") == 1

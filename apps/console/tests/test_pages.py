@@ -154,3 +154,13 @@ def test_an_emergency_stop_raises_an_alert_and_an_audit_entry(alice_api):
     assert (alert.rule_name, alert.severity) == ("emergency_stop", "critical")
     assert "alice" in alert.message
     assert AuditEvent.objects.filter(action="evaluation.stop", target=evaluation_id).exists()
+
+
+def test_the_dashboard_says_which_runtime_sandboxes_get_and_warns_without_gvisor(client, olivia, settings):
+    client.force_login(olivia)
+    settings.SANDBOX_RUNTIME = "auto"
+    page = client.get("/monitoring/").content.decode()
+    assert 'data-runtime="runsc"' in page and "under <strong>gVisor</strong>" in page
+    settings.SANDBOX_RUNTIME = "runc"
+    page = client.get("/monitoring/").content.decode()
+    assert 'data-runtime="runc"' in page and "runtime-state--weak" in page and "without gVisor" in page
