@@ -44,6 +44,38 @@ SHM_MAX_MB = 64
 # The engine refuses a memory limit under 6 MB; below what a caller may ask for (MINIMA).
 ENGINE_MINIMUM_MEMORY_MB = 6
 
+# Under runc, /proc files that measure or identify the host (and so other users' runs) read empty,
+# on top of the engine's own masked paths. gVisor presents its own per-sandbox versions of these.
+MASKED_PATHS = [
+    # the engine's defaults
+    "/proc/asound",
+    "/proc/acpi",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+    # the host's identity and load
+    "/proc/sys/kernel/random/boot_id",
+    "/proc/stat",
+    "/proc/loadavg",
+    "/proc/uptime",
+    "/proc/meminfo",
+    "/proc/diskstats",
+    "/proc/vmstat",
+    "/proc/swaps",
+    "/proc/interrupts",
+]
+# With no network, a resolver address is only the host's network layout: name none that is real.
+RESOLVER = "127.0.0.1"
+# POSIX message queues: the engine mounts them writable; the seccomp profile refuses mq_* calls,
+# and this read-only mount replaces the engine's.
+MQUEUE_DIR = "/dev/mqueue"
+
 # The idle main process: SIGTERM ignored (inherited across exec), so a cancel's "kill -TERM -1"
 # reaches the program but not the process that keeps the container alive.
 IDLE_COMMAND = ["bash", "-c", "trap '' TERM INT HUP; exec sleep infinity"]
@@ -197,6 +229,7 @@ def _tmpfs(limits: Limits) -> dict[str, str]:
         WORK_DIR: f"{common},mode=1777,{size}",
         OUTPUT_DIR: f"{common},mode=0755,{size}",
         CODE_DIR: f"{common},mode=0755,size={code_dir_mb()}m,nr_inodes={CODE_DIR_INODES}",
+        MQUEUE_DIR: "ro,noexec,nosuid,nodev,mode=0755,size=4k,nr_inodes=16",
     }
 
 
@@ -247,6 +280,9 @@ def container_config(profile: Profile, *, name: str, run_id: str) -> dict:
         "tmpfs": _tmpfs(limits),
         "shm_size": f"{min(limits.tmpfs_mb, SHM_MAX_MB)}m",
         "ipc_mode": "private",
+        "cgroupns": "private",
+        "dns": [RESOLVER],
+        "masked_paths": list(MASKED_PATHS),
         "cap_drop": ["ALL"],
         "security_opt": ["no-new-privileges:true", f"seccomp={seccomp_profile()}"],
         "privileged": False,

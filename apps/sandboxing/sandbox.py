@@ -23,6 +23,7 @@ import socket
 import time
 
 import docker.errors
+from docker.models.containers import _create_container_args
 
 from apps.sandboxing import containers, engine
 from apps.sandboxing.cgroups import CgroupReader, Reading, reading_from_engine_stats
@@ -136,11 +137,22 @@ class ExecStream:
                 log.debug("closing an exec stream: %s", exc)
 
 
+def _engine_create(config: dict):
+    """``containers.create``, plus the host-config fields the SDK has no argument for (``MaskedPaths``)."""
+    config = dict(config)
+    masked_paths = config.pop("masked_paths", None)
+    client = engine.client()
+    create_kwargs = _create_container_args({**config, "version": client.api._version})
+    if masked_paths is not None:
+        create_kwargs["host_config"]["MaskedPaths"] = masked_paths
+    return client.containers.get(client.api.create_container(**create_kwargs)["Id"])
+
+
 def _create_container(config: dict):
     """``containers.create`` with the engine's answer turned into a ``SandboxSetupError`` of the right kind."""
     name = config["name"]
     try:
-        return engine.client().containers.create(**config)
+        return _engine_create(config)
     except docker.errors.ImageNotFound as exc:
         raise SandboxSetupError(f"sandbox image not found: {_explain(exc)}")
     except docker.errors.APIError as exc:

@@ -3,6 +3,7 @@
 import json
 import os
 import platform
+from pathlib import Path
 
 import pytest
 
@@ -190,3 +191,40 @@ print(json.dumps({"setuid": found, "nnp": status["NoNewPrivs"]}))
     out = facts(READ_STATUS + code)
     assert out["setuid"] == []
     assert out["nnp"] == "1"  # even a setuid binary brought in could not raise privileges
+
+
+# 34
+def test_nothing_that_identifies_or_measures_the_host_is_readable():
+    code = r"""
+import ctypes, errno, json, os
+def read(path):
+    try:
+        return open(path).read()
+    except OSError as e:
+        return errno.errorcode[e.errno]
+out = {p: read(p) for p in ("/proc/sys/kernel/random/boot_id", "/proc/stat", "/proc/loadavg", "/proc/uptime",
+                            "/proc/meminfo", "/proc/self/cgroup", "/etc/resolv.conf")}
+try:
+    os.close(os.open("/dev/mqueue/q", os.O_CREAT | os.O_WRONLY, 0o600)); out["mqueue_file"] = "created"
+except OSError as e:
+    out["mqueue_file"] = errno.errorcode[e.errno]
+librt = ctypes.CDLL("librt.so.1", use_errno=True)
+queue = librt.mq_open(b"/q", os.O_CREAT | os.O_RDWR, 0o600, None)
+out["mq_open"] = "ok" if queue >= 0 else errno.errorcode[ctypes.get_errno()]
+print(json.dumps(out))
+"""
+    out = facts(code)
+    host = {path: Path(path).read_text() for path in ("/proc/sys/kernel/random/boot_id", "/etc/resolv.conf")}
+    assert host["/proc/sys/kernel/random/boot_id"].strip() not in json.dumps(out)
+    assert "cpu " not in out["/proc/stat"] or out["/proc/stat"].split("\n")[0].split()[1:] == ["0"] * 10
+    assert out["/proc/loadavg"] in ("", "ENOENT") or out["/proc/loadavg"].startswith("0.00 0.00 0.00")
+    assert "docker" not in out["/proc/self/cgroup"]  # no container id: a cgroup namespace of its own
+    assert out["/etc/resolv.conf"].split() == ["nameserver", "127.0.0.1"]
+    for line in host["/etc/resolv.conf"].splitlines():
+        if line.startswith("nameserver") and "127.0.0.1" not in line:
+            assert line.split()[1] not in out["/etc/resolv.conf"]
+    if out["/proc/meminfo"] not in ("", "ENOENT"):  # gVisor shows the sandbox's own memory, not the host's
+        total_kb = int(out["/proc/meminfo"].split()[1])
+        assert total_kb <= 64 * 1024
+    assert out["mqueue_file"] in ("EROFS", "EACCES", "ENOENT")
+    assert out["mq_open"] == "EPERM"

@@ -84,7 +84,10 @@ def test_the_engine_applied_every_part_of_the_policy_to_the_container(settings):
     assert host["Runtime"] == engine_runtime.chosen()
     assert host["LogConfig"]["Type"] == "none"
     assert not host["Binds"] and not host.get("Mounts") and not attrs["Mounts"]
-    assert set(host["Tmpfs"]) == {"/tmp", "/output", "/sandbox"}
+    assert set(host["Tmpfs"]) == {"/tmp", "/output", "/sandbox", "/dev/mqueue"}
+    assert host["Tmpfs"]["/dev/mqueue"].startswith("ro,")
+    assert host["CgroupnsMode"] == "private"
+    assert "/proc/sys/kernel/random/boot_id" in host["MaskedPaths"] and "/proc/kcore" in host["MaskedPaths"]
     assert {u["Name"] for u in host["Ulimits"]} >= {"nofile", "fsize"}
     assert config["User"] == "10001:10001"
     assert config["Labels"]["org.crucible.instance"] == settings.CRUCIBLE_INSTANCE
