@@ -106,7 +106,9 @@ def test_stop_kills_the_program_at_once_without_a_grace():
         "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
         "print('ready', flush=True)\ntime.sleep(10)\nprint('still here')\n"
     )
-    run = execute(code, control=lambda t, out: Command.STOP if out.endswith(b"\n") else None, timeout_s=60, kill_grace_s=30)
+    run = execute(
+        code, control=lambda t, out: Command.STOP if out.endswith(b"\n") else None, timeout_s=60, kill_grace_s=30
+    )
     assert run.result.outcome is Outcome.STOPPED
     assert run.result.exit_code == 137
     assert run.stdout == b"ready\n"  # killed before its next line, long before the 30 s grace
