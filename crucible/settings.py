@@ -268,6 +268,8 @@ SANDBOX_RUNTIME = envstr("SANDBOX_RUNTIME", "auto")
 # Under gVisor the engine's pids cgroup bounds the host threads gVisor needs for one sandbox (its
 # kernel, and threads per process of the program on the ptrace platform); the program's own
 # process limit is SANDBOX_PIDS_LIMIT, enforced inside gVisor as RLIMIT_NPROC.
+# The longest any call to the Docker engine may take (create, start, exec, remove, ...).
+SANDBOX_ENGINE_TIMEOUT_S = envfloat("SANDBOX_ENGINE_TIMEOUT_S", 30.0, minimum=1.0)
 SANDBOX_RUNSC_HOST_TASKS = envint("SANDBOX_RUNSC_HOST_TASKS", 4096, minimum=256)
 SANDBOX_DEFAULT_TIMEOUT_S = envfloat("SANDBOX_DEFAULT_TIMEOUT_S", 10.0, minimum=0.1)
 SANDBOX_MAX_TIMEOUT_S = envfloat("SANDBOX_MAX_TIMEOUT_S", 300.0, minimum=0.1)

@@ -34,6 +34,7 @@ steal other modules' jobs while it runs.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import pwd
 import shutil
@@ -513,11 +514,13 @@ class PrivateDocker:
     ``restart()`` stops the engine (its containers die with it) and starts it again.
     """
 
-    def __init__(self):
+    def __init__(self, config: dict | None = None):
+        """``config``: the engine's daemon.json (default: the host's, with its runtimes)."""
         # Unix socket paths are limited to 108 bytes: keep this one short.
         self.dir = Path(tempfile.mkdtemp(prefix="cfd-"))
         self.sock = self.dir / "docker.sock"
         self.process: subprocess.Popen | None = None
+        self.config = config
 
     @property
     def host(self) -> str:
@@ -544,6 +547,9 @@ class PrivateDocker:
             "--ip-masq=false",
             "--shutdown-timeout=1",
         ]
+        if self.config is not None:
+            (self.dir / "daemon.json").write_text(json.dumps(self.config))
+            argv += ["--config-file", str(self.dir / "daemon.json")]
         log = open(self.dir / "dockerd.log", "ab")  # noqa: SIM115
         self.process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         log.close()

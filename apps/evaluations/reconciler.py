@@ -115,11 +115,16 @@ def _remove_lost_run_containers(evaluation: Evaluation) -> None:
 
 
 def remove_orphan_containers() -> list[str]:
+    """Remove containers with no running evaluation; one the engine cannot remove does not stop the rest."""
     removed = []
     for container_id, run_id in containers.list_instance_containers():
         # Only evaluation containers: the sandbox self-check's canaries clean up after themselves.
         if _is_uuid(run_id) and not Evaluation.objects.filter(pk=run_id, status=Status.RUNNING).exists():
-            containers.remove(container_id)
+            try:
+                containers.remove(container_id)
+            except Exception:
+                log.warning("could not remove orphan container %s", container_id[:12], exc_info=True)
+                continue
             removed.append(container_id)
             audit.record("reconciler.remove_container", target=run_id, container=container_id[:12])
     return removed

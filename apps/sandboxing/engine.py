@@ -12,10 +12,13 @@ _local = threading.local()
 
 
 def client() -> docker.DockerClient:
-    """A per-thread Docker client (the SDK's HTTP session is not shared across threads)."""
+    """A per-thread Docker client (the SDK's HTTP session is not shared across threads).
+
+    Every call waits at most ``SANDBOX_ENGINE_TIMEOUT_S``: an engine that hangs (e.g. on a runtime
+    stuck in ``create``) fails the call instead of wedging the worker."""
     existing = getattr(_local, "client", None)
     if existing is None:
-        existing = docker.DockerClient(base_url=settings.DOCKER_HOST, timeout=30)
+        existing = docker.DockerClient(base_url=settings.DOCKER_HOST, timeout=settings.SANDBOX_ENGINE_TIMEOUT_S)
         _local.client = existing
     return existing
 
