@@ -271,6 +271,8 @@ SANDBOX_RUNTIME = envstr("SANDBOX_RUNTIME", "auto")
 # The longest any call to the Docker engine may take (create, start, exec, remove, ...).
 SANDBOX_ENGINE_TIMEOUT_S = envfloat("SANDBOX_ENGINE_TIMEOUT_S", 30.0, minimum=1.0)
 SANDBOX_RUNSC_HOST_TASKS = envint("SANDBOX_RUNSC_HOST_TASKS", 4096, minimum=256)
+# Under gVisor the engine's memory limit also covers gVisor's own kernel: this much is added to it.
+SANDBOX_RUNSC_MEMORY_OVERHEAD_MB = envint("SANDBOX_RUNSC_MEMORY_OVERHEAD_MB", 48, minimum=0)
 SANDBOX_DEFAULT_TIMEOUT_S = envfloat("SANDBOX_DEFAULT_TIMEOUT_S", 10.0, minimum=0.1)
 SANDBOX_MAX_TIMEOUT_S = envfloat("SANDBOX_MAX_TIMEOUT_S", 300.0, minimum=0.1)
 SANDBOX_DEFAULT_MEMORY_MB = envint("SANDBOX_DEFAULT_MEMORY_MB", 256, minimum=16)

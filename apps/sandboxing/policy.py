@@ -247,6 +247,14 @@ def _ulimits(limits: Limits, *, gvisor: bool) -> list[Ulimit]:
     return ulimits
 
 
+def host_memory_mb(limits: Limits, engine_runtime_name: str) -> int:
+    """The engine's memory limit: the program's under runc; under gVisor also room for gVisor's own
+    kernel (``SANDBOX_RUNSC_MEMORY_OVERHEAD_MB``), so the program gets about what it asked for."""
+    if engine_runtime.is_gvisor(engine_runtime_name):
+        return limits.memory_mb + settings.SANDBOX_RUNSC_MEMORY_OVERHEAD_MB
+    return limits.memory_mb
+
+
 def host_pids_limit(limits: Limits, engine_runtime_name: str) -> int:
     """The engine's pids cgroup limit: the program's own limit under runc; under gVisor the host
     threads gVisor itself needs for the sandbox (its kernel and, per process of the program, the
@@ -286,8 +294,8 @@ def container_config(profile: Profile, *, name: str, run_id: str) -> dict:
         "cap_drop": ["ALL"],
         "security_opt": ["no-new-privileges:true", f"seccomp={seccomp_profile()}"],
         "privileged": False,
-        "mem_limit": f"{limits.memory_mb}m",
-        "memswap_limit": f"{limits.memory_mb}m",
+        "mem_limit": f"{host_memory_mb(limits, profile.engine_runtime)}m",
+        "memswap_limit": f"{host_memory_mb(limits, profile.engine_runtime)}m",
         "nano_cpus": int(limits.cpus * 1e9),
         "pids_limit": host_pids_limit(limits, profile.engine_runtime),
         "oom_score_adj": 1000,

@@ -27,6 +27,7 @@ from docker.models.containers import _create_container_args
 
 from apps.sandboxing import containers, engine
 from apps.sandboxing.cgroups import CgroupReader, Reading, reading_from_engine_stats
+from apps.sandboxing.engine_runtime import is_gvisor
 from apps.sandboxing.incontainer import collector, python_argv
 from apps.sandboxing.outcomes import Failure
 from apps.sandboxing.policy import OUTPUT_DIR, SANDBOX_USER, Limits, Profile, container_config
@@ -175,6 +176,7 @@ class Sandbox:
         self.cgroup = CgroupReader(container_id)
         self.killed_at: float | None = None
         self.last_reading = Reading()
+        self.baseline = Reading()  # subtracted from readings (gVisor's idle kernel); zero under runc
         self.streams: list[ExecStream] = []
         # The engine forgot an exec: it forgets every exec of a container that stopped (under gVisor
         # the container can stop before the exec's end is recorded).
@@ -212,6 +214,9 @@ class Sandbox:
                 f"the engine could not start the sandbox container: {_explain(exc)}", Failure.ENGINE_FAULT
             )
         sandbox.cgroup = CgroupReader(container.id)
+        if is_gvisor(profile.engine_runtime) and sandbox.cgroup.available:
+            # What gVisor's own kernel uses before any program runs; readings report the program's share.
+            sandbox.baseline = sandbox.cgroup.read()
         return sandbox
 
     # --- programs ---------------------------------------------------------------------------
@@ -260,11 +265,20 @@ class Sandbox:
         if self.killed:
             return self.last_reading
         reading = self.cgroup.read() if self.cgroup.available else self._engine_reading()
+        reading = self._less_baseline(reading)
         peaks = (reading.peak_memory_bytes, reading.memory_bytes, self.last_reading.peak_memory_bytes)
         reading.peak_memory_bytes = max((value for value in peaks if value), default=None)
         if reading.cpu_ns is None:
             reading.cpu_ns = self.last_reading.cpu_ns
         self.last_reading = reading
+        return reading
+
+    def _less_baseline(self, reading: Reading) -> Reading:
+        base = self.baseline
+        for name in ("memory_bytes", "peak_memory_bytes", "pids"):
+            value, idle = getattr(reading, name), getattr(base, name)
+            if value is not None and idle:
+                setattr(reading, name, max(0, value - idle))
         return reading
 
     def _engine_reading(self) -> Reading:

@@ -57,14 +57,14 @@ def host_processes_containing(token: str) -> list[int]:
 # 1
 def test_a_python_fork_bomb_hits_the_pids_limit_and_the_host_is_unaffected():
     code = "import os\nwhile True:\n    try: os.fork()\n    except OSError: pass\n"
-    run = execute(code, timeout_s=2, pids=32)
+    run = execute(code, timeout_s=2, pids=32, memory_mb=512)  # under gVisor each process costs kernel memory
     assert run.result.outcome in ("exited", "timed_out")
     assert run.result.exit_code != 0
     assert_host_unaffected()
 
 
 def test_a_shell_fork_bomb_hits_the_pids_limit_and_the_host_is_unaffected():
-    run = execute(":(){ :|:& };:\nwait", language="bash", timeout_s=2, pids=32)
+    run = execute(":(){ :|:& };:\nwait", language="bash", timeout_s=2, pids=32, memory_mb=512)
     assert run.result.outcome in ("exited", "timed_out")
     assert_host_unaffected()
 

@@ -8,7 +8,7 @@ import pytest
 from apps.sandboxing import engine_runtime, selfcheck
 from apps.sandboxing.containers import list_instance_containers, remove
 from apps.sandboxing.engine_runtime import is_gvisor
-from apps.sandboxing.policy import Profile, host_pids_limit
+from apps.sandboxing.policy import Profile, host_memory_mb, host_pids_limit
 from apps.sandboxing.sandbox import Sandbox, SandboxSetupError
 from apps.sandboxing.tests.conftest import small_limits
 
@@ -76,7 +76,8 @@ def test_the_engine_applied_every_part_of_the_policy_to_the_container(settings):
     assert host["Privileged"] is False
     assert "no-new-privileges:true" in host["SecurityOpt"]
     assert any(opt.startswith("seccomp=") and "SCMP_ACT_ERRNO" in opt for opt in host["SecurityOpt"])
-    assert host["Memory"] == host["MemorySwap"] == 48 * 1024 * 1024
+    assert host["Memory"] == host["MemorySwap"] == host_memory_mb(limits, sandbox.profile.engine_runtime) * 1024 * 1024
+    assert (host["Memory"] == 48 * 1024 * 1024) != is_gvisor(host["Runtime"])
     assert host["NanoCpus"] == 500_000_000
     assert host["PidsLimit"] == host_pids_limit(limits, sandbox.profile.engine_runtime)
     assert (host["PidsLimit"] == 40) != is_gvisor(host["Runtime"])
