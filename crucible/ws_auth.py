@@ -55,14 +55,16 @@ DEFAULT_PORTS = {"http": 80, "https": 443}
 class CloseCode(IntEnum):
     """WebSocket close codes of the contract (architecture.md)."""
 
+    # Servers may send only 1000 or 3000-4999 (autobahn refuses the rest), so the 4xxx codes mirror
+    # the HTTP status that means the same. Daphne itself closes 1009 above its 1 MiB message limit.
     NORMAL = 1000
-    MESSAGE_TOO_BIG = 1009  # a client message over MAX_CLIENT_MESSAGE_BYTES (RFC 6455)
-    TRY_AGAIN_LATER = 1013  # Redis, which counts connections, did not answer (RFC 6455 registry)
     BAD_REQUEST = 4400  # malformed ?after= or client message (a client bug, not a permission)
     NOT_SIGNED_IN = 4401
     NOT_ALLOWED = 4403
     NOT_FOUND = 4404  # no such evaluation, or no such WebSocket path
+    MESSAGE_TOO_BIG = 4413  # a client message over MAX_CLIENT_MESSAGE_BYTES
     TOO_MANY_CONNECTIONS = 4429  # the user already holds WEBSOCKET_MAX_PER_USER connections
+    TRY_AGAIN_LATER = 4503  # Redis, which counts connections, did not answer
 
 
 def _header(scope, name: bytes) -> bytes | None:
@@ -311,7 +313,7 @@ class GuardedConsumer(AsyncJsonWebsocketConsumer):
 
     async def receive(self, text_data=None, bytes_data=None, **kwargs):
         """Clients have nothing to say: a JSON text message is ignored; one over
-        ``MAX_CLIENT_MESSAGE_BYTES`` closes with 1009, anything else that is not JSON (binary, too
+        ``MAX_CLIENT_MESSAGE_BYTES`` closes with 4413, anything else that is not JSON (binary, too
         deeply nested) with 4400."""
         if self.finished:
             return
