@@ -10,7 +10,7 @@ django_asgi_app = get_asgi_application()
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from crucible.routing import websocket_urlpatterns  # noqa: E402
-from crucible.ws_auth import SameOriginValidator  # noqa: E402
+from crucible.ws_origin import SameOriginValidator  # noqa: E402
 
 application = ProtocolTypeRouter(
     {

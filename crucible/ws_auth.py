@@ -12,9 +12,7 @@ can re-check the token on later events.
 codes of the contract, accept-then-refuse, the per-user connection limit, a heartbeat, and the
 permission re-check on later events.
 
-``SameOriginValidator`` wraps every route (``crucible.asgi``): a browser's connection is served only
-when its ``Origin`` is this site's own (scheme, host and port of the handshake) or listed in
-``CSRF_TRUSTED_ORIGINS``.
+Which browsers may open a WebSocket at all (the origin check) is ``crucible.ws_origin``.
 """
 
 from __future__ import annotations
@@ -25,16 +23,13 @@ import json
 import logging
 import time
 from enum import IntEnum
-from urllib.parse import urlsplit
 
 from channels.auth import AuthMiddlewareStack
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer, AsyncWebsocketConsumer
-from channels.security.websocket import WebsocketDenier
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AnonymousUser
-from django.http.request import is_same_domain, split_domain_port, validate_host
 from redis.exceptions import RedisError
 
 from apps.accounts.authentication import parse_authorization
@@ -49,7 +44,6 @@ log = logging.getLogger(__name__)
 PERMISSION_RECHECK_S = 1.0
 # Clients have nothing to say on these streams; a message larger than this is refused unread.
 MAX_CLIENT_MESSAGE_BYTES = 4096
-DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 class CloseCode(IntEnum):
@@ -67,7 +61,8 @@ class CloseCode(IntEnum):
     TRY_AGAIN_LATER = 4503  # Redis, which counts connections, did not answer
 
 
-def _header(scope, name: bytes) -> bytes | None:
+def handshake_header(scope, name: bytes) -> bytes | None:
+    """The value of the handshake's header ``name`` (lower-case bytes), or None."""
     for key, value in scope.get("headers", []):
         if key == name:
             return value
@@ -90,7 +85,7 @@ class TokenAuthMiddleware:
         self.session_stack = AuthMiddlewareStack(inner)
 
     async def __call__(self, scope, receive, send):
-        header = _header(scope, b"authorization")
+        header = handshake_header(scope, b"authorization")
         key = parse_authorization(header)
         if key is None:
             # No header, or not a Token one (e.g. Basic): the browser session decides.
@@ -113,92 +108,6 @@ def still_signed_in(scope):
     if session is not None and (not key or not session.exists(key)):
         return None  # signed out since
     return user
-
-
-# --- origin -----------------------------------------------------------------------------------
-
-
-def _origin(url: str) -> tuple[str, str, int | None] | None:
-    """(scheme, host, port) of an origin such as ``https://example.com:8443``; None if it is not one."""
-    try:
-        parts = urlsplit(url.strip().lower())
-        port = parts.port
-    except ValueError:
-        return None
-    if parts.scheme not in DEFAULT_PORTS or not parts.hostname:
-        return None
-    return parts.scheme, parts.hostname, port or DEFAULT_PORTS[parts.scheme]
-
-
-def _connection_scheme(scope) -> str:
-    """``https`` when the handshake came over TLS (or through the trusted TLS proxy), else ``http``."""
-    if scope.get("scheme") == "wss":
-        return "https"
-    proxy_header = settings.SECURE_PROXY_SSL_HEADER
-    if proxy_header:
-        name = proxy_header[0].removeprefix("HTTP_").replace("_", "-").lower().encode("latin-1")
-        value = _header(scope, name)
-        if value is not None and value.decode("latin-1").split(",")[0].strip() == proxy_header[1]:
-            return "https"
-    return "http"
-
-
-def _allowed_hosts() -> list[str]:
-    hosts = list(settings.ALLOWED_HOSTS)
-    if settings.DEBUG and not hosts:
-        hosts = [".localhost", "127.0.0.1", "[::1]"]
-    return hosts
-
-
-def _own_origin(scope) -> tuple[str, str, int | None] | None:
-    """This site's origin as the browser addressed it: the handshake's scheme and ``Host`` (an allowed host)."""
-    host = _header(scope, b"host")
-    if host is None:
-        return None
-    host = host.decode("latin-1")
-    domain, _port = split_domain_port(host)
-    if not domain or not validate_host(domain, _allowed_hosts()):
-        return None
-    return _origin(f"{_connection_scheme(scope)}://{host}")
-
-
-def _trusted(origin: tuple[str, str, int | None]) -> bool:
-    """``origin`` is one of ``CSRF_TRUSTED_ORIGINS`` (``https://*.example.com`` also covers subdomains)."""
-    scheme, host, port = origin
-    for entry in settings.CSRF_TRUSTED_ORIGINS:
-        wildcard = "://*." in entry
-        trusted = _origin(entry.replace("://*.", "://", 1) if wildcard else entry)
-        if trusted is None or trusted[0] != scheme or trusted[2] != port:
-            continue
-        if is_same_domain(host, "." + trusted[1]) if wildcard else host == trusted[1]:
-            return True
-    return False
-
-
-def origin_allowed(scope) -> bool:
-    """May this handshake go on? Yes without ``Origin`` (not a browser: the CLI and scripts, which can
-    only authenticate with a token header that no web page can set on a WebSocket); otherwise only
-    when scheme, host and port equal this site's own or a trusted origin's. A page on another port
-    or scheme of the same host is another origin (it could ride on the session cookie)."""
-    header = _header(scope, b"origin")
-    if header is None:
-        return True
-    origin = _origin(header.decode("latin-1"))
-    if origin is None:  # "null" (sandboxed frames, file://) or garbage
-        return False
-    return origin == _own_origin(scope) or _trusted(origin)
-
-
-class SameOriginValidator:
-    """ASGI middleware: refuse (HTTP 403 at the handshake) a browser connection from another origin."""
-
-    def __init__(self, application):
-        self.application = application
-
-    async def __call__(self, scope, receive, send):
-        if origin_allowed(scope):
-            return await self.application(scope, receive, send)
-        return await WebsocketDenier()(scope, receive, send)
 
 
 def TokenAuthMiddlewareStack(inner):  # noqa: N802 (named like Channels' AuthMiddlewareStack)
