@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
+from asgiref.sync import async_to_sync
 from django.db import connection
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
@@ -22,8 +23,9 @@ from apps.evaluations import publisher
 from apps.evaluations.models import OutputChunk, Status
 from apps.evaluations.tests.factories import make_evaluation
 from apps.monitoring.alerts import raise_alert
+from crucible import ws_limits
 from crucible.tests.ws import session_cookie
-from tests.stack import Stack, TestDatabaseStack
+from tests.stack import Stack, TestDatabaseStack, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -153,6 +155,8 @@ def test_connections_are_counted_across_daphne_processes(daphnes, sockets, alice
         with as_script(stack, path, key) as extra:
             assert closed_with(extra) == 4429
     held.pop(0).close()
+    # Daphne gives the slot back once the consumer has seen the goodbye, a moment after the close.
+    wait_until(lambda: async_to_sync(ws_limits.held)(alice.pk) < LIMIT, 10, what="the slot to be given back")
     held.append(sockets.enter_context(as_script(second, path, key)))
     assert next_message(held[-1])["type"] == "status"
 
