@@ -84,14 +84,15 @@ CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", 
 RQ_QUEUES = {name: {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 3600} for name in ("high", "default", "low")}
 RQ = {"COMMIT_MODE": "auto"}
 
-# channels_redis waits for messages with a blocking read of 5 s (BZPOPMIN); redis-py's default socket
-# timeout is also 5 s, so an idle connection's read timed out and the socket closed with 1011. The
-# socket timeout must stay well above that blocking read.
+# channels_redis waits for messages with a blocking read of 5 s (BZPOPMIN). The socket timeout must
+# stay well above it: redis-py's default (also 5 s) times that read out on every idle connection,
+# which then closes with 1011.
 CHANNEL_LAYER_SOCKET_TIMEOUT_S = 30
-# One Daphne process receives every group message for all its connections through one Redis key,
-# capped at ``capacity`` messages (older than ``expiry`` seconds are dropped): both are sized for
-# every user holding WEBSOCKET_MAX_PER_USER connections to busy runs, and a stream that still
-# loses an event finds its end in the database at its next heartbeat (WEBSOCKET_HEARTBEAT_S).
+# One Daphne process receives the group messages of all its connections through one Redis key, and a
+# message for many of its connections is stored there once: a user's many viewers add work in the
+# process (bounded by WEBSOCKET_MAX_PER_USER), not messages in the key. The key holds at most
+# ``capacity`` messages, each for at most ``expiry`` seconds; a stream that still loses an event
+# finds its chunks and its end in the database at its next heartbeat (WEBSOCKET_HEARTBEAT_S).
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
