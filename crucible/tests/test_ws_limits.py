@@ -16,11 +16,13 @@ from django.conf import settings as django_settings
 from django.db import connections
 from django.utils import timezone
 
+from apps.accounts.models import ApiToken
 from apps.evaluations import publisher
 from apps.evaluations.models import Evaluation, OutputChunk, Status
 from apps.evaluations.tests.factories import make_evaluation
 from crucible import ws_limits
 from crucible.tests.ws import close_code, open_socket
+from tests.stack import free_port
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -201,3 +203,21 @@ async def test_bob_is_not_limited_by_alices_slots(alice, bob):
     bobs_streams = [await watch(bob, bobs) for _ in range(LIMIT)]
     for communicator in held + bobs_streams:
         await communicator.disconnect()
+
+
+async def test_a_revoked_token_closes_an_idle_stream_at_the_next_heartbeat(alice, settings):
+    settings.WEBSOCKET_HEARTBEAT_S = 0.5
+    evaluation = await running(alice)
+    token, key = await database_sync_to_async(ApiToken.issue)(alice, "cli")
+    communicator, _ = await open_socket(f"/ws/evaluations/{evaluation.pk}/", token=key, origin=None)
+    assert (await communicator.receive_json_from(timeout=5))["type"] == "status"
+    await database_sync_to_async(token.revoke)()
+    assert await close_code(communicator) == 4401
+    assert await ws_limits.held(alice.pk) == 0
+
+
+async def test_when_redis_cannot_count_connections_the_stream_closes_with_4503(alice, settings):
+    """Fail closed: without a count there is no connection (Redis here is a port nobody listens on)."""
+    settings.REDIS_URL = f"redis://127.0.0.1:{free_port()}/0"
+    evaluation = await running(alice)
+    assert await refused_with(alice, evaluation) == 4503
