@@ -1,7 +1,7 @@
 """WebSockets against real Daphne processes (tests/stack.py), as an attacker and a patient user would
 use them: idle for over a minute, from another origin, many connections across two processes,
 hostile paths and messages. The stack runs on the test database and this process's Redis database,
-with a limit of 3 connections per user.
+with a limit of 3 connections per user and a heartbeat of 1 s.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from tests.stack import Stack, TestDatabaseStack, wait_until
 pytestmark = pytest.mark.django_db(transaction=True)
 
 LIMIT = 3
+HEARTBEAT_S = 1  # leases of 3 s
 IDLE_S = 65
 
 
@@ -38,7 +39,7 @@ def daphnes(django_db_setup, django_db_blocker, tmp_path_factory):
     """Two Daphne processes (and one worker) on the same database and Redis: what a scaled-out site runs."""
     logs = tmp_path_factory.mktemp("ws-live")
     first = TestDatabaseStack(connection.settings_dict["NAME"], logs)
-    first.env["WEBSOCKET_MAX_PER_USER"] = str(LIMIT)
+    first.env.update(WEBSOCKET_MAX_PER_USER=str(LIMIT), WEBSOCKET_HEARTBEAT_S=str(HEARTBEAT_S))
     first.start()
     second = Stack(first.env, logs / "second", workers=0, name="second-web")
     try:
@@ -159,6 +160,23 @@ def test_connections_are_counted_across_daphne_processes(daphnes, sockets, alice
     wait_until(lambda: async_to_sync(ws_limits.held)(alice.pk) < LIMIT, 10, what="the slot to be given back")
     held.append(sockets.enter_context(as_script(second, path, key)))
     assert next_message(held[-1])["type"] == "status"
+
+
+def test_slots_held_by_a_daphne_killed_without_goodbye_are_free_after_their_lease(web, tmp_path, sockets, alice):
+    evaluation = make_evaluation(alice, status=Status.RUNNING)
+    path, key = f"/ws/evaluations/{evaluation.pk}/", key_for(alice)
+    doomed = Stack(web.env, tmp_path, workers=0, name="doomed-web").start()
+    try:
+        for _ in range(LIMIT):
+            assert next_message(sockets.enter_context(as_script(doomed, path, key)))["type"] == "status"
+        doomed.kill_web()  # SIGKILL: no consumer gets to give its slot back
+    finally:
+        doomed.stop()
+    with as_script(web, path, key) as early:
+        assert closed_with(early) == 4429
+    time.sleep(HEARTBEAT_S * ws_limits.LEASE_HEARTBEATS + 0.5)
+    with as_script(web, path, key) as later:
+        assert next_message(later)["type"] == "status"
 
 
 @pytest.mark.docker
