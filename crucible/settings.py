@@ -84,12 +84,39 @@ CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", 
 RQ_QUEUES = {name: {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 3600} for name in ("high", "default", "low")}
 RQ = {"COMMIT_MODE": "auto"}
 
+# channels_redis waits for messages with a blocking read of 5 s (BZPOPMIN). The socket timeout must
+# stay well above it: redis-py's default (also 5 s) times that read out on every idle connection,
+# which then closes with 1011.
+CHANNEL_LAYER_SOCKET_TIMEOUT_S = 30
+# One Daphne process receives the group messages of all its connections through one Redis key, and a
+# message for many of its connections is stored there once: a user's many viewers add work in the
+# process (bounded by WEBSOCKET_MAX_PER_USER), not messages in the key. The key holds at most
+# ``capacity`` messages, each for at most ``expiry`` seconds; a stream that still loses an event
+# finds its chunks and its end in the database at its next heartbeat (WEBSOCKET_HEARTBEAT_S).
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [REDIS_URL], "capacity": 5000, "expiry": 30},
+        "CONFIG": {
+            "hosts": [
+                {
+                    "address": REDIS_URL,
+                    "socket_timeout": CHANNEL_LAYER_SOCKET_TIMEOUT_S,
+                    "socket_connect_timeout": 5,
+                    "socket_keepalive": True,
+                }
+            ],
+            "capacity": 5000,
+            "expiry": 60,
+        },
     }
 }
+# --- WebSockets -------------------------------------------------------------------------
+# Open WebSocket connections per user, counted across every Daphne process (crucible/ws_limits.py);
+# one more is closed with 4429.
+WEBSOCKET_MAX_PER_USER = envint("WEBSOCKET_MAX_PER_USER", 20, minimum=1)
+# Every connection renews its slot and re-reads its stream's state this often; a slot whose Daphne
+# died is free again after three missed heartbeats. (Daphne itself pings idle clients every 20 s.)
+WEBSOCKET_HEARTBEAT_S = envfloat("WEBSOCKET_HEARTBEAT_S", 10.0, minimum=0.5, maximum=300.0)
 
 # --- Django -----------------------------------------------------------------------------
 INSTALLED_APPS = [

@@ -9,42 +9,62 @@ The scope gains ``user`` and ``api_token_id`` (None for session connections), so
 can re-check the token on later events.
 
 ``GuardedConsumer`` is what both streams (an evaluation's, the operators' alerts) share: the close
-codes of the contract, accept-then-refuse, and the permission re-check on later events.
+codes of the contract, accept-then-refuse, the per-user connection limit, a heartbeat, and the
+permission re-check on later events.
+
+Which browsers may open a WebSocket at all (the origin check) is ``crucible.ws_origin``.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
+import logging
 import time
 from enum import IntEnum
 
 from channels.auth import AuthMiddlewareStack
 from channels.db import database_sync_to_async
-from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from channels.generic.websocket import AsyncJsonWebsocketConsumer, AsyncWebsocketConsumer
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AnonymousUser
+from redis.exceptions import RedisError
 
 from apps.accounts.authentication import parse_authorization
 from apps.accounts.models import ApiToken
+from crucible import ws_limits
+
+log = logging.getLogger(__name__)
 
 # Events can arrive dozens of times a second per connection, and every database call from a
 # consumer goes through Channels' single database thread; re-reading the user, token and row for
 # each one would make one busy stream slow every other connection.
 PERMISSION_RECHECK_S = 1.0
+# Clients have nothing to say on these streams; a message larger than this is refused unread.
+MAX_CLIENT_MESSAGE_BYTES = 4096
 
 
 class CloseCode(IntEnum):
     """WebSocket close codes of the contract (architecture.md)."""
 
+    # Servers may send only 1000 or 3000-4999 (autobahn refuses the rest), so the 4xxx codes mirror
+    # the HTTP status that means the same. Daphne itself closes 1009 above its 1 MiB message limit.
     NORMAL = 1000
-    BAD_REQUEST = 4400  # malformed ?after= (not in the contract's list: a client bug, not a permission)
+    BAD_REQUEST = 4400  # malformed ?after= or client message (a client bug, not a permission)
     NOT_SIGNED_IN = 4401
     NOT_ALLOWED = 4403
-    NOT_FOUND = 4404
+    NOT_FOUND = 4404  # no such evaluation, or no such WebSocket path
+    MESSAGE_TOO_BIG = 4413  # a client message over MAX_CLIENT_MESSAGE_BYTES
+    TOO_MANY_CONNECTIONS = 4429  # the user already holds WEBSOCKET_MAX_PER_USER connections
+    TRY_AGAIN_LATER = 4503  # Redis, which counts connections, did not answer
 
 
-def _authorization_header(scope) -> bytes | None:
-    for name, value in scope.get("headers", []):
-        if name == b"authorization":
+def handshake_header(scope, name: bytes) -> bytes | None:
+    """The value of the handshake's header ``name`` (lower-case bytes), or None."""
+    for key, value in scope.get("headers", []):
+        if key == name:
             return value
     return None
 
@@ -65,7 +85,7 @@ class TokenAuthMiddleware:
         self.session_stack = AuthMiddlewareStack(inner)
 
     async def __call__(self, scope, receive, send):
-        header = _authorization_header(scope)
+        header = handshake_header(scope, b"authorization")
         key = parse_authorization(header)
         if key is None:
             # No header, or not a Token one (e.g. Basic): the browser session decides.
@@ -94,30 +114,69 @@ def TokenAuthMiddlewareStack(inner):  # noqa: N802 (named like Channels' AuthMid
     return TokenAuthMiddleware(inner)
 
 
+class UnknownPathConsumer(AsyncWebsocketConsumer):
+    """Every WebSocket path that names no stream: accepted, then closed with 4404 (never a 500)."""
+
+    async def connect(self):
+        await self.accept()
+        await self.close(int(CloseCode.NOT_FOUND))
+
+    async def receive(self, text_data=None, bytes_data=None):
+        """The connection is closing; nothing to read."""
+
+
 class GuardedConsumer(AsyncJsonWebsocketConsumer):
     """A server-to-client JSON stream that checks access on connect and again on later events.
 
     Subclasses implement ``denies(user)``: None when the signed-in ``user`` may have this stream,
     else the close code. A connection is accepted before any refusal so the client receives the
     code (a close before accept reaches it only as a bare HTTP 403 during the handshake).
+
+    Each signed-in connection holds one of its user's ``WEBSOCKET_MAX_PER_USER`` slots
+    (``crucible.ws_limits``) until it ends, however it ends. Every ``WEBSOCKET_HEARTBEAT_S`` it
+    renews the slot and calls ``heartbeat()``, which subclasses use to catch up with what the
+    channel layer may have dropped. Handlers and heartbeats run one at a time.
     """
 
     recheck_s = PERMISSION_RECHECK_S
     group: str | None = None
     finished = False
     _checked_at = 0.0
+    _slot_user_id: int | None = None
+    _beat_task: asyncio.Task | None = None
 
-    def denies(self, user) -> CloseCode | None:
-        raise NotImplementedError
+    async def __call__(self, scope, receive, send):
+        self._turn = asyncio.Lock()
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self._clean_up()
+
+    async def dispatch(self, message):
+        async with self._turn:
+            await super().dispatch(message)
+
+    async def heartbeat(self) -> None:
+        """Called every ``WEBSOCKET_HEARTBEAT_S`` while the connection is open."""
+        await self.still_allowed(always=False)
 
     async def open(self) -> bool:
-        """Accept, then refuse anonymous clients; True when the connection may go on."""
+        """Accept, then refuse anonymous clients and users over their connection limit; True when
+        the connection may go on."""
         await self.accept()
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
             await self.finish(CloseCode.NOT_SIGNED_IN)
             return False
+        refused = await self._take_slot(user.pk)
+        if refused:
+            await self.finish(refused)
+            return False
+        self._beat_task = asyncio.create_task(self._beat())
         return True
+
+    def denies(self, user) -> CloseCode | None:
+        raise NotImplementedError
 
     async def admit(self) -> bool:
         """The first permission check; refuses with the subclass's close code."""
@@ -151,16 +210,78 @@ class GuardedConsumer(AsyncJsonWebsocketConsumer):
             await self.channel_layer.group_discard(group, self.channel_name)
 
     async def finish(self, code: int) -> None:
+        """Close with ``code``; the connection's slot is free again at once."""
         self.finished = True
         await self.unsubscribe()
+        await self._give_back_slot()
         await self.close(int(code))  # autobahn (Daphne) refuses an IntEnum: "must be an integer"
 
     async def disconnect(self, code):
         self.finished = True
         await self.unsubscribe()
 
-    async def receive_json(self, content, **kwargs):
-        """Clients have nothing to say; messages are ignored."""
+    async def receive(self, text_data=None, bytes_data=None, **kwargs):
+        """Clients have nothing to say: a JSON text message is ignored; one over
+        ``MAX_CLIENT_MESSAGE_BYTES`` closes with 4413, anything else that is not JSON (binary, too
+        deeply nested) with 4400."""
+        if self.finished:
+            return
+        size = len(bytes_data or b"") if text_data is None else len(text_data.encode("utf-8", "surrogatepass"))
+        if size > MAX_CLIENT_MESSAGE_BYTES:
+            return await self.finish(CloseCode.MESSAGE_TOO_BIG)
+        try:
+            json.loads(text_data)
+        except (TypeError, ValueError, RecursionError):
+            return await self.finish(CloseCode.BAD_REQUEST)
+
+    # --- the connection's slot and heartbeat --------------------------------------------------
+
+    async def _take_slot(self, user_id: int) -> CloseCode | None:
+        try:
+            if not await ws_limits.acquire(user_id, self.channel_name):
+                return CloseCode.TOO_MANY_CONNECTIONS
+        except RedisError:
+            log.warning("could not count WebSocket connections in Redis", exc_info=True)
+            return CloseCode.TRY_AGAIN_LATER
+        self._slot_user_id = user_id
+        return None
+
+    async def _beat(self) -> None:
+        """Renew the slot and call ``heartbeat`` every ``WEBSOCKET_HEARTBEAT_S`` until the stream ends."""
+        while not self.finished:
+            await asyncio.sleep(settings.WEBSOCKET_HEARTBEAT_S)
+            async with self._turn:
+                if self.finished:
+                    return
+                try:
+                    await self._renew_and_beat()
+                except Exception:  # noqa: BLE001 (a failed beat must not end the beats; the next one retries)
+                    log.warning("WebSocket heartbeat failed", exc_info=True)
+
+    async def _renew_and_beat(self) -> None:
+        if self._slot_user_id is None or not await ws_limits.acquire(self._slot_user_id, self.channel_name):
+            # The lease ran out while this process stalled and the user's other connections took the slot.
+            return await self.finish(CloseCode.TOO_MANY_CONNECTIONS)
+        await self.heartbeat()
+
+    async def _clean_up(self) -> None:
+        """However the connection ended (goodbye, error, cancellation): stop beating, leave the
+        group and give the slot back. What fails here is left to the group's and the lease's expiry."""
+        self.finished = True
+        if self._beat_task is not None:
+            self._beat_task.cancel()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.unsubscribe(), ws_limits.REDIS_TIMEOUT_S)
+        await self._give_back_slot()
+
+    async def _give_back_slot(self) -> None:
+        """Free the slot now; if Redis does not answer, the lease frees it after a few heartbeats."""
+        if self._slot_user_id is not None:
+            user_id, self._slot_user_id = self._slot_user_id, None
+            try:
+                await asyncio.wait_for(ws_limits.release(user_id, self.channel_name), ws_limits.REDIS_TIMEOUT_S)
+            except (RedisError, TimeoutError):
+                log.warning("could not give a WebSocket slot back; its lease will run out", exc_info=True)
 
     @database_sync_to_async
     def _access_denied(self) -> int:

@@ -13,7 +13,9 @@ no-gap/no-duplicate argument:
 
 A live event can still go missing (publishing is best effort, a slow client's channel can fill
 up). When a live log event skips ahead, the missing chunks are read from the database before it,
-and before ``end`` every remaining stored chunk is sent, so the client never sees a hole.
+and before ``end`` every remaining stored chunk is sent, so the client never sees a hole. Every
+heartbeat (``WEBSOCKET_HEARTBEAT_S``) sends the chunks stored since, and the ``end`` once the row is
+terminal, so even a lost ``end`` arrives a heartbeat late rather than never.
 
 Permission is checked on connect and again on later events (``crucible.ws_auth.GuardedConsumer``):
 a revoked token, a deactivated user, a signed-out session or a lost right to see the evaluation
@@ -48,7 +50,8 @@ def _parse_after(query_string: bytes) -> int | None:
     if not values:
         return 0
     raw = values[-1]
-    if not raw.isdigit() or len(raw) > 12:
+    # ASCII digits only: str.isdigit() also accepts "²" and "①", which int() refuses.
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 12:
         return None
     return int(raw)
 
@@ -81,6 +84,19 @@ class EvaluationConsumer(GuardedConsumer):
         await self._replay()
         if evaluation.is_terminal:
             # Terminal was read before the replay, so every chunk was stored and has been sent.
+            await self.send_json(publisher.end_message(evaluation))
+            await self.finish(CloseCode.NORMAL)
+
+    async def heartbeat(self) -> None:
+        """Catch up with events the channel layer may have dropped (it drops when a process's queue
+        is full or a message is too old): the stored chunks, and the end once the row is terminal."""
+        if not await self.still_allowed(always=False):
+            return
+        evaluation = await self._load()
+        if evaluation is None:
+            return await self.finish(CloseCode.NOT_ALLOWED)
+        await self._replay()
+        if evaluation.is_terminal:  # read before the replay, so every chunk was stored and sent
             await self.send_json(publisher.end_message(evaluation))
             await self.finish(CloseCode.NORMAL)
 

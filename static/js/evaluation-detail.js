@@ -224,6 +224,8 @@
     }
   }
 
+  var lastClose = null;
+
   function connect() {
     window.Crucible.connectLive({
       path: function () { return log.getAttribute("data-ws-path") + "?after=" + lastSeq; },
@@ -235,9 +237,13 @@
           setConnection(CLOSE_REASONS[event.code]);
           return false;
         }
+        lastClose = event.code;
         return true;
       },
-      onRetry: function () { setConnection("Connection lost; reconnecting…"); },
+      onRetry: function () {
+        // 4429: this user already has the most live views allowed open (other tabs); one frees up when they close.
+        setConnection(lastClose === 4429 ? "Too many live views open in other tabs; retrying…" : "Connection lost; reconnecting…");
+      },
       delay: function (retries) { return Math.min(5000, 200 * Math.pow(2, retries)); }
     });
   }

@@ -28,6 +28,8 @@ from crucible.asgi import application
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
+# What a browser on http://127.0.0.1:8000 sends: its Host, and the page's Origin.
+HOST = (b"host", b"127.0.0.1:8000")
 ORIGIN = (b"origin", b"http://127.0.0.1:8000")
 HOSTILE = "<script>alert(document.cookie)</script><img src=x onerror=\"fetch('//evil')\">"
 
@@ -46,7 +48,7 @@ def session_cookie(user) -> bytes:
 
 
 async def connect(*, user=None, token=None, origin=ORIGIN):
-    headers = [origin] if origin else []
+    headers = [HOST] + ([origin] if origin else [])
     if user is not None:
         headers.append((b"cookie", await database_sync_to_async(session_cookie)(user)))
     if token is not None:
@@ -179,7 +181,7 @@ async def test_hostile_evidence_arrives_as_plain_json_text(alice, olivia):
 
 async def test_the_evaluation_stream_still_gets_the_alert(alice):
     evaluation = await database_sync_to_async(make_evaluation)(alice)
-    headers = [ORIGIN, (b"cookie", await database_sync_to_async(session_cookie)(alice))]
+    headers = [HOST, ORIGIN, (b"cookie", await database_sync_to_async(session_cookie)(alice))]
     communicator = WebsocketCommunicator(application, f"/ws/evaluations/{evaluation.pk}/", headers=headers)
     await communicator.connect(timeout=5)
     assert (await communicator.receive_json_from(timeout=5))["type"] == "status"

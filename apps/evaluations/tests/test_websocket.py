@@ -20,6 +20,8 @@ from crucible.asgi import application
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
+# What a browser on http://127.0.0.1:8000 sends: its Host, and the page's Origin.
+HOST = (b"host", b"127.0.0.1:8000")
 ORIGIN = (b"origin", b"http://127.0.0.1:8000")
 
 
@@ -50,7 +52,7 @@ def session_cookie(user) -> bytes:
 
 
 async def connect(evaluation_id, *, user=None, token=None, after=None, origin=ORIGIN):
-    headers = [origin] if origin else []
+    headers = [HOST] + ([origin] if origin else [])
     if user is not None:
         headers.append((b"cookie", await database_sync_to_async(session_cookie)(user)))
     if token is not None:
