@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from django.conf import settings
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404
@@ -24,6 +26,14 @@ from apps.evaluations.validation import SubmissionInvalid, SubmissionTooLarge
 from apps.monitoring.models import ResourceSample
 
 LOG_PAGE_CHUNKS = 1000
+AFTER = re.compile(r"[0-9]{1,12}")  # ASCII digits only: str.isdigit() also accepts "²" and "①"
+
+
+def parse_after(raw: str) -> int:
+    """The ``after`` query parameter as a ``seq``; a 400 naming it for anything but 1 to 12 ASCII digits."""
+    if not AFTER.fullmatch(raw):
+        raise ValidationError({"after": ["Must be a non-negative integer (ASCII digits, at most 12)."]})
+    return int(raw)
 
 
 def error_response(message: str, code: int, **extra) -> Response:
@@ -133,10 +143,7 @@ class EvaluationLogsView(VisibleEvaluationMixin, APIView):
     )
     def get(self, request, pk):
         evaluation = self.get_evaluation(pk)
-        raw_after = request.query_params.get("after", "0")
-        if not raw_after.isdigit() or len(raw_after) > 12:
-            raise ValidationError({"after": ["Must be a non-negative integer."]})
-        after = int(raw_after)
+        after = parse_after(request.query_params.get("after", "0"))
         # Read the status before the chunks: if it was terminal then, every chunk is already stored.
         terminal = evaluation.is_terminal
         chunks = list(evaluation.chunks.filter(seq__gt=after).order_by("seq")[: LOG_PAGE_CHUNKS + 1])
