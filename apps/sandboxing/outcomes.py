@@ -85,6 +85,7 @@ class RunResult:
     image_id: str
     failure: Failure | None = None
     error: str = ""  # for people only: no caller may parse it
+    artifacts_skipped_names: int = 0  # files in /output left out for their name (streams.MAX_NAME_BYTES)
 
     def __post_init__(self) -> None:
         self.outcome = Outcome(self.outcome)
