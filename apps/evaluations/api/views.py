@@ -94,6 +94,8 @@ class EvaluationListCreateView(generics.ListAPIView):
             return error_response(f"Too large: {exc}.", status.HTTP_413_REQUEST_ENTITY_TOO_LARGE)
         except SubmissionInvalid as exc:
             return Response(exc.errors, status=status.HTTP_400_BAD_REQUEST)
+        except services.PriorityNotAllowed as exc:
+            return error_response(exc.message, status.HTTP_403_FORBIDDEN, **{exc.field: [exc.message]})
         except services.IdempotencyConflict as exc:
             return error_response(str(exc), status.HTTP_409_CONFLICT)
         except services.Throttled as exc:
