@@ -73,6 +73,8 @@ def submit(owner, body, *, idempotency_key: str = "", request=None) -> tuple[Eva
     idempotency_key = (idempotency_key or "").strip()
     if len(idempotency_key) > 200:
         raise SubmissionInvalid({"Idempotency-Key": ["Must be at most 200 characters."]})
+    if "\x00" in idempotency_key:
+        raise SubmissionInvalid({"Idempotency-Key": ["Must not contain NUL characters."]})
     fingerprint = _fingerprint(body)
     if idempotency_key:
         existing = Evaluation.objects.filter(owner=owner, idempotency_key=idempotency_key).first()

@@ -7,7 +7,7 @@ import re
 from django.conf import settings
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import generics, serializers, status
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
@@ -76,7 +76,15 @@ class EvaluationListCreateView(generics.ListAPIView):
 
     @extend_schema(
         request=SubmissionSerializer,
-        responses={201: EvaluationDetailSerializer, 200: EvaluationDetailSerializer},
+        responses={
+            201: EvaluationDetailSerializer,
+            200: EvaluationDetailSerializer,
+            400: OpenApiResponse(description="invalid input: field errors, each naming its field"),
+            403: OpenApiResponse(description="priority high without the role or quota for it; names the field"),
+            409: OpenApiResponse(description="the Idempotency-Key was used with another body"),
+            413: OpenApiResponse(description="code, stdin or the body is too large"),
+            429: OpenApiResponse(description="over a quota or the queue is full; see Retry-After"),
+        },
         parameters=[OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER)],
     )
     def post(self, request, *args, **kwargs):

@@ -49,6 +49,13 @@ def test_text_and_numbers_nothing_can_store_are_400_naming_the_field(alice_api, 
     assert not Evaluation.objects.exists()
 
 
+def test_nul_in_the_idempotency_key_is_400_naming_the_header(alice_api):
+    response = alice_api.post(URL, {"code": "print(1)"}, format="json", HTTP_IDEMPOTENCY_KEY="k\x00")
+    assert response.status_code == 400
+    assert "Idempotency-Key" in response.json()
+    assert not Evaluation.objects.exists()
+
+
 def test_a_lone_surrogate_in_a_field_name_is_400_and_the_reply_is_valid_json(alice_api):
     response = post_raw(alice_api, '{"code": "print(1)", "\\ud800": 1}')
     assert response.status_code == 400
