@@ -23,7 +23,7 @@ from apps.accounts import quotas
 from apps.accounts.roles import is_operator
 from apps.evaluations import services
 from apps.evaluations.forms import EXAMPLES, EvaluationForm
-from apps.evaluations.models import Evaluation, Status
+from apps.evaluations.models import Evaluation, Priority, Status
 from apps.evaluations.validation import SubmissionInvalid, SubmissionTooLarge
 
 PAGE_SIZE = 25
@@ -120,9 +120,16 @@ def _initial(request) -> dict:
                 "timeout_s": evaluation.timeout_s_requested,
                 "memory_mb": evaluation.memory_mb_requested,
                 "cpus": evaluation.cpus_requested,
-                "priority": evaluation.priority,
+                "priority": _allowed_priority(request.user, evaluation.priority),
             }
     return {}
+
+
+def _allowed_priority(user, priority: str) -> str:
+    """A copied priority the user may use: "high" becomes "normal" for those who may not ask for it."""
+    if priority == Priority.HIGH and not quotas.may_submit_high_priority(user):
+        return Priority.NORMAL
+    return priority
 
 
 def _submit(request, form: EvaluationForm) -> Evaluation | None:

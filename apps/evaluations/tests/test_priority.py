@@ -134,3 +134,9 @@ def test_running_it_again_after_her_quota_was_taken_back_is_refused_clearly(alic
     response = client.post(reverse("evaluations:rerun", args=[original.pk]), follow=True)
     assert "High priority is for operators" in response.content.decode()
     assert Evaluation.objects.count() == 1
+
+
+def test_editing_a_copy_of_a_high_priority_run_offers_normal_once_the_quota_is_taken_back(alice):
+    original = make_evaluation(alice, priority=Priority.HIGH)
+    page = signed_in(alice).get(reverse("evaluations:new"), {"from": original.pk}).content.decode()
+    assert '<option value="normal" selected>' in page
