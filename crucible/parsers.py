@@ -26,6 +26,10 @@ def _label(key) -> str:
     return text if len(text) <= 42 else text[:40] + '…"'
 
 
+def _short(place: str) -> str:
+    return place if len(place) <= 80 else place[:79] + "…"
+
+
 def _text_problem(text: str, *, forbid_nul: bool) -> str | None:
     try:
         text.encode("utf-8")
@@ -54,20 +58,20 @@ def json_problem(value, *, where: str = "", max_depth: int = MAX_JSON_DEPTH, for
     while stack:
         item, place, depth = stack.pop()
         if depth > max_depth:
-            return place, f"is nested deeper than {max_depth} levels"
+            return _short(place), f"is nested deeper than {max_depth} levels"
         if isinstance(item, dict):
             for key, inner in item.items():
                 inner_place = f"{place}[{_label(key)}]" if place else key
                 problem = _text_problem(key, forbid_nul=forbid_nul) if isinstance(key, str) else None
                 if problem is not None:
-                    return (f"{place}[{_label(key)}]" if place else _label(key)), f"has a key that {problem}"
+                    return _short(f"{place}[{_label(key)}]" if place else _label(key)), f"has a key that {problem}"
                 stack.append((inner, inner_place, depth + 1))
         elif isinstance(item, list):
             stack.extend((inner, f"{place}[{index}]", depth + 1) for index, inner in enumerate(item))
         else:
             problem = _scalar_problem(item, forbid_nul=forbid_nul)
             if problem is not None:
-                return place, problem
+                return _short(place), problem
     return None
 
 
