@@ -1,4 +1,5 @@
-"""Security headers on every response, and the request being served (for audit entries from signals).
+"""Security headers on every response, the request being served (for audit entries from signals), and a
+clean 400 for URLs that carry a NUL character.
 
 Django's SecurityMiddleware already sets X-Content-Type-Options, Referrer-Policy, HSTS (when
 SECURE_HSTS_SECONDS > 0) and Cross-Origin-Opener-Policy, and XFrameOptionsMiddleware sets X-Frame-Options;
@@ -11,6 +12,8 @@ import contextvars
 from collections.abc import Callable
 
 from django.core.exceptions import DisallowedHost
+from django.http import JsonResponse
+from django.template.response import TemplateResponse
 
 _current_request: contextvars.ContextVar = contextvars.ContextVar("crucible_current_request", default=None)
 
@@ -108,3 +111,34 @@ class SecurityHeadersMiddleware:
             # allauth's sign-in throttle answers 429 without saying when to come back.
             response.setdefault("Retry-After", "60")
         return response
+
+
+def nul_in_url(request) -> str | None:
+    """Where the URL carries a NUL character (``%00``), or None.
+
+    PostgreSQL text cannot hold NUL, so a NUL reaching a query (``?q=a%00b``, an admin filter, the
+    artifact name in ``…/artifacts/secret.txt%00.png``) would end as a database error. No name, search
+    or filter in Crucible can contain one, so the request is refused before any view runs.
+    """
+    if "\x00" in request.path:
+        return "The URL path must not contain NUL characters (%00)."
+    for key, values in request.GET.lists():
+        if "\x00" in key or any("\x00" in value for value in values):
+            return "Query parameters must not contain NUL characters (%00)."
+    return None
+
+
+class RefuseNulMiddleware:
+    """Answers 400 with a message (JSON under /api/, the error page elsewhere) when the URL carries a NUL."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        message = nul_in_url(request)
+        if message is None:
+            return self.get_response(request)
+        if request.path.startswith("/api/"):
+            return JsonResponse({"detail": message, "error": message}, status=400)
+        response = TemplateResponse(request, "400.html", {"status": 400, "message": message}, status=400)
+        return response.render()

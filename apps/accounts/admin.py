@@ -48,6 +48,7 @@ class QuotaAdmin(admin.ModelAdmin):
         "max_timeout_s",
         "max_memory_mb",
         "max_cpus",
+        "high_priority",
         "updated_at",
     )
     list_select_related = ("user", "group")
@@ -58,4 +59,5 @@ class QuotaAdmin(admin.ModelAdmin):
         ("Applies to (exactly one)", {"fields": ("user", "group")}),
         ("Rate", {"fields": ("submissions_per_minute", "max_active")}),
         ("Largest limits a submission may ask for", {"fields": ("max_timeout_s", "max_memory_mb", "max_cpus")}),
+        ("Priority", {"fields": ("high_priority",)}),
     )

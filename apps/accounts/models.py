@@ -93,6 +93,13 @@ class Quota(models.Model):
     max_cpus = models.FloatField(
         null=True, blank=True, help_text="Largest CPU count the user may ask for; blank: the platform maximum."
     )
+    high_priority = models.BooleanField(
+        null=True,
+        blank=True,
+        verbose_name="may submit with high priority",
+        help_text="High priority jumps the queue ahead of everyone's normal runs. Blank: not set here "
+        "(no, unless a group allows it). Operators always may.",
+    )
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:

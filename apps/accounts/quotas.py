@@ -1,9 +1,13 @@
-"""Per-user quotas: submissions per minute, evaluations active at once, and the largest limits one may ask for.
+"""Per-user quotas: submissions per minute, evaluations active at once, the largest limits one may ask for,
+and whether one may submit with high priority.
 
 The evaluations app calls ``limits_for(user)`` to cap the limits a submission asks for, and
 ``enforce_submission_quota(user, active_count=...)`` before it writes the row; it turns ``QuotaExceeded``
 into a 429 with ``Retry-After``. The rate counter is a sliding window kept in Redis (one sorted set per
 user, updated by a Lua script), so it is exact across every web process and worker.
+
+High priority jumps every queue, so it is the operators' and the quota's decision, never a user's free
+choice (``may_submit_high_priority``); the evaluations app refuses it with a 403 naming the field.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import redis
 from django.conf import settings
 
 from apps.accounts.models import Quota
+from apps.accounts.roles import is_operator
 
 WINDOW_S = 60
 # We cannot know when a running evaluation will end; this is a polite "try again soon".
@@ -41,9 +46,10 @@ class UserLimits:
     max_timeout_s: float | None  # None: the platform maximum (SANDBOX_MAX_TIMEOUT_S)
     max_memory_mb: int | None  # None: the platform maximum (SANDBOX_MAX_MEMORY_MB)
     max_cpus: float | None  # None: the platform maximum (SANDBOX_MAX_CPUS)
+    high_priority: bool = False  # may submit with priority "high" (operators always may)
 
 
-FIELDS = ("submissions_per_minute", "max_active", "max_timeout_s", "max_memory_mb", "max_cpus")
+FIELDS = ("submissions_per_minute", "max_active", "max_timeout_s", "max_memory_mb", "max_cpus", "high_priority")
 
 
 def default_limits() -> UserLimits:
@@ -53,6 +59,7 @@ def default_limits() -> UserLimits:
         max_timeout_s=None,
         max_memory_mb=None,
         max_cpus=None,
+        high_priority=False,
     )
 
 
@@ -131,6 +138,11 @@ def enforce_submission_quota(user, *, active_count: int) -> None:
             retry_after=retry_after,
             quota="submissions_per_minute",
         )
+
+
+def may_submit_high_priority(user) -> bool:
+    """Operators always may; anyone else only when their quota (their own row, else a group's) allows it."""
+    return is_operator(user) or limits_for(user).high_priority
 
 
 def reset_submission_quota(user) -> None:

@@ -98,7 +98,7 @@ def killswitch_view(request):
 
 def _page_number(request) -> int | None:
     raw = request.GET.get("page", "1")
-    if not raw.isdigit() or not 0 < int(raw) <= MAX_PAGE:
+    if not (raw.isascii() and raw.isdigit()) or not 0 < int(raw) <= MAX_PAGE:
         return None
     return int(raw)
 

@@ -1,9 +1,23 @@
 """Operators' admin: fast on big tables (no full counts, select_related, raw ids)."""
 
+import logging
+
 from django.contrib import admin, messages
 
 from apps.evaluations import services
 from apps.evaluations.models import Artifact, Evaluation, OutputChunk, Runtime
+from apps.evaluations.validation import SubmissionInvalid, SubmissionTooLarge
+
+log = logging.getLogger(__name__)
+
+# What ``services.submit`` refuses with a message meant for people.
+SUBMIT_REFUSALS = (
+    SubmissionInvalid,
+    SubmissionTooLarge,
+    services.Throttled,
+    services.PriorityNotAllowed,
+    services.IdempotencyConflict,
+)
 
 
 @admin.register(Runtime)
@@ -49,8 +63,12 @@ class EvaluationAdmin(admin.ModelAdmin):
             try:
                 services.submit(request.user, services.resubmission_body(evaluation), request=request)
                 count += 1
-            except Exception as exc:
-                messages.error(request, f"{evaluation.pk}: {exc}")
+            except SUBMIT_REFUSALS as exc:
+                messages.error(request, f"{evaluation.pk}: {getattr(exc, 'message', exc)}")
+            except Exception:
+                # Internal text (a database message, a traceback) goes to the log, not onto the page.
+                log.exception("run again of %s failed", evaluation.pk)
+                messages.error(request, f"{evaluation.pk}: could not be submitted again (the error is logged).")
         messages.success(request, f"Submitted {count} evaluation(s) again.")
 
 

@@ -50,6 +50,7 @@ EXAMPLES = {
 
 class EvaluationForm(forms.Form):
     retry_after: int | None = None  # seconds, when the submission was refused by a quota (429)
+    forbidden = False  # the submission asked for what the user may not have (403)
 
     code = forms.CharField(
         strip=False,
@@ -79,9 +80,10 @@ class EvaluationForm(forms.Form):
     # A fresh key per rendered form: a double click or a resent POST gives the same evaluation.
     idempotency_key = forms.CharField(required=False, widget=forms.HiddenInput, max_length=200)
 
-    def __init__(self, *args, maxima, **kwargs):
+    def __init__(self, *args, maxima, high_priority: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
         self.maxima = maxima
+        self._priorities(high_priority)
         self.fields["language"].choices = [
             (name, name) for name in Runtime.objects.filter(enabled=True).values_list("name", flat=True)
         ]
@@ -92,6 +94,22 @@ class EvaluationForm(forms.Form):
         self._limit("memory_mb", MINIMA.memory_mb, maxima.memory_mb, default_memory, "MB", step="1")
         default_cpus = min(settings.SANDBOX_DEFAULT_CPUS, settings.SANDBOX_MAX_CPUS)
         self._limit("cpus", MINIMA.cpus, maxima.cpus, default_cpus, "", step="0.1")
+
+    def _priorities(self, high_priority: bool) -> None:
+        """Offer "high" only to those who may use it; the field still takes it, so the service answers a
+        crafted POST with its own clear refusal (403) rather than "not a valid choice"."""
+        field = self.fields["priority"]
+        if high_priority:
+            field.help_text = "High runs before everyone's normal and low runs."
+        else:
+            field.widget.choices = [(value, label) for value, label in Priority.choices if value != Priority.HIGH]
+            field.help_text = "High priority is for operators and users whose quota allows it."
+
+    def refusal_status(self) -> int:
+        """The HTTP status of a refused submission: 429 over a quota, 403 not allowed, else 400."""
+        if self.retry_after:
+            return 429
+        return 403 if self.forbidden else 400
 
     def _limit(self, name, low, high, default, unit, *, step):
         field = self.fields[name]

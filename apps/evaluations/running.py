@@ -14,20 +14,20 @@ import socket
 import time
 from enum import StrEnum
 
-from django.db import transaction
+from django.db import DataError, IntegrityError, transaction
 from rq import get_current_job
 
 from apps.evaluations import killswitch, publisher, reconciler, retries, services
 from apps.evaluations.controller import Abandon, Controller
 from apps.evaluations.dbretry import with_db_retry
 from apps.evaluations.heartbeat import Heartbeat
-from apps.evaluations.models import Artifact, Control, Evaluation, Reason, Runtime, Status
+from apps.evaluations.models import Artifact, Control, Evaluation, OutputChunk, Reason, Runtime, Status
 from apps.evaluations.recording import OutputRecorder
 from apps.evaluations.retries import RetryDecision
 from apps.monitoring.models import RunTiming
 from apps.monitoring.safety import SafetyMonitor
-from apps.sandboxing import engine, runner, selfcheck
-from apps.sandboxing.outcomes import Outcome
+from apps.sandboxing import engine, runner, selfcheck, streams
+from apps.sandboxing.outcomes import Failure, Outcome
 from apps.sandboxing.policy import Limits
 
 log = logging.getLogger(__name__)
@@ -60,6 +60,36 @@ END_FOR_OUTCOME = {
     Outcome.CANCELLED: (Status.CANCELLED, Reason.CANCELLED),
     Outcome.ERROR: (Status.ERROR, Reason.ENGINE_ERROR),
 }
+
+
+# What a user reads in ``error`` when the platform failed; the engine's own words go to the log only.
+PUBLIC_FAILURE = {
+    Failure.SETUP_REFUSED: "the sandbox could not be set up: the engine refused it",
+    Failure.ENGINE_FAULT: "the sandbox engine failed under the run",
+    Failure.LAUNCHER: "the program could not be started in the sandbox",
+}
+CRASH_DETAIL = "platform error: the worker failed while running this evaluation (logged for the operators)"
+
+
+def public_error(result: runner.RunResult) -> str:
+    """The ``error`` a user may read for a run's result: ours, never the engine's or the database's text."""
+    if result.failure is not None:
+        return PUBLIC_FAILURE[result.failure]
+    return result.error
+
+
+def artifacts_notice(skipped_names: int, refused: int, truncated: bool) -> bytes:
+    """The ``[crucible]`` line on stderr that says which files in /output were not kept, or b"" when all were."""
+    left_out = skipped_names + refused
+    if left_out:
+        files = "1 file" if left_out == 1 else f"{left_out} files"
+        return (
+            f"\n[crucible] {files} in /output not kept: a path under /output may have at most "
+            f"{streams.MAX_NAME_BYTES} bytes and {streams.MAX_DEPTH} levels.\n"
+        ).encode()
+    if truncated:
+        return b"\n[crucible] some files in /output were not kept: they went over the artifact limits.\n"
+    return b""
 
 
 def end_of(outcome: Outcome, exit_code: int | None, requested: Control | None) -> tuple[Status, Reason]:
@@ -141,7 +171,10 @@ class EvaluationRun:
         try:
             selfcheck.require_policy()
         except selfcheck.SandboxUnavailable as exc:
-            return self._end_before_start(f"sandbox unavailable: {exc}")
+            log.error("evaluation %s not run: the sandbox is unavailable: %s", self.evaluation.pk, exc)
+            return self._end_before_start(
+                "sandbox unavailable: the sandbox self-check failed (logged for the operators)"
+            )
         runtime = Runtime.objects.filter(name=self.evaluation.language).first()
         if runtime is None:
             return self._end_before_start(f"runtime {self.evaluation.language!r} no longer exists")
@@ -181,7 +214,8 @@ class EvaluationRun:
             return self._retry_or_fail(Reason.WORKER_LOST, "worker_shutdown")
         if result.failure is not None and result.failure.transient:
             # The engine failed under the run: a platform fault, run again once.
-            return self._retry_or_fail(Reason.ENGINE_ERROR, f"platform error: {result.error}"[:1000])
+            log.warning("evaluation %s: platform fault: %s", self.evaluation.pk, result.error)
+            return self._retry_or_fail(Reason.ENGINE_ERROR, f"platform error: {public_error(result)}")
         return self.record(result)
 
     def record(self, result: runner.RunResult) -> RunDisposition:
@@ -189,7 +223,9 @@ class EvaluationRun:
         self._record_sandbox_start()
         status, reason = end_of(result.outcome, result.exit_code, self.controller.requested)
         capped = result.outcome == Outcome.OUTPUT_CAPPED
-        error = result.error
+        if result.failure is not None:
+            log.warning("evaluation %s ended error: %s", self.evaluation.pk, result.error)
+        error = public_error(result)
         if capped and not error:
             error = f"output cap of {self.evaluation.output_cap_bytes} bytes exceeded; the program was stopped"
         fields = dict(
@@ -206,25 +242,57 @@ class EvaluationRun:
         )
         if result.duration_ms is not None:
             fields["duration_ms"] = result.duration_ms
-        with_db_retry(
-            lambda: self._store_end(status, reason, fields, result.artifacts),
+        notice = with_db_retry(
+            lambda: self._store_end(status, reason, fields, result),
             f"recording the end of {self.evaluation.pk}",
         )
+        if notice is not None:
+            publisher.publish_log(self.evaluation.pk, notice.seq, notice.stream, notice.text)
         publisher.publish_end(self.evaluation)
         return RunDisposition.FINISHED
 
-    def _store_end(self, status: Status, reason: Reason, fields: dict, artifacts) -> None:
-        """The artifacts and the terminal transition, in one transaction (retried whole after an outage)."""
+    def _store_end(self, status: Status, reason: Reason, fields: dict, result: runner.RunResult) -> OutputChunk | None:
+        """The artifacts, a notice of the files not kept, and the terminal transition, in one transaction
+        (retried whole after an outage). Returns the notice chunk, if one was written."""
         with transaction.atomic():
-            for artifact in artifacts:
-                Artifact.objects.create(
-                    evaluation=self.evaluation,
-                    name=artifact.name,
-                    size=artifact.size,
-                    sha256=artifact.sha256,
-                    data=artifact.data,
-                )
+            refused = self._store_artifacts(result.artifacts)
+            notice = artifacts_notice(result.artifacts_skipped_names, refused, result.artifacts_truncated)
+            chunk = self._store_notice(notice) if notice else None
             self.evaluation.finish(status, reason=reason, attempt=self.attempt, **fields)
+        return chunk
+
+    def _store_artifacts(self, artifacts) -> int:
+        """Store each artifact in its own savepoint; returns how many the database refused.
+
+        A refusal is the program's own doing (what it wrote), so it leaves that file out and the run
+        ends by its own verdict: it is never a platform fault, and never retried."""
+        refused = 0
+        for artifact in artifacts:
+            try:
+                with transaction.atomic():
+                    Artifact.objects.create(
+                        evaluation=self.evaluation,
+                        name=artifact.name,
+                        size=artifact.size,
+                        sha256=artifact.sha256,
+                        data=artifact.data,
+                    )
+            except (DataError, IntegrityError):
+                log.warning(
+                    "evaluation %s: artifact %r not stored", self.evaluation.pk, artifact.name[:80], exc_info=True
+                )
+                refused += 1
+        return refused
+
+    def _store_notice(self, notice: bytes) -> OutputChunk | None:
+        """The notice as the next stderr chunk; None if that seq is taken (another attempt owns the row)."""
+        try:
+            with transaction.atomic():
+                return OutputChunk.objects.create(
+                    evaluation_id=self.evaluation.pk, seq=self.recorder.seq + 1, stream="stderr", data=notice
+                )
+        except IntegrityError:
+            return None
 
     # --- callbacks of the runner -------------------------------------------------------------
 
@@ -255,9 +323,10 @@ class EvaluationRun:
         return RunDisposition.SUPERSEDED if decision is None else DISPOSITION_FOR_RETRY[decision]
 
     def _hand_over_crash(self, exc: Exception) -> None:
-        detail = f"platform error: {type(exc).__name__}: {exc}"
+        """A bug or a refusal escaped the run (logged with its traceback by ``handle``): the retry policy
+        decides, and the user reads only that the platform failed, never the exception's text."""
         try:
-            retries.retry_or_fail(self.evaluation, Reason.ENGINE_ERROR, detail, by="worker", attempt=self.attempt)
+            retries.retry_or_fail(self.evaluation, Reason.ENGINE_ERROR, CRASH_DETAIL, by="worker", attempt=self.attempt)
         except Exception:
             # The database is still away: the reconciler decides once the heartbeat has gone stale.
             log.exception("evaluation %s: could not record the platform error", self.evaluation.pk)

@@ -14,7 +14,7 @@ from rq.job import Job
 from apps.accounts import quotas
 from apps.audit import services as audit
 from apps.evaluations import publisher
-from apps.evaluations.models import STATUS_FOR_CONTROL, Control, Evaluation, Status
+from apps.evaluations.models import STATUS_FOR_CONTROL, Control, Evaluation, Priority, Status
 from apps.evaluations.validation import Maxima, Submission, SubmissionInvalid, parse_submission
 from apps.monitoring import alerts
 
@@ -36,6 +36,19 @@ class IdempotencyConflict(Exception):
     """409: the Idempotency-Key was used before with a different body."""
 
 
+class PriorityNotAllowed(Exception):
+    """403: the submission asks for high priority, which this user's role and quota do not allow."""
+
+    field = "priority"
+    message = (
+        "High priority is for operators and for users whose quota allows it; "
+        "submit with priority normal or low, or ask an operator."
+    )
+
+    def __init__(self):
+        super().__init__(self.message)
+
+
 def maxima_for(user) -> Maxima:
     """The operator's maxima, lowered further by the user's own quota where one is set."""
     limits = quotas.limits_for(user)
@@ -53,12 +66,15 @@ def _fingerprint(body) -> str:
 def submit(owner, body, *, idempotency_key: str = "", request=None) -> tuple[Evaluation, bool]:
     """Validate and accept a submission; returns (evaluation, created).
 
-    Raises SubmissionInvalid (400), SubmissionTooLarge (413), IdempotencyConflict (409) or
-    Throttled (429). The row is written in one transaction and its job enqueued on commit.
+    Raises SubmissionInvalid (400), SubmissionTooLarge (413), PriorityNotAllowed (403),
+    IdempotencyConflict (409) or Throttled (429). The row is written in one transaction and its job
+    enqueued on commit.
     """
     idempotency_key = (idempotency_key or "").strip()
     if len(idempotency_key) > 200:
         raise SubmissionInvalid({"Idempotency-Key": ["Must be at most 200 characters."]})
+    if "\x00" in idempotency_key:
+        raise SubmissionInvalid({"Idempotency-Key": ["Must not contain NUL characters."]})
     fingerprint = _fingerprint(body)
     if idempotency_key:
         existing = Evaluation.objects.filter(owner=owner, idempotency_key=idempotency_key).first()
@@ -66,6 +82,8 @@ def submit(owner, body, *, idempotency_key: str = "", request=None) -> tuple[Eva
             return _replay(existing, fingerprint)
 
     submission = parse_submission(body, maxima_for(owner))
+    if submission.priority == Priority.HIGH and not quotas.may_submit_high_priority(owner):
+        raise PriorityNotAllowed
     active = Evaluation.objects.filter(owner=owner).active().count()
     try:
         quotas.enforce_submission_quota(owner, active_count=active)

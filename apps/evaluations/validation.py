@@ -10,6 +10,7 @@ from django.conf import settings
 
 from apps.evaluations.models import Priority, Runtime
 from apps.sandboxing.policy import MINIMA
+from crucible.parsers import json_problem
 
 MAX_METADATA_BYTES = 16 * 1024
 FIELDS = {"code", "language", "stdin", "timeout_s", "memory_mb", "cpus", "priority", "metadata"}
@@ -56,6 +57,17 @@ def _number(errors, name, value, *, integer: bool, low: float, high: float):
     return int(value) if integer else float(value)
 
 
+def _text_error(text: str) -> str | None:
+    """Why ``text`` cannot be stored (PostgreSQL text holds neither NUL nor lone surrogates), or None."""
+    if "\x00" in text:
+        return "Must not contain NUL characters."
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "Must be valid Unicode: no lone surrogates (such as \\ud800)."
+    return None
+
+
 def parse_submission(body, maxima: Maxima) -> Submission:
     """Validate a JSON-decoded body. Raises SubmissionTooLarge (413) or SubmissionInvalid (400)."""
     if not isinstance(body, dict):
@@ -72,8 +84,8 @@ def parse_submission(body, maxima: Maxima) -> Submission:
         errors["code"] = ["Must be a string."]
     elif len(code.encode("utf-8", errors="surrogatepass")) > settings.SANDBOX_MAX_CODE_BYTES:
         raise SubmissionTooLarge(f"code is larger than {settings.SANDBOX_MAX_CODE_BYTES} bytes")
-    elif "\x00" in code:
-        errors["code"] = ["Must not contain NUL characters."]
+    elif (problem := _text_error(code)) is not None:
+        errors["code"] = [problem]
 
     stdin = body.get("stdin", "")
     if stdin is None:
@@ -82,8 +94,8 @@ def parse_submission(body, maxima: Maxima) -> Submission:
         errors["stdin"] = ["Must be a string."]
     elif len(stdin.encode("utf-8", errors="surrogatepass")) > settings.SANDBOX_MAX_STDIN_BYTES:
         raise SubmissionTooLarge(f"stdin is larger than {settings.SANDBOX_MAX_STDIN_BYTES} bytes")
-    elif "\x00" in stdin:
-        errors["stdin"] = ["Must not contain NUL characters."]
+    elif (problem := _text_error(stdin)) is not None:
+        errors["stdin"] = [problem]
 
     language = body.get("language", "python")
     known = list(Runtime.objects.filter(enabled=True).values_list("name", flat=True))
@@ -107,6 +119,8 @@ def parse_submission(body, maxima: Maxima) -> Submission:
         metadata = {}
     if not isinstance(metadata, dict):
         errors["metadata"] = ["Must be a JSON object."]
+    elif (found := json_problem(metadata, where="metadata", forbid_nul=True)) is not None:
+        errors["metadata"] = [f"{found[0]} {found[1]}."]
     elif len(json.dumps(metadata)) > MAX_METADATA_BYTES:
         errors["metadata"] = [f"Must be at most {MAX_METADATA_BYTES} bytes as JSON."]
 

@@ -19,10 +19,11 @@ from django.urls import reverse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from apps.accounts import quotas
 from apps.accounts.roles import is_operator
 from apps.evaluations import services
 from apps.evaluations.forms import EXAMPLES, EvaluationForm
-from apps.evaluations.models import Evaluation, Status
+from apps.evaluations.models import Evaluation, Priority, Status
 from apps.evaluations.validation import SubmissionInvalid, SubmissionTooLarge
 
 PAGE_SIZE = 25
@@ -79,15 +80,16 @@ def evaluation_row(request, pk):
 @require_http_methods(["GET", "POST"])
 def evaluation_new(request):
     maxima = services.maxima_for(request.user)
+    high_priority = quotas.may_submit_high_priority(request.user)
     if request.method == "POST":
-        form = EvaluationForm(request.POST, maxima=maxima)
+        form = EvaluationForm(request.POST, maxima=maxima, high_priority=high_priority)
         if form.is_valid():
             evaluation = _submit(request, form)
             if evaluation is not None:
                 return redirect("evaluations:detail", pk=evaluation.pk)
-        status = 429 if form.retry_after else 400
+        status = form.refusal_status()
     else:
-        form = EvaluationForm(initial=_initial(request), maxima=maxima)
+        form = EvaluationForm(initial=_initial(request), maxima=maxima, high_priority=high_priority)
         status = 200
     examples = [{"key": key, "title": example["title"]} for key, example in EXAMPLES.items()]
     response = render(
@@ -118,9 +120,16 @@ def _initial(request) -> dict:
                 "timeout_s": evaluation.timeout_s_requested,
                 "memory_mb": evaluation.memory_mb_requested,
                 "cpus": evaluation.cpus_requested,
-                "priority": evaluation.priority,
+                "priority": _allowed_priority(request.user, evaluation.priority),
             }
     return {}
+
+
+def _allowed_priority(user, priority: str) -> str:
+    """A copied priority the user may use: "high" becomes "normal" for those who may not ask for it."""
+    if priority == Priority.HIGH and not quotas.may_submit_high_priority(user):
+        return Priority.NORMAL
+    return priority
 
 
 def _submit(request, form: EvaluationForm) -> Evaluation | None:
@@ -139,6 +148,9 @@ def _submit(request, form: EvaluationForm) -> Evaluation | None:
     except services.Throttled as exc:
         form.retry_after = exc.retry_after
         form.add_error(None, f"{exc.message} (try again in {exc.retry_after} s)")
+    except services.PriorityNotAllowed as exc:
+        form.forbidden = True
+        form.add_error(exc.field, exc.message)
     except services.IdempotencyConflict:
         # This form was submitted before with other values; the next submit gets a fresh key.
         form.data = form.data.copy()
@@ -212,6 +224,8 @@ def evaluation_rerun(request, pk):
         messages.error(request, f"Could not run it again: {exc}.")
     except services.Throttled as exc:
         messages.error(request, f"Could not run it again: {exc.message} (try again in {exc.retry_after} s)")
+    except services.PriorityNotAllowed as exc:
+        messages.error(request, f"Could not run it again: {exc.message}")
     else:
         messages.success(request, "Running it again.")
         return redirect("evaluations:detail", pk=evaluation.pk)

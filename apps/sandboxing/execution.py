@@ -378,7 +378,7 @@ class Execution:
                 "runner failure: the Docker engine restarted under the run",
                 image_id=sandbox.image_id,
             )
-        artifacts, artifacts_truncated = ([], False) if sandbox.killed else sandbox.collect_artifacts()
+        artifacts, artifacts_truncated, skipped = ([], False, 0) if sandbox.killed else sandbox.collect_artifacts()
         cpu_ns = reading.cpu_ns
         return RunResult(
             outcome=outcome,
@@ -393,6 +393,7 @@ class Execution:
             cpu_time_ms=None if cpu_ns is None else max(0, cpu_ns - baseline_cpu) // 1_000_000,
             artifacts=artifacts,
             artifacts_truncated=artifacts_truncated,
+            artifacts_skipped_names=skipped,
             image_id=sandbox.image_id,
         )
 

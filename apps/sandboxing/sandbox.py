@@ -351,11 +351,12 @@ class Sandbox:
         log.error("could not remove sandbox container %s; the reconciler will", self.container_id[:12])
 
     # --- artifacts ---------------------------------------------------------------------------
-    def collect_artifacts(self, deadline_s: float = COLLECT_DEADLINE_S) -> tuple[list[ParsedArtifact], bool]:
-        """The files left in /output within the artifact caps, and whether the list is incomplete."""
+    def collect_artifacts(self, deadline_s: float = COLLECT_DEADLINE_S) -> tuple[list[ParsedArtifact], bool, int]:
+        """The files left in /output within the artifact caps, whether the list is incomplete, and how
+        many files were left out for their name (``streams.MAX_NAME_BYTES``)."""
         limits = self.limits
         if limits.artifact_max_files == 0 or limits.artifact_max_bytes == 0:
-            return [], False
+            return [], False, 0
         parser = ArtifactStreamParser(max_files=limits.artifact_max_files, max_bytes=limits.artifact_max_bytes)
         argv = python_argv(
             "collector", *collector.argv(OUTPUT_DIR, limits.artifact_max_files, limits.artifact_max_bytes)
@@ -372,7 +373,7 @@ class Sandbox:
             if stream is not None:
                 self.close_exec(stream)
         parser.finish()
-        return parser.artifacts, parser.truncated
+        return parser.artifacts, parser.truncated, parser.skipped_names
 
     def _read_records(self, stream: ExecStream, parser: ArtifactStreamParser, deadline: float) -> None:
         limits = self.limits

@@ -73,16 +73,21 @@ class ParsedArtifact:
         self.sha256 = hashlib.sha256(self.data).hexdigest()
 
 
-MAX_NAME_BYTES = 1024
+# The artifact name rule, end to end: a file's path relative to /output is kept when it is at most
+# MAX_NAME_BYTES bytes (as the program named it) and at most MAX_DEPTH parts; otherwise the file is
+# skipped and counted (``skipped_names``). Sanitising never lengthens a name (one character per byte
+# at most), so a kept name always fits ``Artifact.name`` (255 characters).
+MAX_NAME_BYTES = 255
 MAX_COMPONENT_BYTES = 255
 MAX_DEPTH = 16
+MAX_RECORD_NAME_BYTES = 1024  # a longer name length in a record header is a broken or hostile stream
 
 
 def sanitize_name(raw: bytes) -> str | None:
     """A safe relative name for a file reported by the sandbox, or None when it must be refused.
 
-    Refused: empty, absolute, any "." / ".." / empty component, too long or too deep. Control
-    characters (and backslashes) are replaced by "_", invalid UTF-8 by U+FFFD.
+    Refused: empty, absolute, any "." / ".." / empty component, longer than MAX_NAME_BYTES or deeper
+    than MAX_DEPTH. Control characters (and backslashes) are replaced by "_", invalid UTF-8 by U+FFFD.
     """
     if not raw or len(raw) > MAX_NAME_BYTES or raw.startswith(b"/") or b"\0" in raw:
         return None
@@ -104,13 +109,15 @@ def sanitize_name(raw: bytes) -> str | None:
 @dataclass
 class ArtifactStreamParser:
     """Records: ``F`` name_len(4) data_len(8) name data | ``S`` name_len(4) size(8) name (skipped, too big)
-    | ``T`` (too many files) | ``E`` (end). Anything else ends parsing as truncated.
+    | ``L`` (skipped, name too long) | ``T`` (too many files) | ``E`` (end). Anything else ends parsing
+    as truncated. ``skipped_names`` counts the files left out by the name rule (see MAX_NAME_BYTES).
     """
 
     max_files: int
     max_bytes: int
     artifacts: list[ParsedArtifact] = field(default_factory=list)
     truncated: bool = False
+    skipped_names: int = 0
     done: bool = False
     failed: bool = False
     _buffer: bytearray = field(default_factory=bytearray)
@@ -161,6 +168,9 @@ class ArtifactStreamParser:
             self._buffer.clear()
         elif kind == b"T":
             self.truncated = True
+        elif kind == b"L":
+            self.truncated = True
+            self.skipped_names += 1
         elif kind in (b"F", b"S"):
             self._kind, self._state = kind, "header"
         else:
@@ -172,7 +182,7 @@ class ArtifactStreamParser:
         if header is None:
             return False
         self._name_len, self._data_len = struct.unpack(">IQ", header)
-        if self._name_len == 0 or self._name_len > MAX_NAME_BYTES:
+        if self._name_len == 0 or self._name_len > MAX_RECORD_NAME_BYTES:
             raise ProtocolError("bad name length")
         over_caps = self._data_len > self.max_bytes - self._total or len(self.artifacts) >= self.max_files
         if self._kind == b"F" and over_caps:
@@ -199,7 +209,10 @@ class ArtifactStreamParser:
         self._total += len(data)
         self._state = "type"
         clean = sanitize_name(self._name)
-        if clean is None or clean in self._names:
+        if clean is None:
+            self.truncated = True
+            self.skipped_names += 1
+        elif clean in self._names:
             self.truncated = True
         else:
             self._names.add(clean)

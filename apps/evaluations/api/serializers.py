@@ -83,8 +83,15 @@ class SubmissionSerializer(serializers.Serializer):
     timeout_s = serializers.FloatField(required=False)
     memory_mb = serializers.IntegerField(required=False)
     cpus = serializers.FloatField(required=False)
-    priority = serializers.ChoiceField(Priority.choices, required=False)
-    metadata = serializers.DictField(required=False)
+    priority = serializers.ChoiceField(
+        Priority.choices,
+        required=False,
+        help_text="low or normal for everyone; high only for operators and users whose quota allows it (else 403).",
+    )
+    metadata = serializers.DictField(
+        required=False,
+        help_text="any JSON object up to 16 KiB and 64 levels; no NUL characters, lone surrogates or infinite numbers.",
+    )
 
 
 class ResultsSerializer(serializers.ModelSerializer):

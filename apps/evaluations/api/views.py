@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
+
 from django.conf import settings
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import generics, serializers, status
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
@@ -24,6 +26,14 @@ from apps.evaluations.validation import SubmissionInvalid, SubmissionTooLarge
 from apps.monitoring.models import ResourceSample
 
 LOG_PAGE_CHUNKS = 1000
+AFTER = re.compile(r"[0-9]{1,12}")  # ASCII digits only: str.isdigit() also accepts "²" and "①"
+
+
+def parse_after(raw: str) -> int:
+    """The ``after`` query parameter as a ``seq``; a 400 naming it for anything but 1 to 12 ASCII digits."""
+    if not AFTER.fullmatch(raw):
+        raise ValidationError({"after": ["Must be a non-negative integer (ASCII digits, at most 12)."]})
+    return int(raw)
 
 
 def error_response(message: str, code: int, **extra) -> Response:
@@ -66,7 +76,15 @@ class EvaluationListCreateView(generics.ListAPIView):
 
     @extend_schema(
         request=SubmissionSerializer,
-        responses={201: EvaluationDetailSerializer, 200: EvaluationDetailSerializer},
+        responses={
+            201: EvaluationDetailSerializer,
+            200: EvaluationDetailSerializer,
+            400: OpenApiResponse(description="invalid input: field errors, each naming its field"),
+            403: OpenApiResponse(description="priority high without the role or quota for it; names the field"),
+            409: OpenApiResponse(description="the Idempotency-Key was used with another body"),
+            413: OpenApiResponse(description="code, stdin or the body is too large"),
+            429: OpenApiResponse(description="over a quota or the queue is full; see Retry-After"),
+        },
         parameters=[OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER)],
     )
     def post(self, request, *args, **kwargs):
@@ -84,6 +102,8 @@ class EvaluationListCreateView(generics.ListAPIView):
             return error_response(f"Too large: {exc}.", status.HTTP_413_REQUEST_ENTITY_TOO_LARGE)
         except SubmissionInvalid as exc:
             return Response(exc.errors, status=status.HTTP_400_BAD_REQUEST)
+        except services.PriorityNotAllowed as exc:
+            return error_response(exc.message, status.HTTP_403_FORBIDDEN, **{exc.field: [exc.message]})
         except services.IdempotencyConflict as exc:
             return error_response(str(exc), status.HTTP_409_CONFLICT)
         except services.Throttled as exc:
@@ -133,10 +153,7 @@ class EvaluationLogsView(VisibleEvaluationMixin, APIView):
     )
     def get(self, request, pk):
         evaluation = self.get_evaluation(pk)
-        raw_after = request.query_params.get("after", "0")
-        if not raw_after.isdigit() or len(raw_after) > 12:
-            raise ValidationError({"after": ["Must be a non-negative integer."]})
-        after = int(raw_after)
+        after = parse_after(request.query_params.get("after", "0"))
         # Read the status before the chunks: if it was terminal then, every chunk is already stored.
         terminal = evaluation.is_terminal
         chunks = list(evaluation.chunks.filter(seq__gt=after).order_by("seq")[: LOG_PAGE_CHUNKS + 1])

@@ -6,6 +6,7 @@ from django.db import connection
 from django.test import Client
 from django.urls import reverse
 
+from apps.accounts.models import Quota
 from apps.evaluations.models import Control, Evaluation, Status
 from apps.evaluations.tests.factories import make_evaluation
 
@@ -80,3 +81,13 @@ def test_a_researcher_cannot_use_the_admin_actions(alice):
     assert response.status_code == 302 and "/admin/login/" in response["Location"]
     running.refresh_from_db()
     assert running.control in ("", None)
+
+
+def test_a_refused_run_again_shows_the_services_message(olivia_admin, alice, olivia):
+    Quota.objects.create(user=olivia, max_active=0)
+    original = make_evaluation(alice, status=Status.FAILED)
+    response = act(olivia_admin, "run_again", original)
+    assert f"{original.pk}: Quota exceeded: at most 0 evaluations may be queued or running at once" in " ".join(
+        messages_of(response)
+    )
+    assert Evaluation.objects.count() == 1

@@ -9,6 +9,7 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
+from apps.accounts.models import Quota
 from apps.evaluations import services
 from apps.evaluations.models import Evaluation, OutputChunk, Status
 from apps.evaluations.tests.factories import make_evaluation
@@ -197,6 +198,7 @@ def test_examples_prefill_the_form(alice):
 
 
 def test_submitting_the_form_creates_an_evaluation_and_opens_it(alice):
+    Quota.objects.create(user=alice, high_priority=True)
     client = signed_in(alice)
     body = {"code": "print(1)\n", "language": "python", "priority": "high", "timeout_s": "5", "idempotency_key": "k1"}
     response = client.post(reverse("evaluations:new"), body)

@@ -5,6 +5,7 @@ import time
 
 import pytest
 
+from apps.accounts.models import Quota
 from apps.evaluations import running
 from apps.evaluations.models import Evaluation, Reason, Runtime, Status
 from apps.evaluations.running import RunDisposition
@@ -144,7 +145,8 @@ def test_a_runtime_whose_image_is_missing_ends_in_error_and_never_runs_weaker(al
     assert not evaluation.chunks.exists()
 
 
-def test_high_priority_runs_before_normal_and_low(alice_api):
+def test_high_priority_runs_before_normal_and_low(alice_api, alice):
+    Quota.objects.create(user=alice, high_priority=True)
     low = submit(alice_api, code="print('low')", priority="low").json()["id"]
     high = submit(alice_api, code="print('high')", priority="high").json()["id"]
     helpers.work_off_queues()

@@ -5,7 +5,8 @@ anything: regular files only (``lstat``, then ``O_NOFOLLOW|O_NONBLOCK`` and ``fs
 fd, so a symlink, fifo or device swapped in meanwhile is skipped, never followed or blocked on),
 with bounded depth, entries, files and bytes. It writes the records ``streams.ArtifactStreamParser``
 reads: ``F`` name_len(4) size(8) name data | ``S`` name_len(4) size(8) name (too big, left out) |
-``T`` (more than the caps allow) | ``E`` (end). It only reads; the host treats its output as hostile.
+``L`` (a file left out for its name: longer than ``MAX_NAME_BYTES``) | ``T`` (more than the caps
+allow) | ``E`` (end). It only reads; the host treats its output as hostile.
 Standard library only (``-S``), nothing runs at import time.
 """
 
@@ -19,7 +20,7 @@ import sys
 RECORD_HEADER = struct.Struct(">IQ")  # name length, data length
 MAX_ENTRIES = 100_000  # directory entries looked at, in all
 MAX_DEPTH = 15  # directories below the root that are entered
-MAX_NAME_BYTES = 1024
+MAX_NAME_BYTES = 255  # a relative path longer than this is left out (``streams.MAX_NAME_BYTES``, the same rule)
 READ_CHUNK = 1 << 16
 
 
@@ -72,10 +73,13 @@ class Collector:
             if depth < MAX_DEPTH:
                 stack.append((entry.path, depth + 1))
             return
-        if not stat.S_ISREG(mode) or len(name) > MAX_NAME_BYTES:
+        if not stat.S_ISREG(mode):
             return
         if self.files >= self.max_files:
             raise _CapReached
+        if len(name) > MAX_NAME_BYTES:
+            self.write(b"L")
+            return
         self.send(entry.path, name)
 
     def send(self, path: bytes, name: bytes) -> None:

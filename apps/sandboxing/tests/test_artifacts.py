@@ -124,6 +124,17 @@ def test_a_deep_directory_chain_is_bounded():
     assert run.result.artifacts == []
 
 
+def test_a_path_over_255_bytes_is_skipped_and_counted_and_the_rest_kept():
+    code = (
+        "import os\ndeep = os.path.join('/output', *['d' * 49] * 6)\nos.makedirs(deep)\n"
+        "open(deep + '/long.txt', 'w').write('x')\nopen('/output/kept.txt', 'w').write('kept')\n"
+    )
+    run = execute(code)
+    assert run.result.outcome == "exited" and run.result.exit_code == 0
+    assert set(by_name(run)) == {"kept.txt"}
+    assert run.result.artifacts_skipped_names == 1
+
+
 def test_no_artifacts_are_collected_after_a_timeout():
     run = execute("open('/output/a', 'w').write('a')\nwhile True: pass", timeout_s=1)
     assert run.result.outcome == "timed_out"
