@@ -1,10 +1,11 @@
-"""Median time to run a trivial Python program, side by side:
+"""Median time to run a trivial Python program, side by side, under runc and under gVisor (runsc):
 
 1. cold, through the runner (create + start a locked-down container, deliver, collect, remove);
 2. a plain ``docker run --rm``-equivalent SDK call (no policy, output via the engine's logs);
 3. delivery only, into a container started beforehand (what a warm pool would give);
 
-and how often the runner asks ``control()`` while a program runs (it aims at every 0.1 s).
+how often the runner asks ``control()`` while a program runs (it aims at every 0.1 s), and what
+gVisor costs (runsc / runc) for each.
 
 Usage: CRUCIBLE_ENV=development .venv/bin/python bench/sandbox_start.py [--runs N]
 """
@@ -57,7 +58,9 @@ def cold() -> float:
 
 def plain_docker_run() -> float:
     start = time.perf_counter()
-    out = engine.client().containers.run(settings.SANDBOX_IMAGE, ["python3", "-c", CODE.decode()], remove=True)
+    out = engine.client().containers.run(
+        settings.SANDBOX_IMAGE, ["python3", "-c", CODE.decode()], remove=True, runtime=settings.SANDBOX_RUNTIME
+    )
     elapsed = time.perf_counter() - start
     assert out == b"hi\n"
     return elapsed
@@ -86,31 +89,51 @@ def control_poll_gaps() -> list[float]:
     return [b - a for a, b in zip(calls, calls[1:], strict=False)]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--runs", type=int, default=15)
-    runs = parser.parse_args().runs
+LABELS = {
+    "cold": "cold run, locked down, through the runner",
+    "plain": "plain docker run --rm (SDK, no policy)",
+    "warm": "delivery into a pre-started sandbox",
+    "gaps": "control poll gap while a program runs",
+}
+
+
+def measure(runs: int) -> dict[str, list[float]]:
+    """Every figure under the runtime ``settings.SANDBOX_RUNTIME`` names now."""
     cold(), plain_docker_run()  # warm the engine's caches
-    cold_times = [cold() for _ in range(runs)]
-    plain_times = [plain_docker_run() for _ in range(runs)]
-    warm_times = []
+    figures = {"cold": [cold() for _ in range(runs)], "plain": [plain_docker_run() for _ in range(runs)], "warm": []}
     for _ in range(runs):
         req = request()
         sandbox = Sandbox.create(profile_for(req), run_id=req.run_id)
         try:
-            warm_times.append(warm_delivery(sandbox))
+            figures["warm"].append(warm_delivery(sandbox))
         finally:
             sandbox.remove()
-    gaps = control_poll_gaps()
-    print(f"runs per figure: {runs}; program: {CODE.decode()}")
-    for label, times in (
-        ("cold run, locked down, through the runner", cold_times),
-        ("plain docker run --rm (SDK, no policy)", plain_times),
-        ("delivery into a pre-started sandbox", warm_times),
-    ):
-        print(f"{label:45s} median {statistics.median(times) * 1000:7.1f} ms   min {min(times) * 1000:7.1f} ms")
-    label = "control poll gap while a program runs"
-    print(f"{label:45s} median {statistics.median(gaps) * 1000:7.1f} ms   max {max(gaps) * 1000:7.1f} ms")
+    figures["gaps"] = control_poll_gaps()
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=15)
+    parser.add_argument("--runtimes", default="runc,runsc", help="engine runtimes to compare, comma-separated")
+    args = parser.parse_args()
+    results = {}
+    for runtime in args.runtimes.split(","):
+        settings.SANDBOX_RUNTIME = runtime
+        results[runtime] = measure(args.runs)
+    print(f"runs per figure: {args.runs}; program: {CODE.decode()}")
+    for runtime, figures in results.items():
+        print(f"-- {runtime}")
+        for key, label in LABELS.items():
+            times = figures[key]
+            low = "max" if key == "gaps" else "min"
+            extreme = max(times) if key == "gaps" else min(times)
+            print(f"{label:45s} median {statistics.median(times) * 1000:7.1f} ms   {low} {extreme * 1000:7.1f} ms")
+    if {"runc", "runsc"} <= set(results):
+        print("-- what gVisor costs (median runsc / median runc)")
+        for key in ("cold", "plain", "warm"):
+            ratio = statistics.median(results["runsc"][key]) / statistics.median(results["runc"][key])
+            print(f"{LABELS[key]:45s} {ratio:5.2f}x")
 
 
 if __name__ == "__main__":
