@@ -33,6 +33,16 @@ def test_hello_world_succeeds_with_its_output_and_the_image_it_ran_on(alice_api)
     assert "".join(c["data"] for c in logs["chunks"]) == "hello, world\n"
 
 
+def test_every_evaluation_records_the_runtime_its_sandbox_actually_ran_under(alice_api, settings):
+    settings.SANDBOX_RUNTIME = "auto"  # the engine has gVisor (make test's set-up registers it)
+    under_gvisor = run_and_wait(alice_api, code="print(open('/proc/version').read())")
+    settings.SANDBOX_RUNTIME = "runc"
+    under_runc = run_and_wait(alice_api, code="print(open('/proc/version').read())")
+    assert (under_gvisor.sandbox_runtime, under_runc.sandbox_runtime) == ("runsc", "runc")
+    assert alice_api.get(f"/api/v1/evaluations/{under_gvisor.pk}/").json()["sandbox_runtime"] == "runsc"
+    assert "4.4.0" in _output(under_gvisor).decode()  # gVisor's kernel, not the host's
+
+
 def test_a_non_zero_exit_fails_with_that_code(alice_api):
     evaluation = run_and_wait(alice_api, code="import sys; sys.exit(3)")
     assert (evaluation.status, evaluation.reason, evaluation.exit_code) == (Status.FAILED, Reason.EXIT, 3)
