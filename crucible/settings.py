@@ -13,7 +13,7 @@ from urllib.parse import parse_qs, unquote, urlparse
 
 from django.core.exceptions import ImproperlyConfigured
 
-from crucible.env import envbool, envchoice, envfloat, envint, envlist, envstr
+from crucible.env import envbool, envchoice, envfloat, envint, envlist, envrate, envstr
 from crucible.local_env import load_local_env
 from crucible.social import social_providers
 
@@ -177,12 +177,19 @@ ACCOUNT_ALLOW_SIGNUP = envbool("ACCOUNT_ALLOW_SIGNUP", True)
 ACCOUNT_EMAIL_SUBJECT_PREFIX = "[Crucible] "
 SOCIALACCOUNT_EMAIL_AUTHENTICATION = False  # never link a provider's email to an existing account by itself
 SOCIALACCOUNT_LOGIN_ON_GET = False  # a provider sign-in starts with a POST (CSRF-protected)
-# Sign-in throttling (allauth, counted in Redis through the cache): failed attempts per IP and per account.
+# allauth throttles all sign-in and sign-up attempts per address (counted in Redis through the cache).
+# Failed sign-ins are counted by apps.accounts.throttle instead, on every path (pages, admin, API tokens),
+# so allauth's own per-account lock-out, which also locked the owner out, is off.
 ACCOUNT_RATE_LIMITS = {
     "login": envstr("LOGIN_RATE_LIMIT", "30/m/ip"),
-    "login_failed": envstr("LOGIN_FAILED_RATE_LIMIT", "10/m/ip,5/5m/key"),
+    "login_failed": None,
     "signup": envstr("SIGNUP_RATE_LIMIT", "20/m/ip"),
 }
+# Failed sign-ins (count/period): from one address (strict: that address is refused everywhere), for
+# one account from one address, and for one account from anywhere (then only known addresses get in).
+SIGNIN_IP_LIMIT = envrate("SIGNIN_IP_LIMIT", "10/5m")
+SIGNIN_ACCOUNT_IP_LIMIT = envrate("SIGNIN_ACCOUNT_IP_LIMIT", "5/15m")
+SIGNIN_ACCOUNT_LIMIT = envrate("SIGNIN_ACCOUNT_LIMIT", "50/h")
 EMAIL_BACKEND = envstr("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
 EMAIL_HOST = envstr("EMAIL_HOST", "localhost")
 EMAIL_PORT = envint("EMAIL_PORT", 25, minimum=1, maximum=65535)

@@ -99,11 +99,12 @@ def test_a_failed_sign_in_is_refused_and_audited_without_the_password(client, al
 
 def test_sign_in_is_refused_after_repeated_failures_even_with_the_right_password(client, alice, settings):
     settings.ACCOUNT_EMAIL_VERIFICATION = "none"
-    # Default: 5 failures per account within 5 minutes.
+    # Default: 5 failures for one account from one address within 15 minutes.
     for _ in range(5):
         assert sign_in(client, "alice", "wrong-password").status_code == 200
     response = sign_in(client, "alice", "alice-password-1")
-    assert "Too many failed login attempts" in response.content.decode()
+    assert response.status_code == 429
+    assert "Too many failed sign-in attempts for this account" in response.content.decode()
     assert "_auth_user_id" not in client.session
     # Another account from another address is not affected.
     other = client.__class__(REMOTE_ADDR="10.0.0.2")

@@ -1,0 +1,175 @@
+"""Adversarial case 31: password guessing on every sign-in path is throttled, and the owner still gets in.
+
+Mallory guesses from one address (10.6.6.6) or from many; alice and olivia are the owners. Counters
+live in the real Redis; every request goes through the real views.
+"""
+
+import re
+
+import pytest
+from django.core import mail
+from django.test import Client
+from rest_framework.test import APIClient
+
+from apps.accounts.services import create_token
+
+pytestmark = pytest.mark.django_db
+
+MALLORY = "10.6.6.6"
+
+
+def pages_from(address):
+    return Client(REMOTE_ADDR=address)
+
+
+def sign_in(client, login, password):
+    return client.post("/accounts/login/", {"login": login, "password": password})
+
+
+def admin_sign_in(client, username, password):
+    return client.post("/admin/login/?next=/admin/", {"username": username, "password": password})
+
+
+def api_from(address, key):
+    client = APIClient(REMOTE_ADDR=address)
+    client.credentials(HTTP_AUTHORIZATION=f"Token {key}")
+    return client
+
+
+def is_signed_in(client):
+    return "_auth_user_id" in client.session
+
+
+@pytest.fixture(autouse=True)
+def no_email_verification(settings):
+    settings.ACCOUNT_EMAIL_VERIFICATION = "none"
+
+
+def test_guessing_olivias_password_on_the_admin_gets_429_with_retry_after(olivia):
+    mallory = pages_from(MALLORY)
+    answers = [admin_sign_in(mallory, "olivia", f"guess-{n}").status_code for n in range(15)]
+    assert answers[:5] == [200] * 5
+    assert set(answers[5:]) == {429}
+    response = admin_sign_in(mallory, "olivia", "olivia-password-1")
+    assert response.status_code == 429
+    assert 0 < int(response["Retry-After"]) <= 15 * 60
+    assert "Too many failed sign-in attempts for this account" in response.content.decode()
+    assert not is_signed_in(mallory)
+
+
+def test_olivia_still_gets_into_the_admin_from_her_own_address(olivia):
+    mallory = pages_from(MALLORY)
+    for n in range(6):
+        admin_sign_in(mallory, "olivia", f"guess-{n}")
+    olivia_browser = pages_from("10.0.0.7")
+    response = admin_sign_in(olivia_browser, "olivia", "olivia-password-1")
+    assert response.status_code == 302
+    assert is_signed_in(olivia_browser)
+
+
+def test_the_per_address_limit_is_strict_across_accounts_and_paths(alice, bob, olivia):
+    mallory = pages_from(MALLORY)
+    for n in range(5):
+        sign_in(mallory, f"user{n}", "guess")
+    for n in range(5):
+        admin_sign_in(mallory, f"staff{n}", "guess")
+    # Ten failures from one address: every path refuses it, even with a right password.
+    response = sign_in(mallory, "alice", "alice-password-1")
+    assert response.status_code == 429
+    assert "from your network address" in response.content.decode()
+    assert admin_sign_in(mallory, "olivia", "olivia-password-1").status_code == 429
+    _token, key = create_token(bob, "laptop")
+    api = api_from(MALLORY, key)
+    answer = api.get("/api/v1/me/")
+    assert answer.status_code == 429
+    assert int(answer["Retry-After"]) > 0
+    assert "from your network address" in answer.json()["error"]
+    assert not is_signed_in(mallory)
+    # Everyone else is untouched.
+    assert sign_in(pages_from("10.0.0.8"), "alice", "alice-password-1").status_code == 302
+    assert api_from("10.0.0.9", key).get("/api/v1/me/").status_code == 200
+
+
+def test_guessing_api_tokens_gets_429_with_retry_after(alice):
+    answers = [api_from(MALLORY, f"cru_guess-{n}").get("/api/v1/me/").status_code for n in range(12)]
+    assert answers[:10] == [401] * 10
+    assert answers[10:] == [429, 429]
+    _token, key = create_token(alice, "laptop")
+    assert api_from("10.0.0.7", key).get("/api/v1/me/").status_code == 200
+
+
+def test_a_signed_in_guesser_cannot_reset_the_count_by_signing_in_between_guesses(alice, bob):
+    mallory = pages_from(MALLORY)
+    for round_ in range(2):
+        for n in range(5):
+            sign_in(mallory, f"victim{round_}{n}", "guess")
+        assert sign_in(mallory, "bob", "bob-password-1").status_code in (302, 429)
+        mallory.logout()
+    assert sign_in(mallory, "alice", "alice-password-1").status_code == 429
+
+
+def test_logins_that_name_no_account_are_counted_like_real_ones(alice):
+    mallory = pages_from(MALLORY)
+    for login in ("alice", "nobody-here"):
+        answers = [sign_in(mallory, login, f"guess-{n}").status_code for n in range(6)]
+        assert answers == [200] * 5 + [429], login
+        mallory = pages_from("10.6.6.7")
+
+
+def test_the_email_and_the_username_count_against_the_same_account(alice):
+    mallory = pages_from(MALLORY)
+    for n in range(3):
+        sign_in(mallory, "alice", f"guess-{n}")
+    for n in range(2):
+        sign_in(mallory, "ALICE@example.com", f"guess-{n}")
+    assert sign_in(mallory, "alice@example.com", "alice-password-1").status_code == 429
+
+
+def test_a_distributed_guess_pauses_the_account_but_not_for_alices_usual_address(alice, settings):
+    settings.SIGNIN_ACCOUNT_LIMIT = (8, 3600)
+    home = pages_from("10.0.0.7")
+    assert sign_in(home, "alice", "alice-password-1").status_code == 302
+    for n in range(8):
+        sign_in(pages_from(f"10.6.6.{n + 10}"), "alice", "guess")
+    # A fresh address (a new guesser, or alice travelling) is refused for now, with the way out named.
+    response = sign_in(pages_from("10.6.7.1"), "alice", "alice-password-1")
+    assert response.status_code == 429
+    assert "reset your password" in response.content.decode()
+    assert "/accounts/password/reset/" in response.content.decode()
+    # Alice at home still gets in.
+    home = pages_from("10.0.0.7")
+    assert sign_in(home, "alice", "alice-password-1").status_code == 302
+    assert is_signed_in(home)
+
+
+def test_a_password_reset_lifts_every_lock_on_the_account(alice, settings):
+    settings.SIGNIN_ACCOUNT_LIMIT = (8, 3600)
+    for n in range(8):
+        sign_in(pages_from(f"10.6.6.{n + 10}"), "alice", "guess")
+    travelling = pages_from("10.0.0.50")
+    assert sign_in(travelling, "alice", "alice-password-1").status_code == 429
+
+    travelling.post("/accounts/password/reset/", {"email": "alice@example.com"})
+    link = re.search(r"https?://[^/\s]+(/accounts/password/reset/key/\S+/)", mail.outbox[-1].body)[1]
+    set_password_page = travelling.get(link, follow=True)
+    assert set_password_page.status_code == 200
+    done = travelling.post(
+        set_password_page.redirect_chain[-1][0] if set_password_page.redirect_chain else link,
+        {"password1": "a-new-Passphrase-42", "password2": "a-new-Passphrase-42"},
+    )
+    assert done.status_code == 302
+
+    assert sign_in(travelling, "alice", "a-new-Passphrase-42").status_code == 302
+    assert is_signed_in(travelling)
+
+
+def test_an_expired_token_is_not_counted_as_a_guess(alice):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    token, key = create_token(alice, "old laptop")
+    token.expires_at = timezone.now() - timedelta(days=1)
+    token.save(update_fields=["expires_at"])
+    answers = {api_from(MALLORY, key).get("/api/v1/me/").status_code for _ in range(12)}
+    assert answers == {401}

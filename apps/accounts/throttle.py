@@ -1,0 +1,198 @@
+"""Sign-in throttling for every way in: /accounts/login/, /admin/login/ and API token authentication.
+
+Failed attempts are counted in Redis (fixed windows, exact across every web process) three ways, so
+that a lock-out hurts the guesser rather than the account's owner:
+
+- per address (strict, ``SIGNIN_IP_LIMIT``): failures from one client address, whatever the account
+  or the path, refuse that address on every sign-in path until its window ends;
+- per account at one address (``SIGNIN_ACCOUNT_IP_LIMIT``): failures for one account from one address
+  refuse that account from that address only; its owner elsewhere is unaffected;
+- per account from anywhere (``SIGNIN_ACCOUNT_LIMIT``, a distributed guess): password sign-in to the
+  account pauses, except from addresses it has signed in from before (remembered for
+  ``KNOWN_ADDRESS_DAYS``). A password reset (a link mailed to the owner) ends the pause at once.
+
+Logins that name no account are counted like real ones, so the answers never tell which accounts exist.
+The pages (``views.throttled_sign_in``) answer a refused attempt with 429, ``Retry-After`` and a message
+that says what to do; the API answers 429 with ``Retry-After`` (``authentication.TokenAuthentication``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from enum import StrEnum
+from functools import lru_cache
+
+import redis
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.db.models import Q
+
+KNOWN_ADDRESS_DAYS = 30
+
+# KEYS: the counters to bump; ARGV: their windows in seconds, in the same order. A key gets its expiry
+# when the window starts (fixed window), in the same atomic step, so no counter can live for ever.
+_BUMP = """
+for i, key in ipairs(KEYS) do
+  if redis.call('INCR', key) == 1 then
+    redis.call('EXPIRE', key, tonumber(ARGV[i]))
+  end
+end
+return 1
+"""
+
+
+class Refusal(StrEnum):
+    """Which limit refused a sign-in attempt."""
+
+    ADDRESS = "address"
+    ACCOUNT_AT_ADDRESS = "account_at_address"
+    ACCOUNT = "account"
+
+
+@dataclass(frozen=True)
+class Blocked:
+    """A refused attempt: which limit, and how many seconds until it lifts."""
+
+    refusal: Refusal
+    retry_after: int
+
+    @property
+    def message(self) -> str:
+        wait = _duration(self.retry_after)
+        if self.refusal is Refusal.ADDRESS:
+            return f"Too many failed sign-in attempts from your network address. Try again in {wait}."
+        if self.refusal is Refusal.ACCOUNT_AT_ADDRESS:
+            return (
+                f"Too many failed sign-in attempts for this account from your network address. "
+                f"Try again in {wait}, or reset your password to get in now."
+            )
+        return (
+            f"Too many failed sign-in attempts for this account, from many addresses: password sign-in is "
+            f"paused for it, except from addresses it has signed in from before. Try again in {wait}, "
+            f"or reset your password to get in now."
+        )
+
+
+def _duration(seconds: int) -> str:
+    minutes = -(-seconds // 60)
+    return f"{seconds} seconds" if seconds < 60 else f"{minutes} minute{'s' if minutes != 1 else ''}"
+
+
+@lru_cache(maxsize=4)
+def _client(url: str) -> redis.Redis:
+    return redis.Redis.from_url(url)
+
+
+def _redis() -> redis.Redis:
+    return _client(settings.REDIS_URL)
+
+
+def _prefix() -> str:
+    return f"{settings.CRUCIBLE_INSTANCE}:signin"
+
+
+def account_of(login) -> str:
+    """A stable key for the account an attempt names: the user's id when one matches (by username or
+    email), else a hash of the name, so a guess at a name that does not exist counts the same way."""
+    if login is not None and hasattr(login, "pk"):
+        return f"user:{login.pk}"
+    name = " ".join(str(login or "").split()).casefold()
+    if name:
+        user = (
+            get_user_model()
+            .objects.filter(Q(username__iexact=name) | Q(email__iexact=name))
+            .order_by("pk")
+            .values_list("pk", flat=True)
+            .first()
+        )
+        if user is not None:
+            return f"user:{user}"
+    return "login:" + hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+def _keys(address: str, account: str | None) -> dict[Refusal, str]:
+    keys = {Refusal.ADDRESS: f"{_prefix()}:address:{address}"}
+    if account is not None:
+        keys[Refusal.ACCOUNT_AT_ADDRESS] = f"{_prefix()}:account:{account}:address:{address}"
+        keys[Refusal.ACCOUNT] = f"{_prefix()}:account:{account}"
+    return keys
+
+
+def _limits() -> dict[Refusal, tuple[int, int]]:
+    return {
+        Refusal.ADDRESS: settings.SIGNIN_IP_LIMIT,
+        Refusal.ACCOUNT_AT_ADDRESS: settings.SIGNIN_ACCOUNT_IP_LIMIT,
+        Refusal.ACCOUNT: settings.SIGNIN_ACCOUNT_LIMIT,
+    }
+
+
+def _known_key(account: str) -> str:
+    return f"{_prefix()}:known:{account}"
+
+
+def check(address: str | None, login=None) -> Blocked | None:
+    """Whether an attempt from ``address`` naming ``login`` (a name, a user, or None) must be refused now."""
+    if not address:
+        return None
+    account = account_of(login) if login is not None else None
+    keys = _keys(address, account)
+    client = _redis()
+    with client.pipeline(transaction=False) as pipe:
+        for key in keys.values():
+            pipe.get(key)
+            pipe.ttl(key)
+        if account is not None:
+            pipe.sismember(_known_key(account), address)
+        replies = pipe.execute()
+    limits = _limits()
+    for index, (refusal, _key) in enumerate(keys.items()):
+        count, ttl = int(replies[2 * index] or 0), int(replies[2 * index + 1])
+        if count < limits[refusal][0]:
+            continue
+        if refusal is Refusal.ACCOUNT and replies[-1]:
+            continue  # the owner's usual address still gets in during a distributed guess
+        return Blocked(refusal, retry_after=max(1, ttl if ttl > 0 else limits[refusal][1]))
+    return None
+
+
+def record_failure(address: str | None, login=None) -> None:
+    """Count one failed attempt from ``address`` (and against the account ``login`` names, if any)."""
+    if not address:
+        return
+    account = account_of(login) if login is not None else None
+    keys = _keys(address, account)
+    limits = _limits()
+    _redis().eval(_BUMP, len(keys), *keys.values(), *(limits[refusal][1] for refusal in keys))
+
+
+def record_success(address: str | None, user) -> None:
+    """The owner got in from ``address``: forget that address's failures for the account and remember
+    the address, so a later distributed guess does not keep the owner out. The per-address count stays:
+    a guesser who owns an account must not be able to reset it by signing in between guesses."""
+    if not address:
+        return
+    account = account_of(user)
+    client = _redis()
+    with client.pipeline(transaction=True) as pipe:
+        pipe.delete(_keys(address, account)[Refusal.ACCOUNT_AT_ADDRESS])
+        pipe.sadd(_known_key(account), address)
+        pipe.expire(_known_key(account), KNOWN_ADDRESS_DAYS * 86400)
+        pipe.execute()
+
+
+def forgive_account(user) -> None:
+    """The owner proved they hold the account's email (a password reset): lift every lock on it."""
+    account = account_of(user)
+    client = _redis()
+    keys = [f"{_prefix()}:account:{account}"]
+    keys += list(client.scan_iter(match=f"{_prefix()}:account:{account}:address:*", count=1000))
+    client.delete(*keys)
+
+
+def forget_everything() -> None:
+    """Drop every sign-in counter of this installation (tests, or an operator after an incident)."""
+    client = _redis()
+    keys = list(client.scan_iter(match=f"{_prefix()}:*", count=1000))
+    if keys:
+        client.delete(*keys)
