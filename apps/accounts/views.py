@@ -26,7 +26,9 @@ def tokens(request):
     form = TokenForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
-            token, key = services.create_token(request.user, form.cleaned_data["name"], request=request)
+            token, key = services.create_token(
+                request.user, form.cleaned_data["name"], expires_at=form.expires_at(), request=request
+            )
         except services.TooManyTokens as exc:
             form.add_error(None, str(exc))
         else:
