@@ -173,6 +173,10 @@ ACCOUNT_EMAIL_VERIFICATION = envchoice("ACCOUNT_EMAIL_VERIFICATION", "optional",
 ACCOUNT_LOGIN_METHODS = {"username", "email"}
 ACCOUNT_SIGNUP_FIELDS = ["email*", "username*", "password1*", "password2*"]
 ACCOUNT_ADAPTER = "apps.accounts.adapter.AccountAdapter"
+# Sign-up answers the same whether or not the email address is registered (apps/accounts/forms.py).
+ACCOUNT_FORMS = {"signup": "apps.accounts.forms.SignupForm"}
+# So a new account is signed in when its confirmation link is followed in the browser that signed up.
+ACCOUNT_LOGIN_ON_EMAIL_CONFIRMATION = True
 ACCOUNT_ALLOW_SIGNUP = envbool("ACCOUNT_ALLOW_SIGNUP", True)
 ACCOUNT_EMAIL_SUBJECT_PREFIX = "[Crucible] "
 SOCIALACCOUNT_EMAIL_AUTHENTICATION = False  # never link a provider's email to an existing account by itself

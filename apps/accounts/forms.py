@@ -1,7 +1,20 @@
+"""Forms of the accounts pages: a new API token, and allauth's sign-up form without email enumeration."""
+
 from datetime import UTC, datetime, time, timedelta
 
+from allauth.account import forms as allauth_forms
+from allauth.account.adapter import get_adapter
+from allauth.account.app_settings import EmailVerificationMethod
+from allauth.account.internal.flows.login import perform_login
+from allauth.account.internal.flows.signup import complete_signup
+from allauth.account.models import Login
+from allauth.account.utils import filter_users_by_email
 from django import forms
+from django.conf import settings
+from django.contrib.auth.hashers import make_password
 from django.utils import timezone
+
+MANDATORY = EmailVerificationMethod.MANDATORY
 
 NEVER, CUSTOM = "never", "custom"
 EXPIRY_CHOICES = [(NEVER, "Never"), ("30", "In 30 days"), ("90", "In 90 days"), (CUSTOM, "On a date I choose")]
@@ -68,3 +81,37 @@ class TokenForm(forms.Form):
 
     def expires_at(self) -> datetime | None:
         return expiry_for(self.cleaned_data["expires"], self.cleaned_data.get("expires_on"))
+
+
+class SignupForm(allauth_forms.SignupForm):
+    """allauth's sign-up form that never tells whether an email address is registered.
+
+    Whatever the address, sign-up ends on the same "confirm your email" page: a new account gets the
+    confirmation link (it is signed in once it follows it), and the owner of an address already
+    registered gets an "account already exists" email instead of a second account. allauth does this
+    itself only when verification is mandatory for every sign-in; here it holds for sign-up whenever
+    mail is in use (``ACCOUNT_EMAIL_VERIFICATION`` optional or mandatory). With ``none`` (no mail),
+    taken addresses are refused as before: there is no one to tell.
+    """
+
+    def _hides_taken_emails(self) -> bool:
+        return settings.ACCOUNT_EMAIL_VERIFICATION != "none"
+
+    def validate_unique_email(self, value):
+        if not self._hides_taken_emails():
+            return super().validate_unique_email(value)
+        self.account_already_exists = bool(filter_users_by_email(value))
+        return get_adapter().validate_unique_email(value)
+
+    def try_save(self, request):
+        if not self._hides_taken_emails():
+            return super().try_save(request)
+        if self.account_already_exists:
+            # Hash the password anyway, so both answers take as long as each other.
+            make_password(self.cleaned_data.get("password1"))
+            email = self.cleaned_data["email"]
+            return None, perform_login(
+                request, Login(user=None, email=email, signup=True, email_verification=MANDATORY)
+            )
+        user = self.save(request)
+        return user, complete_signup(request, user=user, email_verification=MANDATORY)
