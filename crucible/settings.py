@@ -191,6 +191,11 @@ ACCOUNT_RATE_LIMITS = {
 }
 # Failed sign-ins (count/period): from one address (strict: that address is refused everywhere), for
 # one account from one address, and for one account from anywhere (then only known addresses get in).
+if "LOGIN_FAILED_RATE_LIMIT" in os.environ:
+    raise ImproperlyConfigured(
+        "LOGIN_FAILED_RATE_LIMIT is no longer read: use SIGNIN_IP_LIMIT, SIGNIN_ACCOUNT_IP_LIMIT and "
+        "SIGNIN_ACCOUNT_LIMIT (see README, Configuration)."
+    )
 SIGNIN_IP_LIMIT = envrate("SIGNIN_IP_LIMIT", "10/5m")
 SIGNIN_ACCOUNT_IP_LIMIT = envrate("SIGNIN_ACCOUNT_IP_LIMIT", "5/15m")
 SIGNIN_ACCOUNT_LIMIT = envrate("SIGNIN_ACCOUNT_LIMIT", "50/h")
@@ -234,7 +239,11 @@ SECURE_SSL_REDIRECT = envbool("SECURE_SSL_REDIRECT", SECURE_HTTPS)
 SECURE_HSTS_SECONDS = envint("SECURE_HSTS_SECONDS", 31536000 if SECURE_HTTPS else 0, minimum=0)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = SECURE_HTTPS
 SECURE_HSTS_PRELOAD = SECURE_HTTPS
-SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if envbool("BEHIND_TLS_PROXY", False) else None
+BEHIND_TLS_PROXY = envbool("BEHIND_TLS_PROXY", False)
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if BEHIND_TLS_PROXY else None
+# Proxies in front of Crucible that append the client's address to X-Forwarded-For: the sign-in
+# throttles count that address, not the proxy's (which would lock everyone out together).
+ALLAUTH_TRUSTED_PROXY_COUNT = envint("TRUSTED_PROXY_COUNT", 1 if BEHIND_TLS_PROXY else 0, minimum=0, maximum=5)
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"

@@ -8,7 +8,6 @@ from rest_framework import authentication, exceptions
 
 from apps.accounts import throttle
 from apps.accounts.models import ApiToken, TokenRefusal
-from apps.audit.services import client_ip
 
 
 def parse_authorization(header: bytes | str | None) -> str | None:
@@ -40,7 +39,7 @@ class TokenAuthentication(authentication.BaseAuthentication):
         header = authentication.get_authorization_header(request)
         if not header or not header.split()[0].lower() == b"token":
             return None
-        address = client_ip(request)
+        address = throttle.client_address(request)
         blocked = throttle.check(address)
         if blocked is not None:
             raise exceptions.Throttled(wait=blocked.retry_after, detail=blocked.message)

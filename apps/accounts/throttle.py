@@ -24,21 +24,28 @@ from enum import StrEnum
 from functools import lru_cache
 
 import redis
+from allauth.account.adapter import get_adapter
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.core.exceptions import PermissionDenied
 from django.db.models import Q
+
+from apps.audit import services as audit
 
 KNOWN_ADDRESS_DAYS = 30
 
 # KEYS: the counters to bump; ARGV: their windows in seconds, in the same order. A key gets its expiry
 # when the window starts (fixed window), in the same atomic step, so no counter can live for ever.
+# Returns the new counts, in order.
 _BUMP = """
+local counts = {}
 for i, key in ipairs(KEYS) do
-  if redis.call('INCR', key) == 1 then
+  counts[i] = redis.call('INCR', key)
+  if counts[i] == 1 then
     redis.call('EXPIRE', key, tonumber(ARGV[i]))
   end
 end
-return 1
+return counts
 """
 
 
@@ -86,6 +93,17 @@ def _client(url: str) -> redis.Redis:
 
 def _redis() -> redis.Redis:
     return _client(settings.REDIS_URL)
+
+
+def client_address(request) -> str | None:
+    """The client's address as allauth's own rate limits see it: ``REMOTE_ADDR``, or behind a trusted
+    proxy the address that proxy put in ``X-Forwarded-For`` (``TRUSTED_PROXY_COUNT``)."""
+    if request is None:
+        return None
+    try:
+        return get_adapter(request).get_client_ip(request)
+    except PermissionDenied:
+        return None
 
 
 def _prefix() -> str:
@@ -157,13 +175,24 @@ def check(address: str | None, login=None) -> Blocked | None:
 
 
 def record_failure(address: str | None, login=None) -> None:
-    """Count one failed attempt from ``address`` (and against the account ``login`` names, if any)."""
+    """Count one failed attempt from ``address`` (and against the account ``login`` names, if any);
+    the attempt that reaches a limit is audited, once per window (the refused ones after it are not)."""
     if not address:
         return
     account = account_of(login) if login is not None else None
     keys = _keys(address, account)
     limits = _limits()
-    _redis().eval(_BUMP, len(keys), *keys.values(), *(limits[refusal][1] for refusal in keys))
+    counts = _redis().eval(_BUMP, len(keys), *keys.values(), *(limits[refusal][1] for refusal in keys))
+    for refusal, count in zip(keys, counts, strict=True):
+        if int(count) == limits[refusal][0]:
+            audit.record(
+                "auth.signin_paused",
+                target=f"{account}" if refusal is not Refusal.ADDRESS else f"address:{address}",
+                limit=refusal.value,
+                address=address,
+                failures=int(count),
+                window_s=limits[refusal][1],
+            )
 
 
 def record_success(address: str | None, user) -> None:

@@ -15,7 +15,6 @@ from django.views.decorators.http import require_http_methods
 from apps.accounts import services, throttle
 from apps.accounts.forms import TokenForm
 from apps.accounts.models import ApiToken
-from apps.audit.services import client_ip
 
 
 @never_cache
@@ -72,7 +71,7 @@ def throttled_sign_in(view, login_field: str):
     @functools.wraps(view)
     def wrapped(request, *args, **kwargs):
         if request.method == "POST":
-            blocked = throttle.check(client_ip(request), request.POST.get(login_field) or None)
+            blocked = throttle.check(throttle.client_address(request), request.POST.get(login_field) or None)
             if blocked is not None:
                 return sign_in_refused(request, blocked)
         return view(request, *args, **kwargs)

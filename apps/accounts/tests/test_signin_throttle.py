@@ -173,3 +173,30 @@ def test_an_expired_token_is_not_counted_as_a_guess(alice):
     token.save(update_fields=["expires_at"])
     answers = {api_from(MALLORY, key).get("/api/v1/me/").status_code for _ in range(12)}
     assert answers == {401}
+
+
+def test_behind_a_proxy_each_client_is_counted_by_its_forwarded_address(alice, settings):
+    settings.ALLAUTH_TRUSTED_PROXY_COUNT = 1
+    proxy = "127.0.0.1"
+    # Mallory forges an X-Forwarded-For; the proxy appends her real address, and that one counts.
+    mallory = Client(REMOTE_ADDR=proxy, HTTP_X_FORWARDED_FOR=f"10.0.0.7, {MALLORY}")
+    for n in range(10):
+        sign_in(mallory, f"user{n}", "guess")
+    assert sign_in(mallory, "alice", "alice-password-1").status_code == 429
+    # Alice comes through the same proxy from her own address, and gets in.
+    alice_browser = Client(REMOTE_ADDR=proxy, HTTP_X_FORWARDED_FOR="10.0.0.7")
+    assert sign_in(alice_browser, "alice", "alice-password-1").status_code == 302
+
+
+def test_the_failure_that_reaches_a_limit_is_audited_once(alice):
+    from apps.audit.models import AuditEvent
+
+    mallory = pages_from(MALLORY)
+    for n in range(7):
+        sign_in(mallory, "alice", f"guess-{n}")
+    paused = AuditEvent.objects.filter(action="auth.signin_paused")
+    assert paused.count() == 1
+    event = paused.get()
+    assert event.target == f"user:{alice.pk}"
+    assert event.details["limit"] == "account_at_address"
+    assert event.details["address"] == MALLORY
