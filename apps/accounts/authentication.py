@@ -4,10 +4,15 @@ Unknown keys count as failed sign-ins of the caller's address (``apps.accounts.t
 over its limit gets 429 with ``Retry-After`` before any key is looked at.
 """
 
+import logging
+
+import redis
 from rest_framework import authentication, exceptions
 
 from apps.accounts import throttle
 from apps.accounts.models import ApiToken, TokenRefusal
+
+log = logging.getLogger(__name__)
 
 
 def parse_authorization(header: bytes | str | None) -> str | None:
@@ -32,6 +37,23 @@ def refusal_message(token: ApiToken | None, refusal: TokenRefusal) -> str:
     return "Invalid or revoked token."
 
 
+def _blocked(address: str | None) -> throttle.Blocked | None:
+    """The throttle's answer for ``address``. Keys are 256-bit random, so the throttle is not what keeps
+    them from being guessed: while Redis is unreachable the API keeps answering, and says so in the log."""
+    try:
+        return throttle.check(address)
+    except redis.RedisError as exc:
+        log.warning("sign-in throttle unavailable, token authentication goes on without it: %s", exc)
+        return None
+
+
+def _count_failure(address: str | None) -> None:
+    try:
+        throttle.record_failure(address)
+    except redis.RedisError as exc:
+        log.warning("sign-in throttle unavailable, a failed token was not counted: %s", exc)
+
+
 class TokenAuthentication(authentication.BaseAuthentication):
     keyword = "Token"
 
@@ -40,16 +62,16 @@ class TokenAuthentication(authentication.BaseAuthentication):
         if not header or not header.split()[0].lower() == b"token":
             return None
         address = throttle.client_address(request)
-        blocked = throttle.check(address)
+        blocked = _blocked(address)
         if blocked is not None:
             raise exceptions.Throttled(wait=blocked.retry_after, detail=blocked.message)
         key = parse_authorization(header)
         if key is None:
-            throttle.record_failure(address)
+            _count_failure(address)
             raise exceptions.AuthenticationFailed("Malformed Authorization header; use 'Token <key>'.")
         token, refusal = ApiToken.check_key(key)
         if refusal is TokenRefusal.UNKNOWN:
-            throttle.record_failure(address)  # only a guess can name no token; expired keys were real
+            _count_failure(address)  # only a guess can name no token; expired keys were real
         if refusal is not None:
             raise exceptions.AuthenticationFailed(refusal_message(token, refusal))
         token.record_use()

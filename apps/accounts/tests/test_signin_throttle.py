@@ -200,3 +200,10 @@ def test_the_failure_that_reaches_a_limit_is_audited_once(alice):
     assert event.target == f"user:{alice.pk}"
     assert event.details["limit"] == "account_at_address"
     assert event.details["address"] == MALLORY
+
+
+def test_the_api_keeps_answering_when_the_throttles_redis_is_unreachable(alice, settings):
+    _token, key = create_token(alice, "laptop")
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens there
+    assert api_from("10.0.0.7", key).get("/api/v1/me/").status_code == 200
+    assert api_from(MALLORY, "cru_guess").get("/api/v1/me/").status_code == 401
