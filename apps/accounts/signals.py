@@ -62,12 +62,12 @@ def count_failed_sign_in(sender, credentials, request=None, **kwargs):
     if request is None:
         return
     tried = credentials.get("username") or credentials.get("email") or credentials.get("login") or ""
-    throttle.record_failure(throttle.client_address(request), str(tried))
+    throttle.record_failure(throttle.client_address(request), str(tried), throttle.device_of(request))
 
 
 @receiver(user_logged_in, dispatch_uid="accounts_throttle_login")
 def remember_sign_in_address(sender, request, user, **kwargs):
-    throttle.record_success(throttle.client_address(request), user)
+    throttle.record_success(throttle.client_address(request), user, throttle.device_of(request))
 
 
 @receiver(password_reset, dispatch_uid="accounts_throttle_password_reset")

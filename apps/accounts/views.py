@@ -66,15 +66,21 @@ def moved_to_api_tokens(request, rest: str = ""):
 
 def throttled_sign_in(view, login_field: str):
     """Wrap a password sign-in view: a POST that ``throttle.check`` refuses gets the 429 page with
-    ``Retry-After`` and a message saying what to do, before any password is checked."""
+    ``Retry-After`` and a message saying what to do, before any password is checked; a browser that
+    signs in gets the throttle's device cookie for the account."""
 
     @functools.wraps(view)
     def wrapped(request, *args, **kwargs):
-        if request.method == "POST":
-            blocked = throttle.check(throttle.client_address(request), request.POST.get(login_field) or None)
-            if blocked is not None:
-                return sign_in_refused(request, blocked)
-        return view(request, *args, **kwargs)
+        if request.method != "POST":
+            return view(request, *args, **kwargs)
+        login = request.POST.get(login_field) or None
+        blocked = throttle.check(throttle.client_address(request), login, throttle.device_of(request))
+        if blocked is not None:
+            return sign_in_refused(request, blocked)
+        response = view(request, *args, **kwargs)
+        if request.user.is_authenticated:
+            throttle.remember_device(response, request.user)
+        return response
 
     return wrapped
 

@@ -36,6 +36,12 @@ def api_from(address, key):
     return client
 
 
+def sign_out(client):
+    """Sign out as a person does (a POST), which keeps the browser's other cookies, unlike Client.logout()."""
+    assert client.post("/accounts/logout/").status_code == 302
+    assert not is_signed_in(client)
+
+
 def is_signed_in(client):
     return "_auth_user_id" in client.session
 
@@ -207,3 +213,53 @@ def test_the_api_keeps_answering_when_the_throttles_redis_is_unreachable(alice, 
     settings.REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens there
     assert api_from("10.0.0.7", key).get("/api/v1/me/").status_code == 200
     assert api_from(MALLORY, "cru_guess").get("/api/v1/me/").status_code == 401
+
+
+def test_olivias_own_browser_gets_in_while_a_guesser_on_the_same_machine_is_locked_out(olivia):
+    """On one host everyone is 127.0.0.1: the per-address locks alone would keep olivia out too."""
+    olivias_browser = pages_from("127.0.0.1")
+    assert admin_sign_in(olivias_browser, "olivia", "olivia-password-1").status_code == 302
+    sign_out(olivias_browser)
+    mallory = pages_from("127.0.0.1")
+    for n in range(15):
+        admin_sign_in(mallory, "olivia", f"guess-{n}")
+    assert admin_sign_in(mallory, "olivia", "olivia-password-1").status_code == 429
+    assert sign_in(mallory, "olivia", "olivia-password-1").status_code == 429
+    # Her browser carries the device cookie of her last sign-in: neither lock applies to it.
+    assert admin_sign_in(olivias_browser, "olivia", "olivia-password-1").status_code == 302
+    assert is_signed_in(olivias_browser)
+
+
+def test_a_device_cookie_is_worth_nothing_for_another_account_or_when_forged(alice, olivia):
+    alices_browser = pages_from("127.0.0.1")
+    assert sign_in(alices_browser, "alice", "alice-password-1").status_code == 302
+    sign_out(alices_browser)
+    mallory = pages_from("127.0.0.1")
+    for n in range(6):
+        admin_sign_in(mallory, "olivia", f"guess-{n}")
+    assert "crucible_signin_device" in alices_browser.cookies
+    # Alice's cookie does not open olivia's account to whoever holds it...
+    assert admin_sign_in(alices_browser, "olivia", "olivia-password-1").status_code == 429
+    # ...and a cookie that was not signed by Crucible is ignored.
+    mallory.cookies["crucible_signin_device"] = "eyJ1IjoyLCJuIjoieCJ9:forged:signature"
+    assert admin_sign_in(mallory, "olivia", "olivia-password-1").status_code == 429
+
+
+def test_a_stolen_device_cookie_cannot_be_used_to_guess(alice):
+    browser = pages_from("10.0.0.7")
+    assert sign_in(browser, "alice", "alice-password-1").status_code == 302
+    sign_out(browser)
+    answers = [sign_in(browser, "alice", f"guess-{n}").status_code for n in range(6)]
+    assert answers == [200] * 5 + [429]
+    response = sign_in(browser, "alice", "alice-password-1")
+    assert response.status_code == 429
+    assert "from this browser" in response.content.decode()
+
+
+def test_the_device_cookie_is_http_only(alice):
+    browser = pages_from("10.0.0.7")
+    sign_in(browser, "alice", "alice-password-1")
+    cookie = browser.cookies["crucible_signin_device"]
+    assert cookie["httponly"] is True
+    assert cookie["samesite"] == "Lax"
+    assert int(cookie["max-age"]) == 30 * 86400
