@@ -139,7 +139,7 @@ def account_of(login) -> str:
     if login is not None and hasattr(login, "pk"):
         return f"user:{login.pk}"
     name = " ".join(str(login or "").split()).casefold()
-    if name:
+    if name and "\x00" not in name:  # PostgreSQL refuses NUL in a query; such a name matches no one
         user = (
             get_user_model()
             .objects.filter(Q(username__iexact=name) | Q(email__iexact=name))

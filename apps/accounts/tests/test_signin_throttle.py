@@ -263,3 +263,11 @@ def test_the_device_cookie_is_http_only(alice):
     assert cookie["httponly"] is True
     assert cookie["samesite"] == "Lax"
     assert int(cookie["max-age"]) == 30 * 86400
+
+
+@pytest.mark.parametrize("path, field", [("/accounts/login/", "login"), ("/admin/login/", "username")])
+def test_a_nul_in_the_login_is_a_refused_sign_in_not_a_server_error(alice, path, field):
+    mallory = pages_from(MALLORY)
+    response = mallory.post(path, {field: "ali\x00ce", "password": "guess"})
+    assert response.status_code == 200
+    assert not is_signed_in(mallory)
