@@ -119,3 +119,10 @@ def test_the_skeleton_folds_width_case_and_ligatures():
     assert skeleton("ﬁona") == "fiona"
     with pytest.raises(Exception, match="Cyrillic and Latin"):
         check_one_script("pаypal")
+
+
+def test_password_reset_answers_the_same_for_a_registered_and_an_unknown_address(alice):
+    registered = Client().post("/accounts/password/reset/", {"email": "alice@example.com"})
+    unknown = Client().post("/accounts/password/reset/", {"email": "nobody@example.com"})
+    assert registered.status_code == unknown.status_code == 302
+    assert registered["Location"] == unknown["Location"]
