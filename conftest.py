@@ -79,3 +79,11 @@ def empty_queues():
     """Nothing left on this test process's queues by an earlier test."""
     for name in settings.RQ_QUEUES:
         django_rq.get_queue(name).empty()
+
+
+@pytest.fixture(autouse=True)
+def sign_in_throttle_forgotten():
+    """Failed sign-ins are counted in Redis, not the test database: no test inherits another's."""
+    from apps.accounts import throttle
+
+    throttle.forget_everything()

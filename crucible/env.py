@@ -8,6 +8,7 @@ as ``NAME_FILE`` pointing at a file that holds the value (Docker/Kubernetes secr
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -111,3 +112,20 @@ def envchoice(name: str, default: str, choices: list[str], environ: Mapping[str,
     if value not in choices:
         raise ImproperlyConfigured(f"{name}={raw!r} is not one of {', '.join(choices)}.")
     return value
+
+
+_RATE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_RATE = re.compile(r"(\d+)/(\d*)([smhd])", re.ASCII)
+
+
+def envrate(name: str, default: str, environ: Mapping[str, str] | None = None) -> tuple[int, int]:
+    """A rate such as ``10/5m`` (ten per five minutes; units s, m, h, d) as (count, window in seconds)."""
+    raw = envstr(name, None, environ)
+    text = (default if raw is None else raw).strip()
+    match = _RATE.fullmatch(text)
+    if match is None:
+        raise ImproperlyConfigured(f"{name}={text!r} is not a rate like 10/5m (count/period, units s, m, h, d).")
+    count, amount, unit = int(match[1]), int(match[2] or 1), _RATE_UNITS[match[3]]
+    if count < 1 or amount < 1:
+        raise ImproperlyConfigured(f"{name}={text!r} needs a count and a period of at least 1.")
+    return count, amount * unit

@@ -13,7 +13,7 @@ from urllib.parse import parse_qs, unquote, urlparse
 
 from django.core.exceptions import ImproperlyConfigured
 
-from crucible.env import envbool, envchoice, envfloat, envint, envlist, envstr
+from crucible.env import envbool, envchoice, envfloat, envint, envlist, envrate, envstr
 from crucible.local_env import load_local_env
 from crucible.social import social_providers
 
@@ -201,16 +201,32 @@ ACCOUNT_EMAIL_VERIFICATION = envchoice("ACCOUNT_EMAIL_VERIFICATION", "optional",
 ACCOUNT_LOGIN_METHODS = {"username", "email"}
 ACCOUNT_SIGNUP_FIELDS = ["email*", "username*", "password1*", "password2*"]
 ACCOUNT_ADAPTER = "apps.accounts.adapter.AccountAdapter"
+# Sign-up answers the same whether or not the email address is registered (apps/accounts/forms.py).
+ACCOUNT_FORMS = {"signup": "apps.accounts.forms.SignupForm"}
+# So a new account is signed in when its confirmation link is followed in the browser that signed up.
+ACCOUNT_LOGIN_ON_EMAIL_CONFIRMATION = True
 ACCOUNT_ALLOW_SIGNUP = envbool("ACCOUNT_ALLOW_SIGNUP", True)
 ACCOUNT_EMAIL_SUBJECT_PREFIX = "[Crucible] "
 SOCIALACCOUNT_EMAIL_AUTHENTICATION = False  # never link a provider's email to an existing account by itself
 SOCIALACCOUNT_LOGIN_ON_GET = False  # a provider sign-in starts with a POST (CSRF-protected)
-# Sign-in throttling (allauth, counted in Redis through the cache): failed attempts per IP and per account.
+# allauth throttles all sign-in and sign-up attempts per address (counted in Redis through the cache).
+# Failed sign-ins are counted by apps.accounts.throttle instead, on every path (pages, admin, API tokens),
+# so allauth's own per-account lock-out, which also locked the owner out, is off.
 ACCOUNT_RATE_LIMITS = {
     "login": envstr("LOGIN_RATE_LIMIT", "30/m/ip"),
-    "login_failed": envstr("LOGIN_FAILED_RATE_LIMIT", "10/m/ip,5/5m/key"),
+    "login_failed": None,
     "signup": envstr("SIGNUP_RATE_LIMIT", "20/m/ip"),
 }
+# Failed sign-ins (count/period): from one address (strict: that address is refused everywhere), for
+# one account from one address, and for one account from anywhere (then only known addresses get in).
+if "LOGIN_FAILED_RATE_LIMIT" in os.environ:
+    raise ImproperlyConfigured(
+        "LOGIN_FAILED_RATE_LIMIT is no longer read: use SIGNIN_IP_LIMIT, SIGNIN_ACCOUNT_IP_LIMIT and "
+        "SIGNIN_ACCOUNT_LIMIT (see README, Configuration)."
+    )
+SIGNIN_IP_LIMIT = envrate("SIGNIN_IP_LIMIT", "10/5m")
+SIGNIN_ACCOUNT_IP_LIMIT = envrate("SIGNIN_ACCOUNT_IP_LIMIT", "5/15m")
+SIGNIN_ACCOUNT_LIMIT = envrate("SIGNIN_ACCOUNT_LIMIT", "50/h")
 EMAIL_BACKEND = envstr("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
 EMAIL_HOST = envstr("EMAIL_HOST", "localhost")
 EMAIL_PORT = envint("EMAIL_PORT", 25, minimum=1, maximum=65535)
@@ -251,7 +267,11 @@ SECURE_SSL_REDIRECT = envbool("SECURE_SSL_REDIRECT", SECURE_HTTPS)
 SECURE_HSTS_SECONDS = envint("SECURE_HSTS_SECONDS", 31536000 if SECURE_HTTPS else 0, minimum=0)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = SECURE_HTTPS
 SECURE_HSTS_PRELOAD = SECURE_HTTPS
-SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if envbool("BEHIND_TLS_PROXY", False) else None
+BEHIND_TLS_PROXY = envbool("BEHIND_TLS_PROXY", False)
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if BEHIND_TLS_PROXY else None
+# Proxies in front of Crucible that append the client's address to X-Forwarded-For: the sign-in
+# throttles count that address, not the proxy's (which would lock everyone out together).
+ALLAUTH_TRUSTED_PROXY_COUNT = envint("TRUSTED_PROXY_COUNT", 1 if BEHIND_TLS_PROXY else 0, minimum=0, maximum=5)
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"

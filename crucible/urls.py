@@ -1,15 +1,19 @@
+from allauth.account import views as allauth_views
 from django.contrib import admin
 from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
-from apps.accounts.views import moved_to_api_tokens
+from apps.accounts.views import moved_to_api_tokens, throttled_sign_in
 
 # Swagger UI's assets are served from our own static files (drf-spectacular-sidecar); the split view
 # serves its start-up script as a file, so the strict CSP (no inline script, no CDN) holds here too.
 
 urlpatterns = [
     path("admin/django-rq/", include("django_rq.urls")),
+    # Both password sign-in pages pass the same throttle (apps/accounts/throttle.py) before their own view.
+    path("admin/login/", throttled_sign_in(admin.site.login, "username")),
     path("admin/", admin.site.urls),
+    path("accounts/login/", throttled_sign_in(allauth_views.login, "login"), name="account_login"),
     path("accounts/", include("allauth.urls")),
     path("api/v1/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path(

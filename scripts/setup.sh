@@ -58,14 +58,6 @@ if ! pg_lsclusters -h | awk '{print $4}' | grep -q online; then
   pg_ctlcluster "$PG_VERSION" main start
 fi
 
-# --- Redis --------------------------------------------------------------------------------
-if ! redis-cli ping >/dev/null 2>&1; then
-  log "starting Redis"
-  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no \
-    --logfile "$DATA/logs/redis.log" --dir "$DATA"
-  for _ in $(seq 1 40); do redis-cli ping >/dev/null 2>&1 && break; sleep 0.25; done
-fi
-
 # --- Local secrets and the database role --------------------------------------------------
 if [ ! -f "$DATA/local.env" ]; then
   log "writing $DATA/local.env (secrets for this machine; git-ignored)"
@@ -76,10 +68,10 @@ if [ ! -f "$DATA/local.env" ]; then
 CRUCIBLE_ENV=development
 SECRET_KEY=$secret_key
 DATABASE_URL=postgres://crucible:$db_password@127.0.0.1:5432/crucible
-REDIS_URL=redis://127.0.0.1:6379/0
 ENV
   umask 022
 fi
+
 db_password=$(sed -n 's#^DATABASE_URL=postgres://crucible:\([^@]*\)@.*#\1#p' "$DATA/local.env")
 if [ -n "$db_password" ]; then
   su postgres -c "psql -qtAc \"SELECT 1 FROM pg_roles WHERE rolname='crucible'\"" | grep -q 1 \
@@ -88,6 +80,10 @@ if [ -n "$db_password" ]; then
   su postgres -c "psql -qtAc \"SELECT 1 FROM pg_database WHERE datname='crucible'\"" | grep -q 1 \
     || su postgres -c "createdb -O crucible crucible"
 fi
+
+# --- Redis --------------------------------------------------------------------------------
+# Started (or upgraded) with a password that lives in local.env's REDIS_URL; see scripts/redis.sh.
+bash scripts/redis.sh "$DATA"
 
 # --- Python environment -------------------------------------------------------------------
 stamp=$(sha256sum requirements.txt | cut -c1-16)

@@ -8,20 +8,20 @@ from apps.accounts.models import ApiToken, Quota
 
 @admin.register(ApiToken)
 class ApiTokenAdmin(admin.ModelAdmin):
-    list_display = ("name", "user", "prefix", "created_at", "last_used_at", "status")
+    list_display = ("name", "user", "prefix", "created_at", "last_used_at", "expires_at", "status")
     list_filter = ("revoked_at",)
     search_fields = ("name", "prefix", "user__username", "user__email")
     list_select_related = ("user",)
     raw_id_fields = ("user",)
     show_full_result_count = False
     # key_hash is never shown: it is enough to look up a stolen key's owner, so it stays out of screens.
-    fields = ("user", "name", "prefix", "created_at", "last_used_at", "revoked_at")
-    readonly_fields = ("user", "prefix", "created_at", "last_used_at", "revoked_at")
+    fields = ("user", "name", "prefix", "created_at", "last_used_at", "expires_at", "revoked_at")
+    readonly_fields = ("user", "prefix", "created_at", "last_used_at", "expires_at", "revoked_at")
     actions = ("revoke_selected",)
 
     @admin.display(description="status", boolean=False)
     def status(self, obj):
-        return "active" if obj.is_active else "revoked"
+        return obj.status
 
     def has_add_permission(self, request):
         # A token's key is shown only to its owner, on creation; operators use create_api_token instead.

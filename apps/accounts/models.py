@@ -1,9 +1,10 @@
-"""Personal API tokens: shown once, stored only as a SHA-256 hash, revocable, last use recorded."""
+"""Personal API tokens: shown once, stored only as a SHA-256 hash, revocable, optionally expiring, last use recorded."""
 
 from __future__ import annotations
 
 import hashlib
 import secrets
+from enum import StrEnum
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -17,9 +18,20 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
+class TokenRefusal(StrEnum):
+    """Why a key does not authenticate; each gets its own message in the API's 401."""
+
+    UNKNOWN = "unknown"  # no such key, or revoked: the caller learns nothing more
+    EXPIRED = "expired"
+    INACTIVE_USER = "inactive_user"
+
+
 class ApiTokenQuerySet(models.QuerySet):
     def active(self):
-        return self.filter(revoked_at__isnull=True)
+        """Tokens that still authenticate: not revoked and not past their expiry."""
+        return self.filter(revoked_at__isnull=True).filter(
+            models.Q(expires_at__isnull=True) | models.Q(expires_at__gt=timezone.now())
+        )
 
 
 class ApiToken(models.Model):
@@ -31,6 +43,8 @@ class ApiToken(models.Model):
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
     revoked_at = models.DateTimeField(null=True, blank=True)
+    # Null: the token never expires. Past it, the token is refused with its own 401 message.
+    expires_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     objects = ApiTokenQuerySet.as_manager()
 
@@ -41,23 +55,41 @@ class ApiToken(models.Model):
         return f"{self.name} ({self.prefix}…)"
 
     @classmethod
-    def issue(cls, user, name: str) -> tuple[ApiToken, str]:
+    def issue(cls, user, name: str, expires_at=None) -> tuple[ApiToken, str]:
         """Create a token and return it with its clear key, which is never stored and never shown again."""
         key = TOKEN_PREFIX + secrets.token_urlsafe(32)
-        token = cls.objects.create(user=user, name=name[:100], key_hash=hash_key(key), prefix=key[:12])
+        token = cls.objects.create(
+            user=user, name=name[:100], key_hash=hash_key(key), prefix=key[:12], expires_at=expires_at
+        )
         return token, key
 
     @classmethod
+    def check_key(cls, key: str) -> tuple[ApiToken | None, TokenRefusal | None]:
+        """The token a key belongs to and, when it may not be used, why (revoked reads as unknown)."""
+        token = cls.objects.select_related("user").filter(key_hash=hash_key(key), revoked_at__isnull=True).first()
+        if token is None:
+            return None, TokenRefusal.UNKNOWN
+        if token.is_expired:
+            return token, TokenRefusal.EXPIRED
+        if not token.user.is_active:
+            return token, TokenRefusal.INACTIVE_USER
+        return token, None
+
+    @classmethod
     def authenticate(cls, key: str) -> ApiToken | None:
-        token = cls.objects.active().select_related("user").filter(key_hash=hash_key(key)).first()
-        if token is None or not token.user.is_active:
+        """The usable token for ``key`` (its last use recorded), or None."""
+        token, refusal = cls.check_key(key)
+        if refusal is not None:
             return None
-        now = timezone.now()
-        # Record use at most once a minute so a busy client does not write on every request.
-        if token.last_used_at is None or (now - token.last_used_at).total_seconds() > 60:
-            cls.objects.filter(pk=token.pk).update(last_used_at=now)
-            token.last_used_at = now
+        token.record_use()
         return token
+
+    def record_use(self) -> None:
+        """Record use at most once a minute so a busy client does not write on every request."""
+        now = timezone.now()
+        if self.last_used_at is None or (now - self.last_used_at).total_seconds() > 60:
+            type(self).objects.filter(pk=self.pk).update(last_used_at=now)
+            self.last_used_at = now
 
     def revoke(self) -> None:
         if self.revoked_at is None:
@@ -65,8 +97,24 @@ class ApiToken(models.Model):
             self.save(update_fields=["revoked_at"])
 
     @property
+    def is_revoked(self) -> bool:
+        return self.revoked_at is not None
+
+    @property
+    def is_expired(self) -> bool:
+        return self.expires_at is not None and self.expires_at <= timezone.now()
+
+    @property
     def is_active(self) -> bool:
-        return self.revoked_at is None
+        """Still authenticates: neither revoked nor expired."""
+        return not self.is_revoked and not self.is_expired
+
+    @property
+    def status(self) -> str:
+        """``active``, ``expired`` or ``revoked``, as the pages and the admin show it."""
+        if self.is_revoked:
+            return "revoked"
+        return "expired" if self.is_expired else "active"
 
 
 class Quota(models.Model):

@@ -12,12 +12,13 @@ class TooManyTokens(Exception):
     pass
 
 
-def create_token(user, name: str, *, request=None, actor=None) -> tuple[ApiToken, str]:
-    """Issue a named token for ``user``; returns (token, clear key). The key is never stored or shown again."""
+def create_token(user, name: str, *, expires_at=None, request=None, actor=None) -> tuple[ApiToken, str]:
+    """Issue a named token for ``user``, valid until ``expires_at`` (None: until revoked); returns
+    (token, clear key). The key is never stored or shown again."""
     name = " ".join(name.split())[:100] or "unnamed"
     if ApiToken.objects.active().filter(user=user).count() >= MAX_ACTIVE_TOKENS:
         raise TooManyTokens(f"At most {MAX_ACTIVE_TOKENS} active tokens; revoke one first.")
-    token, key = ApiToken.issue(user, name)
+    token, key = ApiToken.issue(user, name, expires_at=expires_at)
     audit.record(
         "token.created",
         actor=actor or user,
@@ -26,13 +27,14 @@ def create_token(user, name: str, *, request=None, actor=None) -> tuple[ApiToken
         owner=user.get_username(),
         name=token.name,
         prefix=token.prefix,
+        expires_at=token.expires_at.isoformat() if token.expires_at else None,
     )
     return token, key
 
 
 def revoke_token(token: ApiToken, *, actor=None, request=None) -> bool:
     """Revoke at once (the next request with it is refused). Returns False if it was already revoked."""
-    if not token.is_active:
+    if token.is_revoked:
         return False
     token.revoke()
     audit.record(

@@ -11,13 +11,14 @@ from __future__ import annotations
 import contextvars
 import logging
 
-from allauth.account.signals import user_signed_up
+from allauth.account.signals import password_reset, user_signed_up
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.contrib.auth.signals import user_logged_in, user_logged_out, user_login_failed
 from django.db.models.signals import m2m_changed, post_migrate, post_save, pre_save
 from django.dispatch import receiver
 
+from apps.accounts import throttle
 from apps.accounts.roles import OPERATOR_APP_LABELS, OPERATORS_GROUP, RESEARCHERS_GROUP, ensure_groups
 from apps.audit import services as audit
 from crucible.middleware import current_request
@@ -52,6 +53,27 @@ def audit_login_failed(sender, credentials, request=None, **kwargs):
     # Django has already masked the password in ``credentials``; keep only the name that was tried.
     tried = credentials.get("username") or credentials.get("email") or credentials.get("login") or ""
     audit.record("auth.login_failed", target=f"login:{str(tried)[:150]}", request=_request(request))
+
+
+@receiver(user_login_failed, dispatch_uid="accounts_throttle_login_failed")
+def count_failed_sign_in(sender, credentials, request=None, **kwargs):
+    """Every failed password sign-in (allauth's pages, the admin, anything calling authenticate()) counts."""
+    request = _request(request)
+    if request is None:
+        return
+    tried = credentials.get("username") or credentials.get("email") or credentials.get("login") or ""
+    throttle.record_failure(throttle.client_address(request), str(tried), throttle.device_of(request))
+
+
+@receiver(user_logged_in, dispatch_uid="accounts_throttle_login")
+def remember_sign_in_address(sender, request, user, **kwargs):
+    throttle.record_success(throttle.client_address(request), user, throttle.device_of(request))
+
+
+@receiver(password_reset, dispatch_uid="accounts_throttle_password_reset")
+def lift_sign_in_locks(sender, request, user, **kwargs):
+    """Resetting the password proves the owner holds the account's email: every lock on it lifts."""
+    throttle.forgive_account(user)
 
 
 @receiver(user_logged_out, dispatch_uid="accounts_audit_logout")

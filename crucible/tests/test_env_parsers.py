@@ -1,7 +1,7 @@
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-from crucible.env import envbool, envchoice, envfloat, envint, envlist, envstr
+from crucible.env import envbool, envchoice, envfloat, envint, envlist, envrate, envstr
 
 
 class TestEnvBool:
@@ -77,3 +77,19 @@ class TestSecretsFromFiles:
     def test_a_required_variable_that_is_missing_fails(self):
         with pytest.raises(ImproperlyConfigured, match="required"):
             envstr("SECRET_KEY", environ={})
+
+
+class TestEnvRate:
+    @pytest.mark.parametrize(
+        ("raw", "expected"), [("10/5m", (10, 300)), (" 3/h ", (3, 3600)), ("20/30s", (20, 30)), ("1/2d", (1, 172800))]
+    )
+    def test_count_per_period(self, raw, expected):
+        assert envrate("R", "1/m", {"R": raw}) == expected
+
+    def test_missing_gives_the_default(self):
+        assert envrate("R", "5/15m", {}) == (5, 900)
+
+    @pytest.mark.parametrize("raw", ["10", "10/5", "ten/m", "10/5y", "0/m", "10/0m", "-1/m", "10/²m"])
+    def test_a_malformed_rate_fails_loudly_naming_the_variable(self, raw):
+        with pytest.raises(ImproperlyConfigured, match="SIGNIN_IP_LIMIT="):
+            envrate("SIGNIN_IP_LIMIT", "10/5m", {"SIGNIN_IP_LIMIT": raw})

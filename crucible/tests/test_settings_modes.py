@@ -60,3 +60,24 @@ def test_web_requests_do_not_keep_database_connections_by_default():
     code = "from django.conf import settings; print(settings.DATABASES['default']['CONN_MAX_AGE'])"
     assert _run({"CRUCIBLE_ENV": "development"}, code).stdout.strip() == "0"
     assert _run({"CRUCIBLE_ENV": "development", "DATABASE_CONN_MAX_AGE": "30"}, code).stdout.strip() == "30"
+
+
+def test_the_old_sign_in_throttle_variable_stops_the_settings_with_the_new_names():
+    env = {"CRUCIBLE_ENV": "development", "LOGIN_FAILED_RATE_LIMIT": "10/m/ip"}
+    result = _run(env, "import django; django.setup()")
+    assert result.returncode != 0
+    assert "SIGNIN_IP_LIMIT" in result.stderr
+
+
+def test_a_malformed_sign_in_limit_stops_the_settings():
+    env = {"CRUCIBLE_ENV": "development", "SIGNIN_ACCOUNT_LIMIT": "50 per hour"}
+    result = _run(env, "import django; django.setup()")
+    assert result.returncode != 0
+    assert "SIGNIN_ACCOUNT_LIMIT='50 per hour'" in result.stderr
+
+
+def test_behind_a_tls_proxy_the_throttles_count_the_forwarded_address():
+    code = "from django.conf import settings; print(settings.ALLAUTH_TRUSTED_PROXY_COUNT)"
+    assert _run({"CRUCIBLE_ENV": "development"}, code).stdout.strip() == "0"
+    assert _run({"CRUCIBLE_ENV": "development", "BEHIND_TLS_PROXY": "true"}, code).stdout.strip() == "1"
+    assert _run({"CRUCIBLE_ENV": "development", "TRUSTED_PROXY_COUNT": "2"}, code).stdout.strip() == "2"

@@ -11,7 +11,8 @@ from apps.accounts.roles import is_operator
 
 
 class MeView(APIView):
-    """Who the caller is: username, role, the limits that apply, and how they authenticated."""
+    """Who the caller is: username, role, the limits that apply, and how they authenticated (with the
+    token's name, prefix and expiry, null when it never expires)."""
 
     @extend_schema(
         responses=inline_serializer(
@@ -38,6 +39,8 @@ class MeView(APIView):
                 "groups": sorted(user.groups.values_list("name", flat=True)),
                 "limits": asdict(limits_for(user)),
                 "auth": "token" if token else "session",
-                "token": {"name": token.name, "prefix": token.prefix} if token else None,
+                "token": {"name": token.name, "prefix": token.prefix, "expires_at": token.expires_at}
+                if token
+                else None,
             }
         )

@@ -1,6 +1,7 @@
 """GET /api/v1/health/: no auth, every dependency named, 503 when any is down, no secrets."""
 
 import uuid
+from urllib.parse import urlparse
 
 import pytest
 from django.conf import settings
@@ -78,7 +79,8 @@ def test_a_forced_runtime_the_engine_lacks_makes_it_503_and_names_the_runtime(an
 
 def test_no_workers_makes_it_503_and_names_workers(anonymous_api, settings):
     # A Redis database no worker registers in: Redis itself answers, but nobody works.
-    settings.RQ_QUEUES = {name: {"URL": "redis://127.0.0.1:6379/15"} for name in settings.RQ_QUEUES}
+    empty_database = urlparse(settings.REDIS_URL)._replace(path="/15").geturl()  # keeps the password
+    settings.RQ_QUEUES = {name: {"URL": empty_database} for name in settings.RQ_QUEUES}
     response = anonymous_api.get(URL)
     assert response.status_code == 503
     assert response.json()["failing"] == ["workers"]

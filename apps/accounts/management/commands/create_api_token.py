@@ -1,5 +1,8 @@
+from datetime import timedelta
+
 from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
+from django.utils import timezone
 
 from apps.accounts.models import ApiToken
 
@@ -11,8 +14,14 @@ class Command(BaseCommand):
         parser.add_argument("username")
         parser.add_argument("--name", default="command line")
         parser.add_argument("--staff", action="store_true", help="make the user an operator (staff)")
+        parser.add_argument(
+            "--expires-in-days", type=int, default=None, help="refuse the token after this many days (default: never)"
+        )
 
-    def handle(self, *args, username, name, staff=False, **options):
+    def handle(self, *args, username, name, staff=False, expires_in_days=None, **options):
+        if expires_in_days is not None and not 1 <= expires_in_days <= 5 * 366:
+            raise CommandError("--expires-in-days must be between 1 and 1830.")
+        expires_at = timezone.now() + timedelta(days=expires_in_days) if expires_in_days else None
         User = get_user_model()
         user, created = User.objects.get_or_create(username=username)
         if created:
@@ -22,5 +31,5 @@ class Command(BaseCommand):
         if staff and not user.is_staff:
             user.is_staff = True
             user.save(update_fields=["is_staff"])
-        _token, key = ApiToken.issue(user, name)
+        _token, key = ApiToken.issue(user, name, expires_at=expires_at)
         self.stdout.write(key)
