@@ -32,8 +32,8 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AnonymousUser
 from redis.exceptions import RedisError
 
-from apps.accounts.authentication import parse_authorization
-from apps.accounts.models import ApiToken
+from apps.accounts.authentication import blocked_address, count_failed_token, parse_authorization
+from apps.accounts.models import ApiToken, TokenRefusal
 from crucible import ws_limits
 
 log = logging.getLogger(__name__)
@@ -70,10 +70,17 @@ def handshake_header(scope, name: bytes) -> bytes | None:
 
 
 @database_sync_to_async
-def _token_user(key: str):
-    token = ApiToken.authenticate(key)
-    if token is None:
+def _token_user(key: str, address: str | None):
+    """The token's user, or anonymous; an unknown key counts as a failed sign-in of ``address``, and an
+    address over its limit is not signed in at all (the API throttles the same guesser: 429)."""
+    if blocked_address(address) is not None:
         return AnonymousUser(), None
+    token, refusal = ApiToken.check_key(key)
+    if refusal is TokenRefusal.UNKNOWN:
+        count_failed_token(address)  # only a guess names no token; an expired or revoked key was real
+    if refusal is not None:
+        return AnonymousUser(), None
+    token.record_use()
     return token.user, token.pk
 
 
@@ -90,7 +97,8 @@ class TokenAuthMiddleware:
         if key is None:
             # No header, or not a Token one (e.g. Basic): the browser session decides.
             return await self.session_stack(dict(scope, api_token_id=None), receive, send)
-        user, token_id = await _token_user(key)
+        client = scope.get("client") or (None, None)
+        user, token_id = await _token_user(key, client[0])
         return await self.inner(dict(scope, user=user, api_token_id=token_id), receive, send)
 
 

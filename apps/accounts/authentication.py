@@ -37,7 +37,7 @@ def refusal_message(token: ApiToken | None, refusal: TokenRefusal) -> str:
     return "Invalid or revoked token."
 
 
-def _blocked(address: str | None) -> throttle.Blocked | None:
+def blocked_address(address: str | None) -> throttle.Blocked | None:
     """The throttle's answer for ``address``. Keys are 256-bit random, so the throttle is not what keeps
     them from being guessed: while Redis is unreachable the API keeps answering, and says so in the log."""
     try:
@@ -47,7 +47,7 @@ def _blocked(address: str | None) -> throttle.Blocked | None:
         return None
 
 
-def _count_failure(address: str | None) -> None:
+def count_failed_token(address: str | None) -> None:
     try:
         throttle.record_failure(address)
     except redis.RedisError as exc:
@@ -62,16 +62,16 @@ class TokenAuthentication(authentication.BaseAuthentication):
         if not header or not header.split()[0].lower() == b"token":
             return None
         address = throttle.client_address(request)
-        blocked = _blocked(address)
+        blocked = blocked_address(address)
         if blocked is not None:
             raise exceptions.Throttled(wait=blocked.retry_after, detail=blocked.message)
         key = parse_authorization(header)
         if key is None:
-            _count_failure(address)
+            count_failed_token(address)
             raise exceptions.AuthenticationFailed("Malformed Authorization header; use 'Token <key>'.")
         token, refusal = ApiToken.check_key(key)
         if refusal is TokenRefusal.UNKNOWN:
-            _count_failure(address)  # only a guess can name no token; expired keys were real
+            count_failed_token(address)  # only a guess can name no token; expired keys were real
         if refusal is not None:
             raise exceptions.AuthenticationFailed(refusal_message(token, refusal))
         token.record_use()
