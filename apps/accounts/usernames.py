@@ -7,17 +7,18 @@ request or reading the audit log. Two checks, on the standard library's Unicode 
 - one script per name (after NFKC): letters from Latin and Cyrillic, or Latin and Greek, are refused.
   The mixes Unicode TS #39 calls "highly restrictive" stay allowed: Latin with Han and Japanese kana,
   with Han and Bopomofo, or with Han and Hangul;
-- a skeleton (NFKC, case folding, NFKC again) compared with every existing username's skeleton.
-
-What stays possible: a name written wholly in another script that looks like a Latin one (all-Cyrillic
-``соре`` against ``cope``); catching those needs Unicode's confusables table, which neither Django nor
-the standard library ships.
+- a skeleton compared with every existing username's skeleton: NFKC, case folding, NFKC again, then
+  every character that Unicode's confusables table (``confusable_homoglyphs``) says looks like a
+  Latin one replaced by it, so a name written wholly in another script that reads as a Latin one
+  (all-Cyrillic ``соре`` against ``cope``) is caught too, while ``иван`` stays a name of its own.
 """
 
 from __future__ import annotations
 
 import unicodedata
+from functools import lru_cache
 
+from confusable_homoglyphs import confusables
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 
@@ -36,8 +37,21 @@ LOOKS_TAKEN = "A user with a name that looks the same already exists."
 
 def skeleton(name: str) -> str:
     """What a name reads as, for comparing: NFKC folds compatibility forms (full-width, ligatures),
-    case folding folds case; NFKC again because case folding can undo normalization."""
-    return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", name).casefold())
+    case folding folds case (NFKC again because case folding can undo normalization), and letters
+    that look like Latin ones become those."""
+    folded = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", name).casefold())
+    return "".join(map(_latin_look_alike, folded))
+
+
+@lru_cache(maxsize=65536)
+def _latin_look_alike(char: str) -> str:
+    """The Latin character ``char`` looks like (itself when it is Latin or looks like none); cached, so
+    comparing with every existing username costs a dictionary lookup per character."""
+    for entry in confusables.is_confusable(char, preferred_aliases=["latin"]) or []:
+        latin = [glyph["c"] for glyph in entry["homoglyphs"] if len(glyph["c"]) == 1]
+        if latin:
+            return latin[0].casefold()
+    return char
 
 
 def script_of(char: str) -> str | None:

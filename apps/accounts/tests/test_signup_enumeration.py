@@ -114,6 +114,20 @@ def test_names_in_one_script_or_an_allowed_mix_are_accepted(client, settings, us
     assert User.objects.filter(username=username).exists()
 
 
+@pytest.mark.parametrize("username", ["сорe", "соре", "оlivia", "ΟLIVIA"])
+def test_a_name_in_another_script_that_reads_as_an_existing_one_is_refused(client, olivia, username, settings):
+    settings.ACCOUNT_EMAIL_VERIFICATION = "none"
+    User.objects.create_user("cope", "cope@example.com", "pw-cope-123456")
+    response = sign_up(client, username, "m@example.com")
+    assert response.status_code == 200
+    assert not User.objects.filter(username=username).exists()
+
+
+def test_the_skeleton_reads_whole_script_look_alikes_as_latin():
+    assert skeleton("соре") == skeleton("cope") == "cope"  # all Cyrillic
+    assert skeleton("иван") != skeleton("ivan")  # a Cyrillic name that does not look Latin stays itself
+
+
 def test_the_skeleton_folds_width_case_and_ligatures():
     assert skeleton("ＯＰＥＲＡＴＯＲ") == skeleton("Operator") == "operator"
     assert skeleton("ﬁona") == "fiona"
