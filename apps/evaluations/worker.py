@@ -8,7 +8,11 @@ import os
 import signal
 import threading
 
+from django.conf import settings
+from django.db import connections
 from rq import Worker
+from rq.defaults import DEFAULT_WORKER_TTL
+from rq.worker import WorkerStatus
 
 from apps.sandboxing import selfcheck
 
@@ -25,15 +29,34 @@ def request_shutdown(*_args) -> None:
     shutdown.set()
 
 
+def drop_broken_connections() -> None:
+    """Close this thread's database connections that errored and no longer answer (a restarted PostgreSQL).
+
+    Unlike Django's ``close_old_connections`` this keeps a healthy connection whatever
+    ``CONN_MAX_AGE`` says: a worker that runs jobs in its own process reuses it, which is the point.
+    """
+    for conn in connections.all(initialized_only=True):
+        if conn.connection is not None and conn.errors_occurred and not conn.is_usable():
+            conn.close()
+
+
 class CrucibleWorker(Worker):
     """Checks the sandbox policy in the parent process before each job.
 
     RQ forks a work horse per job, so a check cached inside a job would be lost with the horse.
     Here the canary runs at most once per cache period, in the parent, and every forked horse
     inherits the verdict; ``running`` still calls ``require_policy()`` and fails closed.
+    With ``WORKER_FORK=false`` jobs run in the worker's own process instead (see below).
     """
 
     def execute_job(self, job, queue):
+        self._check_sandbox_policy()
+        if settings.WORKER_FORK:
+            return super().execute_job(job, queue)
+        return self._execute_in_process(job, queue)
+
+    def _check_sandbox_policy(self) -> None:
+        """Run the canary (cached); its verdict is read again by ``running`` before any run starts."""
         try:
             problems = selfcheck.self_check()
         except Exception:
@@ -41,7 +64,33 @@ class CrucibleWorker(Worker):
         else:
             if problems:
                 log.error("sandbox policy NOT enforced by this engine, refusing work: %s", "; ".join(problems))
-        return super().execute_job(job, queue)
+
+    # --- Without a work horse (WORKER_FORK=false) ---------------------------------------------
+    # What RQ's SimpleWorker does, kept in this class so the policy check and the hand-back stay
+    # in one place. It saves the fork and the new PostgreSQL and Redis connections a horse opens
+    # per job. What the fork gave is kept this way: the job's timeout still fires (RQ's SIGALRM
+    # death penalty, in this process's main thread); an exception in a job is caught by RQ as in
+    # a horse; the run's own heartbeat thread runs as it did in the horse; a shutdown hands the
+    # run back (below); a job that kills this process (segfault, OOM killer) takes only this
+    # worker down: its run's heartbeat goes stale and the reconciler hands it back, and RQ moves
+    # the job out of the started registry once the worker's key has expired.
+
+    def _execute_in_process(self, job, queue) -> None:
+        """Run ``job`` in this process, on this process's database connection, kept from job to job."""
+        drop_broken_connections()
+        try:
+            self.perform_job(job, queue, self.prepare_execution(job))
+        finally:
+            drop_broken_connections()
+        self.set_state(WorkerStatus.IDLE)
+
+    def get_heartbeat_ttl(self, job, working_time: float = 0.0) -> int:
+        """Without a horse nobody refreshes the worker's key during a job: let it outlive the job's timeout."""
+        if settings.WORKER_FORK:
+            return super().get_heartbeat_ttl(job, working_time)
+        if job.timeout == -1:
+            return DEFAULT_WORKER_TTL
+        return int(job.timeout or DEFAULT_WORKER_TTL) + 60
 
     # --- Graceful shutdown ------------------------------------------------------------------
     # RQ's warm shutdown waits for the running job, up to its timeout (minutes), and a process
@@ -52,7 +101,12 @@ class CrucibleWorker(Worker):
 
     def handle_warm_shutdown_request(self):
         super().handle_warm_shutdown_request()
-        if self.horse_pid:
+        if not settings.WORKER_FORK:
+            # The run is in this process: the signal handler sets the flag it watches.
+            if self.get_state() == WorkerStatus.BUSY:
+                log.info("worker %s: handing its run back", self.name)
+            request_shutdown()
+        elif self.horse_pid:
             log.info("worker %s: asking horse %s to hand its run back", self.name, self.horse_pid)
             try:
                 os.kill(self.horse_pid, HAND_BACK_SIGNAL)
