@@ -16,6 +16,7 @@ Usage: CRUCIBLE_ENV=development .venv/bin/python bench/breakdown.py [--runs 10] 
 from __future__ import annotations
 
 import argparse
+import inspect
 import statistics
 import sys
 import time
@@ -96,6 +97,63 @@ def whole_run(runtime: str, runs: int) -> list[float]:
     return times
 
 
+# What part 2b times inside running.run (inclusive, outermost call of each name per run).
+TIMED = {
+    "apps.evaluations.running.EvaluationRun": ["claim", "prepare", "conclude", "record"],
+    "apps.evaluations.heartbeat.Heartbeat": ["start"],
+    "apps.evaluations.recording.OutputRecorder": ["flush_all"],
+    "apps.sandboxing.sandbox.Sandbox": [
+        "create",
+        "open_exec",
+        "close_exec",
+        "exec_state",
+        "read_counters",
+        "collect_artifacts",
+        "kill",
+        "remove",
+    ],
+    "apps.sandboxing.execution.Execution": ["deliver", "supervise", "conclude", "receive", "sample"],
+    "apps.evaluations.publisher": ["publish_status", "publish_end", "publish_sample", "publish_log"],
+    "apps.evaluations.controller.Controller": ["__call__"],
+}
+
+
+def timed_steps(runtime: str, runs: int) -> dict[str, list[float]]:
+    """``running.run`` as in ``whole_run``, with the time spent in each of ``TIMED`` per run."""
+    from importlib import import_module
+
+    spent: dict[str, float] = {}
+
+    def wrap(owner, attr: str, label: str) -> None:
+        original = inspect.getattr_static(owner, attr)
+        bound = original.__func__ if isinstance(original, classmethod) else original
+
+        def timed(*a, **kw):
+            started = time.perf_counter()
+            try:
+                return bound(*a, **kw)
+            finally:
+                spent[label] = spent.get(label, 0.0) + time.perf_counter() - started
+
+        setattr(owner, attr, classmethod(timed) if isinstance(original, classmethod) else timed)
+
+    for path, attrs in TIMED.items():
+        module_path, _, class_name = path.rpartition(".")
+        try:
+            owner = getattr(import_module(module_path), class_name)
+        except (ImportError, AttributeError):
+            owner = import_module(path)
+        for attr in attrs:
+            wrap(owner, attr, f"{path.rsplit('.', 1)[-1]}.{attr}")
+    per_run: dict[str, list[float]] = {}
+    for _ in range(runs):
+        spent.clear()
+        whole_run(runtime, 0)
+        for label, value in spent.items():
+            per_run.setdefault(label, []).append(value)
+    return per_run
+
+
 def rq_per_job(jobs: int, fork: bool) -> float:
     """Seconds per job of a burst worker over ``jobs`` database-touching jobs on a scratch queue."""
     import django_rq
@@ -125,10 +183,12 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--jobs", type=int, default=50)
     parser.add_argument("--runtimes", default="runc,runsc", help="engine runtimes to compare, comma-separated")
+    parser.add_argument("--steps", action="store_true", help="time the steps inside running.run too")
+    parser.add_argument("--jobs-only", action="store_true", help="only RQ's cost per job")
     args = parser.parse_args()
     django_setup()
 
-    for runtime in [r for r in args.runtimes.split(",") if r]:
+    for runtime in [] if args.jobs_only else args.runtimes.split(","):
         steps = engine_steps(runtime, args.runs)
         engine_total = [sum(parts) for parts in zip(*steps.values(), strict=True)]
         whole = whole_run(runtime, args.runs)
@@ -137,6 +197,10 @@ def main() -> None:
             print(f"engine {name:<14}{median_ms(values)}")
         print(f"engine total         {median_ms(engine_total)}")
         print(f"running.run in-process {median_ms(whole)} (our database and Redis work: the rest)")
+        if args.steps:
+            print("   inside running.run (inclusive; nested steps are in their callers too):")
+            for label, values in timed_steps(runtime, args.runs).items():
+                print(f"   {label:<32}{median_ms(values)}  (calls summed per run)")
     forked = rq_per_job(args.jobs, fork=True)
     in_process = rq_per_job(args.jobs, fork=False)
     print(f"-- RQ per job, {args.jobs} jobs that touch the database, one burst worker")

@@ -11,7 +11,6 @@ import threading
 from django.conf import settings
 from django.db import connections
 from rq import Worker
-from rq.defaults import DEFAULT_WORKER_TTL
 from rq.worker import WorkerStatus
 
 from apps.sandboxing import selfcheck
@@ -70,27 +69,38 @@ class CrucibleWorker(Worker):
     # in one place. It saves the fork and the new PostgreSQL and Redis connections a horse opens
     # per job. What the fork gave is kept this way: the job's timeout still fires (RQ's SIGALRM
     # death penalty, in this process's main thread); an exception in a job is caught by RQ as in
-    # a horse; the run's own heartbeat thread runs as it did in the horse; a shutdown hands the
-    # run back (below); a job that kills this process (segfault, OOM killer) takes only this
-    # worker down: its run's heartbeat goes stale and the reconciler hands it back, and RQ moves
-    # the job out of the started registry once the worker's key has expired.
+    # a horse; the run's own heartbeat thread runs as it did in the horse, and a thread keeps RQ's
+    # heartbeats as the forking parent did; a shutdown hands the run back (below); a job that
+    # kills this process (segfault, OOM killer) takes only this worker down: its run's heartbeat
+    # goes stale and the reconciler hands it back, and RQ moves the job out of the started
+    # registry once the worker's key has expired. What is lost: a job stuck in C code past its RQ
+    # timeout is not SIGKILLed by a parent (runs end by their own timeout long before), and a
+    # leak in one job stays in the process for the next.
 
     def _execute_in_process(self, job, queue) -> None:
         """Run ``job`` in this process, on this process's database connection, kept from job to job."""
+        execution = self.prepare_execution(job)
+        done = threading.Event()
+        beats = threading.Thread(target=self._beat_until, args=(done, job, execution), daemon=True)
         drop_broken_connections()
+        beats.start()
         try:
-            self.perform_job(job, queue, self.prepare_execution(job))
+            self.perform_job(job, queue, execution)
         finally:
+            done.set()
+            beats.join()
             drop_broken_connections()
         self.set_state(WorkerStatus.IDLE)
 
-    def get_heartbeat_ttl(self, job, working_time: float = 0.0) -> int:
-        """Without a horse nobody refreshes the worker's key during a job: let it outlive the job's timeout."""
-        if settings.WORKER_FORK:
-            return super().get_heartbeat_ttl(job, working_time)
-        if job.timeout == -1:
-            return DEFAULT_WORKER_TTL
-        return int(job.timeout or DEFAULT_WORKER_TTL) + 60
+    def _beat_until(self, done: threading.Event, job, execution) -> None:
+        """What a forking worker does while its horse runs: keep the worker's, the job's and the
+        execution's keys alive, so a worker killed mid-job leaves the dashboard and health check and
+        RQ's registries as soon as a forking one would (never an hour later)."""
+        while not done.wait(self.job_monitoring_interval):
+            try:
+                self.maintain_heartbeats(job, execution)
+            except Exception:
+                log.warning("worker %s: RQ heartbeat not written", self.name, exc_info=True)
 
     # --- Graceful shutdown ------------------------------------------------------------------
     # RQ's warm shutdown waits for the running job, up to its timeout (minutes), and a process

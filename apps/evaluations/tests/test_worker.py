@@ -138,3 +138,21 @@ def test_a_worker_that_does_not_fork_hands_alices_run_back_when_it_is_stopped_wi
     notices = [bytes(c.data) for c in evaluation.chunks.filter(stream="stderr")]
     assert any(b"worker_shutdown" in notice for notice in notices), notices
     assert str(evaluation.pk) not in {run_id for _, run_id in containers.list_instance_containers()}
+
+
+def test_a_worker_that_does_not_fork_keeps_rqs_heartbeats_going_while_a_job_runs(monkeypatch, settings):
+    """What the forking parent does while its horse runs: without it the worker's key would outlive a
+    killed worker by the whole job timeout on the dashboard and the health check."""
+    settings.WORKER_FORK = False
+    monkeypatch.setattr(worker.selfcheck, "self_check", lambda: [])
+    beats = []
+    real_beat = worker.CrucibleWorker.maintain_heartbeats
+    monkeypatch.setattr(
+        worker.CrucibleWorker, "maintain_heartbeats", lambda self, *a: beats.append(1) or real_beat(self, *a)
+    )
+    queue = django_rq.get_queue(QUEUE_FOR_PRIORITY[Priority.NORMAL])
+    job = queue.enqueue("time.sleep", 2.5)
+    rq_worker = worker.CrucibleWorker([queue], connection=queue.connection, job_monitoring_interval=1)
+    rq_worker.work(burst=True, with_scheduler=False)
+    assert Job.fetch(job.id, connection=job.connection).get_status() == "finished"
+    assert beats, "no heartbeat while the job ran"
