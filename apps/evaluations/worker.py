@@ -1,5 +1,6 @@
 """The RQ worker class Crucible's workers run (``manage.py crucible_worker`` uses it), and the
-``shutdown`` flag through which a stopping worker tells its work horse to hand the run back."""
+``shutdown`` flag through which a stopping worker tells the run in progress (in its own process, or
+in a forked work horse with ``WORKER_FORK=true``) to hand the run back."""
 
 from __future__ import annotations
 
@@ -19,8 +20,8 @@ log = logging.getLogger(__name__)
 
 HAND_BACK_SIGNAL = signal.SIGUSR1
 
-# Set in a work horse when its worker is shutting down: the run is then stopped at once and handed
-# back (apps.evaluations.running, apps.evaluations.retries).
+# Set where the run is (the worker's process, or its work horse) when the worker is shutting down:
+# the run is then stopped at once and handed back (apps.evaluations.running, apps.evaluations.retries).
 shutdown = threading.Event()
 
 
