@@ -156,3 +156,15 @@ def test_a_worker_that_does_not_fork_keeps_rqs_heartbeats_going_while_a_job_runs
     rq_worker.work(burst=True, with_scheduler=False)
     assert Job.fetch(job.id, connection=job.connection).get_status() == "finished"
     assert beats, "no heartbeat while the job ran"
+
+
+def test_a_job_that_raises_in_a_worker_that_does_not_fork_leaves_the_worker_running_the_next(monkeypatch, settings):
+    settings.WORKER_FORK = False
+    monkeypatch.setattr(worker.selfcheck, "self_check", lambda: [])
+    queue = django_rq.get_queue(QUEUE_FOR_PRIORITY[Priority.NORMAL])
+    broken = queue.enqueue("builtins.int", "not a number")
+    after = queue.enqueue("os.getpid")
+    call_command("crucible_worker", "--burst", "--without-scheduler", "--name", "test-crucible-worker-raises")
+    statuses = [Job.fetch(job.id, connection=job.connection).get_status() for job in (broken, after)]
+    assert statuses == ["failed", "finished"]
+    assert results_of([after]) == [os.getpid()]
