@@ -88,6 +88,14 @@ def remove_pools_of(owner: str) -> list[str]:
     return removed
 
 
+def idle_by_owner() -> dict[str, int]:
+    """How many idle sandboxes each owner's pool holds now (this instance's, on this engine)."""
+    counts: dict[str, int] = {}
+    for owner in pool_owners():
+        counts[owner] = len(idle(owner))
+    return counts
+
+
 def pool_owners() -> set[str]:
     """The owners of this instance's pool containers."""
     found = engine.client().api.containers(
