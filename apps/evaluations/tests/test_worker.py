@@ -1,5 +1,7 @@
 """`manage.py crucible_worker`: the queues, the worker class and its self-check before each job."""
 
+import uuid
+
 import django_rq
 import pytest
 from django.conf import settings
@@ -10,7 +12,9 @@ from rq.job import Job
 from apps.evaluations import services, worker
 from apps.evaluations.models import QUEUE_FOR_PRIORITY, Priority, Reason, Status
 from apps.evaluations.tests.factories import make_evaluation
-from apps.sandboxing import containers
+from apps.evaluations.worker import CrucibleWorker
+from apps.sandboxing import containers, pool
+from tests.stack import wait_until
 
 pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("empty_queues")]
 
@@ -48,3 +52,17 @@ def test_a_worker_whose_engine_refuses_the_sandbox_policy_runs_nothing(alice, se
     assert evaluation.error.startswith("sandbox unavailable:")
     assert not evaluation.chunks.exists()
     assert str(evaluation.pk) not in {run_id for _, run_id in containers.list_instance_containers()}
+
+
+@pytest.mark.docker
+def test_a_worker_fills_its_warm_pool_once_registered_and_drains_it_when_it_stops(settings):
+    settings.SANDBOX_POOL_SIZE = 2
+    queues = [django_rq.get_queue(name) for name in settings.RQ_QUEUES]
+    worker = CrucibleWorker(queues, connection=queues[0].connection, name=f"pooled-{uuid.uuid4().hex[:8]}")
+    worker.register_birth()
+    try:
+        wait_until(lambda: len(pool.idle(worker.name)) == 2, 60, interval=0.2, what="the warm pool filled")
+    finally:
+        worker.register_death()
+    assert pool.idle(worker.name) == []
+    assert worker.pool.stats.started >= 2
