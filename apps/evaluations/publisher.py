@@ -5,7 +5,10 @@ consumers use the same builders for what they send themselves (replayed chunks, 
 the operators' alert count), so a message has one shape wherever it comes from.
 
 Messages sent to an evaluation's group carry ``type: "evaluation.event"`` and an ``event`` that is
-exactly what the consumer forwards to clients (see the contract in architecture.md). Alerts also go
+exactly what the consumer forwards to clients (see the contract in architecture.md). One message
+goes to the group and never to clients: ``type: "evaluation.stored"`` with ``seq``, sent by the
+recorder after each stored batch of output (chunks are published before they are stored; a viewer
+waiting for chunks it missed reads them from the database then). Alerts also go
 to one group for all operators (``OPERATORS_GROUP``, ``WS /ws/alerts/``), as
 ``type: "operator.alert"`` with the alert (evaluation id included) in ``alert``.
 """
@@ -116,6 +119,14 @@ class EvaluationEvent(TypedDict):
     event: EvaluationMessage
 
 
+class StoredEvent(TypedDict):
+    """To an evaluation's group; handled by ``EvaluationConsumer.evaluation_stored``: every chunk up
+    to ``seq`` is stored now."""
+
+    type: Literal["evaluation.stored"]
+    seq: int
+
+
 class OperatorAlertEvent(TypedDict):
     """To the operators' group; handled by ``OperatorAlertsConsumer.operator_alert``."""
 
@@ -127,7 +138,7 @@ def group_name(evaluation_id) -> str:
     return f"evaluation.{evaluation_id}"
 
 
-def _group_send(group: str, message: EvaluationEvent | OperatorAlertEvent, what: str) -> None:
+def _group_send(group: str, message: EvaluationEvent | StoredEvent | OperatorAlertEvent, what: str) -> None:
     layer = get_channel_layer()
     if layer is None:
         return
@@ -149,6 +160,12 @@ def publish_status(evaluation) -> None:
 
 def publish_log(evaluation_id, seq: int, stream: str, text: str) -> None:
     _send(evaluation_id, log_message(seq, stream, text))
+
+
+def publish_stored(evaluation_id, seq: int) -> None:
+    """Tell the viewers that every chunk up to ``seq`` is in the database (nothing reaches clients)."""
+    stored: StoredEvent = {"type": "evaluation.stored", "seq": seq}
+    _group_send(group_name(evaluation_id), stored, "a stored mark")
 
 
 def publish_end(evaluation) -> None:
