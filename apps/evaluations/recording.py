@@ -16,6 +16,12 @@ Output survives a PostgreSQL restart: chunks that cannot be stored are kept and 
 was lost is recognised by the unique ``seq`` and not stored twice. A ``seq`` already holding other
 data means another attempt owns the row now: the recorder is then ``superseded`` and drops
 everything after.
+
+The price of publishing first: a worker that dies (SIGKILL, lost machine) loses the chunks it had
+published but not stored yet (one batch; more if PostgreSQL was away). A viewer who saw them live
+keeps them, while the retried attempt numbers its output on from the last *stored* seq, so that
+viewer drops the first chunks of the retry as already seen. Reserving seqs in the database ahead
+of publishing, and starting a retry after the reservation, would close this; it is not done yet.
 """
 
 from __future__ import annotations
