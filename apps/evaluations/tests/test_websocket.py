@@ -297,6 +297,7 @@ async def test_held_chunks_come_before_the_end_even_without_a_stored_mark(alice)
     communicator, _ = await connect(evaluation.pk, user=alice)
     assert (await communicator.receive_json_from(timeout=5))["type"] == "status"
     await sync_to_async(publisher.publish_log)(evaluation.pk, 2, "stdout", "line 2\n")  # 1 never arrived live
+    assert await communicator.receive_nothing(timeout=0.3)  # 2 is held: 1 is neither sent nor stored
 
     def finish():
         store_chunks(evaluation, [1, 2])  # stored, the mark lost
