@@ -321,6 +321,9 @@ SANDBOX_RUNTIME = envstr("SANDBOX_RUNTIME", "auto")
 # Under gVisor the engine's pids cgroup bounds the host threads gVisor needs for one sandbox (its
 # kernel, and threads per process of the program on the ptrace platform); the program's own
 # process limit is SANDBOX_PIDS_LIMIT, enforced inside gVisor as RLIMIT_NPROC.
+# Idle, locked-down sandboxes each worker keeps started for runs with the default limits (0: none).
+# Tests start with none (their stacks check that no container is left) and turn it on where they test it.
+SANDBOX_POOL_SIZE = envint("SANDBOX_POOL_SIZE", 0 if CRUCIBLE_ENV == "test" else 1, minimum=0, maximum=16)
 # The longest any call to the Docker engine may take (create, start, exec, remove, ...).
 SANDBOX_ENGINE_TIMEOUT_S = envfloat("SANDBOX_ENGINE_TIMEOUT_S", 30.0, minimum=1.0)
 SANDBOX_RUNSC_HOST_TASKS = envint("SANDBOX_RUNSC_HOST_TASKS", 4096, minimum=256)

@@ -15,6 +15,8 @@ from rq import Worker
 from rq.worker import WorkerStatus
 
 from apps.sandboxing import selfcheck
+from apps.sandboxing.policy import Limits, Profile
+from apps.sandboxing.pool import WarmPool
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +42,12 @@ def drop_broken_connections() -> None:
             conn.close()
 
 
+def warm_profiles() -> list[Profile]:
+    """The profiles a worker keeps warm: the default limits on the default image (the runtimes of
+    ``python`` and ``bash`` share it). Runs with other limits start cold."""
+    return [Profile(image=settings.SANDBOX_IMAGE, limits=Limits.from_settings())]
+
+
 class CrucibleWorker(Worker):
     """Checks the sandbox policy in the parent process before each job.
 
@@ -48,6 +56,23 @@ class CrucibleWorker(Worker):
     inherits the verdict; ``running`` still calls ``require_policy()`` and fails closed.
     With ``WORKER_FORK=false`` jobs run in the worker's own process instead (see below).
     """
+
+    pool: WarmPool | None = None
+
+    # --- Warm pool --------------------------------------------------------------------------
+    # Started once the worker is registered (so the reconciler, which removes the pools of workers
+    # that are gone, never sees this one's pool before the worker itself), drained when it stops.
+
+    def register_birth(self):
+        super().register_birth()
+        self.pool = WarmPool(self.name, settings.SANDBOX_POOL_SIZE, warm_profiles)
+        self.pool.start()
+
+    def register_death(self):
+        if self.pool is not None:
+            drained = self.pool.drain()
+            log.info("worker %s: warm pool drained (%d idle sandboxes removed)", self.name, len(drained))
+        super().register_death()
 
     def execute_job(self, job, queue):
         self._check_sandbox_policy()

@@ -1,9 +1,10 @@
 """`manage.py crucible_worker`: the queues, the worker class and its self-check before each job, with a
-work horse forked per job (the default) and without (``WORKER_FORK=false``)."""
+work horse forked per job (``WORKER_FORK=true``) and without (the default)."""
 
 import os
 import signal
 import threading
+import uuid
 
 import django_rq
 import pytest
@@ -15,7 +16,9 @@ from apps.evaluations import services, worker
 from apps.evaluations.models import QUEUE_FOR_PRIORITY, Evaluation, Priority, Reason, Status
 from apps.evaluations.tests.factories import make_evaluation
 from apps.evaluations.tests.helpers import wait_for, wait_for_status
-from apps.sandboxing import containers
+from apps.evaluations.worker import CrucibleWorker
+from apps.sandboxing import containers, pool
+from tests.stack import wait_until
 
 pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("empty_queues")]
 
@@ -168,3 +171,17 @@ def test_a_job_that_raises_in_a_worker_that_does_not_fork_leaves_the_worker_runn
     statuses = [Job.fetch(job.id, connection=job.connection).get_status() for job in (broken, after)]
     assert statuses == ["failed", "finished"]
     assert results_of([after]) == [os.getpid()]
+
+
+@pytest.mark.docker
+def test_a_worker_fills_its_warm_pool_once_registered_and_drains_it_when_it_stops(settings):
+    settings.SANDBOX_POOL_SIZE = 2
+    queues = [django_rq.get_queue(name) for name in settings.RQ_QUEUES]
+    worker = CrucibleWorker(queues, connection=queues[0].connection, name=f"pooled-{uuid.uuid4().hex[:8]}")
+    worker.register_birth()
+    try:
+        wait_until(lambda: len(pool.idle(worker.name)) == 2, 60, interval=0.2, what="the warm pool filled")
+    finally:
+        worker.register_death()
+    assert pool.idle(worker.name) == []
+    assert worker.pool.stats.started >= 2
