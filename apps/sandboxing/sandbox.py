@@ -21,7 +21,6 @@ import re
 import select
 import socket
 import time
-from datetime import UTC, datetime
 
 import docker.errors
 from docker.models.containers import _create_container_args
@@ -196,14 +195,12 @@ class Sandbox:
         return self.killed_at is not None
 
     @classmethod
-    def create(
-        cls, profile: Profile, *, run_id: str, name: str | None = None, labels: dict[str, str] | None = None
-    ) -> Sandbox:
+    def create(cls, profile: Profile, *, run_id: str, name: str | None = None) -> Sandbox:
         """Create and start a sandbox of ``profile`` labelled ``run_id``; raises ``SandboxSetupError``."""
         if not _RUN_ID.match(run_id):
             raise SandboxSetupError("run_id must be letters, digits, '_', '.', '-'")
         try:
-            config = container_config(profile, name=name or f"crucible-{run_id}", run_id=run_id, labels=labels)
+            config = container_config(profile, name=name or f"crucible-{run_id}", run_id=run_id)
         except (OSError, ValueError) as exc:
             raise SandboxSetupError(f"cannot load the sandbox policy: {exc}")
         created_at = time.time()
@@ -217,22 +214,10 @@ class Sandbox:
                 f"the engine could not start the sandbox container: {_explain(exc)}", Failure.ENGINE_FAULT
             )
         sandbox.cgroup = CgroupReader(container.id)
-        sandbox.measure_baseline()
+        if is_gvisor(profile.engine_runtime) and sandbox.cgroup.available:
+            # What gVisor's own kernel uses before any program runs; readings report the program's share.
+            sandbox.baseline = sandbox.cgroup.read()
         return sandbox
-
-    @classmethod
-    def adopt(cls, container_id: str, profile: Profile) -> Sandbox:
-        """A started, idle sandbox of ``profile`` that another process created (a warm pool's)."""
-        attrs = engine.client().api.inspect_container(container_id)
-        created = datetime.strptime(attrs["Created"][:19], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC).timestamp()
-        sandbox = cls(container_id, attrs.get("Image", ""), profile, created)
-        sandbox.measure_baseline()
-        return sandbox
-
-    def measure_baseline(self) -> None:
-        """What gVisor's own kernel uses before any program runs; readings report the program's share."""
-        if is_gvisor(self.profile.engine_runtime) and self.cgroup.available:
-            self.baseline = self.cgroup.read()
 
     # --- programs ---------------------------------------------------------------------------
     def open_exec(self, argv: list[str], *, workdir: str, environment: dict, stdin: bool = False):
