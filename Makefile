@@ -4,7 +4,7 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 PYTEST_WORKERS ?= 2
 
-.PHONY: run test setup lint check pytest sandbox-runc faults bench
+.PHONY: run test setup lint check pytest sandbox-runc sandbox-pool faults bench
 
 setup:
 	bash scripts/setup.sh
@@ -22,15 +22,20 @@ check:
 	$(PY) manage.py makemigrations --check --dry-run
 
 # The whole suite (apps/, crucible/, tests/) in parallel with sandboxes under gVisor (the default),
-# the sandbox and adversarial tests again under runc, then the fault suite. --durations shows where
+# the sandbox and adversarial tests again under runc, and again through warm pools, then the fault suite. --durations shows where
 # the time goes (keep `make test` well under 40 minutes on the 2-core development machine).
 pytest:
 	CRUCIBLE_ENV=test SANDBOX_RUNTIME=runsc .venv/bin/pytest -n $(PYTEST_WORKERS) --dist loadfile -m "not faults" --durations=10
 	$(MAKE) sandbox-runc
+	$(MAKE) sandbox-pool
 	$(MAKE) faults
 
 sandbox-runc:
 	CRUCIBLE_ENV=test SANDBOX_RUNTIME=runc .venv/bin/pytest -n $(PYTEST_WORKERS) --dist loadfile -m "not faults" -q apps/sandboxing
+
+# The adversarial tests once more, every run taking its sandbox from a warm pool.
+sandbox-pool:
+	CRUCIBLE_ENV=test SANDBOX_TEST_POOL=1 .venv/bin/pytest -n $(PYTEST_WORKERS) --dist loadfile -m "not faults" -q apps/sandboxing/tests/test_adversarial_*.py apps/sandboxing/tests/test_runner_contract.py
 
 # The fault-injection suite: serially, after the parallel suite, on private PostgreSQL/Redis/dockerd.
 faults:

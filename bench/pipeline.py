@@ -5,9 +5,16 @@ Measured side by side in one run on one machine:
    against the median of a plain `containers.run(image, python3 -c ..., remove=True)`;
 2. throughput: 100 trivial evaluations through the API with the default two workers, against the
    same 100 plain runs in a sequential loop;
+3. sustained throughput against the raw baseline of issue 12: the raw Docker SDK creating the same
+   locked-down containers (``policy.container_config``, same engine runtime), starting them,
+   running the program in them by exec as the sandbox user and removing them, from as many threads
+   as there are workers; Crucible's workers fork a work horse per job (``WORKER_FORK=true``) or run
+   jobs in their own process (``false``). Sustained rate: completions per second between the first
+   and the last completion of the batch (the submission of the batch is not in it);
 each under runc and under gVisor (runsc), with what gVisor costs (runsc / runc).
 
 Usage: .venv/bin/python bench/pipeline.py [--runs 20] [--batch 100] [--workers 2] [--runtimes runc,runsc]
+                                          [--fork true,false]
 """
 
 from __future__ import annotations
@@ -15,7 +22,10 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+import threading
 import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import requests
@@ -31,6 +41,88 @@ def plain_run(client, image: str, runtime: str) -> float:
     started = time.perf_counter()
     client.containers.run(image, ["python3", "-c", CODE], remove=True, network_mode="none", runtime=runtime)
     return time.perf_counter() - started
+
+
+def raw_locked_down_run(client, profile, runtime_label: str) -> float:
+    """One trivial run with the raw SDK, in the sandbox's own container config; returns when it completed.
+
+    The same container as Crucible's (``policy.container_config``: every limit, seccomp, masked
+    paths, the engine runtime), labelled for this benchmark only so no reconciler takes it for a
+    run of its own; the program is run by exec as the sandbox user, as the runner delivers it.
+    """
+    from apps.sandboxing.policy import LABEL_INSTANCE, SANDBOX_USER, container_config
+    from apps.sandboxing.sandbox import _engine_create
+
+    run_id = f"bench-raw-{uuid.uuid4().hex[:12]}"
+    config = container_config(profile, name=run_id, run_id=run_id)
+    config["labels"] = {**config["labels"], LABEL_INSTANCE: runtime_label}
+    container = _engine_create(config)
+    try:
+        container.start()
+        exit_code, output = container.exec_run(["python3", "-c", CODE], user=SANDBOX_USER)
+        assert (exit_code, output) == (0, b"1\n"), (exit_code, output)
+    finally:
+        client.api.remove_container(container.id, force=True)
+    return time.monotonic()
+
+
+def sustained_rate(completions: list[float]) -> float:
+    """Completions per second between the first and the last completion."""
+    completions = sorted(completions)
+    return (len(completions) - 1) / (completions[-1] - completions[0])
+
+
+def raw_throughput(client, image: str, runtime: str, batch: int, threads: int) -> tuple[float, float]:
+    """Wall time and sustained rate of ``batch`` raw locked-down runs from ``threads`` threads."""
+    from apps.sandboxing.policy import Limits, Profile
+
+    limits = Limits.from_settings(timeout_s=5, memory_mb=128, cpus=1)
+    profile = Profile(image=image, limits=limits, engine_runtime=runtime)
+    label = f"bench-raw-{threading.get_ident()}"
+    raw_locked_down_run(client, profile, label)  # warm-up
+    started = time.monotonic()
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        completions = list(pool.map(lambda _: raw_locked_down_run(client, profile, label), range(batch)))
+    return time.monotonic() - started, sustained_rate(completions)
+
+
+def crucible_throughput(session, base: str, batch: int) -> tuple[float, float, int]:
+    """Wall time (first POST to the last terminal status seen), sustained rate (from the rows' finished_at)
+    and how many succeeded."""
+    from apps.evaluations.models import Evaluation
+
+    started = time.perf_counter()
+    ids = []
+    for _ in range(batch):
+        response = session.post(f"{base}/api/v1/evaluations/", json={"code": CODE, "priority": "low"}, timeout=10)
+        response.raise_for_status()
+        ids.append(response.json()["id"])
+    # Read from the database twice a second: polling the API as fast as the latency part does would
+    # take CPU from the workers, and the raw loop has no such cost.
+    rows = Evaluation.objects.filter(pk__in=ids)
+    while rows.filter(status__in=TERMINAL).count() < batch:
+        time.sleep(0.5)
+    wall = time.perf_counter() - started
+    finished = [f.timestamp() for f in rows.values_list("finished_at", flat=True)]
+    return wall, sustained_rate(finished), rows.filter(status="succeeded").count()
+
+
+def sustained(runtime: str, args, session, client, image: str) -> dict[str, float]:
+    """Raw SDK from ``workers`` threads against Crucible with ``workers`` workers, forking or not."""
+    wall, rate = raw_throughput(client, image, runtime, args.batch, args.workers)
+    figures = {"raw_rate": rate}
+    print(f"-- {runtime}: sustained throughput, {args.batch} trivial runs, {args.workers} at a time")
+    print(f"raw docker SDK, locked-down containers, {args.workers} threads: {wall:5.1f} s, sustained {rate:5.2f}/s")
+    for fork in args.fork.split(","):
+        with development_stack(workers=args.workers, SANDBOX_RUNTIME=runtime, WORKER_FORK=fork) as stack:
+            api_run(session, stack.url)  # warm up
+            wall, rate, succeeded = crucible_throughput(session, stack.url, args.batch)
+        figures[f"fork_{fork}"] = rate
+        print(
+            f"Crucible, {args.workers} workers, WORKER_FORK={fork:<5}:          {wall:5.1f} s, sustained {rate:5.2f}/s "
+            f"= {rate / figures['raw_rate'] * 100:.0f}% of raw; succeeded {succeeded}/{args.batch}"
+        )
+    return figures
 
 
 def wait_terminal(session, base, evaluation_id, poll=0.01) -> dict:
@@ -110,6 +202,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--runtimes", default="runc,runsc", help="engine runtimes to compare, comma-separated")
+    parser.add_argument("--fork", default="true,false", help="WORKER_FORK values for the sustained part")
+    parser.add_argument("--only-sustained", action="store_true", help="skip the latency and sequential parts")
     args = parser.parse_args()
 
     django_setup()
@@ -120,16 +214,20 @@ def main() -> None:
     session = requests.Session()
     session.headers["Authorization"] = f"Token {api_token('bench')}"
     _lift_quota("bench", args.batch)
-    results = {
-        runtime: measure(runtime, args, session, engine.client(), settings.SANDBOX_IMAGE)
-        for runtime in args.runtimes.split(",")
-    }
+    client = engine.client()
+    runtimes = args.runtimes.split(",")
+    rates = {runtime: sustained(runtime, args, session, client, settings.SANDBOX_IMAGE) for runtime in runtimes}
+    if args.only_sustained:
+        return
+    results = {runtime: measure(runtime, args, session, client, settings.SANDBOX_IMAGE) for runtime in runtimes}
     if {"runc", "runsc"} <= set(results):
         gvisor, runc = results["runsc"], results["runc"]
         print("-- what gVisor costs (runsc / runc)")
         print(f"trivial evaluation through the API, median: {gvisor['api'] / runc['api']:.2f}x")
         print(f"plain docker SDK run, median:               {gvisor['plain'] / runc['plain']:.2f}x")
         print(f"{args.batch} evaluations through the API:            {gvisor['api_batch'] / runc['api_batch']:.2f}x")
+        raw_cost = rates["runc"]["raw_rate"] / rates["runsc"]["raw_rate"]
+        print(f"raw SDK sustained rate, locked-down:        {raw_cost:.2f}x")
 
 
 if __name__ == "__main__":

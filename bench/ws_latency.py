@@ -1,20 +1,25 @@
 """Push latency: from a line written inside the sandbox to its arrival at a WebSocket client.
 
 A program in the sandbox prints ``T <i> <time.time()>`` every 20 ms; the client, on the same host
-(same clock), subscribes to ``/ws/evaluations/{id}/`` before the program starts and, for each line
-in each ``log`` message, records ``arrival - written``. Prints count, p50, p95, p99 and max.
+(same clock), subscribes to ``/ws/evaluations/{id}/`` right after submitting and, for each line in
+each ``log`` message, records ``arrival - written``. Lines printed before the client subscribed
+arrive by replay; they are counted too (they are what a viewer joining late sees).
 
 The path measured is the whole pipeline: the program's stdout -> Docker's stream -> the worker's
-runner -> the recorder (which coalesces output for up to 50 ms) -> PostgreSQL -> the channel
-layer (Redis) -> Daphne -> the client.
+runner -> the recorder (which publishes each piece at once; it stores in batches beside) -> the
+channel layer (Redis) -> Daphne -> the client. Beside it, the same program in a plain container
+(docker SDK, same image and runtime, no network) read straight from its attach stream: the
+engine's own share of the delay, which Crucible cannot go below.
 
-Against a running Crucible::
+By default, for each runtime in ``--runtimes`` (runc and gVisor's runsc), a development stack
+(Daphne + one worker on the development database, see tests/stack.py) is started with
+``SANDBOX_RUNTIME`` set, and the figures are printed side by side (p50, p95, p99, max)::
 
-    CRUCIBLE_URL=http://127.0.0.1:8000 CRUCIBLE_TOKEN=cru_… .venv/bin/python bench/ws_latency.py
+    CRUCIBLE_ENV=development .venv/bin/python bench/ws_latency.py [--lines 300] [--runtimes runc,runsc]
 
-Or self-contained (a scratch database, Daphne and one worker started and removed by the script)::
+Against an already running Crucible (one column, whatever runtime it uses, no plain baseline)::
 
-    .venv/bin/python bench/ws_latency.py --start
+    .venv/bin/python bench/ws_latency.py --url http://127.0.0.1:8000 --token cru_…
 """
 
 from __future__ import annotations
@@ -24,7 +29,6 @@ import json
 import os
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -36,6 +40,16 @@ for i in range({lines}):
     print(f"T {{i}} {{time.time():.6f}}", flush=True)
     time.sleep({interval})
 """
+PERCENTILES = (50, 95, 99)
+
+
+def _record(text: str, arrival: float, seen: set[str], latencies: list[float]) -> None:
+    """Each ``T i written`` line of ``text`` not seen before: its delay in ms."""
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[0] == "T" and parts[1] not in seen:
+            seen.add(parts[1])
+            latencies.append((arrival - float(parts[2])) * 1000)
 
 
 def measure(url: str, token: str, lines: int, interval: float) -> list[float]:
@@ -65,15 +79,37 @@ def measure(url: str, token: str, lines: int, interval: float) -> list[float]:
                 break
             if message["type"] != "log":
                 continue
-            for line in message["data"].splitlines():
-                parts = line.split()
-                if len(parts) == 3 and parts[0] == "T" and parts[1] not in seen:
-                    seen.add(parts[1])
-                    latencies.append((arrival - float(parts[2])) * 1000)
+            _record(message["data"], arrival, seen, latencies)
     return latencies
 
 
-def report(latencies: list[float], lines: int) -> None:
+def measure_plain(runtime: str, lines: int, interval: float) -> list[float]:
+    """The same program in a plain container (same image, same runtime, no network), read from its
+    attach stream, subscribed before it starts."""
+    from django.conf import settings
+
+    from apps.sandboxing import engine
+
+    container = engine.client().containers.create(
+        settings.SANDBOX_IMAGE,
+        ["python3", "-c", PROGRAM.format(lines=lines, interval=interval)],
+        network_mode="none",
+        runtime=runtime,
+    )
+    latencies: list[float] = []
+    seen: set[str] = set()
+    try:
+        stream = container.attach(stdout=True, stderr=True, stream=True, logs=False)
+        container.start()
+        for data in stream:
+            _record(data.decode(errors="replace"), time.time(), seen, latencies)
+    finally:
+        container.remove(force=True)
+    return latencies
+
+
+def percentiles(latencies: list[float]) -> dict[str, float]:
+    """p50, p95, p99, max and mean of ``latencies`` (ms)."""
     if not latencies:
         sys.exit("no lines arrived")
     ordered = sorted(latencies)
@@ -81,70 +117,53 @@ def report(latencies: list[float], lines: int) -> None:
     def pct(p: float) -> float:
         return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
 
-    print(f"lines received   {len(ordered)} of {lines}")
-    print(f"latency p50      {pct(50):7.1f} ms")
-    print(f"latency p95      {pct(95):7.1f} ms")
-    print(f"latency p99      {pct(99):7.1f} ms")
-    print(f"latency max      {ordered[-1]:7.1f} ms")
-    print(f"latency mean     {statistics.fmean(ordered):7.1f} ms")
+    figures = {f"p{p}": pct(p) for p in PERCENTILES}
+    figures.update(max=ordered[-1], mean=statistics.fmean(ordered), lines=len(ordered))
+    return figures
 
 
-def with_scratch_stack(run) -> None:
-    """Create a scratch database, migrate it, start Daphne + a worker on it, run, clean up."""
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "crucible.settings")
-    os.environ.setdefault("CRUCIBLE_ENV", "test")
+def print_table(columns: dict[str, dict[str, float]], lines: int) -> None:
+    """One column per (path, runtime), one row per figure."""
+    names = list(columns)
+    print(f"{'':14}" + "".join(f"{name:>22}" for name in names))
+    print(f"{'lines':14}" + "".join(f"{int(columns[n]['lines']):>15} of {lines:<4}" for n in names))
+    for row in [f"p{p}" for p in PERCENTILES] + ["max", "mean"]:
+        print(f"{'latency ' + row:14}" + "".join(f"{columns[n][row]:>19.1f} ms" for n in names))
+
+
+def side_by_side(runtimes: list[str], lines: int, interval: float) -> None:
+    """For each runtime: Crucible (a development stack with that runtime) and the plain container."""
     sys.path.insert(0, str(BASE_DIR))
-    import django
+    from tests.stack import api_token, development_stack, django_setup
 
-    django.setup()
-    import subprocess
-
-    from django.db import connection
-
-    from tests.stack import TestDatabaseStack
-
-    name = f"crucible_bench_{os.getpid()}"
-    with connection.cursor() as cursor:
-        cursor.execute(f'CREATE DATABASE "{name}"')
-    stack = None
-    try:
-        stack = TestDatabaseStack(name, Path(tempfile.mkdtemp(prefix="crucible-bench-")))
-        env = stack.env
-        manage = [sys.executable, str(BASE_DIR / "manage.py")]
-        subprocess.run([*manage, "migrate", "-v0"], env=env, check=True, cwd=BASE_DIR)
-        out = subprocess.run(
-            [*manage, "create_api_token", "bench"], env=env, check=True, cwd=BASE_DIR, capture_output=True, text=True
-        ).stdout
-        token = out.strip().splitlines()[-1].strip()
-        stack.start()
-        run(stack.url, token)
-    finally:
-        if stack is not None and stack.processes:
-            stack.stop()
-        connection.close()
-        with connection.cursor() as cursor:
-            cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    django_setup()
+    token = api_token("bench")
+    columns: dict[str, dict[str, float]] = {}
+    for runtime in runtimes:
+        with development_stack(workers=1, SANDBOX_RUNTIME=runtime) as stack:
+            measure(stack.url, token, 5, interval)  # warm up: image, runtime, worker
+            columns[f"crucible {runtime}"] = percentiles(measure(stack.url, token, lines, interval))
+        columns[f"plain {runtime}"] = percentiles(measure_plain(runtime, lines, interval))
+    print_table(columns, lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--url", default=os.environ.get("CRUCIBLE_URL", "http://127.0.0.1:8000"))
+    parser.add_argument("--url", help="measure this running Crucible instead of starting stacks")
     parser.add_argument("--token", default=os.environ.get("CRUCIBLE_TOKEN"))
-    parser.add_argument("--lines", type=int, default=500)
+    parser.add_argument("--lines", type=int, default=300)
     parser.add_argument("--interval", type=float, default=0.02, help="seconds between lines (default 0.02)")
-    parser.add_argument("--start", action="store_true", help="start a scratch stack instead of using --url")
+    parser.add_argument("--runtimes", default="runc,runsc", help="engine runtimes to compare, comma-separated")
     args = parser.parse_args()
-
-    def run(url, token):
-        print(f"{args.lines} lines, one every {args.interval * 1000:.0f} ms, against {url}")
-        report(measure(url.rstrip("/"), token, args.lines, args.interval), args.lines)
-
-    if args.start:
-        with_scratch_stack(run)
+    print(f"{args.lines} lines, one every {args.interval * 1000:.0f} ms")
+    if args.url is None:
+        side_by_side(args.runtimes.split(","), args.lines, args.interval)
     elif not args.token:
-        sys.exit("set CRUCIBLE_TOKEN or pass --token (or use --start)")
+        sys.exit("set CRUCIBLE_TOKEN or pass --token")
     else:
-        run(args.url, args.token)
+        print_table(
+            {"crucible": percentiles(measure(args.url.rstrip("/"), args.token, args.lines, args.interval))}, args.lines
+        )
 
 
 if __name__ == "__main__":

@@ -321,6 +321,9 @@ SANDBOX_RUNTIME = envstr("SANDBOX_RUNTIME", "auto")
 # Under gVisor the engine's pids cgroup bounds the host threads gVisor needs for one sandbox (its
 # kernel, and threads per process of the program on the ptrace platform); the program's own
 # process limit is SANDBOX_PIDS_LIMIT, enforced inside gVisor as RLIMIT_NPROC.
+# Idle, locked-down sandboxes each worker keeps started for runs with the default limits (0: none).
+# Tests start with none (their stacks check that no container is left) and turn it on where they test it.
+SANDBOX_POOL_SIZE = envint("SANDBOX_POOL_SIZE", 0 if CRUCIBLE_ENV == "test" else 1, minimum=0, maximum=16)
 # The longest any call to the Docker engine may take (create, start, exec, remove, ...).
 SANDBOX_ENGINE_TIMEOUT_S = envfloat("SANDBOX_ENGINE_TIMEOUT_S", 30.0, minimum=1.0)
 SANDBOX_RUNSC_HOST_TASKS = envint("SANDBOX_RUNSC_HOST_TASKS", 4096, minimum=256)
@@ -355,6 +358,12 @@ WORKER_HEARTBEAT_S = envfloat("WORKER_HEARTBEAT_S", min(5.0, WORKER_LOST_AFTER_S
 # Runs interrupted by a platform fault (worker lost or shut down, engine failure) are run again
 # until they have been claimed this many times; after that they end as error.
 EVALUATION_MAX_ATTEMPTS = envint("EVALUATION_MAX_ATTEMPTS", 2, minimum=1, maximum=5)
+# True: RQ's default, a work horse forked per job. False (the default): each job runs in the
+# worker's own process, which saves the fork and the horse's new PostgreSQL and Redis connections
+# (about 60 ms a run on a 2-core machine) and lets a worker keep state between runs (a warm pool);
+# a job that kills its process takes the worker with it, and the reconciler hands its run back.
+# See apps.evaluations.worker.
+WORKER_FORK = envbool("WORKER_FORK", False)
 # How long a worker keeps a run going (and retries its writes) while PostgreSQL is unreachable.
 WORKER_DB_RETRY_S = envfloat("WORKER_DB_RETRY_S", 60.0, minimum=0.0)
 

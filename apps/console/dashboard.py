@@ -16,7 +16,7 @@ from rq import Worker
 from apps.evaluations import killswitch
 from apps.evaluations.models import Evaluation, Status
 from apps.monitoring.models import Alert, ResourceSample
-from apps.sandboxing import engine_runtime
+from apps.sandboxing import engine_runtime, pool
 
 log = logging.getLogger(__name__)
 
@@ -156,14 +156,28 @@ def killswitch_engaged() -> bool | None:
 
 def live() -> dict:
     """The parts of the dashboard that change by the second."""
+    pools = warm_pools()
+    rows = workers()
+    for row in rows:
+        row["warm_idle"] = None if pools is None else pools.get(row["name"], 0)
     return {
         "queues": queue_depths(),
         "running": running_evaluations(),
         "killswitch_engaged": killswitch_engaged(),
         "queued_count": Evaluation.objects.filter(status=Status.QUEUED).count(),
-        "workers": workers(),
+        "workers": rows,
         "sandbox_runtime": engine_runtime.describe(),
+        "warm_pool_size": settings.SANDBOX_POOL_SIZE,
     }
+
+
+def warm_pools() -> dict[str, int] | None:
+    """Idle warm sandboxes per worker (None when the engine cannot say)."""
+    try:
+        return pool.idle_by_owner()
+    except Exception:
+        log.warning("dashboard: could not count the warm pools", exc_info=True)
+        return None
 
 
 def overview() -> dict:

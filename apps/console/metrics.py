@@ -21,7 +21,7 @@ from rq.suspension import is_suspended
 
 from apps.evaluations.models import TERMINAL_STATUSES, Evaluation, Status
 from apps.monitoring.models import Alert, RunTiming
-from apps.sandboxing import engine_runtime
+from apps.sandboxing import engine_runtime, pool
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +63,25 @@ class CrucibleCollector:
         yield from self._alerts()
         yield from self._redis()
         yield from self._sandbox_runtime()
+        yield from self._warm_pools()
+
+    def _warm_pools(self):
+        idle = GaugeMetricFamily(
+            "crucible_warm_pool_idle", "Idle, started sandboxes in each worker's warm pool.", labels=["worker"]
+        )
+        try:
+            sizes = pool.idle_by_owner()
+        except Exception:
+            log.warning("metrics: could not count the warm pools", exc_info=True)
+            sizes = {}
+        for owner, count in sorted(sizes.items()):
+            idle.add_metric([owner], count)
+        yield idle
+        yield GaugeMetricFamily(
+            "crucible_warm_pool_size",
+            "Idle sandboxes each worker keeps (SANDBOX_POOL_SIZE).",
+            value=settings.SANDBOX_POOL_SIZE,
+        )
 
     def _sandbox_runtime(self):
         choice = engine_runtime.describe()
@@ -141,14 +160,19 @@ class CrucibleCollector:
                 QUEUE_WAIT_BUCKETS,
             )
             sql, params = _histogram_sql(
-                "sandbox_start_ms / 1000.0", RunTiming._meta.db_table, "TRUE", SANDBOX_START_BUCKETS
+                "sandbox_start_ms / 1000.0",
+                RunTiming._meta.db_table,
+                "TRUE",
+                SANDBOX_START_BUCKETS,
+                group="CASE WHEN warm THEN 'warm' ELSE 'cold' END",
             )
             cursor.execute(sql, params)
             yield _histogram(
                 "crucible_sandbox_start_seconds",
-                "Time to create and start a locked-down container.",
+                "Time until the sandbox was ready: start=cold (create and start a container) or warm (a pool's).",
                 cursor.fetchall(),
                 SANDBOX_START_BUCKETS,
+                label="start",
             )
 
     def _alerts(self):

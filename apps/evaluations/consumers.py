@@ -1,26 +1,35 @@
 """The live stream of one evaluation: ``WS /ws/evaluations/{id}/?after=N`` (see architecture.md).
 
-On connect the consumer subscribes to the evaluation's group *first*, then reads the row and
-replays stored chunks with ``seq > after`` from PostgreSQL. Channels dispatches one message at a
-time, so events published while the replay runs wait in this connection's channel and are
-handled afterwards; any log event with a ``seq`` already sent is dropped. That is the whole
-no-gap/no-duplicate argument:
+The worker publishes each chunk of output as soon as it has it and stores chunks in batches a
+little later (recording.py); after each stored batch it publishes a *stored mark* (the highest
+``seq`` stored). On connect the consumer subscribes to the evaluation's group *first*, then reads
+the row and replays stored chunks with ``seq > after`` from PostgreSQL. Channels dispatches one
+message at a time, so events published while the replay runs wait in this connection's channel
+and are handled afterwards. The consumer sends a log message only when its ``seq`` is
+``last_seq + 1``; a live chunk further ahead is *held* until the chunks before it are read from the
+database. That is the whole no-gap/no-duplicate argument:
 
-* no gap: the worker stores a chunk *before* publishing it. A chunk stored before we subscribed
-  is in the replay; one stored after is published after we subscribed, so it reaches us live
-  (and may be in the replay too — then the live copy is dropped).
 * no duplicate: ``last_seq`` only grows, and every log message sent has ``seq == last_seq + 1``.
+* no gap: a chunk published after we subscribed reaches us live. A chunk published before we
+  subscribed was either stored before our read (it is in the replay) or stored after it; then the
+  stored mark of its batch is published after our read, so after we subscribed, and reaches us:
+  on a mark ahead of ``last_seq`` the consumer reads the database and releases what it held.
+
+Only the next ``seq`` is sent straight from a live event; the stored copy of a chunk is the same
+bytes under the same ``seq``, so whichever comes first is the one the client sees.
 
 A live event can still go missing (publishing is best effort, a slow client's channel can fill
-up). When a live log event skips ahead, the missing chunks are read from the database before it,
-and before ``end`` every remaining stored chunk is sent, so the client never sees a hole. Every
-heartbeat (``WEBSOCKET_HEARTBEAT_S``) sends the chunks stored since, and the ``end`` once the row is
-terminal, so even a lost ``end`` arrives a heartbeat late rather than never.
+up). When a live log event skips ahead, the missing chunks are read from the database at once (and
+again on the next stored mark if they were not stored yet); before ``end`` and before a status
+every stored chunk is sent, so the client never sees a hole. Every heartbeat
+(``WEBSOCKET_HEARTBEAT_S``) sends the chunks stored since, and the ``end`` once the row is
+terminal, so even a lost ``end`` or stored mark arrives a heartbeat late rather than never. At most
+``HOLD_MAX`` live chunks are held; later ones are left to the database.
 
 Permission is checked on connect and again on later events (``crucible.ws_auth.GuardedConsumer``):
 a revoked token, a deactivated user, a signed-out session or a lost right to see the evaluation
-closes the connection. Status, alert and end events are always re-checked; log and sample events
-at most once per ``recheck_s``.
+closes the connection. Status, alert and end events are always re-checked; log, sample and stored
+events at most once per ``recheck_s``.
 """
 
 from __future__ import annotations
@@ -35,6 +44,7 @@ from apps.evaluations.models import Evaluation, OutputChunk
 from crucible.ws_auth import CloseCode, GuardedConsumer
 
 REPLAY_BATCH = 500
+HOLD_MAX = 1000
 FREQUENT_EVENTS = ("log", "sample")
 
 
@@ -59,8 +69,10 @@ def _parse_after(query_string: bytes) -> int | None:
 class EvaluationConsumer(GuardedConsumer):
     evaluation_id: uuid.UUID | None = None
     last_seq = 0
+    held: dict[int, publisher.LogMessage]
 
     async def connect(self):
+        self.held = {}
         if not await self.open():
             return
         evaluation_id = _parse_uuid(self.scope["url_route"]["kwargs"].get("evaluation_id"))
@@ -81,7 +93,7 @@ class EvaluationConsumer(GuardedConsumer):
             return await self.finish(CloseCode.NOT_FOUND)
         await self.send_json(publisher.status_message(evaluation.status))
         self.last_seq = after
-        await self._replay()
+        await self._catch_up()
         if evaluation.is_terminal:
             # Terminal was read before the replay, so every chunk was stored and has been sent.
             await self.send_json(publisher.end_message(evaluation))
@@ -95,7 +107,7 @@ class EvaluationConsumer(GuardedConsumer):
         evaluation = await self._load()
         if evaluation is None:
             return await self.finish(CloseCode.NOT_ALLOWED)
-        await self._replay()
+        await self._catch_up()
         if evaluation.is_terminal:  # read before the replay, so every chunk was stored and sent
             await self.send_json(publisher.end_message(evaluation))
             await self.finish(CloseCode.NORMAL)
@@ -114,25 +126,57 @@ class EvaluationConsumer(GuardedConsumer):
         if not await self.still_allowed(always=kind not in FREQUENT_EVENTS):
             return
         if kind == "log":
-            seq = event["seq"]
-            if seq <= self.last_seq:
-                return  # already sent by the replay (or a duplicate publish)
-            if seq > self.last_seq + 1:
-                await self._replay(before=seq)  # the events in between were lost: read them
-            await self.send_json(event)
-            self.last_seq = seq
+            await self._take_live(event)
         elif kind == "end":
-            await self._replay()  # the worker stored everything before publishing the end
+            await self._catch_up()  # the worker stored everything before publishing the end
             await self.send_json(event)
             await self.finish(CloseCode.NORMAL)
         elif kind == "status":
             # Chunks stored before a status change come before it, even if their events were lost.
-            await self._replay()
+            await self._catch_up()
             await self.send_json(event)
         else:
             await self.send_json(event)
 
+    async def evaluation_stored(self, message: publisher.StoredEvent):
+        """The worker stored every chunk up to ``message["seq"]``: if we have not sent them all, read them."""
+        if self.finished or message["seq"] <= self.last_seq:
+            return
+        if not await self.still_allowed(always=False):
+            return
+        await self._catch_up()
+
     # --- helpers ---------------------------------------------------------------------------
+
+    async def _take_live(self, event: publisher.LogMessage) -> None:
+        """Send a live chunk if it is the next one; hold it if chunks before it have not been sent yet."""
+        seq = event["seq"]
+        if seq <= self.last_seq:
+            return  # already sent by the replay (or a duplicate publish)
+        if seq == self.last_seq + 1:
+            await self.send_json(event)
+            self.last_seq = seq
+            return await self._release_held()
+        first_gap = not self.held
+        if len(self.held) < HOLD_MAX:
+            self.held[seq] = event
+        if first_gap:  # the chunks in between may be stored already (their events lost): read them
+            await self._replay(before=seq)
+            await self._release_held()
+
+    async def _catch_up(self) -> None:
+        """Send every stored chunk not sent yet, then the held live chunks that follow them."""
+        await self._replay()
+        await self._release_held()
+
+    async def _release_held(self) -> None:
+        """Forget held chunks already sent; send those that are next, in order."""
+        for seq in [seq for seq in self.held if seq <= self.last_seq]:
+            del self.held[seq]
+        while not self.finished and self.last_seq + 1 in self.held:
+            event = self.held.pop(self.last_seq + 1)
+            await self.send_json(event)
+            self.last_seq = event["seq"]
 
     async def _replay(self, before: int | None = None) -> None:
         """Send stored chunks with last_seq < seq (< before), in order, in batches."""

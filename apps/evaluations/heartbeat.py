@@ -1,7 +1,8 @@
 """The heartbeat of a run: proof to the reconciler that the worker running it is alive.
 
-A thread in the work horse writes ``heartbeat_at`` every ``WORKER_HEARTBEAT_S`` for as long as the
-run is in the horse (sandbox start, run, artifact collection, recording). The write is fenced by
+A thread beside the run (in the worker, or in its work horse with ``WORKER_FORK``) writes
+``heartbeat_at`` every ``WORKER_HEARTBEAT_S`` for as long as the run is in progress (sandbox
+start, run, artifact collection, recording). The write is fenced by
 the attempt: once the row is not this attempt's any more (the reconciler requeued it or ended it
 after the heartbeat went stale), ``lost`` is set and the run abandons the row to its new owner.
 """

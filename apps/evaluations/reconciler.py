@@ -22,13 +22,14 @@ from datetime import UTC, timedelta
 import django_rq
 from django.conf import settings
 from django.utils import timezone
+from rq import Worker
 from rq.job import Job, JobStatus
 
 from apps.audit import services as audit
 from apps.evaluations import retries, services
 from apps.evaluations.models import Evaluation, Reason, Status
 from apps.evaluations.retries import RetryDecision
-from apps.sandboxing import containers, engine
+from apps.sandboxing import containers, engine, pool
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +131,17 @@ def remove_orphan_containers() -> list[str]:
     return removed
 
 
+def remove_dead_workers_pools() -> list[str]:
+    """Remove the warm-pool sandboxes of workers that are gone (idle, or claimed by a run it lost)."""
+    alive = {worker.name for worker in Worker.all(connection=django_rq.get_connection("default"))}
+    removed = []
+    for owner in pool.pool_owners() - alive:
+        for container_id in pool.remove_pools_of(owner):
+            removed.append(container_id)
+            audit.record("reconciler.remove_pool_container", target=owner, container=container_id[:12])
+    return removed
+
+
 def _is_uuid(value: str) -> bool:
     try:
         uuid.UUID(value)
@@ -145,6 +157,7 @@ def reconcile() -> dict:
         ("worker_lost", end_lost_runs),
         ("requeued", requeue_lost_jobs),
         ("orphans_removed", remove_orphan_containers),
+        ("pools_removed", remove_dead_workers_pools),
     ):
         try:
             result[key] = step()

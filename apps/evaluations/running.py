@@ -14,6 +14,7 @@ import socket
 import time
 from enum import StrEnum
 
+from django.conf import settings
 from django.db import DataError, IntegrityError, transaction
 from rq import get_current_job
 
@@ -110,6 +111,14 @@ def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+def pool_owner() -> str | None:
+    """The worker whose warm pool a run may take its sandbox from (None: no pool, start cold)."""
+    job = get_current_job()
+    if settings.SANDBOX_POOL_SIZE <= 0 or job is None or not job.worker_name:
+        return None
+    return job.worker_name
+
+
 def run(evaluation_id: str) -> RunDisposition:
     return EvaluationRun(evaluation_id).handle()
 
@@ -197,6 +206,7 @@ class EvaluationRun:
             control=self.controller,
             on_sample=self._on_sample,
             on_result=self._on_result,
+            pool_owner=pool_owner(),
         )
         if self.disposition is None:  # the runner ended before it had a result to hand over
             self._on_result(result)
@@ -220,7 +230,7 @@ class EvaluationRun:
 
     def record(self, result: runner.RunResult) -> RunDisposition:
         """Store the end (artifacts and the terminal transition in one transaction) and publish it."""
-        self._record_sandbox_start()
+        self._record_sandbox_start(result.warm)
         status, reason = end_of(result.outcome, result.exit_code, self.controller.requested)
         capped = result.outcome == Outcome.OUTPUT_CAPPED
         if result.failure is not None:
@@ -362,14 +372,15 @@ class EvaluationRun:
             ),
         )
 
-    def _record_sandbox_start(self) -> None:
-        """How long the sandbox took to be ready (container create + start), for the metrics."""
+    def _record_sandbox_start(self, warm: bool) -> None:
+        """How long the sandbox took to be ready (create + start, or a warm pool's claim), for the metrics."""
         ready_at = self.controller.first_call_at
         if ready_at is None:
             return
         try:
             RunTiming.objects.update_or_create(
-                evaluation_id=self.evaluation.pk, defaults={"sandbox_start_ms": int((ready_at - self.started) * 1000)}
+                evaluation_id=self.evaluation.pk,
+                defaults={"sandbox_start_ms": int((ready_at - self.started) * 1000), "warm": warm},
             )
         except Exception:
             log.warning("could not record the sandbox start time of %s", self.evaluation.pk, exc_info=True)

@@ -1,5 +1,6 @@
 """The RQ worker class Crucible's workers run (``manage.py crucible_worker`` uses it), and the
-``shutdown`` flag through which a stopping worker tells its work horse to hand the run back."""
+``shutdown`` flag through which a stopping worker tells the run in progress (in its own process, or
+in a forked work horse with ``WORKER_FORK=true``) to hand the run back."""
 
 from __future__ import annotations
 
@@ -8,21 +9,43 @@ import os
 import signal
 import threading
 
+from django.conf import settings
+from django.db import connections
 from rq import Worker
+from rq.worker import WorkerStatus
 
 from apps.sandboxing import selfcheck
+from apps.sandboxing.policy import Limits, Profile
+from apps.sandboxing.pool import WarmPool
 
 log = logging.getLogger(__name__)
 
 HAND_BACK_SIGNAL = signal.SIGUSR1
 
-# Set in a work horse when its worker is shutting down: the run is then stopped at once and handed
-# back (apps.evaluations.running, apps.evaluations.retries).
+# Set where the run is (the worker's process, or its work horse) when the worker is shutting down:
+# the run is then stopped at once and handed back (apps.evaluations.running, apps.evaluations.retries).
 shutdown = threading.Event()
 
 
 def request_shutdown(*_args) -> None:
     shutdown.set()
+
+
+def drop_broken_connections() -> None:
+    """Close this thread's database connections that errored and no longer answer (a restarted PostgreSQL).
+
+    Unlike Django's ``close_old_connections`` this keeps a healthy connection whatever
+    ``CONN_MAX_AGE`` says: a worker that runs jobs in its own process reuses it, which is the point.
+    """
+    for conn in connections.all(initialized_only=True):
+        if conn.connection is not None and conn.errors_occurred and not conn.is_usable():
+            conn.close()
+
+
+def warm_profiles() -> list[Profile]:
+    """The profiles a worker keeps warm: the default limits on the default image (the runtimes of
+    ``python`` and ``bash`` share it). Runs with other limits start cold."""
+    return [Profile(image=settings.SANDBOX_IMAGE, limits=Limits.from_settings())]
 
 
 class CrucibleWorker(Worker):
@@ -31,9 +54,34 @@ class CrucibleWorker(Worker):
     RQ forks a work horse per job, so a check cached inside a job would be lost with the horse.
     Here the canary runs at most once per cache period, in the parent, and every forked horse
     inherits the verdict; ``running`` still calls ``require_policy()`` and fails closed.
+    With ``WORKER_FORK=false`` jobs run in the worker's own process instead (see below).
     """
 
+    pool: WarmPool | None = None
+
+    # --- Warm pool --------------------------------------------------------------------------
+    # Started once the worker is registered (so the reconciler, which removes the pools of workers
+    # that are gone, never sees this one's pool before the worker itself), drained when it stops.
+
+    def register_birth(self):
+        super().register_birth()
+        self.pool = WarmPool(self.name, settings.SANDBOX_POOL_SIZE, warm_profiles)
+        self.pool.start()
+
+    def register_death(self):
+        if self.pool is not None:
+            drained = self.pool.drain()
+            log.info("worker %s: warm pool drained (%d idle sandboxes removed)", self.name, len(drained))
+        super().register_death()
+
     def execute_job(self, job, queue):
+        self._check_sandbox_policy()
+        if settings.WORKER_FORK:
+            return super().execute_job(job, queue)
+        return self._execute_in_process(job, queue)
+
+    def _check_sandbox_policy(self) -> None:
+        """Run the canary (cached); its verdict is read again by ``running`` before any run starts."""
         try:
             problems = selfcheck.self_check()
         except Exception:
@@ -41,7 +89,44 @@ class CrucibleWorker(Worker):
         else:
             if problems:
                 log.error("sandbox policy NOT enforced by this engine, refusing work: %s", "; ".join(problems))
-        return super().execute_job(job, queue)
+
+    # --- Without a work horse (WORKER_FORK=false) ---------------------------------------------
+    # What RQ's SimpleWorker does, kept in this class so the policy check and the hand-back stay
+    # in one place. It saves the fork and the new PostgreSQL and Redis connections a horse opens
+    # per job. What the fork gave is kept this way: the job's timeout still fires (RQ's SIGALRM
+    # death penalty, in this process's main thread); an exception in a job is caught by RQ as in
+    # a horse; the run's own heartbeat thread runs as it did in the horse, and a thread keeps RQ's
+    # heartbeats as the forking parent did; a shutdown hands the run back (below); a job that
+    # kills this process (segfault, OOM killer) takes only this worker down: its run's heartbeat
+    # goes stale and the reconciler hands it back, and RQ moves the job out of the started
+    # registry once the worker's key has expired. What is lost: a job stuck in C code past its RQ
+    # timeout is not SIGKILLed by a parent (runs end by their own timeout long before), and a
+    # leak in one job stays in the process for the next.
+
+    def _execute_in_process(self, job, queue) -> None:
+        """Run ``job`` in this process, on this process's database connection, kept from job to job."""
+        execution = self.prepare_execution(job)
+        done = threading.Event()
+        beats = threading.Thread(target=self._beat_until, args=(done, job, execution), daemon=True)
+        drop_broken_connections()
+        beats.start()
+        try:
+            self.perform_job(job, queue, execution)
+        finally:
+            done.set()
+            beats.join()
+            drop_broken_connections()
+        self.set_state(WorkerStatus.IDLE)
+
+    def _beat_until(self, done: threading.Event, job, execution) -> None:
+        """What a forking worker does while its horse runs: keep the worker's, the job's and the
+        execution's keys alive, so a worker killed mid-job leaves the dashboard and health check and
+        RQ's registries as soon as a forking one would (never an hour later)."""
+        while not done.wait(self.job_monitoring_interval):
+            try:
+                self.maintain_heartbeats(job, execution)
+            except Exception:
+                log.warning("worker %s: RQ heartbeat not written", self.name, exc_info=True)
 
     # --- Graceful shutdown ------------------------------------------------------------------
     # RQ's warm shutdown waits for the running job, up to its timeout (minutes), and a process
@@ -52,7 +137,12 @@ class CrucibleWorker(Worker):
 
     def handle_warm_shutdown_request(self):
         super().handle_warm_shutdown_request()
-        if self.horse_pid:
+        if not settings.WORKER_FORK:
+            # The run is in this process: the signal handler sets the flag it watches.
+            if self.get_state() == WorkerStatus.BUSY:
+                log.info("worker %s: handing its run back", self.name)
+            request_shutdown()
+        elif self.horse_pid:
             log.info("worker %s: asking horse %s to hand its run back", self.name, self.horse_pid)
             try:
                 os.kill(self.horse_pid, HAND_BACK_SIGNAL)

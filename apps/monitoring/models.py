@@ -76,6 +76,7 @@ class RunTiming(models.Model):
     sandbox_start_ms = models.IntegerField(
         help_text="From the start of the run to the sandbox ready to run the program."
     )
+    warm = models.BooleanField(default=False, help_text="The sandbox came from a worker's warm pool.")
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
 
     def __str__(self) -> str:

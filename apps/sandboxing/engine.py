@@ -28,7 +28,7 @@ def reset() -> None:
     _local.__dict__.clear()
 
 
-# A forked child (an RQ work horse) must not share the parent's connection to the engine.
+# A forked child (an RQ work horse, with WORKER_FORK) must not share the parent's connection to the engine.
 os.register_at_fork(after_in_child=reset)
 
 

@@ -56,6 +56,7 @@ DRAIN_MAX_S = 1.0
 KILL_UNANSWERED_S = 5.0
 SIGKILL_EXIT = 128 + 9
 STOPPED_STATE_WAIT_S = 2.0  # for the engine to record how a stopping container ended
+DYING_SANDBOX_WAIT_S = 0.5  # under gVisor, for a sandbox whose exec reported an abnormal exit to stop
 HOST_TASKS_NEAR_CAP = 0.8  # a sandbox that stopped with this share of its host pids cap in use hit it
 ENGINE_STOP_SIGNALS = (9, 15)  # how an engine stop or restart ends the processes of its containers
 LAUNCHER_STDERR_BYTES = 2048
@@ -401,7 +402,7 @@ class Execution:
         """How the program ended: the runner's reason, an OOM kill, or by itself."""
         if self.ended_by is not None:
             return self.ended_by
-        if self.sandbox.exec_lost and not self.sandbox.killed:
+        if not self.sandbox.killed and (self.sandbox.exec_lost or self.sandbox_died_under_gvisor()):
             return self.verdict_of_a_stopped_sandbox()
         if self.exit_code not in (SIGKILL_EXIT, None):
             return Outcome.EXITED
@@ -409,6 +410,13 @@ class Execution:
             return Outcome.OOM_KILLED if (reading.oom_kills or 0) > 0 else Outcome.EXITED
         self.sandbox.kill()  # the engine records an OOM kill on the container, once it has stopped
         return Outcome.OOM_KILLED if self.sandbox.oom_killed_by_engine() else Outcome.EXITED
+
+    def sandbox_died_under_gvisor(self) -> bool:
+        """Under gVisor an exec whose sandbox died may still report an exit (128, from runsc's own
+        wait): an abnormal exit code is checked against the container, which must still be running."""
+        if (self.exit_code or 0) < 128 or not engine_runtime.is_gvisor(self.sandbox.profile.engine_runtime):
+            return False
+        return not self.sandbox.stopped_state(DYING_SANDBOX_WAIT_S).get("Running", True)
 
     def verdict_of_a_stopped_sandbox(self) -> Outcome:
         """The whole sandbox stopped under the program, which the runner did not ask for.

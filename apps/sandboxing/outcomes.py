@@ -86,6 +86,7 @@ class RunResult:
     failure: Failure | None = None
     error: str = ""  # for people only: no caller may parse it
     engine_runtime: str = ""  # the engine runtime the sandbox ran under; empty when none was created
+    warm: bool = False  # the sandbox came from a warm pool (started before the run)
     artifacts_skipped_names: int = 0  # files in /output left out for their name (streams.MAX_NAME_BYTES)
 
     def __post_init__(self) -> None:

@@ -9,6 +9,7 @@ down with no opt-out. A ``Profile`` is hashable, so pre-started sandboxes can be
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -38,6 +39,8 @@ ENVIRONMENT = {
 }
 LABEL_INSTANCE = "org.crucible.instance"
 LABEL_RUN = "org.crucible.run"
+LABEL_POOL = "org.crucible.pool"  # the worker whose warm pool started the container
+LABEL_PROFILE = "org.crucible.profile"  # Profile.key of a pool container
 SECCOMP_PATH = Path(settings.BASE_DIR) / "sandbox" / "seccomp.json"
 CODE_DIR_INODES = 64
 SHM_MAX_MB = 64
@@ -210,6 +213,25 @@ class Profile:
     limits: Limits
     engine_runtime: str = field(default_factory=_configured_engine_runtime)
 
+    @property
+    def key(self) -> str:
+        """A short stable name of what the container is made of (the label a pool container carries):
+        image, engine runtime and the limits the engine enforces. The runner's own limits (timeout,
+        output and artifact caps, kill grace) are not part of it: they apply to any such sandbox."""
+        limits = self.limits
+        made_of = (
+            self.image,
+            self.engine_runtime,
+            limits.memory_mb,
+            limits.cpus,
+            limits.pids,
+            limits.tmpfs_mb,
+            limits.tmpfs_inodes,
+            limits.nofile,
+            limits.fsize_mb,
+        )
+        return hashlib.sha256(repr(made_of).encode()).hexdigest()[:16]
+
 
 @lru_cache(maxsize=1)
 def seccomp_profile() -> str:
@@ -264,7 +286,7 @@ def host_pids_limit(limits: Limits, engine_runtime_name: str) -> int:
     return limits.pids
 
 
-def container_config(profile: Profile, *, name: str, run_id: str) -> dict:
+def container_config(profile: Profile, *, name: str, run_id: str, labels: dict[str, str] | None = None) -> dict:
     """Keyword arguments for ``containers.create``: the sandbox policy, with no opt-out.
 
     Raises ``OSError``/``ValueError`` when the seccomp profile cannot be loaded.
@@ -279,7 +301,7 @@ def container_config(profile: Profile, *, name: str, run_id: str) -> dict:
         "user": SANDBOX_USER,
         "working_dir": WORK_DIR,
         "environment": dict(ENVIRONMENT),
-        "labels": {LABEL_INSTANCE: settings.CRUCIBLE_INSTANCE, LABEL_RUN: run_id},
+        "labels": {**(labels or {}), LABEL_INSTANCE: settings.CRUCIBLE_INSTANCE, LABEL_RUN: run_id},
         "detach": True,
         "stdin_open": False,
         "tty": False,

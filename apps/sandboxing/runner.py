@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from apps.sandboxing import pool
 from apps.sandboxing.engine_runtime import RuntimeUnknown
 from apps.sandboxing.execution import execute
 from apps.sandboxing.outcomes import Command, Failure, ResourceSample, RunRequest, RunResult
@@ -41,6 +42,7 @@ def run(
     control: Callable[[], Command | None],
     on_sample: Callable[[ResourceSample], None] | None = None,
     on_result: Callable[[RunResult], None] | None = None,
+    pool_owner: str | None = None,
 ) -> RunResult:
     """Run ``request`` in a fresh locked-down container and return how it ended.
 
@@ -50,9 +52,17 @@ def run(
     ``on_result`` is called with the result once the program has ended (the container is already
     killed) but before the container is removed, so a caller can record the verdict without waiting
     for the engine's removal; the removal still happens before ``run`` returns, even if it raises.
+
+    With ``pool_owner``, an idle sandbox of that worker's warm pool with the request's profile is
+    used when there is one (``pool.claim``); otherwise, or when the limits match no warm profile,
+    the sandbox starts cold. Either way it runs this program only and is removed after it.
     """
+    warm = False
     try:
-        sandbox = Sandbox.create(profile_for(request), run_id=request.run_id)
+        profile = profile_for(request)
+        sandbox = pool.claim(pool_owner, profile, request.run_id) if pool_owner else None
+        warm = sandbox is not None
+        sandbox = sandbox or Sandbox.create(profile, run_id=request.run_id)
     except (SandboxSetupError, RuntimeUnknown) as exc:
         result = RunResult.failed(getattr(exc, "failure", Failure.ENGINE_FAULT), str(exc))
         if on_result is not None:
@@ -60,6 +70,7 @@ def run(
         return result
     try:
         result = execute(sandbox, request, on_output=on_output, control=control, on_sample=on_sample)
+        result.warm = warm
         if on_result is not None:
             on_result(result)
         return result

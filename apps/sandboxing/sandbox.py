@@ -21,8 +21,10 @@ import re
 import select
 import socket
 import time
+from datetime import UTC, datetime
 
 import docker.errors
+from django.conf import settings
 from docker.models.containers import _create_container_args
 
 from apps.sandboxing import containers, engine
@@ -30,7 +32,7 @@ from apps.sandboxing.cgroups import CgroupReader, Reading, reading_from_engine_s
 from apps.sandboxing.engine_runtime import is_gvisor
 from apps.sandboxing.incontainer import collector, python_argv
 from apps.sandboxing.outcomes import Failure
-from apps.sandboxing.policy import OUTPUT_DIR, SANDBOX_USER, Limits, Profile, container_config
+from apps.sandboxing.policy import LABEL_INSTANCE, OUTPUT_DIR, SANDBOX_USER, Limits, Profile, container_config
 from apps.sandboxing.streams import STDOUT, ArtifactStreamParser, FrameDemuxer, ParsedArtifact, ProtocolError
 
 log = logging.getLogger(__name__)
@@ -149,7 +151,19 @@ def _engine_create(config: dict):
     return client.containers.get(client.api.create_container(**create_kwargs)["Id"])
 
 
-def _create_container(config: dict):
+def _left_by_an_earlier_attempt(name: str) -> bool:
+    """Whether the container holding ``name`` is this instance's: an earlier attempt of the same run
+    (a sandbox is named for its run) whose removal failed, e.g. while the engine restarted. The run
+    has been claimed again since, so that attempt is over; a container of another instance (or one
+    we cannot inspect) is not ours to remove."""
+    try:
+        labels = engine.client().api.inspect_container(name)["Config"].get("Labels") or {}
+    except Exception:
+        return False
+    return labels.get(LABEL_INSTANCE) == settings.CRUCIBLE_INSTANCE
+
+
+def _create_container(config: dict, *, replace_stale: bool = True):
     """``containers.create`` with the engine's answer turned into a ``SandboxSetupError`` of the right kind."""
     name = config["name"]
     try:
@@ -157,6 +171,15 @@ def _create_container(config: dict):
     except docker.errors.ImageNotFound as exc:
         raise SandboxSetupError(f"sandbox image not found: {_explain(exc)}")
     except docker.errors.APIError as exc:
+        if exc.status_code == 409 and replace_stale and _left_by_an_earlier_attempt(name):
+            log.warning("removing %s, left by an earlier attempt of the same run", name)
+            try:
+                containers.remove(name)
+            except Exception as remove_exc:
+                raise SandboxSetupError(
+                    f"an earlier attempt's container {name} cannot be removed: {remove_exc}", Failure.ENGINE_FAULT
+                )
+            return _create_container(config, replace_stale=False)
         if exc.status_code != 409:  # 409: the name is taken; that container is not ours to remove
             _discard(name)
         raise SandboxSetupError(f"the engine refused the sandbox container: {_explain(exc)}")
@@ -195,12 +218,14 @@ class Sandbox:
         return self.killed_at is not None
 
     @classmethod
-    def create(cls, profile: Profile, *, run_id: str, name: str | None = None) -> Sandbox:
+    def create(
+        cls, profile: Profile, *, run_id: str, name: str | None = None, labels: dict[str, str] | None = None
+    ) -> Sandbox:
         """Create and start a sandbox of ``profile`` labelled ``run_id``; raises ``SandboxSetupError``."""
         if not _RUN_ID.match(run_id):
             raise SandboxSetupError("run_id must be letters, digits, '_', '.', '-'")
         try:
-            config = container_config(profile, name=name or f"crucible-{run_id}", run_id=run_id)
+            config = container_config(profile, name=name or f"crucible-{run_id}", run_id=run_id, labels=labels)
         except (OSError, ValueError) as exc:
             raise SandboxSetupError(f"cannot load the sandbox policy: {exc}")
         created_at = time.time()
@@ -214,10 +239,22 @@ class Sandbox:
                 f"the engine could not start the sandbox container: {_explain(exc)}", Failure.ENGINE_FAULT
             )
         sandbox.cgroup = CgroupReader(container.id)
-        if is_gvisor(profile.engine_runtime) and sandbox.cgroup.available:
-            # What gVisor's own kernel uses before any program runs; readings report the program's share.
-            sandbox.baseline = sandbox.cgroup.read()
+        sandbox.measure_baseline()
         return sandbox
+
+    @classmethod
+    def adopt(cls, container_id: str, profile: Profile) -> Sandbox:
+        """A started, idle sandbox of ``profile`` that another process created (a warm pool's)."""
+        attrs = engine.client().api.inspect_container(container_id)
+        created = datetime.strptime(attrs["Created"][:19], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC).timestamp()
+        sandbox = cls(container_id, attrs.get("Image", ""), profile, created)
+        sandbox.measure_baseline()
+        return sandbox
+
+    def measure_baseline(self) -> None:
+        """What gVisor's own kernel uses before any program runs; readings report the program's share."""
+        if is_gvisor(self.profile.engine_runtime) and self.cgroup.available:
+            self.baseline = self.cgroup.read()
 
     # --- programs ---------------------------------------------------------------------------
     def open_exec(self, argv: list[str], *, workdir: str, environment: dict, stdin: bool = False):

@@ -46,8 +46,14 @@ def check_output(stack, evaluation_id, expected=EXPECTED, attempts=None) -> list
     return segments
 
 
+def outliving_containers(stack) -> list:
+    """The stack's containers other than the running, unclaimed sandboxes of its workers' warm pools
+    (a claimed one is renamed for its run; a stopped one must be removed by its pool)."""
+    return [c for c in stack.containers() if not (c.name.startswith("crucible-pool-") and c.status == "running")]
+
+
 def no_containers_left(stack, timeout=10):
-    wait_until(lambda: not stack.containers(), timeout, interval=0.3, what="no container left")
+    wait_until(lambda: not outliving_containers(stack), timeout, interval=0.3, what="no container left")
 
 
 def stays_terminal(stack, evaluation_id, status, for_s=2.5):

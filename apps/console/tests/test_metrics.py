@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from apps.evaluations.tests.factories import make_evaluation
 from apps.evaluations.tests.helpers import run_and_wait, submit
+from apps.evaluations.worker import warm_profiles
+from apps.monitoring.models import RunTiming
+from apps.sandboxing import pool
 
 URL = "/api/v1/metrics/"
 
@@ -46,8 +52,8 @@ def test_metrics_change_as_evaluations_run(alice_api, olivia_api, empty_queues):
     assert value(after, "crucible_evaluation_duration_seconds_count", language="python") == 2
     assert value(after, "crucible_evaluation_duration_seconds_bucket", language="python", le="+Inf") == 2
     assert value(after, "crucible_evaluation_queue_wait_seconds_count") == 2
-    assert value(after, "crucible_sandbox_start_seconds_count") == 2
-    assert value(after, "crucible_sandbox_start_seconds_sum") > 0
+    assert value(after, "crucible_sandbox_start_seconds_count", start="cold") == 2
+    assert value(after, "crucible_sandbox_start_seconds_sum", start="cold") > 0
 
 
 @pytest.mark.django_db
@@ -101,3 +107,22 @@ def test_the_runtime_sandboxes_get_is_a_metric(olivia_api, settings):
     settings.SANDBOX_RUNTIME = "runc"
     samples = scrape(olivia_api)
     assert value(samples, "crucible_sandbox_runtime", configured="runc", runtime="runc", gvisor="0") == 1
+
+
+@pytest.mark.docker
+def test_warm_pools_and_warm_starts_are_metrics(olivia_api, alice, settings):
+    settings.SANDBOX_POOL_SIZE = 1
+    owner = f"pooled-{uuid.uuid4().hex[:8]}"
+    pool.WarmPool(owner, 1, warm_profiles).refill_once()
+    warm_run, cold_run = make_evaluation(alice, status="succeeded"), make_evaluation(alice, status="succeeded")
+    RunTiming.objects.create(evaluation_id=warm_run.pk, sandbox_start_ms=12, warm=True)
+    RunTiming.objects.create(evaluation_id=cold_run.pk, sandbox_start_ms=640, warm=False)
+    try:
+        samples = scrape(olivia_api)
+    finally:
+        pool.remove_pools_of(owner)
+    assert value(samples, "crucible_warm_pool_idle", worker=owner) == 1
+    assert value(samples, "crucible_warm_pool_size") == 1
+    assert value(samples, "crucible_sandbox_start_seconds_count", start="warm") == 1
+    assert value(samples, "crucible_sandbox_start_seconds_bucket", start="warm", le="0.1") == 1
+    assert value(samples, "crucible_sandbox_start_seconds_bucket", start="cold", le="0.5") == 0

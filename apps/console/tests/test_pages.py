@@ -5,15 +5,19 @@ from __future__ import annotations
 import re
 import uuid
 
+import django_rq
 import pytest
 from django.utils import timezone
+from rq import Worker
 
 from apps.audit.models import AuditEvent
 from apps.audit.services import record
 from apps.evaluations.models import Evaluation, Status
 from apps.evaluations.tests.helpers import submit
+from apps.evaluations.worker import warm_profiles
 from apps.monitoring.alerts import raise_alert
 from apps.monitoring.models import Alert, ResourceSample
+from apps.sandboxing import pool
 
 pytestmark = pytest.mark.django_db
 
@@ -164,3 +168,20 @@ def test_the_dashboard_says_which_runtime_sandboxes_get_and_warns_without_gvisor
     settings.SANDBOX_RUNTIME = "runc"
     page = client.get("/monitoring/").content.decode()
     assert 'data-runtime="runc"' in page and "runtime-state--weak" in page and "without gVisor" in page
+
+
+@pytest.mark.docker
+def test_the_dashboard_shows_each_workers_warm_sandboxes(client, olivia, settings):
+    settings.SANDBOX_POOL_SIZE = 2
+    connection = django_rq.get_connection("default")
+    worker = Worker([], connection=connection, name=f"pooled-{uuid.uuid4().hex[:8]}")
+    worker.register_birth()
+    try:
+        pool.WarmPool(worker.name, 2, warm_profiles).refill_once()
+        client.force_login(olivia)
+        page = client.get("/monitoring/").content.decode()
+        row = page[page.index(worker.name) :]
+        assert '<td class="warm-pool">2 / 2</td>' in row[: row.index("</tr>")]
+    finally:
+        worker.register_death()
+        pool.remove_pools_of(worker.name)

@@ -2,8 +2,11 @@
 
 import signal
 import time
+import uuid
 
+import django_rq
 import pytest
+from rq import SimpleWorker
 
 from apps.accounts.models import Quota
 from apps.evaluations import running
@@ -11,6 +14,9 @@ from apps.evaluations.models import Evaluation, Reason, Runtime, Status
 from apps.evaluations.running import RunDisposition
 from apps.evaluations.tests import helpers
 from apps.evaluations.tests.helpers import Background, run_and_wait, submit, wait_for, wait_for_status
+from apps.evaluations.worker import warm_profiles
+from apps.monitoring.models import RunTiming
+from apps.sandboxing import pool
 
 pytestmark = [pytest.mark.docker, pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("empty_queues")]
 
@@ -162,3 +168,19 @@ def test_high_priority_runs_before_normal_and_low(alice_api, alice):
     helpers.work_off_queues()
     low_row, high_row = Evaluation.objects.get(pk=low), Evaluation.objects.get(pk=high)
     assert high_row.started_at < low_row.started_at
+
+
+def test_with_a_warm_pool_a_run_takes_an_idle_sandbox_and_it_goes_with_the_run(alice_api, settings):
+    settings.SANDBOX_POOL_SIZE = 1
+    name = f"pooled-{uuid.uuid4().hex[:8]}"
+    pool.WarmPool(name, 2, warm_profiles).refill_once()
+    try:
+        response = submit(alice_api, code="print('warm')")
+        queues = [django_rq.get_queue(queue) for queue in settings.RQ_QUEUES]
+        SimpleWorker(queues, connection=queues[0].connection, name=name).work(burst=True, with_scheduler=False)
+        evaluation = Evaluation.objects.get(pk=response.json()["id"])
+        assert (evaluation.status, _output(evaluation)) == (Status.SUCCEEDED, b"warm\n")
+        assert RunTiming.objects.get(evaluation_id=evaluation.pk).warm is True
+        assert len(pool.idle(name)) == 1  # the one it used was removed with the run
+    finally:
+        pool.remove_pools_of(name)

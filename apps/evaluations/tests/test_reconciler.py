@@ -1,18 +1,21 @@
 """The reconciler repairs what crashes leave behind."""
 
+import uuid
 from datetime import timedelta
 
 import django_rq
 import pytest
 from django.conf import settings
 from django.utils import timezone
+from rq import Worker
 from rq.job import Job
 
 from apps.audit.models import AuditEvent
 from apps.evaluations import reconciler, services
 from apps.evaluations.models import Reason, Status
 from apps.evaluations.tests.factories import add_chunk, make_evaluation
-from apps.sandboxing import containers, engine
+from apps.sandboxing import containers, engine, pool
+from apps.sandboxing.policy import Limits, Profile
 
 pytestmark = pytest.mark.django_db
 
@@ -121,3 +124,25 @@ def test_another_installations_containers_on_a_shared_engine_are_left_alone(alic
                 container.remove(force=True)
             except Exception:  # noqa: S110 (already gone)
                 pass
+
+
+@pytest.mark.docker
+def test_the_warm_pool_of_a_worker_that_is_gone_is_removed_and_a_live_workers_pool_is_kept():
+    profile = Profile(image=settings.SANDBOX_IMAGE, limits=Limits.from_settings())
+    connection = django_rq.get_connection("default")
+    alive = Worker([], connection=connection, name=f"alive-{uuid.uuid4().hex[:8]}")
+    alive.register_birth()
+    gone = f"gone-{uuid.uuid4().hex[:8]}"
+    try:
+        pool.WarmPool(alive.name, 1, lambda: [profile]).refill_once()
+        pool.WarmPool(gone, 2, lambda: [profile]).refill_once()
+        gone_ids = set(pool.idle(gone))
+        claimed = pool.claim(gone, profile, "a-run-its-worker-lost")  # claimed ones go too
+        removed = reconciler.reconcile()["pools_removed"]
+        assert set(removed) == gone_ids and claimed.container_id in removed
+        assert len(pool.idle(alive.name)) == 1
+        assert AuditEvent.objects.filter(action="reconciler.remove_pool_container", target=gone).count() == 2
+    finally:
+        alive.register_death()
+        pool.remove_pools_of(alive.name)
+        pool.remove_pools_of(gone)

@@ -1,11 +1,12 @@
-"""The output recorder: ordered chunks, stream changes kept exactly, small writes coalesced, each chunk
-published only once it is stored, and a second attempt's rows never overwritten.
+"""The output recorder: each piece of output published at once as the next chunk, chunks stored in
+batches followed by a stored mark, and a second attempt's rows never overwritten.
 
 The recorder is driven as a run drives it: ``write`` for each piece, ``flush_all`` at the end.
 """
 
 import pytest
-from django.db import connections
+from django.db import connection, connections
+from django.test.utils import CaptureQueriesContext
 
 from apps.evaluations import recording
 from apps.evaluations.recording import OutputRecorder
@@ -18,16 +19,54 @@ def _rows(evaluation):
     return list(evaluation.chunks.order_by("seq").values_list("seq", "stream", "data"))
 
 
-def test_consecutive_writes_of_one_stream_become_one_chunk(alice):
+class Published:
+    """What the recorder publishes, in order: ("log", seq, stream, text) and ("stored", seq)."""
+
+    def __init__(self, monkeypatch):
+        self.events = []
+        monkeypatch.setattr(recording.publisher, "publish_log", self.log)
+        monkeypatch.setattr(recording.publisher, "publish_stored", self.stored)
+
+    def log(self, evaluation_id, seq, stream, text):
+        self.events.append(("log", seq, stream, text))
+
+    def stored(self, evaluation_id, seq):
+        self.events.append(("stored", seq))
+
+
+def test_each_write_is_published_at_once_as_the_next_chunk_before_anything_is_stored(alice, monkeypatch):
     evaluation = make_evaluation(alice, status="running")
+    published = Published(monkeypatch)
+    recorder = OutputRecorder(evaluation.pk)
+    recorder.write("stdout", b"one\n")
+    recorder.write("stdout", b"two\n")
+    assert published.events == [("log", 1, "stdout", "one\n"), ("log", 2, "stdout", "two\n")]
+    assert _rows(evaluation) == []  # stored with the next batch, not before it is seen
+
+
+def test_a_batch_of_chunks_is_stored_in_one_insert_then_marked_stored(alice, monkeypatch):
+    evaluation = make_evaluation(alice, status="running")
+    published = Published(monkeypatch)
     recorder = OutputRecorder(evaluation.pk)
     for n in range(100):
         recorder.write("stdout", f"{n}\n".encode())
-    recorder.flush_all()
+    with CaptureQueriesContext(connection) as queries:
+        recorder.flush_all()
+    assert len([q for q in queries.captured_queries if q["sql"].startswith("INSERT")]) == 1
     rows = _rows(evaluation)
-    assert len(rows) < 100
-    assert b"".join(bytes(r[2]) for r in rows) == b"".join(f"{n}\n".encode() for n in range(100))
-    assert [r[0] for r in rows] == list(range(1, len(rows) + 1))
+    assert [(seq, bytes(data)) for seq, _, data in rows] == [(n + 1, f"{n}\n".encode()) for n in range(100)]
+    assert published.events[-1] == ("stored", 100)
+    assert [event[1] for event in published.events[:-1]] == list(range(1, 101))
+
+
+def test_chunks_are_stored_once_the_batch_reaches_its_count(alice, monkeypatch):
+    monkeypatch.setattr(recording, "FLUSH_CHUNKS", 3)
+    evaluation = make_evaluation(alice, status="running")
+    recorder = OutputRecorder(evaluation.pk)
+    for n in range(4):
+        recorder.write("stdout", f"{n}\n".encode())
+    assert [row[0] for row in _rows(evaluation)] == [1, 2, 3]  # the fourth waits for the next batch
+    assert (recorder.seq, recorder.stored_seq) == (4, 3)
 
 
 def test_a_change_of_stream_starts_a_new_chunk_so_order_is_exact(alice):
@@ -49,7 +88,7 @@ def test_big_writes_are_flushed_at_the_size_threshold(alice, monkeypatch):
     evaluation = make_evaluation(alice, status="running")
     recorder = OutputRecorder(evaluation.pk)
     recorder.write("stdout", b"x" * 25)
-    assert len(_rows(evaluation)) == 1  # flushed without waiting for the end
+    assert len(_rows(evaluation)) == 1  # stored without waiting for the end
     assert recorder.total_bytes == 25
 
 
@@ -62,22 +101,21 @@ def test_nul_and_invalid_utf8_are_stored_as_bytes_unchanged(alice):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_each_chunk_is_published_only_after_it_is_committed(alice, monkeypatch):
-    """A viewer who reconnects on a published seq must find it stored: so the commit comes first."""
+def test_the_stored_mark_is_published_only_after_its_batch_is_committed(alice, monkeypatch):
+    """A viewer holding live chunks reads the database on the mark: the batch must be visible then."""
     evaluation = make_evaluation(alice, status="running")
     other = connections.create_connection("default")  # another session sees committed rows only
     seen = []
 
-    def publish_log(evaluation_id, seq, stream, text):
+    def publish_stored(evaluation_id, seq):
         with other.cursor() as cursor:
             cursor.execute(
-                "select stream, data from evaluations_outputchunk where evaluation_id = %s and seq = %s",
-                [evaluation_id, seq],
+                "select seq, stream from evaluations_outputchunk where evaluation_id = %s order by seq",
+                [evaluation_id],
             )
-            stored = cursor.fetchone()
-        seen.append((seq, text, None if stored is None else (stored[0], bytes(stored[1]).decode())))
+            seen.append((seq, cursor.fetchall()))
 
-    monkeypatch.setattr(recording.publisher, "publish_log", publish_log)
+    monkeypatch.setattr(recording.publisher, "publish_stored", publish_stored)
     recorder = OutputRecorder(evaluation.pk)
     try:
         recorder.write("stdout", b"hi\n")
@@ -85,7 +123,7 @@ def test_each_chunk_is_published_only_after_it_is_committed(alice, monkeypatch):
         recorder.flush_all()
     finally:
         other.close()
-    assert seen == [(1, "hi\n", ("stdout", "hi\n")), (2, "oops\n", ("stderr", "oops\n"))]
+    assert seen == [(2, [(1, "stdout"), (2, "stderr")])]
 
 
 def test_a_retried_attempt_continues_the_seq_numbers_after_the_earlier_output(alice):
@@ -119,4 +157,5 @@ def test_a_recorder_whose_seq_another_attempt_took_stops_writing(alice):
     recorder.write("stdout", b"more from the old attempt\n")
     recorder.flush_all()
     assert recorder.superseded is True
+    assert recorder.seq == 0  # the seqs it handed out are not its own: nothing follows them
     assert [bytes(data) for _, _, data in _rows(evaluation)] == [b"the new attempt's output\n"]

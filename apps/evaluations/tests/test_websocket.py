@@ -13,8 +13,9 @@ from django.db import connections
 from django.test import Client
 
 from apps.accounts.models import ApiToken
-from apps.evaluations import consumers, publisher
+from apps.evaluations import consumers, publisher, recording
 from apps.evaluations.models import OutputChunk, Status
+from apps.evaluations.recording import OutputRecorder
 from apps.evaluations.tests.factories import make_evaluation
 from crucible.asgi import application
 
@@ -38,7 +39,7 @@ def store_chunks(evaluation, seqs, stream="stdout"):
 
 
 def store_and_publish(evaluation_id, seq, stream="stdout"):
-    """What the worker's recorder does: store the chunk, then publish it."""
+    """A chunk stored, then published (the order of a chunk whose live event was held back)."""
     chunk = OutputChunk.objects.create(
         evaluation_id=evaluation_id, seq=seq, stream=stream, data=f"line {seq}\n".encode()
     )
@@ -243,6 +244,71 @@ async def test_lost_live_events_are_filled_from_the_database(alice):
     await database_sync_to_async(store_and_publish)(evaluation.pk, 3)
     assert await receive_logs(communicator, 3) == [1, 2, 3]
     await communicator.disconnect()
+
+
+async def test_a_chunk_published_before_it_is_stored_reaches_a_watching_viewer_at_once(alice):
+    evaluation = await database_sync_to_async(make_evaluation)(alice, status=Status.RUNNING)
+    communicator, _ = await connect(evaluation.pk, user=alice)
+    assert (await communicator.receive_json_from(timeout=5))["type"] == "status"
+    await sync_to_async(publisher.publish_log)(evaluation.pk, 1, "stdout", "hello\n")  # no row yet
+    assert await communicator.receive_json_from(timeout=5) == {
+        "type": "log",
+        "seq": 1,
+        "stream": "stdout",
+        "data": "hello\n",
+    }
+    await database_sync_to_async(store_chunks)(evaluation, [1])
+    await sync_to_async(publisher.publish_stored)(evaluation.pk, 1)
+    assert await communicator.receive_nothing(timeout=0.2)  # the stored copy is not sent again
+    await communicator.disconnect()
+
+
+async def test_a_viewer_joining_while_chunks_wait_to_be_stored_gets_every_chunk_once_in_order(alice, monkeypatch):
+    """Alice's run printed 3 and 4 before she connected, but they are not stored yet: her replay
+    ends at 2 and 5 arrives live. She sees 5 only after 3 and 4, which come when the batch is stored."""
+    monkeypatch.setattr(recording, "FLUSH_INTERVAL_S", 3600)  # batches are stored when the test says
+    evaluation = await database_sync_to_async(make_evaluation)(alice, status=Status.RUNNING)
+    recorder = OutputRecorder(evaluation.pk)
+    write = database_sync_to_async(recorder.write)
+    for n in (1, 2):
+        await write("stdout", f"line {n}\n".encode())
+    await database_sync_to_async(recorder.flush_all)()
+    await write("stdout", b"line 3\n")
+    await write("stderr", b"line 4\n")  # published to nobody, not stored yet
+    communicator, _ = await connect(evaluation.pk, user=alice)
+    assert await receive_logs(communicator, 2) == [1, 2]
+    await write("stdout", b"line 5\n")
+    assert await communicator.receive_nothing(timeout=0.3)  # 5 is held: 3 and 4 come first
+    await database_sync_to_async(recorder.flush_all)()
+    received = [await communicator.receive_json_from(timeout=5) for _ in range(3)]
+    assert [(m["seq"], m["stream"], m["data"]) for m in received] == [
+        (3, "stdout", "line 3\n"),
+        (4, "stderr", "line 4\n"),
+        (5, "stdout", "line 5\n"),
+    ]
+    await write("stdout", b"line 6\n")
+    assert await receive_logs(communicator, 1) == [6]
+    assert await communicator.receive_nothing(timeout=0.2)
+    await communicator.disconnect()
+
+
+async def test_held_chunks_come_before_the_end_even_without_a_stored_mark(alice):
+    evaluation = await database_sync_to_async(make_evaluation)(alice, status=Status.RUNNING)
+    communicator, _ = await connect(evaluation.pk, user=alice)
+    assert (await communicator.receive_json_from(timeout=5))["type"] == "status"
+    await sync_to_async(publisher.publish_log)(evaluation.pk, 2, "stdout", "line 2\n")  # 1 never arrived live
+    assert await communicator.receive_nothing(timeout=0.3)  # 2 is held: 1 is neither sent nor stored
+
+    def finish():
+        store_chunks(evaluation, [1, 2])  # stored, the mark lost
+        evaluation.finish(Status.SUCCEEDED, exit_code=0)
+        publisher.publish_end(evaluation)
+
+    await database_sync_to_async(finish)()
+    assert await receive_logs(communicator, 2) == [1, 2]
+    assert await communicator.receive_json_from(timeout=5) == {"type": "status", "status": "succeeded"}
+    assert (await communicator.receive_json_from(timeout=5))["type"] == "end"
+    assert await close_code(communicator) == 1000
 
 
 async def test_the_end_is_sent_after_every_chunk_and_closes_the_stream(alice):

@@ -1,21 +1,52 @@
-"""`manage.py crucible_worker`: the queues, the worker class and its self-check before each job."""
+"""`manage.py crucible_worker`: the queues, the worker class and its self-check before each job, with a
+work horse forked per job (``WORKER_FORK=true``) and without (the default)."""
+
+import os
+import signal
+import threading
+import uuid
 
 import django_rq
 import pytest
-from django.conf import settings
 from django.core.management import call_command
 from django.db import connection
 from rq.job import Job
 
 from apps.evaluations import services, worker
-from apps.evaluations.models import QUEUE_FOR_PRIORITY, Priority, Reason, Status
+from apps.evaluations.models import QUEUE_FOR_PRIORITY, Evaluation, Priority, Reason, Status
 from apps.evaluations.tests.factories import make_evaluation
-from apps.sandboxing import containers
+from apps.evaluations.tests.helpers import wait_for, wait_for_status
+from apps.evaluations.worker import CrucibleWorker
+from apps.sandboxing import containers, pool
+from tests.stack import wait_until
 
 pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("empty_queues")]
 
 
-def test_the_worker_checks_the_sandbox_policy_in_its_parent_before_each_job_on_every_queue(monkeypatch):
+def backend_pid() -> int:
+    """A job: the PostgreSQL server process that serves the connection the job runs on."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        return cursor.fetchone()[0]
+
+
+def results_of(jobs) -> list:
+    return [Job.fetch(job.id, connection=job.connection).return_value() for job in jobs]
+
+
+@pytest.fixture
+def signal_handlers_restored():
+    """A test that signals its own process gets back the handlers (and the shutdown flag) it had."""
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    yield
+    for sig, handler in saved.items():
+        signal.signal(sig, handler)
+    worker.shutdown.clear()
+
+
+@pytest.mark.parametrize("fork", [True, False], ids=["forking", "in-process"])
+def test_the_worker_checks_the_sandbox_policy_in_its_parent_before_each_job_on_every_queue(monkeypatch, settings, fork):
+    settings.WORKER_FORK = fork
     checks = []
     # Patched in the parent process: the count can only grow if the check runs there, before the fork.
     monkeypatch.setattr(worker.selfcheck, "self_check", lambda: checks.append(1) or [])
@@ -48,3 +79,109 @@ def test_a_worker_whose_engine_refuses_the_sandbox_policy_runs_nothing(alice, se
     assert evaluation.error.startswith("sandbox unavailable:")
     assert not evaluation.chunks.exists()
     assert str(evaluation.pk) not in {run_id for _, run_id in containers.list_instance_containers()}
+
+
+@pytest.mark.parametrize("fork", [True, False], ids=["forking", "in-process"])
+def test_a_job_runs_in_a_forked_work_horse_unless_the_worker_is_told_not_to_fork(monkeypatch, settings, fork):
+    settings.WORKER_FORK = fork
+    monkeypatch.setattr(worker.selfcheck, "self_check", lambda: [])
+    job = django_rq.get_queue(QUEUE_FOR_PRIORITY[Priority.NORMAL]).enqueue("os.getpid")
+    call_command("crucible_worker", "--burst", "--without-scheduler", "--name", f"test-crucible-worker-fork-{fork}")
+    (pid,) = results_of([job])
+    assert (pid == os.getpid()) is not fork
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("fork", [True, False], ids=["forking", "in-process"])
+def test_a_worker_that_does_not_fork_keeps_its_database_connection_from_job_to_job(monkeypatch, settings, fork):
+    settings.WORKER_FORK = fork
+    monkeypatch.setattr(worker.selfcheck, "self_check", lambda: [])
+    queue = django_rq.get_queue(QUEUE_FOR_PRIORITY[Priority.NORMAL])
+    jobs = [queue.enqueue(f"{__name__}.backend_pid") for _ in range(3)]
+    connection.close()  # a forked horse must not share the test's socket
+    call_command("crucible_worker", "--burst", "--without-scheduler", "--name", f"test-crucible-worker-db-{fork}")
+    assert len(set(results_of(jobs))) == (3 if fork else 1)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_alices_evaluation_runs_to_its_end_in_a_worker_that_does_not_fork(alice, settings):
+    settings.WORKER_FORK = False
+    evaluation = make_evaluation(alice, code="print('hello from alice')")
+    services.enqueue(evaluation.pk, evaluation.queue_name)
+    call_command("crucible_worker", "--burst", "--without-scheduler", "--name", "test-crucible-worker-alice")
+    evaluation.refresh_from_db()
+    assert (evaluation.status, evaluation.exit_code) == (Status.SUCCEEDED, 0)
+    assert b"".join(bytes(c.data) for c in evaluation.chunks.order_by("seq")) == b"hello from alice\n"
+    assert str(evaluation.pk) not in {run_id for _, run_id in containers.list_instance_containers()}
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("signal_handlers_restored")
+def test_a_worker_that_does_not_fork_hands_alices_run_back_when_it_is_stopped_with_sigterm(alice, settings):
+    """What a process manager sends: the run in the worker's own process is stopped at once, handed back
+    (requeued for its second attempt, the notice says why) and its container removed; the worker exits."""
+    settings.WORKER_FORK = False
+    evaluation = make_evaluation(alice, code="import time\nprint('started', flush=True)\ntime.sleep(60)")
+    services.enqueue(evaluation.pk, evaluation.queue_name)
+
+    def stop_the_worker_once_the_run_has_started():
+        wait_for_status(evaluation.pk, Status.RUNNING, timeout=60)
+        try:
+            wait_for(lambda: evaluation.chunks.exists(), timeout=30)
+        finally:
+            os.kill(os.getpid(), signal.SIGTERM)
+            connection.close()
+
+    stopper = threading.Thread(target=stop_the_worker_once_the_run_has_started, daemon=True)
+    stopper.start()
+    call_command("crucible_worker", "--burst", "--without-scheduler", "--name", "test-crucible-worker-stopped")
+    stopper.join(10)
+    evaluation = Evaluation.objects.get(pk=evaluation.pk)
+    assert (evaluation.status, evaluation.attempts) == (Status.QUEUED, 1)
+    notices = [bytes(c.data) for c in evaluation.chunks.filter(stream="stderr")]
+    assert any(b"worker_shutdown" in notice for notice in notices), notices
+    assert str(evaluation.pk) not in {run_id for _, run_id in containers.list_instance_containers()}
+
+
+def test_a_worker_that_does_not_fork_keeps_rqs_heartbeats_going_while_a_job_runs(monkeypatch, settings):
+    """What the forking parent does while its horse runs: without it the worker's key would outlive a
+    killed worker by the whole job timeout on the dashboard and the health check."""
+    settings.WORKER_FORK = False
+    monkeypatch.setattr(worker.selfcheck, "self_check", lambda: [])
+    beats = []
+    real_beat = worker.CrucibleWorker.maintain_heartbeats
+    monkeypatch.setattr(
+        worker.CrucibleWorker, "maintain_heartbeats", lambda self, *a: beats.append(1) or real_beat(self, *a)
+    )
+    queue = django_rq.get_queue(QUEUE_FOR_PRIORITY[Priority.NORMAL])
+    job = queue.enqueue("time.sleep", 2.5)
+    rq_worker = worker.CrucibleWorker([queue], connection=queue.connection, job_monitoring_interval=1)
+    rq_worker.work(burst=True, with_scheduler=False)
+    assert Job.fetch(job.id, connection=job.connection).get_status() == "finished"
+    assert beats, "no heartbeat while the job ran"
+
+
+def test_a_job_that_raises_in_a_worker_that_does_not_fork_leaves_the_worker_running_the_next(monkeypatch, settings):
+    settings.WORKER_FORK = False
+    monkeypatch.setattr(worker.selfcheck, "self_check", lambda: [])
+    queue = django_rq.get_queue(QUEUE_FOR_PRIORITY[Priority.NORMAL])
+    broken = queue.enqueue("builtins.int", "not a number")
+    after = queue.enqueue("os.getpid")
+    call_command("crucible_worker", "--burst", "--without-scheduler", "--name", "test-crucible-worker-raises")
+    statuses = [Job.fetch(job.id, connection=job.connection).get_status() for job in (broken, after)]
+    assert statuses == ["failed", "finished"]
+    assert results_of([after]) == [os.getpid()]
+
+
+@pytest.mark.docker
+def test_a_worker_fills_its_warm_pool_once_registered_and_drains_it_when_it_stops(settings):
+    settings.SANDBOX_POOL_SIZE = 2
+    queues = [django_rq.get_queue(name) for name in settings.RQ_QUEUES]
+    worker = CrucibleWorker(queues, connection=queues[0].connection, name=f"pooled-{uuid.uuid4().hex[:8]}")
+    worker.register_birth()
+    try:
+        wait_until(lambda: len(pool.idle(worker.name)) == 2, 60, interval=0.2, what="the warm pool filled")
+    finally:
+        worker.register_death()
+    assert pool.idle(worker.name) == []
+    assert worker.pool.stats.started >= 2

@@ -8,6 +8,7 @@ never a tight figure: the suite runs on a busy machine, and speed is measured in
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -16,9 +17,16 @@ import pytest
 
 from apps.sandboxing import engine_runtime
 from apps.sandboxing.containers import list_instance_containers
+from apps.sandboxing.engine_runtime import RuntimeUnknown
 from apps.sandboxing.outcomes import ResourceSample, RunRequest, RunResult
-from apps.sandboxing.policy import Limits, runtime_for
+from apps.sandboxing.policy import Limits, Profile, runtime_for
+from apps.sandboxing.pool import WarmPool, remove_pools_of
 from apps.sandboxing.runner import run
+from apps.sandboxing.sandbox import SandboxSetupError
+
+# SANDBOX_TEST_POOL=1 (make test's third pass): every run takes a sandbox from a warm pool, so the
+# adversarial cases are proven against pool sandboxes too.
+THROUGH_WARM_POOL = os.environ.get("SANDBOX_TEST_POOL") == "1"
 
 # How late the runner may act on a limit or a command when the machine is busy: generous, since
 # it bounds a property ("it did end"), not a speed.
@@ -117,8 +125,26 @@ def execute(
         stdin=stdin,
         limits=small_limits(**limits),
     )
-    result = run(request, on_output=record, control=poll, on_sample=samples.append)
+    if not THROUGH_WARM_POOL:
+        result = run(request, on_output=record, control=poll, on_sample=samples.append)
+        return Observed(result, chunks, samples, calls, commands, time.monotonic() - start)
+    owner = f"test-pool-{uuid.uuid4().hex[:8]}"
+    try:
+        warmed = _warm(owner, Profile(image=request.runtime.image, limits=request.limits))
+        result = run(request, on_output=record, control=poll, on_sample=samples.append, pool_owner=owner)
+        assert result.warm == warmed, "a run with a warm sandbox of its profile must take it"
+    finally:
+        remove_pools_of(owner)
     return Observed(result, chunks, samples, calls, commands, time.monotonic() - start)
+
+
+def _warm(owner: str, profile: Profile) -> bool:
+    """Start one idle sandbox of ``profile`` for ``owner``; False when the engine refuses it (the test
+    is then about that refusal, and the run starts cold and meets it again)."""
+    try:
+        return WarmPool(owner, 1, lambda: [profile]).refill_once() == 1
+    except (SandboxSetupError, RuntimeUnknown):
+        return False
 
 
 @pytest.fixture(autouse=True)

@@ -1,7 +1,8 @@
 """``manage.py crucible_worker``: an RQ worker set up the one way Crucible's workers run.
 
 The queues (``settings.RQ_QUEUES``, most urgent first), the worker class that checks the sandbox
-policy before forking (``CrucibleWorker``) and RQ's scheduler are the defaults, so the Procfile,
+policy before each job and runs jobs in its own process unless ``WORKER_FORK`` (``CrucibleWorker``)
+and RQ's scheduler are the defaults, so the Procfile,
 the benchmarks, the test stacks and an operator on another host all start the same worker.
 Every option of django-rq's ``rqworker`` still applies.
 """

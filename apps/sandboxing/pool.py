@@ -1,0 +1,199 @@
+"""Warm pools: started, idle, fully locked-down sandboxes, so a run skips the container's start.
+
+A worker keeps ``size`` idle sandboxes per ``Profile`` (image, engine runtime, limits) it expects
+runs to ask for. They are ordinary sandboxes (``Sandbox.create``, the whole policy), holding no
+code: the idle main process only. Each is named ``crucible-pool-<owner>-<n>`` and labelled with its
+owner (``LABEL_POOL``) and profile (``LABEL_PROFILE``).
+
+``claim(owner, profile, run_id)`` takes one for a run by renaming it to ``crucible-<run_id>``: the
+engine renames a container once, so two claimants (the worker's job and its refill or drain) never
+get the same sandbox. A claimed sandbox runs exactly one program and is removed with it (the
+runner's ``finally``), so isolation between runs is what a cold start gives. ``WarmPool`` refills
+in a thread of the worker's main process and ``drain`` removes what is idle; the reconciler removes
+the pool containers of a worker that is gone (``remove_pools_of``), claimed or not.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import docker.errors
+from django.conf import settings
+
+from apps.sandboxing import containers, engine
+from apps.sandboxing.engine_runtime import RuntimeUnknown
+from apps.sandboxing.policy import LABEL_INSTANCE, LABEL_POOL, LABEL_PROFILE, Profile
+from apps.sandboxing.sandbox import Sandbox, SandboxSetupError
+
+log = logging.getLogger(__name__)
+
+REFILL_EVERY_S = 0.25
+FAILURE_PAUSE_S = 5.0  # after the engine refused a pool sandbox: do not hammer it
+
+
+def _idle_prefix(owner: str) -> str:
+    return f"crucible-pool-{re.sub(r'[^A-Za-z0-9_.-]', '-', owner)}-"
+
+
+def _pool_containers(owner: str, profile_key: str | None = None) -> list[dict]:
+    labels = [f"{LABEL_INSTANCE}={settings.CRUCIBLE_INSTANCE}", f"{LABEL_POOL}={owner}"]
+    if profile_key is not None:
+        labels.append(f"{LABEL_PROFILE}={profile_key}")
+    return engine.client().api.containers(all=True, filters={"label": labels})
+
+
+def _unclaimed(owner: str, profile_key: str | None = None) -> list[dict]:
+    prefix = "/" + _idle_prefix(owner)
+    return [
+        c for c in _pool_containers(owner, profile_key) if any(name.startswith(prefix) for name in c.get("Names") or [])
+    ]
+
+
+def idle(owner: str, profile_key: str | None = None) -> list[str]:
+    """Ids of ``owner``'s running, unclaimed pool sandboxes (of one profile, or all)."""
+    return [c["Id"] for c in _unclaimed(owner, profile_key) if c.get("State") == "running"]
+
+
+def remove_dead(owner: str) -> list[str]:
+    """Remove ``owner``'s unclaimed pool sandboxes that are no longer running (the engine restarted
+    under them, or their idle process died): they can never be claimed."""
+    removed = []
+    for found in _unclaimed(owner):
+        if found.get("State") != "running":
+            containers.remove(found["Id"])
+            removed.append(found["Id"])
+    if removed:
+        log.warning("warm pool of %s: removed %d sandboxes that had stopped", owner, len(removed))
+    return removed
+
+
+def claim(owner: str, profile: Profile, run_id: str) -> Sandbox | None:
+    """One of ``owner``'s idle sandboxes of ``profile``, now named for ``run_id``; None when none is idle
+    (or the engine cannot list them: the run then starts cold, and fails there if the engine is away)."""
+    try:
+        candidates = idle(owner, profile.key)
+    except Exception as exc:
+        log.warning("warm pool of %s: cannot list idle sandboxes: %s", owner, exc)
+        return None
+    for container_id in candidates:
+        try:
+            engine.client().api.rename(container_id, f"crucible-{run_id}")
+        except docker.errors.APIError:
+            continue  # taken (renamed or removed) a moment ago
+        try:
+            return Sandbox.adopt(container_id, profile)
+        except Exception as exc:
+            log.warning("a claimed pool sandbox %s could not be adopted: %s", container_id[:12], exc)
+            containers.remove(container_id)
+    return None
+
+
+def remove_pools_of(owner: str) -> list[str]:
+    """Remove every container of ``owner``'s pool, idle or claimed (its worker is gone)."""
+    removed = []
+    for found in _pool_containers(owner):
+        containers.remove(found["Id"])
+        removed.append(found["Id"])
+    return removed
+
+
+def idle_by_owner() -> dict[str, int]:
+    """How many idle sandboxes each owner's pool holds now (this instance's, on this engine)."""
+    counts: dict[str, int] = {}
+    for owner in pool_owners():
+        counts[owner] = len(idle(owner))
+    return counts
+
+
+def pool_owners() -> set[str]:
+    """The owners of this instance's pool containers."""
+    found = engine.client().api.containers(
+        all=True, filters={"label": [f"{LABEL_INSTANCE}={settings.CRUCIBLE_INSTANCE}", LABEL_POOL]}
+    )
+    return {(c.get("Labels") or {}).get(LABEL_POOL, "") for c in found} - {""}
+
+
+@dataclass
+class PoolStats:
+    """What a pool did: sandboxes started for it, the time each start took, runs that found one or not."""
+
+    started: int = 0
+    start_ms: list[float] = field(default_factory=list)
+    hits: int = 0
+    misses: int = 0
+    failures: int = 0
+
+
+class WarmPool:
+    """``size`` idle sandboxes per profile of ``profiles()`` for the worker ``owner``, refilled in a thread."""
+
+    def __init__(self, owner: str, size: int, profiles: Callable[[], list[Profile]]):
+        self.owner = owner
+        self.size = size
+        self.profiles = profiles
+        self.stats = PoolStats()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._paused_until = 0.0
+
+    def start(self) -> None:
+        if self.size <= 0 or self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._refill_forever, name=f"warm-pool-{self.owner}", daemon=True)
+        self._thread.start()
+
+    def drain(self) -> list[str]:
+        """Stop refilling and remove the idle sandboxes (claimed ones end with their run)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=settings.SANDBOX_ENGINE_TIMEOUT_S + 5)
+        removed = []
+        for container_id in idle(self.owner):
+            try:
+                containers.remove(container_id)
+                removed.append(container_id)
+            except Exception as exc:
+                log.warning("draining pool sandbox %s: %s", container_id[:12], exc)
+        return removed
+
+    def refill_once(self) -> int:
+        """Start what is missing for each profile; how many were started."""
+        remove_dead(self.owner)
+        started = 0
+        for profile in self.profiles():
+            missing = self.size - len(idle(self.owner, profile.key))
+            for _ in range(max(0, missing)):
+                if self._stop.is_set():
+                    return started
+                self._start_one(profile)
+                started += 1
+        return started
+
+    def _start_one(self, profile: Profile) -> None:
+        began = time.perf_counter()
+        Sandbox.create(
+            profile,
+            run_id=f"pool-{uuid.uuid4().hex[:12]}",
+            name=f"{_idle_prefix(self.owner)}{uuid.uuid4().hex[:12]}",
+            labels={LABEL_POOL: self.owner, LABEL_PROFILE: profile.key},
+        )
+        self.stats.started += 1
+        self.stats.start_ms.append((time.perf_counter() - began) * 1000)
+        del self.stats.start_ms[:-100]
+
+    def _refill_forever(self) -> None:
+        while not self._stop.is_set():
+            if time.monotonic() >= self._paused_until:
+                try:
+                    self.refill_once()
+                except (SandboxSetupError, RuntimeUnknown, docker.errors.DockerException, OSError) as exc:
+                    self.stats.failures += 1
+                    self._paused_until = time.monotonic() + FAILURE_PAUSE_S
+                    log.warning("warm pool of %s: could not start a sandbox: %s", self.owner, exc)
+            self._stop.wait(REFILL_EVERY_S)

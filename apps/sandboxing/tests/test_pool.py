@@ -1,0 +1,157 @@
+"""Warm pools against the real engine: idle sandboxes under the whole policy, each used by exactly one
+run and removed with it, cold starts when nothing matches, and nothing left behind."""
+
+from __future__ import annotations
+
+import uuid
+
+import docker.errors
+import pytest
+
+from apps.sandboxing import engine, pool, runner
+from apps.sandboxing.outcomes import Failure, Outcome, RunRequest
+from apps.sandboxing.policy import LABEL_POOL, LABEL_PROFILE, Profile, runtime_for
+from apps.sandboxing.sandbox import Sandbox, SandboxSetupError
+from apps.sandboxing.tests.conftest import small_limits
+from tests.stack import wait_until
+
+pytestmark = pytest.mark.docker
+
+
+@pytest.fixture
+def owner():
+    name = f"test-worker-{uuid.uuid4().hex[:8]}"
+    yield name
+    pool.remove_pools_of(name)
+
+
+def profile(**limits) -> Profile:
+    return Profile(image=runtime_for("python").image, limits=small_limits(**limits))
+
+
+def request(**limits) -> RunRequest:
+    return RunRequest(
+        run_id=str(uuid.uuid4()),
+        runtime=runtime_for("python"),
+        code=b"print(6 * 7)",
+        stdin=b"",
+        limits=small_limits(**limits),
+    )
+
+
+def test_a_refill_starts_idle_locked_down_sandboxes_labelled_with_their_owner_and_profile(owner):
+    warm = pool.WarmPool(owner, 2, lambda: [profile()])
+    assert warm.refill_once() == 2
+    assert warm.refill_once() == 0  # full
+    idle = pool.idle(owner, profile().key)
+    assert len(idle) == 2
+    attrs = engine.client().api.inspect_container(idle[0])
+    host = attrs["HostConfig"]
+    assert (host["NetworkMode"], host["ReadonlyRootfs"], host["CapDrop"]) == ("none", True, ["ALL"])
+    assert attrs["Config"]["User"] == "10001:10001"
+    assert attrs["Config"]["Labels"][LABEL_POOL] == owner
+    assert attrs["Config"]["Labels"][LABEL_PROFILE] == profile().key
+    assert warm.stats.started == 2 and len(warm.stats.start_ms) == 2
+
+
+def test_each_idle_sandbox_goes_to_exactly_one_run(owner):
+    pool.WarmPool(owner, 2, lambda: [profile()]).refill_once()
+    first = pool.claim(owner, profile(), "run-a")
+    second = pool.claim(owner, profile(), "run-b")
+    try:
+        assert first is not None and second is not None
+        assert first.container_id != second.container_id
+        assert pool.claim(owner, profile(), "run-c") is None  # none idle left
+        names = {engine.client().api.inspect_container(s.container_id)["Name"] for s in (first, second)}
+        assert names == {"/crucible-run-a", "/crucible-run-b"}
+    finally:
+        for sandbox in (first, second):
+            if sandbox is not None:
+                sandbox.remove()
+
+
+def test_a_run_through_the_pool_is_warm_runs_once_and_its_sandbox_goes_with_it(owner):
+    pool.WarmPool(owner, 2, lambda: [profile()]).refill_once()
+    output = []
+    result = runner.run(
+        request(), on_output=lambda _s, data: output.append(data), control=lambda: None, pool_owner=owner
+    )
+    assert (result.outcome, result.exit_code, result.warm) == (Outcome.EXITED, 0, True)
+    assert b"".join(output) == b"42\n"
+    remaining = pool.idle(owner)
+    assert len(remaining) == 1  # the claimed one was removed with its run; the other waits
+    assert len(engine.client().api.containers(all=True, filters={"label": f"{LABEL_POOL}={owner}"})) == 1
+
+
+def test_a_run_whose_limits_match_no_warm_profile_starts_cold(owner):
+    pool.WarmPool(owner, 1, lambda: [profile()]).refill_once()
+    result = runner.run(request(memory_mb=96), on_output=lambda *_: None, control=lambda: None, pool_owner=owner)
+    assert (result.outcome, result.warm) == (Outcome.EXITED, False)
+    assert len(pool.idle(owner)) == 1  # untouched
+
+
+def test_the_runner_limits_do_not_split_profiles(owner):
+    """A run asking for another timeout still fits a warm sandbox: the timeout is the runner's, not the engine's."""
+    assert profile(timeout_s=2).key == profile(timeout_s=9).key
+    assert profile(memory_mb=96).key != profile().key
+
+
+def test_an_empty_pool_means_a_cold_start(owner):
+    result = runner.run(request(), on_output=lambda *_: None, control=lambda: None, pool_owner=owner)
+    assert (result.outcome, result.warm) == (Outcome.EXITED, False)
+
+
+def test_drain_stops_the_refill_and_removes_the_idle_sandboxes(owner):
+    warm = pool.WarmPool(owner, 2, lambda: [profile()])
+    warm.start()
+    try:
+        wait_until(lambda: len(pool.idle(owner)) == 2, 60, interval=0.2, what="the pool filled")
+    finally:
+        drained = warm.drain()
+    assert len(drained) == 2
+    assert pool.idle(owner) == [] and owner not in pool.pool_owners()
+
+
+def test_a_pool_of_size_zero_starts_nothing(owner):
+    warm = pool.WarmPool(owner, 0, lambda: [profile()])
+    warm.start()
+    assert warm.drain() == [] and pool.idle(owner) == []
+
+
+def test_a_pool_sandbox_that_stopped_is_removed_by_the_next_refill_and_replaced(owner):
+    """The engine restarted under the pool, or the idle process died: that sandbox can never be claimed."""
+    warm = pool.WarmPool(owner, 1, lambda: [profile()])
+    warm.refill_once()
+    [stopped] = pool.idle(owner)
+    engine.client().api.kill(stopped)
+    wait_until(lambda: pool.idle(owner) == [], 30, interval=0.2, what="the sandbox stopped")
+    assert warm.refill_once() == 1
+    left = engine.client().api.containers(all=True, filters={"label": f"{LABEL_POOL}={owner}"})
+    assert [c["Id"] for c in left] == pool.idle(owner) and stopped not in pool.idle(owner)
+
+
+def test_a_retried_run_replaces_the_container_an_earlier_attempt_could_not_remove():
+    """A sandbox is named for its run; the removal after a first attempt failed (the engine was
+    restarting), so the run's next attempt finds the name taken by its own instance's container."""
+    run_id = str(uuid.uuid4())
+    earlier = Sandbox.create(profile(), run_id=run_id)
+    later = Sandbox.create(profile(), run_id=run_id)
+    try:
+        assert later.container_id != earlier.container_id
+        with pytest.raises(docker.errors.NotFound):
+            engine.client().api.inspect_container(earlier.container_id)
+    finally:
+        later.remove()
+
+
+def test_a_name_held_by_a_container_of_another_instance_is_refused_and_left_alone():
+    run_id = str(uuid.uuid4())
+    client = engine.client()
+    foreign = client.api.create_container(runtime_for("python").image, name=f"crucible-{run_id}", command=["true"])
+    try:
+        with pytest.raises(SandboxSetupError) as refused:
+            Sandbox.create(profile(), run_id=run_id)
+        assert refused.value.failure == Failure.SETUP_REFUSED and "already in use" in str(refused.value)
+        assert client.api.inspect_container(foreign["Id"])["Id"] == foreign["Id"]
+    finally:
+        client.api.remove_container(foreign["Id"], force=True)
