@@ -22,11 +22,25 @@ from apps.sandboxing.policy import LABEL_INSTANCE, LABEL_RUN
 
 
 def list_instance_containers() -> list[tuple[str, str]]:
-    """(container id, run id) of every container, running or not, labelled with this instance."""
+    """(container id, run id) of every container, running or not, labelled with this instance.
+
+    A warm pool's sandbox is labelled with a pool id when it starts and named ``crucible-<run id>``
+    when a run claims it (``pool.claim``): its name then says whose it is."""
     containers = engine.client().api.containers(
         all=True, filters={"label": f"{LABEL_INSTANCE}={settings.CRUCIBLE_INSTANCE}"}
     )
-    return [(c["Id"], (c.get("Labels") or {}).get(LABEL_RUN, "")) for c in containers]
+    return [(c["Id"], _run_of(c)) for c in containers]
+
+
+def _run_of(container: dict) -> str:
+    for name in container.get("Names") or []:
+        if name.startswith(RUN_NAME_PREFIX) and not name.startswith(POOL_NAME_PREFIX):
+            return name[len(RUN_NAME_PREFIX) :]
+    return (container.get("Labels") or {}).get(LABEL_RUN, "")
+
+
+RUN_NAME_PREFIX = "/crucible-"
+POOL_NAME_PREFIX = "/crucible-pool-"
 
 
 log = logging.getLogger(__name__)

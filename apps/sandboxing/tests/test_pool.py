@@ -8,7 +8,7 @@ import uuid
 import docker.errors
 import pytest
 
-from apps.sandboxing import engine, pool, runner
+from apps.sandboxing import containers, engine, pool, runner
 from apps.sandboxing.outcomes import Failure, Outcome, RunRequest
 from apps.sandboxing.policy import LABEL_POOL, LABEL_PROFILE, Profile, runtime_for
 from apps.sandboxing.sandbox import Sandbox, SandboxSetupError
@@ -155,3 +155,14 @@ def test_a_name_held_by_a_container_of_another_instance_is_refused_and_left_alon
         assert client.api.inspect_container(foreign["Id"])["Id"] == foreign["Id"]
     finally:
         client.api.remove_container(foreign["Id"], force=True)
+
+
+def test_a_claimed_pool_sandbox_is_listed_under_its_run_so_the_reconciler_can_remove_it(owner):
+    """It keeps the pool id label it started with; its name says which run has it."""
+    pool.WarmPool(owner, 1, lambda: [profile()]).refill_once()
+    run_id = str(uuid.uuid4())
+    sandbox = pool.claim(owner, profile(), run_id)
+    try:
+        assert (sandbox.container_id, run_id) in containers.list_instance_containers()
+    finally:
+        sandbox.remove()
