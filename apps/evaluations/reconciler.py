@@ -132,14 +132,22 @@ def remove_orphan_containers() -> list[str]:
 
 
 def remove_dead_workers_pools() -> list[str]:
-    """Remove the warm-pool sandboxes of workers that are gone (idle, or claimed by a run it lost)."""
+    """Remove the warm-pool sandboxes of workers that are gone (idle, or claimed by a run it lost).
+
+    A worker counts as gone when Redis does not list it, which is also what a flushed Redis says of
+    a worker that still runs: a sandbox claimed by a run that is still running is left to that run
+    (if its worker is in fact gone, ``end_lost_runs`` removes the run's containers)."""
     alive = {worker.name for worker in Worker.all(connection=django_rq.get_connection("default"))}
     removed = []
     for owner in pool.pool_owners() - alive:
-        for container_id in pool.remove_pools_of(owner):
+        for container_id in pool.remove_pools_of(owner, spare=_still_running):
             removed.append(container_id)
             audit.record("reconciler.remove_pool_container", target=owner, container=container_id[:12])
     return removed
+
+
+def _still_running(run_id: str) -> bool:
+    return _is_uuid(run_id) and Evaluation.objects.filter(pk=run_id, status=Status.RUNNING).exists()
 
 
 def _is_uuid(value: str) -> bool:

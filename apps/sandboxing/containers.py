@@ -29,10 +29,11 @@ def list_instance_containers() -> list[tuple[str, str]]:
     containers = engine.client().api.containers(
         all=True, filters={"label": f"{LABEL_INSTANCE}={settings.CRUCIBLE_INSTANCE}"}
     )
-    return [(c["Id"], _run_of(c)) for c in containers]
+    return [(c["Id"], run_of(c)) for c in containers]
 
 
-def _run_of(container: dict) -> str:
+def run_of(container: dict) -> str:
+    """The run a container (as the engine lists it) belongs to: its name's, else its label's."""
     for name in container.get("Names") or []:
         if name.startswith(RUN_NAME_PREFIX) and not name.startswith(POOL_NAME_PREFIX):
             return name[len(RUN_NAME_PREFIX) :]

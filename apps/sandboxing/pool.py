@@ -94,10 +94,15 @@ def claim(owner: str, profile: Profile, run_id: str) -> Sandbox | None:
     return None
 
 
-def remove_pools_of(owner: str) -> list[str]:
-    """Remove every container of ``owner``'s pool, idle or claimed (its worker is gone)."""
+def remove_pools_of(owner: str, spare: Callable[[str], bool] = lambda _run_id: False) -> list[str]:
+    """Remove every container of ``owner``'s pool (its worker is gone), idle or claimed, but those
+    claimed by a run for which ``spare(run_id)`` says the run still has them (the run ends with its
+    container; if its worker really is gone, the reconciler removes a lost run's containers)."""
     removed = []
     for found in _pool_containers(owner):
+        run_id = containers.run_of(found)
+        if not run_id.startswith("pool-") and spare(run_id):
+            continue
         containers.remove(found["Id"])
         removed.append(found["Id"])
     return removed

@@ -146,3 +146,20 @@ def test_the_warm_pool_of_a_worker_that_is_gone_is_removed_and_a_live_workers_po
         alive.register_death()
         pool.remove_pools_of(alive.name)
         pool.remove_pools_of(gone)
+
+
+@pytest.mark.docker
+def test_a_pool_sandbox_claimed_by_a_running_evaluation_is_kept_when_redis_forgot_its_worker(alice):
+    """A flushed Redis lists no worker at all: the run's sandbox stays with the run, idle ones go."""
+    profile = Profile(image=settings.SANDBOX_IMAGE, limits=Limits.from_settings())
+    forgotten = f"forgotten-{uuid.uuid4().hex[:8]}"
+    running = make_evaluation(alice, status=Status.RUNNING, worker=forgotten, heartbeat_at=timezone.now())
+    try:
+        pool.WarmPool(forgotten, 2, lambda: [profile]).refill_once()
+        claimed = pool.claim(forgotten, profile, str(running.pk))
+        idle = set(pool.idle(forgotten))
+        removed = reconciler.remove_dead_workers_pools()
+        assert set(removed) == idle
+        assert engine.client().api.inspect_container(claimed.container_id)["State"]["Running"]
+    finally:
+        pool.remove_pools_of(forgotten)
