@@ -188,6 +188,8 @@ def _as_address(host: str) -> IPAddress | None:
 
 def is_public(address: IPAddress) -> bool:
     """A routable, unicast, public address; an IPv4 address wrapped in IPv6 must be public too."""
+    if address.version == 6 and address.ipv4_mapped is not None:
+        return is_public(address.ipv4_mapped)  # ::ffff:a.b.c.d is a.b.c.d, whatever ``is_global`` says of it
     if not address.is_global or address.is_multicast or address.is_reserved or address.is_unspecified:
         return False
     if any(address in net for net in NOT_PUBLIC if net.version == address.version):
