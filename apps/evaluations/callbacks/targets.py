@@ -13,9 +13,9 @@ Used by evaluations (``callback_url``) and by anything above them that sends cal
 
 from __future__ import annotations
 
-import concurrent.futures
 import ipaddress
 import socket
+import threading
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -146,8 +146,6 @@ def validate(url) -> str:
 
 # --- resolving ------------------------------------------------------------------------------------
 
-_resolver = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="callback-resolver")
-
 
 def _getaddrinfo(host: str, port: int) -> list[IPAddress]:
     infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
@@ -160,20 +158,29 @@ def _getaddrinfo(host: str, port: int) -> list[IPAddress]:
 
 
 def resolve(host: str, port: int) -> list[IPAddress]:
-    """The addresses of ``host`` (an address stays itself), at most ``RESOLVE_TIMEOUT_S`` of waiting."""
+    """The addresses of ``host`` (an address stays itself), waiting at most ``RESOLVE_TIMEOUT_S``.
+
+    The lookup runs in a thread of its own (``getaddrinfo`` has no timeout), started per call rather
+    than kept in a pool: a pool's threads would not survive a worker's fork."""
     literal = _as_address(host)
     if literal is not None:
         return [literal]
-    future = _resolver.submit(_getaddrinfo, host, port)
-    try:
-        addresses = future.result(timeout=RESOLVE_TIMEOUT_S)
-    except concurrent.futures.TimeoutError:
-        raise CallbackUrlRefused(f"The host {host} did not resolve within {RESOLVE_TIMEOUT_S:g} s.") from None
-    except (OSError, UnicodeError, ValueError):
-        raise CallbackUrlRefused(f"The host {host} does not resolve.") from None
-    if not addresses:
+    outcome: dict = {}
+
+    def lookup():
+        try:
+            outcome["addresses"] = _getaddrinfo(host, port)
+        except (OSError, UnicodeError, ValueError) as exc:
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=lookup, name="callback-resolver", daemon=True)
+    thread.start()
+    thread.join(RESOLVE_TIMEOUT_S)
+    if thread.is_alive():
+        raise CallbackUrlRefused(f"The host {host} did not resolve within {RESOLVE_TIMEOUT_S:g} s.")
+    if not outcome.get("addresses"):
         raise CallbackUrlRefused(f"The host {host} does not resolve.")
-    return addresses
+    return outcome["addresses"]
 
 
 def _as_address(host: str) -> IPAddress | None:

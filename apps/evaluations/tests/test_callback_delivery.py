@@ -18,7 +18,7 @@ from apps.evaluations.callbacks import delivery, events, targets
 from apps.evaluations.callbacks.signing import verify
 from apps.evaluations.models import CallbackDelivery, DeliveryStatus, Evaluation, Status
 from apps.evaluations.tests.helpers import work_off_queues
-from apps.evaluations.tests.receiver import Receiver
+from apps.evaluations.tests.receiver import Receiver, certificate_for
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("empty_queues")]
 
@@ -253,3 +253,48 @@ def test_the_sweep_schedules_an_end_whose_callback_was_lost_and_enqueues_an_atte
     queue = django_rq.get_queue(delivery.delivery_queue())
     assert delivery.job_id(found.pk, 1) in queue.get_job_ids()
     assert events.sweep() == []  # its job is queued: nothing more to do
+
+
+@pytest.fixture
+def hooks_tls_test(settings, monkeypatch):
+    """The name hooks.tls.test resolves to this machine, and the operator allows it."""
+    settings.CALLBACK_ALLOWED_HOSTS = ["hooks.tls.test"]
+    monkeypatch.setattr(targets, "_getaddrinfo", lambda host, port: [ipaddress.ip_address("127.0.0.1")])
+
+
+def test_https_goes_to_the_checked_address_with_the_name_in_sni_and_the_certificate_check(
+    alice, hooks_tls_test, monkeypatch, tmp_path
+):
+    tls, trusted = certificate_for("hooks.tls.test", tmp_path)
+    monkeypatch.setenv("SSL_CERT_FILE", trusted)
+    with Receiver(tls=tls) as receiver:
+        found = the_delivery_of(ended(submitted(alice, f"https://hooks.tls.test:{receiver.port}/hook")))
+        delivery.deliver(found.pk)
+    found.refresh_from_db()
+    assert (found.status, found.last_status_code) == (DeliveryStatus.DELIVERED, 200)
+    assert receiver.requests[0].headers["Host"] == f"hooks.tls.test:{receiver.port}"
+
+
+def test_https_to_a_receiver_whose_certificate_is_for_another_name_is_not_sent(
+    alice, hooks_tls_test, monkeypatch, tmp_path
+):
+    tls, trusted = certificate_for("someone-else.test", tmp_path)
+    monkeypatch.setenv("SSL_CERT_FILE", trusted)
+    with Receiver(tls=tls) as receiver:
+        found = the_delivery_of(ended(submitted(alice, f"https://hooks.tls.test:{receiver.port}/hook")))
+        delivery.deliver(found.pk)
+    found.refresh_from_db()
+    assert (found.status, found.last_status_code) == (DeliveryStatus.PENDING, None)
+    assert "certificate" in found.last_error.lower() or "hostname" in found.last_error.lower()
+    assert receiver.requests == []
+
+
+def test_https_to_a_receiver_with_an_untrusted_certificate_is_not_sent(alice, hooks_tls_test, tmp_path):
+    tls, _not_trusted = certificate_for("hooks.tls.test", tmp_path)
+    with Receiver(tls=tls) as receiver:
+        found = the_delivery_of(ended(submitted(alice, f"https://hooks.tls.test:{receiver.port}/hook")))
+        delivery.deliver(found.pk)
+    found.refresh_from_db()
+    assert found.status == DeliveryStatus.PENDING
+    assert "certificate verify failed" in found.last_error
+    assert receiver.requests == []
