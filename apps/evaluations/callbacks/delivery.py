@@ -53,8 +53,8 @@ def delivery_queue() -> str:
 
 
 def job_timeout_s() -> int:
-    """Long enough for an attempt to connect to a few addresses and read the answer's head."""
-    return int(settings.CALLBACK_TIMEOUT_S * 4) + 30
+    """Long enough for an attempt to try connecting to each address it may and read the answer's head."""
+    return int(settings.CALLBACK_TIMEOUT_S * (transport.MAX_ADDRESSES_TRIED + 3)) + 30
 
 
 def encode(payload) -> str:

@@ -14,11 +14,13 @@ from dataclasses import dataclass
 
 import urllib3
 from django.conf import settings
-from urllib3.exceptions import HTTPError, NewConnectionError
+from urllib3.exceptions import ConnectTimeoutError, HTTPError
 
 from apps.evaluations.callbacks.targets import Target
 
 USER_AGENT = "crucible-callbacks/1"
+# At most this many of a host's addresses are tried (each may take CALLBACK_TIMEOUT_S to refuse).
+MAX_ADDRESSES_TRIED = 3
 
 
 @dataclass(frozen=True)
@@ -35,12 +37,13 @@ class Answer:
 
 
 def post(target: Target, body: bytes, headers: dict[str, str]) -> Answer:
-    """POST ``body`` to ``target``: the first of its addresses that accepts a connection gets it."""
+    """POST ``body`` to ``target``: the first of its addresses (at most ``MAX_ADDRESSES_TRIED``) that
+    accepts a connection gets it."""
     error = "no address to connect to"
-    for address in target.addresses:
+    for address in target.addresses[:MAX_ADDRESSES_TRIED]:
         try:
             return _post_to(address, target, body, headers)
-        except NewConnectionError as exc:
+        except ConnectTimeoutError as exc:  # also a refused or unreachable connection (NewConnectionError)
             error = f"could not connect to {address}: {_short(exc)}"
         except (HTTPError, OSError, ssl.SSLError) as exc:
             return Answer(error=f"{type(exc).__name__} from {address}: {_short(exc)}", address=address)

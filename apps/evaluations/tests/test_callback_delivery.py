@@ -298,3 +298,18 @@ def test_https_to_a_receiver_with_an_untrusted_certificate_is_not_sent(alice, ho
     assert found.status == DeliveryStatus.PENDING
     assert "certificate verify failed" in found.last_error
     assert receiver.requests == []
+
+
+def test_when_the_first_checked_address_refuses_the_connection_the_next_checked_one_gets_it(
+    alice, settings, monkeypatch
+):
+    settings.CALLBACK_ALLOWED_HOSTS = ["127.0.0.0/8"]
+    monkeypatch.setattr(
+        targets, "_getaddrinfo", lambda host, port: [ipaddress.ip_address(a) for a in ("127.0.0.2", "127.0.0.1")]
+    )
+    with Receiver() as receiver:  # listens on 127.0.0.1 only
+        found = the_delivery_of(ended(submitted(alice, f"http://hooks.two.test:{receiver.port}/hook")))
+        delivery.deliver(found.pk)
+    found.refresh_from_db()
+    assert (found.status, found.attempt_log.get().address) == (DeliveryStatus.DELIVERED, "127.0.0.1")
+    assert len(receiver.requests) == 1
