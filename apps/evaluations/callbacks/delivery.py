@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import django_rq
 from django.conf import settings
@@ -95,16 +95,16 @@ def job_id(delivery_id, attempt: int) -> str:
     return f"callback-{delivery_id}-{attempt}"
 
 
-def enqueue(delivery_id, attempt: int, delay_s: float = 0) -> None:
-    """Put attempt ``attempt`` on the queue, now or after ``delay_s`` (RQ's scheduler). Never raises:
-    a job that could not be queued is found by ``sweep``."""
+def enqueue(delivery_id, attempt: int, at: datetime | None = None) -> None:
+    """Put attempt ``attempt`` on the queue, now or at ``at`` (RQ's scheduler, which every
+    ``crucible_worker`` runs). Never raises: a job that could not be queued is found by ``sweep``."""
     try:
         queue = django_rq.get_queue(delivery_queue())
         options = dict(
             job_id=job_id(delivery_id, attempt), job_timeout=job_timeout_s(), result_ttl=600, failure_ttl=86400
         )
-        if delay_s > 0:
-            queue.enqueue_in(timedelta(seconds=delay_s), JOB, str(delivery_id), **options)
+        if at is not None:
+            queue.enqueue_at(at, JOB, str(delivery_id), **options)
         else:
             queue.enqueue(JOB, str(delivery_id), **options)
     except Exception:
@@ -168,14 +168,14 @@ def _record(delivery: CallbackDelivery, number: int, answer: transport.Answer, s
     """Store the attempt and what follows from it (delivered, failed, or the next attempt's time)."""
     now = timezone.now()
     fields = {"last_status_code": answer.status_code, "last_error": answer.error[:500]}
-    retry_in = None
+    retry_at = None
     if answer.delivered:
         fields.update(status=DeliveryStatus.DELIVERED, delivered_at=now, next_attempt_at=None, last_error="")
     elif number >= settings.CALLBACK_MAX_ATTEMPTS:
         fields.update(status=DeliveryStatus.FAILED, next_attempt_at=None)
     else:
-        retry_in = retry_delay_s(number)
-        fields.update(next_attempt_at=now + timedelta(seconds=retry_in))
+        retry_at = now + timedelta(seconds=retry_delay_s(number))
+        fields.update(next_attempt_at=retry_at)
     if not answer.delivered and not answer.error:
         fields["last_error"] = f"answered HTTP {answer.status_code}"
     with transaction.atomic():
@@ -189,8 +189,8 @@ def _record(delivery: CallbackDelivery, number: int, answer: transport.Answer, s
             error=fields["last_error"],
         )
         CallbackDelivery.objects.filter(pk=delivery.pk, attempts=number, status=DeliveryStatus.PENDING).update(**fields)
-        if retry_in is not None:
-            transaction.on_commit(lambda: enqueue(delivery.pk, number + 1, retry_in))
+        if retry_at is not None:
+            transaction.on_commit(lambda: enqueue(delivery.pk, number + 1, retry_at))
     log.info("callback %s (%s) attempt %d: %s", delivery.pk, delivery.event_type, number, fields["last_error"] or "ok")
 
 

@@ -48,6 +48,10 @@ def the_delivery_of(evaluation) -> CallbackDelivery:
     return CallbackDelivery.objects.get(event_type=events.EVALUATION_FINISHED, subject_id=str(evaluation.pk))
 
 
+def attempt_end(attempt):
+    return attempt.started_at + timedelta(milliseconds=attempt.duration_ms)
+
+
 def make_due(found: CallbackDelivery) -> None:
     """The wait before the next attempt is over (instead of sleeping through it)."""
     CallbackDelivery.objects.filter(pk=found.pk).update(next_attempt_at=timezone.now())
@@ -88,8 +92,7 @@ def test_a_500_is_tried_again_after_the_backoff_and_the_success_is_recorded_with
         found.refresh_from_db()
         assert (found.status, found.attempts, found.last_status_code) == (DeliveryStatus.PENDING, 1, 500)
         assert found.last_error == "answered HTTP 500"
-        wait = (found.next_attempt_at - found.attempt_log.get().started_at).total_seconds()
-        assert 30 <= wait < 40
+        assert found.next_attempt_at >= attempt_end(found.attempt_log.get()) + timedelta(seconds=30)
         make_due(found)
         delivery.deliver(found.pk)
     found.refresh_from_db()
@@ -107,7 +110,12 @@ def test_a_500_is_tried_again_after_the_backoff_and_the_success_is_recorded_with
     assert verify(second.body, secret, second.headers["X-Crucible-Signature"])
 
 
-def test_the_next_attempt_waits_in_rqs_scheduler_for_twice_the_wait_before(alice, django_capture_on_commit_callbacks):
+def test_the_wait_doubles_after_each_failed_attempt_up_to_an_hour(settings):
+    settings.CALLBACK_RETRY_BASE_S = 30.0
+    assert [delivery.retry_delay_s(n) for n in (1, 2, 3, 4, 8, 12)] == [30, 60, 120, 240, 3600, 3600]
+
+
+def test_the_next_attempt_waits_in_rqs_scheduler_until_its_time(alice, django_capture_on_commit_callbacks):
     with Receiver(answers=[500, 502]) as receiver:
         found = the_delivery_of(ended(submitted(alice, receiver.url + "/hook")))
         with django_capture_on_commit_callbacks(execute=True):
@@ -116,11 +124,12 @@ def test_the_next_attempt_waits_in_rqs_scheduler_for_twice_the_wait_before(alice
         with django_capture_on_commit_callbacks(execute=True):
             delivery.deliver(found.pk)
     found.refresh_from_db()
-    waits = [a.started_at for a in found.attempt_log.all()]
-    assert 60 <= (found.next_attempt_at - waits[1]).total_seconds() < 70
+    second = found.attempt_log.get(number=2)
+    assert found.next_attempt_at >= attempt_end(second) + timedelta(seconds=60)
     registry = ScheduledJobRegistry(queue=django_rq.get_queue(delivery.delivery_queue()))
     assert delivery.job_id(found.pk, 2) in registry.get_job_ids()
-    assert delivery.job_id(found.pk, 3) in registry.get_job_ids()
+    third = registry.get_scheduled_time(delivery.job_id(found.pk, 3))
+    assert abs(third - found.next_attempt_at) < timedelta(seconds=1)  # RQ keeps whole seconds
 
 
 def test_a_delivery_that_fails_every_attempt_ends_failed_and_is_not_tried_again(alice, settings):
