@@ -130,10 +130,10 @@ def check(url) -> Target:
     addresses = resolve(parsed.host, parsed.port)
     refused = [a for a in addresses if not allowed(parsed.host, a)]
     if refused:
+        where = f"{parsed.host} is" if _as_address(parsed.host) else f"{parsed.host} resolves to {refused[0]},"
         raise CallbackUrlRefused(
-            f"{parsed.host} resolves to {refused[0]}, a loopback, private, link-local or otherwise "
-            "non-public address; callbacks go only to public addresses unless the operator allows this "
-            "host in CALLBACK_ALLOWED_HOSTS."
+            f"{where} a loopback, private, link-local or otherwise non-public address; callbacks go only "
+            "to public addresses unless the operator allows this host in CALLBACK_ALLOWED_HOSTS."
         )
     return Target(url, parsed.scheme, parsed.host, parsed.port, parsed.path, tuple(str(a) for a in addresses))
 
