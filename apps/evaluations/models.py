@@ -139,6 +139,8 @@ class Evaluation(models.Model):
     metadata = models.JSONField(default=dict, blank=True)
     idempotency_key = models.CharField(max_length=200, blank=True, default="")
     request_fingerprint = models.CharField(max_length=64, blank=True, default="")
+    # Where the ``evaluation.finished`` callback is POSTed when it ends (empty: none); see callbacks/.
+    callback_url = models.CharField(max_length=2000, blank=True, default="")
 
     # Limits as asked (null: not asked, the default applied) and as applied.
     timeout_s_requested = models.FloatField(null=True, blank=True)
@@ -340,3 +342,66 @@ class Artifact(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+# --- Completion callbacks (apps/evaluations/callbacks) ---------------------------------------------
+
+
+class DeliveryStatus(models.TextChoices):
+    PENDING = "pending"  # an attempt is due at ``next_attempt_at`` (or under way)
+    DELIVERED = "delivered"  # an attempt got a 2xx
+    FAILED = "failed"  # every attempt failed; nothing more is tried
+
+
+class CallbackDelivery(models.Model):
+    """One event to POST to one owner's URL (``evaluation.finished`` of one evaluation, …), with its attempts.
+
+    Exactly one per (event, subject): scheduling the same event twice finds the first. ``body`` is the
+    exact bytes sent (and signed) at every attempt. An attempt is claimed with a conditional UPDATE on
+    ``attempts``, so two jobs for the same attempt never both send it.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="callback_deliveries")
+    event_type = models.CharField(max_length=64)
+    subject_id = models.CharField(max_length=64)
+    url = models.CharField(max_length=2000)
+    body = models.TextField()
+    status = models.CharField(max_length=16, choices=DeliveryStatus.choices, default=DeliveryStatus.PENDING)
+    attempts = models.IntegerField(default=0)
+    last_status_code = models.IntegerField(null=True, blank=True)
+    last_error = models.CharField(max_length=500, blank=True, default="")
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name_plural = "callback deliveries"
+        indexes = [models.Index(fields=["status", "next_attempt_at"], name="callback_delivery_due")]
+        constraints = [
+            models.UniqueConstraint(fields=["event_type", "subject_id"], name="callback_delivery_once_per_event")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.event_type} {self.subject_id} ({self.status})"
+
+
+class CallbackAttempt(models.Model):
+    """One try of a delivery: the HTTP status it got, or why it got none."""
+
+    delivery = models.ForeignKey(CallbackDelivery, on_delete=models.CASCADE, related_name="attempt_log")
+    number = models.IntegerField()
+    started_at = models.DateTimeField()
+    duration_ms = models.IntegerField()
+    address = models.CharField(max_length=64, blank=True, default="")
+    status_code = models.IntegerField(null=True, blank=True)
+    error = models.CharField(max_length=500, blank=True, default="")
+
+    class Meta:
+        ordering = ["delivery", "number"]
+        constraints = [models.UniqueConstraint(fields=["delivery", "number"], name="callback_attempt_unique_number")]
+
+    def __str__(self) -> str:
+        return f"{self.delivery_id} #{self.number}: {self.status_code or self.error[:40]}"

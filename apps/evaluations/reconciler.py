@@ -5,7 +5,9 @@
 - ``running`` rows whose worker stopped heart-beating (no heartbeat for ``WORKER_LOST_AFTER_S``) are
   run again once, or end as ``error`` (``worker_lost``) after ``EVALUATION_MAX_ATTEMPTS`` claims (see
   ``retries.retry_or_fail``); their container is removed first;
-- containers of this installation that belong to no running evaluation are removed.
+- containers of this installation that belong to no running evaluation are removed;
+- completion callbacks whose scheduling or attempt was lost (a process died, Redis lost its data) are
+  scheduled or enqueued again (``callbacks.events.sweep``).
 
 It runs every ``RECONCILE_INTERVAL_S`` and once at start-up (``python -m crucible.cron``), so a dead
 worker's run is acted on within ``WORKER_LOST_AFTER_S + RECONCILE_INTERVAL_S`` and a lost job or an
@@ -27,6 +29,7 @@ from rq.job import Job, JobStatus
 
 from apps.audit import services as audit
 from apps.evaluations import retries, services
+from apps.evaluations.callbacks import events as callback_events
 from apps.evaluations.models import Evaluation, Reason, Status
 from apps.evaluations.retries import RetryDecision
 from apps.sandboxing import containers, engine, pool
@@ -158,6 +161,7 @@ def reconcile() -> dict:
         ("requeued", requeue_lost_jobs),
         ("orphans_removed", remove_orphan_containers),
         ("pools_removed", remove_dead_workers_pools),
+        ("callbacks", callback_events.sweep),
     ):
         try:
             result[key] = step()

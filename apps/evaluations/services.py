@@ -14,6 +14,7 @@ from rq.job import Job
 from apps.accounts import quotas
 from apps.audit import services as audit
 from apps.evaluations import publisher
+from apps.evaluations.callbacks import targets
 from apps.evaluations.models import STATUS_FOR_CONTROL, Control, Evaluation, Priority, Status
 from apps.evaluations.validation import Maxima, Submission, SubmissionInvalid, parse_submission
 from apps.monitoring import alerts
@@ -82,6 +83,7 @@ def submit(owner, body, *, idempotency_key: str = "", request=None) -> tuple[Eva
             return _replay(existing, fingerprint)
 
     submission = parse_submission(body, maxima_for(owner))
+    _check_callback_url(submission.callback_url)
     if submission.priority == Priority.HIGH and not quotas.may_submit_high_priority(owner):
         raise PriorityNotAllowed
     active = Evaluation.objects.filter(owner=owner).active().count()
@@ -115,6 +117,16 @@ def submit(owner, body, *, idempotency_key: str = "", request=None) -> tuple[Eva
     return evaluation, True
 
 
+def _check_callback_url(url: str) -> None:
+    """A 400 naming ``callback_url`` if callbacks may not go there (resolved now: see callbacks.targets)."""
+    if not url:
+        return
+    try:
+        targets.validate(url)
+    except targets.CallbackUrlRefused as exc:
+        raise SubmissionInvalid({"callback_url": [exc.message]}) from None
+
+
 def _replay(existing: Evaluation, fingerprint: str) -> tuple[Evaluation, bool]:
     if existing.request_fingerprint != fingerprint:
         raise IdempotencyConflict("This Idempotency-Key was already used with a different request body.")
@@ -130,6 +142,7 @@ def _create(owner, submission: Submission, idempotency_key: str, fingerprint: st
         stdin=submission.stdin,
         priority=submission.priority,
         metadata=submission.metadata,
+        callback_url=submission.callback_url,
         idempotency_key=idempotency_key,
         request_fingerprint=fingerprint,
         timeout_s_requested=submission.timeout_s,

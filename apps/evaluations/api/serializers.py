@@ -1,7 +1,16 @@
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from apps.evaluations.models import Artifact, Evaluation, Priority, Reason
+from apps.evaluations.callbacks.targets import MAX_URL_LENGTH
+from apps.evaluations.models import (
+    Artifact,
+    CallbackAttempt,
+    CallbackDelivery,
+    DeliveryStatus,
+    Evaluation,
+    Priority,
+    Reason,
+)
 
 
 @extend_schema_field(serializers.ChoiceField(choices=Reason.choices, allow_null=True, read_only=True))
@@ -17,9 +26,23 @@ class ReasonField(serializers.Field):
         return value or None
 
 
+@extend_schema_field(serializers.URLField(allow_null=True, read_only=True))
+class CallbackUrlField(serializers.Field):
+    """Where the ``evaluation.finished`` callback goes; null when none was asked for."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("read_only", True)
+        kwargs.setdefault("help_text", "Where the evaluation.finished callback is POSTed; null: none.")
+        super().__init__(**kwargs)
+
+    def to_representation(self, value):
+        return value or None
+
+
 class EvaluationSerializer(serializers.ModelSerializer):
     owner = serializers.CharField(source="owner.username", read_only=True)
     reason = ReasonField()
+    callback_url = CallbackUrlField()
     limits_requested = serializers.SerializerMethodField()
     limits = serializers.SerializerMethodField()
 
@@ -52,6 +75,7 @@ class EvaluationSerializer(serializers.ModelSerializer):
             "timeout_s",
             "memory_mb",
             "cpus",
+            "callback_url",
         ]
         read_only_fields = fields
 
@@ -92,6 +116,14 @@ class SubmissionSerializer(serializers.Serializer):
         required=False,
         help_text="any JSON object up to 16 KiB and 64 levels; no NUL characters, lone surrogates or infinite numbers.",
     )
+    callback_url = serializers.URLField(
+        required=False,
+        max_length=MAX_URL_LENGTH,
+        help_text='http(s) URL that receives POST {"type": "evaluation.finished", "evaluation": {…detail…}} '
+        "when it ends, signed with your webhook secret (X-Crucible-Signature: sha256=<hex HMAC-SHA256 of the raw "
+        "body>). A host that resolves to a loopback, private or link-local address is a 400 unless the operator "
+        "allows it (CALLBACK_ALLOWED_HOSTS).",
+    )
 
 
 class ResultsSerializer(serializers.ModelSerializer):
@@ -123,4 +155,36 @@ class ArtifactSerializer(serializers.ModelSerializer):
     class Meta:
         model = Artifact
         fields = ["name", "size", "sha256", "created_at"]
+        read_only_fields = fields
+
+
+class CallbackAttemptSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = CallbackAttempt
+        fields = ["number", "started_at", "duration_ms", "address", "status_code", "error"]
+        read_only_fields = fields
+
+
+class CallbackDeliverySerializer(serializers.ModelSerializer):
+    """One callback and every attempt to deliver it, oldest attempt first."""
+
+    event = serializers.CharField(source="event_type", read_only=True)
+    status = serializers.ChoiceField(DeliveryStatus.choices, read_only=True)
+    attempt_log = CallbackAttemptSerializer(many=True, read_only=True)
+
+    class Meta:
+        model = CallbackDelivery
+        fields = [
+            "id",
+            "event",
+            "url",
+            "status",
+            "attempts",
+            "last_status_code",
+            "last_error",
+            "next_attempt_at",
+            "created_at",
+            "delivered_at",
+            "attempt_log",
+        ]
         read_only_fields = fields
