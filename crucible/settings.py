@@ -143,6 +143,7 @@ INSTALLED_APPS = [
     "apps.accounts",
     "apps.monitoring",
     "apps.evaluations",
+    "apps.tasks",
     "apps.console",
 ]
 # GitHub, Google, OpenID Connect sign-in: only the providers whose *_CLIENT_ID/_SECRET are set.
@@ -351,6 +352,11 @@ SANDBOX_FSIZE_MB = envint("SANDBOX_FSIZE_MB", SANDBOX_TMPFS_MB, minimum=1)
 
 # --- Queue ------------------------------------------------------------------------------
 QUEUE_CAPACITY = envint("QUEUE_CAPACITY", 1000, minimum=1)
+# Batches (apps.tasks): the most samples one batch may hold, the most samples one user may have
+# waiting, and how many of one user's samples are on the work queues at once (fair dispatch).
+BATCH_MAX_SAMPLES = envint("BATCH_MAX_SAMPLES", 10_000, minimum=1)
+QUEUED_SAMPLES_PER_USER = envint("QUEUED_SAMPLES_PER_USER", 50_000, minimum=1)
+FAIR_SHARE_WINDOW = envint("FAIR_SHARE_WINDOW", 4, minimum=1)
 RECONCILE_INTERVAL_S = envint("RECONCILE_INTERVAL_S", 15, minimum=1)
 WORKER_LOST_AFTER_S = envint("WORKER_LOST_AFTER_S", 30, minimum=5)
 # A running evaluation's worker writes heartbeat_at this often; keep it well under WORKER_LOST_AFTER_S.

@@ -46,6 +46,7 @@ class Reason(models.TextChoices):
     SAFETY_RULE = "safety_rule"  # a safety rule stopped it
     WORKER_LOST = "worker_lost"  # the worker running it died or shut down, and it was not run again
     ENGINE_ERROR = "engine_error"  # the platform could not run it (engine, sandbox set-up, runtime)
+    TESTS_FAILED = "tests_failed"  # it ran under each of its task's tests and at least one did not pass
 
 
 # The reason a terminal status implies when the transition names none.
@@ -174,6 +175,19 @@ class Evaluation(models.Model):
     worker = models.CharField(max_length=200, blank=True, default="")
     heartbeat_at = models.DateTimeField(null=True, blank=True)
 
+    # A sample scored against a task (apps.tasks): the batch it belongs to, the task (slug and
+    # version), and the task's tests as they were at submission, run one after another after the
+    # program (``apps.evaluations.testing``). ``tests`` is never shown through the evaluation; with
+    # ``tests_hidden`` (the owner may not see the task's tests) neither is the output produced under them.
+    batch_id = models.UUIDField(null=True, blank=True, db_index=True)
+    task = models.CharField(max_length=200, blank=True, default="")
+    task_version = models.IntegerField(null=True, blank=True)
+    tests = models.JSONField(default=list, blank=True)
+    tests_hidden = models.BooleanField(default=False)
+    passed = models.BooleanField(null=True, blank=True)  # every test passed; null without tests or before the end
+    # Queued but not on a work queue yet: released a few at a time per owner (``apps.evaluations.dispatch``).
+    held = models.BooleanField(default=False)
+
     objects = EvaluationQuerySet.as_manager()
 
     class Meta:
@@ -181,6 +195,7 @@ class Evaluation(models.Model):
         indexes = [
             models.Index(fields=["owner", "-created_at"]),
             models.Index(fields=["status", "created_at"]),
+            models.Index(fields=["owner", "created_at"], condition=models.Q(held=True), name="evaluation_held"),
         ]
         constraints = [
             models.UniqueConstraint(
@@ -297,6 +312,44 @@ class Evaluation(models.Model):
 
 def _attempt_filter(attempt: int | None) -> dict:
     return {} if attempt is None else {"attempts": attempt}
+
+
+class TestStatus(models.TextChoices):
+    """How a sample did under one test."""
+
+    PASSED = "passed"
+    FAILED = "failed"  # wrong output (io) or a non-zero exit (check)
+    TIMED_OUT = "timed_out"
+    OOM_KILLED = "oom_killed"
+    OUTPUT_CAP = "output_cap"
+    NOT_RUN = "not_run"  # the run ended (cancelled, stopped, a platform fault) before this test
+
+
+class TestResult(models.Model):
+    """One test's verdict on one evaluation, stored with the evaluation's end.
+
+    ``message`` may be read by whoever sees the evaluation: it never holds a hidden test's code,
+    input or expected output, nor text the program printed under a hidden test. ``detail`` (the
+    differing line beside the expected one, the end of stderr) only by those who may see the tests.
+    """
+
+    evaluation = models.ForeignKey(Evaluation, on_delete=models.CASCADE, related_name="test_results")
+    position = models.IntegerField()
+    name = models.CharField(max_length=200)
+    category = models.CharField(max_length=16)
+    status = models.CharField(max_length=16, choices=TestStatus.choices)
+    passed = models.BooleanField()
+    duration_ms = models.IntegerField(null=True, blank=True)
+    exit_code = models.IntegerField(null=True, blank=True)
+    message = models.CharField(max_length=300, blank=True, default="")
+    detail = models.TextField(blank=True, default="")
+
+    class Meta:
+        ordering = ["evaluation", "position"]
+        constraints = [models.UniqueConstraint(fields=["evaluation", "position"], name="test_result_unique_position")]
+
+    def __str__(self) -> str:
+        return f"{self.evaluation_id} {self.name}: {self.status}"
 
 
 class Stream(models.TextChoices):

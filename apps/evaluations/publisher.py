@@ -25,6 +25,7 @@ from typing import Literal, TypedDict
 from channels.layers import get_channel_layer
 from django.db import transaction
 
+from apps.evaluations import signals
 from apps.evaluations.callbacks import events
 from apps.monitoring.models import AlertPayload, SamplePayload
 
@@ -220,6 +221,9 @@ def publish_end(evaluation) -> None:
     _send(evaluation.pk, status_message(evaluation.status))
     _send(evaluation.pk, end_message(evaluation))
     events.evaluation_finished(evaluation)
+    for receiver, response in signals.evaluation_ended.send_robust(sender=type(evaluation), evaluation=evaluation):
+        if isinstance(response, Exception):
+            log.warning("evaluation %s: %r failed on its end: %r", evaluation.pk, receiver, response)
 
 
 def publish_alert(evaluation_id, alert: AlertPayload) -> None:

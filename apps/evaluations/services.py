@@ -9,6 +9,7 @@ import logging
 import django_rq
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from rq import Queue
 from rq.job import Job
 
 from apps.accounts import quotas
@@ -160,14 +161,40 @@ def job_id(evaluation_id) -> str:
     return f"evaluation-{evaluation_id}"
 
 
+def job_timeout(evaluation: Evaluation) -> int:
+    """RQ's limit on a run job: the evaluation's own timeout (once per test) and room for the rest."""
+    return int(evaluation.timeout_s * max(1, len(evaluation.tests or []))) + 300
+
+
+def enqueue_many(evaluations: list[Evaluation]) -> None:
+    """Put the run jobs of ``evaluations`` on their queues in one round trip per queue."""
+    by_queue: dict[str, list] = {}
+    for evaluation in evaluations:
+        by_queue.setdefault(evaluation.queue_name, []).append(
+            Queue.prepare_data(
+                "apps.evaluations.jobs.run_evaluation",
+                args=(str(evaluation.pk),),
+                job_id=job_id(evaluation.pk),
+                timeout=job_timeout(evaluation),
+                result_ttl=600,
+                failure_ttl=24 * 3600,
+            )
+        )
+    for queue_name, jobs in by_queue.items():
+        queue = django_rq.get_queue(queue_name)
+        with queue.connection.pipeline() as pipe:
+            queue.enqueue_many(jobs, pipeline=pipe)
+            pipe.execute()
+
+
 def enqueue(evaluation_id, queue_name: str) -> None:
     """Put the run job on its queue. Only the id travels; the row is the source of truth."""
-    evaluation = Evaluation.objects.only("timeout_s").get(pk=evaluation_id)
+    evaluation = Evaluation.objects.only("timeout_s", "tests").get(pk=evaluation_id)
     django_rq.get_queue(queue_name).enqueue(
         "apps.evaluations.jobs.run_evaluation",
         str(evaluation_id),
         job_id=job_id(evaluation_id),
-        job_timeout=int(evaluation.timeout_s) + 300,
+        job_timeout=job_timeout(evaluation),
         result_ttl=600,
         failure_ttl=24 * 3600,
     )

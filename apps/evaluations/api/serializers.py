@@ -1,3 +1,5 @@
+import uuid
+
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -10,6 +12,7 @@ from apps.evaluations.models import (
     Evaluation,
     Priority,
     Reason,
+    TestResult,
 )
 
 
@@ -43,6 +46,9 @@ class EvaluationSerializer(serializers.ModelSerializer):
     owner = serializers.CharField(source="owner.username", read_only=True)
     reason = ReasonField()
     callback_url = CallbackUrlField()
+    batch = serializers.UUIDField(source="batch_id", read_only=True, allow_null=True)
+    task = serializers.SerializerMethodField()
+    rerun_of = serializers.SerializerMethodField()
     limits_requested = serializers.SerializerMethodField()
     limits = serializers.SerializerMethodField()
 
@@ -76,8 +82,23 @@ class EvaluationSerializer(serializers.ModelSerializer):
             "memory_mb",
             "cpus",
             "callback_url",
+            "batch",
+            "task",
+            "passed",
+            "rerun_of",
         ]
         read_only_fields = fields
+
+    def get_task(self, obj) -> str | None:
+        return obj.task or None
+
+    def get_rerun_of(self, obj) -> str | None:
+        """The evaluation this one runs again ("Run again" records it in the metadata)."""
+        value = (obj.metadata or {}).get("rerun_of") if isinstance(obj.metadata, dict) else None
+        try:
+            return str(uuid.UUID(str(value))) if value else None
+        except ValueError:
+            return None
 
     def get_limits_requested(self, obj) -> dict:
         return {"timeout_s": obj.timeout_s_requested, "memory_mb": obj.memory_mb_requested, "cpus": obj.cpus_requested}
@@ -126,8 +147,23 @@ class SubmissionSerializer(serializers.Serializer):
     )
 
 
+class TestResultSerializer(serializers.ModelSerializer):
+    """One test's verdict; ``detail`` only for those who may see the task's tests (else null)."""
+
+    detail = serializers.SerializerMethodField()
+
+    class Meta:
+        model = TestResult
+        fields = ["name", "category", "passed", "status", "duration_ms", "exit_code", "message", "detail"]
+        read_only_fields = fields
+
+    def get_detail(self, obj) -> str | None:
+        return obj.detail if self.context.get("may_see_tests") else None
+
+
 class ResultsSerializer(serializers.ModelSerializer):
     reason = ReasonField()
+    tests = serializers.SerializerMethodField(help_text="Per-test verdicts when the evaluation has tests, else null.")
 
     class Meta:
         model = Evaluation
@@ -147,8 +183,16 @@ class ResultsSerializer(serializers.ModelSerializer):
             "cpu_time_ms",
             "image_digest",
             "sandbox_runtime",
+            "passed",
+            "tests",
         ]
         read_only_fields = fields
+
+    @extend_schema_field(TestResultSerializer(many=True, allow_null=True))
+    def get_tests(self, obj):
+        if not obj.tests:
+            return None
+        return TestResultSerializer(obj.test_results.all(), many=True, context=self.context).data
 
 
 class ArtifactSerializer(serializers.ModelSerializer):

@@ -13,6 +13,7 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from apps.accounts.roles import is_operator
 from apps.evaluations import services
 from apps.evaluations.api.serializers import (
     ArtifactSerializer,
@@ -172,7 +173,9 @@ class EvaluationLogsView(VisibleEvaluationMixin, APIView):
 class EvaluationResultsView(VisibleEvaluationMixin, APIView):
     @extend_schema(responses=ResultsSerializer)
     def get(self, request, pk):
-        return Response(ResultsSerializer(self.get_evaluation(pk)).data)
+        evaluation = self.get_evaluation(pk)
+        may_see_tests = not evaluation.tests_hidden or is_operator(request.user)
+        return Response(ResultsSerializer(evaluation, context={"may_see_tests": may_see_tests}).data)
 
 
 class ArtifactListView(VisibleEvaluationMixin, APIView):
