@@ -87,12 +87,13 @@ def submit(owner, body, *, idempotency_key: str = "", request=None) -> tuple[Eva
     _check_callback_url(submission.callback_url)
     if submission.priority == Priority.HIGH and not quotas.may_submit_high_priority(owner):
         raise PriorityNotAllowed
-    active = Evaluation.objects.filter(owner=owner).active().count()
+    # Batch samples have their own quota (admitted as a whole, apps.tasks); single runs count here.
+    active = Evaluation.objects.filter(owner=owner, batch_id__isnull=True).active().count()
     try:
         quotas.enforce_submission_quota(owner, active_count=active)
     except quotas.QuotaExceeded as exc:
         raise Throttled(exc.message, exc.retry_after) from exc
-    if Evaluation.objects.filter(status=Status.QUEUED).count() >= settings.QUEUE_CAPACITY:
+    if Evaluation.objects.filter(status=Status.QUEUED, held=False).count() >= settings.QUEUE_CAPACITY:
         raise Throttled(
             f"The queue is full ({settings.QUEUE_CAPACITY} evaluations waiting); try again shortly.",
             QUEUE_FULL_RETRY_AFTER_S,
