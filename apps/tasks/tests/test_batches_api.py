@@ -26,9 +26,8 @@ def queued_job_ids() -> list[str]:
 
 def test_a_batch_of_completions_becomes_one_held_evaluation_per_sample(alice_api, square, settings):
     settings.FAIR_SHARE_WINDOW = 2
-    response = alice_api.post(
-        URL, {"task": square.slug, "samples": [{"code": SOLUTION}] * 5, "samples_are": "completions", "k": [1, 2]}, format="json"
-    )
+    body = {"task": square.slug, "samples": [{"code": SOLUTION}] * 5, "samples_are": "completions", "k": [1, 2]}
+    response = alice_api.post(URL, body, format="json")
     assert response.status_code == 201, response.content
     batch = response.json()
     assert (batch["status"], batch["total"], batch["counts"]["queued"]) == ("queued", 5, 5)
@@ -46,7 +45,8 @@ def test_a_batch_of_completions_becomes_one_held_evaluation_per_sample(alice_api
 
 def test_another_users_single_run_waits_behind_at_most_the_window_of_a_big_batch(alice_api, bob_api, square, settings):
     settings.FAIR_SHARE_WINDOW = 3
-    assert alice_api.post(URL, {"task": square.slug, "samples": [{"code": SOLUTION}] * 200}, format="json").status_code == 201
+    big = {"task": square.slug, "samples": [{"code": SOLUTION}] * 200}
+    assert alice_api.post(URL, big, format="json").status_code == 201
     run = bob_api.post("/api/v1/evaluations/", {"code": "print(1)"}, format="json").json()
     jobs = queued_job_ids()
     assert jobs.index(f"evaluation-{run['id']}") <= 3

@@ -54,7 +54,8 @@ def test_an_edit_of_an_unused_task_changes_it_and_an_edit_of_a_used_one_makes_a_
     task = check_task(alice)
     response = alice_api.patch(f"{URL}demo/square/", {"title": "Square it"}, format="json")
     assert (response.status_code, response.json()["version"], response.json()["title"]) == (200, 1, "Square it")
-    alice_api.post("/api/v1/batches/", {"task": task.slug, "samples": [{"code": "def square(x): return x*x"}]}, format="json")
+    batch = {"task": task.slug, "samples": [{"code": "def square(x): return x*x"}]}
+    assert alice_api.post("/api/v1/batches/", batch, format="json").status_code == 201
     response = alice_api.patch(f"{URL}demo/square/", {"title": "Square, v2"}, format="json")
     assert (response.status_code, response.json()["version"]) == (200, 2)
     assert Task.objects.get(slug="demo/square", version=1).title == "Square it"  # as the batch used it
