@@ -101,3 +101,27 @@ class BatchSerializer(serializers.ModelSerializer):
             "finished_at",
         ]
         read_only_fields = fields
+
+
+class SampleTestSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    category = serializers.CharField()
+    passed = serializers.BooleanField()
+    status = serializers.CharField()
+    duration_ms = serializers.IntegerField(allow_null=True)
+    message = serializers.CharField(help_text="Never a hidden test's code, input or expected output.")
+    detail = serializers.CharField(required=False, help_text="Only for the task's owner and operators.")
+
+
+class SampleResultSerializer(serializers.Serializer):
+    """One sample of a batch in its results (documents ``views.sample_result``)."""
+
+    evaluation = serializers.UUIDField()
+    sample = serializers.IntegerField(allow_null=True, help_text="Its index in the submitted samples.")
+    task = serializers.CharField()
+    task_version = serializers.IntegerField()
+    status = serializers.CharField()
+    reason = serializers.CharField(allow_null=True)
+    passed = serializers.BooleanField(allow_null=True)
+    duration_ms = serializers.IntegerField(allow_null=True)
+    tests = SampleTestSerializer(many=True)

@@ -18,7 +18,13 @@ from apps.evaluations.api.views import error_response, throttled_response
 from apps.evaluations.models import Evaluation, TestResult
 from apps.evaluations.services import PriorityNotAllowed, Throttled
 from apps.tasks import progress, services
-from apps.tasks.api.serializers import BatchBodySerializer, BatchSerializer, TaskBodySerializer, TaskSerializer
+from apps.tasks.api.serializers import (
+    BatchBodySerializer,
+    BatchSerializer,
+    SampleResultSerializer,
+    TaskBodySerializer,
+    TaskSerializer,
+)
 from apps.tasks.models import Batch, Task
 from apps.tasks.validation import BatchTooLarge, TaskInvalid
 
@@ -172,6 +178,7 @@ class FormatIsOurs(DefaultContentNegotiation):
 
 class BatchResultsView(VisibleBatchMixin, generics.GenericAPIView):
     content_negotiation_class = FormatIsOurs
+    serializer_class = SampleResultSerializer
 
     @extend_schema(
         parameters=[OpenApiParameter("format", str, enum=["json", "jsonl"], description="jsonl: the whole batch.")]
