@@ -7,6 +7,7 @@ as ``NAME_FILE`` pointing at a file that holds the value (Docker/Kubernetes secr
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -129,3 +130,27 @@ def envrate(name: str, default: str, environ: Mapping[str, str] | None = None) -
     if count < 1 or amount < 1:
         raise ImproperlyConfigured(f"{name}={text!r} needs a count and a period of at least 1.")
     return count, amount * unit
+
+
+# A DNS name: dot-separated labels of letters, digits, hyphens (and underscores, seen in internal names).
+_HOST_NAME = re.compile(
+    r"(?=.{1,253}\Z)[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?)*\.?", re.ASCII
+)
+
+
+def envhosts(name: str, default: list[str], environ: Mapping[str, str] | None = None) -> list[str]:
+    """A comma-separated list of host names, IP addresses and CIDR networks (``10.0.0.0/8``, ``fd00::/8``).
+
+    Names come back lower-case without a trailing dot, networks in their canonical form; anything else
+    (a URL, a port, a malformed network) is refused, so a typo never widens or narrows an allow-list quietly."""
+    items = []
+    for item in envlist(name, default, environ):
+        try:
+            items.append(str(ipaddress.ip_network(item, strict=False)))
+            continue
+        except ValueError:
+            pass
+        if "/" in item or not _HOST_NAME.fullmatch(item.lower()):
+            raise ImproperlyConfigured(f"{name}: {item!r} is not a host name, an IP address or a CIDR network.")
+        items.append(item.lower().rstrip("."))
+    return items

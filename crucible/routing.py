@@ -6,6 +6,7 @@ from django.urls import path, re_path
 
 from apps.console.consumers import OperatorAlertsConsumer
 from apps.evaluations.consumers import EvaluationConsumer
+from apps.tasks.consumers import BatchConsumer
 from crucible.ws_auth import TokenAuthMiddlewareStack, UnknownPathConsumer
 
 # The id is matched loosely and validated in the consumer, so a malformed id closes with 4404
@@ -13,5 +14,6 @@ from crucible.ws_auth import TokenAuthMiddlewareStack, UnknownPathConsumer
 websocket_urlpatterns: list = [
     path("ws/evaluations/<str:evaluation_id>/", TokenAuthMiddlewareStack(EvaluationConsumer.as_asgi())),
     path("ws/alerts/", TokenAuthMiddlewareStack(OperatorAlertsConsumer.as_asgi())),
+    path("ws/batches/<str:batch_id>/", TokenAuthMiddlewareStack(BatchConsumer.as_asgi())),
     re_path(r"", UnknownPathConsumer.as_asgi()),
 ]

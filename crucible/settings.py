@@ -13,7 +13,7 @@ from urllib.parse import parse_qs, unquote, urlparse
 
 from django.core.exceptions import ImproperlyConfigured
 
-from crucible.env import envbool, envchoice, envfloat, envint, envlist, envrate, envstr
+from crucible.env import envbool, envchoice, envfloat, envhosts, envint, envlist, envrate, envstr
 from crucible.local_env import load_local_env
 from crucible.social import social_providers
 
@@ -143,6 +143,7 @@ INSTALLED_APPS = [
     "apps.accounts",
     "apps.monitoring",
     "apps.evaluations",
+    "apps.tasks",
     "apps.console",
 ]
 # GitHub, Google, OpenID Connect sign-in: only the providers whose *_CLIENT_ID/_SECRET are set.
@@ -351,6 +352,11 @@ SANDBOX_FSIZE_MB = envint("SANDBOX_FSIZE_MB", SANDBOX_TMPFS_MB, minimum=1)
 
 # --- Queue ------------------------------------------------------------------------------
 QUEUE_CAPACITY = envint("QUEUE_CAPACITY", 1000, minimum=1)
+# Batches (apps.tasks): the most samples one batch may hold, the most samples one user may have
+# waiting, and how many of one user's samples are on the work queues at once (fair dispatch).
+BATCH_MAX_SAMPLES = envint("BATCH_MAX_SAMPLES", 10_000, minimum=1)
+QUEUED_SAMPLES_PER_USER = envint("QUEUED_SAMPLES_PER_USER", 50_000, minimum=1)
+FAIR_SHARE_WINDOW = envint("FAIR_SHARE_WINDOW", 4, minimum=1)
 RECONCILE_INTERVAL_S = envint("RECONCILE_INTERVAL_S", 15, minimum=1)
 WORKER_LOST_AFTER_S = envint("WORKER_LOST_AFTER_S", 30, minimum=5)
 # A running evaluation's worker writes heartbeat_at this often; keep it well under WORKER_LOST_AFTER_S.
@@ -366,6 +372,18 @@ EVALUATION_MAX_ATTEMPTS = envint("EVALUATION_MAX_ATTEMPTS", 2, minimum=1, maximu
 WORKER_FORK = envbool("WORKER_FORK", False)
 # How long a worker keeps a run going (and retries its writes) while PostgreSQL is unreachable.
 WORKER_DB_RETRY_S = envfloat("WORKER_DB_RETRY_S", 60.0, minimum=0.0)
+
+# --- Completion callbacks (apps/evaluations/callbacks) -----------------------------------
+# A callback URL whose host resolves to a loopback, private, link-local or otherwise non-public
+# address is refused, at submission and again at every delivery, unless its host name, or a network
+# holding each of its addresses, is listed here (names, addresses or CIDRs, comma-separated).
+CALLBACK_ALLOWED_HOSTS = envhosts("CALLBACK_ALLOWED_HOSTS", [])
+# Attempts per delivery (the first included); a 2xx ends it, anything else is tried again after
+# CALLBACK_RETRY_BASE_S, then twice that, four times … (at most an hour between attempts).
+CALLBACK_MAX_ATTEMPTS = envint("CALLBACK_MAX_ATTEMPTS", 5, minimum=1, maximum=20)
+CALLBACK_RETRY_BASE_S = envfloat("CALLBACK_RETRY_BASE_S", 30.0, minimum=1.0, maximum=3600.0)
+# Connecting, and each read of the answer, may take this long; the answer's body is never read.
+CALLBACK_TIMEOUT_S = envfloat("CALLBACK_TIMEOUT_S", 10.0, minimum=0.5, maximum=60.0)
 
 # --- Monitoring -------------------------------------------------------------------------
 # Alerts go to a webhook (JSON POST) and/or by email, from RQ jobs retried a bounded number of times.

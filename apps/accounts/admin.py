@@ -1,9 +1,9 @@
-"""Admin for operators: API tokens (never the hash; revoke action) and quotas."""
+"""Admin for operators: API tokens (never the hash; revoke action), quotas, webhook secrets (never shown)."""
 
 from django.contrib import admin, messages
 
 from apps.accounts import services
-from apps.accounts.models import ApiToken, Quota
+from apps.accounts.models import ApiToken, Quota, WebhookSecret
 
 
 @admin.register(ApiToken)
@@ -61,3 +61,22 @@ class QuotaAdmin(admin.ModelAdmin):
         ("Largest limits a submission may ask for", {"fields": ("max_timeout_s", "max_memory_mb", "max_cpus")}),
         ("Priority", {"fields": ("high_priority",)}),
     )
+
+
+@admin.register(WebhookSecret)
+class WebhookSecretAdmin(admin.ModelAdmin):
+    """Who has a webhook secret and since when; never the secret (its owner makes a new one through the API)."""
+
+    list_display = ("user", "created_at")
+    search_fields = ("user__username", "user__email")
+    list_select_related = ("user",)
+    raw_id_fields = ("user",)
+    show_full_result_count = False
+    fields = ("user", "created_at")
+    readonly_fields = ("user", "created_at")
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False

@@ -167,3 +167,26 @@ class Quota(models.Model):
     def clean(self):
         if bool(self.user_id) == bool(self.group_id):
             raise ValidationError("A quota is for exactly one user or one group.")
+
+
+WEBHOOK_SECRET_PREFIX = "whsec_"  # noqa: S105 (a public prefix, not a secret)
+
+
+class WebhookSecret(models.Model):
+    """The key a user's completion callbacks are signed with (HMAC-SHA256; apps/evaluations/callbacks).
+
+    Unlike an API token it is kept in the clear: signing needs the key itself, not a hash. It is shown
+    once, when made (``POST /api/v1/me/webhook-secret/``), and never again: not in the API, the pages
+    or the admin. Making a new one replaces the old at once; deliveries are signed when they are sent.
+    """
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="webhook_secret")
+    secret = models.CharField(max_length=100, editable=False)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    def __str__(self) -> str:
+        return f"webhook secret of {self.user} (made {self.created_at:%Y-%m-%d %H:%M})"
+
+    @staticmethod
+    def new_secret() -> str:
+        return WEBHOOK_SECRET_PREFIX + secrets.token_urlsafe(32)

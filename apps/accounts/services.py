@@ -1,8 +1,11 @@
-"""Token actions used by the web pages, the admin and the command line, each leaving an audit entry."""
+"""Token and webhook-secret actions used by the web pages, the API, the admin and the command line, each
+leaving an audit entry."""
 
 from __future__ import annotations
 
-from apps.accounts.models import ApiToken
+from django.utils import timezone
+
+from apps.accounts.models import ApiToken, WebhookSecret
 from apps.audit import services as audit
 
 MAX_ACTIVE_TOKENS = 50
@@ -47,3 +50,22 @@ def revoke_token(token: ApiToken, *, actor=None, request=None) -> bool:
         prefix=token.prefix,
     )
     return True
+
+
+def make_webhook_secret(user, *, request=None) -> str:
+    """Make ``user`` a new webhook secret, replacing any old one at once; returns it (the only time it is
+    shown). Audited, without the secret."""
+    secret = WebhookSecret.new_secret()
+    WebhookSecret.objects.update_or_create(user=user, defaults={"secret": secret, "created_at": timezone.now()})
+    audit.record("webhook_secret.made", actor=user, target=f"user:{user.pk}", request=request)
+    return secret
+
+
+def webhook_secret_of(user) -> str:
+    """The secret ``user``'s callbacks are signed with; one is made (and not shown) if they have none yet,
+    so a delivery is always signed. The owner makes a new one to learn it."""
+    found = WebhookSecret.objects.filter(user=user).values_list("secret", flat=True).first()
+    if found:
+        return found
+    WebhookSecret.objects.get_or_create(user=user, defaults={"secret": WebhookSecret.new_secret()})
+    return WebhookSecret.objects.get(user=user).secret

@@ -5,7 +5,7 @@ import logging
 from django.contrib import admin, messages
 
 from apps.evaluations import services
-from apps.evaluations.models import Artifact, Evaluation, OutputChunk, Runtime
+from apps.evaluations.models import Artifact, CallbackAttempt, CallbackDelivery, Evaluation, OutputChunk, Runtime
 from apps.evaluations.validation import SubmissionInvalid, SubmissionTooLarge
 
 log = logging.getLogger(__name__)
@@ -87,3 +87,31 @@ class ArtifactAdmin(admin.ModelAdmin):
     show_full_result_count = False
     exclude = ["data"]
     readonly_fields = ["evaluation", "name", "size", "sha256", "created_at"]
+
+
+class CallbackAttemptInline(admin.TabularInline):
+    model = CallbackAttempt
+    extra = 0
+    can_delete = False
+    fields = readonly_fields = ["number", "started_at", "duration_ms", "address", "status_code", "error"]
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(CallbackDelivery)
+class CallbackDeliveryAdmin(admin.ModelAdmin):
+    """Completion callbacks and their attempts, read-only (the body is not shown: it holds the owner's code)."""
+
+    list_display = ["event_type", "subject_id", "owner", "status", "attempts", "last_status_code", "created_at"]
+    list_filter = ["status", "event_type"]
+    search_fields = ["=subject_id", "=id", "owner__username", "url"]
+    list_select_related = ["owner"]
+    raw_id_fields = ["owner"]
+    show_full_result_count = False
+    exclude = ["body"]
+    readonly_fields = [f.name for f in CallbackDelivery._meta.fields if f.name != "body"]
+    inlines = [CallbackAttemptInline]
+
+    def has_add_permission(self, request):
+        return False

@@ -4,8 +4,15 @@ The reconciler is not a job: ``python -m crucible.cron`` runs it in its own loop
 """
 
 from apps.evaluations import running
+from apps.evaluations.callbacks import delivery
 
 
 def run_evaluation(evaluation_id: str) -> str:
     """Run one evaluation; returns what was done with it (a ``running.RunDisposition`` value)."""
     return str(running.run(evaluation_id))
+
+
+def deliver_callback(delivery_id: str) -> str:
+    """Make the due attempt of one completion callback (see callbacks.delivery); never raises for the
+    receiver's failures: the next attempt is scheduled by the delivery itself."""
+    return delivery.deliver(delivery_id)

@@ -46,6 +46,7 @@ class Reason(models.TextChoices):
     SAFETY_RULE = "safety_rule"  # a safety rule stopped it
     WORKER_LOST = "worker_lost"  # the worker running it died or shut down, and it was not run again
     ENGINE_ERROR = "engine_error"  # the platform could not run it (engine, sandbox set-up, runtime)
+    TESTS_FAILED = "tests_failed"  # it ran under each of its task's tests and at least one did not pass
 
 
 # The reason a terminal status implies when the transition names none.
@@ -139,6 +140,8 @@ class Evaluation(models.Model):
     metadata = models.JSONField(default=dict, blank=True)
     idempotency_key = models.CharField(max_length=200, blank=True, default="")
     request_fingerprint = models.CharField(max_length=64, blank=True, default="")
+    # Where the ``evaluation.finished`` callback is POSTed when it ends (empty: none); see callbacks/.
+    callback_url = models.CharField(max_length=2000, blank=True, default="")
 
     # Limits as asked (null: not asked, the default applied) and as applied.
     timeout_s_requested = models.FloatField(null=True, blank=True)
@@ -172,6 +175,19 @@ class Evaluation(models.Model):
     worker = models.CharField(max_length=200, blank=True, default="")
     heartbeat_at = models.DateTimeField(null=True, blank=True)
 
+    # A sample scored against a task (apps.tasks): the batch it belongs to, the task (slug and
+    # version), and the task's tests as they were at submission, run one after another after the
+    # program (``apps.evaluations.testing``). ``tests`` is never shown through the evaluation; with
+    # ``tests_hidden`` (the owner may not see the task's tests) neither is the output produced under them.
+    batch_id = models.UUIDField(null=True, blank=True, db_index=True)
+    task = models.CharField(max_length=200, blank=True, default="")
+    task_version = models.IntegerField(null=True, blank=True)
+    tests = models.JSONField(default=list, blank=True)
+    tests_hidden = models.BooleanField(default=False)
+    passed = models.BooleanField(null=True, blank=True)  # every test passed; null without tests or before the end
+    # Queued but not on a work queue yet: released a few at a time per owner (``apps.evaluations.dispatch``).
+    held = models.BooleanField(default=False)
+
     objects = EvaluationQuerySet.as_manager()
 
     class Meta:
@@ -179,6 +195,7 @@ class Evaluation(models.Model):
         indexes = [
             models.Index(fields=["owner", "-created_at"]),
             models.Index(fields=["status", "created_at"]),
+            models.Index(fields=["owner", "created_at"], condition=models.Q(held=True), name="evaluation_held"),
         ]
         constraints = [
             models.UniqueConstraint(
@@ -297,6 +314,44 @@ def _attempt_filter(attempt: int | None) -> dict:
     return {} if attempt is None else {"attempts": attempt}
 
 
+class TestStatus(models.TextChoices):
+    """How a sample did under one test."""
+
+    PASSED = "passed"
+    FAILED = "failed"  # wrong output (io) or a non-zero exit (check)
+    TIMED_OUT = "timed_out"
+    OOM_KILLED = "oom_killed"
+    OUTPUT_CAP = "output_cap"
+    NOT_RUN = "not_run"  # the run ended (cancelled, stopped, a platform fault) before this test
+
+
+class TestResult(models.Model):
+    """One test's verdict on one evaluation, stored with the evaluation's end.
+
+    ``message`` may be read by whoever sees the evaluation: it never holds a hidden test's code,
+    input or expected output, nor text the program printed under a hidden test. ``detail`` (the
+    differing line beside the expected one, the end of stderr) only by those who may see the tests.
+    """
+
+    evaluation = models.ForeignKey(Evaluation, on_delete=models.CASCADE, related_name="test_results")
+    position = models.IntegerField()
+    name = models.CharField(max_length=200)
+    category = models.CharField(max_length=16)
+    status = models.CharField(max_length=16, choices=TestStatus.choices)
+    passed = models.BooleanField()
+    duration_ms = models.IntegerField(null=True, blank=True)
+    exit_code = models.IntegerField(null=True, blank=True)
+    message = models.CharField(max_length=300, blank=True, default="")
+    detail = models.TextField(blank=True, default="")
+
+    class Meta:
+        ordering = ["evaluation", "position"]
+        constraints = [models.UniqueConstraint(fields=["evaluation", "position"], name="test_result_unique_position")]
+
+    def __str__(self) -> str:
+        return f"{self.evaluation_id} {self.name}: {self.status}"
+
+
 class Stream(models.TextChoices):
     STDOUT = "stdout"
     STDERR = "stderr"
@@ -340,3 +395,66 @@ class Artifact(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+# --- Completion callbacks (apps/evaluations/callbacks) ---------------------------------------------
+
+
+class DeliveryStatus(models.TextChoices):
+    PENDING = "pending"  # an attempt is due at ``next_attempt_at`` (or under way)
+    DELIVERED = "delivered"  # an attempt got a 2xx
+    FAILED = "failed"  # every attempt failed; nothing more is tried
+
+
+class CallbackDelivery(models.Model):
+    """One event to POST to one owner's URL (``evaluation.finished`` of one evaluation, …), with its attempts.
+
+    Exactly one per (event, subject): scheduling the same event twice finds the first. ``body`` is the
+    exact bytes sent (and signed) at every attempt. An attempt is claimed with a conditional UPDATE on
+    ``attempts``, so two jobs for the same attempt never both send it.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="callback_deliveries")
+    event_type = models.CharField(max_length=64)
+    subject_id = models.CharField(max_length=64)
+    url = models.CharField(max_length=2000)
+    body = models.TextField()
+    status = models.CharField(max_length=16, choices=DeliveryStatus.choices, default=DeliveryStatus.PENDING)
+    attempts = models.IntegerField(default=0)
+    last_status_code = models.IntegerField(null=True, blank=True)
+    last_error = models.CharField(max_length=500, blank=True, default="")
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name_plural = "callback deliveries"
+        indexes = [models.Index(fields=["status", "next_attempt_at"], name="callback_delivery_due")]
+        constraints = [
+            models.UniqueConstraint(fields=["event_type", "subject_id"], name="callback_delivery_once_per_event")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.event_type} {self.subject_id} ({self.status})"
+
+
+class CallbackAttempt(models.Model):
+    """One try of a delivery: the HTTP status it got, or why it got none."""
+
+    delivery = models.ForeignKey(CallbackDelivery, on_delete=models.CASCADE, related_name="attempt_log")
+    number = models.IntegerField()
+    started_at = models.DateTimeField()
+    duration_ms = models.IntegerField()
+    address = models.CharField(max_length=64, blank=True, default="")
+    status_code = models.IntegerField(null=True, blank=True)
+    error = models.CharField(max_length=500, blank=True, default="")
+
+    class Meta:
+        ordering = ["delivery", "number"]
+        constraints = [models.UniqueConstraint(fields=["delivery", "number"], name="callback_attempt_unique_number")]
+
+    def __str__(self) -> str:
+        return f"{self.delivery_id} #{self.number}: {self.status_code or self.error[:40]}"

@@ -25,6 +25,8 @@ from typing import Literal, TypedDict
 from channels.layers import get_channel_layer
 from django.db import transaction
 
+from apps.evaluations import signals
+from apps.evaluations.callbacks import events
 from apps.monitoring.models import AlertPayload, SamplePayload
 
 log = logging.getLogger(__name__)
@@ -213,8 +215,15 @@ def publish_stored(evaluation_id, seq: int) -> None:
 
 
 def publish_end(evaluation) -> None:
+    """The final status to the viewers. Every terminal path (worker, retries, cancel and stop of a queued
+    run) ends here, so this is also where the owner's ``evaluation.finished`` callback is scheduled
+    (once per evaluation, whatever calls this how often; nothing without a ``callback_url``)."""
     _send(evaluation.pk, status_message(evaluation.status))
     _send(evaluation.pk, end_message(evaluation))
+    events.evaluation_finished(evaluation)
+    for receiver, response in signals.evaluation_ended.send_robust(sender=type(evaluation), evaluation=evaluation):
+        if isinstance(response, Exception):
+            log.warning("evaluation %s: %r failed on its end: %r", evaluation.pk, receiver, response)
 
 
 def publish_alert(evaluation_id, alert: AlertPayload) -> None:

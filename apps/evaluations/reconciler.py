@@ -5,7 +5,9 @@
 - ``running`` rows whose worker stopped heart-beating (no heartbeat for ``WORKER_LOST_AFTER_S``) are
   run again once, or end as ``error`` (``worker_lost``) after ``EVALUATION_MAX_ATTEMPTS`` claims (see
   ``retries.retry_or_fail``); their container is removed first;
-- containers of this installation that belong to no running evaluation are removed.
+- containers of this installation that belong to no running evaluation are removed;
+- completion callbacks whose scheduling or attempt was lost (a process died, Redis lost its data) are
+  scheduled or enqueued again (``callbacks.events.sweep``).
 
 It runs every ``RECONCILE_INTERVAL_S`` and once at start-up (``python -m crucible.cron``), so a dead
 worker's run is acted on within ``WORKER_LOST_AFTER_S + RECONCILE_INTERVAL_S`` and a lost job or an
@@ -26,7 +28,8 @@ from rq import Worker
 from rq.job import Job, JobStatus
 
 from apps.audit import services as audit
-from apps.evaluations import retries, services
+from apps.evaluations import dispatch, killswitch, retries, services
+from apps.evaluations.callbacks import events as callback_events
 from apps.evaluations.models import Evaluation, Reason, Status
 from apps.evaluations.retries import RetryDecision
 from apps.sandboxing import containers, engine, pool
@@ -62,7 +65,7 @@ def requeue_lost_jobs() -> list[str]:
         return []
     cutoff = timezone.now() - timedelta(seconds=QUEUED_GRACE_S)
     requeued = []
-    for evaluation in Evaluation.objects.filter(status=Status.QUEUED, created_at__lt=cutoff).only(
+    for evaluation in Evaluation.objects.filter(status=Status.QUEUED, held=False, created_at__lt=cutoff).only(
         "id", "priority", "timeout_s"
     ):
         if not _has_live_job(evaluation):
@@ -70,6 +73,13 @@ def requeue_lost_jobs() -> list[str]:
             requeued.append(str(evaluation.pk))
             audit.record("reconciler.requeue", target=evaluation.pk)
     return requeued
+
+
+def release_held() -> list[str]:
+    """Held batch samples a lost release left behind go onto the queues (``dispatch.release_all``)."""
+    if killswitch.is_engaged() or not engine.ping():
+        return []
+    return dispatch.release_all()
 
 
 def end_lost_runs() -> list[str]:
@@ -164,8 +174,10 @@ def reconcile() -> dict:
     for key, step in (
         ("worker_lost", end_lost_runs),
         ("requeued", requeue_lost_jobs),
+        ("released", release_held),
         ("orphans_removed", remove_orphan_containers),
         ("pools_removed", remove_dead_workers_pools),
+        ("callbacks", callback_events.sweep),
     ):
         try:
             result[key] = step()

@@ -18,11 +18,11 @@ from django.conf import settings
 from django.db import DataError, IntegrityError, transaction
 from rq import get_current_job
 
-from apps.evaluations import killswitch, publisher, reconciler, retries, services
+from apps.evaluations import killswitch, publisher, reconciler, retries, services, testing
 from apps.evaluations.controller import Abandon, Controller
 from apps.evaluations.dbretry import with_db_retry
 from apps.evaluations.heartbeat import Heartbeat
-from apps.evaluations.models import Artifact, Control, Evaluation, OutputChunk, Reason, Runtime, Status
+from apps.evaluations.models import Artifact, Control, Evaluation, OutputChunk, Reason, Runtime, Status, TestResult
 from apps.evaluations.recording import OutputRecorder
 from apps.evaluations.retries import RetryDecision
 from apps.monitoring.models import RunTiming
@@ -104,6 +104,15 @@ def end_of(outcome: Outcome, exit_code: int | None, requested: Control | None) -
     return END_FOR_OUTCOME[outcome]
 
 
+def end_of_tests(result: runner.RunResult, verdicts: list[testing.TestVerdict], requested: Control | None):
+    """The status and reason of an evaluation run under tests: passed or not, unless cut short."""
+    if result.outcome != Outcome.EXITED:
+        return end_of(result.outcome, result.exit_code, requested)
+    if verdicts and all(v.passed for v in verdicts):
+        return Status.SUCCEEDED, Reason.EXIT
+    return Status.FAILED, Reason.TESTS_FAILED
+
+
 def worker_name() -> str:
     job = get_current_job()
     if job is not None and job.worker_name:
@@ -137,6 +146,8 @@ class EvaluationRun:
         self.request: runner.RunRequest | None = None
         self.started = 0.0  # monotonic, when execute began (for the sandbox start time)
         self.disposition: RunDisposition | None = None
+        self.verdicts: list[testing.TestVerdict] | None = None  # with tests: one per test, at the end
+        self._captures: list[testing.Capture] = []  # what each test's program wrote, to judge it
 
     def handle(self) -> RunDisposition:
         not_claimed = self.claim()
@@ -200,6 +211,8 @@ class EvaluationRun:
         """Run it in the sandbox. The runner calls ``conclude`` before it removes the container, so the
         verdict reaches the user without waiting for the engine's removal (about 0.15 s)."""
         self.started = time.monotonic()
+        if self.evaluation.tests:
+            return self.execute_tests()
         result = runner.run(
             self.request,
             on_output=self._on_output,
@@ -211,6 +224,32 @@ class EvaluationRun:
         if self.disposition is None:  # the runner ended before it had a result to hand over
             self._on_result(result)
         return self.disposition
+
+    def execute_tests(self) -> RunDisposition:
+        """Run the program once per test, each in a fresh process in one sandbox, and judge each."""
+        tests = self.evaluation.tests
+        code = self.evaluation.code
+        results = runner.run_programs(
+            self.request,
+            [testing.program_for(code, test) for test in tests],
+            on_output=self._on_test_output,
+            control=self.controller,
+            on_sample=self._on_sample,
+            on_program=self._on_test_start,
+            pool_owner=pool_owner(),
+        )
+        verdicts = []
+        for position, test in enumerate(tests):
+            if position < len(results) and results[position].outcome != Outcome.ERROR:
+                verdicts.append(testing.judge(position, test, results[position], self._captures[position]))
+            else:
+                verdicts.append(testing.not_run(position, test))
+        self.verdicts = verdicts
+        for verdict in verdicts:
+            line = f"[crucible] test {verdict.position + 1} {verdict.name}: {verdict.status}"
+            line += f" ({verdict.message})\n" if verdict.message else "\n"
+            self.recorder.write("stderr", line.encode("utf-8", errors="replace"))
+        return self.conclude(testing.combined(results, verdicts))
 
     def conclude(self, result: runner.RunResult) -> RunDisposition:
         """How the run ended decides what is recorded: nothing (abandoned), a retry, or the end."""
@@ -231,7 +270,14 @@ class EvaluationRun:
     def record(self, result: runner.RunResult) -> RunDisposition:
         """Store the end (artifacts and the terminal transition in one transaction) and publish it."""
         self._record_sandbox_start(result.warm)
-        status, reason = end_of(result.outcome, result.exit_code, self.controller.requested)
+        if self.verdicts is None:
+            status, reason = end_of(result.outcome, result.exit_code, self.controller.requested)
+        else:
+            status, reason = end_of_tests(result, self.verdicts, self.controller.requested)
+            if self.evaluation.tests_hidden:
+                # What the program printed under hidden tests is not in the log; say so once.
+                self.recorder.write("stderr", b"[crucible] output under the task's hidden tests is not shown\n")
+            self.recorder.flush_all()
         capped = result.outcome == Outcome.OUTPUT_CAPPED
         if result.failure is not None:
             log.warning("evaluation %s ended error: %s", self.evaluation.pk, result.error)
@@ -268,8 +314,30 @@ class EvaluationRun:
             refused = self._store_artifacts(result.artifacts)
             notice = artifacts_notice(result.artifacts_skipped_names, refused, result.artifacts_truncated)
             chunk = self._store_notice(notice) if notice else None
-            self.evaluation.finish(status, reason=reason, attempt=self.attempt, **fields)
+            ended = self.evaluation.finish(status, reason=reason, attempt=self.attempt, **fields)
+            if ended and self.verdicts is not None:
+                self._store_verdicts()
         return chunk
+
+    def _store_verdicts(self) -> None:
+        verdicts = self.verdicts or []
+        TestResult.objects.bulk_create(
+            TestResult(
+                evaluation_id=self.evaluation.pk,
+                position=v.position,
+                name=v.name[:200],
+                category=v.category,
+                status=v.status,
+                passed=v.passed,
+                duration_ms=v.duration_ms,
+                exit_code=v.exit_code,
+                message=v.message[:300],
+                detail=v.detail[:10000],
+            )
+            for v in verdicts
+        )
+        Evaluation.objects.filter(pk=self.evaluation.pk).update(passed=all(v.passed for v in verdicts))
+        self.evaluation.passed = all(v.passed for v in verdicts)
 
     def _store_artifacts(self, artifacts) -> int:
         """Store each artifact in its own savepoint; returns how many the database refused.
@@ -309,6 +377,19 @@ class EvaluationRun:
     def _on_output(self, stream: str, data: bytes) -> None:
         self.recorder.write(stream, data)
         self.monitor.on_output(stream, data)
+
+    def _on_test_start(self, position: int) -> None:
+        test = self.evaluation.tests[position]
+        self._captures.append(testing.Capture())
+        header = f"[crucible] test {position + 1}/{len(self.evaluation.tests)}: {test['name']}\n"
+        self.recorder.write("stderr", header.encode("utf-8", errors="replace"))
+
+    def _on_test_output(self, stream: str, data: bytes) -> None:
+        """A test's output is judged; it reaches the log only when the owner may see the tests."""
+        self._captures[-1].add(stream, data)
+        self.monitor.on_output(stream, data)
+        if not self.evaluation.tests_hidden:
+            self.recorder.write(stream, data)
 
     def _on_sample(self, sample) -> None:
         publisher.publish_sample(self.evaluation.pk, self.monitor.on_sample(sample).as_message())

@@ -9,11 +9,13 @@ import logging
 import django_rq
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from rq import Queue
 from rq.job import Job
 
 from apps.accounts import quotas
 from apps.audit import services as audit
 from apps.evaluations import publisher
+from apps.evaluations.callbacks import targets
 from apps.evaluations.models import STATUS_FOR_CONTROL, Control, Evaluation, Priority, Status
 from apps.evaluations.validation import Maxima, Submission, SubmissionInvalid, parse_submission
 from apps.monitoring import alerts
@@ -82,14 +84,16 @@ def submit(owner, body, *, idempotency_key: str = "", request=None) -> tuple[Eva
             return _replay(existing, fingerprint)
 
     submission = parse_submission(body, maxima_for(owner))
+    _check_callback_url(submission.callback_url)
     if submission.priority == Priority.HIGH and not quotas.may_submit_high_priority(owner):
         raise PriorityNotAllowed
-    active = Evaluation.objects.filter(owner=owner).active().count()
+    # Batch samples have their own quota (admitted as a whole, apps.tasks); single runs count here.
+    active = Evaluation.objects.filter(owner=owner, batch_id__isnull=True).active().count()
     try:
         quotas.enforce_submission_quota(owner, active_count=active)
     except quotas.QuotaExceeded as exc:
         raise Throttled(exc.message, exc.retry_after) from exc
-    if Evaluation.objects.filter(status=Status.QUEUED).count() >= settings.QUEUE_CAPACITY:
+    if Evaluation.objects.filter(status=Status.QUEUED, held=False).count() >= settings.QUEUE_CAPACITY:
         raise Throttled(
             f"The queue is full ({settings.QUEUE_CAPACITY} evaluations waiting); try again shortly.",
             QUEUE_FULL_RETRY_AFTER_S,
@@ -115,6 +119,16 @@ def submit(owner, body, *, idempotency_key: str = "", request=None) -> tuple[Eva
     return evaluation, True
 
 
+def _check_callback_url(url: str) -> None:
+    """A 400 naming ``callback_url`` if callbacks may not go there (resolved now: see callbacks.targets)."""
+    if not url:
+        return
+    try:
+        targets.validate(url)
+    except targets.CallbackUrlRefused as exc:
+        raise SubmissionInvalid({"callback_url": [exc.message]}) from None
+
+
 def _replay(existing: Evaluation, fingerprint: str) -> tuple[Evaluation, bool]:
     if existing.request_fingerprint != fingerprint:
         raise IdempotencyConflict("This Idempotency-Key was already used with a different request body.")
@@ -130,6 +144,7 @@ def _create(owner, submission: Submission, idempotency_key: str, fingerprint: st
         stdin=submission.stdin,
         priority=submission.priority,
         metadata=submission.metadata,
+        callback_url=submission.callback_url,
         idempotency_key=idempotency_key,
         request_fingerprint=fingerprint,
         timeout_s_requested=submission.timeout_s,
@@ -147,14 +162,40 @@ def job_id(evaluation_id) -> str:
     return f"evaluation-{evaluation_id}"
 
 
+def job_timeout(evaluation: Evaluation) -> int:
+    """RQ's limit on a run job: the evaluation's own timeout (once per test) and room for the rest."""
+    return int(evaluation.timeout_s * max(1, len(evaluation.tests or []))) + 300
+
+
+def enqueue_many(evaluations: list[Evaluation]) -> None:
+    """Put the run jobs of ``evaluations`` on their queues in one round trip per queue."""
+    by_queue: dict[str, list] = {}
+    for evaluation in evaluations:
+        by_queue.setdefault(evaluation.queue_name, []).append(
+            Queue.prepare_data(
+                "apps.evaluations.jobs.run_evaluation",
+                args=(str(evaluation.pk),),
+                job_id=job_id(evaluation.pk),
+                timeout=job_timeout(evaluation),
+                result_ttl=600,
+                failure_ttl=24 * 3600,
+            )
+        )
+    for queue_name, jobs in by_queue.items():
+        queue = django_rq.get_queue(queue_name)
+        with queue.connection.pipeline() as pipe:
+            queue.enqueue_many(jobs, pipeline=pipe)
+            pipe.execute()
+
+
 def enqueue(evaluation_id, queue_name: str) -> None:
     """Put the run job on its queue. Only the id travels; the row is the source of truth."""
-    evaluation = Evaluation.objects.only("timeout_s").get(pk=evaluation_id)
+    evaluation = Evaluation.objects.only("timeout_s", "tests").get(pk=evaluation_id)
     django_rq.get_queue(queue_name).enqueue(
         "apps.evaluations.jobs.run_evaluation",
         str(evaluation_id),
         job_id=job_id(evaluation_id),
-        job_timeout=int(evaluation.timeout_s) + 300,
+        job_timeout=job_timeout(evaluation),
         result_ttl=600,
         failure_ttl=24 * 3600,
     )

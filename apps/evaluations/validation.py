@@ -8,12 +8,13 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 
+from apps.evaluations.callbacks import targets
 from apps.evaluations.models import Priority, Runtime
 from apps.sandboxing.policy import MINIMA
 from crucible.parsers import json_problem
 
 MAX_METADATA_BYTES = 16 * 1024
-FIELDS = {"code", "language", "stdin", "timeout_s", "memory_mb", "cpus", "priority", "metadata"}
+FIELDS = {"code", "language", "stdin", "timeout_s", "memory_mb", "cpus", "priority", "metadata", "callback_url"}
 
 
 class SubmissionInvalid(Exception):
@@ -36,6 +37,7 @@ class Submission:
     cpus: float | None = None
     priority: str = Priority.NORMAL
     metadata: dict = field(default_factory=dict)
+    callback_url: str = ""  # its form only; where it resolves to is checked by services.submit
 
 
 @dataclass(frozen=True)
@@ -124,6 +126,13 @@ def parse_submission(body, maxima: Maxima) -> Submission:
     elif len(json.dumps(metadata)) > MAX_METADATA_BYTES:
         errors["metadata"] = [f"Must be at most {MAX_METADATA_BYTES} bytes as JSON."]
 
+    callback_url = body.get("callback_url") or ""
+    if callback_url:
+        try:
+            targets.parse(callback_url)
+        except targets.CallbackUrlRefused as exc:
+            errors["callback_url"] = [exc.message]
+
     if errors:
         raise SubmissionInvalid(errors)
-    return Submission(code, language, stdin, timeout_s, memory_mb, cpus, priority, metadata)
+    return Submission(code, language, stdin, timeout_s, memory_mb, cpus, priority, metadata, callback_url)

@@ -9,11 +9,12 @@ database; callers read the ``RunResult``'s ``Outcome`` and ``Failure``, never it
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 
 from apps.sandboxing import pool
 from apps.sandboxing.engine_runtime import RuntimeUnknown
 from apps.sandboxing.execution import execute
-from apps.sandboxing.outcomes import Command, Failure, ResourceSample, RunRequest, RunResult
+from apps.sandboxing.outcomes import Command, Failure, Outcome, ResourceSample, RunRequest, RunResult
 from apps.sandboxing.policy import LABEL_INSTANCE, LABEL_RUN, Profile
 from apps.sandboxing.sandbox import Sandbox, SandboxSetupError
 
@@ -25,8 +26,10 @@ __all__ = [
     "RunResult",
     "Sandbox",
     "SandboxSetupError",
+    "Program",
     "profile_for",
     "run",
+    "run_programs",
 ]
 
 
@@ -76,3 +79,84 @@ def run(
         return result
     finally:
         sandbox.remove()
+
+
+@dataclass(frozen=True)
+class Program:
+    """One of several programs run one after another for one request (e.g. a sample under each test)."""
+
+    code: bytes
+    stdin: bytes = b""
+    file_name: str = ""  # the code file's name in the sandbox; empty: the runtime's own (numbered)
+
+
+def run_programs(
+    request: RunRequest,
+    programs: list[Program],
+    *,
+    on_output: Callable[[str, bytes], None],
+    control: Callable[[], Command | None],
+    on_sample: Callable[[ResourceSample], None] | None = None,
+    on_program: Callable[[int], None] | None = None,
+    pool_owner: str | None = None,
+) -> list[RunResult]:
+    """Run each of ``programs`` in its own fresh process, one after another, in the request's sandbox.
+
+    The programs share one sandbox (a warm one when the pool has it), each with the request's
+    limits (its own wall-clock timeout; the output cap is shared: each program gets what the ones
+    before it left). Before each program but the first, every process the previous one left
+    behind is killed. A program that ended with the sandbox killed (its timeout, memory or output
+    cap) leaves the next one a new sandbox. A cancel, a stop or a platform fault ends the sequence:
+    the results list then holds the programs that ran, the last one saying why it stopped.
+    ``on_program(i)`` is called before program ``i`` is delivered.
+    """
+    results: list[RunResult] = []
+    sandbox: Sandbox | None = None
+    warm = False
+    left = request.limits.output_cap_bytes
+    try:
+        for index, program in enumerate(programs):
+            try:
+                if sandbox is not None and sandbox.killed:
+                    sandbox.remove()
+                    sandbox = None
+                if sandbox is None:
+                    sandbox, warm = _sandbox_for(request, pool_owner if not results else None)
+                elif results:
+                    sandbox.kill_programs()
+            except (SandboxSetupError, RuntimeUnknown) as exc:
+                results.append(RunResult.failed(getattr(exc, "failure", Failure.ENGINE_FAULT), str(exc)))
+                return results
+            if on_program is not None:
+                on_program(index)
+            one = replace(
+                request,
+                code=program.code,
+                stdin=program.stdin,
+                runtime=replace(request.runtime, file_name=program.file_name or _file_name(request.runtime, index)),
+                limits=replace(request.limits, output_cap_bytes=max(0, left)),
+            )
+            result = execute(sandbox, one, on_output=on_output, control=control, on_sample=on_sample)
+            result.warm = warm
+            left -= result.output_bytes
+            results.append(result)
+            if result.outcome in (Outcome.CANCELLED, Outcome.STOPPED, Outcome.ERROR):
+                return results
+        return results
+    finally:
+        if sandbox is not None:
+            sandbox.remove()
+
+
+def _file_name(runtime, index: int) -> str:
+    """Program ``index``'s code file: the launcher never overwrites a file, so each has its own."""
+    return runtime.file_name if index == 0 else f"p{index}_{runtime.file_name}"
+
+
+def _sandbox_for(request: RunRequest, pool_owner: str | None) -> tuple[Sandbox, bool]:
+    """A warm sandbox of the request's profile from ``pool_owner``'s pool, else a cold one."""
+    profile = profile_for(request)
+    sandbox = pool.claim(pool_owner, profile, request.run_id) if pool_owner else None
+    if sandbox is not None:
+        return sandbox, True
+    return Sandbox.create(profile, run_id=request.run_id), False

@@ -376,6 +376,20 @@ class Sandbox:
         except Exception as exc:  # e.g. the pids limit is exhausted: the grace then ends with SIGKILL
             log.info("SIGTERM exec in %s failed: %s", self.container_id[:12], exc)
 
+    def kill_programs(self) -> None:
+        """SIGKILL every process a program left behind, and wait for that, so the sandbox's next program
+        starts among none of them; raises ``SandboxSetupError`` (``ENGINE_FAULT``) when that fails."""
+        try:
+            exec_id = self.api.exec_create(self.container_id, python_argv("reaper"), user=SANDBOX_USER, workdir="/")
+            self.api.exec_start(exec_id["Id"])
+            exit_code = self.api.exec_inspect(exec_id["Id"]).get("ExitCode")
+        except Exception as exc:
+            raise SandboxSetupError(f"cannot clear the sandbox between programs: {exc}", Failure.ENGINE_FAULT)
+        if exit_code != 0:
+            raise SandboxSetupError(
+                f"cannot clear the sandbox between programs (exit {exit_code})", Failure.ENGINE_FAULT
+            )
+
     def remove(self) -> None:
         """Remove the container, trying a few times; what is left is the reconciler's to remove."""
         for attempt in range(1, REMOVE_ATTEMPTS + 1):

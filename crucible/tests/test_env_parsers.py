@@ -1,7 +1,7 @@
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-from crucible.env import envbool, envchoice, envfloat, envint, envlist, envrate, envstr
+from crucible.env import envbool, envchoice, envfloat, envhosts, envint, envlist, envrate, envstr
 
 
 class TestEnvBool:
@@ -53,6 +53,28 @@ class TestEnvList:
     def test_empty_item_fails(self):
         with pytest.raises(ImproperlyConfigured, match="empty item"):
             envlist("L", [], {"L": "a,,b"})
+
+
+class TestEnvHosts:
+    def test_names_addresses_and_networks_come_back_canonical(self):
+        raw = "Receiver.Internal., 127.0.0.1, 10.0.0.0/8, 192.168.1.7/24, FD00::/8, ::1"
+        assert envhosts("H", [], {"H": raw}) == [
+            "receiver.internal",
+            "127.0.0.1/32",
+            "10.0.0.0/8",
+            "192.168.1.0/24",
+            "fd00::/8",
+            "::1/128",
+        ]
+
+    def test_unset_is_the_default_and_empty_is_nothing(self):
+        assert envhosts("H", [], {}) == []
+        assert envhosts("H", [], {"H": " "}) == []
+
+    @pytest.mark.parametrize("raw", ["http://hooks.example", "hooks.example:8080", "10.0.0.0/33", "bad name", "a/b"])
+    def test_anything_else_fails_loudly(self, raw):
+        with pytest.raises(ImproperlyConfigured, match="not a host name, an IP address or a CIDR"):
+            envhosts("H", [], {"H": raw})
 
 
 class TestEnvChoice:

@@ -1,7 +1,19 @@
+import uuid
+
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from apps.evaluations.models import Artifact, Evaluation, Priority, Reason
+from apps.evaluations.callbacks.targets import MAX_URL_LENGTH
+from apps.evaluations.models import (
+    Artifact,
+    CallbackAttempt,
+    CallbackDelivery,
+    DeliveryStatus,
+    Evaluation,
+    Priority,
+    Reason,
+    TestResult,
+)
 
 
 @extend_schema_field(serializers.ChoiceField(choices=Reason.choices, allow_null=True, read_only=True))
@@ -17,9 +29,26 @@ class ReasonField(serializers.Field):
         return value or None
 
 
+@extend_schema_field(serializers.URLField(allow_null=True, read_only=True))
+class CallbackUrlField(serializers.Field):
+    """Where the ``evaluation.finished`` callback goes; null when none was asked for."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("read_only", True)
+        kwargs.setdefault("help_text", "Where the evaluation.finished callback is POSTed; null: none.")
+        super().__init__(**kwargs)
+
+    def to_representation(self, value):
+        return value or None
+
+
 class EvaluationSerializer(serializers.ModelSerializer):
     owner = serializers.CharField(source="owner.username", read_only=True)
     reason = ReasonField()
+    callback_url = CallbackUrlField()
+    batch = serializers.UUIDField(source="batch_id", read_only=True, allow_null=True)
+    task = serializers.SerializerMethodField()
+    rerun_of = serializers.SerializerMethodField()
     limits_requested = serializers.SerializerMethodField()
     limits = serializers.SerializerMethodField()
 
@@ -52,8 +81,24 @@ class EvaluationSerializer(serializers.ModelSerializer):
             "timeout_s",
             "memory_mb",
             "cpus",
+            "callback_url",
+            "batch",
+            "task",
+            "passed",
+            "rerun_of",
         ]
         read_only_fields = fields
+
+    def get_task(self, obj) -> str | None:
+        return obj.task or None
+
+    def get_rerun_of(self, obj) -> str | None:
+        """The evaluation this one runs again ("Run again" records it in the metadata)."""
+        value = (obj.metadata or {}).get("rerun_of") if isinstance(obj.metadata, dict) else None
+        try:
+            return str(uuid.UUID(str(value))) if value else None
+        except ValueError:
+            return None
 
     def get_limits_requested(self, obj) -> dict:
         return {"timeout_s": obj.timeout_s_requested, "memory_mb": obj.memory_mb_requested, "cpus": obj.cpus_requested}
@@ -92,10 +137,33 @@ class SubmissionSerializer(serializers.Serializer):
         required=False,
         help_text="any JSON object up to 16 KiB and 64 levels; no NUL characters, lone surrogates or infinite numbers.",
     )
+    callback_url = serializers.URLField(
+        required=False,
+        max_length=MAX_URL_LENGTH,
+        help_text='http(s) URL that receives POST {"type": "evaluation.finished", "evaluation": {…detail…}} '
+        "when it ends, signed with your webhook secret (X-Crucible-Signature: sha256=<hex HMAC-SHA256 of the raw "
+        "body>). A host that resolves to a loopback, private or link-local address is a 400 unless the operator "
+        "allows it (CALLBACK_ALLOWED_HOSTS).",
+    )
+
+
+class TestResultSerializer(serializers.ModelSerializer):
+    """One test's verdict; ``detail`` only for those who may see the task's tests (else null)."""
+
+    detail = serializers.SerializerMethodField()
+
+    class Meta:
+        model = TestResult
+        fields = ["name", "category", "passed", "status", "duration_ms", "exit_code", "message", "detail"]
+        read_only_fields = fields
+
+    def get_detail(self, obj) -> str | None:
+        return obj.detail if self.context.get("may_see_tests") else None
 
 
 class ResultsSerializer(serializers.ModelSerializer):
     reason = ReasonField()
+    tests = serializers.SerializerMethodField(help_text="Per-test verdicts when the evaluation has tests, else null.")
 
     class Meta:
         model = Evaluation
@@ -115,12 +183,52 @@ class ResultsSerializer(serializers.ModelSerializer):
             "cpu_time_ms",
             "image_digest",
             "sandbox_runtime",
+            "passed",
+            "tests",
         ]
         read_only_fields = fields
+
+    @extend_schema_field(TestResultSerializer(many=True, allow_null=True))
+    def get_tests(self, obj):
+        if not obj.tests:
+            return None
+        return TestResultSerializer(obj.test_results.all(), many=True, context=self.context).data
 
 
 class ArtifactSerializer(serializers.ModelSerializer):
     class Meta:
         model = Artifact
         fields = ["name", "size", "sha256", "created_at"]
+        read_only_fields = fields
+
+
+class CallbackAttemptSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = CallbackAttempt
+        fields = ["number", "started_at", "duration_ms", "address", "status_code", "error"]
+        read_only_fields = fields
+
+
+class CallbackDeliverySerializer(serializers.ModelSerializer):
+    """One callback and every attempt to deliver it, oldest attempt first."""
+
+    event = serializers.CharField(source="event_type", read_only=True)
+    status = serializers.ChoiceField(DeliveryStatus.choices, read_only=True)
+    attempt_log = CallbackAttemptSerializer(many=True, read_only=True)
+
+    class Meta:
+        model = CallbackDelivery
+        fields = [
+            "id",
+            "event",
+            "url",
+            "status",
+            "attempts",
+            "last_status_code",
+            "last_error",
+            "next_attempt_at",
+            "created_at",
+            "delivered_at",
+            "attempt_log",
+        ]
         read_only_fields = fields

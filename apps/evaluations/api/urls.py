@@ -9,6 +9,7 @@ urlpatterns = [
     path("evaluations/<uuid:pk>/logs/", views.EvaluationLogsView.as_view(), name="api-evaluation-logs"),
     path("evaluations/<uuid:pk>/results/", views.EvaluationResultsView.as_view(), name="api-evaluation-results"),
     path("evaluations/<uuid:pk>/artifacts/", views.ArtifactListView.as_view(), name="api-evaluation-artifacts"),
+    path("evaluations/<uuid:pk>/callbacks/", views.EvaluationCallbacksView.as_view(), name="api-evaluation-callbacks"),
     path("evaluations/<uuid:pk>/samples/", views.EvaluationSamplesView.as_view(), name="api-evaluation-samples"),
     path(
         "evaluations/<uuid:pk>/artifacts/<path:name>",

