@@ -325,6 +325,9 @@ SANDBOX_RUNTIME = envstr("SANDBOX_RUNTIME", "auto")
 # Idle, locked-down sandboxes each worker keeps started for runs with the default limits (0: none).
 # Tests start with none (their stacks check that no container is left) and turn it on where they test it.
 SANDBOX_POOL_SIZE = envint("SANDBOX_POOL_SIZE", 0 if CRUCIBLE_ENV == "test" else 1, minimum=0, maximum=16)
+# A sandbox reset for the next sample of the same batch (``reuse: "batch"``) waits this long to be
+# claimed before it is removed (0: never keep one).
+SANDBOX_REUSE_IDLE_S = envint("SANDBOX_REUSE_IDLE_S", 10, minimum=0, maximum=3600)
 # The longest any call to the Docker engine may take (create, start, exec, remove, ...).
 SANDBOX_ENGINE_TIMEOUT_S = envfloat("SANDBOX_ENGINE_TIMEOUT_S", 30.0, minimum=1.0)
 SANDBOX_RUNSC_HOST_TASKS = envint("SANDBOX_RUNSC_HOST_TASKS", 4096, minimum=256)

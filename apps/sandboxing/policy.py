@@ -30,6 +30,7 @@ SANDBOX_USER = f"{SANDBOX_UID}:{SANDBOX_UID}"
 CODE_DIR = "/sandbox"
 OUTPUT_DIR = "/output"
 WORK_DIR = "/tmp"
+SHM_DIR = "/dev/shm"  # the engine's shared-memory tmpfs (``shm_size``)
 # The whole environment of a sandboxed program: nothing from the host, nothing from the image.
 ENVIRONMENT = {
     "PATH": "/usr/local/bin:/usr/bin:/bin",

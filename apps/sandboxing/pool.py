@@ -34,7 +34,9 @@ from apps.sandboxing.sandbox import Sandbox, SandboxSetupError
 log = logging.getLogger(__name__)
 
 REFILL_EVERY_S = 0.25
+PARKED = "r"  # a parked sandbox's name: <idle prefix>r<unix time parked>-<hex>
 FAILURE_PAUSE_S = 5.0  # after the engine refused a pool sandbox: do not hammer it
+EXPIRE_EVERY_S = 1.0  # without a pool to refill, only parked sandboxes to expire
 
 
 def _idle_prefix(owner: str) -> str:
@@ -73,11 +75,12 @@ def remove_dead(owner: str) -> list[str]:
     return removed
 
 
-def claim(owner: str, profile: Profile, run_id: str) -> Sandbox | None:
-    """One of ``owner``'s idle sandboxes of ``profile``, now named for ``run_id``; None when none is idle
-    (or the engine cannot list them: the run then starts cold, and fails there if the engine is away)."""
+def claim(owner: str, profile: Profile, run_id: str, key: str | None = None) -> Sandbox | None:
+    """One of ``owner``'s idle sandboxes of ``profile`` (labelled ``key``, by default the profile's),
+    now named for ``run_id``; None when none is idle (or the engine cannot list them: the run then
+    starts cold, and fails there if the engine is away)."""
     try:
-        candidates = idle(owner, profile.key)
+        candidates = idle(owner, key or profile.key)
     except Exception as exc:
         log.warning("warm pool of %s: cannot list idle sandboxes: %s", owner, exc)
         return None
@@ -92,6 +95,52 @@ def claim(owner: str, profile: Profile, run_id: str) -> Sandbox | None:
             log.warning("a claimed pool sandbox %s could not be adopted: %s", container_id[:12], exc)
             containers.remove(container_id)
     return None
+
+
+# --- Sandboxes kept for the next sample of the same batch (``reuse: "batch"``) --------------------
+
+
+def reuse_key(profile: Profile, group: str) -> str:
+    """The profile label of sandboxes reused within ``group`` (a batch): never claimed by another."""
+    return f"{profile.key}.reuse-{re.sub(r'[^A-Za-z0-9_.-]', '-', group)}"
+
+
+def create_reusable(owner: str, profile: Profile, run_id: str, group: str) -> Sandbox:
+    """A new sandbox for ``run_id`` that may later be parked for ``group`` (labelled as ``owner``'s pool,
+    so the reconciler removes it with the pool of a worker that is gone)."""
+    return Sandbox.create(
+        profile,
+        run_id=f"pool-{uuid.uuid4().hex[:12]}",
+        name=f"crucible-{run_id}",
+        labels={LABEL_POOL: owner, LABEL_PROFILE: reuse_key(profile, group)},
+    )
+
+
+def park(sandbox: Sandbox, owner: str) -> bool:
+    """Put a sandbox that was reset (``Sandbox.reset``) back as idle in ``owner``'s pool, under the
+    reuse key it was created with, named with the time it was parked (``expire_parked``)."""
+    try:
+        name = f"{_idle_prefix(owner)}{PARKED}{int(time.time())}-{uuid.uuid4().hex[:8]}"
+        engine.client().api.rename(sandbox.container_id, name)
+    except docker.errors.APIError as exc:
+        log.warning("could not park sandbox %s: %s", sandbox.container_id[:12], exc)
+        return False
+    return True
+
+
+def expire_parked(owner: str, idle_for_s: float) -> list[str]:
+    """Remove ``owner``'s parked sandboxes nobody claimed within ``idle_for_s`` (their batch is done)."""
+    removed = []
+    prefix = "/" + _idle_prefix(owner) + PARKED
+    now = time.time()
+    for found in _unclaimed(owner):
+        for name in found.get("Names") or []:
+            if name.startswith(prefix):
+                parked_at = name[len(prefix) :].split("-", 1)[0]
+                if parked_at.isdigit() and now - int(parked_at) >= idle_for_s:
+                    containers.remove(found["Id"])
+                    removed.append(found["Id"])
+    return removed
 
 
 def remove_pools_of(owner: str, spare: Callable[[str], bool] = lambda _run_id: False) -> list[str]:
@@ -148,7 +197,8 @@ class WarmPool:
         self._paused_until = 0.0
 
     def start(self) -> None:
-        if self.size <= 0 or self._thread is not None:
+        """Refill (and expire parked sandboxes) in a thread; none without a pool and without reuse."""
+        if (self.size <= 0 and settings.SANDBOX_REUSE_IDLE_S <= 0) or self._thread is not None:
             return
         self._thread = threading.Thread(target=self._refill_forever, name=f"warm-pool-{self.owner}", daemon=True)
         self._thread.start()
@@ -168,8 +218,10 @@ class WarmPool:
         return removed
 
     def refill_once(self) -> int:
-        """Start what is missing for each profile; how many were started."""
+        """Start what is missing for each profile; how many were started. Stopped sandboxes and
+        parked ones left unclaimed for ``SANDBOX_REUSE_IDLE_S`` are removed first."""
         remove_dead(self.owner)
+        expire_parked(self.owner, settings.SANDBOX_REUSE_IDLE_S)
         started = 0
         for profile in self.profiles():
             missing = self.size - len(idle(self.owner, profile.key))
@@ -201,4 +253,4 @@ class WarmPool:
                     self.stats.failures += 1
                     self._paused_until = time.monotonic() + FAILURE_PAUSE_S
                     log.warning("warm pool of %s: could not start a sandbox: %s", self.owner, exc)
-            self._stop.wait(REFILL_EVERY_S)
+            self._stop.wait(REFILL_EVERY_S if self.size > 0 else EXPIRE_EVERY_S)

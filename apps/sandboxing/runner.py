@@ -8,6 +8,7 @@ database; callers read the ``RunResult``'s ``Outcome`` and ``Failure``, never it
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -18,6 +19,8 @@ from apps.sandboxing.outcomes import Command, Failure, Outcome, ResourceSample, 
 from apps.sandboxing.policy import LABEL_INSTANCE, LABEL_RUN, Profile
 from apps.sandboxing.sandbox import Sandbox, SandboxSetupError
 
+log = logging.getLogger(__name__)
+
 __all__ = [
     "LABEL_INSTANCE",
     "LABEL_RUN",
@@ -27,6 +30,7 @@ __all__ = [
     "Sandbox",
     "SandboxSetupError",
     "Program",
+    "Reuse",
     "profile_for",
     "run",
     "run_programs",
@@ -99,6 +103,7 @@ def run_programs(
     on_sample: Callable[[ResourceSample], None] | None = None,
     on_program: Callable[[int], None] | None = None,
     pool_owner: str | None = None,
+    reuse: Reuse | None = None,
 ) -> list[RunResult]:
     """Run each of ``programs`` in its own fresh process, one after another, in the request's sandbox.
 
@@ -109,6 +114,12 @@ def run_programs(
     cap) leaves the next one a new sandbox. A cancel, a stop or a platform fault ends the sequence:
     the results list then holds the programs that ran, the last one saying why it stopped.
     ``on_program(i)`` is called before program ``i`` is delivered.
+
+    With ``reuse`` the sandbox is one its owner's worker kept for this group (a batch) after an
+    earlier request of the group, when there is one; at the end, unless it was killed or the run
+    was cut short, it is reset (``Sandbox.reset``: every process killed, every writable place
+    emptied, verified) and parked for the group's next request instead of removed; a sandbox that
+    does not verify clean is removed.
     """
     results: list[RunResult] = []
     sandbox: Sandbox | None = None
@@ -121,7 +132,7 @@ def run_programs(
                     sandbox.remove()
                     sandbox = None
                 if sandbox is None:
-                    sandbox, warm = _sandbox_for(request, pool_owner if not results else None)
+                    sandbox, warm = _sandbox_for(request, pool_owner if not results else None, reuse, first=not results)
                 elif results:
                     sandbox.kill_programs()
             except (SandboxSetupError, RuntimeUnknown) as exc:
@@ -140,12 +151,34 @@ def run_programs(
             result.warm = warm
             left -= result.output_bytes
             results.append(result)
-            if result.outcome in (Outcome.CANCELLED, Outcome.STOPPED, Outcome.ERROR):
+            if result.outcome in CUT_SHORT:
                 return results
         return results
     finally:
-        if sandbox is not None:
+        if sandbox is not None and not _parked(sandbox, reuse, results):
             sandbox.remove()
+
+
+@dataclass(frozen=True)
+class Reuse:
+    """Keep the sandbox for the next request of ``group`` (a batch), in ``owner``'s (a worker's) pool."""
+
+    owner: str
+    group: str
+
+
+CUT_SHORT = (Outcome.CANCELLED, Outcome.STOPPED, Outcome.ERROR)
+
+
+def _parked(sandbox: Sandbox, reuse: Reuse | None, results: list[RunResult]) -> bool:
+    """Reset the sandbox and park it for the group's next request; False when it must be removed."""
+    if reuse is None or sandbox.killed or not results or results[-1].outcome in CUT_SHORT:
+        return False
+    problem = sandbox.reset()
+    if problem:
+        log.warning("sandbox %s not reused: %s", sandbox.container_id[:12], problem)
+        return False
+    return pool.park(sandbox, reuse.owner)
 
 
 def _file_name(runtime, index: int) -> str:
@@ -153,9 +186,17 @@ def _file_name(runtime, index: int) -> str:
     return runtime.file_name if index == 0 else f"p{index}_{runtime.file_name}"
 
 
-def _sandbox_for(request: RunRequest, pool_owner: str | None) -> tuple[Sandbox, bool]:
-    """A warm sandbox of the request's profile from ``pool_owner``'s pool, else a cold one."""
+def _sandbox_for(
+    request: RunRequest, pool_owner: str | None, reuse: Reuse | None = None, *, first: bool = True
+) -> tuple[Sandbox, bool]:
+    """The group's parked sandbox (``reuse``), a warm one from ``pool_owner``'s pool, else a cold one."""
     profile = profile_for(request)
+    if reuse is not None:
+        key = pool.reuse_key(profile, reuse.group)
+        sandbox = pool.claim(reuse.owner, profile, request.run_id, key=key) if first else None
+        if sandbox is not None:
+            return sandbox, True
+        return pool.create_reusable(reuse.owner, profile, request.run_id, reuse.group), False
     sandbox = pool.claim(pool_owner, profile, request.run_id) if pool_owner else None
     if sandbox is not None:
         return sandbox, True

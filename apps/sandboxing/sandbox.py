@@ -32,7 +32,17 @@ from apps.sandboxing.cgroups import CgroupReader, Reading, reading_from_engine_s
 from apps.sandboxing.engine_runtime import is_gvisor
 from apps.sandboxing.incontainer import collector, python_argv
 from apps.sandboxing.outcomes import Failure
-from apps.sandboxing.policy import LABEL_INSTANCE, OUTPUT_DIR, SANDBOX_USER, Limits, Profile, container_config
+from apps.sandboxing.policy import (
+    CODE_DIR,
+    LABEL_INSTANCE,
+    OUTPUT_DIR,
+    SANDBOX_USER,
+    SHM_DIR,
+    WORK_DIR,
+    Limits,
+    Profile,
+    container_config,
+)
 from apps.sandboxing.streams import STDOUT, ArtifactStreamParser, FrameDemuxer, ParsedArtifact, ProtocolError
 
 log = logging.getLogger(__name__)
@@ -41,6 +51,8 @@ READ_SIZE = 64 * 1024
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 # SIGTERM to every process of the sandbox user; the idle main process ignores it.
 TERM_ALL_COMMAND = ["bash", "-c", "kill -TERM -1 2>/dev/null; exit 0"]
+# Every place a program can write: emptied between two samples of a batch sharing a sandbox.
+RESET_DIRS = (CODE_DIR, WORK_DIR, OUTPUT_DIR, SHM_DIR)
 REMOVE_ATTEMPTS = 3
 REMOVE_PAUSE_S = 0.2
 COLLECT_DEADLINE_S = 15.0
@@ -389,6 +401,24 @@ class Sandbox:
             raise SandboxSetupError(
                 f"cannot clear the sandbox between programs (exit {exit_code})", Failure.ENGINE_FAULT
             )
+
+    def reset(self) -> str:
+        """Make the sandbox as it was before its first program, for the next sample of the same batch:
+        every process of the sandbox user killed, every writable place emptied, and that verified
+        (``incontainer/reaper.py``). Returns "" when it is clean, else why not (then discard it)."""
+        if self.killed:
+            return "the sandbox was killed"
+        try:
+            argv = python_argv("reaper", "reset", *RESET_DIRS)
+            exec_id = self.api.exec_create(self.container_id, argv, user=SANDBOX_USER, workdir="/")
+            output = self.api.exec_start(exec_id["Id"], demux=True)
+            exit_code = self.api.exec_inspect(exec_id["Id"]).get("ExitCode")
+        except Exception as exc:
+            return f"the reset could not run: {exc}"
+        if exit_code != 0:
+            stderr = (output[1] if isinstance(output, tuple) else b"") or b""
+            return stderr.decode("utf-8", "replace").strip()[:500] or f"the reset failed (exit {exit_code})"
+        return ""
 
     def remove(self) -> None:
         """Remove the container, trying a few times; what is left is the reconciler's to remove."""

@@ -7,9 +7,11 @@ import uuid
 
 import pytest
 
+from apps.sandboxing import pool
 from apps.sandboxing.outcomes import Command, Outcome, RunRequest
 from apps.sandboxing.policy import runtime_for
-from apps.sandboxing.runner import Program, run_programs
+from apps.sandboxing.pool import remove_pools_of
+from apps.sandboxing.runner import Program, Reuse, run_programs
 from apps.sandboxing.tests.conftest import small_limits
 
 pytestmark = pytest.mark.docker
@@ -88,3 +90,81 @@ def test_a_stop_ends_the_sequence():
     slow = b"import time\ntime.sleep(5)\n"
     results, _ = run_all([Program(slow), Program(slow)], control=control)
     assert [r.outcome for r in results] == [Outcome.STOPPED]
+
+
+# --- reuse within a batch -----------------------------------------------------------------------
+
+LITTER = (
+    b"import os, subprocess, time\n"
+    b"for place in ('/tmp', '/output', '/dev/shm'):\n"
+    b"    os.makedirs(place + '/deep/er', exist_ok=True)\n"
+    b"    open(place + '/deep/er/secret', 'w').write('from sample one')\n"
+    b"    open(place + '/.hidden', 'w').write('x')\n"
+    b"    os.symlink('/etc/passwd', place + '/link')\n"
+    b"if os.fork() == 0:\n"
+    b"    os.setsid()\n"
+    b"    time.sleep(60)\n"
+    b"print(os.uname().nodename)\n"
+)
+INSPECT = (
+    b"import os\n"
+    b"others = [p for p in os.listdir('/proc') if p.isdigit() and int(p) not in (1, os.getpid())]\n"
+    b"print(sorted(open(f'/proc/{p}/cmdline', 'rb').read().replace(b'\\0', b' ').strip() for p in others))\n"
+    b"print({place: sorted(os.listdir(place)) for place in ('/tmp', '/output', '/dev/shm', '/sandbox')})\n"
+)
+
+
+@pytest.fixture
+def reuse():
+    owner = f"test-reuse-{uuid.uuid4().hex[:8]}"
+    yield Reuse(owner=owner, group=str(uuid.uuid4()))
+    remove_pools_of(owner)
+
+
+def run_reusing(reuse, programs, **limits):
+    output: list[tuple[str, bytes]] = []
+    request = RunRequest(
+        run_id=str(uuid.uuid4()), runtime=runtime_for("python"), code=b"", stdin=b"", limits=small_limits(**limits)
+    )
+    results = run_programs(
+        request, programs, on_output=lambda s, d: output.append((s, d)), control=lambda: None, reuse=reuse
+    )
+    return results, b"".join(d for s, d in output if s == "stdout")
+
+
+def test_the_next_sample_of_a_batch_gets_the_same_sandbox_reset_and_verified_clean(reuse):
+    first, _ = run_reusing(reuse, [Program(LITTER)])
+    assert first[0].outcome == Outcome.EXITED and first[0].warm is False
+    parked = pool.idle(reuse.owner)
+    assert len(parked) == 1
+    second, seen = run_reusing(reuse, [Program(INSPECT)])
+    assert second[0].outcome == Outcome.EXITED and second[0].warm is True
+    assert seen == b"[b'sleep infinity']\n{'/tmp': [], '/output': [], '/dev/shm': [], '/sandbox': ['main.py']}\n"
+    assert pool.idle(reuse.owner) == parked  # the same container, parked again
+
+
+def test_another_batch_never_gets_a_sandbox_kept_for_this_one(reuse):
+    run_reusing(reuse, [Program(b"print(1)")])
+    other = Reuse(owner=reuse.owner, group=str(uuid.uuid4()))
+    results, _ = run_reusing(other, [Program(b"print(2)")])
+    assert results[0].warm is False
+    assert len(pool.idle(reuse.owner)) == 2
+
+
+def test_a_sandbox_left_with_system_v_ipc_objects_is_discarded_not_reused(reuse):
+    shm = b"import ctypes\nlibc = ctypes.CDLL(None)\nassert libc.shmget(0, 4096, 0o1000 | 0o600) >= 0\n"
+    results, _ = run_reusing(reuse, [Program(shm)])
+    assert results[0].outcome == Outcome.EXITED and results[0].exit_code == 0
+    assert pool.idle(reuse.owner) == []
+
+
+def test_a_killed_sandbox_is_never_reused(reuse):
+    results, _ = run_reusing(reuse, [Program(b"while True:\n    pass\n")], timeout_s=1)
+    assert results[0].outcome == Outcome.TIMED_OUT
+    assert pool.idle(reuse.owner) == []
+
+
+def test_a_parked_sandbox_nobody_claims_is_removed(reuse):
+    run_reusing(reuse, [Program(b"print(1)")])
+    assert len(pool.expire_parked(reuse.owner, idle_for_s=0)) == 1
+    assert pool.idle(reuse.owner) == []
