@@ -187,6 +187,9 @@ class Evaluation(models.Model):
     passed = models.BooleanField(null=True, blank=True)  # every test passed; null without tests or before the end
     # Queued but not on a work queue yet: released a few at a time per owner (``apps.evaluations.dispatch``).
     held = models.BooleanField(default=False)
+    # ``reuse: "batch"``: the sandbox may be one an earlier sample of the same batch used (reset and
+    # verified clean in between, see ``runner.run_programs``), and may be kept for the next one.
+    sandbox_reuse = models.BooleanField(default=False)
 
     objects = EvaluationQuerySet.as_manager()
 

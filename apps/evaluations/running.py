@@ -237,6 +237,7 @@ class EvaluationRun:
             on_sample=self._on_sample,
             on_program=self._on_test_start,
             pool_owner=pool_owner(),
+            reuse=self._reuse(),
         )
         verdicts = []
         for position, test in enumerate(tests):
@@ -250,6 +251,16 @@ class EvaluationRun:
             line += f" ({verdict.message})\n" if verdict.message else "\n"
             self.recorder.write("stderr", line.encode("utf-8", errors="replace"))
         return self.conclude(testing.combined(results, verdicts))
+
+    def _reuse(self) -> runner.Reuse | None:
+        """A batch's sandbox kept by this worker for its samples (``reuse: "batch"``), if allowed here."""
+        job = get_current_job()
+        evaluation = self.evaluation
+        if not evaluation.sandbox_reuse or evaluation.batch_id is None or settings.SANDBOX_REUSE_IDLE_S <= 0:
+            return None
+        if job is None or not job.worker_name:
+            return None
+        return runner.Reuse(owner=job.worker_name, group=str(evaluation.batch_id))
 
     def conclude(self, result: runner.RunResult) -> RunDisposition:
         """How the run ended decides what is recorded: nothing (abandoned), a retry, or the end."""

@@ -78,6 +78,11 @@ class SamplesAre(models.TextChoices):
     COMPLETIONS = "completions"  # each sample completes the task's prompt (HumanEval style)
 
 
+class Reuse(models.TextChoices):
+    NONE = "none"  # a fresh sandbox for every sample
+    BATCH = "batch"  # a sandbox may run several samples of the batch, reset and verified between them
+
+
 class BatchStatus(models.TextChoices):
     QUEUED = "queued"
     RUNNING = "running"
@@ -98,6 +103,7 @@ class Batch(models.Model):
     task = models.ForeignKey(Task, on_delete=models.PROTECT, null=True, blank=True, related_name="batches")
     samples_are = models.CharField(max_length=16, choices=SamplesAre.choices, default=SamplesAre.PROGRAMS)
     k = models.JSONField(default=list, blank=True)
+    reuse = models.CharField(max_length=8, choices=Reuse.choices, default=Reuse.NONE)
     priority = models.CharField(max_length=8, choices=Priority.choices, default=Priority.NORMAL)
     callback_url = models.CharField(max_length=2000, blank=True, default="")
     metadata = models.JSONField(default=dict, blank=True)

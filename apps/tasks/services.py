@@ -18,7 +18,7 @@ from apps.evaluations import services as evaluation_services
 from apps.evaluations.callbacks import targets
 from apps.evaluations.models import Control, Evaluation, Priority, Reason, Runtime, Status
 from apps.tasks import progress
-from apps.tasks.models import Batch, BatchStatus, SamplesAre, Task
+from apps.tasks.models import Batch, BatchStatus, Reuse, SamplesAre, Task
 from apps.tasks.validation import BatchTooLarge, TaskBody, TaskInvalid, parse_batch, parse_task
 
 log = logging.getLogger(__name__)
@@ -156,6 +156,7 @@ def submit_batch(owner, body, *, request=None) -> Batch:
         task=tasks[parsed.task] if parsed.task else None,
         samples_are=parsed.samples_are,
         k=parsed.k,
+        reuse=parsed.reuse,
         priority=parsed.priority,
         callback_url=parsed.callback_url,
         metadata=parsed.metadata,
@@ -187,6 +188,7 @@ def submit_batch(owner, body, *, request=None) -> Batch:
                 tests=task.tests,
                 tests_hidden=not task.may_see_tests(owner),
                 held=True,
+                sandbox_reuse=parsed.reuse == Reuse.BATCH,
                 created_at=now + timezone.timedelta(microseconds=index),
             )
         )

@@ -16,7 +16,7 @@ from django.conf import settings
 from apps.evaluations.models import Priority
 from apps.evaluations.testing import Category, Match, TestKind
 from apps.evaluations.validation import MAX_METADATA_BYTES
-from apps.tasks.models import SLUG_PATTERN, SamplesAre
+from apps.tasks.models import SLUG_PATTERN, Reuse, SamplesAre
 from crucible.parsers import json_problem
 
 SLUG = re.compile(rf"^{SLUG_PATTERN}$")
@@ -218,13 +218,25 @@ class BatchBody:
     metadata: dict
     timeout_s: float | None
     memory_mb: int | None
+    reuse: str = "none"
 
 
 def parse_batch(body) -> BatchBody:
     """The batch body of contract v2; 400 for a bad field, 413 for too many or too large samples."""
     if not isinstance(body, dict):
         raise TaskInvalid({"non_field_errors": ["Expected a JSON object."]})
-    known = {"task", "samples", "samples_are", "k", "priority", "callback_url", "metadata", "timeout_s", "memory_mb"}
+    known = {
+        "task",
+        "samples",
+        "samples_are",
+        "k",
+        "priority",
+        "callback_url",
+        "metadata",
+        "timeout_s",
+        "memory_mb",
+        "reuse",
+    }
     unknown = set(body) - known
     if unknown:
         raise TaskInvalid({sorted(unknown)[0]: ["Unknown field."]})
@@ -253,7 +265,11 @@ def parse_batch(body) -> BatchBody:
     if priority not in set(Priority):
         raise TaskInvalid({"priority": ["Must be low, normal or high."]})
     metadata = _metadata(body.get("metadata"), "metadata")
+    reuse = body.get("reuse", Reuse.NONE)
+    if reuse not in set(Reuse):
+        raise TaskInvalid({"reuse": ['Must be "none" (a fresh sandbox per sample) or "batch".']})
     return BatchBody(
+        reuse=reuse,
         task=task,
         samples=samples,
         samples_are=samples_are,

@@ -78,6 +78,13 @@ class BatchBodySerializer(serializers.Serializer):
     metadata = serializers.DictField(required=False)
     timeout_s = serializers.FloatField(required=False)
     memory_mb = serializers.IntegerField(required=False)
+    reuse = serializers.ChoiceField(
+        ["none", "batch"],
+        required=False,
+        default="none",
+        help_text='"batch": a sandbox may run several samples of this batch one after another, reset and '
+        "verified clean between them (see the README for what that isolates); default a fresh sandbox per sample.",
+    )
 
 
 class BatchSerializer(serializers.ModelSerializer):
@@ -94,6 +101,7 @@ class BatchSerializer(serializers.ModelSerializer):
             "task",
             "samples_are",
             "k",
+            "reuse",
             "priority",
             "callback_url",
             "metadata",

