@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 
 import pytest
@@ -11,7 +12,7 @@ from django.db import connections
 from django.utils import timezone
 
 from apps.evaluations import publisher
-from apps.evaluations.models import Evaluation, Reason, Status
+from apps.evaluations.models import CallbackDelivery, Evaluation, Reason, Status
 from apps.evaluations.tests.test_websocket import HOST, ORIGIN, close_code, session_cookie
 from apps.tasks import services
 from apps.tasks.tests.factories import check_task
@@ -87,3 +88,18 @@ async def test_a_cancelled_batch_sends_its_end_at_once(alice):
     end = await communicator.receive_json_from(timeout=5)
     assert (end["type"], end["status"], end["counts"]["cancelled"]) == ("end", "cancelled", 2)
     assert await close_code(communicator) == 1000
+
+
+def test_a_batch_with_a_callback_url_schedules_one_batch_finished_delivery_at_its_end(alice, settings):
+    settings.CALLBACK_ALLOWED_HOSTS = ["127.0.0.0/8"]
+    task = check_task(alice)
+    batch = services.submit_batch(
+        alice, {"task": task.slug, "samples": [{"code": "x"}] * 2, "callback_url": "http://127.0.0.1:9/hook"}
+    )
+    samples = list(Evaluation.objects.filter(batch_id=batch.pk))
+    end_sample(samples[0], True)
+    assert not CallbackDelivery.objects.filter(event_type="batch.finished").exists()
+    end_sample(samples[1], True)
+    delivery = CallbackDelivery.objects.get(event_type="batch.finished", subject_id=str(batch.pk))
+    body = json.loads(delivery.body)
+    assert (body["type"], body["batch"]["status"], body["batch"]["passed"]) == ("batch.finished", "completed", 2)
