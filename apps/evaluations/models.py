@@ -320,6 +320,8 @@ def _attempt_filter(attempt: int | None) -> dict:
 class TestStatus(models.TextChoices):
     """How a sample did under one test."""
 
+    __test__ = False  # not a pytest test class
+
     PASSED = "passed"
     FAILED = "failed"  # wrong output (io) or a non-zero exit (check)
     TIMED_OUT = "timed_out"
@@ -335,6 +337,8 @@ class TestResult(models.Model):
     input or expected output, nor text the program printed under a hidden test. ``detail`` (the
     differing line beside the expected one, the end of stderr) only by those who may see the tests.
     """
+
+    __test__ = False  # not a pytest test class
 
     evaluation = models.ForeignKey(Evaluation, on_delete=models.CASCADE, related_name="test_results")
     position = models.IntegerField()
