@@ -379,7 +379,8 @@ class Execution:
                 "runner failure: the Docker engine restarted under the run",
                 image_id=sandbox.image_id,
             )
-        artifacts, artifacts_truncated, skipped = ([], False, 0) if sandbox.killed else sandbox.collect_artifacts()
+        collect = self.request.collect_artifacts and not sandbox.killed
+        artifacts, artifacts_truncated, skipped = sandbox.collect_artifacts() if collect else ([], False, 0)
         cpu_ns = reading.cpu_ns
         return RunResult(
             outcome=outcome,

@@ -54,6 +54,7 @@ class RunRequest:
     code: bytes
     stdin: bytes
     limits: Limits
+    collect_artifacts: bool = True  # False: /output is left for a later program of the same sandbox
 
 
 @dataclass

@@ -113,7 +113,8 @@ def run_programs(
     behind is killed. A program that ended with the sandbox killed (its timeout, memory or output
     cap) leaves the next one a new sandbox. A cancel, a stop or a platform fault ends the sequence:
     the results list then holds the programs that ran, the last one saying why it stopped.
-    ``on_program(i)`` is called before program ``i`` is delivered.
+    ``on_program(i)`` is called before program ``i`` is delivered. The files the programs left in
+    /output are collected once, after the last program (with its result).
 
     With ``reuse`` the sandbox is one its owner's worker kept for this group (a batch) after an
     earlier request of the group, when there is one; at the end, unless it was killed or the run
@@ -146,6 +147,8 @@ def run_programs(
                 stdin=program.stdin,
                 runtime=replace(request.runtime, file_name=program.file_name or _file_name(request.runtime, index)),
                 limits=replace(request.limits, output_cap_bytes=max(0, left)),
+                # /output is the sandbox's: what the programs left there is collected once, after the last.
+                collect_artifacts=index == len(programs) - 1,
             )
             result = execute(sandbox, one, on_output=on_output, control=control, on_sample=on_sample)
             result.warm = warm

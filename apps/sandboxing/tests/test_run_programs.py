@@ -168,3 +168,10 @@ def test_a_parked_sandbox_nobody_claims_is_removed(reuse):
     run_reusing(reuse, [Program(b"print(1)")])
     assert len(pool.expire_parked(reuse.owner, idle_for_s=0)) == 1
     assert pool.idle(reuse.owner) == []
+
+
+def test_the_files_the_programs_leave_in_output_are_collected_once_after_the_last():
+    write = b"import sys\nopen('/output/' + sys.stdin.read().strip(), 'w').write('x')\n"
+    results, _ = run_all([Program(write, b"first"), Program(write, b"second")])
+    assert results[0].artifacts == []
+    assert sorted(a.name for a in results[1].artifacts) == ["first", "second"]
