@@ -360,6 +360,8 @@ QUEUE_CAPACITY = envint("QUEUE_CAPACITY", 1000, minimum=1)
 BATCH_MAX_SAMPLES = envint("BATCH_MAX_SAMPLES", 10_000, minimum=1)
 QUEUED_SAMPLES_PER_USER = envint("QUEUED_SAMPLES_PER_USER", 50_000, minimum=1)
 FAIR_SHARE_WINDOW = envint("FAIR_SHARE_WINDOW", 4, minimum=1)
+# The batch endpoint's request body limit (every other endpoint keeps DATA_UPLOAD_MAX_MEMORY_SIZE).
+BATCH_MAX_BODY_BYTES = envint("BATCH_MAX_BODY_BYTES", 64 * 1024 * 1024, minimum=1024)
 RECONCILE_INTERVAL_S = envint("RECONCILE_INTERVAL_S", 15, minimum=1)
 WORKER_LOST_AFTER_S = envint("WORKER_LOST_AFTER_S", 30, minimum=5)
 # A running evaluation's worker writes heartbeat_at this often; keep it well under WORKER_LOST_AFTER_S.

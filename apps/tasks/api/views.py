@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from django.conf import settings
 from django.db.models import Prefetch
 from django.http import StreamingHttpResponse
 from django.shortcuts import get_object_or_404
@@ -27,6 +28,7 @@ from apps.tasks.api.serializers import (
 )
 from apps.tasks.models import Batch, Task
 from apps.tasks.validation import BatchTooLarge, TaskInvalid
+from crucible.bodies import BodyTooLarge, allow_body_up_to
 
 RESULTS_CHUNK = 500
 
@@ -113,6 +115,10 @@ class BatchListCreateView(generics.ListAPIView):
 
     @extend_schema(request=BatchBodySerializer, responses={201: BatchSerializer})
     def post(self, request):
+        try:
+            allow_body_up_to(request, settings.BATCH_MAX_BODY_BYTES)  # 10 000 samples are megabytes
+        except BodyTooLarge as exc:
+            return error_response(str(exc), status.HTTP_413_REQUEST_ENTITY_TOO_LARGE)
         try:
             batch = services.submit_batch(request.user, request.data, request=request)
         except TaskInvalid as exc:

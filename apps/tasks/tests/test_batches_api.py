@@ -122,3 +122,14 @@ def test_results_list_every_sample_and_export_the_whole_batch_as_jsonl(alice_api
     assert export.status_code == 200 and export["Content-Type"] == "application/x-ndjson"
     lines = b"".join(export.streaming_content).decode().splitlines()
     assert len(lines) == 3
+
+
+def test_a_batch_body_larger_than_djangos_limit_is_accepted_up_to_the_batch_limit(alice_api, square, settings):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 64 * 1024
+    body = {"task": square.slug, "samples": [{"code": "x" * 1000}] * 200}  # about 200 KB
+    assert alice_api.post(URL, body, format="json").status_code == 201
+    assert alice_api.post("/api/v1/evaluations/", {"code": "x" * 100_000}, format="json").status_code == 413
+    settings.BATCH_MAX_BODY_BYTES = 100 * 1024
+    response = alice_api.post(URL, body, format="json")
+    assert response.status_code == 413 and "larger than 102400 bytes" in response.json()["detail"]
+    assert Evaluation.objects.count() == 200
