@@ -11,6 +11,7 @@ import logging
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
+from django.core.cache import cache
 from django.db.models import Count, Q
 from django.utils import timezone
 
@@ -21,7 +22,8 @@ from apps.tasks.models import Batch, BatchStatus
 
 log = logging.getLogger(__name__)
 
-NOT_JUDGED = (Status.CANCELLED, Status.STOPPED)  # ended before their tests could say anything
+NOT_JUDGED = (Status.CANCELLED, Status.STOPPED)
+PROGRESS_EVERY_S = 1  # ended before their tests could say anything
 
 
 def group_name(batch_id) -> str:
@@ -130,11 +132,22 @@ def schedule_callback(batch: Batch) -> None:
 
 
 def on_evaluation_ended(sender, evaluation: Evaluation, **_kwargs) -> None:
-    """``signals.evaluation_ended`` receiver: a sample of a batch ended."""
+    """``signals.evaluation_ended`` receiver: a sample of a batch ended. Progress is counted over the
+    whole batch, so it is published at most once per ``PROGRESS_EVERY_S`` while samples end (a
+    10 000-sample batch would otherwise count 10 000 times), and always at the end; viewers also
+    get it with every heartbeat."""
     if evaluation.batch_id is None:
         return
     batch = Batch.objects.filter(pk=evaluation.batch_id).select_related("owner").first()
     if batch is None:
         return
-    finish_if_done(batch)
-    publish(batch)
+    if finish_if_done(batch) or batch.is_final or due(batch):
+        publish(batch)
+
+
+def due(batch: Batch) -> bool:
+    """True at most once per ``PROGRESS_EVERY_S`` per batch (across workers: a Redis key)."""
+    try:
+        return cache.add(f"batch-progress:{batch.pk}", 1, timeout=PROGRESS_EVERY_S)
+    except Exception:
+        return True
