@@ -453,9 +453,8 @@ def cmd_batch_submit(client: Client, args) -> int:
     if not args.follow:
         print(batch["id"])
         return 0
-    note(
-        f"submitted batch {batch['id']} of {batch.get('total', len(samples))} samples ({client.url}/batches/{batch['id']}/)"
-    )
+    total = batch.get("total", len(samples))
+    note(f"submitted batch {batch['id']} of {total} samples ({client.url}/batches/{batch['id']}/)")
     return follow_batch(client, batch["id"])
 
 
