@@ -7,7 +7,8 @@ import json
 import pytest
 
 from apps.accounts.models import ApiToken
-from apps.evaluations.models import Evaluation, Reason, Runtime, Status, TestResult, TestStatus
+from apps.evaluations import models as evaluations  # TestResult, TestStatus: not pytest classes
+from apps.evaluations.models import Evaluation, Reason, Runtime, Status
 from apps.evaluations.runtimes import ensure_default_runtimes
 from apps.evaluations.tests.factories import make_evaluation
 from apps.tasks.models import Batch, BatchStatus, Task
@@ -60,12 +61,12 @@ def ended_batch(owner, task: Task, verdicts: list[bool]) -> Batch:
             passed=passed,
             metadata={"sample": index},
         )
-        TestResult.objects.create(
+        evaluations.TestResult.objects.create(
             evaluation=sample,
             position=0,
             name="adds-small",
             category="functional",
-            status=TestStatus.PASSED if passed else TestStatus.FAILED,
+            status=evaluations.TestStatus.PASSED if passed else evaluations.TestStatus.FAILED,
             passed=passed,
             duration_ms=4,
             message="" if passed else "line 1 differs",
