@@ -241,3 +241,30 @@ def test_the_navigation_links_to_tasks_and_batches(alice):
     html = page(alice, "tasks:list")
     assert f'href="{reverse("tasks:list")}" aria-current="page"' in html
     assert f'href="{reverse("tasks:batches")}"' in html
+
+
+# --- a sample's evaluation page -------------------------------------------------------------------
+
+
+def test_a_samples_page_shows_each_tests_verdict_and_message_but_not_hidden_detail(alice, olivia):
+    batch = submit(alice, make_task(olivia, "humaneval/0", public=True), ["print(4)"])
+    sample = end_sample(samples_of(batch)[0], passed=False, message="output differs at line 1")
+    assert sample.tests_hidden
+    html = page(alice, "evaluations:detail", sample.pk)
+    assert "adds-small" in html and "check-add" in html and "output differs at line 1" in html
+    assert reverse("tasks:batch", args=[batch.pk]) in html
+    assert_nothing_hidden(html)
+    assert HIDDEN_DETAIL in page(olivia, "evaluations:detail", sample.pk)  # operators may see the tests
+
+
+def test_the_owner_of_the_task_sees_the_detail_on_their_samples_page(alice):
+    batch = submit(alice, make_task(alice), ["print(4)"])
+    sample = end_sample(samples_of(batch)[0], passed=False)
+    assert not sample.tests_hidden
+    assert HIDDEN_DETAIL in page(alice, "evaluations:detail", sample.pk)
+
+
+def test_an_evaluation_that_is_not_a_sample_has_no_tests_section(alice):
+    from apps.evaluations.tests.factories import make_evaluation
+
+    assert 'id="tests-heading"' not in page(alice, "evaluations:detail", make_evaluation(alice).pk)
