@@ -8,7 +8,12 @@
   var root = document.getElementById("batch-live");
   if (!root || !window.WebSocket || !window.Crucible) return;
   var FINAL = { completed: true, cancelled: true };
-  var STOP_CODES = { 4400: true, 4401: true, 4403: true, 4404: true };
+  var STOP_CODES = {
+    4400: "the request was malformed",
+    4401: "you are signed out",
+    4403: "you may no longer watch this batch",
+    4404: "live updates are not available for this batch"
+  };
   var note = document.getElementById("batch-live-note");
   var status = root.getAttribute("data-status");
   if (FINAL[status]) return;
@@ -51,30 +56,36 @@
     });
   }
 
-  function showFinished() {
+  // A note, then a link that reloads the page (the server renders everything the stream does not).
+  function showNote(text, linkText) {
     if (!note) return;
-    note.textContent = "Finished. ";
+    note.textContent = text + " ";
     var link = document.createElement("a");
     link.href = window.location.pathname;
-    link.textContent = "Reload for the per-task table and the failures";
+    link.textContent = linkText;
     note.appendChild(link);
   }
 
   var ended = false;
   window.Crucible.connectLive({
     path: function () { return root.getAttribute("data-ws-path"); },
-    onOpen: function () { if (note && !ended) note.textContent = "Live"; },
     onMessage: function (message) {
       if (message.type !== "progress" && message.type !== "end") return;
       apply(message);
       if (message.type === "end" || FINAL[message.status]) {
         ended = true;
-        showFinished();
+        showNote("Finished.", "Reload for the per-task table and the failures");
+      } else if (note) {
+        note.textContent = "Live";
       }
     },
     onClose: function (event) {
-      if (ended || STOP_CODES[event.code]) return false;
-      if (note) note.textContent = "Reconnecting…";
+      if (ended) return false;
+      if (STOP_CODES[event.code]) {
+        showNote("Not live: " + STOP_CODES[event.code] + ".", "Refresh");
+        return false;
+      }
+      showNote("Reconnecting…", "Refresh");
     },
     delay: function (retries) { return Math.min(1000 * retries, 10000); }
   });
