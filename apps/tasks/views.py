@@ -11,17 +11,23 @@ task's author must never reach another user's browser.
 
 from __future__ import annotations
 
+import json
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db.models import Count, Q
 from django.shortcuts import get_object_or_404, redirect, render
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from apps.accounts.roles import is_operator
 from apps.evaluations.models import ACTIVE_STATUSES, Evaluation, TestResult
 from apps.tasks import progress, services
+from apps.tasks.forms import TaskForm
 from apps.tasks.models import Batch, Task
+from apps.tasks.validation import TaskInvalid
 
 PAGE_SIZE = 25
 SAMPLES_PAGE_SIZE = 50
@@ -89,6 +95,59 @@ def task_detail(request, slug):
             "batches": _rows_with_progress(list(_recent_batches_using(request.user, slug))),
         },
     )
+
+
+def _task_form(request, data=None, *, initial=None, editing=False) -> TaskForm:
+    return TaskForm(
+        data,
+        initial=initial,
+        languages=sorted(services.languages()),
+        may_publish=is_operator(request.user),
+        editing=editing,
+    )
+
+
+@never_cache
+@login_required
+@require_http_methods(["GET", "POST"])
+def task_new(request):
+    """A new task (version 1), through ``services.create_task``: the same checks as the API."""
+    form = _task_form(request, request.POST if request.method == "POST" else None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            task = services.create_task(request.user, form.body(), request=request)
+        except TaskInvalid as exc:
+            form.add_service_errors(exc)
+        else:
+            messages.success(request, f"Task {task.slug} created.")
+            return redirect("tasks:detail", slug=task.slug)
+    status = 400 if form.is_bound else 200
+    return render(request, "tasks/form.html", {"form": form, "task": None}, status=status)
+
+
+@never_cache
+@login_required
+@require_http_methods(["GET", "POST"])
+def task_edit(request, slug):
+    """Edit the latest version; one some sample used is kept and the edit becomes the next version."""
+    task = get_object_or_404(Task.objects.visible_to(request.user).select_related("owner"), slug=slug, is_latest=True)
+    if not task.may_see_tests(request.user):
+        raise PermissionDenied("Only the task's owner or an operator may edit it.")
+    if request.method == "POST":
+        form = _task_form(request, request.POST, initial={"slug": task.slug}, editing=True)
+        if form.is_valid():
+            try:
+                edited = services.edit_task(task, request.user, form.body(), request=request)
+            except TaskInvalid as exc:
+                form.add_service_errors(exc)
+            else:
+                new = " (a new version: samples used the previous one)" if edited.version != task.version else ""
+                messages.success(request, f"Task {edited.slug} saved as version {edited.version}{new}.")
+                return redirect("tasks:detail", slug=edited.slug)
+        return render(request, "tasks/form.html", {"form": form, "task": task}, status=400)
+    initial = {**services.body_of(task).__dict__, "tests": json.dumps(task.tests, indent=2)}
+    form = _task_form(request, initial=initial, editing=True)
+    return render(request, "tasks/form.html", {"form": form, "task": task})
 
 
 # --- Batches -----------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from django.test import Client
 from django.urls import reverse
 
 from apps.evaluations.models import Evaluation, Status
-from apps.tasks.models import Batch, BatchStatus
+from apps.tasks.models import Batch, BatchStatus, Task
 from apps.tasks.tests.page_fixtures import (
     HIDDEN_CHECK,
     HIDDEN_DETAIL,
@@ -268,3 +268,74 @@ def test_an_evaluation_that_is_not_a_sample_has_no_tests_section(alice):
     from apps.evaluations.tests.factories import make_evaluation
 
     assert 'id="tests-heading"' not in page(alice, "evaluations:detail", make_evaluation(alice).pk)
+
+
+# --- creating and editing a task ------------------------------------------------------------------
+
+NEW_TASK = {
+    "slug": "alice/four",
+    "title": "Print four",
+    "prompt": "Print 4.",
+    "language": "python",
+    "entry_point": "",
+    "timeout_s": "5",
+    "memory_mb": "128",
+    "tests": '[{"name": "prints-4", "kind": "io", "expected_stdout": "4\\n"}]',
+    "source": "mine",
+}
+
+
+def test_a_researcher_creates_a_private_task_from_the_page(alice):
+    client = signed_in(alice)
+    assert 'name="public"' not in client.get(reverse("tasks:new")).content.decode()  # operators only
+    response = client.post(reverse("tasks:new"), {**NEW_TASK, "public": "on"})
+    assert response.status_code == 302 and response["Location"] == reverse("tasks:detail", args=["alice/four"])
+    task = Task.objects.get(slug="alice/four")
+    assert (task.owner, task.public, task.source, task.tests[0]["match"]) == (alice, False, "mine", "exact")
+
+
+def test_the_new_task_page_shows_the_services_errors_and_creates_nothing(alice):
+    client = signed_in(alice)
+    response = client.post(reverse("tasks:new"), {**NEW_TASK, "tests": '[{"name": "x", "kind": "io"}]'})
+    assert response.status_code == 400
+    assert "tests[0].expected_stdout: This field is required." in response.content.decode()
+    response = client.post(reverse("tasks:new"), {**NEW_TASK, "tests": "[{"})
+    assert response.status_code == 400 and "Not valid JSON" in response.content.decode()
+    response = client.post(reverse("tasks:new"), {**NEW_TASK, "slug": "Not A Slug"})
+    assert response.status_code == 400 and "Must be lowercase letters" in response.content.decode()
+    assert not Task.objects.exists()
+
+
+def test_an_operator_may_publish_a_task_from_the_page(olivia):
+    response = signed_in(olivia).post(reverse("tasks:new"), {**NEW_TASK, "slug": "ops/four", "public": "on"})
+    assert response.status_code == 302
+    assert Task.objects.get(slug="ops/four").public
+
+
+def test_editing_a_used_task_from_the_page_makes_a_new_version(alice):
+    task = make_task(alice)
+    submit(alice, task, ["print(4)"])
+    client = signed_in(alice)
+    form = client.get(reverse("tasks:edit", args=[task.slug])).content.decode()
+    assert "Add two numbers" in form and HIDDEN_EXPECTED in form  # the owner edits the tests too
+    response = client.post(
+        reverse("tasks:edit", args=[task.slug]), {**NEW_TASK, "slug": "ignored/slug", "title": "Add, edited"}
+    )
+    assert response.status_code == 302
+    latest = Task.objects.get(slug=task.slug, is_latest=True)
+    assert (latest.version, latest.title, latest.tests[0]["name"]) == (2, "Add, edited", "prints-4")
+    assert Task.objects.get(slug=task.slug, version=1).title == "Add two numbers"
+    assert not Task.objects.filter(slug="ignored/slug").exists()
+
+
+def test_only_the_owner_or_an_operator_may_edit_a_task(alice, bob, olivia):
+    public = make_task(olivia, "humaneval/0", public=True)
+    private = make_task(alice, "alice/add")
+    client = signed_in(bob)
+    assert client.get(reverse("tasks:edit", args=[public.slug])).status_code == 403
+    assert client.post(reverse("tasks:edit", args=[public.slug]), NEW_TASK).status_code == 403
+    assert client.get(reverse("tasks:edit", args=[private.slug])).status_code == 404
+    assert 'id="task-edit"' not in page(bob, "tasks:detail", public.slug)
+    assert 'id="task-edit"' in page(alice, "tasks:detail", private.slug)
+    assert signed_in(olivia).get(reverse("tasks:edit", args=[private.slug])).status_code == 200
+    assert Task.objects.get(slug=public.slug).version == 1
