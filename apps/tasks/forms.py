@@ -20,13 +20,13 @@ TESTS_EXAMPLE = [{"name": "prints-4", "category": "functional", "kind": "io", "s
 
 class TaskForm(forms.Form):
     slug = forms.CharField(max_length=200, help_text="Lowercase letters, digits and _ . / -, e.g. me/fizzbuzz.")
-    title = forms.CharField(max_length=200)
+    title = forms.CharField(max_length=200, help_text="Shown in the catalogue.")
     prompt = forms.CharField(
         required=False,
         widget=forms.Textarea(attrs={"rows": 8, "class": "code-editor code-editor--small", "spellcheck": "false"}),
         help_text="Markdown. With samples submitted as completions it is prepended to each sample.",
     )
-    language = forms.ChoiceField()
+    language = forms.ChoiceField(initial="python")
     entry_point = forms.CharField(required=False, max_length=200, help_text="The function the tests call, if any.")
     timeout_s = forms.FloatField(label="Timeout (s)", initial=settings.SANDBOX_DEFAULT_TIMEOUT_S)
     memory_mb = forms.IntegerField(label="Memory (MB)", initial=settings.SANDBOX_DEFAULT_MEMORY_MB)
