@@ -189,7 +189,7 @@ def _visible_batch(request, pk) -> Batch:
 
 
 def failure_breakdown(batch: Batch) -> dict:
-    """Where the batch's samples failed: by test (and its most common message), by test status, by reason.
+    """Where the batch's samples failed: by test (and its most common message), by test verdict, by sample reason.
 
     Only ``TestResult.message`` is read, never ``detail``: it is safe for whoever sees the batch."""
     failed = TestResult.objects.filter(evaluation__batch_id=batch.pk, passed=False)
@@ -205,8 +205,11 @@ def failure_breakdown(batch: Batch) -> dict:
         .annotate(n=Count("pk"))
         .order_by("-n", "evaluation__task", "name")[:BREAKDOWN_ROWS]
     )
+    # Every sample that ended without passing: failed tests, and runs cut short (timeout, cancel, …).
     by_reason = list(
-        Evaluation.objects.filter(batch_id=batch.pk, passed=False)
+        Evaluation.objects.filter(batch_id=batch.pk)
+        .exclude(status__in=ACTIVE_STATUSES)
+        .exclude(passed=True)
         .values("reason")
         .annotate(n=Count("pk"))
         .order_by("-n", "reason")

@@ -9,7 +9,7 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
-from apps.evaluations.models import Evaluation, Status
+from apps.evaluations.models import Evaluation, Reason, Status
 from apps.tasks.models import Batch, BatchStatus, Task
 from apps.tasks.tests.page_fixtures import (
     HIDDEN_CHECK,
@@ -186,14 +186,18 @@ def test_the_batch_page_shows_progress_pass_at_k_per_task_and_links_to_every_sam
 
 def test_the_failure_breakdown_counts_by_test_verdict_and_reason_with_messages_but_no_detail(alice, olivia):
     task = make_task(olivia, "humaneval/0", public=True)
-    batch = submit(alice, task, ["print(4)", "print(5)", "print(6)"])
-    for sample in samples_of(batch):
+    batch = submit(alice, task, ["print(4)", "print(5)", "print(6)", "import time; time.sleep(99)"])
+    *failing, cut_short = samples_of(batch)
+    for sample in failing:
         end_sample(sample, passed=False, message="output differs at line 1")
+    # No verdicts: it ran out of time before its tests ended.
+    Evaluation.objects.filter(pk=cut_short.pk).update(status=Status.TIMED_OUT, reason=Reason.TIMEOUT, passed=None)
     html = page(alice, "tasks:batch", batch.pk)
     by_test = html.split('id="failures-by-test"')[1].split("</table>")[0]
     assert "adds-small" in by_test and "<td>3</td>" in by_test and "check-add" not in by_test
     assert "<td>failed</td><td>3</td>" in html.split('id="failures-by-status"')[1]
-    assert "<td>tests_failed</td><td>3</td>" in html.split('id="failures-by-reason"')[1]
+    by_reason = html.split('id="failures-by-reason"')[1].split("</table>")[0]
+    assert "<td>tests_failed</td><td>3</td>" in by_reason and "<td>timeout</td><td>1</td>" in by_reason
     assert "output differs at line 1" in html
     assert_nothing_hidden(html)
 
