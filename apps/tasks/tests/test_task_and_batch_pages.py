@@ -343,3 +343,16 @@ def test_only_the_owner_or_an_operator_may_edit_a_task(alice, bob, olivia):
     assert 'id="task-edit"' in page(alice, "tasks:detail", private.slug)
     assert signed_in(olivia).get(reverse("tasks:edit", args=[private.slug])).status_code == 200
     assert Task.objects.get(slug=public.slug).version == 1
+
+
+def test_the_download_link_gives_the_signed_in_owner_the_jsonl_without_hidden_detail(alice, bob, olivia):
+    batch = submit(alice, make_task(olivia, "humaneval/0", public=True), ["print(4)"])
+    end_sample(samples_of(batch)[0], passed=False)
+    url = reverse("api-batch-results", args=[batch.pk]) + "?format=jsonl"
+    assert url in page(alice, "tasks:batch", batch.pk)
+    response = signed_in(alice).get(url)
+    assert response.status_code == 200 and response["Content-Type"] == "application/x-ndjson"
+    body = b"".join(response.streaming_content).decode()
+    assert '"line 1 differs"' in body
+    assert_nothing_hidden(body)
+    assert signed_in(bob).get(url).status_code == 404
