@@ -1,4 +1,5 @@
-"""Server-rendered task and batch pages: the catalogue, a task, the batch list, a batch with live progress.
+"""Server-rendered task and batch pages: the catalogue, a task (and its create/edit form), the batch list,
+a batch with live progress.
 
 Views stay thin: they read the request, call ``progress`` / ``services`` and render. Another user's
 batch is a 404, exactly as if it did not exist (``Batch.objects.visible_to``); a task nobody may see
