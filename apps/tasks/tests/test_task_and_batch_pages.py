@@ -356,3 +356,21 @@ def test_the_download_link_gives_the_signed_in_owner_the_jsonl_without_hidden_de
     assert '"line 1 differs"' in body
     assert_nothing_hidden(body)
     assert signed_in(bob).get(url).status_code == 404
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/tasks/?page=abc&source=" + "x" * 500 + "&q=%00",
+        "/tasks/?page=-1",
+        "/tasks/alice/add/?version=99999999999999",
+        "/tasks/alice/add/?version=%D9%A3",  # an Arabic-Indic digit: isdigit() but not a version
+        "/tasks/../etc/passwd/",
+        "/batches/?page=999999",
+        "/batches/not-a-uuid/",
+        "/edit-task/no/such/",
+    ],
+)
+def test_bad_input_in_the_address_is_a_clear_page_never_a_500(alice, path):
+    make_task(alice)
+    assert signed_in(alice).get(path).status_code in (200, 400, 404)
