@@ -226,6 +226,20 @@ def _pass_at_k_rows(summary: dict) -> list[dict]:
     ]
 
 
+SAMPLE_FILTERS = {"failed": "Did not pass", "passed": "Passed", "waiting": "Waiting or running"}
+
+
+def _samples_shown(samples, shown: str):
+    """The samples the ``?samples=`` filter asks for (an unknown value shows them all)."""
+    if shown == "passed":
+        return samples.filter(passed=True)
+    if shown == "failed":
+        return samples.exclude(status__in=ACTIVE_STATUSES).exclude(passed=True)
+    if shown == "waiting":
+        return samples.filter(status__in=ACTIVE_STATUSES)
+    return samples
+
+
 @login_required
 @require_GET
 def batch_detail(request, pk):
@@ -236,12 +250,17 @@ def batch_detail(request, pk):
         .only("pk", "status", "reason", "passed", "task", "task_version", "duration_ms", "metadata", "created_at")
         .order_by("created_at", "pk")
     )
+    shown = request.GET.get("samples", "")
+    samples = _samples_shown(samples, shown)
     page = Paginator(samples, SAMPLES_PAGE_SIZE).get_page(request.GET.get("page"))
     return render(
         request,
         "tasks/batch_detail.html",
         {
             "batch": batch,
+            "shown": shown if shown in SAMPLE_FILTERS else "",
+            "sample_filters": SAMPLE_FILTERS,
+            "query": _query_without_page(request),
             "summary": summary,
             "counts": [(status, n) for status, n in summary["counts"].items() if n],
             "pass_at_k": _pass_at_k_rows(summary),

@@ -374,3 +374,17 @@ def test_the_download_link_gives_the_signed_in_owner_the_jsonl_without_hidden_de
 def test_bad_input_in_the_address_is_a_clear_page_never_a_500(alice, path):
     make_task(alice)
     assert signed_in(alice).get(path).status_code in (200, 400, 404)
+
+
+def test_the_samples_can_be_narrowed_to_those_that_did_not_pass(alice):
+    batch = submit(alice, make_task(alice), ["print(4)", "print(5)", "print(6)"])
+    passing, failing, waiting = samples_of(batch)
+    end_sample(passing, passed=True)
+    end_sample(failing, passed=False)
+    link = {s: reverse("evaluations:detail", args=[s.pk]) for s in (passing, failing, waiting)}
+    shown = {
+        which: {s for s, url in link.items() if url in page(alice, "tasks:batch", batch.pk, samples=which)}
+        for which in ("failed", "passed", "waiting", "", "nonsense")
+    }
+    assert shown["failed"] == {failing} and shown["passed"] == {passing} and shown["waiting"] == {waiting}
+    assert shown[""] == shown["nonsense"] == {passing, failing, waiting}
