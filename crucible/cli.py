@@ -455,7 +455,11 @@ def cmd_batch_submit(client: Client, args) -> int:
         return 0
     total = batch.get("total", len(samples))
     note(f"submitted batch {batch['id']} of {total} samples ({client.url}/batches/{batch['id']}/)")
-    return follow_batch(client, batch["id"])
+    try:
+        return follow_batch(client, batch["id"])
+    except KeyboardInterrupt:
+        note(f"stopped following; the batch goes on (crucible batch cancel {batch['id']} cancels it)")
+        raise
 
 
 def follow_batch(client: Client, batch_id: str, *, interval: float = BATCH_POLL_S) -> int:
