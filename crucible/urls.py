@@ -29,6 +29,7 @@ urlpatterns = [
     path("api-tokens/", include("apps.accounts.urls")),
     re_path(r"^account/tokens/(?P<rest>.*)$", moved_to_api_tokens),
     path("monitoring/", include("apps.console.urls")),
+    path("", include("apps.tasks.urls")),
     path("", include("apps.evaluations.urls")),
 ]
 

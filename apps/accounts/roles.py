@@ -24,6 +24,8 @@ OPERATOR_PERMISSIONS: dict[str, tuple[str, ...]] = {
     "monitoring.alert": ("view", "change"),  # and acknowledge alerts in the admin
     "accounts.quota": ("view", "add", "change", "delete"),
     "accounts.apitoken": ("view", "change"),
+    "tasks.task": ("view", "add", "change"),  # operators publish and edit tasks in the admin
+    "tasks.batch": ("view", "change"),  # and cancel batches (the change permission runs admin actions)
     "auth.user": ("view",),
     "auth.group": ("view",),
 }

@@ -179,6 +179,9 @@ def evaluation_summary(request, pk):
 def _detail_context(request, evaluation: Evaluation) -> dict:
     return {
         "evaluation": evaluation,
+        # A sample of a batch: its verdict per test; ``detail`` only for those who may see the task's tests.
+        "test_results": list(evaluation.test_results.order_by("position")) if evaluation.tests else None,
+        "may_see_tests": not evaluation.tests_hidden or is_operator(request.user),
         "artifacts": list(evaluation.artifacts.only("name", "size", "sha256").order_by("name")),
         "show_owner": is_operator(request.user) and evaluation.owner_id != request.user.pk,
         "ws_path": f"/ws/evaluations/{evaluation.pk}/",
