@@ -188,8 +188,6 @@ def _detail_context(request, evaluation: Evaluation) -> dict:
         "logs_api": reverse("api-evaluation-logs", args=[evaluation.pk]),
         "output_cap_kib": evaluation.output_cap_bytes // 1024,
         "default_output_cap": settings.SANDBOX_OUTPUT_CAP_BYTES,
-        "test_results": list(evaluation.test_results.all()) if evaluation.task else [],
-        "may_see_tests": not evaluation.tests_hidden or is_operator(request.user),
     }
 
 
