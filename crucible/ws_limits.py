@@ -20,6 +20,7 @@ from redis import asyncio as aioredis
 # A lease outlives this many heartbeats, so one slow renewal never frees a live connection's slot.
 LEASE_HEARTBEATS = 3
 REDIS_TIMEOUT_S = 5.0
+REDIS_CONNECTIONS = 32  # per Daphne process (its event loop); more callers wait for one
 KEY_PREFIX = "crucible:ws:user:"
 
 # KEYS[1] the user's set; ARGV: the slot, the lease in ms, the limit. 1 if the slot is held after.
@@ -43,9 +44,17 @@ def _client() -> aioredis.Redis:
     loop = asyncio.get_running_loop()
     client = _clients.get(loop)
     if client is None:
-        client = aioredis.Redis.from_url(
-            settings.REDIS_URL, socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S
+        # A storm of connections (a thousand viewers opening at once) waits for one of the pool's
+        # connections rather than failing: redis-py's plain pool raises "Too many connections" past
+        # its maximum, which closed those WebSockets with 4503.
+        pool = aioredis.BlockingConnectionPool.from_url(
+            settings.REDIS_URL,
+            max_connections=REDIS_CONNECTIONS,
+            timeout=REDIS_TIMEOUT_S,
+            socket_timeout=REDIS_TIMEOUT_S,
+            socket_connect_timeout=REDIS_TIMEOUT_S,
         )
+        client = aioredis.Redis(connection_pool=pool)
         _clients[loop] = client
     return client
 

@@ -221,3 +221,13 @@ async def test_when_redis_cannot_count_connections_the_stream_closes_with_4503(a
     settings.REDIS_URL = f"redis://127.0.0.1:{free_port()}/0"
     evaluation = await running(alice)
     assert await refused_with(alice, evaluation) == 4503
+
+
+async def test_a_storm_of_a_thousand_connections_is_counted_without_refusing_any(settings):
+    """A thousand viewers opening at once: every slot is counted, none fails for want of a Redis
+    connection (redis-py's plain pool raised "Too many connections" past 100 at once)."""
+    settings.WEBSOCKET_MAX_PER_USER = 1000
+    results = await asyncio.gather(*(ws_limits.acquire(424242, f"storm!{n}") for n in range(1000)))
+    assert all(results)
+    assert await ws_limits.held(424242) == 1000
+    await asyncio.gather(*(ws_limits.release(424242, f"storm!{n}") for n in range(1000)))
