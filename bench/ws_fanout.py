@@ -1,7 +1,8 @@
 """Many viewers: 1 000 WebSocket connections at once, push latency and the health endpoint meanwhile.
 
 ``--runs`` programs (default 10, one per user) each print ``T <i> <time.time()>`` every
-``--interval`` seconds; ``--viewers`` connections (default 1 000) watch them: ``--hot`` of them
+``--interval`` seconds once every viewer is connected; ``--viewers`` connections (default 1 000,
+arriving at ``--ramp`` a second) watch them: ``--hot`` of them
 (default 100) on the first run, the rest spread evenly over all runs, each connection made by the
 run's owner (viewers of a run are its owner and operators). Every line's delay from ``print`` in
 the sandbox to its arrival at each connection is recorded (same host, same clock), and the
@@ -79,7 +80,7 @@ async def health_prober(url: str, stop: asyncio.Event, timings: list[float]) -> 
         await asyncio.sleep(0.5)
 
 
-async def watch(url: str, runs: list[tuple[str, str]], viewers: int, hot: int) -> tuple[list, list, list]:
+async def watch(url: str, runs: list[tuple[str, str]], viewers: int, hot: int, ramp: float) -> tuple[list, list, list]:
     latencies: list[float] = []
     closed: list[str] = []
     health: list[float] = []
@@ -89,7 +90,7 @@ async def watch(url: str, runs: list[tuple[str, str]], viewers: int, hot: int) -
     tasks = []
     for token, evaluation_id in plan:
         tasks.append(asyncio.create_task(viewer(url, token, evaluation_id, latencies, closed)))
-        await asyncio.sleep(0.002)  # a connection storm, not a single instant
+        await asyncio.sleep(1 / ramp)  # viewers arrive at ``ramp`` a second
     await asyncio.gather(*tasks)
     stop.set()
     await prober
@@ -104,6 +105,7 @@ def main() -> None:
     parser.add_argument("--lines", type=int, default=40)
     parser.add_argument("--interval", type=float, default=0.5)
     parser.add_argument("--runtime", default="runsc")
+    parser.add_argument("--ramp", type=float, default=100, help="viewers connecting per second")
     args = parser.parse_args()
 
     django_setup()
@@ -115,17 +117,18 @@ def main() -> None:
         SANDBOX_POOL_SIZE="1",
     ) as stack:
         runs = []
+        delay = args.viewers / args.ramp + 8  # every viewer is connected before the first line
         for token in tokens:
             body = {
-                "code": PROGRAM.format(delay=8, lines=args.lines, interval=args.interval),
-                "timeout_s": 8 + args.lines * args.interval + 30,
+                "code": PROGRAM.format(delay=delay, lines=args.lines, interval=args.interval),
+                "timeout_s": delay + args.lines * args.interval + 30,
             }
             response = requests.post(
                 f"{stack.url}/api/v1/evaluations/", json=body, headers={"Authorization": f"Token {token}"}, timeout=30
             )
             response.raise_for_status()
             runs.append((token, response.json()["id"]))
-        latencies, closed, health = asyncio.run(watch(stack.url, runs, args.viewers, args.hot))
+        latencies, closed, health = asyncio.run(watch(stack.url, runs, args.viewers, args.hot, args.ramp))
     if not latencies:
         sys.exit(f"no line arrived; closed: {closed[:5]}")
     print(
