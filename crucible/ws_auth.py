@@ -25,7 +25,6 @@ import time
 from enum import IntEnum
 
 from channels.auth import AuthMiddlewareStack
-from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer, AsyncWebsocketConsumer
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -35,6 +34,7 @@ from redis.exceptions import RedisError
 from apps.accounts.authentication import blocked_address, count_failed_token, parse_authorization
 from apps.accounts.models import ApiToken, TokenRefusal
 from crucible import ws_limits
+from crucible.ws_db import pooled_db
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ def handshake_header(scope, name: bytes) -> bytes | None:
     return None
 
 
-@database_sync_to_async
+@pooled_db
 def _token_user(key: str, address: str | None):
     """The token's user, or anonymous; an unknown key counts as a failed sign-in of ``address``, and an
     address over its limit is not signed in at all (the API throttles the same guesser: 429)."""
@@ -291,7 +291,7 @@ class GuardedConsumer(AsyncJsonWebsocketConsumer):
             except (RedisError, TimeoutError):
                 log.warning("could not give a WebSocket slot back; its lease will run out", exc_info=True)
 
-    @database_sync_to_async
+    @pooled_db
     def _access_denied(self) -> int:
         """0 while the connection may go on, else the close code."""
         user = still_signed_in(self.scope)

@@ -13,12 +13,11 @@ with 4403, one whose session or token is gone with 4401 (as the evaluation strea
 
 from __future__ import annotations
 
-from channels.db import database_sync_to_async
-
 from apps.accounts.permissions import is_operator
 from apps.evaluations import publisher
 from apps.monitoring.models import Alert
 from crucible.ws_auth import CloseCode, GuardedConsumer
+from crucible.ws_db import pooled_db
 
 
 class OperatorAlertsConsumer(GuardedConsumer):
@@ -39,6 +38,6 @@ class OperatorAlertsConsumer(GuardedConsumer):
             return
         await self.send_json(publisher.operator_alert_message(message["alert"], await self._unacknowledged()))
 
-    @database_sync_to_async
+    @pooled_db
     def _unacknowledged(self) -> int:
         return Alert.objects.unacknowledged().count()

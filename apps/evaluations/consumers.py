@@ -37,11 +37,10 @@ from __future__ import annotations
 import uuid
 from urllib.parse import parse_qs
 
-from channels.db import database_sync_to_async
-
 from apps.evaluations import publisher
 from apps.evaluations.models import Evaluation, OutputChunk
 from crucible.ws_auth import CloseCode, GuardedConsumer
+from crucible.ws_db import pooled_db
 
 REPLAY_BATCH = 500
 HOLD_MAX = 1000
@@ -188,7 +187,7 @@ class EvaluationConsumer(GuardedConsumer):
             if len(batch) < REPLAY_BATCH:
                 return
 
-    @database_sync_to_async
+    @pooled_db
     def _chunks(self, after: int, before: int | None) -> list[tuple[int, str, str]]:
         chunks = OutputChunk.objects.filter(evaluation_id=self.evaluation_id, seq__gt=after)
         if before is not None:
@@ -196,6 +195,6 @@ class EvaluationConsumer(GuardedConsumer):
         chunks = chunks.order_by("seq").only("seq", "stream", "data")[:REPLAY_BATCH]
         return [(c.seq, c.stream, c.text) for c in chunks]
 
-    @database_sync_to_async
+    @pooled_db
     def _load(self) -> Evaluation | None:
         return Evaluation.objects.only("id", "status", "exit_code", "reason").filter(pk=self.evaluation_id).first()

@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import uuid
 
-from channels.db import database_sync_to_async
-
 from apps.tasks import progress
 from apps.tasks.models import Batch
 from crucible.ws_auth import CloseCode, GuardedConsumer
+from crucible.ws_db import pooled_db
 
 
 class BatchConsumer(GuardedConsumer):
@@ -57,7 +56,7 @@ class BatchConsumer(GuardedConsumer):
         if message["type"] == "end":
             await self.finish(CloseCode.NORMAL)
 
-    @database_sync_to_async
+    @pooled_db
     def _message(self) -> dict | None:
         batch = Batch.objects.filter(pk=self.batch_id).first()
         return None if batch is None else progress.progress_message(batch)
