@@ -2,6 +2,7 @@
 
 import django_rq
 import pytest
+from channels.layers import channel_layers
 from django.conf import settings
 from rest_framework.test import APIClient
 from rq.suspension import resume
@@ -87,3 +88,12 @@ def sign_in_throttle_forgotten():
     from apps.accounts import throttle
 
     throttle.forget_everything()
+
+
+@pytest.fixture(autouse=True)
+def fresh_channel_layer():
+    """Every test starts with a new channel layer. The process's layer is made once and kept, but each
+    async test runs on its own event loop, and channels_redis binds its receive locks to the loop that
+    first waited on them: a receive one test left cancelled would make another test's receive fail."""
+    yield
+    channel_layers.backends.clear()

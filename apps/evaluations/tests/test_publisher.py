@@ -7,9 +7,18 @@ import os
 import uuid
 
 from asgiref.sync import sync_to_async
-from channels.layers import get_channel_layer
+from channels.layers import DEFAULT_CHANNEL_LAYER, channel_layers
 
 from apps.evaluations import publisher
+
+
+def get_channel_layer():
+    """A layer of this test's own to receive on (the publisher sends through the process's layer).
+
+    The process's layer is shared by every test an xdist worker runs, each on its own event loop;
+    a receive another test left cancelled can leave its per-process receive lock bound to that
+    test's loop. A viewer in another process has its own layer, which is what this is."""
+    return channel_layers.make_backend(DEFAULT_CHANNEL_LAYER)
 
 
 async def test_chunks_published_one_after_another_reach_the_group_in_order():
