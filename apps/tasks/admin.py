@@ -14,20 +14,7 @@ from django.contrib import admin, messages
 
 from apps.tasks import services
 from apps.tasks.models import Batch, Task
-from apps.tasks.validation import TaskInvalid, parse_task
-
-TASK_FIELDS = [
-    "slug",
-    "title",
-    "prompt",
-    "language",
-    "entry_point",
-    "timeout_s",
-    "memory_mb",
-    "tests",
-    "public",
-    "source",
-]
+from apps.tasks.validation import TASK_FIELDS, TaskInvalid, parse_task
 
 
 class TaskAdminForm(forms.ModelForm):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 from django.conf import settings
 
@@ -128,23 +128,16 @@ class TaskBody:
     source: str = ""
 
 
+# The fields of a task body, in order: what the API accepts and the admin's form shows.
+TASK_FIELDS = [f.name for f in fields(TaskBody)]
+
+
 def parse_task(body, languages: set[str], *, may_publish: bool, partial_of: TaskBody | None = None) -> TaskBody:
     """A task body (POST) or the changes to one (PATCH, ``partial_of`` the current values)."""
     if not isinstance(body, dict):
         raise TaskInvalid({"non_field_errors": ["Expected a JSON object."]})
     base = partial_of
-    unknown = set(body) - {
-        "slug",
-        "title",
-        "prompt",
-        "language",
-        "entry_point",
-        "timeout_s",
-        "memory_mb",
-        "tests",
-        "public",
-        "source",
-    }
+    unknown = set(body) - set(TASK_FIELDS)
     if unknown:
         raise TaskInvalid({sorted(unknown)[0]: ["Unknown field."]})
     if base is not None and "slug" in body and body["slug"] != base.slug:
