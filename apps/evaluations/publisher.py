@@ -23,12 +23,13 @@ from django.db import transaction
 
 from apps.evaluations import signals
 from apps.evaluations.callbacks import events
+from apps.monitoring.alerts import OPERATORS_ALERTS_GROUP
 from apps.monitoring.models import AlertPayload, SamplePayload
 from crucible.publishing import publishing
 
 log = logging.getLogger(__name__)
 
-OPERATORS_GROUP = "operators.alerts"
+OPERATORS_GROUP = OPERATORS_ALERTS_GROUP
 
 
 # --- What clients receive --------------------------------------------------------------------

@@ -25,6 +25,10 @@ from apps.monitoring.models import Alert, RuleAction, Severity
 
 log = logging.getLogger(__name__)
 
+# The channel-layer group every operator's alert feed (``WS /ws/alerts/``) listens on; the
+# publishers of evaluations and sessions send each alert there.
+OPERATORS_ALERTS_GROUP = "operators.alerts"
+
 
 def notify_queue() -> str:
     """Alerts are delivered from the most urgent queue (``RQ_QUEUES`` lists them by priority)."""

@@ -28,6 +28,7 @@ from apps.sandboxing.sandbox import Sandbox, SandboxSetupError
 from apps.sessions import operations, publisher, rpc
 from apps.sessions.limits import session_profile
 from apps.sessions.models import EndReason, Session, Status
+from apps.sessions.safety import SessionSafety
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,7 @@ REQUEST_THREADS = 256
 DB_THREADS = 4
 RECEIVE_WAIT_S = 1.0
 SLOW_CHECK_EVERY_S = 3.0
+SAMPLE_EVERY_S = 1.0
 AGENT_START_TIMEOUT_S = 30.0
 
 
@@ -48,6 +50,7 @@ class Live:
     last_activity: float = field(default_factory=time.monotonic)
     active: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
+    safety: SessionSafety | None = None
 
     def busy(self) -> None:
         with self.lock:
@@ -180,6 +183,7 @@ class SessionHost:
             sandbox.remove()
             return self._fail(session, f"the session's agent did not start: {exc}")
         live = Live(session=session, sandbox=sandbox, link=link)
+        live.safety = self.db(SessionSafety.start, session, sandbox.limits)
         with self.lock:
             self.live[str(session.pk)] = live
         ready = self.db(
@@ -217,15 +221,39 @@ class SessionHost:
         live.sandbox.kill()
         live.sandbox.remove()
 
+    # --- safety rules --------------------------------------------------------------------------
+    def check_output(self, live: Live, stdout: bytes, stderr: bytes) -> None:
+        """Scan an exec's output with the rules; a stop rule ends the session once the exec is answered."""
+        if live.safety is None:
+            return
+        self.db(live.safety.output, stdout, stderr)
+        if live.safety.stop_requested:
+            self.requests.submit(self.end, live, EndReason.SAFETY_STOPPED, live.safety.why())
+
+    def sample_all(self) -> None:
+        for live in list(self.live.values()):
+            if live.safety is None:
+                continue
+            try:
+                self.db(live.safety.sample, live.sandbox)
+            except Exception:
+                log.warning("session %s: sample failed", live.session.pk, exc_info=True)
+                continue
+            if live.safety.stop_requested:
+                self.end(live, EndReason.SAFETY_STOPPED, live.safety.why())
+
     # --- the watch: heartbeat, idle and lifetime, containers that stopped ---------------------------
     def watch(self) -> None:
-        last_slow = 0.0
+        last_slow = last_sample = 0.0
         while not self.stopping.wait(settings.SESSION_HOST_HEARTBEAT_S):
             try:
                 rpc.beat(self.name)
             except Exception:
                 log.warning("session host %s: heartbeat not written", self.name, exc_info=True)
             self.end_due()
+            if time.monotonic() - last_sample >= SAMPLE_EVERY_S:
+                last_sample = time.monotonic()
+                self.sample_all()
             if time.monotonic() - last_slow >= SLOW_CHECK_EVERY_S:
                 last_slow = time.monotonic()
                 try:

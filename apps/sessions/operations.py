@@ -103,6 +103,7 @@ def execute(host, live, message: dict, stdin: bytes | None) -> tuple[dict, bytes
         "duration_ms": _count(header.get("duration_ms"), 0),
     }
     _finish(host, step, stdout=stdout, stderr=stderr, **_step_fields(result))
+    host.check_output(live, stdout, stderr)
     return {"status": 200, "seq": step.seq, **result, "stdout_len": len(stdout)}, stdout + stderr
 
 

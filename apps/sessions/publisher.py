@@ -13,6 +13,8 @@ from typing import Literal, TypedDict
 
 from channels.layers import get_channel_layer
 
+from apps.monitoring.alerts import OPERATORS_ALERTS_GROUP
+from apps.monitoring.models import AlertPayload
 from apps.sessions.transcript import step_json
 from crucible.publishing import publishing
 
@@ -36,7 +38,11 @@ class EndMessage(TypedDict):
     error: str
 
 
-SessionMessage = StepMessage | StatusMessage | EndMessage
+class AlertMessage(AlertPayload):
+    type: Literal["alert"]
+
+
+SessionMessage = StepMessage | StatusMessage | EndMessage | AlertMessage
 
 
 def group_name(session_id) -> str:
@@ -55,14 +61,24 @@ def end_message(session) -> EndMessage:
     return {"type": "end", "status": session.status, "end_reason": session.end_reason or None, "error": session.error}
 
 
-def _send(session_id, event: SessionMessage) -> None:
+def _group_send(group: str, message: dict, what: str) -> None:
     layer = get_channel_layer()
     if layer is None:
         return
     try:
-        publishing.run(layer.group_send(group_name(session_id), {"type": "session.event", "event": event}))
+        publishing.run(layer.group_send(group, message))
     except Exception:
-        log.warning("could not publish %s of session %s", event["type"], session_id, exc_info=True)
+        log.warning("could not publish %s to %s", what, group, exc_info=True)
+
+
+def _send(session_id, event: SessionMessage) -> None:
+    _group_send(group_name(session_id), {"type": "session.event", "event": event}, event["type"])
+
+
+def publish_alert(session_id, alert: AlertPayload) -> None:
+    """To the session's viewers and to every operator's alert feed (the alert row is committed)."""
+    _send(session_id, {"type": "alert", **alert})
+    _group_send(OPERATORS_ALERTS_GROUP, {"type": "operator.alert", "alert": alert}, "an alert")
 
 
 def publish_step(step) -> None:

@@ -150,7 +150,9 @@ def stop(session: Session, *, actor=None, request=None) -> bool:
     if not end(session, EndReason.STOPPED, actor=actor, request=request, error="emergency stop"):
         return False
     audit.record("session.stop", actor=actor, target=session.pk, request=request)
-    alerts.raise_emergency_stop_alert(session_id=session.pk, actor=actor)
+    alert = alerts.raise_emergency_stop_alert(session_id=session.pk, actor=actor)
+    if alert is not None:
+        publisher.publish_alert(session.pk, alert.as_message())
     return True
 
 
