@@ -387,7 +387,9 @@ def live_stack(django_db_setup, django_db_blocker, tmp_path_factory) -> Iterator
 
 
 @contextlib.contextmanager
-def development_stack(port: int | None = None, workers: int = 2, cron: bool = False, **settings: str):
+def development_stack(
+    port: int | None = None, workers: int = 2, cron: bool = False, sessions: int = 0, **settings: str
+):
     """Daphne + workers (+ reconciler) on the development database and Redis; yields the stack.
 
     ``settings`` are extra environment variables (e.g. ``QUEUE_CAPACITY="25"``). Logs go to data/logs/.
@@ -400,6 +402,7 @@ def development_stack(port: int | None = None, workers: int = 2, cron: bool = Fa
         ROOT / "data" / "logs" / "bench",
         workers=workers,
         cron=cron,
+        sessions=sessions,
         port=port,
         name=f"bench-{os.getpid()}",
         rq_connection=lambda: django_rq.get_connection("default"),

@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from django.conf import settings
-from django.db import close_old_connections, connections
+from django.db import InterfaceError, OperationalError, connection, connections
 
 from apps.sandboxing import selfcheck
 from apps.sandboxing.agent_link import AgentLink, AgentLost
@@ -97,11 +97,16 @@ class SessionHost:
         log.info("session host %s: stopped", self.name)
 
     def db(self, function, *args, **kwargs):
-        """Run ``function`` on one of the few threads that hold a database connection."""
+        """Run ``function`` on one of the few threads that hold a database connection (kept open from
+        call to call, whatever ``CONN_MAX_AGE`` says: a reconnect costs more than most requests)."""
 
         def call():
-            close_old_connections()
-            return function(*args, **kwargs)
+            try:
+                return function(*args, **kwargs)
+            except (OperationalError, InterfaceError):
+                # A restarted PostgreSQL: drop the dead connection and try once more on a new one.
+                connection.close()
+                return function(*args, **kwargs)
 
         return self.database.submit(call).result()
 
