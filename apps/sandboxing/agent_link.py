@@ -18,6 +18,8 @@ import struct
 import threading
 from dataclasses import dataclass, field
 
+from apps.sandboxing import seccomp_bpf
+from apps.sandboxing.engine_runtime import is_gvisor
 from apps.sandboxing.incontainer import python_argv
 from apps.sandboxing.incontainer.agent import encode_frame
 from apps.sandboxing.policy import ENVIRONMENT, SANDBOX_USER
@@ -98,6 +100,9 @@ class AgentLink:
 
     def __init__(self, sandbox) -> None:
         self.sandbox = sandbox
+        # Under gVisor the engine does not put exec'd processes under the seccomp profile: the agent
+        # installs it on itself first (``confine``), and every command inherits it.
+        self.seccomp_filter = seccomp_bpf.program() if is_gvisor(sandbox.profile.engine_runtime) else b""
         self.lock = threading.Lock()  # guards the connection, ids and the pending table (held briefly)
         self.connect_lock = threading.Lock()  # one agent started at a time
         self.write_lock = threading.Lock()
@@ -138,6 +143,12 @@ class AgentLink:
             with self.lock:
                 self._close_locked()
             raise AgentLost(f"the session agent did not start: {why}")
+        if self.seccomp_filter:
+            reply, _ = self._send_and_wait({"op": "confine"}, [self.seccomp_filter], READY_TIMEOUT_S, 0)
+            if reply.get("error"):
+                with self.lock:
+                    self._close_locked()
+                raise AgentLost(f"the session agent could not install the seccomp profile: {reply.get('message')}")
 
     def _close_locked(self) -> None:
         if self.raw is not None:
@@ -204,6 +215,9 @@ class AgentLink:
         with self.connect_lock:
             if self.raw is None:
                 self._connect()
+        return self._send_and_wait(header, blobs, timeout_s, blob_limit)
+
+    def _send_and_wait(self, header: dict, blobs: list[bytes], timeout_s: float, blob_limit: int):
         with self.lock:
             if self.raw is None:
                 raise AgentLost("the session agent went away")
