@@ -45,6 +45,7 @@ class Pending:
     header: dict | None = None
     blobs: list[bytes] = field(default_factory=list)
     lost: str = ""
+    abandoned: bool = False
 
 
 class ReplyParser:
@@ -69,7 +70,7 @@ class ReplyParser:
                     break
                 try:
                     header = json.loads(bytes(self.buffer[HEADER.size : HEADER.size + size]))
-                except ValueError:
+                except (ValueError, RecursionError):  # RecursionError: JSON nested too deep
                     raise ProtocolError("agent reply header is not JSON")
                 lengths = header.get("blobs", []) if isinstance(header, dict) else None
                 if (
@@ -100,9 +101,6 @@ class AgentLink:
 
     def __init__(self, sandbox) -> None:
         self.sandbox = sandbox
-        # Under gVisor the engine does not put exec'd processes under the seccomp profile: the agent
-        # installs it on itself first (``confine``), and every command inherits it.
-        self.seccomp_filter = seccomp_bpf.program() if is_gvisor(sandbox.profile.engine_runtime) else b""
         self.lock = threading.Lock()  # guards the connection, ids and the pending table (held briefly)
         self.connect_lock = threading.Lock()  # one agent started at a time
         self.write_lock = threading.Lock()
@@ -143,8 +141,10 @@ class AgentLink:
             with self.lock:
                 self._close_locked()
             raise AgentLost(f"the session agent did not start: {why}")
-        if self.seccomp_filter:
-            reply, _ = self._send_and_wait({"op": "confine"}, [self.seccomp_filter], READY_TIMEOUT_S, 0)
+        # Under gVisor the engine does not put exec'd processes under the seccomp profile: the agent
+        # installs it on itself first (``confine``), and every command inherits it.
+        if is_gvisor(self.sandbox.profile.engine_runtime):
+            reply, _ = self._send_and_wait({"op": "confine"}, [seccomp_bpf.program()], READY_TIMEOUT_S, 0)
             if reply.get("error"):
                 with self.lock:
                     self._close_locked()
@@ -189,6 +189,9 @@ class AgentLink:
             why = f"the session agent broke the protocol: {exc}"
         except OSError:
             pass
+        except Exception as exc:  # whatever it was, the link is not to be trusted any more
+            log.warning("session agent reader failed", exc_info=True)
+            why = f"the session agent's reply could not be read: {type(exc).__name__}"
         with self.lock:
             if self.generation == generation:
                 if self.stderr_tail:
@@ -206,6 +209,8 @@ class AgentLink:
         pending = self.pending.pop(header["id"], None)  # atomic; the waiter holds no lock
         if pending is None:
             raise ProtocolError("a second reply to one request")
+        if pending.abandoned:
+            return  # its requester gave up waiting; the agent answered late, which is no fault
         pending.header, pending.blobs = header, blobs
         pending.done.set()
 
@@ -234,8 +239,8 @@ class AgentLink:
                 self.pending.pop(request_id, None)
             raise AgentLost(f"cannot reach the session agent: {exc}")
         if not pending.done.wait(timeout_s):
-            with self.lock:
-                self.pending.pop(request_id, None)
+            # Left in the table, marked: a late reply is then dropped, not taken for a forged one.
+            pending.abandoned = True
             raise AgentLost("the session agent did not answer in time")
         if pending.lost:
             raise AgentLost(pending.lost)
