@@ -29,9 +29,14 @@ class HostUnavailable(Exception):
     """No host answered within the time given."""
 
 
+# A blocking wait on a reply lasts as long as the command it waits for: no socket timeout (redis-py
+# 8 defaults to 5 s, which would fail every request slower than that); connecting is bounded.
+CONNECT_TIMEOUT_S = 5
+
+
 @lru_cache(maxsize=4)
 def _client(url: str) -> redis.Redis:
-    return redis.Redis.from_url(url)
+    return redis.Redis.from_url(url, socket_timeout=None, socket_connect_timeout=CONNECT_TIMEOUT_S)
 
 
 def connection() -> redis.Redis:

@@ -187,3 +187,10 @@ def test_every_step_is_in_the_transcript_and_an_ended_session_refuses_execs(alic
     ended = alice_sessions.exec(sid, ["echo", "late"])
     assert ended.status_code == 409 and ended.json()["end_reason"] == "deleted"
     assert Step.objects.filter(session_id=sid).count() == 2
+
+
+@live
+def test_a_command_may_take_longer_than_the_redis_clients_default_timeout(alice_sessions, alices_session):
+    result = alice_sessions.exec(alices_session["id"], ["sleep", "7"], timeout_s=30)
+    assert result.status_code == 200, result.text
+    assert result.json()["returncode"] == 0
