@@ -31,7 +31,7 @@ pytest:
 	$(MAKE) faults
 
 sandbox-runc:
-	CRUCIBLE_ENV=test SANDBOX_RUNTIME=runc .venv/bin/pytest -n $(PYTEST_WORKERS) --dist loadfile -m "not faults" -q apps/sandboxing
+	CRUCIBLE_ENV=test SANDBOX_RUNTIME=runc .venv/bin/pytest -n $(PYTEST_WORKERS) --dist loadfile -m "not faults" -q apps/sandboxing apps/sessions
 
 # The adversarial tests once more, every run taking its sandbox from a warm pool.
 sandbox-pool:

@@ -1,4 +1,4 @@
-"""Recurring maintenance: the reconciler (apps/evaluations/reconciler.py).
+"""Recurring maintenance: the reconcilers (apps/evaluations/reconciler.py, apps/sessions/reconciler.py).
 
 ``python -m crucible.cron`` (the Procfile's ``cron``) reconciles once at start-up and then every
 ``RECONCILE_INTERVAL_S``, in this process. It does not go through Redis, so it keeps repairing while
@@ -25,6 +25,7 @@ def main() -> None:
     from django.db import close_old_connections, connections
 
     from apps.evaluations import reconciler
+    from apps.sessions import reconciler as session_reconciler
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -36,6 +37,7 @@ def main() -> None:
         close_old_connections()
         try:
             reconciler.reconcile()
+            session_reconciler.reconcile()
         except Exception:
             log.exception("reconciler pass failed; retrying in %s s", settings.RECONCILE_INTERVAL_S)
             connections.close_all()

@@ -143,6 +143,7 @@ INSTALLED_APPS = [
     "apps.accounts",
     "apps.monitoring",
     "apps.evaluations",
+    "apps.sessions",
     "apps.tasks",
     "apps.console",
 ]
@@ -377,6 +378,38 @@ EVALUATION_MAX_ATTEMPTS = envint("EVALUATION_MAX_ATTEMPTS", 2, minimum=1, maximu
 WORKER_FORK = envbool("WORKER_FORK", False)
 # How long a worker keeps a run going (and retries its writes) while PostgreSQL is unreachable.
 WORKER_DB_RETRY_S = envfloat("WORKER_DB_RETRY_S", 60.0, minimum=0.0)
+
+# --- Sessions: long-lived agent sandboxes (apps/sessions) -------------------------------
+# Limits of a session's sandbox: a caller may ask for less memory/CPU (up to SANDBOX_MAX_*) and
+# for shorter or longer idle and lifetime limits up to the maxima. The workspace (/sandbox, also
+# /tmp and /output) is memory-backed and counts against the session's memory.
+SESSION_DEFAULT_MEMORY_MB = envint("SESSION_DEFAULT_MEMORY_MB", 1024, minimum=64)
+SESSION_DEFAULT_CPUS = envfloat("SESSION_DEFAULT_CPUS", 1.0, minimum=0.1)
+SESSION_WORKSPACE_MB = envint("SESSION_WORKSPACE_MB", 512, minimum=16)
+SESSION_PIDS_LIMIT = envint("SESSION_PIDS_LIMIT", 256, minimum=16)
+SESSION_NOFILE = envint("SESSION_NOFILE", 1024, minimum=64)
+SESSION_IDLE_TIMEOUT_S = envint("SESSION_IDLE_TIMEOUT_S", 600, minimum=1)
+SESSION_MAX_IDLE_TIMEOUT_S = envint("SESSION_MAX_IDLE_TIMEOUT_S", 3600, minimum=1)
+SESSION_MAX_LIFETIME_S = envint("SESSION_MAX_LIFETIME_S", 3600, minimum=1)
+SESSION_MAX_MAX_LIFETIME_S = envint("SESSION_MAX_MAX_LIFETIME_S", 24 * 3600, minimum=1)
+# One exec: its timeout when none is given and the most it may ask for; the output it returns
+# (both streams together; beyond it is dropped and ``truncated`` set) and what the transcript keeps.
+SESSION_EXEC_TIMEOUT_S = envfloat("SESSION_EXEC_TIMEOUT_S", 600.0, minimum=1.0)
+SESSION_EXEC_MAX_TIMEOUT_S = envfloat("SESSION_EXEC_MAX_TIMEOUT_S", 3600.0, minimum=1.0)
+SESSION_OUTPUT_CAP_BYTES = envint("SESSION_OUTPUT_CAP_BYTES", 10 * 1024 * 1024, minimum=1024)
+SESSION_TRANSCRIPT_OUTPUT_BYTES = envint("SESSION_TRANSCRIPT_OUTPUT_BYTES", 64 * 1024, minimum=0)
+# The largest file written or read, and the largest exec input.
+SESSION_FILE_MAX_BYTES = envint("SESSION_FILE_MAX_BYTES", 100 * 1024 * 1024, minimum=1024)
+SESSION_MAX_ACTIVE_PER_USER = envint("SESSION_MAX_ACTIVE_PER_USER", 8, minimum=1)
+# A session host (manage.py crucible_sessions) serves at most this many sessions; it writes its
+# heartbeat every SESSION_HOST_HEARTBEAT_S and counts as gone after SESSION_HOST_LOST_AFTER_S.
+SESSION_HOST_CAPACITY = envint("SESSION_HOST_CAPACITY", 32, minimum=1)
+SESSION_HOST_HEARTBEAT_S = envfloat("SESSION_HOST_HEARTBEAT_S", 1.0, minimum=0.1)
+SESSION_HOST_LOST_AFTER_S = envfloat("SESSION_HOST_LOST_AFTER_S", 10.0, minimum=1.0)
+# How long POST /api/v1/sandboxes/ waits for the sandbox to be ready before answering "starting";
+# a session no host has started after SESSION_START_TIMEOUT_S ends as error.
+SESSION_START_WAIT_S = envfloat("SESSION_START_WAIT_S", 30.0, minimum=0.0)
+SESSION_START_TIMEOUT_S = envfloat("SESSION_START_TIMEOUT_S", 120.0, minimum=1.0)
 
 # --- Completion callbacks (apps/evaluations/callbacks) -----------------------------------
 # A callback URL whose host resolves to a loopback, private, link-local or otherwise non-public

@@ -24,6 +24,7 @@ urlpatterns = [
     path("api/v1/", include("apps.console.api.urls")),
     path("api/v1/", include("apps.evaluations.api.urls")),
     path("api/v1/", include("apps.tasks.api.urls")),
+    path("api/v1/", include("apps.sessions.api.urls")),
     path("api/v1/", include("apps.accounts.api.urls")),
     # The token pages, named apart from allauth's /accounts/; their old home redirects here for good.
     path("api-tokens/", include("apps.accounts.urls")),

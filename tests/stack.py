@@ -120,6 +120,7 @@ class Stack:
         *,
         workers: int = 1,
         cron: bool = False,
+        sessions: int = 0,
         port: int | None = None,
         name: str = "stack",
         rq_connection: Callable[[], object] | None = None,
@@ -129,6 +130,8 @@ class Stack:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.n_workers = workers
         self.cron = cron
+        self.n_sessions = sessions
+        self.session_host_names: dict[str, str] = {}
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.ws_url = f"ws://127.0.0.1:{self.port}"
@@ -163,6 +166,11 @@ class Stack:
     def start_cron(self) -> None:
         self._spawn("cron", [PYTHON, "-m", "crucible.cron"])
 
+    def start_session_host(self, n: int) -> None:
+        host_name = f"{self.name}-s{n}-{uuid.uuid4().hex[:4]}"
+        self.session_host_names[f"sessions{n}"] = host_name
+        self._spawn(f"sessions{n}", [PYTHON, "manage.py", "crucible_sessions", "--name", host_name])
+
     def start(self, supervise: bool = False) -> Stack:
         """Start every process and wait until the web answers and the workers are registered."""
         self.start_web()
@@ -170,6 +178,8 @@ class Stack:
             self.start_worker(n)
         if self.cron:
             self.start_cron()
+        for n in range(self.n_sessions):
+            self.start_session_host(n)
         try:
             wait_until(self._ready, READY_TIMEOUT_S, interval=0.2, what="the stack to come up")
         except TimeoutError as exc:
@@ -192,6 +202,11 @@ class Stack:
         self.check_alive()
         if not self.web_up():
             return False
+        if self.session_host_names:
+            from apps.sessions import rpc
+
+            if not set(self.session_host_names.values()) <= rpc.live_hosts():
+                return False
         if self.rq_connection is None:
             return True
         from rq import Worker
@@ -310,7 +325,7 @@ class TestDatabaseStack(Stack):
 
     __test__ = False  # a helper, not a test class
 
-    def __init__(self, database_name: str, log_dir: Path, workers: int = 1):
+    def __init__(self, database_name: str, log_dir: Path, workers: int = 1, sessions: int = 0):
         import django_rq
         from django.conf import settings
 
@@ -325,7 +340,12 @@ class TestDatabaseStack(Stack):
             }
         )
         super().__init__(
-            env, log_dir, workers=workers, name="live-stack", rq_connection=lambda: django_rq.get_connection("default")
+            env,
+            log_dir,
+            workers=workers,
+            sessions=sessions,
+            name="live-stack",
+            rq_connection=lambda: django_rq.get_connection("default"),
         )
         self.database_name = database_name
 
@@ -337,7 +357,11 @@ class TestDatabaseStack(Stack):
     def instances(self) -> list[str]:
         base = self.env.get("CRUCIBLE_INSTANCE", "crucible")
         xdist = self.env.get("PYTEST_XDIST_WORKER", "main")
-        return [f"{base}-test-{xdist}-{process.pid}" for name, process in self.processes.items() if "worker" in name]
+        return [
+            f"{base}-test-{xdist}-{process.pid}"
+            for name, process in self.processes.items()
+            if "worker" in name or name.startswith("sessions")
+        ]
 
     def stop(self) -> None:
         super().stop()
@@ -363,7 +387,9 @@ def live_stack(django_db_setup, django_db_blocker, tmp_path_factory) -> Iterator
 
 
 @contextlib.contextmanager
-def development_stack(port: int | None = None, workers: int = 2, cron: bool = False, **settings: str):
+def development_stack(
+    port: int | None = None, workers: int = 2, cron: bool = False, sessions: int = 0, **settings: str
+):
     """Daphne + workers (+ reconciler) on the development database and Redis; yields the stack.
 
     ``settings`` are extra environment variables (e.g. ``QUEUE_CAPACITY="25"``). Logs go to data/logs/.
@@ -376,6 +402,7 @@ def development_stack(port: int | None = None, workers: int = 2, cron: bool = Fa
         ROOT / "data" / "logs" / "bench",
         workers=workers,
         cron=cron,
+        sessions=sessions,
         port=port,
         name=f"bench-{os.getpid()}",
         rq_connection=lambda: django_rq.get_connection("default"),
@@ -706,3 +733,18 @@ class PrivateStack(Stack):
 
     def remove_containers(self, docker_host: str | None = None) -> None:
         super().remove_containers(docker_host or self.docker_host)
+
+
+@pytest.fixture(scope="module")
+def live_sessions_stack(django_db_setup, django_db_blocker, tmp_path_factory) -> Iterator[TestDatabaseStack]:
+    """Daphne + one session host (``manage.py crucible_sessions``), no worker, on the test database."""
+    from django.db import connection
+
+    stack = TestDatabaseStack(
+        connection.settings_dict["NAME"], tmp_path_factory.mktemp("live-sessions"), workers=0, sessions=1
+    )
+    stack.start()
+    try:
+        yield stack
+    finally:
+        stack.stop()

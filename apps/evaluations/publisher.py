@@ -15,11 +15,7 @@ to one group for all operators (``OPERATORS_GROUP``, ``WS /ws/alerts/``), as
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import logging
-import os
-import threading
 from typing import Literal, TypedDict
 
 from channels.layers import get_channel_layer
@@ -27,12 +23,13 @@ from django.db import transaction
 
 from apps.evaluations import signals
 from apps.evaluations.callbacks import events
+from apps.monitoring.alerts import OPERATORS_ALERTS_GROUP
 from apps.monitoring.models import AlertPayload, SamplePayload
+from crucible.publishing import publishing
 
 log = logging.getLogger(__name__)
 
-OPERATORS_GROUP = "operators.alerts"
-PUBLISH_TIMEOUT_S = 5.0
+OPERATORS_GROUP = OPERATORS_ALERTS_GROUP
 
 
 # --- What clients receive --------------------------------------------------------------------
@@ -144,52 +141,12 @@ def group_name(evaluation_id) -> str:
     return f"evaluation.{evaluation_id}"
 
 
-class _PublishingLoop:
-    """One event loop per process, in a daemon thread, that every publish from sync code runs on.
-
-    ``async_to_sync`` makes a new event loop for each call, and the Redis channel layer new
-    connections for each loop: about 3 ms a message, paid by the worker for every chunk of output.
-    On one loop the connections are kept: about 0.6 ms. Each caller waits for its own publish, so
-    messages from one thread reach the layer in the order they were published. A forked child (RQ's
-    work horse) starts its own loop: a thread does not survive ``fork``.
-    """
-
-    def __init__(self):
-        self._lock = threading.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        os.register_at_fork(after_in_child=self._forget)
-
-    def _forget(self) -> None:
-        self._lock = threading.Lock()
-        self._loop = None
-
-    def loop(self) -> asyncio.AbstractEventLoop:
-        with self._lock:
-            if self._loop is None:
-                loop = asyncio.new_event_loop()
-                threading.Thread(target=loop.run_forever, name="channel-layer-publisher", daemon=True).start()
-                self._loop = loop
-            return self._loop
-
-    def run(self, coroutine) -> None:
-        """Run ``coroutine`` on the loop and wait for it (at most ``PUBLISH_TIMEOUT_S``)."""
-        future = asyncio.run_coroutine_threadsafe(coroutine, self.loop())
-        try:
-            future.result(timeout=PUBLISH_TIMEOUT_S)
-        except concurrent.futures.TimeoutError:
-            future.cancel()
-            raise
-
-
-_publishing = _PublishingLoop()
-
-
 def _group_send(group: str, message: EvaluationEvent | StoredEvent | OperatorAlertEvent, what: str) -> None:
     layer = get_channel_layer()
     if layer is None:
         return
     try:
-        _publishing.run(layer.group_send(group, message))
+        publishing.run(layer.group_send(group, message))
     except Exception:
         # Live delivery is best effort: the row and chunks in PostgreSQL are the record, and a
         # client that reconnects replays from them. Never fail a run because Redis hiccupped.

@@ -25,6 +25,10 @@ from apps.monitoring.models import Alert, RuleAction, Severity
 
 log = logging.getLogger(__name__)
 
+# The channel-layer group every operator's alert feed (``WS /ws/alerts/``) listens on; the
+# publishers of evaluations and sessions send each alert there.
+OPERATORS_ALERTS_GROUP = "operators.alerts"
+
 
 def notify_queue() -> str:
     """Alerts are delivered from the most urgent queue (``RQ_QUEUES`` lists them by priority)."""
@@ -33,7 +37,8 @@ def notify_queue() -> str:
 
 def raise_alert(
     *,
-    evaluation_id,
+    evaluation_id=None,
+    session_id=None,
     rule_name: str,
     severity: str,
     message: str,
@@ -42,9 +47,11 @@ def raise_alert(
     action: str = RuleAction.ALERT,
     rule=None,
 ) -> Alert | None:
-    """Record an alert and send it on; returns None when this rule already fired for this evaluation."""
+    """Record an alert and send it on; returns None when this rule already fired for this evaluation
+    (or agent session: ``session_id``)."""
     alert, created = Alert.objects.get_or_create(
         evaluation_id=evaluation_id,
+        session_id=session_id,
         rule_name=rule_name,
         defaults={
             "rule": rule,
@@ -57,15 +64,16 @@ def raise_alert(
     )
     if not created:
         return None
-    log.warning("alert %s (%s) on %s: %s", rule_name, severity, evaluation_id, message)
+    log.warning("alert %s (%s) on %s: %s", rule_name, severity, evaluation_id or session_id, message)
     transaction.on_commit(lambda: notify(alert.pk))
     return alert
 
 
-def raise_emergency_stop_alert(evaluation_id, *, actor=None) -> Alert | None:
+def raise_emergency_stop_alert(evaluation_id=None, *, session_id=None, actor=None) -> Alert | None:
     who = actor.get_username() if getattr(actor, "is_authenticated", False) else "the system"
     return raise_alert(
         evaluation_id=evaluation_id,
+        session_id=session_id,
         rule_name="emergency_stop",
         kind="emergency_stop",
         severity=Severity.CRITICAL,

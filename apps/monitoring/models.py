@@ -32,6 +32,7 @@ class AlertPayload(TypedDict):
     message: str
     evidence: str
     evaluation_id: str | None
+    session_id: str | None
     created_at: str
 
 
@@ -150,6 +151,7 @@ class Alert(models.Model):
     """A rule fired (or an operator pulled the emergency stop) on one evaluation. Raised once per rule per run."""
 
     evaluation_id = models.UUIDField(null=True, blank=True, db_index=True)
+    session_id = models.UUIDField(null=True, blank=True, db_index=True)  # an agent session's (apps.sessions)
     rule = models.ForeignKey(SafetyRule, null=True, blank=True, on_delete=models.SET_NULL, related_name="alerts")
     rule_name = models.CharField(max_length=64, db_index=True)  # kept if the rule is deleted; "emergency_stop" …
     kind = models.CharField(max_length=32, blank=True)
@@ -168,7 +170,8 @@ class Alert(models.Model):
     class Meta:
         ordering = ["-created_at"]
         constraints = [
-            models.UniqueConstraint(fields=["evaluation_id", "rule_name"], name="alert_once_per_rule_per_run")
+            models.UniqueConstraint(fields=["evaluation_id", "rule_name"], name="alert_once_per_rule_per_run"),
+            models.UniqueConstraint(fields=["session_id", "rule_name"], name="alert_once_per_rule_per_session"),
         ]
         indexes = [models.Index(fields=["acknowledged_at", "-created_at"])]
 
@@ -190,5 +193,6 @@ class Alert(models.Model):
             "message": self.message,
             "evidence": self.evidence,
             "evaluation_id": str(self.evaluation_id) if self.evaluation_id else None,
+            "session_id": str(self.session_id) if self.session_id else None,
             "created_at": self.created_at.isoformat(),
         }

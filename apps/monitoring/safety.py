@@ -52,6 +52,7 @@ class SafetyMonitor:
     stop_requested: bool = False
     fired: set[str] = field(default_factory=set)
     alerts: list[Alert] = field(default_factory=list)
+    session_id: object = None  # set (and evaluation_id None) when it watches an agent session
 
     def __post_init__(self) -> None:
         self._rules: list[_Rule] = []
@@ -84,6 +85,21 @@ class SafetyMonitor:
             cpus=float(cpus),
             rules=list(SafetyRule.objects.filter(enabled=True)),
             on_alert=on_alert,
+        )
+
+    @classmethod
+    def for_session(cls, session_id, *, memory_mb: int, pids_limit: int, cpus: float, on_alert=None) -> SafetyMonitor:
+        """A monitor of an agent session (apps.sessions): the same rules; its samples are not stored
+        (``ResourceSample`` rows are an evaluation's)."""
+        return cls(
+            evaluation_id=None,
+            session_id=session_id,
+            memory_limit_bytes=int(memory_mb) * MIB,
+            pids_limit=int(pids_limit),
+            cpus=float(cpus),
+            rules=list(SafetyRule.objects.filter(enabled=True)),
+            on_alert=on_alert,
+            store_samples=False,
         )
 
     # --- feeding ---------------------------------------------------------------------------
@@ -205,6 +221,7 @@ class SafetyMonitor:
         self.fired.add(rule.name)
         alert = alerts.raise_alert(
             evaluation_id=self.evaluation_id,
+            session_id=self.session_id,
             rule=rule,
             rule_name=rule.name,
             kind=rule.kind,

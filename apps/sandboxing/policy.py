@@ -213,6 +213,9 @@ class Profile:
     image: str
     limits: Limits
     engine_runtime: str = field(default_factory=_configured_engine_runtime)
+    # A session's sandbox (apps.sessions): /sandbox is its workspace, the working directory,
+    # ``limits.tmpfs_mb`` large and the one writable place where files may be executed.
+    session: bool = False
 
     @property
     def key(self) -> str:
@@ -230,6 +233,7 @@ class Profile:
             limits.tmpfs_inodes,
             limits.nofile,
             limits.fsize_mb,
+            self.session,
         )
         return hashlib.sha256(repr(made_of).encode()).hexdigest()[:16]
 
@@ -245,13 +249,21 @@ def code_dir_mb() -> int:
     return (settings.SANDBOX_MAX_CODE_BYTES + settings.SANDBOX_MAX_STDIN_BYTES) // MIB + 2
 
 
-def _tmpfs(limits: Limits) -> dict[str, str]:
-    common = f"rw,noexec,nosuid,nodev,uid={SANDBOX_UID},gid={SANDBOX_UID}"
+def _tmpfs(limits: Limits, *, session: bool = False) -> dict[str, str]:
+    owner = f"nosuid,nodev,uid={SANDBOX_UID},gid={SANDBOX_UID}"
+    common = f"rw,noexec,{owner}"
     size = f"size={limits.tmpfs_mb}m,nr_inodes={limits.tmpfs_inodes}"
+    # A run's /sandbox holds its code and stdin (the interpreter reads them: no exec needed); a
+    # session's is the agent's workspace, where it builds and runs its own scripts and binaries.
+    code_dir = (
+        f"rw,exec,{owner},mode=0755,{size}"
+        if session
+        else f"{common},mode=0755,size={code_dir_mb()}m,nr_inodes={CODE_DIR_INODES}"
+    )
     return {
         WORK_DIR: f"{common},mode=1777,{size}",
         OUTPUT_DIR: f"{common},mode=0755,{size}",
-        CODE_DIR: f"{common},mode=0755,size={code_dir_mb()}m,nr_inodes={CODE_DIR_INODES}",
+        CODE_DIR: code_dir,
         MQUEUE_DIR: "ro,noexec,nosuid,nodev,mode=0755,size=4k,nr_inodes=16",
     }
 
@@ -300,7 +312,7 @@ def container_config(profile: Profile, *, name: str, run_id: str, labels: dict[s
         "name": name,
         "hostname": "sandbox",
         "user": SANDBOX_USER,
-        "working_dir": WORK_DIR,
+        "working_dir": CODE_DIR if profile.session else WORK_DIR,
         "environment": dict(ENVIRONMENT),
         "labels": {**(labels or {}), LABEL_INSTANCE: settings.CRUCIBLE_INSTANCE, LABEL_RUN: run_id},
         "detach": True,
@@ -308,7 +320,7 @@ def container_config(profile: Profile, *, name: str, run_id: str, labels: dict[s
         "tty": False,
         "network_mode": "none",
         "read_only": True,
-        "tmpfs": _tmpfs(limits),
+        "tmpfs": _tmpfs(limits, session=profile.session),
         "shm_size": f"{min(limits.tmpfs_mb, SHM_MAX_MB)}m",
         "ipc_mode": "private",
         "cgroupns": "private",

@@ -1,0 +1,363 @@
+"""The session agent: runs inside a session's sandbox and does what the host asks, one request at a time
+or several at once (``python3 -I -S -c SOURCE``, as the sandbox user, started by one exec that stays
+open for the life of the session).
+
+Requests come on stdin and replies go to stdout, both as frames: a 4-byte big-endian length, that
+many bytes of a JSON header, then the raw bytes of each blob whose length the header lists in
+``blobs`` (a command's input, a file's content, a command's stdout and stderr). Every reply carries
+the ``id`` of its request. Requests:
+
+* ``exec``: ``argv``, ``cwd``, ``env``, ``timeout``, ``cap``, optional input blob. The command runs
+  in a new session with ``CRUCIBLE_EXEC_ID`` in its environment; at its timeout every process of
+  that session or with that id is killed (also those the command left behind after it returned).
+  Output beyond ``cap`` bytes (both streams together) is read and dropped.
+* ``write``: ``path``, one blob; parents are created; ``read``: ``path``, ``max``.
+* ``ping``.
+
+Nothing here trusts the host less than the other way round: the host parses these replies as
+hostile (a program of the session can write to this process's stdout too).
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import heapq
+import json
+import os
+import secrets
+import selectors
+import signal
+import struct
+import subprocess
+import sys
+import threading
+import time
+
+EXEC_ID_VARIABLE = "CRUCIBLE_EXEC_ID"
+HEADER = struct.Struct(">I")
+MAX_REQUEST_HEADER = 8 * 1024 * 1024
+READ_CHUNK = 256 * 1024
+KILL_PASSES = 20
+ERRORS = {
+    errno.ENOENT: "not_found",
+    errno.EACCES: "permission_denied",
+    errno.EPERM: "permission_denied",
+    errno.EROFS: "permission_denied",
+    errno.ENOEXEC: "permission_denied",
+    errno.EISDIR: "is_a_directory",
+    errno.ENOTDIR: "not_a_directory",
+    errno.EAGAIN: "too_many_processes",
+    errno.ENOSPC: "no_space",
+    errno.EFBIG: "too_large",
+    errno.ENAMETOOLONG: "bad_path",
+    errno.ELOOP: "bad_path",
+}
+
+
+def error_code(exc: OSError) -> str:
+    return ERRORS.get(exc.errno or 0, "failed")
+
+
+def exit_status(returncode: int) -> int:
+    """A shell's view of how a process ended: 128 + the signal that killed it."""
+    return 128 - returncode if returncode < 0 else returncode
+
+
+# --- framing ---------------------------------------------------------------------------------
+
+
+def read_exact(stream, size: int) -> bytes:
+    """Exactly ``size`` bytes from ``stream``; raises EOFError if it ends first."""
+    parts, left = [], size
+    while left:
+        part = stream.read(min(left, READ_CHUNK))
+        if not part:
+            raise EOFError
+        parts.append(part)
+        left -= len(part)
+    return b"".join(parts)
+
+
+def read_frame(stream) -> tuple[dict, list[bytes]]:
+    (size,) = HEADER.unpack(read_exact(stream, HEADER.size))
+    if size > MAX_REQUEST_HEADER:
+        raise ValueError("request header too large")
+    header = json.loads(read_exact(stream, size))
+    blobs = [read_exact(stream, int(length)) for length in header.get("blobs", [])]
+    return header, blobs
+
+
+def encode_frame(header: dict, blobs: list[bytes] = ()) -> bytes:
+    header = dict(header, blobs=[len(blob) for blob in blobs])
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    return b"".join([HEADER.pack(len(raw)), raw, *blobs])
+
+
+class Replies:
+    """stdout, written one whole frame at a time by whichever thread has a reply."""
+
+    def __init__(self, stream) -> None:
+        self.stream = stream
+        self.lock = threading.Lock()
+
+    def send(self, header: dict, blobs: list[bytes] = ()) -> None:
+        frame = encode_frame(header, blobs)
+        with self.lock:
+            self.stream.write(frame)
+            self.stream.flush()
+
+
+# --- killing what an exec started ------------------------------------------------------------
+
+
+def _stat_ids(pid: str) -> tuple[int, int]:
+    """(process group, session) of ``pid`` from /proc (the command name may hold spaces or parens)."""
+    with open(f"/proc/{pid}/stat", "rb") as handle:
+        fields = handle.read().rsplit(b")", 1)[1].split()
+    return int(fields[2]), int(fields[3])
+
+
+def _marked(pid: str, marker: bytes) -> bool:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as handle:
+            return marker in handle.read().split(b"\0")
+    except OSError:
+        return False
+
+
+def processes_of(session_id: int, exec_id: str) -> list[int]:
+    """Processes in ``session_id`` or carrying ``exec_id`` in their environment (not this one, not PID 1)."""
+    marker = f"{EXEC_ID_VARIABLE}={exec_id}".encode()
+    found = []
+    me = os.getpid()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) in (1, me):
+            continue
+        try:
+            group, session = _stat_ids(entry)
+        except (OSError, IndexError, ValueError):
+            continue
+        if session_id in (group, session) or _marked(entry, marker):
+            found.append(int(entry))
+    return found
+
+
+def kill_exec(session_id: int, exec_id: str) -> int:
+    """SIGKILL every process of one exec, again until none is left (a process may fork meanwhile)."""
+    killed = 0
+    for _ in range(KILL_PASSES):
+        try:
+            os.killpg(session_id, signal.SIGKILL)
+        except OSError:
+            pass
+        left = processes_of(session_id, exec_id)
+        if not left:
+            break
+        for pid in left:
+            try:
+                os.kill(pid, signal.SIGKILL)
+                killed += 1
+            except OSError:
+                pass
+        time.sleep(0.01)
+    return killed
+
+
+class Sweeper:
+    """Kills, at each exec's deadline, what that exec left running after it returned."""
+
+    def __init__(self) -> None:
+        self.due: list[tuple[float, int, str]] = []
+        self.wakeup = threading.Condition()
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def at(self, deadline: float, session_id: int, exec_id: str) -> None:
+        with self.wakeup:
+            heapq.heappush(self.due, (deadline, session_id, exec_id))
+            self.wakeup.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self.wakeup:
+                while not self.due or self.due[0][0] > time.monotonic():
+                    self.wakeup.wait(None if not self.due else max(0.0, self.due[0][0] - time.monotonic()))
+                _deadline, session_id, exec_id = heapq.heappop(self.due)
+            kill_exec(session_id, exec_id)
+
+
+# --- requests ---------------------------------------------------------------------------------
+
+
+class Output:
+    """Both streams of a command, kept up to ``cap`` bytes together; the rest is read and dropped."""
+
+    def __init__(self, cap: int) -> None:
+        self.left = cap
+        self.kept = {1: bytearray(), 2: bytearray()}
+        self.total = {1: 0, 2: 0}
+        self.truncated = False
+
+    def add(self, stream: int, data: bytes) -> None:
+        self.total[stream] += len(data)
+        take = data[: max(0, self.left)]
+        self.kept[stream] += take
+        self.left -= len(take)
+        if len(take) < len(data):
+            self.truncated = True
+
+
+def _feed(pipe, data: bytes) -> None:
+    try:
+        view = memoryview(data)
+        while view:
+            written = os.write(pipe.fileno(), view[:READ_CHUNK])
+            view = view[written:]
+    except OSError:
+        pass  # the command closed its stdin or ended: what it did not read is dropped
+    finally:
+        try:
+            pipe.close()
+        except OSError:
+            pass
+
+
+def _drain(process, output: Output, deadline: float) -> bool:
+    """Read the command's stdout and stderr until both end or ``deadline``; False when time ran out."""
+    selector = selectors.DefaultSelector()
+    for number, pipe in ((1, process.stdout), (2, process.stderr)):
+        os.set_blocking(pipe.fileno(), False)
+        selector.register(pipe, selectors.EVENT_READ, number)
+    try:
+        while selector.get_map():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            for key, _ in selector.select(min(left, 1.0)):
+                try:
+                    data = os.read(key.fileobj.fileno(), READ_CHUNK)
+                except BlockingIOError:
+                    continue
+                if data:
+                    output.add(key.data, data)
+                else:
+                    selector.unregister(key.fileobj)
+        return True
+    finally:
+        selector.close()
+
+
+def run_command(request: dict, stdin: bytes | None, sweeper: Sweeper) -> tuple[dict, list[bytes]]:
+    started = time.monotonic()
+    timeout = float(request["timeout"])
+    deadline = started + timeout
+    cwd = request["cwd"]
+    exec_id = secrets.token_hex(8)
+    env = {str(k): str(v) for k, v in request["env"].items()}
+    env[EXEC_ID_VARIABLE] = exec_id
+    if not os.path.isdir(cwd):
+        return {"error": "bad_cwd", "message": f"{cwd}: no such directory"}, []
+    try:
+        process = subprocess.Popen(  # noqa: S603 (argv, never a shell; this is the sandbox)
+            request["argv"],
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL if stdin is None else subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+            close_fds=True,
+        )
+    except OSError as exc:
+        if exc.filename == cwd and exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.EACCES):
+            return {"error": "bad_cwd", "message": f"{cwd}: {exc.strerror}"}, []
+        return {"error": error_code(exc), "message": f"{request['argv'][0]}: {exc.strerror}"}, []
+    if stdin is not None:
+        threading.Thread(target=_feed, args=(process.stdin, stdin), daemon=True).start()
+    output = Output(int(request["cap"]))
+    finished = _drain(process, output, deadline)
+    timed_out = not finished
+    if finished:
+        try:
+            process.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            timed_out = True
+    if timed_out:
+        kill_exec(process.pid, exec_id)
+        process.wait()
+    else:
+        sweeper.at(deadline, process.pid, exec_id)
+    for pipe in (process.stdout, process.stderr):
+        pipe.close()
+    header = {
+        "returncode": None if timed_out else exit_status(process.returncode),
+        "timed_out": timed_out,
+        "truncated": output.truncated,
+        "stdout_bytes": output.total[1],
+        "stderr_bytes": output.total[2],
+        "duration_ms": int((time.monotonic() - started) * 1000),
+    }
+    return header, [bytes(output.kept[1]), bytes(output.kept[2])]
+
+
+def write_file(request: dict, content: bytes) -> tuple[dict, list[bytes]]:
+    path = request["path"]
+    try:
+        parent = os.path.dirname(path)
+        if parent:
+            os.makedirs(parent, exist_ok=True)
+        if os.path.isdir(path):
+            return {"error": "is_a_directory", "message": f"{path}: is a directory"}, []
+        with open(path, "wb") as handle:
+            handle.write(content)
+    except OSError as exc:
+        return {"error": error_code(exc), "message": f"{path}: {exc.strerror}"}, []
+    return {"path": path, "size": len(content), "sha256": hashlib.sha256(content).hexdigest()}, []
+
+
+def read_file(request: dict) -> tuple[dict, list[bytes]]:
+    path, most = request["path"], int(request["max"])
+    try:
+        with open(path, "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            if size > most:
+                return {"error": "too_large", "message": f"{path}: {size} bytes, over {most}", "size": size}, []
+            content = handle.read(most + 1)
+    except OSError as exc:
+        return {"error": error_code(exc), "message": f"{path}: {exc.strerror}"}, []
+    if len(content) > most:
+        return {"error": "too_large", "message": f"{path}: over {most} bytes"}, []
+    return {"path": path, "size": len(content)}, [content]
+
+
+def handle(request: dict, blobs: list[bytes], replies: Replies, sweeper: Sweeper) -> None:
+    op = request.get("op")
+    try:
+        if op == "exec":
+            header, out = run_command(request, blobs[0] if request.get("has_input") else None, sweeper)
+        elif op == "write":
+            header, out = write_file(request, blobs[0])
+        elif op == "read":
+            header, out = read_file(request)
+        elif op == "ping":
+            header, out = {"pong": True}, []
+        else:
+            header, out = {"error": "failed", "message": f"unknown request {op!r}"}, []
+    except Exception as exc:  # a reply always goes back, so the host never waits for nothing
+        header, out = {"error": "failed", "message": f"{type(exc).__name__}: {exc}"}, []
+    replies.send({"id": request.get("id"), **header}, out)
+
+
+def main() -> None:
+    source, replies, sweeper = sys.stdin.buffer, Replies(sys.stdout.buffer), Sweeper()
+    replies.send({"id": 0, "ready": True, "pid": os.getpid()})
+    while True:
+        try:
+            request, blobs = read_frame(source)
+        except (EOFError, ValueError):
+            return  # the host hung up (or spoke nonsense): the session's link is gone
+        threading.Thread(target=handle, args=(request, blobs, replies, sweeper), daemon=True).start()
+
+
+if __name__ == "__main__":
+    main()
