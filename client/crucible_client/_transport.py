@@ -5,6 +5,7 @@ What is retried, and why:
 * 429 and 503 (any method): the server refused the request before doing anything, and says when
   to come back (``Retry-After``, seconds or an HTTP date). The client waits that long (at most
   ``max_retry_wait_s``; a longer wait is the caller's decision, so the error is raised at once).
+  A 503 whose ``code`` is ``interrupted`` was cut off midway: it is retried only when safe (below).
 * Connection errors, timeouts, 502 and 504, only for requests that are safe to send twice: GET,
   HEAD, PUT, DELETE, OPTIONS, and a POST that carries an ``Idempotency-Key`` (the server returns
   the first result for a repeated key). Any other POST might have been carried out already.
@@ -150,6 +151,8 @@ class Transport:
         if attempt >= self.max_retries:
             return None
         status = response.status_code
+        if status == 503 and not replayable and interrupted(response):
+            return None  # the work had started when it was cut off: sending it again could do it twice
         if status in THROTTLE_STATUSES:
             retry_after = parse_retry_after(response.headers.get("Retry-After"))
             if retry_after is None:
@@ -206,6 +209,12 @@ def error_from_response(response: requests.Response, method: str = "", *, sandbo
         method=method,
         url=response.url or "",
     )
+
+
+def interrupted(response: requests.Response) -> bool:
+    """A 503 saying the operation was cut off midway (``code`` interrupted), not refused before it began."""
+    body = json_or_none(response)
+    return isinstance(body, dict) and body.get("code") == "interrupted"
 
 
 def json_or_none(response: requests.Response) -> Any:
