@@ -645,7 +645,7 @@ def cmd_sandbox_show(client: Client, args) -> int:
 
 
 def cmd_sandbox_exec(client: Client, args) -> int:
-    argv = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+    argv = args.cmd
     if not argv:
         raise CliError("no command: crucible sandbox exec ID [options] -- COMMAND [ARGS …]")
     result = client.sandboxes.exec(
@@ -888,7 +888,7 @@ def add_sandbox_commands(commands) -> None:
     run.add_argument("--timeout", type=float, metavar="SECONDS", help="kill it (and what it started) after this")
     run.add_argument("--stdin", metavar="FILE", help="file given to the command as standard input (- for ours)")
     run.add_argument("--user", help="sandbox (the default) or 10001; the sandbox cannot switch to other users")
-    run.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- COMMAND [ARGS …]")
+    run.add_argument("cmd", nargs="*", metavar="-- COMMAND [ARGS …]", help="the command, after --")
     run.set_defaults(handler=cmd_sandbox_exec, what="sandbox")
 
     put = sub.add_parser("put", help="copy LOCAL (- for standard input) to PATH in the sandbox")
@@ -919,8 +919,23 @@ def add_sandbox_commands(commands) -> None:
     transcript.set_defaults(handler=cmd_sandbox_transcript, what="sandbox")
 
 
+def split_exec_command(argv: list[str]) -> tuple[list[str], list[str] | None]:
+    """``… sandbox exec ID [options] -- COMMAND …``: the command after ``--``, kept away from argparse
+    (which cannot mix options between two positionals); None when this is not such a line."""
+    if "--" not in argv:
+        return argv, None
+    head = argv[: argv.index("--")]
+    if "sandbox" not in head or "exec" not in head[head.index("sandbox") :]:
+        return argv, None
+    return head, argv[len(head) + 1 :]
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    argv, command = split_exec_command(list(sys.argv[1:] if argv is None else argv))
+    args = parser.parse_args(argv)
+    if command is not None:
+        args.cmd = [*getattr(args, "cmd", []), *command]
     try:
         if not args.token:
             raise CliError(
