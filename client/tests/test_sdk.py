@@ -95,7 +95,7 @@ class FakeCrucible:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
 
     def replies(self, *replies: Reply | str) -> None:
         self.script = list(replies)
@@ -357,3 +357,10 @@ def test_a_sandbox_that_could_not_be_set_up_is_not_ready_with_its_reason(crucibl
     with pytest.raises(SandboxNotReady) as error:
         client.sandboxes.create()
     assert error.value.end_reason == "error" and "runsc is missing" in str(error.value)
+
+
+def test_an_exec_cut_off_midway_is_not_sent_again(crucible, client, waits):
+    crucible.replies(Reply(503, {"detail": "the session host went away", "code": "interrupted"}), Reply(200, {}))
+    with pytest.raises(Unavailable) as error:
+        client.sandboxes.exec(SANDBOX["id"], ["make", "install"])
+    assert error.value.code == "interrupted" and len(crucible.seen) == 1 and waits == []
