@@ -365,6 +365,9 @@ FAIR_SHARE_WINDOW = envint("FAIR_SHARE_WINDOW", 4, minimum=1)
 BATCH_MAX_BODY_BYTES = envint("BATCH_MAX_BODY_BYTES", 64 * 1024 * 1024, minimum=1024)
 RECONCILE_INTERVAL_S = envint("RECONCILE_INTERVAL_S", 15, minimum=1)
 WORKER_LOST_AFTER_S = envint("WORKER_LOST_AFTER_S", 30, minimum=5)
+# RQ's worker key lives this long without a heartbeat; an idle worker beats every (this - 15) s and
+# registers again if Redis forgot it (restarted empty or flushed).
+WORKER_REGISTRATION_TTL_S = envint("WORKER_REGISTRATION_TTL_S", 30, minimum=20)
 # A running evaluation's worker writes heartbeat_at this often; keep it well under WORKER_LOST_AFTER_S.
 WORKER_HEARTBEAT_S = envfloat("WORKER_HEARTBEAT_S", min(5.0, WORKER_LOST_AFTER_S / 3), minimum=0.2)
 # Runs interrupted by a platform fault (worker lost or shut down, engine failure) are run again

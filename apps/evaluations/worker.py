@@ -11,7 +11,7 @@ import threading
 
 from django.conf import settings
 from django.db import connections
-from rq import Worker
+from rq import Worker, worker_registration
 from rq.worker import WorkerStatus
 
 from apps.sandboxing import selfcheck
@@ -73,6 +73,40 @@ class CrucibleWorker(Worker):
             drained = self.pool.drain()
             log.info("worker %s: warm pool drained (%d idle sandboxes removed)", self.name, len(drained))
         super().register_death()
+
+    # --- Registration that survives a Redis restart ------------------------------------------
+    # A Redis that restarts empty (or is flushed) forgets every worker: ``rq:workers`` no longer
+    # lists them, so the health check, the dashboard and django-rq would say none runs while they
+    # all do. Each heartbeat checks that this worker is still listed and, if not, registers it
+    # again as at its birth (``serialize`` keeps its birth date). An idle worker beats every
+    # ``worker_ttl - 15`` s (``manage.py crucible_worker`` sets ``WORKER_REGISTRATION_TTL_S``).
+
+    def heartbeat(self, timeout=None, pipeline=None):
+        super().heartbeat(timeout, pipeline)
+        if pipeline is None:
+            self.register_again_if_forgotten()
+
+    def maintain_heartbeats(self, job, execution):
+        super().maintain_heartbeats(job, execution)
+        self.register_again_if_forgotten()
+
+    def register_again_if_forgotten(self) -> bool:
+        """Register this worker again when Redis no longer lists it; True when it had to."""
+        try:
+            listed = self.connection.sismember(worker_registration.REDIS_WORKER_KEYS, self.key)
+            whole = self.connection.hexists(self.key, "birth")
+            if listed and whole:
+                return False
+            with self.connection.pipeline() as pipeline:
+                pipeline.hset(self.key, mapping=self.serialize())
+                worker_registration.register(self, pipeline)
+                pipeline.expire(self.key, self.worker_ttl + 60)
+                pipeline.execute()
+        except Exception:
+            log.warning("worker %s: could not check its registration", self.name, exc_info=True)
+            return False
+        log.warning("worker %s: Redis had forgotten it (restarted or flushed); registered again", self.name)
+        return True
 
     def execute_job(self, job, queue):
         self._check_sandbox_policy()

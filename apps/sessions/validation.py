@@ -63,11 +63,13 @@ def session_fields(body) -> dict:
     if not isinstance(body, dict):
         raise ValidationError({"non_field_errors": ["Expected a JSON object."]})
     _unknown(body, CREATE_FIELDS)
-    language = body.get("language") or "python"
+    language = body.get("language")
+    language = "python" if language is None else language
     if language not in LANGUAGES:
         raise ValidationError({"language": [f"Unknown language; choose one of: {', '.join(LANGUAGES)}."]})
     available = images()
-    image = body.get("image") or available[0]
+    image = body.get("image")
+    image = available[0] if image is None else image
     if image not in available:
         raise ValidationError({"image": [f"Not an image sessions may use; available: {', '.join(available)}."]})
     fields = {
@@ -98,7 +100,7 @@ def session_fields(body) -> dict:
             settings.SESSION_MAX_MAX_LIFETIME_S,
             integer=True,
         ),
-        "metadata": body.get("metadata") or {},
+        "metadata": {} if body.get("metadata") is None else body["metadata"],
     }
     if not isinstance(fields["metadata"], dict):
         raise ValidationError({"metadata": ["Must be a JSON object."]})
@@ -127,7 +129,7 @@ def exec_fields(body) -> dict:
     if len(cmd) > MAX_ARGS or sum(len(arg.encode("utf-8", "surrogatepass")) for arg in cmd) > MAX_ARGV_BYTES:
         raise ValidationError({"cmd": [f"At most {MAX_ARGS} arguments and {MAX_ARGV_BYTES} bytes."]})
     stdin = _stdin(body)
-    env = body.get("env") or {}
+    env = {} if body.get("env") is None else body["env"]
     if not isinstance(env, dict) or len(env) > MAX_ENV:
         raise ValidationError({"env": [f"Must be an object of at most {MAX_ENV} names to string values."]})
     for name, value in env.items():
@@ -135,12 +137,12 @@ def exec_fields(body) -> dict:
             raise ValidationError({"env": [f"{name[:40]!r} is not a variable name (letters, digits, '_')."]})
         _text(value, f"env.{name}", most=MAX_ENV_BYTES)
     try:
-        cwd = resolve_path(body.get("cwd") or ".", what="cwd")
+        cwd = resolve_path("." if body.get("cwd") is None else body["cwd"], what="cwd")
     except SessionError as exc:
         raise ValidationError({"cwd": [exc.detail]})
     timeout_s = _number(body, "timeout_s", settings.SESSION_EXEC_TIMEOUT_S, 0.001, settings.SESSION_EXEC_MAX_TIMEOUT_S)
-    user = body.get("user") or ""
-    _text(user, "user", most=64)
+    user = body.get("user")
+    user = "" if user is None else _text(user, "user", most=64)
     return {"cmd": cmd, "stdin": stdin, "env": env, "cwd": cwd, "timeout_s": timeout_s, "user": user}
 
 

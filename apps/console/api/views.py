@@ -16,8 +16,21 @@ from apps.console import health, metrics
 from apps.evaluations import killswitch
 
 
+class LivenessView(APIView):
+    """Liveness: the web process answers (for a load balancer or an orchestrator's restart policy).
+    It checks nothing else: a worker briefly away or Redis restarting is no reason to drop the web
+    tier; readiness (``HealthView``) says whether work can be taken."""
+
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+
+    @extend_schema(responses=inline_serializer("Liveness", {"status": serializers.ChoiceField(["ok"])}))
+    def get(self, request):
+        return Response({"status": "ok"})
+
+
 class HealthView(APIView):
-    """Liveness and readiness: 200 when every dependency is ok, 503 naming the ones that are not."""
+    """Readiness: 200 when every dependency is ok (work can be taken), 503 naming the ones that are not."""
 
     authentication_classes: list = []
     permission_classes = [AllowAny]

@@ -86,6 +86,14 @@ def test_no_workers_makes_it_503_and_names_workers(anonymous_api, settings):
     assert response.json()["failing"] == ["workers"]
 
 
+def test_liveness_stays_200_while_readiness_is_503_for_want_of_workers(anonymous_api, settings):
+    empty_database = urlparse(settings.REDIS_URL)._replace(path="/15").geturl()
+    settings.RQ_QUEUES = {name: {"URL": empty_database} for name in settings.RQ_QUEUES}
+    assert anonymous_api.get(URL).status_code == 503
+    live = anonymous_api.get("/api/v1/health/live/")
+    assert (live.status_code, live.json()) == (200, {"status": "ok"})
+
+
 def test_docker_engine_down_makes_it_503_and_names_docker(anonymous_api, a_live_worker, settings, fresh_docker_client):
     settings.DOCKER_HOST = "unix:///nonexistent/docker.sock"
     response = anonymous_api.get(URL)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from apps.sessions.limits import exec_limits
@@ -60,5 +61,7 @@ class SessionSerializer(serializers.ModelSerializer):
     def get_limits(self, session) -> dict:
         return exec_limits()
 
-    def get_incident(self, session) -> None:
+    @extend_schema_field(serializers.IntegerField(allow_null=True))
+    def get_incident(self, session) -> int | None:
+        """The safety incident opened on this session, if any (none yet: incidents come later)."""
         return None

@@ -18,7 +18,10 @@ class Command(RQWorkerCommand):
 
     def add_arguments(self, parser):
         super().add_arguments(parser)
-        parser.set_defaults(worker_class=WORKER_CLASS, with_scheduler=True)
+        # An idle worker beats every worker_ttl - 15 s; each beat re-registers a worker Redis forgot.
+        parser.set_defaults(
+            worker_class=WORKER_CLASS, with_scheduler=True, worker_ttl=settings.WORKER_REGISTRATION_TTL_S
+        )
         parser.add_argument(
             "--without-scheduler", action="store_false", dest="with_scheduler", help="do not run RQ's scheduler"
         )
