@@ -14,7 +14,8 @@ excluded from the config's serialisation (prefer ``CRUCIBLE_TOKEN`` anyway).
 
 How Inspect's contract maps onto the sessions API:
 
-* ``sample_init`` starts one session (``POST /api/v1/sandboxes/``, waiting until it is ready) and
+* ``task_init`` checks once that Crucible answers and accepts the token (a clear error, not one
+  per sample); ``sample_init`` starts one session (``POST /api/v1/sandboxes/``, waiting until it is ready) and
   ``sample_cleanup`` deletes it, also when the sample was interrupted; ``task_cleanup`` deletes any
   session a cancelled ``sample_init`` left behind.
 * ``exec`` is ``POST /{id}/exec/``: ``timed_out`` raises ``TimeoutError`` (the server has killed
@@ -67,6 +68,7 @@ from crucible_client.errors import (
     NotFound,
     PayloadTooLarge,
     SessionEnded,
+    Unauthorized,
     Unavailable,
 )
 from crucible_client.sdk import Client
@@ -199,6 +201,22 @@ class CrucibleSandboxEnvironment(SandboxEnvironment):
     @classmethod
     def config_deserialize(cls, config: dict[str, Any]) -> BaseModel:
         return CrucibleSandboxConfig(**config)
+
+    @classmethod
+    async def task_init(cls, task_name: str, config: SandboxEnvironmentConfigType | None) -> None:
+        """Fail the task at once, with one clear message, when the config is wrong or Crucible refuses us."""
+        settings = load_config(config)
+        client = Client(settings.url, settings.token, max_retries=1)
+        try:
+            await anyio.to_thread.run_sync(functools.partial(client.sandboxes.list, limit=1))
+        except Unauthorized as exc:
+            raise RuntimeError(
+                f"Crucible at {client.url} refused the API token ({exc}): set CRUCIBLE_TOKEN or the config's token"
+            ) from exc
+        except CrucibleError as exc:
+            raise RuntimeError(f"Crucible at {client.url} cannot start sandboxes: {exc}") from exc
+        finally:
+            client.close()
 
     @classmethod
     async def sample_init(

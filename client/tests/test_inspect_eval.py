@@ -145,6 +145,12 @@ async def test_a_config_file_names_the_limits(ingrid, tmp_path):
         await CrucibleSandboxEnvironment.sample_cleanup("file", None, environments, False)
 
 
+async def test_a_wrong_token_fails_the_task_at_its_start_with_one_clear_message(ingrid):
+    with pytest.raises(RuntimeError, match="refused the API token .*HTTP 401.*CRUCIBLE_TOKEN"):
+        await CrucibleSandboxEnvironment.task_init("squares", CrucibleSandboxConfig(url=ingrid.url, token="cru_wrong"))
+    await CrucibleSandboxEnvironment.task_init("squares", config_for(ingrid))
+
+
 def test_the_token_never_reaches_a_serialised_config():
     config = CrucibleSandboxConfig(url="http://crucible.example", token="cru_secret", memory_mb=512)
     assert "cru_secret" not in config.model_dump_json() and "cru_secret" not in repr(config)
