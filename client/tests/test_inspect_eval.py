@@ -134,6 +134,18 @@ async def test_task_cleanup_deletes_what_sample_cleanup_never_got(ingrid):
     assert ingrid.sandboxes.get(session_id)["end_reason"] == "deleted"
 
 
+async def test_inspect_sandbox_cleanup_deletes_only_what_inspect_started(ingrid, monkeypatch):
+    monkeypatch.setenv("CRUCIBLE_URL", ingrid.url)
+    monkeypatch.setenv("CRUCIBLE_TOKEN", ingrid.token)
+    environments = await CrucibleSandboxEnvironment.sample_init("left-behind", None, {})
+    by_hand = ingrid.sandboxes.create(metadata={"purpose": "debugging"})
+    await CrucibleSandboxEnvironment.cli_cleanup(None)
+    assert ingrid.sandboxes.get(environments["default"].sandbox_id)["end_reason"] == "deleted"
+    assert ingrid.sandboxes.get(by_hand["id"])["status"] == "ready"
+    await CrucibleSandboxEnvironment.cli_cleanup(by_hand["id"])
+    assert ingrid.sandboxes.get(by_hand["id"])["end_reason"] == "deleted"
+
+
 async def test_a_config_file_names_the_limits(ingrid, tmp_path):
     path = tmp_path / "crucible.json"
     path.write_text(json.dumps({"url": ingrid.url, "token": ingrid.token, "language": "bash", "cpus": 0.5}))
@@ -165,6 +177,13 @@ def test_inspect_eval_with_mockllm_scores_what_ran_in_crucible(ingrid, tmp_path)
         "CRUCIBLE_TOKEN": ingrid.token,
         "XDG_DATA_HOME": str(tmp_path / "data"),
         "INSPECT_LOG_DIR": str(tmp_path / "logs"),
+        # Nothing may need the network: any attempt to reach beyond this machine goes to a dead proxy.
+        **{
+            name: "http://127.0.0.1:9"
+            for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy")
+        },
+        "NO_PROXY": "127.0.0.1,localhost",
+        "no_proxy": "127.0.0.1,localhost",
     }
     env.pop("PYTHONPATH", None)  # the provider must come from the installed package's entry point
     argv = [sys.executable, "-m", "inspect_ai", "eval", task_file.name, "--model", "mockllm/model"]
