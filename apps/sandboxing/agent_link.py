@@ -18,6 +18,8 @@ import struct
 import threading
 from dataclasses import dataclass, field
 
+from apps.sandboxing import seccomp_bpf
+from apps.sandboxing.engine_runtime import is_gvisor
 from apps.sandboxing.incontainer import python_argv
 from apps.sandboxing.incontainer.agent import encode_frame
 from apps.sandboxing.policy import ENVIRONMENT, SANDBOX_USER
@@ -43,6 +45,7 @@ class Pending:
     header: dict | None = None
     blobs: list[bytes] = field(default_factory=list)
     lost: str = ""
+    abandoned: bool = False
 
 
 class ReplyParser:
@@ -67,7 +70,7 @@ class ReplyParser:
                     break
                 try:
                     header = json.loads(bytes(self.buffer[HEADER.size : HEADER.size + size]))
-                except ValueError:
+                except (ValueError, RecursionError):  # RecursionError: JSON nested too deep
                     raise ProtocolError("agent reply header is not JSON")
                 lengths = header.get("blobs", []) if isinstance(header, dict) else None
                 if (
@@ -138,6 +141,14 @@ class AgentLink:
             with self.lock:
                 self._close_locked()
             raise AgentLost(f"the session agent did not start: {why}")
+        # Under gVisor the engine does not put exec'd processes under the seccomp profile: the agent
+        # installs it on itself first (``confine``), and every command inherits it.
+        if is_gvisor(self.sandbox.profile.engine_runtime):
+            reply, _ = self._send_and_wait({"op": "confine"}, [seccomp_bpf.program()], READY_TIMEOUT_S, 0)
+            if reply.get("error"):
+                with self.lock:
+                    self._close_locked()
+                raise AgentLost(f"the session agent could not install the seccomp profile: {reply.get('message')}")
 
     def _close_locked(self) -> None:
         if self.raw is not None:
@@ -178,6 +189,9 @@ class AgentLink:
             why = f"the session agent broke the protocol: {exc}"
         except OSError:
             pass
+        except Exception as exc:  # whatever it was, the link is not to be trusted any more
+            log.warning("session agent reader failed", exc_info=True)
+            why = f"the session agent's reply could not be read: {type(exc).__name__}"
         with self.lock:
             if self.generation == generation:
                 if self.stderr_tail:
@@ -195,6 +209,8 @@ class AgentLink:
         pending = self.pending.pop(header["id"], None)  # atomic; the waiter holds no lock
         if pending is None:
             raise ProtocolError("a second reply to one request")
+        if pending.abandoned:
+            return  # its requester gave up waiting; the agent answered late, which is no fault
         pending.header, pending.blobs = header, blobs
         pending.done.set()
 
@@ -204,6 +220,9 @@ class AgentLink:
         with self.connect_lock:
             if self.raw is None:
                 self._connect()
+        return self._send_and_wait(header, blobs, timeout_s, blob_limit)
+
+    def _send_and_wait(self, header: dict, blobs: list[bytes], timeout_s: float, blob_limit: int):
         with self.lock:
             if self.raw is None:
                 raise AgentLost("the session agent went away")
@@ -220,8 +239,8 @@ class AgentLink:
                 self.pending.pop(request_id, None)
             raise AgentLost(f"cannot reach the session agent: {exc}")
         if not pending.done.wait(timeout_s):
-            with self.lock:
-                self.pending.pop(request_id, None)
+            # Left in the table, marked: a late reply is then dropped, not taken for a forged one.
+            pending.abandoned = True
             raise AgentLost("the session agent did not answer in time")
         if pending.lost:
             raise AgentLost(pending.lost)

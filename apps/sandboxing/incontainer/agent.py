@@ -11,8 +11,12 @@ the ``id`` of its request. Requests:
   in a new session with ``CRUCIBLE_EXEC_ID`` in its environment; at its timeout every process of
   that session or with that id is killed (also those the command left behind after it returned).
   Output beyond ``cap`` bytes (both streams together) is read and dropped.
-* ``write``: ``path``, one blob; parents are created; ``read``: ``path``, ``max``.
+* ``write``: ``path``, one blob; parents are created; ``read``: ``path``, ``max``. Only regular
+  files (a FIFO or a device is refused, never waited on).
 * ``ping``.
+* ``confine`` (first request only, under gVisor): install the sandbox's seccomp profile (one blob of
+  classic BPF) on the agent itself before anything runs, so every command inherits it; runsc
+  applies the profile to the container's main process only, not to exec'd processes.
 
 Nothing here trusts the host less than the other way round: the host parses these replies as
 hostile (a program of the session can write to this process's stdout too).
@@ -28,6 +32,7 @@ import os
 import secrets
 import selectors
 import signal
+import stat
 import struct
 import subprocess
 import sys
@@ -39,6 +44,8 @@ HEADER = struct.Struct(">I")
 MAX_REQUEST_HEADER = 8 * 1024 * 1024
 READ_CHUNK = 256 * 1024
 KILL_PASSES = 20
+PR_SET_NO_NEW_PRIVS, PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 38, 22, 2
+BPF_INSTRUCTION_BYTES = 8
 ERRORS = {
     errno.ENOENT: "not_found",
     errno.EACCES: "permission_denied",
@@ -47,6 +54,8 @@ ERRORS = {
     errno.ENOEXEC: "permission_denied",
     errno.EISDIR: "is_a_directory",
     errno.ENOTDIR: "not_a_directory",
+    errno.EEXIST: "not_a_directory",  # makedirs met a file where a parent directory should be
+    errno.ENXIO: "not_a_file",
     errno.EAGAIN: "too_many_processes",
     errno.ENOSPC: "no_space",
     errno.EFBIG: "too_large",
@@ -300,6 +309,17 @@ def run_command(request: dict, stdin: bytes | None, sweeper: Sweeper) -> tuple[d
     return header, [bytes(output.kept[1]), bytes(output.kept[2])]
 
 
+def _open_regular(path: str, flags: int) -> int:
+    """A descriptor of ``path`` if it is a regular file (or a new one); never waits on a FIFO or device."""
+    fd = os.open(path, flags | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise OSError(errno.EISDIR if stat.S_ISDIR(mode) else errno.ENXIO, "not a regular file")
+    os.set_blocking(fd, True)
+    return fd
+
+
 def write_file(request: dict, content: bytes) -> tuple[dict, list[bytes]]:
     path = request["path"]
     try:
@@ -308,7 +328,7 @@ def write_file(request: dict, content: bytes) -> tuple[dict, list[bytes]]:
             os.makedirs(parent, exist_ok=True)
         if os.path.isdir(path):
             return {"error": "is_a_directory", "message": f"{path}: is a directory"}, []
-        with open(path, "wb") as handle:
+        with os.fdopen(_open_regular(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), "wb") as handle:
             handle.write(content)
     except OSError as exc:
         return {"error": error_code(exc), "message": f"{path}: {exc.strerror}"}, []
@@ -318,7 +338,7 @@ def write_file(request: dict, content: bytes) -> tuple[dict, list[bytes]]:
 def read_file(request: dict) -> tuple[dict, list[bytes]]:
     path, most = request["path"], int(request["max"])
     try:
-        with open(path, "rb") as handle:
+        with os.fdopen(_open_regular(path, os.O_RDONLY), "rb") as handle:
             size = os.fstat(handle.fileno()).st_size
             if size > most:
                 return {"error": "too_large", "message": f"{path}: {size} bytes, over {most}", "size": size}, []
@@ -348,15 +368,48 @@ def handle(request: dict, blobs: list[bytes], replies: Replies, sweeper: Sweeper
     replies.send({"id": request.get("id"), **header}, out)
 
 
+def confine(bpf: bytes) -> str:
+    """Put this process (and all it will start) under the BPF program ``bpf``; "" or why not."""
+    import ctypes
+
+    class SockFprog(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+    program = ctypes.create_string_buffer(bpf, len(bpf))
+    fprog = SockFprog(len(bpf) // BPF_INSTRUCTION_BYTES, ctypes.addressof(program))
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+        return f"no_new_privs: {os.strerror(ctypes.get_errno())}"
+    if libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(fprog), 0, 0) != 0:
+        return f"seccomp: {os.strerror(ctypes.get_errno())}"
+    return ""
+
+
 def main() -> None:
-    source, replies, sweeper = sys.stdin.buffer, Replies(sys.stdout.buffer), Sweeper()
+    source, replies = sys.stdin.buffer, Replies(sys.stdout.buffer)
     replies.send({"id": 0, "ready": True, "pid": os.getpid()})
+    first = None
+    try:
+        request, blobs = read_frame(source)
+    except (EOFError, ValueError):
+        return
+    if request.get("op") == "confine":
+        # Before any other thread exists: a filter binds the thread that installs it and its children.
+        problem = confine(blobs[0] if blobs else b"")
+        replies.send({"id": request.get("id"), **({"error": "failed", "message": problem} if problem else {})})
+        if problem:
+            return
+    else:
+        first = (request, blobs)
+    sweeper = Sweeper()
     while True:
-        try:
-            request, blobs = read_frame(source)
-        except (EOFError, ValueError):
-            return  # the host hung up (or spoke nonsense): the session's link is gone
-        threading.Thread(target=handle, args=(request, blobs, replies, sweeper), daemon=True).start()
+        if first is None:
+            try:
+                first = read_frame(source)
+            except (EOFError, ValueError):
+                return  # the host hung up (or spoke nonsense): the session's link is gone
+        threading.Thread(target=handle, args=(*first, replies, sweeper), daemon=True).start()
+        first = None
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from apps.sessions.models import EndReason, Session, Status
 from apps.sessions.services import SessionError
 from apps.sessions.transcript import step_json
 from crucible.bodies import BodyTooLarge, allow_body_up_to
+from crucible.negotiation import FormatIsOurs
 
 TRANSCRIPT_PAGE = 500
 AFTER = re.compile(r"[0-9]{1,12}")
@@ -33,6 +34,7 @@ FILE_STATUS = {
     "not_found": 404,
     "is_a_directory": 400,
     "not_a_directory": 400,
+    "not_a_file": 400,
     "bad_path": 400,
     "permission_denied": 403,
     "too_large": 413,
@@ -233,6 +235,8 @@ class SessionFileView(VisibleSessionMixin, APIView):
 
 
 class SessionTranscriptView(VisibleSessionMixin, APIView):
+    content_negotiation_class = FormatIsOurs
+
     @extend_schema(
         parameters=[
             OpenApiParameter("after", int, description="only steps with seq > after"),

@@ -10,7 +10,6 @@ from django.http import StreamingHttpResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics, status
-from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -29,6 +28,7 @@ from apps.tasks.api.serializers import (
 from apps.tasks.models import Batch, Task
 from apps.tasks.validation import BatchTooLarge, TaskInvalid
 from crucible.bodies import BodyTooLarge, allow_body_up_to
+from crucible.negotiation import FormatIsOurs
 
 RESULTS_CHUNK = 500
 
@@ -173,13 +173,6 @@ def sample_result(evaluation: Evaluation, *, operator: bool) -> dict:
             for t in evaluation.test_results.all()
         ],
     }
-
-
-class FormatIsOurs(DefaultContentNegotiation):
-    """``?format=`` picks what this view returns (json or jsonl), not one of DRF's renderers."""
-
-    def select_renderer(self, request, renderers, format_suffix=None):
-        return renderers[0], renderers[0].media_type
 
 
 class BatchResultsView(VisibleBatchMixin, generics.GenericAPIView):
