@@ -551,6 +551,7 @@ def cmd_tasks_import(client: Client, args) -> int:
 
 # --- sandboxes (sessions) -------------------------------------------------------------------
 
+TRANSCRIPT_POLL_S = 1.0
 # Exit statuses of `crucible sandbox exec` when the command has no exit code of its own, as a
 # shell would report them: 124 timed out (as timeout(1)), 126 cannot execute, 127 not found.
 EXIT_TIMED_OUT = 124
@@ -708,10 +709,33 @@ def cmd_sandbox_transcript(client: Client, args) -> int:
     if args.jsonl:
         write_bytes(sys.stdout, client.sandboxes.transcript_jsonl(args.id))
         return 0
-    print(f"{'SEQ':>4}  {'KIND':<10}  {'STATUS':<7}  {'EXIT':>4}  {'MS':>7}  WHAT")
+    print(f"{'SEQ':>4}  {'KIND':<10}  {'STATUS':<7}  {'EXIT':>4}  {'MS':>7}  WHAT", flush=True)
+    if args.follow:
+        return follow_transcript(client, args.id, args.after)
     for step in client.sandboxes.iter_transcript(args.id, args.after):
         print(step_line(step))
     return 0
+
+
+def follow_transcript(client: Client, sandbox_id: str, after: int = 0, *, interval: float = TRANSCRIPT_POLL_S) -> int:
+    """Print each step once it is done, until the session has ended and every step is shown.
+
+    A step still running is asked for again (``after`` stays before it), so none is lost or repeated."""
+    while True:
+        page = client.sandboxes.transcript(sandbox_id, after)
+        steps, waiting = page.get("steps", []), False
+        for step in steps:
+            if step.get("status") == "running":
+                waiting = True
+                break
+            print(step_line(step), flush=True)
+            after = step["seq"]
+        if not waiting and page.get("complete"):
+            sandbox = client.sandboxes.get(sandbox_id)
+            note(f"sandbox {sandbox_id} ended ({sandbox.get('end_reason')})")
+            return 0
+        if waiting or not steps:
+            time.sleep(interval)
 
 
 def step_line(step: dict) -> str:
@@ -916,6 +940,7 @@ def add_sandbox_commands(commands) -> None:
     transcript.add_argument("id", metavar="ID")
     transcript.add_argument("--after", type=int, default=0, metavar="SEQ", help="only steps after this one")
     transcript.add_argument("--jsonl", action="store_true", help="every step as JSON lines, outputs included")
+    transcript.add_argument("--follow", "-f", action="store_true", help="keep printing new steps until it ends")
     transcript.set_defaults(handler=cmd_sandbox_transcript, what="sandbox")
 
 

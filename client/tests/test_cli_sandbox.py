@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import json
 import sys
+import threading
+import time
 
 import pytest
 from crucible_client import cli
@@ -146,3 +148,29 @@ def test_bob_cannot_touch_alices_sandbox(crucible, alices_sandbox, bob, capsys):
     assert "(no such sandbox, or not yours)" in capsys.readouterr().err
     assert crucible("sandbox", "show", alices_sandbox) == 0
     assert "status:        ready" in capsys.readouterr().out
+
+
+@live
+def test_transcript_follow_prints_each_step_once_until_the_sandbox_ends(crucible, alices_sandbox, capsys):
+    result = {}
+    follower = threading.Thread(
+        target=lambda: result.setdefault("status", crucible("sandbox", "transcript", alices_sandbox, "--follow")),
+        daemon=True,
+    )
+    follower.start()
+    assert crucible("sandbox", "exec", alices_sandbox, "--", "echo", "first") == 0
+    assert crucible("sandbox", "exec", alices_sandbox, "--", "sh", "-c", "sleep 2; echo second") == 0
+    printed = ""
+    deadline = time.monotonic() + 30
+    while "sleep 2; echo second" not in printed:
+        assert time.monotonic() < deadline, f"the follower never printed the second step: {printed!r}"
+        time.sleep(0.1)
+        printed += capsys.readouterr().out
+    assert follower.is_alive()  # the sandbox is still there: it keeps following
+    assert crucible("sandbox", "delete", alices_sandbox) == 0
+    follower.join(timeout=30)
+    assert result.get("status") == 0
+    captured = capsys.readouterr()
+    printed += captured.out
+    assert printed.count("echo first") == 1 and printed.count("echo second") == 1
+    assert f"sandbox {alices_sandbox} ended (deleted)" in captured.err
