@@ -107,3 +107,11 @@ def test_sizes_read_as_inspect_words_them():
         "2 GiB",
         "1500 bytes",
     ]
+
+
+async def test_the_connection_is_a_crucible_command_for_the_sandbox_user_only(environment):
+    connection = await environment.connection()
+    assert connection.type == "crucible"
+    assert connection.command == "crucible --url http://127.0.0.1:9 sandbox exec s1 --stdin - -- sh"
+    with pytest.raises(SandboxUserUnsupportedError):
+        await environment.connection(user="root")
