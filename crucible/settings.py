@@ -439,11 +439,22 @@ ALERT_NOTIFY_RETRY_INTERVALS = [10, 60, 300]
 METRICS_TOKEN = envstr("METRICS_TOKEN", "")
 
 # --- Logging ----------------------------------------------------------------------------
+# plain: one line of text per record; json: one JSON object per line (crucible/jsonlog.py). Either
+# way a line about an evaluation or a session carries its id (crucible/logcontext.py).
+LOG_FORMAT = envstr("LOG_FORMAT", "plain")
+if LOG_FORMAT not in ("plain", "json"):
+    raise ImproperlyConfigured("LOG_FORMAT must be plain or json.")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"context": {"()": "crucible.logcontext.ContextFilter"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s%(context_text)s"},
+        "json": {"()": "crucible.jsonlog.JsonFormatter"},
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["context"]},
+    },
     "root": {"handlers": ["console"], "level": envstr("LOG_LEVEL", "INFO")},
     "loggers": {"django.db.backends": {"level": "INFO"}},
 }

@@ -5,11 +5,14 @@ The reconciler is not a job: ``python -m crucible.cron`` runs it in its own loop
 
 from apps.evaluations import running
 from apps.evaluations.callbacks import delivery
+from crucible.logcontext import bound
 
 
 def run_evaluation(evaluation_id: str) -> str:
-    """Run one evaluation; returns what was done with it (a ``running.RunDisposition`` value)."""
-    return str(running.run(evaluation_id))
+    """Run one evaluation; returns what was done with it (a ``running.RunDisposition`` value). Every
+    log line of the run carries ``evaluation_id``."""
+    with bound(evaluation_id=evaluation_id):
+        return str(running.run(evaluation_id))
 
 
 def deliver_callback(delivery_id: str) -> str:

@@ -316,6 +316,15 @@ class EvaluationRun:
         if notice is not None:
             publisher.publish_log(self.evaluation.pk, notice.seq, notice.stream, notice.text)
         publisher.publish_end(self.evaluation)
+        log.info(
+            "evaluation %s ended %s (%s), exit %s, %s ms under %s",
+            self.evaluation.pk,
+            status,
+            reason,
+            fields["exit_code"],
+            fields.get("duration_ms"),
+            result.engine_runtime,
+        )
         return RunDisposition.FINISHED
 
     def _store_end(self, status: Status, reason: Reason, fields: dict, result: runner.RunResult) -> OutputChunk | None:

@@ -11,6 +11,7 @@ agent for the next one.
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 import socket
@@ -135,7 +136,13 @@ class AgentLink:
             self.generation += 1
             generation = self.generation
             self.pending[0] = hello
-        threading.Thread(target=self._read_replies, args=(raw, generation), name="agent-reader", daemon=True).start()
+        # With the caller's context (its log fields: the session's id) on the reader's lines too.
+        threading.Thread(
+            target=contextvars.copy_context().run,
+            args=(self._read_replies, raw, generation),
+            name="agent-reader",
+            daemon=True,
+        ).start()
         if not hello.done.wait(READY_TIMEOUT_S) or hello.lost or not (hello.header or {}).get("ready"):
             why = hello.lost or "no hello"
             with self.lock:

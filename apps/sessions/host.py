@@ -29,6 +29,7 @@ from apps.sessions import operations, publisher, rpc
 from apps.sessions.limits import session_profile
 from apps.sessions.models import EndReason, Session, Status
 from apps.sessions.safety import SessionSafety
+from crucible.logcontext import bound
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +135,10 @@ class SessionHost:
             self.requests.submit(self.handle, message, payload)
 
     def handle(self, message: dict, payload: bytes | None) -> None:
+        with bound(session_id=message.get("session", "")):
+            self._handle(message, payload)
+
+    def _handle(self, message: dict, payload: bytes | None) -> None:
         op = message.get("op")
         try:
             if op == "start":
