@@ -86,13 +86,14 @@ fi
 bash scripts/redis.sh "$DATA"
 
 # --- Python environment -------------------------------------------------------------------
-stamp=$(sha256sum requirements.txt | cut -c1-16)
+stamp=$(cat requirements.txt client/pyproject.toml | sha256sum | cut -c1-16)
 if [ ! -x .venv/bin/python ] || [ "$(cat .venv/.requirements 2>/dev/null)" != "$stamp" ]; then
   log "installing Python requirements into .venv"
   python3 -m venv .venv
   .venv/bin/pip install -q --upgrade pip >/dev/null 2>&1 || true
   .venv/bin/pip install -q -r requirements.txt
   .venv/bin/pip install -q --no-deps -e . >/dev/null
+  .venv/bin/pip install -q --no-deps -e ./client >/dev/null  # the `crucible` CLI, the SDK, the Inspect provider
   echo "$stamp" > .venv/.requirements
 fi
 

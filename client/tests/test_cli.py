@@ -1,4 +1,4 @@
-"""The `crucible` command-line client, against a real Daphne (tests/stack.py)."""
+"""The `crucible` command-line client (client/crucible_client/cli.py), against a real Daphne (tests/stack.py)."""
 
 from __future__ import annotations
 
@@ -7,13 +7,13 @@ import time
 
 import pytest
 import requests
+from crucible_client import cli
 
 from apps.accounts.models import ApiToken
 from apps.evaluations import publisher
 from apps.evaluations.models import Evaluation, OutputChunk, Runtime, Status
 from apps.evaluations.runtimes import ensure_default_runtimes
 from apps.evaluations.tests.factories import make_evaluation
-from crucible import cli
 from tests.stack import live_stack  # noqa: F401 (the fixture)
 
 live = pytest.mark.django_db(transaction=True)

@@ -7,13 +7,16 @@
     crucible batch submit samples.jsonl --task humaneval/0 --completions --k 1,10 --follow
     crucible batch results ID [--jsonl] | crucible batch cancel ID
     crucible tasks list --source humaneval | crucible tasks show SLUG | crucible tasks import FILE.jsonl
+    crucible sandbox create --language python     # prints the new sandbox's id
+    crucible sandbox exec ID -- python3 -c 'print(1)' | crucible sandbox put ID local.py main.py
+    crucible sandbox get ID main.py | crucible sandbox transcript ID | crucible sandbox delete ID
 
-It only speaks the public contract (REST under /api/v1/, the WebSocket under /ws/), so it
-imports nothing from Django. ``--follow`` writes the program's stdout to stdout and its stderr
-to stderr as they arrive, reconnects with ``?after=<last seq>`` when the connection drops (so no
-line is lost or repeated), and exits with the program's exit code; 1 when it ended otherwise
-without one (timed out, killed, cancelled …). Errors from the client itself exit 2 with a
-one-line message, never a traceback.
+It only speaks the public contract (REST under /api/v1/ through the SDK, ``crucible_client.sdk``;
+the WebSocket under /ws/), so it imports nothing from Django. ``--follow`` writes the program's
+stdout to stdout and its stderr to stderr as they arrive, reconnects with ``?after=<last seq>``
+when the connection drops (so no line is lost or repeated), and exits with the program's exit
+code; 1 when it ended otherwise without one (timed out, killed, cancelled …). Errors from the
+client itself exit 2 with a one-line message, never a traceback.
 """
 
 from __future__ import annotations
@@ -21,15 +24,24 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
-from urllib.parse import quote, urlencode, urlparse, urlunparse
+from urllib.parse import urlparse
 
-DEFAULT_URL = "http://127.0.0.1:8000"
+from crucible_client import __version__
+from crucible_client._transport import error_from_response
+from crucible_client.errors import ApiError, CrucibleError
+from crucible_client.sandboxes import output_bytes
+from crucible_client.sdk import DEFAULT_URL
+from crucible_client.sdk import Client as SdkClient
+from crucible_client.types import TERMINAL_STATUSES
+
+USER_AGENT = f"crucible-cli/{__version__}"
 EXIT_CLIENT_ERROR = 2
 EXIT_INTERRUPTED = 130
-TERMINAL = {"succeeded", "failed", "timed_out", "oom_killed", "cancelled", "stopped", "safety_stopped", "error"}
+TERMINAL = TERMINAL_STATUSES
 LANGUAGE_BY_SUFFIX = {".py": "python", ".sh": "bash", ".bash": "bash"}
 WS_CLOSE_REASONS = {
     4400: "the server refused the stream request as malformed",
@@ -67,95 +79,38 @@ def note(message: str) -> None:
 # --- HTTP ---------------------------------------------------------------------------------
 
 
-class Client:
+class Client(SdkClient):
+    """The SDK's client as the CLI uses it: few, quick retries (a person is waiting), its own User-Agent."""
+
     def __init__(self, url: str, token: str, timeout: float = 30.0):
-        import requests
-
-        self.url = url.rstrip("/")
-        self.token = token
-        self.timeout = timeout
-        self.session = requests.Session()
-        self.session.headers.update(
-            {"Authorization": f"Token {token}", "Accept": "application/json", "User-Agent": "crucible-cli/1"}
+        super().__init__(
+            url, token, timeout=timeout, max_retries=2, backoff_s=0.25, max_retry_wait_s=10, user_agent=USER_AGENT
         )
-
-    def request(self, method: str, path: str, *, expect=(200,), what: str = "evaluation", **kwargs):
-        """The JSON of a response with a status in ``expect``; else a CliError (``what`` names the 404)."""
-        import requests
-
-        try:
-            response = self.session.request(method, self.url + path, timeout=self.timeout, **kwargs)
-        except requests.RequestException as exc:
-            raise CliError(f"cannot reach {self.url}: {exc.__class__.__name__}: {exc}") from None
-        if response.status_code not in expect:
-            raise CliError(http_error_message(response, what))
-        if not response.content:
-            return None
-        try:
-            return response.json()
-        except ValueError:
-            raise CliError(f"{method} {path}: the server sent something that is not JSON (HTTP {response.status_code})")
-
-    def stream_to(self, stream, path: str, *, params=None, what: str) -> None:
-        """Copy a (long) response body to ``stream`` as it arrives, e.g. a batch's JSONL export."""
-        import requests
-
-        try:
-            with self.session.get(
-                self.url + path, params=params, timeout=self.timeout, stream=True, headers={"Accept": "*/*"}
-            ) as response:
-                if response.status_code != 200:
-                    raise CliError(http_error_message(response, what))
-                buffer = getattr(stream, "buffer", None)
-                for piece in response.iter_content(chunk_size=64 * 1024):
-                    if buffer is not None:
-                        buffer.write(piece)
-                    else:
-                        stream.write(piece.decode("utf-8", errors="replace"))
-                (buffer or stream).flush()
-        except requests.RequestException as exc:
-            raise CliError(f"cannot reach {self.url}: {exc.__class__.__name__}: {exc}") from None
-
-    def evaluation(self, evaluation_id: str) -> dict:
-        return self.request("GET", f"/api/v1/evaluations/{quote(evaluation_id, safe='')}/")
-
-    # --- WebSocket ------------------------------------------------------------------------
-
-    def ws_url(self, evaluation_id: str, after: int) -> str:
-        parsed = urlparse(self.url)
-        scheme = "wss" if parsed.scheme == "https" else "ws"
-        path = f"{parsed.path.rstrip('/')}/ws/evaluations/{quote(evaluation_id, safe='')}/"
-        return urlunparse((scheme, parsed.netloc, path, "", urlencode({"after": after}), ""))
-
-    @property
-    def origin(self) -> str:
-        # The server checks the Origin of WebSocket connections (browsers send one). Ours is the
-        # server's own URL, which is honest: we are not a page from another site.
-        parsed = urlparse(self.url)
-        return f"{parsed.scheme}://{parsed.netloc}"
 
 
 def http_error_message(response, what: str = "evaluation") -> str:
     """One readable line from an error response: the API's message or its field errors."""
-    code = response.status_code
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
-    if isinstance(body, dict):
-        message = body.get("detail") or body.get("error")
-        if not message:
-            parts = []
-            for name, errors in body.items():
-                text = " ".join(map(str, errors)) if isinstance(errors, list) else str(errors)
-                parts.append(text if name == "non_field_errors" else f"{name}: {text}")
-            message = "; ".join(parts)
-    else:
-        message = (response.text or response.reason or "").strip()[:300]
-    if code == 429 and response.headers.get("Retry-After"):
-        message = f"{message} (retry after {response.headers['Retry-After']} s)"
-    hint = {401: " (check CRUCIBLE_TOKEN / --token)", 404: f" (no such {what}, or not yours)"}.get(code, "")
-    return f"HTTP {code}: {message or response.reason}{hint}"
+    return api_error_message(error_from_response(response), what)
+
+
+def api_error_message(error: ApiError, what: str = "evaluation") -> str:
+    """``HTTP <status>: <the server's message>``, with when to retry (429) and a hint (401, 404)."""
+    message = error.message
+    if error.status == 429 and error.retry_after is not None:
+        message = f"{message} (retry after {error.retry_after:g} s)"
+    hint = {401: " (check CRUCIBLE_TOKEN / --token)", 404: f" (no such {what}, or not yours)"}.get(error.status, "")
+    return f"HTTP {error.status}: {message}{hint}"
+
+
+def write_bytes(stream, pieces) -> None:
+    """Copy bytes (an iterable of pieces, e.g. a streamed download) to ``stream`` as they arrive."""
+    buffer = getattr(stream, "buffer", None)
+    for piece in pieces:
+        if buffer is not None:
+            buffer.write(piece)
+        else:
+            stream.write(piece.decode("utf-8", errors="replace"))
+    (buffer or stream).flush()
 
 
 # --- following a stream ---------------------------------------------------------------------
@@ -173,7 +128,7 @@ def follow(client: Client, evaluation_id: str, after: int = 0, *, show_end: bool
     while True:
         try:
             with connect(
-                client.ws_url(evaluation_id, last_seq),
+                client.ws_url("evaluations", evaluation_id, last_seq),
                 additional_headers={"Authorization": f"Token {client.token}"},
                 origin=client.origin,
                 open_timeout=10,
@@ -207,7 +162,8 @@ def follow(client: Client, evaluation_id: str, after: int = 0, *, show_end: bool
         if code in WS_CLOSE_REASONS:
             raise CliError(WS_CLOSE_REASONS[code])
         if not connected_once:
-            raise CliError(f"cannot open the live stream at {client.ws_url(evaluation_id, last_seq)}: {problem}")
+            url = client.ws_url("evaluations", evaluation_id, last_seq)
+            raise CliError(f"cannot open the live stream at {url}: {problem}")
         # Dropped (network, server restart): try again from the last chunk we printed.
         lost_since = lost_since or time.monotonic()
         if time.monotonic() - lost_since > RECONNECT_GIVE_UP_S:
@@ -254,8 +210,7 @@ def cmd_submit(client: Client, args) -> int:
     ):
         if value is not None:
             body[name] = value
-    headers = {"Idempotency-Key": args.idempotency_key} if args.idempotency_key else {}
-    evaluation = client.request("POST", "/api/v1/evaluations/", expect=(200, 201), json=body, headers=headers)
+    evaluation = client.evaluations.submit(**body, idempotency_key=args.idempotency_key)
     if not args.follow:
         print(evaluation["id"])
         return 0
@@ -267,18 +222,13 @@ def cmd_submit(client: Client, args) -> int:
 def cmd_logs(client: Client, args) -> int:
     if args.follow:
         return follow(client, args.id, args.after, show_end=False)
-    after = args.after
-    while True:
-        page = client.request("GET", f"/api/v1/evaluations/{quote(args.id, safe='')}/logs/", params={"after": after})
-        for chunk in page.get("chunks", []):
-            emit(sys.stderr if chunk.get("stream") == "stderr" else sys.stdout, chunk.get("data", ""))
-        if not page.get("chunks") or page.get("next", after) == after:
-            return 0
-        after = page["next"]
+    for chunk in client.evaluations.iter_logs(args.id, args.after):
+        emit(sys.stderr if chunk.get("stream") == "stderr" else sys.stdout, chunk.get("data", ""))
+    return 0
 
 
 def cmd_status(client: Client, args) -> int:
-    evaluation = client.evaluation(args.id)
+    evaluation = client.evaluations.get(args.id)
     if args.json:
         print(json.dumps(evaluation, indent=2, sort_keys=True))
         return 0
@@ -325,13 +275,13 @@ def _bytes(value) -> str | None:
 
 
 def cmd_cancel(client: Client, args) -> int:
-    evaluation = client.request("DELETE", f"/api/v1/evaluations/{quote(args.id, safe='')}/", expect=(202,))
+    evaluation = client.evaluations.cancel(args.id)
     print(f"{evaluation['id']}: {_after_request(evaluation, 'cancel')}")
     return 0
 
 
 def cmd_stop(client: Client, args) -> int:
-    evaluation = client.request("POST", f"/api/v1/evaluations/{quote(args.id, safe='')}/stop/", expect=(202,))
+    evaluation = client.evaluations.stop(args.id)
     print(f"{evaluation['id']}: {_after_request(evaluation, 'emergency stop')}")
     return 0
 
@@ -344,10 +294,7 @@ def _after_request(evaluation: dict, action: str) -> str:
 
 
 def cmd_list(client: Client, args) -> int:
-    params = {key: value for key, value in (("status", args.status), ("q", args.q)) if value}
-    page = client.request("GET", "/api/v1/evaluations/", params=params)
-    results = page.get("results", page) if isinstance(page, dict) else page
-    results = results[: args.limit]
+    results = client.evaluations.list(status=args.status or None, q=args.q or None, limit=args.limit)
     if not results:
         print("no evaluations", file=sys.stderr)
         return 0
@@ -439,17 +386,15 @@ def sample_problem(value, default_task: str | None) -> str | None:
     return None
 
 
-def batch_path(batch_id: str, rest: str = "") -> str:
-    return f"/api/v1/batches/{quote(batch_id, safe='')}/{rest}"
-
-
 def cmd_batch_submit(client: Client, args) -> int:
     samples = parse_samples(read_lines(args.file), default_task=args.task)
-    body: dict = {"samples": samples, "samples_are": "completions" if args.completions else "programs"}
-    for name, value in (("task", args.task), ("k", args.k), ("priority", args.priority)):
-        if value is not None:
-            body[name] = value
-    batch = client.request("POST", "/api/v1/batches/", expect=(201,), json=body, what="task")
+    batch = client.batches.submit(
+        samples,
+        samples_are="completions" if args.completions else "programs",
+        task=args.task,
+        k=args.k,
+        priority=args.priority,
+    )
     if not args.follow:
         print(batch["id"])
         return 0
@@ -468,7 +413,7 @@ def follow_batch(client: Client, batch_id: str, *, interval: float = BATCH_POLL_
     Exit status: 0 when it completed, 1 when it was cancelled."""
     shown = None
     while True:
-        batch = client.request("GET", batch_path(batch_id), what="batch")
+        batch = client.batches.get(batch_id)
         line = progress_line(batch)
         if sys.stderr.isatty():
             print(f"\r{line}\x1b[K", end="", file=sys.stderr, flush=True)
@@ -506,7 +451,7 @@ def print_batch_summary(batch: dict) -> None:
 
 
 def cmd_batch_status(client: Client, args) -> int:
-    batch = client.request("GET", batch_path(args.id), what="batch")
+    batch = client.batches.get(args.id)
     if args.json:
         print(json.dumps(batch, indent=2, sort_keys=True))
     else:
@@ -516,12 +461,12 @@ def cmd_batch_status(client: Client, args) -> int:
 
 def cmd_batch_results(client: Client, args) -> int:
     if args.jsonl:
-        client.stream_to(sys.stdout, batch_path(args.id, "results/"), params={"format": "jsonl"}, what="batch")
+        write_bytes(sys.stdout, client.batches.results_jsonl(args.id))
         return 0
-    print_batch_summary(client.request("GET", batch_path(args.id), what="batch"))
+    print_batch_summary(client.batches.get(args.id))
     print()
     print(f"{'SAMPLE':>6}  {'EVALUATION':<36}  {'TASK':<24}  {'STATUS':<14}  {'PASSED':<6}  FAILED TESTS")
-    for sample in paged(client, batch_path(args.id, "results/"), what="batch"):
+    for sample in client.batches.results(args.id):
         passed = {True: "yes", False: "no"}.get(sample.get("passed"), "-")
         failed = ", ".join(f"{t['name']} ({t['status']})" for t in sample.get("tests", []) if not t.get("passed"))
         index = "" if sample.get("sample") is None else str(sample["sample"])
@@ -532,35 +477,14 @@ def cmd_batch_results(client: Client, args) -> int:
     return 0
 
 
-def paged(client: Client, path: str, *, params=None, what: str, limit: int | None = None):
-    """Every item of a paginated list (``?page=N``), up to ``limit``."""
-    page, seen = 1, 0
-    while True:
-        data = client.request("GET", path, params={**(params or {}), "page": page}, what=what)
-        items = data.get("results", []) if isinstance(data, dict) else data
-        for item in items:
-            if limit is not None and seen >= limit:
-                return
-            seen += 1
-            yield item
-        if not isinstance(data, dict) or not data.get("next") or not items:
-            return
-        page += 1
-
-
 def cmd_batch_cancel(client: Client, args) -> int:
-    batch = client.request("DELETE", batch_path(args.id), expect=(202,), what="batch")
+    batch = client.batches.cancel(args.id)
     print(f"{batch['id']}: {batch.get('status')} ({batch.get('ended')}/{batch.get('total')} samples ended)")
     return 0
 
 
-def task_path(slug: str) -> str:
-    return f"/api/v1/tasks/{quote(slug, safe='/')}/"
-
-
 def cmd_tasks_list(client: Client, args) -> int:
-    params = {key: value for key, value in (("source", args.source), ("q", args.q)) if value}
-    tasks = list(paged(client, "/api/v1/tasks/", params=params, what="task", limit=args.limit))
+    tasks = client.tasks.list(source=args.source or None, q=args.q or None, limit=args.limit)
     if not tasks:
         print("no tasks", file=sys.stderr)
         return 0
@@ -574,8 +498,7 @@ def cmd_tasks_list(client: Client, args) -> int:
 
 
 def cmd_tasks_show(client: Client, args) -> int:
-    params = {"version": args.version} if args.version else None
-    task = client.request("GET", task_path(args.slug), params=params, what="task")
+    task = client.tasks.get(args.slug, version=args.version or None)
     if args.json:
         print(json.dumps(task, indent=2, sort_keys=True))
         return 0
@@ -615,17 +538,221 @@ def cmd_tasks_import(client: Client, args) -> int:
             failed += 1
             continue
         try:
-            task = client.request("POST", "/api/v1/tasks/", expect=(201,), json=body, what="task")
-        except CliError as exc:
-            if str(exc).startswith("cannot reach"):
-                raise
-            note(f"line {number}: {exc}")
+            task = client.tasks.create(body)
+        except ApiError as exc:
+            note(f"line {number}: {api_error_message(exc, 'task')}")
             failed += 1
             continue
         created += 1
         print(f"{task['slug']} v{task.get('version')}")
     note(f"imported {created} task{'s' if created != 1 else ''}, {failed} failed")
     return 0 if not failed else 1
+
+
+# --- sandboxes (sessions) -------------------------------------------------------------------
+
+TRANSCRIPT_POLL_S = 1.0
+# Exit statuses of `crucible sandbox exec` when the command has no exit code of its own, as a
+# shell would report them: 124 timed out (as timeout(1)), 126 cannot execute, 127 not found.
+EXIT_TIMED_OUT = 124
+EXIT_CANNOT_EXECUTE = 126
+EXIT_NOT_FOUND = 127
+
+
+def read_input(name: str) -> bytes:
+    """The bytes of FILE, or of standard input for -."""
+    try:
+        return sys.stdin.buffer.read() if name == "-" else Path(name).read_bytes()
+    except OSError as exc:
+        raise CliError(f"cannot read {name}: {exc.strerror or exc}") from None
+
+
+def parse_env(pairs: list[str] | None) -> dict[str, str] | None:
+    """``--env NAME=VALUE`` (repeatable) as a dict."""
+    if not pairs:
+        return None
+    env = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise CliError(f"--env takes NAME=VALUE, not {pair!r}")
+        env[name] = value
+    return env
+
+
+def cmd_sandbox_create(client: Client, args) -> int:
+    sandbox = client.sandboxes.create(
+        language=args.language,
+        image=args.image,
+        memory_mb=args.memory,
+        cpus=args.cpus,
+        idle_timeout_s=args.idle_timeout,
+        max_lifetime_s=args.max_lifetime,
+        wait=not args.no_wait,
+    )
+    if args.json:
+        print(json.dumps(sandbox, indent=2, sort_keys=True))
+    else:
+        print(sandbox["id"])
+    return 0
+
+
+def cmd_sandbox_list(client: Client, args) -> int:
+    sandboxes = client.sandboxes.list(status=args.status or None, limit=args.limit)
+    if not sandboxes:
+        print("no sandboxes", file=sys.stderr)
+        return 0
+    print(f"{'ID':<36}  {'STATUS':<8}  {'END REASON':<14}  {'LANGUAGE':<8}  {'STEPS':>5}  CREATED")
+    for item in sandboxes:
+        print(
+            f"{item['id']:<36}  {item.get('status', ''):<8}  {item.get('end_reason') or '':<14}  "
+            f"{item.get('language') or '':<8}  {item.get('step_count', ''):>5}  {item.get('created_at', '')}"
+        )
+    return 0
+
+
+def cmd_sandbox_show(client: Client, args) -> int:
+    sandbox = client.sandboxes.get(args.id)
+    if args.json:
+        print(json.dumps(sandbox, indent=2, sort_keys=True))
+        return 0
+    limits = sandbox.get("limits") or {}
+    ended = sandbox.get("end_reason")
+    rows = [
+        ("id", sandbox.get("id")),
+        ("status", f"{sandbox.get('status')} ({ended})" if ended else sandbox.get("status")),
+        ("error", sandbox.get("error") or None),
+        ("language", sandbox.get("language")),
+        ("image", sandbox.get("image")),
+        ("runtime", sandbox.get("sandbox_runtime")),
+        ("limits", f"{sandbox.get('memory_mb')} MB, {sandbox.get('cpus', 0):g} CPU"),
+        ("idle timeout", f"{sandbox.get('idle_timeout_s')} s"),
+        ("max lifetime", f"{sandbox.get('max_lifetime_s')} s"),
+        ("exec timeout", f"{limits['exec_timeout_s_default']:g} s (max {limits['exec_timeout_s_max']:g} s)")
+        if limits
+        else None,
+        ("working dir", sandbox.get("cwd")),
+        ("user", sandbox.get("user")),
+        ("steps", sandbox.get("step_count")),
+        ("created", sandbox.get("created_at")),
+        ("last activity", sandbox.get("last_activity_at")),
+        ("expires", sandbox.get("expires_at")),
+        ("ended", sandbox.get("ended_at")),
+    ]
+    for row in rows:
+        if row is not None and row[1] is not None:
+            print(f"{row[0] + ':':<15}{row[1]}")
+    return 0
+
+
+def cmd_sandbox_exec(client: Client, args) -> int:
+    argv = args.cmd
+    if not argv:
+        raise CliError("no command: crucible sandbox exec ID [options] -- COMMAND [ARGS …]")
+    result = client.sandboxes.exec(
+        args.id,
+        argv,
+        input=read_input(args.stdin) if args.stdin else None,
+        env=parse_env(args.env),
+        cwd=args.cwd,
+        timeout_s=args.timeout,
+        user=args.user,
+    )
+    write_bytes(sys.stdout, [output_bytes(result, "stdout")])
+    write_bytes(sys.stderr, [output_bytes(result, "stderr")])
+    return exec_exit_status(result)
+
+
+def exec_exit_status(result: dict) -> int:
+    """The command's exit code; else what a shell would say (124 timed out, 126, 127), noted on stderr."""
+    if result.get("truncated"):
+        note("output over the sandbox's cap was dropped")
+    if result.get("timed_out"):
+        note("timed out: every process of the command was killed")
+        return EXIT_TIMED_OUT
+    error = result.get("error")
+    if error:
+        note(f"{error}: {result.get('error_message') or 'the command could not start'}")
+        return {"not_found": EXIT_NOT_FOUND, "permission_denied": EXIT_CANNOT_EXECUTE}.get(error, 1)
+    code = result.get("returncode")
+    if isinstance(code, int):
+        return code if 0 <= code < 256 else 128 + abs(code) % 128
+    return 1
+
+
+def cmd_sandbox_put(client: Client, args) -> int:
+    written = client.sandboxes.write_file(args.id, args.path, read_input(args.local))
+    print(f"{written['path']} ({written['size']} bytes, sha256 {written['sha256']})")
+    return 0
+
+
+def cmd_sandbox_get(client: Client, args) -> int:
+    data = client.sandboxes.read_file(args.id, args.path, max_bytes=args.max_bytes)
+    if args.output and args.output != "-":
+        try:
+            Path(args.output).write_bytes(data)
+        except OSError as exc:
+            raise CliError(f"cannot write {args.output}: {exc.strerror or exc}") from None
+    else:
+        write_bytes(sys.stdout, [data])
+    return 0
+
+
+def cmd_sandbox_end(client: Client, args) -> int:
+    sandbox = (client.sandboxes.stop if args.emergency else client.sandboxes.delete)(args.id)
+    reason = sandbox.get("end_reason")
+    print(f"{sandbox['id']}: {sandbox.get('status')}{f' ({reason})' if reason else ''}")
+    return 0
+
+
+def cmd_sandbox_transcript(client: Client, args) -> int:
+    if args.jsonl:
+        write_bytes(sys.stdout, client.sandboxes.transcript_jsonl(args.id))
+        return 0
+    print(f"{'SEQ':>4}  {'KIND':<10}  {'STATUS':<7}  {'EXIT':>4}  {'MS':>7}  WHAT", flush=True)
+    if args.follow:
+        return follow_transcript(client, args.id, args.after)
+    for step in client.sandboxes.iter_transcript(args.id, args.after):
+        print(step_line(step))
+    return 0
+
+
+def follow_transcript(client: Client, sandbox_id: str, after: int = 0, *, interval: float = TRANSCRIPT_POLL_S) -> int:
+    """Print each step once it is done, until the session has ended and every step is shown.
+
+    A step still running is asked for again (``after`` stays before it), so none is lost or repeated."""
+    while True:
+        page = client.sandboxes.transcript(sandbox_id, after)
+        steps, waiting = page.get("steps", []), False
+        for step in steps:
+            if step.get("status") == "running":
+                waiting = True
+                break
+            print(step_line(step), flush=True)
+            after = step["seq"]
+        if not waiting and page.get("complete"):
+            sandbox = client.sandboxes.get(sandbox_id)
+            note(f"sandbox {sandbox_id} ended ({sandbox.get('end_reason')})")
+            return 0
+        if waiting or not steps:
+            time.sleep(interval)
+
+
+def step_line(step: dict) -> str:
+    """One transcript step in one line: the command (or path) and how it ended."""
+    if step.get("kind") == "exec":
+        what = shlex.join(step.get("cmd") or [])
+        if step.get("cwd"):
+            what += f"   (in {step['cwd']})"
+    else:
+        what = f"{step.get('path', '')} ({step.get('size', 0)} bytes)"
+    flags = [flag for flag in ("error", "timed_out", "truncated") if step.get(flag)]
+    if step.get("error"):
+        flags[0] = f"error {step['error']}"
+    exit_code = "" if step.get("returncode") is None else str(step["returncode"])
+    duration = "" if step.get("duration_ms") is None else str(step["duration_ms"])
+    line = f"{step.get('seq', ''):>4}  {step.get('kind', ''):<10}  {step.get('status', ''):<7}  {exit_code:>4}  "
+    return f"{line}{duration:>7}  {what}{'  [' + ', '.join(flags) + ']' if flags else ''}"
 
 
 # --- argument parsing -----------------------------------------------------------------------
@@ -646,6 +773,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--token", default=os.environ.get("CRUCIBLE_TOKEN"), help="personal API token (env CRUCIBLE_TOKEN)"
     )
+    parser.set_defaults(what="evaluation")  # what a 404 means: "no such <what>, or not yours"
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     submit = commands.add_parser("submit", help="submit a program (FILE, or - for standard input)")
@@ -687,6 +815,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_batch_commands(commands)
     add_tasks_commands(commands)
+    add_sandbox_commands(commands)
     return parser
 
 
@@ -707,21 +836,21 @@ def add_batch_commands(commands) -> None:
     submit.add_argument("--k", type=positive_ks, metavar="K[,K…]", help="pass@k to compute, e.g. 1,10 (default 1)")
     submit.add_argument("--priority", choices=["low", "normal", "high"])
     submit.add_argument("--follow", "-f", action="store_true", help="show progress until it ends, then the summary")
-    submit.set_defaults(handler=cmd_batch_submit)
+    submit.set_defaults(handler=cmd_batch_submit, what="task")
 
     status = sub.add_parser("status", help="a batch's progress, counts and pass@k")
     status.add_argument("id", metavar="ID")
     status.add_argument("--json", action="store_true", help="print the API's JSON")
-    status.set_defaults(handler=cmd_batch_status)
+    status.set_defaults(handler=cmd_batch_status, what="batch")
 
     results = sub.add_parser("results", help="per-sample, per-test verdicts")
     results.add_argument("id", metavar="ID")
     results.add_argument("--jsonl", action="store_true", help="the whole batch as JSON lines, as the API exports it")
-    results.set_defaults(handler=cmd_batch_results)
+    results.set_defaults(handler=cmd_batch_results, what="batch")
 
     cancel = sub.add_parser("cancel", help="cancel every sample that has not ended")
     cancel.add_argument("id", metavar="ID")
-    cancel.set_defaults(handler=cmd_batch_cancel)
+    cancel.set_defaults(handler=cmd_batch_cancel, what="batch")
 
 
 def add_tasks_commands(commands) -> None:
@@ -732,21 +861,106 @@ def add_tasks_commands(commands) -> None:
     listing.add_argument("--source", help="only tasks from this source, e.g. humaneval")
     listing.add_argument("-q", "--q", dest="q", help="search slug, title and prompt")
     listing.add_argument("--limit", type=int, default=200, help="at most this many (default 200)")
-    listing.set_defaults(handler=cmd_tasks_list)
+    listing.set_defaults(handler=cmd_tasks_list, what="task")
 
     show = sub.add_parser("show", help="a task: prompt, limits and tests (names only unless it is yours)")
     show.add_argument("slug", metavar="SLUG")
     show.add_argument("--version", type=int, help="an earlier version")
     show.add_argument("--json", action="store_true", help="print the API's JSON")
-    show.set_defaults(handler=cmd_tasks_show)
+    show.set_defaults(handler=cmd_tasks_show, what="task")
 
     imports = sub.add_parser("import", help="create one task per line of FILE.jsonl (the API's task body)")
     imports.add_argument("file", metavar="FILE")
-    imports.set_defaults(handler=cmd_tasks_import)
+    imports.set_defaults(handler=cmd_tasks_import, what="task")
+
+
+def add_sandbox_commands(commands) -> None:
+    sandbox = commands.add_parser("sandbox", help="long-lived sandboxes: run commands and move files step by step")
+    sub = sandbox.add_subparsers(dest="sandbox_command", required=True, metavar="COMMAND")
+    sandbox.set_defaults(what="sandbox")
+
+    create = sub.add_parser("create", help="start a sandbox and print its id once it is ready")
+    create.add_argument("--language", choices=["python", "bash"], help="its runtime image (default python)")
+    create.add_argument("--image", help="an image the operator allows, instead of --language")
+    create.add_argument("--memory", type=int, metavar="MB", help="memory limit")
+    create.add_argument("--cpus", type=float, help="CPU limit")
+    create.add_argument("--idle-timeout", type=int, metavar="SECONDS", help="end it after this long unused")
+    create.add_argument("--max-lifetime", type=int, metavar="SECONDS", help="end it this long after it started")
+    create.add_argument("--no-wait", action="store_true", help="return at once, even if it is still starting")
+    create.add_argument("--json", action="store_true", help="print the API's JSON")
+    create.set_defaults(handler=cmd_sandbox_create, what="sandbox")
+
+    listing = sub.add_parser("list", help="your sandboxes, newest first")
+    listing.add_argument("--status", choices=["starting", "ready", "ended"])
+    listing.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
+    listing.set_defaults(handler=cmd_sandbox_list, what="sandbox")
+
+    show = sub.add_parser("show", help="a sandbox's status, limits and timings")
+    show.add_argument("id", metavar="ID")
+    show.add_argument("--json", action="store_true", help="print the API's JSON")
+    show.set_defaults(handler=cmd_sandbox_show, what="sandbox")
+
+    run = sub.add_parser(
+        "exec",
+        help="run a command in it (no shell: -- sh -c '…' for one); exits with its exit code",
+        description="Exit status: the command's; 124 when it timed out, 126 when it could not be executed, "
+        "127 when it was not found; 2 for errors of the client.",
+    )
+    run.add_argument("id", metavar="ID")
+    run.add_argument("--cwd", help="working directory (relative to /sandbox, or absolute)")
+    run.add_argument("--env", action="append", metavar="NAME=VALUE", help="an environment variable (repeatable)")
+    run.add_argument("--timeout", type=float, metavar="SECONDS", help="kill it (and what it started) after this")
+    run.add_argument("--stdin", metavar="FILE", help="file given to the command as standard input (- for ours)")
+    run.add_argument("--user", help="sandbox (the default) or 10001; the sandbox cannot switch to other users")
+    run.add_argument("cmd", nargs="*", metavar="-- COMMAND [ARGS …]", help="the command, after --")
+    run.set_defaults(handler=cmd_sandbox_exec, what="sandbox")
+
+    put = sub.add_parser("put", help="copy LOCAL (- for standard input) to PATH in the sandbox")
+    put.add_argument("id", metavar="ID")
+    put.add_argument("local", metavar="LOCAL")
+    put.add_argument("path", metavar="PATH", help="relative to /sandbox, or absolute; parents are created")
+    put.set_defaults(handler=cmd_sandbox_put, what="sandbox")
+
+    get = sub.add_parser("get", help="copy PATH from the sandbox to standard output (or -o FILE)")
+    get.add_argument("id", metavar="ID")
+    get.add_argument("path", metavar="PATH")
+    get.add_argument("-o", "--output", metavar="FILE", help="write it here instead")
+    get.add_argument("--max-bytes", type=int, metavar="N", help="refuse (HTTP 413) a file larger than this")
+    get.set_defaults(handler=cmd_sandbox_get, what="sandbox")
+
+    for name, emergency, text in (
+        ("delete", False, "end it (its files are gone)"),
+        ("stop", True, "emergency stop (with an alert and an audit entry)"),
+    ):
+        end = sub.add_parser(name, help=text)
+        end.add_argument("id", metavar="ID")
+        end.set_defaults(handler=cmd_sandbox_end, emergency=emergency, what="sandbox")
+
+    transcript = sub.add_parser("transcript", help="every recorded step: commands, file writes, exits, timings")
+    transcript.add_argument("id", metavar="ID")
+    transcript.add_argument("--after", type=int, default=0, metavar="SEQ", help="only steps after this one")
+    transcript.add_argument("--jsonl", action="store_true", help="every step as JSON lines, outputs included")
+    transcript.add_argument("--follow", "-f", action="store_true", help="keep printing new steps until it ends")
+    transcript.set_defaults(handler=cmd_sandbox_transcript, what="sandbox")
+
+
+def split_exec_command(argv: list[str]) -> tuple[list[str], list[str] | None]:
+    """``… sandbox exec ID [options] -- COMMAND …``: the command after ``--``, kept away from argparse
+    (which cannot mix options between two positionals); None when this is not such a line."""
+    if "--" not in argv:
+        return argv, None
+    head = argv[: argv.index("--")]
+    if "sandbox" not in head or "exec" not in head[head.index("sandbox") :]:
+        return argv, None
+    return head, argv[len(head) + 1 :]
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    argv, command = split_exec_command(list(sys.argv[1:] if argv is None else argv))
+    args = parser.parse_args(argv)
+    if command is not None:
+        args.cmd = [*getattr(args, "cmd", []), *command]
     try:
         if not args.token:
             raise CliError(
@@ -755,7 +969,10 @@ def main(argv: list[str] | None = None) -> int:
         if urlparse(args.url).scheme not in ("http", "https") or not urlparse(args.url).netloc:
             raise CliError(f"--url must look like http://host:port, not {args.url!r}")
         return args.handler(Client(args.url, args.token), args)
-    except CliError as exc:
+    except ApiError as exc:
+        note(api_error_message(exc, getattr(args, "what", "evaluation")))
+        return EXIT_CLIENT_ERROR
+    except (CliError, CrucibleError) as exc:
         note(str(exc))
         return EXIT_CLIENT_ERROR
     except KeyboardInterrupt:

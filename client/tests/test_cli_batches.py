@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from crucible_client import cli
 
 from apps.accounts.models import ApiToken
 from apps.evaluations import models as evaluations  # TestResult, TestStatus: not pytest classes
@@ -13,7 +14,6 @@ from apps.evaluations.runtimes import ensure_default_runtimes
 from apps.evaluations.tests.factories import make_evaluation
 from apps.tasks.models import Batch, BatchStatus, Task
 from apps.tasks.tests.page_fixtures import HIDDEN_CHECK, HIDDEN_DETAIL, HIDDEN_EXPECTED, make_task
-from crucible import cli
 from tests.stack import live_stack  # noqa: F401 (the fixture)
 
 live = pytest.mark.django_db(transaction=True)
