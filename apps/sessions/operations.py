@@ -18,6 +18,36 @@ ALLOWED_USERS = ("", "sandbox", str(SANDBOX_UID))
 # at the timeout and answers then).
 ANSWER_SLACK_S = 30.0
 FILE_TIMEOUT_S = 120.0
+# What the agent may say went wrong (anything else it says is "failed": it answers for a sandbox,
+# and a program there can write to its stdout), and the most a transcript row holds.
+EXEC_ERRORS = frozenset(
+    {
+        "not_found",
+        "permission_denied",
+        "bad_cwd",
+        "too_many_processes",
+        "interrupted",
+        "failed",
+        "not_a_directory",
+        "is_a_directory",
+        "bad_path",
+    }
+)
+FILE_ERRORS = frozenset(
+    {
+        "not_found",
+        "permission_denied",
+        "is_a_directory",
+        "not_a_directory",
+        "not_a_file",
+        "too_large",
+        "no_space",
+        "bad_path",
+        "failed",
+    }
+)
+MAX_COUNT = 2**62
+MAX_DURATION_MS = 2**31 - 1
 
 
 def _begin(host, live, kind: StepKind, **fields):
@@ -93,14 +123,14 @@ def execute(host, live, message: dict, stdin: bytes | None) -> tuple[dict, bytes
         return {"status": 200, "seq": step.seq, **result, "stdout_len": 0}, b""
     stdout, stderr = (blobs + [b"", b""])[:2]
     result = {
-        "returncode": header.get("returncode") if isinstance(header.get("returncode"), int) else None,
-        "error": header.get("error") if isinstance(header.get("error"), str) else None,
+        "returncode": _exit_status(header.get("returncode")),
+        "error": _code(header.get("error"), EXEC_ERRORS) or None,
         "error_message": _said(header.get("message")),
         "timed_out": header.get("timed_out") is True,
         "truncated": header.get("truncated") is True,
         "stdout_bytes": _count(header.get("stdout_bytes"), len(stdout)),
         "stderr_bytes": _count(header.get("stderr_bytes"), len(stderr)),
-        "duration_ms": _count(header.get("duration_ms"), 0),
+        "duration_ms": min(_count(header.get("duration_ms"), 0), MAX_DURATION_MS),
     }
     _finish(host, step, stdout=stdout, stderr=stderr, **_step_fields(result))
     host.check_output(live, stdout, stderr)
@@ -113,7 +143,23 @@ def _said(text) -> str:
 
 
 def _count(value, floor: int) -> int:
-    return max(value, floor) if isinstance(value, int) and value >= 0 else floor
+    """A byte count the agent reports: at least what arrived, at most what a row holds."""
+    return (
+        min(max(value, floor), MAX_COUNT)
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0
+        else floor
+    )
+
+
+def _exit_status(value) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 255 else None
+
+
+def _code(value, known: frozenset[str]) -> str:
+    """An error code the agent reports, if it is one of ours; anything else is "failed"."""
+    if not value:
+        return ""
+    return value if isinstance(value, str) and value in known else "failed"
 
 
 def _interrupted(why: str) -> dict:
@@ -146,7 +192,7 @@ def write_file(host, live, message: dict, content: bytes) -> tuple[dict, None]:
         )
     except AgentLost as exc:
         return _lost(host, step, str(exc))
-    error = header.get("error") if isinstance(header.get("error"), str) else ""
+    error = _code(header.get("error"), FILE_ERRORS)
     message_text = _said(header.get("message"))
     _finish(host, step, size=None if error else len(content), error=error, error_message=message_text)
     if error:
@@ -156,7 +202,7 @@ def write_file(host, live, message: dict, content: bytes) -> tuple[dict, None]:
         "seq": step.seq,
         "path": path,
         "size": len(content),
-        "sha256": str(header.get("sha256")),
+        "sha256": str(header.get("sha256"))[:64],
     }, None
 
 
@@ -171,7 +217,7 @@ def read_file(host, live, message: dict) -> tuple[dict, bytes | None]:
         )
     except AgentLost as exc:
         return _lost(host, step, str(exc))
-    error = header.get("error") if isinstance(header.get("error"), str) else ""
+    error = _code(header.get("error"), FILE_ERRORS)
     message_text = _said(header.get("message"))
     content = blobs[0] if blobs and not error else b""
     _finish(host, step, size=None if error else len(content), error=error, error_message=message_text)

@@ -43,7 +43,7 @@ EXEC_ID_VARIABLE = "CRUCIBLE_EXEC_ID"
 HEADER = struct.Struct(">I")
 MAX_REQUEST_HEADER = 8 * 1024 * 1024
 READ_CHUNK = 256 * 1024
-KILL_PASSES = 20
+KILL_DEADLINE_S = 10.0
 PR_SET_NO_NEW_PRIVS, PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 38, 22, 2
 BPF_INSTRUCTION_BYTES = 8
 ERRORS = {
@@ -120,11 +120,11 @@ class Replies:
 # --- killing what an exec started ------------------------------------------------------------
 
 
-def _stat_ids(pid: str) -> tuple[int, int]:
-    """(process group, session) of ``pid`` from /proc (the command name may hold spaces or parens)."""
+def _stat_ids(pid: str) -> tuple[bytes, int, int]:
+    """(state, process group, session) of ``pid`` from /proc (the command name may hold spaces or parens)."""
     with open(f"/proc/{pid}/stat", "rb") as handle:
         fields = handle.read().rsplit(b")", 1)[1].split()
-    return int(fields[2]), int(fields[3])
+    return fields[0], int(fields[2]), int(fields[3])
 
 
 def _marked(pid: str, marker: bytes) -> bool:
@@ -136,7 +136,8 @@ def _marked(pid: str, marker: bytes) -> bool:
 
 
 def processes_of(session_id: int, exec_id: str) -> list[int]:
-    """Processes in ``session_id`` or carrying ``exec_id`` in their environment (not this one, not PID 1)."""
+    """Live processes in ``session_id`` or carrying ``exec_id`` in their environment (not this one, not
+    PID 1; not zombies, which are dead already and go when their parent reaps them)."""
     marker = f"{EXEC_ID_VARIABLE}={exec_id}".encode()
     found = []
     me = os.getpid()
@@ -144,8 +145,10 @@ def processes_of(session_id: int, exec_id: str) -> list[int]:
         if not entry.isdigit() or int(entry) in (1, me):
             continue
         try:
-            group, session = _stat_ids(entry)
+            state, group, session = _stat_ids(entry)
         except (OSError, IndexError, ValueError):
+            continue
+        if state in (b"Z", b"X"):
             continue
         if session_id in (group, session) or _marked(entry, marker):
             found.append(int(entry))
@@ -153,24 +156,38 @@ def processes_of(session_id: int, exec_id: str) -> list[int]:
 
 
 def kill_exec(session_id: int, exec_id: str) -> int:
-    """SIGKILL every process of one exec, again until none is left (a process may fork meanwhile)."""
+    """SIGKILL every process of one exec. A fork bomb refills as fast as one kills, so its processes are
+    frozen first (SIGSTOP: a stopped process cannot fork), again until a listing finds no process
+    that was not already frozen, then all killed; repeated until none is left or ``KILL_DEADLINE_S``."""
     killed = 0
-    for _ in range(KILL_PASSES):
-        try:
-            os.killpg(session_id, signal.SIGKILL)
-        except OSError:
-            pass
-        left = processes_of(session_id, exec_id)
-        if not left:
+    deadline = time.monotonic() + KILL_DEADLINE_S
+    try:
+        os.killpg(session_id, signal.SIGKILL)
+    except OSError:
+        pass
+    while time.monotonic() < deadline:
+        frozen: set[int] = set()
+        while time.monotonic() < deadline:
+            found = set(processes_of(session_id, exec_id))
+            if found <= frozen:
+                break
+            for pid in found - frozen:
+                _signal(pid, signal.SIGSTOP)
+            frozen |= found
+        if not frozen:
             break
-        for pid in left:
-            try:
-                os.kill(pid, signal.SIGKILL)
-                killed += 1
-            except OSError:
-                pass
-        time.sleep(0.01)
+        for pid in frozen:
+            killed += _signal(pid, signal.SIGKILL)
+        time.sleep(0.005)
     return killed
+
+
+def _signal(pid: int, number: int) -> int:
+    try:
+        os.kill(pid, number)
+        return 1
+    except OSError:
+        return 0
 
 
 class Sweeper:
@@ -282,7 +299,10 @@ def run_command(request: dict, stdin: bytes | None, sweeper: Sweeper) -> tuple[d
             return {"error": "bad_cwd", "message": f"{cwd}: {exc.strerror}"}, []
         return {"error": error_code(exc), "message": f"{request['argv'][0]}: {exc.strerror}"}, []
     if stdin is not None:
-        threading.Thread(target=_feed, args=(process.stdin, stdin), daemon=True).start()
+        try:
+            threading.Thread(target=_feed, args=(process.stdin, stdin), daemon=True).start()
+        except RuntimeError:  # no thread can start (the process limit): feed nothing, the command sees EOF
+            process.stdin.close()
     output = Output(int(request["cap"]))
     finished = _drain(process, output, deadline)
     timed_out = not finished
@@ -408,7 +428,10 @@ def main() -> None:
                 first = read_frame(source)
             except (EOFError, ValueError):
                 return  # the host hung up (or spoke nonsense): the session's link is gone
-        threading.Thread(target=handle, args=(*first, replies, sweeper), daemon=True).start()
+        try:
+            threading.Thread(target=handle, args=(*first, replies, sweeper), daemon=True).start()
+        except RuntimeError:  # no thread can start: the sandbox's process limit is used up
+            replies.send({"id": first[0].get("id"), "error": "too_many_processes", "message": "no thread can start"})
         first = None
 
 
