@@ -15,7 +15,9 @@ from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import generics, serializers, status
 from rest_framework.exceptions import ValidationError
+from rest_framework.renderers import BaseRenderer
 from rest_framework.response import Response
+from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
 from apps.sessions import services, validation
@@ -232,7 +234,21 @@ class SessionFileView(VisibleSessionMixin, APIView):
         return Response({key: result.get(key) for key in ("path", "size", "sha256", "seq")})
 
 
+class JsonLinesRenderer(BaseRenderer):
+    """Names the ``jsonl`` format so DRF's ``?format=`` negotiation accepts it (without it, DRF answers
+    ``?format=jsonl`` with 404 before the view runs); the view builds that response itself."""
+
+    media_type = "application/jsonl"
+    format = "jsonl"
+    charset = "utf-8"
+
+    def render(self, data, accepted_media_type=None, renderer_context=None):
+        return json.dumps(data).encode()
+
+
 class SessionTranscriptView(VisibleSessionMixin, APIView):
+    renderer_classes = [*api_settings.DEFAULT_RENDERER_CLASSES, JsonLinesRenderer]
+
     @extend_schema(
         parameters=[
             OpenApiParameter("after", int, description="only steps with seq > after"),
