@@ -159,6 +159,9 @@
     while (steps[doneUpto + 1] && steps[doneUpto + 1].status === "done") doneUpto++;
     if (emptyEl) emptyEl.hidden = true;
     if (countEl) countEl.textContent = String(list.children.length);
+    // The summary is re-fetched on status changes only; its step count follows the stream.
+    var stepCount = document.querySelector('#summary [data-field="step_count"]');
+    if (stepCount && Number(stepCount.textContent) < step.seq) stepCount.textContent = String(step.seq);
     if (follow) item.scrollIntoView({ block: "end" });
   }
 

@@ -94,17 +94,35 @@ def test_alice_watches_steps_appear_and_complete_live_then_ends_the_session(agen
     expect(step2.locator(".step__stream--stderr .step__output")).to_have_text("warn\n")
     expect(page.locator('#transcript li[data-seq="3"]')).to_have_attribute("data-status", "done")
     assert page.locator("#transcript img, #transcript script").count() == 0
+    expect(page.locator('#summary [data-field="step_count"]')).to_have_text("3")
     assert [int(s) for s in page.locator("#transcript li").evaluate_all("els => els.map(e => e.dataset.seq)")] == [
         1,
         2,
         3,
     ]
 
+    # The agent ends the session: the page shows it at once, without a reload.
+    assert agent.delete(f"{agent.base}{sid}/", timeout=60).status_code == 202
+    expect(page.locator("#transcript-connection")).to_have_text("Ended: deleted")
+    expect(page.locator("#summary [data-status-badge]")).to_have_text("Ended")
+    expect(page.locator("#end-open")).to_have_count(0)
+    page.reload()
+    expect(page.locator("#transcript-connection")).to_have_text("Ended: deleted")
+    expect(page.locator("#transcript li")).to_have_count(3)  # the replay: each step once
+    assert not page.dialogs and not page.problems, (page.dialogs, page.problems)
+
+
+def test_alice_ends_a_session_with_the_button_on_its_page(agent, alice_page):
+    page = alice_page
+    created = agent.post(agent.base, json={}, timeout=60)
+    assert created.status_code == 201, created.text
+    sid = created.json()["id"]
+    page.goto(f"{page.base}/sessions/{sid}/")
+    expect(page.locator("#transcript-connection")).to_have_text("Live · ready")
     page.locator("#end-open").click()
     page.locator("#end-confirm").click()
-    page.wait_for_url(f"{page.base}/sessions/{sid}/")
     expect(page.locator("#summary [data-status-badge]")).to_have_text("Ended")
     expect(page.locator("#transcript-connection")).to_have_text("Ended: deleted")
-    expect(page.locator("#transcript li")).to_have_count(3)  # the replay after the reload, each step once
     assert orm(lambda: Session.objects.get(pk=sid).end_reason) == "deleted"
+    assert agent.post(f"{agent.base}{sid}/exec/", json={"cmd": ["true"]}, timeout=60).status_code == 409
     assert not page.dialogs and not page.problems, (page.dialogs, page.problems)
