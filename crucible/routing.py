@@ -6,6 +6,7 @@ from django.urls import path, re_path
 
 from apps.console.consumers import OperatorAlertsConsumer
 from apps.evaluations.consumers import EvaluationConsumer
+from apps.sessions.consumers import SessionConsumer
 from apps.tasks.consumers import BatchConsumer
 from crucible.ws_auth import TokenAuthMiddlewareStack, UnknownPathConsumer
 
@@ -15,5 +16,6 @@ websocket_urlpatterns: list = [
     path("ws/evaluations/<str:evaluation_id>/", TokenAuthMiddlewareStack(EvaluationConsumer.as_asgi())),
     path("ws/alerts/", TokenAuthMiddlewareStack(OperatorAlertsConsumer.as_asgi())),
     path("ws/batches/<str:batch_id>/", TokenAuthMiddlewareStack(BatchConsumer.as_asgi())),
+    path("ws/sandboxes/<str:session_id>/", TokenAuthMiddlewareStack(SessionConsumer.as_asgi())),
     re_path(r"", UnknownPathConsumer.as_asgi()),
 ]

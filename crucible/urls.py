@@ -32,6 +32,7 @@ urlpatterns = [
     path("monitoring/", include("apps.console.urls")),
     path("", include("apps.tasks.urls")),
     path("", include("apps.evaluations.urls")),
+    path("", include("apps.sessions.urls")),
 ]
 
 handler400 = "apps.accounts.errors.bad_request"

@@ -18,6 +18,7 @@ OPERATORS_GROUP = "Operators"
 OPERATOR_PERMISSIONS: dict[str, tuple[str, ...]] = {
     "evaluations": ("view", "change"),
     "sandboxing": ("view", "change"),
+    "sandbox_sessions": ("view",),  # read-only records; the admin's "end selected sessions" needs only this
     "audit": ("view",),
     "monitoring": ("view",),
     "monitoring.safetyrule": ("view", "add", "change", "delete"),  # operators configure the safety rules

@@ -1,5 +1,5 @@
 """What the operator dashboard shows: queues, workers, running evaluations with their latest sample,
-finished runs per hour, slow and failed runs. Reads only; every figure is computed on request."""
+live sessions, finished runs per hour, slow and failed runs. Reads only; every figure is computed on request."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from apps.evaluations import killswitch
 from apps.evaluations.models import Evaluation, Status
 from apps.monitoring.models import Alert, ResourceSample
 from apps.sandboxing import engine_runtime, pool
+from apps.sessions.models import Session
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +86,24 @@ def running_evaluations(limit: int = 50) -> list[Evaluation]:
         if evaluation.sample is not None:
             evaluation.memory_fraction = evaluation.sample.memory_bytes / (evaluation.memory_mb * 1024 * 1024)
     return running
+
+
+def live_sessions(limit: int = 50) -> list[Session]:
+    """The oldest live sessions (starting or ready), each with ``age_s`` (since it was created)."""
+    now = timezone.now()
+    sessions = list(
+        Session.objects.live()
+        .select_related("owner")
+        .only("id", "owner__username", "status", "language", "host", "step_count", "created_at", "last_activity_at")
+        .order_by("created_at")[:limit]
+    )
+    for session in sessions:
+        session.age_s = (now - session.created_at).total_seconds()
+    return sessions
+
+
+def live_session_count() -> int:
+    return Session.objects.live().count()
 
 
 def _hourly_counts(start) -> dict:
@@ -163,6 +182,8 @@ def live() -> dict:
     return {
         "queues": queue_depths(),
         "running": running_evaluations(),
+        "sessions": live_sessions(),
+        "live_session_count": live_session_count(),
         "killswitch_engaged": killswitch_engaged(),
         "queued_count": Evaluation.objects.filter(status=Status.QUEUED).count(),
         "workers": rows,

@@ -13,7 +13,7 @@ import logging
 import django_rq
 from django.conf import settings
 from django.db import connection
-from django.db.models import Count
+from django.db.models import Count, Sum
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from rq import Worker
@@ -22,6 +22,7 @@ from rq.suspension import is_suspended
 from apps.evaluations.models import TERMINAL_STATUSES, Evaluation, Status
 from apps.monitoring.models import Alert, RunTiming
 from apps.sandboxing import engine_runtime, pool
+from apps.sessions.models import LIVE_STATUSES, Session
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,7 @@ class CrucibleCollector:
 
     def collect(self):
         yield from self._evaluations()
+        yield from self._sessions()
         yield from self._histograms()
         yield from self._alerts()
         yield from self._redis()
@@ -126,6 +128,32 @@ class CrucibleCollector:
         )
         yield GaugeMetricFamily(
             "crucible_evaluations_queued", "Evaluations waiting (database).", value=by_status.get(Status.QUEUED, 0)
+        )
+
+    def _sessions(self):
+        """Sessions now and ever: live ones by status, ended ones by reason, and steps recorded (the sum
+        of each session's ``step_count``: one aggregate over the sessions table, not a count of steps)."""
+        live = GaugeMetricFamily("crucible_sessions_live", "Sessions live now, by status.", labels=["status"])
+        by_status = dict(
+            Session.objects.filter(status__in=LIVE_STATUSES).values_list("status").order_by().annotate(n=Count("pk"))
+        )
+        for status in LIVE_STATUSES:
+            live.add_metric([status], by_status.get(status, 0))
+        yield live
+
+        ended = CounterMetricFamily("crucible_sessions_ended", "Sessions that ended, by reason.", labels=["reason"])
+        for reason, count in (
+            Session.objects.exclude(status__in=LIVE_STATUSES)
+            .values_list("end_reason")
+            .order_by()
+            .annotate(n=Count("pk"))
+        ):
+            ended.add_metric([reason or "unknown"], count)
+        yield ended
+
+        steps = Session.objects.aggregate(total=Sum("step_count"))["total"] or 0
+        yield CounterMetricFamily(
+            "crucible_session_steps", "Steps (execs and file operations) recorded in sessions.", steps
         )
 
     def _histograms(self):

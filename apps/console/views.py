@@ -12,6 +12,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from apps.accounts.permissions import operator_required
 from apps.audit import services as audit
 from apps.console import dashboard as data
+from apps.console import emergency
 from apps.evaluations import killswitch
 from apps.monitoring import alerts as alert_service
 from apps.monitoring.models import Alert
@@ -77,7 +78,9 @@ def alert_acknowledge(request, pk):
 @operator_required
 def killswitch_view(request):
     if request.method == "GET":
-        return render(request, "console/killswitch.html", killswitch.state())
+        return render(
+            request, "console/killswitch.html", {**killswitch.state(), "live_sessions": data.live_session_count()}
+        )
     engaged = request.POST.get("engaged")
     if engaged not in ("true", "false"):
         return HttpResponseBadRequest("engaged must be 'true' or 'false'")
@@ -85,8 +88,12 @@ def killswitch_view(request):
         messages.error(request, "Tick the confirmation box to use the kill switch.")
         return redirect("console:killswitch")
     if engaged == "true":
-        stopped = killswitch.engage(request.user, request)
-        messages.warning(request, f"Kill switch engaged: {len(stopped)} evaluation(s) stopped, queues paused.")
+        engaged = emergency.engage(request.user, request)
+        messages.warning(
+            request,
+            f"Kill switch engaged: {len(engaged.stopped)} evaluation(s) stopped, "
+            f"{len(engaged.sessions_ended)} session(s) ended, queues paused.",
+        )
     else:
         killswitch.release(request.user, request)
         messages.success(request, "Kill switch released: the queues run again.")

@@ -12,7 +12,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from apps.accounts.permissions import HiddenFromNonOperators, IsOperator
-from apps.console import health, metrics
+from apps.console import emergency, health, metrics
 from apps.evaluations import killswitch
 
 
@@ -110,7 +110,12 @@ KILL_SWITCH_STATE = inline_serializer(
         "engaged": serializers.BooleanField(),
         "running": serializers.IntegerField(),
         "queued": serializers.IntegerField(),
-        "stopped": serializers.IntegerField(required=False, help_text="evaluations stopped by this engage"),
+        "stopped": serializers.ListField(
+            child=serializers.UUIDField(), required=False, help_text="ids of the evaluations stopped by this engage"
+        ),
+        "sessions_ended": serializers.ListField(
+            child=serializers.UUIDField(), required=False, help_text="ids of the sessions ended by this engage"
+        ),
     },
 )
 
@@ -131,7 +136,8 @@ class KillSwitchView(HiddenFromNonOperators, APIView):
         serializer.is_valid(raise_exception=True)
         body = {}
         if serializer.validated_data["engaged"]:
-            body["stopped"] = killswitch.engage(request.user, request)
+            engaged = emergency.engage(request.user, request)
+            body = {"stopped": engaged.stopped, "sessions_ended": engaged.sessions_ended}
         else:
             killswitch.release(request.user, request)
         return Response({**killswitch.state(), **body})
