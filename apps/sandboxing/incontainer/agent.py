@@ -24,6 +24,7 @@ hostile (a program of the session can write to this process's stdout too).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import heapq
@@ -44,7 +45,7 @@ HEADER = struct.Struct(">I")
 MAX_REQUEST_HEADER = 8 * 1024 * 1024
 READ_CHUNK = 256 * 1024
 KILL_DEADLINE_S = 10.0
-PR_SET_NO_NEW_PRIVS, PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 38, 22, 2
+PR_SET_NO_NEW_PRIVS, PR_SET_SECCOMP, SECCOMP_MODE_FILTER, PR_SET_CHILD_SUBREAPER = 38, 22, 2, 36
 BPF_INSTRUCTION_BYTES = 8
 ERRORS = {
     errno.ENOENT: "not_found",
@@ -120,11 +121,72 @@ class Replies:
 # --- killing what an exec started ------------------------------------------------------------
 
 
-def _stat_ids(pid: str) -> tuple[bytes, int, int]:
-    """(state, process group, session) of ``pid`` from /proc (the command name may hold spaces or parens)."""
+def _stat_ids(pid: str) -> tuple[bytes, int, int, int]:
+    """(state, parent, process group, session) of ``pid`` from /proc (the name may hold spaces or parens)."""
     with open(f"/proc/{pid}/stat", "rb") as handle:
         fields = handle.read().rsplit(b")", 1)[1].split()
-    return fields[0], int(fields[2]), int(fields[3])
+    return fields[0], int(fields[1]), int(fields[2]), int(fields[3])
+
+
+class Children:
+    """This agent is the sandbox's child subreaper: a process an exec leaves behind becomes this
+    agent's child when its parent ends, even one that left its session and cleared its environment
+    (``setsid env -i …``), which nothing else would tie to an exec. ``own`` are the commands this
+    agent started and still waits for; any other child ("a stray"), and all it started, dies with the
+    next exec that is killed or reaches its timeout. A thread reaps the strays that exited."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.own: set[int] = set()
+        self.subreaper = _prctl(PR_SET_CHILD_SUBREAPER, 1) == ""
+
+    def waited(self, pid: int) -> None:
+        with self.lock:
+            self.own.discard(pid)
+
+    def strays(self) -> set[int]:
+        """Children of this agent it did not start itself, and every process under them."""
+        me, parents = os.getpid(), {}
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    state, parent, _group, _session = _stat_ids(entry)
+                except (OSError, IndexError, ValueError):
+                    continue
+                if state not in (b"Z", b"X"):
+                    parents[int(entry)] = parent
+        with self.lock:
+            found = {pid for pid, parent in parents.items() if parent == me and pid not in self.own}
+        grew = True
+        while grew:
+            under = {pid for pid, parent in parents.items() if parent in found} - found
+            grew = bool(under)
+            found |= under
+        return found
+
+    def reap_strays(self) -> None:
+        """Forever: collect the exit status of strays that ended (never of a command someone waits for)."""
+        me = str(os.getpid())
+        while True:
+            time.sleep(0.5)
+            for entry in os.listdir("/proc"):
+                if not entry.isdigit():
+                    continue
+                try:
+                    state, parent, _group, _session = _stat_ids(entry)
+                except (OSError, IndexError, ValueError):
+                    continue
+                if state != b"Z" or str(parent) != me:
+                    continue
+                with self.lock:  # a command being started is added to ``own`` under the same lock
+                    if int(entry) not in self.own:
+                        try:
+                            os.waitpid(int(entry), os.WNOHANG)
+                        except ChildProcessError:
+                            pass
+
+
+CHILDREN: Children | None = None
 
 
 def _marked(pid: str, marker: bytes) -> bool:
@@ -145,13 +207,15 @@ def processes_of(session_id: int, exec_id: str) -> list[int]:
         if not entry.isdigit() or int(entry) in (1, me):
             continue
         try:
-            state, group, session = _stat_ids(entry)
+            state, _parent, group, session = _stat_ids(entry)
         except (OSError, IndexError, ValueError):
             continue
         if state in (b"Z", b"X"):
             continue
         if session_id in (group, session) or _marked(entry, marker):
             found.append(int(entry))
+    if CHILDREN is not None:
+        found.extend(CHILDREN.strays() - set(found) - {1, me})
     return found
 
 
@@ -273,6 +337,23 @@ def _drain(process, output: Output, deadline: float) -> bool:
         selector.close()
 
 
+def _start(request: dict, cwd: str, env: dict, stdin: bytes | None) -> subprocess.Popen:
+    """Start the command (argv, never a shell) in a session of its own; counted as this agent's own."""
+    process = subprocess.Popen(  # noqa: S603 (this is the sandbox)
+        request["argv"],
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.DEVNULL if stdin is None else subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+        close_fds=True,
+    )
+    if CHILDREN is not None:
+        CHILDREN.own.add(process.pid)
+    return process
+
+
 def run_command(request: dict, stdin: bytes | None, sweeper: Sweeper) -> tuple[dict, list[bytes]]:
     started = time.monotonic()
     timeout = float(request["timeout"])
@@ -284,16 +365,9 @@ def run_command(request: dict, stdin: bytes | None, sweeper: Sweeper) -> tuple[d
     if not os.path.isdir(cwd):
         return {"error": "bad_cwd", "message": f"{cwd}: no such directory"}, []
     try:
-        process = subprocess.Popen(  # noqa: S603 (argv, never a shell; this is the sandbox)
-            request["argv"],
-            cwd=cwd,
-            env=env,
-            stdin=subprocess.DEVNULL if stdin is None else subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-            close_fds=True,
-        )
+        # Started and counted as this agent's own in one step, so the stray reaper never takes its status.
+        with CHILDREN.lock if CHILDREN is not None else contextlib.nullcontext():
+            process = _start(request, cwd, env, stdin)
     except OSError as exc:
         if exc.filename == cwd and exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.EACCES):
             return {"error": "bad_cwd", "message": f"{cwd}: {exc.strerror}"}, []
@@ -316,6 +390,8 @@ def run_command(request: dict, stdin: bytes | None, sweeper: Sweeper) -> tuple[d
         process.wait()
     else:
         sweeper.at(deadline, process.pid, exec_id)
+    if CHILDREN is not None:
+        CHILDREN.waited(process.pid)
     for pipe in (process.stdout, process.stderr):
         pipe.close()
     header = {
@@ -388,6 +464,16 @@ def handle(request: dict, blobs: list[bytes], replies: Replies, sweeper: Sweeper
     replies.send({"id": request.get("id"), **header}, out)
 
 
+def _prctl(option: int, value: int) -> str:
+    """prctl(option, value); "" or why not."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(option, value, 0, 0, 0) != 0:
+        return os.strerror(ctypes.get_errno())
+    return ""
+
+
 def confine(bpf: bytes) -> str:
     """Put this process (and all it will start) under the BPF program ``bpf``; "" or why not."""
     import ctypes
@@ -421,6 +507,12 @@ def main() -> None:
             return
     else:
         first = (request, blobs)
+    global CHILDREN
+    CHILDREN = Children()
+    try:
+        threading.Thread(target=CHILDREN.reap_strays, daemon=True).start()
+    except RuntimeError:
+        pass  # no thread can start now (the process limit); strays are reaped by no one until then
     sweeper = Sweeper()
     while True:
         if first is None:
