@@ -106,12 +106,14 @@ def main() -> None:
     parser.add_argument("--interval", type=float, default=0.5)
     parser.add_argument("--runtime", default="runsc")
     parser.add_argument("--ramp", type=float, default=100, help="viewers connecting per second")
+    parser.add_argument("--web-processes", type=int, default=1, help="Daphne processes (python -m crucible.serve)")
     args = parser.parse_args()
 
     django_setup()
     tokens = [api_token(f"viewer-{i}") for i in range(args.runs)]
     with development_stack(
         workers=args.runs,  # every run streams at once
+        web_processes=args.web_processes,
         SANDBOX_RUNTIME=args.runtime,
         WEBSOCKET_MAX_PER_USER=str(args.viewers),
         SANDBOX_POOL_SIZE="1",
@@ -132,7 +134,8 @@ def main() -> None:
     if not latencies:
         sys.exit(f"no line arrived; closed: {closed[:5]}")
     print(
-        f"{args.viewers} viewers ({args.hot} on one run, the rest over {args.runs} runs; {args.runtime}), "
+        f"{args.viewers} viewers ({args.hot} on one run, the rest over {args.runs} runs; {args.runtime}; "
+        f"{args.web_processes} Daphne), "
         f"{len(latencies)} line deliveries: push p50 {percentile(latencies, 50):.1f} ms, "
         f"p95 {percentile(latencies, 95):.1f} ms, p99 {percentile(latencies, 99):.1f} ms, max {max(latencies):.0f} ms"
     )

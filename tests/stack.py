@@ -121,6 +121,7 @@ class Stack:
         workers: int = 1,
         cron: bool = False,
         sessions: int = 0,
+        web_processes: int = 1,
         port: int | None = None,
         name: str = "stack",
         rq_connection: Callable[[], object] | None = None,
@@ -131,6 +132,7 @@ class Stack:
         self.n_workers = workers
         self.cron = cron
         self.n_sessions = sessions
+        self.web_processes = web_processes
         self.session_host_names: dict[str, str] = {}
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -154,9 +156,11 @@ class Stack:
         return process
 
     def start_web(self) -> None:
-        self._spawn(
-            "web", [PYTHON, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port), "crucible.asgi:application"]
-        )
+        if self.web_processes > 1:  # several Daphne processes on one socket, as the Procfile runs them
+            argv = [PYTHON, "-m", "crucible.serve", "--port", str(self.port), "--processes", str(self.web_processes)]
+        else:
+            argv = [PYTHON, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port), "crucible.asgi:application"]
+        self._spawn("web", argv)
 
     def start_worker(self, n: int) -> None:
         rq_name = f"{self.name}-w{n}-{uuid.uuid4().hex[:4]}"
@@ -388,7 +392,12 @@ def live_stack(django_db_setup, django_db_blocker, tmp_path_factory) -> Iterator
 
 @contextlib.contextmanager
 def development_stack(
-    port: int | None = None, workers: int = 2, cron: bool = False, sessions: int = 0, **settings: str
+    port: int | None = None,
+    workers: int = 2,
+    cron: bool = False,
+    sessions: int = 0,
+    web_processes: int = 1,
+    **settings: str,
 ):
     """Daphne + workers (+ reconciler) on the development database and Redis; yields the stack.
 
@@ -403,6 +412,7 @@ def development_stack(
         workers=workers,
         cron=cron,
         sessions=sessions,
+        web_processes=web_processes,
         port=port,
         name=f"bench-{os.getpid()}",
         rq_connection=lambda: django_rq.get_connection("default"),

@@ -1,0 +1,89 @@
+"""``python -m crucible.serve``: the web tier as several Daphne processes on one listening socket.
+
+One Daphne process is one Python interpreter on one core: a thousand WebSocket viewers, or a slow
+view, hold up everyone it serves. This binds the address once and starts ``WEB_PROCESSES`` Daphne
+processes on that socket (``daphne --fd``); the kernel hands each new connection to one of them.
+Everything they share is outside them already: sessions and the database, the channel layer and the
+per-user WebSocket slots in Redis. It stops them all on SIGTERM/SIGINT, and stops the rest (and
+exits with an error) when one dies, so the process manager sees the web tier down and restarts it.
+
+    python -m crucible.serve [--host 127.0.0.1] [--port 8000] [--processes N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+STOP_GRACE_S = 10.0
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m crucible.serve", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    default = os.environ.get("WEB_PROCESSES") or str(min(os.cpu_count() or 1, 4))
+    parser.add_argument("--processes", type=int, default=int(default), help="Daphne processes (WEB_PROCESSES)")
+    args = parser.parse_args(argv)
+    if args.processes < 1:
+        parser.error("--processes must be at least 1")
+    return args
+
+
+def listen(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(1024)
+    sock.set_inheritable(True)
+    return sock
+
+
+def daphne(fd: int) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "daphne", "--fd", str(fd), "crucible.asgi:application"], pass_fds=(fd,)
+    )
+
+
+def stop(children: list[subprocess.Popen]) -> None:
+    for child in children:
+        if child.poll() is None:
+            child.terminate()
+    deadline = time.monotonic() + STOP_GRACE_S
+    for child in children:
+        try:
+            child.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(sys.argv[1:] if argv is None else argv)
+    sock = listen(args.host, args.port)
+    children = [daphne(sock.fileno()) for _ in range(args.processes)]
+    print(f"crucible.serve: {args.processes} Daphne processes on {args.host}:{args.port}", flush=True)
+    stopping = []
+    for number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(number, lambda *_: stopping.append(True))
+    exit_code = 0
+    while not stopping:
+        ended = [child for child in children if child.poll() is not None]
+        if ended:
+            print(f"crucible.serve: Daphne {ended[0].pid} exited ({ended[0].returncode}); stopping", flush=True)
+            exit_code = 1
+            break
+        time.sleep(0.2)
+    stop(children)
+    sock.close()
+    return exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
