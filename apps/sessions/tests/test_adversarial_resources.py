@@ -125,7 +125,10 @@ def the_session_works(api: Api, session_id: str) -> bool:
 
 
 def test_a_shell_fork_bomb_ends_with_its_exec_and_other_sessions_and_the_host_are_unaffected(
-    alice, sid, own_session, live_sessions_stack  # noqa: F811
+    alice,
+    sid,
+    own_session,
+    live_sessions_stack,  # noqa: F811
 ):
     bombed = own_session()
     with ThreadPoolExecutor(2) as pool:
@@ -154,7 +157,10 @@ def test_a_shell_fork_bomb_ends_with_its_exec_and_other_sessions_and_the_host_ar
     "answer fails at redis-py's 5 s socket timeout (apps/sessions/rpc.py): HTTP 500",
 )
 def test_a_python_fork_bomb_whose_children_leave_its_session_ends_with_its_exec_or_ends_the_session(
-    alice, sid, own_session, live_sessions_stack  # noqa: F811
+    alice,
+    sid,
+    own_session,
+    live_sessions_stack,  # noqa: F811
 ):
     bombed = own_session()
     code = "import os\nwhile True:\n    try:\n        os.fork() or os.setsid()\n    except OSError:\n        pass\n"
@@ -414,7 +420,9 @@ def test_an_exec_that_runs_longer_than_a_few_seconds_is_answered(alice, sid):
 
 
 def test_killing_every_process_from_an_exec_gets_a_clear_answer_and_the_container_goes_with_the_session(
-    alice, own_session, live_sessions_stack  # noqa: F811
+    alice,
+    own_session,
+    live_sessions_stack,  # noqa: F811
 ):
     victim = own_session()
     killed = alice.exec(victim, ["sh", "-c", "kill -9 -1; sleep 5"], timeout_s=10)
