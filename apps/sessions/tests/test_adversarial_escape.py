@@ -486,3 +486,34 @@ def test_bob_cannot_reach_alices_session_by_any_route(alice, bob, sid, live_sess
     detail = alice.http.get(f"{alice.base}{sid}/", timeout=30).json()
     assert detail["status"] == "ready" and detail["end_reason"] is None
     assert run(alice, sid, ["ls", "/sandbox"])["stdout"].split().count("bob-was-here") == 0
+
+
+# --- 33: hostile strings in an exec request -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        '{"cmd": ["echo", "\\ud800"]}',
+        '{"cmd": ["\\udfff"]}',
+        '{"cmd": ["echo"], "env": {"X": "\\ud800"}}',
+        '{"cmd": ["pwd"], "cwd": "/tmp/\\ud800"}',
+        '{"cmd": ["cat"], "input": "\\ud800"}',
+        '{"cmd": ["echo"], "user": "\\ud800"}',
+        '{"cmd": ["echo"], "timeout_s": 1e400}',
+        '{"cmd": ["echo", "x"], "env": {"X\\u0000": "y"}}',
+        '{"cmd": ["echo"], "cwd": "\\u0000"}',
+        '{"cmd": ' + "[" * 5000 + "]" * 5000 + "}",
+    ],
+    ids=["argv", "program", "env value", "cwd", "input", "user", "1e400", "NUL env name", "NUL cwd", "nested"],
+)
+def test_hostile_strings_in_an_exec_request_get_a_clear_answer_never_a_server_error(alice, sid, body):
+    response = alice.http.post(
+        f"{alice.base}{sid}/exec/", data=body.encode(), headers={"Content-Type": "application/json"}, timeout=60
+    )
+    assert response.status_code in (200, 400), (response.status_code, response.text[:300])
+    if response.status_code == 200:
+        assert response.json()["returncode"] is not None or response.json()["error"], response.json()
+    transcript = alice.http.get(f"{alice.base}{sid}/execs/", timeout=30)
+    assert transcript.status_code == 200
+    assert all(step["status"] == "done" for step in transcript.json()["steps"]), "a step left running"

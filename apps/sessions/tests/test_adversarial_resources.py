@@ -462,3 +462,54 @@ def test_a_deleted_sessions_container_is_gone_from_the_engine(alice, own_session
     wait_until(lambda: containers_of(doomed) == [], timeout=60, what="the session's container to be removed")
     again = alice.exec(doomed, ["echo", "late"])
     assert again.status_code == 409 and again.json()["end_reason"] == "deleted"
+
+
+# --- the host parses the agent's replies as hostile ------------------------------------------------
+
+# A program that writes a reply frame to its agent's stdout, answering its own exec before the agent
+# does (argv: the request id, the reply header's extra fields as JSON).
+FORGE = r"""
+import json, os, struct, sys
+header = json.dumps({"id": int(sys.argv[1]), **json.loads(sys.argv[2]), "blobs": [6, 0]}).encode()
+fd = os.open(f"/proc/{os.getppid()}/fd/1", os.O_WRONLY)
+os.write(fd, struct.pack(">I", len(header)) + header + b"forged")
+"""
+EXEC_ERRORS = {None, "not_found", "permission_denied", "bad_cwd", "user_unsupported", "too_many_processes"}
+EXEC_ERRORS |= {"interrupted"}
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="apps/sessions/operations.py execute passes the agent's error (any string), returncode, duration_ms "
+    "and byte counts (any int) to recording.finish: over Step.error's 32 characters or an IntegerField's range "
+    "the save raises DataError, the host answers 500 (the API 502) and the step stays 'running'",
+)
+@pytest.mark.parametrize(
+    "forged",
+    [
+        {"returncode": 0, "error": "x" * 100},
+        {"returncode": 2**40},
+        {"returncode": 0, "duration_ms": 2**40},
+        {"returncode": 0, "stdout_bytes": 2**70},
+    ],
+    ids=["long error", "huge returncode", "huge duration", "huge byte count"],
+)
+def test_a_forged_reply_from_inside_the_sandbox_gets_a_clean_answer_and_a_finished_step(alice, own_session, forged):
+    forger = own_session()
+    request_id = detail(alice, forger)["step_count"] + 2  # the start's ping was request 1; one request a step
+    response = alice.exec(forger, ["python3", "-c", FORGE, str(request_id), json.dumps(forged)])
+    assert response.status_code == 200, (response.status_code, response.text[:300])
+    assert response.json()["error"] in EXEC_ERRORS, response.json()
+    steps = alice.http.get(f"{alice.base}{forger}/execs/", timeout=30).json()["steps"]
+    assert [step["status"] for step in steps] == ["done"]
+    assert the_session_works(alice, forger)
+
+
+def test_a_forged_reply_within_the_contract_is_taken_as_the_execs_own_output(alice, own_session):
+    """A program may make up its own exec's result (it could print anything anyway); the agent's real
+    reply then comes second, the link breaks, and the next exec gets a new agent."""
+    forger = own_session()
+    request_id = detail(alice, forger)["step_count"] + 2
+    result = run(alice, forger, ["python3", "-c", FORGE, str(request_id), json.dumps({"returncode": 7})])
+    assert (result["returncode"], result["stdout"]) == (7, "forged")
+    wait_until(lambda: the_session_works(alice, forger), timeout=30, what="a new agent to answer")
