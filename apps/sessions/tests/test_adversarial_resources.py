@@ -419,6 +419,21 @@ def test_an_exec_that_runs_longer_than_a_few_seconds_is_answered(alice, sid):
     assert response.json()["returncode"] == 0
 
 
+# --- the agent killed from inside -------------------------------------------------------------------
+
+
+def test_an_exec_that_kills_its_agent_is_interrupted_and_the_next_exec_gets_a_new_agent(alice, sid):
+    before = run(alice, sid, ["sh", "-c", "echo $PPID"])["stdout"]
+    killed = run(alice, sid, ["sh", "-c", "kill -9 $PPID; sleep 1"])
+    assert (killed["returncode"], killed["error"]) == (None, "interrupted"), killed
+    assert killed["error_message"]
+    after = run(alice, sid, ["sh", "-c", "echo $PPID"])
+    assert after["returncode"] == 0 and after["stdout"] != before
+    steps = alice.http.get(f"{alice.base}{sid}/execs/?after={killed['seq'] - 1}", timeout=30).json()["steps"]
+    assert (steps[0]["status"], steps[0]["error"]) == ("done", "interrupted")
+    assert detail(alice, sid)["status"] == "ready"
+
+
 # --- kill -9 -1 and the end of a session ------------------------------------------------------------
 
 
