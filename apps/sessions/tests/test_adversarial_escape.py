@@ -25,6 +25,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from apps.sandboxing import engine, engine_runtime
+from apps.sandboxing.policy import LABEL_RUN
 from apps.sessions.tests.test_sessions_live import Api
 from tests.stack import live_sessions_stack  # noqa: F401 (the fixture)
 
@@ -394,6 +395,32 @@ def test_a_percent_encoded_traversal_is_decoded_once_and_refused(alice, sid):
     assert alice.http.get(url, timeout=30).status_code == 400
     assert alice.http.get(f"{alice.base}{sid}/files/?path=%00", timeout=30).status_code == 400
     assert alice.http.get(f"{alice.base}{sid}/files/", timeout=30).status_code == 400  # no path at all
+
+
+# --- 34: nothing that identifies or measures the host -----------------------------------------------
+
+HOST_FACTS = r"""
+import json
+def read(path):
+    try:
+        return open(path).read()
+    except OSError as e:
+        return type(e).__name__
+print(json.dumps({p: read(p) for p in ("/proc/sys/kernel/random/boot_id", "/proc/self/cgroup", "/etc/resolv.conf",
+                                       "/proc/loadavg", "/etc/hostname")}))
+"""
+
+
+def test_nothing_that_identifies_the_host_or_the_container_is_readable(alice, sid):
+    out = python(alice, sid, HOST_FACTS)
+    with open("/proc/sys/kernel/random/boot_id") as handle:
+        assert handle.read().strip() not in json.dumps(out)
+    assert "docker" not in out["/proc/self/cgroup"]  # no container id: a cgroup namespace of its own
+    assert out["/etc/resolv.conf"].split() == ["nameserver", "127.0.0.1"]
+    assert out["/etc/hostname"].strip() == "sandbox"
+    assert os.uname().nodename not in json.dumps(out)
+    (container,) = engine.client().containers.list(filters={"label": f"{LABEL_RUN}=session-{sid}"})
+    assert container.id[:12] not in json.dumps(out)
 
 
 # --- 16, 17: no network -------------------------------------------------------------------------------
