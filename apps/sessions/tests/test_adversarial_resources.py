@@ -22,7 +22,7 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.db import connection
 
-from apps.sandboxing import engine, engine_runtime
+from apps.sandboxing import engine
 from apps.sandboxing.policy import LABEL_RUN
 from apps.sessions.tests.test_sessions_live import Api
 from tests.stack import live_sessions_stack, wait_until  # noqa: F401 (the fixture)
@@ -32,7 +32,6 @@ from tests.stack import live_sessions_stack, wait_until  # noqa: F401 (the fixtu
 pytestmark = [pytest.mark.docker, pytest.mark.django_db]
 
 MIB = 1024 * 1024
-GVISOR = engine_runtime.is_gvisor(engine_runtime.chosen())
 
 
 @pytest.fixture(scope="module")
