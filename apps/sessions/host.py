@@ -193,7 +193,7 @@ class SessionHost:
             sandbox.remove()
             return self._fail(session, f"the session's agent did not start: {exc}")
         live = Live(session=session, sandbox=sandbox, link=link)
-        live.safety = self.db(SessionSafety.start, session, sandbox.limits)
+        live.safety = self.db(SessionSafety.start, session, sandbox.profile)
         with self.lock:
             self.live[str(session.pk)] = live
         ready = self.db(

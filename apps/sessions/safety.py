@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 
 from apps.monitoring.safety import SafetyMonitor
 from apps.sandboxing.outcomes import ResourceSample
+from apps.sandboxing.policy import host_pids_limit
 from apps.sessions import publisher
 
 
@@ -20,12 +21,17 @@ class SessionSafety:
         self.sampled_at = time.monotonic()
 
     @classmethod
-    def start(cls, session, limits) -> SessionSafety:
-        """The enabled rules as they are now, for ``session`` (a database call: run it on a db thread)."""
+    def start(cls, session, profile) -> SessionSafety:
+        """The enabled rules as they are now, for ``session`` (a database call: run it on a db thread).
+
+        The pids rule compares the sandbox's task count with the limit on that same count: the
+        engine's pids limit. Under runc that is the processes' own limit; under gVisor the count is
+        of the host threads gVisor runs the sandbox with (several per process, more under load), so
+        its limit is gVisor's host-task limit, not the processes' (enforced inside as RLIMIT_NPROC)."""
         monitor = SafetyMonitor.for_session(
             session.pk,
             memory_mb=session.memory_mb,
-            pids_limit=limits.pids,
+            pids_limit=host_pids_limit(profile.limits, profile.engine_runtime),
             cpus=session.cpus,
             on_alert=lambda alert: publisher.publish_alert(session.pk, alert.as_message()),
         )

@@ -129,9 +129,10 @@ def _stat_ids(pid: str) -> tuple[bytes, int, int, int]:
 
 
 class Children:
-    """This agent is the sandbox's child subreaper: a process an exec leaves behind becomes this
-    agent's child when its parent ends, even one that left its session and cleared its environment
-    (``setsid env -i …``), which nothing else would tie to an exec. ``own`` are the commands this
+    """This agent is the sandbox's child subreaper (where the kernel allows it; else orphans go to the
+    sandbox's init): a process an exec leaves behind becomes this agent's (or init's) child when its
+    parent ends, even one that left its session and cleared its environment (``setsid env -i …``),
+    which nothing else would tie to an exec. ``own`` are the commands this
     agent started and still waits for; any other child ("a stray"), and all it started, dies with the
     next exec that is killed or reaches its timeout. A thread reaps the strays that exited."""
 
@@ -145,18 +146,29 @@ class Children:
             self.own.discard(pid)
 
     def strays(self) -> set[int]:
-        """Children of this agent it did not start itself, and every process under them."""
-        me, parents = os.getpid(), {}
+        """Processes no exec owns any more, and every process under them: children of this agent it
+        did not start itself, and children of the sandbox's init but its idle process (the first it
+        started). Orphans go to init where this agent cannot be a subreaper (gVisor of 2022 refuses
+        it) and when the agent that started them was killed."""
+        me, parents, started = os.getpid(), {}, {}
         for entry in os.listdir("/proc"):
             if entry.isdigit():
                 try:
-                    state, parent, _group, _session = _stat_ids(entry)
-                except (OSError, IndexError, ValueError):
+                    with open(f"/proc/{entry}/stat", "rb") as handle:
+                        fields = handle.read().rsplit(b")", 1)[1].split()
+                except OSError:
                     continue
-                if state not in (b"Z", b"X"):
-                    parents[int(entry)] = parent
+                if fields[0] not in (b"Z", b"X"):
+                    parents[int(entry)], started[int(entry)] = int(fields[1]), int(fields[19])
+        under_init = [pid for pid, parent in parents.items() if parent == 1]
+        idle = min(under_init, key=lambda pid: (started[pid], pid), default=None)
         with self.lock:
-            found = {pid for pid, parent in parents.items() if parent == me and pid not in self.own}
+            found = {
+                pid
+                for pid, parent in parents.items()
+                if (parent == me and pid not in self.own) or (parent == 1 and pid != idle)
+            }
+        found.discard(me)
         grew = True
         while grew:
             under = {pid for pid, parent in parents.items() if parent in found} - found

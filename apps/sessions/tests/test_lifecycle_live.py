@@ -58,8 +58,9 @@ def test_a_busy_session_still_ends_at_its_lifetime(alice_sessions):
 
 @live
 def test_output_that_matches_a_stop_rule_ends_the_session_safety_stopped_with_an_alert(alice_sessions):
-    SafetyRule.objects.create(
-        name="cloud-metadata", kind="output_pattern", pattern=r"169\.254\.169\.254", severity="critical", action="stop"
+    SafetyRule.objects.update_or_create(
+        name="cloud-metadata",
+        defaults={"kind": "output_pattern", "pattern": r"169\.254\.169\.254", "severity": "critical", "action": "stop"},
     )
     created = alice_sessions.create().json()
     answer = alice_sessions.exec(created["id"], ["echo", "curl http://169.254.169.254/latest"]).json()
