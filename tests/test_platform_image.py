@@ -54,21 +54,34 @@ def platform_image() -> str:
 
 
 @pytest.fixture(scope="module")
-def web_container(platform_image, django_db_setup):
-    """The web role on a free port of the host's network, on pytest-django's test database; removed after."""
+def web_container(platform_image, django_db_setup, tmp_path_factory):
+    """The web role as compose.yaml runs it (read-only, no capabilities, secrets from files), on a free
+    port of the host's network and pytest-django's test database; removed afterwards, whatever happens."""
     from django.conf import settings
     from django.db import connection
 
     port = free_port()
     name = f"crucible-image-test-{uuid.uuid4().hex[:8]}"
-    database_url = urlunparse(urlparse(settings.DATABASE_URL)._replace(path="/" + connection.settings_dict["NAME"]))
-    environment = {
-        "DATABASE_URL": database_url,
-        "DATABASE_CONN_MAX_AGE": "0",  # no kept connections: the test database is dropped at the end
+    secrets = tmp_path_factory.mktemp("secrets")
+    secret_values = {
+        "database_url": urlunparse(
+            urlparse(settings.DATABASE_URL)._replace(path="/" + connection.settings_dict["NAME"])
+        ),
         # settings already moved this process's REDIS_URL to its own test database; the container runs
         # in production mode, which uses the URL as given.
-        "REDIS_URL": settings.REDIS_URL,
-        "SECRET_KEY": "platform-image-test-" + uuid.uuid4().hex,
+        "redis_url": settings.REDIS_URL,
+        "secret_key": "platform-image-test-" + uuid.uuid4().hex,
+    }
+    mounts = []
+    for secret, value in secret_values.items():
+        (secrets / secret).write_text(value + "\n")
+        (secrets / secret).chmod(0o444)  # as deploy/make_secrets.sh leaves them
+        mounts += ["--volume", f"{secrets / secret}:/run/secrets/{secret}:ro"]
+    environment = {
+        "SECRET_KEY_FILE": "/run/secrets/secret_key",
+        "DATABASE_URL_FILE": "/run/secrets/database_url",
+        "REDIS_URL_FILE": "/run/secrets/redis_url",
+        "DATABASE_CONN_MAX_AGE": "0",  # no kept connections: the test database is dropped at the end
         "ALLOWED_HOSTS": "127.0.0.1,localhost",
         "SECURE_HTTPS": "false",
         "BIND": "127.0.0.1",
@@ -76,6 +89,7 @@ def web_container(platform_image, django_db_setup):
         "CRUCIBLE_INSTANCE": name,
     }
     env_args = [arg for key, value in environment.items() for arg in ("--env", f"{key}={value}")]
+    hardening = ["--read-only", "--tmpfs", "/tmp", "--cap-drop", "ALL", "--security-opt", "no-new-privileges:true"]
     docker(
         "run",
         "--detach",
@@ -85,6 +99,8 @@ def web_container(platform_image, django_db_setup):
         "host",
         "--health-interval",
         "1s",  # the image's own HEALTHCHECK command, polled sooner than its 30 s default
+        *hardening,
+        *mounts,
         *env_args,
         platform_image,
         "web",
@@ -145,3 +161,86 @@ def test_the_static_files_collected_at_build_are_served(web_container):
     assert compressed.status_code == 200
     assert compressed.headers.get("Content-Encoding") == "gzip"
     assert compressed.content == original  # requests decodes it
+
+
+# --- compose.yaml: what can be checked without `docker compose` ----------------------------------
+
+PLATFORM_ROLES = {"migrate", "web", "worker", "sessions", "reconciler"}
+ENGINE_ROLES = {"worker", "sessions", "reconciler"}
+DOCKER_SOCKET = "/var/run/docker.sock"
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    import yaml
+
+    return yaml.safe_load((Path(ROOT) / "compose.yaml").read_text())
+
+
+def test_every_platform_role_in_compose_runs_the_platform_image_hardened(compose):
+    services = compose["services"]
+    assert PLATFORM_ROLES <= set(services)
+    entrypoint = (Path(ROOT) / "deploy" / "entrypoint.sh").read_text()
+    for role in PLATFORM_ROLES:
+        service = services[role]
+        assert service["image"] == "${CRUCIBLE_IMAGE:-crucible:latest}", role
+        assert service["command"] == [role], role
+        assert f"  {role})" in entrypoint, f"deploy/entrypoint.sh has no {role} role"
+        assert service["read_only"] is True, role
+        assert service["cap_drop"] == ["ALL"], role
+        assert "no-new-privileges:true" in service["security_opt"], role
+
+
+def test_only_the_roles_that_drive_sandboxes_get_the_docker_engine(compose):
+    services = compose["services"]
+    for name, service in services.items():
+        mounts = [volume.split(":")[0] for volume in service.get("volumes", [])]
+        if name in ENGINE_ROLES:
+            assert mounts == [DOCKER_SOCKET], name
+            assert service["group_add"], name
+        else:
+            assert DOCKER_SOCKET not in mounts, f"{name} must not reach the engine"
+            assert "group_add" not in service, name
+
+
+def test_compose_secrets_come_from_files_that_make_secrets_writes(compose, tmp_path):
+    secrets_dir = tmp_path / "secrets"
+    subprocess.run(["sh", str(Path(ROOT) / "deploy" / "make_secrets.sh"), str(secrets_dir)], check=True, timeout=60)
+    written = {path.name: path.read_text() for path in secrets_dir.iterdir()}
+
+    declared = compose["secrets"]
+    for name, secret in declared.items():
+        assert secret["file"] == f"./deploy/secrets/{name}"
+        assert name in written, f"deploy/make_secrets.sh does not write {name}"
+        assert (secrets_dir / name).stat().st_mode & 0o777 == 0o444
+    assert secrets_dir.stat().st_mode & 0o777 == 0o700
+    postgres_password = written["postgres_password"].strip()
+    assert written["database_url"].strip() == f"postgres://crucible:{postgres_password}@postgres:5432/crucible"
+    assert written["redis_url"].strip() == f"redis://:{written['redis_password'].strip()}@redis:6379/0"
+
+    # The platform reads its secrets from those files, never from values in the compose file.
+    for role in PLATFORM_ROLES:
+        environment = compose["services"][role]["environment"]
+        for variable in ("SECRET_KEY", "DATABASE_URL", "REDIS_URL"):
+            assert variable not in environment, role
+            assert environment[f"{variable}_FILE"] == f"/run/secrets/{variable.lower()}", role
+        assert set(compose["services"][role]["secrets"]) == {"secret_key", "database_url", "redis_url"}, role
+    assert compose["services"]["postgres"]["environment"]["POSTGRES_PASSWORD_FILE"] == "/run/secrets/postgres_password"
+    assert "/run/secrets/redis_password" in " ".join(compose["services"]["redis"]["entrypoint"])
+
+    # Running it again keeps every secret as it was (rotating one is deliberate).
+    subprocess.run(["sh", str(Path(ROOT) / "deploy" / "make_secrets.sh"), str(secrets_dir)], check=True, timeout=60)
+    assert {path.name: path.read_text() for path in secrets_dir.iterdir()} == written
+
+
+def test_postgresql_and_redis_are_reachable_only_inside_the_backend_network(compose):
+    services = compose["services"]
+    assert compose["networks"]["backend"]["internal"] is True
+    for name in ("postgres", "redis"):
+        assert services[name]["networks"] == ["backend"], name
+        assert "ports" not in services[name], name
+        assert services[name]["volumes"], f"{name} keeps its data in a volume"
+    # Only web publishes a port, and only on the host's loopback (a TLS proxy goes in front).
+    published = {name: service["ports"] for name, service in services.items() if "ports" in service}
+    assert list(published) == ["web"]
+    assert all(port.startswith("127.0.0.1:") for port in published["web"])
