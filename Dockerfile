@@ -42,6 +42,8 @@ COPY crucible/ crucible/
 COPY apps/ apps/
 COPY templates/ templates/
 COPY static/ static/
+# The sandboxes' seccomp profile (apps/sandboxing/policy.py) and the registry path of their image.
+COPY sandbox/ sandbox/
 COPY deploy/entrypoint.sh /usr/local/bin/crucible-entrypoint
 # Static files are collected (hashed and compressed) into the image; whitenoise serves them.
 # The key exists only for this one command: settings refuse to start in production without one.

@@ -13,6 +13,7 @@ by other tests, so it is not asserted.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import uuid
@@ -22,13 +23,14 @@ from urllib.parse import urlparse, urlunparse
 import pytest
 import requests
 
-from tests.stack import PYTHON, ROOT, free_port, wait_until
+from tests.stack import INSTANCE_LABEL, PYTHON, ROOT, free_port, wait_until
 
 pytestmark = [pytest.mark.timeout(3600)]
 
 TEST_TAG = "crucible:platform-image-test"
 PLATFORM_UID = 10100  # the Dockerfile's `crucible` user
 STATIC_FILE = "css/crucible.css"
+DOCKER_SOCKET = "/var/run/docker.sock"
 
 
 def docker(*argv: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -53,15 +55,20 @@ def platform_image() -> str:
     return TEST_TAG
 
 
+class Role:
+    """One role of the platform image running in a container; ``url`` is set for web."""
+
+    def __init__(self, name: str, url: str = ""):
+        self.name, self.url = name, url
+
+
 @pytest.fixture(scope="module")
-def web_container(platform_image, django_db_setup, tmp_path_factory):
-    """The web role as compose.yaml runs it (read-only, no capabilities, secrets from files), on a free
-    port of the host's network and pytest-django's test database; removed afterwards, whatever happens."""
+def role_arguments(django_db_setup, tmp_path_factory) -> list[str]:
+    """`docker run` arguments every role gets, as compose.yaml gives them: read-only, no capabilities,
+    secrets from files (pytest-django's test database, this process's Redis database), host network."""
     from django.conf import settings
     from django.db import connection
 
-    port = free_port()
-    name = f"crucible-image-test-{uuid.uuid4().hex[:8]}"
     secrets = tmp_path_factory.mktemp("secrets")
     secret_values = {
         "database_url": urlunparse(
@@ -84,33 +91,49 @@ def web_container(platform_image, django_db_setup, tmp_path_factory):
         "DATABASE_CONN_MAX_AGE": "0",  # no kept connections: the test database is dropped at the end
         "ALLOWED_HOSTS": "127.0.0.1,localhost",
         "SECURE_HTTPS": "false",
-        "BIND": "127.0.0.1",
-        "PORT": str(port),
-        "CRUCIBLE_INSTANCE": name,
+        "CRUCIBLE_INSTANCE": f"crucible-image-test-{uuid.uuid4().hex[:8]}",
+        "SANDBOX_POOL_SIZE": "0",  # no warm sandbox outlives the worker's container
     }
     env_args = [arg for key, value in environment.items() for arg in ("--env", f"{key}={value}")]
     hardening = ["--read-only", "--tmpfs", "/tmp", "--cap-drop", "ALL", "--security-opt", "no-new-privileges:true"]
-    docker(
-        "run",
-        "--detach",
-        "--name",
-        name,
-        "--network",
-        "host",
-        "--health-interval",
-        "1s",  # the image's own HEALTHCHECK command, polled sooner than its 30 s default
-        *hardening,
-        *mounts,
-        *env_args,
-        platform_image,
-        "web",
-    )
+    return ["--network", "host", *hardening, *mounts, *env_args]
+
+
+@contextlib.contextmanager
+def running_role(image: str, role: str, arguments: list[str], url: str = ""):
+    """Run ``role`` from ``image`` detached; stop it (SIGTERM, as compose does) and remove it, always."""
+    name = f"crucible-image-test-{role}-{uuid.uuid4().hex[:8]}"
+    docker("run", "--detach", "--name", name, *arguments, image, role)
     try:
-        yield type("Web", (), {"name": name, "url": f"http://127.0.0.1:{port}"})
+        yield Role(name, url)
     finally:
+        docker("stop", "--time", "30", name, check=False, timeout=60)
         logs = docker("logs", "--tail", "50", name, check=False)
         docker("rm", "--force", name, check=False)
-        print(logs.stdout, logs.stderr)
+        print(f"--- {role} ---", logs.stdout, logs.stderr)
+
+
+@pytest.fixture(scope="module")
+def web_container(platform_image, role_arguments):
+    """The web role on a free port; the image's own HEALTHCHECK polled every second, not every 30 s."""
+    port = free_port()
+    extra = ["--env", "BIND=127.0.0.1", "--env", f"PORT={port}", "--health-interval", "1s"]
+    with running_role(platform_image, "web", [*role_arguments, *extra], f"http://127.0.0.1:{port}") as web:
+        yield web
+
+
+@pytest.fixture(scope="module")
+def worker_container(platform_image, role_arguments):
+    """A worker role as compose.yaml runs it: the host engine's socket mounted, its group added."""
+    socket_group = str(Path(DOCKER_SOCKET).stat().st_gid)
+    extra = ["--volume", f"{DOCKER_SOCKET}:{DOCKER_SOCKET}", "--group-add", socket_group, "--no-healthcheck"]
+    with running_role(platform_image, "worker", [*role_arguments, *extra]) as worker:
+        yield worker
+    instance = next(arg for arg in role_arguments if arg.startswith("CRUCIBLE_INSTANCE=")).split("=", 1)[1]
+    leftovers = docker("ps", "--all", "--quiet", "--filter", f"label={INSTANCE_LABEL}={instance}").stdout.split()
+    if leftovers:
+        docker("rm", "--force", *leftovers, check=False)
+    assert not leftovers, "the worker left sandboxes behind"
 
 
 def live(url: str) -> bool:
@@ -163,11 +186,41 @@ def test_the_static_files_collected_at_build_are_served(web_container):
     assert compressed.content == original  # requests decodes it
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_from_the_image_runs_alices_evaluation_on_the_hosts_engine(web_container, worker_container, alice):
+    """The engine reached as compose.yaml gives it (socket + group, no root): the run succeeds on the host's
+    sandbox image; web itself still has no engine."""
+    from django.conf import settings
+
+    from apps.accounts.models import ApiToken
+
+    wait_until(lambda: live(web_container.url), timeout=120, interval=0.5, what="the web role to answer")
+    http = requests.Session()
+    http.headers["Authorization"] = f"Token {ApiToken.issue(alice, 'image')[1]}"
+
+    submitted = http.post(web_container.url + "/api/v1/evaluations/", json={"code": "print(6 * 7)"}, timeout=30)
+    assert submitted.status_code == 201, submitted.text
+    url = f"{web_container.url}/api/v1/evaluations/{submitted.json()['id']}/"
+    done = wait_until(
+        lambda: (body := http.get(url, timeout=10).json())["status"] not in ("queued", "running") and body,
+        timeout=300,
+        what="alice's run to end",
+    )
+    assert done["status"] == "succeeded", done
+    assert done["exit_code"] == 0
+    assert done["output_bytes"] == len("42\n")
+    sandbox_image = docker("image", "inspect", "--format", "{{.Id}}", settings.SANDBOX_IMAGE).stdout.strip()
+    assert done["image_digest"] == sandbox_image
+
+    checks = requests.get(web_container.url + "/api/v1/health/", timeout=30).json()["checks"]
+    assert checks["workers"] == "ok"
+    assert checks["docker"] == "failing"
+
+
 # --- compose.yaml: what can be checked without `docker compose` ----------------------------------
 
 PLATFORM_ROLES = {"migrate", "web", "worker", "sessions", "reconciler"}
 ENGINE_ROLES = {"worker", "sessions", "reconciler"}
-DOCKER_SOCKET = "/var/run/docker.sock"
 
 
 @pytest.fixture(scope="module")
