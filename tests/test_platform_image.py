@@ -129,11 +129,26 @@ def worker_container(platform_image, role_arguments):
     extra = ["--volume", f"{DOCKER_SOCKET}:{DOCKER_SOCKET}", "--group-add", socket_group, "--no-healthcheck"]
     with running_role(platform_image, "worker", [*role_arguments, *extra]) as worker:
         yield worker
+    remove_sandboxes_left(role_arguments, "worker")
+
+
+@pytest.fixture(scope="module")
+def sessions_container(platform_image, role_arguments):
+    """A session host role as compose.yaml runs it: the host engine's socket mounted, its group added."""
+    socket_group = str(Path(DOCKER_SOCKET).stat().st_gid)
+    extra = ["--volume", f"{DOCKER_SOCKET}:{DOCKER_SOCKET}", "--group-add", socket_group, "--no-healthcheck"]
+    with running_role(platform_image, "sessions", [*role_arguments, *extra]) as host:
+        yield host
+    remove_sandboxes_left(role_arguments, "session host")
+
+
+def remove_sandboxes_left(role_arguments: list[str], role: str) -> None:
+    """Remove any sandbox of this test's instance that a stopped role left behind, and fail if there was one."""
     instance = next(arg for arg in role_arguments if arg.startswith("CRUCIBLE_INSTANCE=")).split("=", 1)[1]
     leftovers = docker("ps", "--all", "--quiet", "--filter", f"label={INSTANCE_LABEL}={instance}").stdout.split()
     if leftovers:
         docker("rm", "--force", *leftovers, check=False)
-    assert not leftovers, "the worker left sandboxes behind"
+    assert not leftovers, f"the {role} left sandboxes behind"
 
 
 def live(url: str) -> bool:
@@ -215,6 +230,42 @@ def test_a_worker_from_the_image_runs_alices_evaluation_on_the_hosts_engine(web_
     checks = requests.get(web_container.url + "/api/v1/health/", timeout=30).json()["checks"]
     assert checks["workers"] == "ok"
     assert checks["docker"] == "failing"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_session_host_from_the_image_serves_bobs_agent_sandbox(web_container, sessions_container, bob):
+    """The session host reaches the engine as compose.yaml lets it; bob's session runs a command and ends."""
+    from apps.accounts.models import ApiToken
+
+    wait_until(lambda: live(web_container.url), timeout=120, interval=0.5, what="the web role to answer")
+    http = requests.Session()
+    http.headers["Authorization"] = f"Token {ApiToken.issue(bob, 'image')[1]}"
+    sandboxes = web_container.url + "/api/v1/sandboxes/"
+
+    created = wait_until(
+        lambda: (
+            (response := http.post(sandboxes, json={"language": "python"}, timeout=60)).status_code != 503 and response
+        ),
+        timeout=120,
+        what="a session host to take sessions",
+    )
+    assert created.status_code == 201, created.text
+    url = f"{sandboxes}{created.json()['id']}/"
+    session = wait_until(
+        lambda: (body := http.get(url, timeout=10).json())["status"] != "starting" and body,
+        timeout=180,
+        what="bob's sandbox to be ready",
+    )
+    assert session["status"] == "ready", session
+
+    result = http.post(url + "exec/", json={"cmd": ["python3", "-c", "print(6 * 7)"]}, timeout=120)
+    assert result.status_code == 200, result.text
+    assert result.json()["returncode"] == 0, result.text
+    assert result.json()["stdout"] == "42\n"
+
+    assert http.delete(url, timeout=60).status_code == 202
+    ended = wait_until(lambda: (body := http.get(url, timeout=10).json())["status"] == "ended" and body, timeout=120)
+    assert ended["end_reason"] == "deleted"
 
 
 # --- compose.yaml: what can be checked without `docker compose` ----------------------------------
