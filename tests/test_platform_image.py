@@ -1,14 +1,17 @@
-"""The platform image: built with no registry by `make image`'s script, its web role serves Crucible.
+"""The platform image: built with no registry by `make image`'s script, its roles run Crucible.
 
 The test builds the image exactly as an operator does (deploy/build_image.py, which `make image`
-runs; a second build reuses what the first made), starts the web role from it with the host's network
-so it reaches the test PostgreSQL and this process's Redis database on 127.0.0.1, and asks it what an
-operator and a load balancer would. Nothing is skipped: an image that cannot build fails the test.
+runs; a second build reuses what the first made) and starts its roles as compose.yaml does
+(read-only, no capabilities, secrets from files), with the host's network so they reach the test
+PostgreSQL and this process's Redis database on 127.0.0.1. Nothing is skipped: an image that cannot
+build fails the test.
 
-The web container deliberately has no Docker engine socket (compose.yaml gives it only to workers and
-the session host), so its readiness report says ``docker: failing``: that is asserted, because it is
-the layout's promise. Whether ``workers`` is ok depends on workers registered in this Redis database
-by other tests, so it is not asserted.
+The web container deliberately has no Docker engine socket (compose.yaml gives it only to workers,
+the session host and the reconciler), so its readiness report says ``docker: failing``: that is
+asserted, because it is the layout's promise. The worker and session-host containers get the socket
+and its group, as compose.yaml gives them, and run real work through the host's engine.
+compose.yaml itself cannot be started here (no `docker compose`, no registry for PostgreSQL and
+Redis images): its layout is checked by parsing it.
 """
 
 from __future__ import annotations
