@@ -8,8 +8,8 @@ build fails the test.
 
 The web container deliberately has no Docker engine socket (compose.yaml gives it only to workers,
 the session host and the reconciler), so its readiness report says ``docker: failing``: that is
-asserted, because it is the layout's promise. The worker and session-host containers get the socket
-and its group, as compose.yaml gives them, and run real work through the host's engine.
+asserted, because it is the layout's promise. The worker, session-host and reconciler containers get
+the socket and its group, as compose.yaml gives them, and do real work through the host's engine.
 compose.yaml itself cannot be started here (no `docker compose`, no registry for PostgreSQL and
 Redis images): its layout is checked by parsing it.
 """
@@ -145,9 +145,23 @@ def sessions_container(platform_image, role_arguments):
     remove_sandboxes_left(role_arguments, "session host")
 
 
+@pytest.fixture(scope="module")
+def reconciler_container(platform_image, role_arguments):
+    """The reconciler role as compose.yaml runs it: the host engine's socket mounted, its group added."""
+    socket_group = str(Path(DOCKER_SOCKET).stat().st_gid)
+    extra = ["--volume", f"{DOCKER_SOCKET}:{DOCKER_SOCKET}", "--group-add", socket_group, "--no-healthcheck"]
+    with running_role(platform_image, "reconciler", [*role_arguments, *extra]) as reconciler:
+        yield reconciler
+
+
+def instance_of(role_arguments: list[str]) -> str:
+    """The CRUCIBLE_INSTANCE the roles of this module run as (their sandboxes carry it as a label)."""
+    return next(arg for arg in role_arguments if arg.startswith("CRUCIBLE_INSTANCE=")).split("=", 1)[1]
+
+
 def remove_sandboxes_left(role_arguments: list[str], role: str) -> None:
     """Remove any sandbox of this test's instance that a stopped role left behind, and fail if there was one."""
-    instance = next(arg for arg in role_arguments if arg.startswith("CRUCIBLE_INSTANCE=")).split("=", 1)[1]
+    instance = instance_of(role_arguments)
     leftovers = docker("ps", "--all", "--quiet", "--filter", f"label={INSTANCE_LABEL}={instance}").stdout.split()
     if leftovers:
         docker("rm", "--force", *leftovers, check=False)
@@ -269,6 +283,26 @@ def test_a_session_host_from_the_image_serves_bobs_agent_sandbox(web_container, 
     assert http.delete(url, timeout=60).status_code == 202
     ended = wait_until(lambda: (body := http.get(url, timeout=10).json())["status"] == "ended" and body, timeout=120)
     assert ended["end_reason"] == "deleted"
+
+
+def test_the_reconciler_from_the_image_removes_a_container_left_by_a_run_that_is_not_running(
+    role_arguments, reconciler_container
+):
+    """A container of this instance named for a run that does not exist is an orphan: the reconciler,
+    reaching the engine as compose.yaml lets it, removes it."""
+    from django.conf import settings
+
+    orphan = f"crucible-{uuid.uuid4()}"
+    label = f"{INSTANCE_LABEL}={instance_of(role_arguments)}"
+    docker("create", "--name", orphan, "--label", label, "--network", "none", settings.SANDBOX_IMAGE, "true")
+    try:
+        wait_until(
+            lambda: docker("container", "inspect", orphan, check=False).returncode != 0,
+            timeout=120,
+            what="the reconciler to remove the orphan container",
+        )
+    finally:
+        docker("rm", "--force", orphan, check=False)
 
 
 # --- compose.yaml: what can be checked without `docker compose` ----------------------------------
