@@ -116,6 +116,7 @@ def build_base() -> str:
     reference = f"{BASE_REPOSITORY}:{base_recipe_hash(codename)}"
     if image_exists(reference):
         log(f"base {reference} exists; reused")
+        run(["docker", "tag", reference, f"{BASE_REPOSITORY}:latest"])
         return reference
     mirror = debian_mirror(codename, read_sources())
     log(f"base {reference}: debootstrap {codename} from the host's mirror")
@@ -156,6 +157,8 @@ def build_base() -> str:
             ],
             timeout=600,
         )
+    # Also the Dockerfile's default BASE, so a plain `docker build .` works after one `make image`.
+    run(["docker", "tag", reference, f"{BASE_REPOSITORY}:latest"])
     return reference
 
 
