@@ -4,7 +4,7 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 PYTEST_WORKERS ?= 2
 
-.PHONY: run test setup lint check pytest sandbox-runc sandbox-pool faults bench
+.PHONY: run test setup lint check pytest sandbox-runc sandbox-pool faults bench image
 
 setup:
 	bash scripts/setup.sh
@@ -42,3 +42,10 @@ faults:
 	CRUCIBLE_ENV=test DATABASE_TEST_NAME=test_crucible_faults .venv/bin/pytest tests/faults -m faults -q -p no:xdist
 
 test: setup lint check pytest
+
+# The platform image (Dockerfile) with no container registry: a Debian base debootstrapped from the
+# host's mirror, a wheelhouse fetched by the host's pip, then `docker build` (deploy/build_image.py).
+# Each step is skipped when its result exists. IMAGE_TAG names the result (default crucible:latest).
+IMAGE_TAG ?= crucible:latest
+image:
+	$(PY) deploy/build_image.py --tag $(IMAGE_TAG)
