@@ -79,8 +79,8 @@ def test_the_docker_engine_restarted_while_containers_run(own_services, private_
 def _procfile_for(stack: PrivateStack, path) -> None:
     """The real Procfile, with the web port moved off 8000 (a developer's ``make run`` may hold it)."""
     text = (ROOT / "Procfile").read_text()
-    text = re.sub(r"-p 8000\b", f"-p {stack.port}", text)
-    assert f"-p {stack.port}" in text, "the Procfile's web command is expected to serve on -p 8000"
+    text = re.sub(r"--port 8000\b", f"--port {stack.port}", text)
+    assert f"--port {stack.port}" in text, "the Procfile's web command is expected to serve on --port 8000"
     path.write_text(text)
 
 
