@@ -52,6 +52,7 @@ class Live:
     active: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
     safety: SessionSafety | None = None
+    ending: bool = False  # an end is on its way (``SessionHost.end_soon``)
 
     def busy(self) -> None:
         with self.lock:
@@ -78,7 +79,7 @@ class SessionHost:
     # --- life of the host ------------------------------------------------------------------
     def start(self) -> SessionHost:
         rpc.beat(self.name)
-        for target in (self.serve, self.watch):
+        for target in (self.serve, self.watch, self.beat):
             thread = threading.Thread(target=target, name=f"session-host-{target.__name__}", daemon=True)
             thread.start()
             self.threads.append(thread)
@@ -216,20 +217,27 @@ class SessionHost:
         return {"status": 200}
 
     def end(self, live: Live, reason: EndReason, error: str = "") -> None:
-        """End a session this host holds (once: the first reason wins) and take its sandbox away."""
+        """End a session this host holds (once: the first reason wins) and take its sandbox away, even
+        when its row cannot be written (the sandbox goes regardless; the reconciler fixes the row)."""
         session = live.session
-        if self.db(session.end, reason, error):
-            publisher.publish_end(session)
-            log.info("session %s ended: %s", session.pk, reason)
+        try:
+            if self.db(session.end, reason, error):
+                publisher.publish_end(session)
+                log.info("session %s ended: %s", session.pk, reason)
+        except Exception:
+            log.warning("session %s: its end (%s) could not be recorded", session.pk, reason, exc_info=True)
         self.teardown(live)
 
     def teardown(self, live: Live) -> None:
         with self.lock:
             if self.live.pop(str(live.session.pk), None) is None:
                 return
-        live.link.close()
-        live.sandbox.kill()
-        live.sandbox.remove()
+        try:
+            live.link.close()
+            live.sandbox.kill()
+        except Exception:
+            log.warning("session %s: its sandbox could not be killed", live.session.pk, exc_info=True)
+        live.sandbox.remove()  # tries a few times; what is left is the reconciler's
 
     # --- safety rules --------------------------------------------------------------------------
     def check_output(self, live: Live, stdout: bytes, stderr: bytes) -> None:
@@ -238,7 +246,7 @@ class SessionHost:
             return
         self.db(live.safety.output, stdout, stderr)
         if live.safety.stop_requested:
-            self.requests.submit(self.end, live, EndReason.SAFETY_STOPPED, live.safety.why())
+            self.end_soon(live, EndReason.SAFETY_STOPPED, live.safety.why())
 
     def sample_all(self) -> None:
         for live in list(self.live.values()):
@@ -250,35 +258,53 @@ class SessionHost:
                 log.warning("session %s: sample failed", live.session.pk, exc_info=True)
                 continue
             if live.safety.stop_requested:
-                self.end(live, EndReason.SAFETY_STOPPED, live.safety.why())
+                self.end_soon(live, EndReason.SAFETY_STOPPED, live.safety.why())
 
     # --- the watch: heartbeat, idle and lifetime, containers that stopped ---------------------------
-    def watch(self) -> None:
-        last_slow = last_sample = 0.0
+    def beat(self) -> None:
+        """The heartbeat, on a thread of its own: nothing the watch waits for (a sandbox the engine is
+        slow to remove, a busy database) may make the host look gone while it is not."""
         while not self.stopping.wait(settings.SESSION_HOST_HEARTBEAT_S):
             try:
                 rpc.beat(self.name)
             except Exception:
                 log.warning("session host %s: heartbeat not written", self.name, exc_info=True)
-            self.end_due()
+
+    def end_soon(self, live: Live, reason: EndReason, error: str = "") -> None:
+        """``end`` on the request pool, once per session: the watch goes on at once (removing a sandbox
+        can take the engine many seconds, a wedged one longer)."""
+        with self.lock:
+            if live.ending:
+                return
+            live.ending = True
+        self.requests.submit(self.end, live, reason, error)
+
+    def watch(self) -> None:
+        """Idle and lifetime ends, samples for the safety rules, containers that stopped. A step that
+        fails (the engine or the database away) is logged and tried again: this thread never dies."""
+        last_slow = last_sample = 0.0
+        while not self.stopping.wait(settings.SESSION_HOST_HEARTBEAT_S):
+            steps = [self.end_due]
             if time.monotonic() - last_sample >= SAMPLE_EVERY_S:
                 last_sample = time.monotonic()
-                self.sample_all()
+                steps.append(self.sample_all)
             if time.monotonic() - last_slow >= SLOW_CHECK_EVERY_S:
                 last_slow = time.monotonic()
+                steps.append(self.end_stopped)
+            for step in steps:
                 try:
-                    self.end_stopped()
+                    step()
                 except Exception:
-                    log.warning("session host %s: container check failed", self.name, exc_info=True)
+                    log.warning("session host %s: %s failed", self.name, step.__name__, exc_info=True)
 
     def end_due(self) -> None:
         now, wall = time.monotonic(), time.time()
         for live in list(self.live.values()):
             session = live.session
             if wall >= session.expires_at.timestamp():
-                self.end(live, EndReason.MAX_LIFETIME, f"reached its lifetime of {session.max_lifetime_s} s")
+                self.end_soon(live, EndReason.MAX_LIFETIME, f"reached its lifetime of {session.max_lifetime_s} s")
             elif live.active == 0 and now - live.last_activity >= session.idle_timeout_s:
-                self.end(live, EndReason.IDLE_TIMEOUT, f"idle for {session.idle_timeout_s} s")
+                self.end_soon(live, EndReason.IDLE_TIMEOUT, f"idle for {session.idle_timeout_s} s")
 
     def end_stopped(self) -> None:
         """Sessions ended elsewhere (their end message lost), and sandboxes whose container stopped."""
@@ -298,14 +324,14 @@ class SessionHost:
             if live is None:
                 continue
             if session_id in ended:
-                self.teardown(live)
+                self.requests.submit(self.teardown, live)
                 continue
             state = live.sandbox.container_state()
             if state and not state.get("Running"):
                 why = (
                     "out of memory" if state.get("OOMKilled") else f"its main process exited ({state.get('ExitCode')})"
                 )
-                self.end(live, EndReason.SANDBOX_EXITED, f"the sandbox's container stopped: {why}")
+                self.end_soon(live, EndReason.SANDBOX_EXITED, f"the sandbox's container stopped: {why}")
 
 
 def close_database() -> None:
