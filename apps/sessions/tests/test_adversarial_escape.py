@@ -8,24 +8,22 @@ live for the module (a transactional test would flush them after its first test)
 is flushed at the end as a transactional test would leave it.
 """
 
+# ruff: noqa: F811 (pytest injects the fixtures imported from adversarial.py by name)
 from __future__ import annotations
 
 import ipaddress
 import json
 import os
-from types import SimpleNamespace
 
 import pytest
 import requests
 from django.conf import settings
-from django.contrib.auth import get_user_model
-from django.core.management import call_command
-from django.db import connection
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from apps.sandboxing import engine, engine_runtime
 from apps.sandboxing.policy import LABEL_RUN
+from apps.sessions.tests.adversarial import alice, bob, people, python, run  # noqa: F401 (fixtures)
 from apps.sessions.tests.test_sessions_live import Api
 from tests.stack import live_sessions_stack  # noqa: F401 (the fixture)
 
@@ -40,40 +38,12 @@ CONTRACT_ENV = {"PATH", "HOME", "LANG", "CRUCIBLE_OUTPUT_DIR", "CRUCIBLE_EXEC_ID
 GVISOR = engine_runtime.is_gvisor(engine_runtime.chosen())
 
 
-# Bug (lead's code): under runsc the engine applies the seccomp profile to the container's main
-# process only; the evaluation launcher installs it on itself before it runs a program
-# (seccomp_bpf.py), but the session agent (incontainer/agent.py run_command) starts every exec
-# without it. Under runc the engine applies the profile to exec'd processes too.
 @pytest.fixture(scope="module", autouse=True)
 def canary_in_the_hosts_environment():
     """A secret in the environment of every process of the stack (they inherit this process's)."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("CRUCIBLE_TEST_CANARY_SECRET", CANARY)
         yield
-
-
-@pytest.fixture(scope="module")
-def people(live_sessions_stack, django_db_blocker):  # noqa: F811
-    """alice and bob, each with an API client, for the whole module."""
-    assert connection.settings_dict["NAME"].startswith("test_"), "not the test database"
-    with django_db_blocker.unblock():
-        users = get_user_model().objects
-        alice = users.create_user("alice", "alice@example.com", "alice-password-1")
-        bob = users.create_user("bob", "bob@example.com", "bob-password-1")
-        people = SimpleNamespace(alice=Api(live_sessions_stack.url, alice), bob=Api(live_sessions_stack.url, bob))
-    yield people
-    with django_db_blocker.unblock():
-        call_command("flush", interactive=False, verbosity=0)
-
-
-@pytest.fixture(scope="module")
-def alice(people):
-    return people.alice
-
-
-@pytest.fixture(scope="module")
-def bob(people):
-    return people.bob
 
 
 @pytest.fixture(scope="module")
@@ -84,19 +54,6 @@ def sid(alice):
     assert response.json()["status"] == "ready", response.json()
     yield response.json()["id"]
     alice.http.delete(f"{alice.base}{response.json()['id']}/", timeout=30)
-
-
-def run(api: Api, session_id: str, cmd: list[str], **body) -> dict:
-    response = api.exec(session_id, cmd, **body)
-    assert response.status_code == 200, response.text
-    return response.json()
-
-
-def python(api: Api, session_id: str, code: str, **body) -> dict:
-    """What a Python program printed as JSON in the session."""
-    result = run(api, session_id, ["python3", "-c", code], **body)
-    assert result["returncode"] == 0, result
-    return json.loads(result["stdout"])
 
 
 def under_gvisor(api: Api, session_id: str) -> bool:

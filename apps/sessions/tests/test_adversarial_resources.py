@@ -7,6 +7,7 @@ alice's shared session takes the cases that leave it as it was; the cases that m
 (fork bomb, memory, ``kill -9 -1``) each get a session of their own.
 """
 
+# ruff: noqa: F811 (pytest injects the fixtures imported from adversarial.py by name)
 from __future__ import annotations
 
 import base64
@@ -14,19 +15,14 @@ import hashlib
 import json
 import os
 from concurrent.futures import ThreadPoolExecutor
-from types import SimpleNamespace
 
 import pytest
 import requests
-from django.contrib.auth import get_user_model
-from django.core.management import call_command
-from django.db import connection
 
-from apps.monitoring.models import SafetyRule
-from apps.monitoring.rules import ensure_default_rules
 from apps.sandboxing import engine
 from apps.sandboxing.policy import LABEL_RUN
 from apps.sessions.models import Session
+from apps.sessions.tests.adversarial import alice, bob, end, people, run, start  # noqa: F401 (fixtures)
 from apps.sessions.tests.test_sessions_live import Api
 from tests.stack import live_sessions_stack, wait_until  # noqa: F401 (the fixture)
 
@@ -35,44 +31,6 @@ from tests.stack import live_sessions_stack, wait_until  # noqa: F401 (the fixtu
 pytestmark = [pytest.mark.docker, pytest.mark.django_db]
 
 MIB = 1024 * 1024
-
-
-@pytest.fixture(scope="module")
-def people(live_sessions_stack, django_db_blocker):  # noqa: F811
-    """alice and bob, each with an API client, for the whole module."""
-    assert connection.settings_dict["NAME"].startswith("test_"), "not the test database"
-    with django_db_blocker.unblock():
-        users = get_user_model().objects
-        alice = users.create_user("alice", "alice@example.com", "alice-password-1")
-        bob = users.create_user("bob", "bob@example.com", "bob-password-1")
-        people = SimpleNamespace(alice=Api(live_sessions_stack.url, alice), bob=Api(live_sessions_stack.url, bob))
-        # Sessions run under the default safety rules, as in production (a flush removes seeded rows).
-        ensure_default_rules(SafetyRule)
-    yield people
-    with django_db_blocker.unblock():
-        call_command("flush", interactive=False, verbosity=0)
-
-
-@pytest.fixture(scope="module")
-def alice(people):
-    return people.alice
-
-
-@pytest.fixture(scope="module")
-def bob(people):
-    return people.bob
-
-
-def start(api: Api, **body) -> dict:
-    response = api.create(**body)
-    assert response.status_code == 201, response.text
-    assert response.json()["status"] == "ready", response.json()
-    return response.json()
-
-
-def end(api: Api, session_id: str) -> None:
-    response = api.http.delete(f"{api.base}{session_id}/", timeout=30)
-    assert response.status_code == 202, response.text
 
 
 @pytest.fixture(scope="module")
@@ -95,12 +53,6 @@ def own_session(alice):
     yield make
     for session_id in made:
         alice.http.delete(f"{alice.base}{session_id}/", timeout=30)
-
-
-def run(api: Api, session_id: str, cmd: list[str], **body) -> dict:
-    response = api.exec(session_id, cmd, **body)
-    assert response.status_code == 200, response.text
-    return response.json()
 
 
 def detail(api: Api, session_id: str) -> dict:
