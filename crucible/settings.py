@@ -8,6 +8,7 @@ supplies values not set in the real environment, so ``manage.py`` works by hand 
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlparse
 
@@ -368,6 +369,12 @@ WORKER_LOST_AFTER_S = envint("WORKER_LOST_AFTER_S", 30, minimum=5)
 # RQ's worker key lives this long without a heartbeat; an idle worker beats every (this - 15) s and
 # registers again if Redis forgot it (restarted empty or flushed).
 WORKER_REGISTRATION_TTL_S = envint("WORKER_REGISTRATION_TTL_S", 30, minimum=20)
+# A worker counts as alive while its last RQ heartbeat is younger than WORKER_REGISTRATION_TTL_S; a
+# busy worker beats every WORKER_BUSY_BEAT_S. With each beat it publishes what it sees of its engine,
+# probed every ENGINE_REPORT_S (apps.sandboxing.enginereport), under the host name WORKER_HOST.
+WORKER_BUSY_BEAT_S = envint("WORKER_BUSY_BEAT_S", 10, minimum=1)
+ENGINE_REPORT_S = envfloat("ENGINE_REPORT_S", 5.0, minimum=0.5)
+WORKER_HOST = envstr("WORKER_HOST", socket.gethostname())
 # A running evaluation's worker writes heartbeat_at this often; keep it well under WORKER_LOST_AFTER_S.
 WORKER_HEARTBEAT_S = envfloat("WORKER_HEARTBEAT_S", min(5.0, WORKER_LOST_AFTER_S / 3), minimum=0.2)
 # Runs interrupted by a platform fault (worker lost or shut down, engine failure) are run again

@@ -4,19 +4,19 @@ live sessions, finished runs per hour, slow and failed runs. Reads only; every f
 from __future__ import annotations
 
 import logging
-from datetime import UTC, timedelta
+from datetime import timedelta
 
 import django_rq
 from django.conf import settings
 from django.db.models import Count
 from django.db.models.functions import TruncHour
 from django.utils import timezone
-from rq import Worker
 
-from apps.evaluations import killswitch
+from apps.evaluations import fleet, killswitch
 from apps.evaluations.models import Evaluation, Status
 from apps.monitoring.models import Alert, ResourceSample
 from apps.sandboxing import engine_runtime, pool
+from apps.sandboxing.enginereport import EngineReport
 from apps.sessions.models import Session
 
 log = logging.getLogger(__name__)
@@ -43,28 +43,71 @@ def queue_depths() -> list[dict]:
     return rows
 
 
-def workers() -> list[dict]:
+def fleet_states() -> list[fleet.WorkerState]:
     try:
-        found = Worker.all(connection=django_rq.get_connection("default"))
+        return fleet.workers()
     except Exception:
         log.warning("dashboard: cannot list workers", exc_info=True)
         return []
+
+
+def workers(states: list[fleet.WorkerState]) -> list[dict]:
+    return [
+        {
+            "name": w.name,
+            "host": w.host,
+            "state": w.state,
+            "alive": w.alive,
+            "queues": w.queues,
+            "heartbeat": w.last_heartbeat,
+            "heartbeat_age_s": w.heartbeat_age_s,
+            "job": w.job,
+        }
+        for w in states
+    ]
+
+
+def hosts(states: list[fleet.WorkerState]) -> list[dict]:
+    """Each host that runs workers: its workers, what its engine last reported, its last heartbeat."""
     now = timezone.now()
-    return [_worker_row(worker, now) for worker in sorted(found, key=lambda w: w.name)]
+    rows = []
+    for host in fleet.hosts(states):
+        report = host.engine
+        rows.append(
+            {
+                "name": host.name,
+                "workers": len(host.workers),
+                "alive": len(host.alive_workers),
+                "engine": report,
+                "engine_problems": _engine_problems(report),
+                "last_heartbeat": host.last_heartbeat,
+                "heartbeat_age_s": (now - host.last_heartbeat).total_seconds() if host.last_heartbeat else None,
+            }
+        )
+    return rows
 
 
-def _worker_row(worker: Worker, now) -> dict:
-    heartbeat = worker.last_heartbeat
-    if heartbeat is not None and timezone.is_naive(heartbeat):
-        heartbeat = timezone.make_aware(heartbeat, UTC)
-    return {
-        "name": worker.name,
-        "state": worker.get_state(),
-        "queues": ", ".join(worker.queue_names()),
-        "heartbeat": heartbeat,
-        "heartbeat_age_s": (now - heartbeat).total_seconds() if heartbeat else None,
-        "job": worker.get_current_job_id() or "",
-    }
+def _engine_problems(report: EngineReport | None) -> list[str]:
+    if report is None:
+        return ["no report"]
+    if not report.docker:
+        return ["engine unreachable"]
+    problems = []
+    if not report.sandbox_image:
+        problems.append("sandbox image missing")
+    if not report.sandbox_runtime:
+        problems.append("runtime unavailable")
+    return problems
+
+
+def runtime_choice(states: list[fleet.WorkerState]) -> engine_runtime.Choice:
+    """The runtime sandboxes get, as the live workers' engines report it (else as the web's engine says)."""
+    reports = [w.engine for w in states if w.alive and w.engine is not None and w.engine.docker]
+    if not reports:
+        return engine_runtime.describe()
+    report = max(reports, key=lambda r: (r.sandbox_runtime, r.checked_at))
+    problem = "" if report.sandbox_runtime else f"SANDBOX_RUNTIME={report.configured} cannot be resolved on the engine"
+    return engine_runtime.Choice(report.configured, report.runtime, tuple(report.runtimes), problem)
 
 
 def running_evaluations(limit: int = 50) -> list[Evaluation]:
@@ -176,7 +219,8 @@ def killswitch_engaged() -> bool | None:
 def live() -> dict:
     """The parts of the dashboard that change by the second."""
     pools = warm_pools()
-    rows = workers()
+    states = fleet_states()
+    rows = workers(states)
     for row in rows:
         row["warm_idle"] = None if pools is None else pools.get(row["name"], 0)
     return {
@@ -187,7 +231,9 @@ def live() -> dict:
         "killswitch_engaged": killswitch_engaged(),
         "queued_count": Evaluation.objects.filter(status=Status.QUEUED).count(),
         "workers": rows,
-        "sandbox_runtime": engine_runtime.describe(),
+        "alive_workers": sum(1 for w in states if w.alive),
+        "hosts": hosts(states),
+        "sandbox_runtime": runtime_choice(states),
         "warm_pool_size": settings.SANDBOX_POOL_SIZE,
     }
 

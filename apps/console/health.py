@@ -1,15 +1,25 @@
-"""Readiness checks for the health endpoint. Each returns True/False and never raises or leaks details."""
+"""Readiness checks for the health endpoint: can this installation take work now?
+
+Liveness comes from heartbeats: ``workers`` is ok while at least one worker's last heartbeat is
+fresh (``apps.evaluations.fleet``). The engine checks (``docker``, ``sandbox_image``,
+``sandbox_runtime``) are what the live workers report of their own engines, so a web role with no
+engine socket of its own (the platform image, another host) tells the truth about the engines that
+run sandboxes. Only when no live worker reports an engine (none runs, or an older worker) does the
+web fall back to asking its own engine. Every check returns True/False and never raises or leaks details.
+"""
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import django_rq
 from django.conf import settings
 from django.db import connection
-from rq import Worker
 
+from apps.evaluations import fleet
 from apps.sandboxing import engine, engine_runtime
+from apps.sandboxing.enginereport import EngineReport
 from apps.sandboxing.image import find_image
 
 log = logging.getLogger(__name__)
@@ -33,11 +43,15 @@ def check_redis() -> bool:
         return False
 
 
-def check_docker() -> bool:
-    return engine.ping()
+def live_workers() -> list[fleet.WorkerState]:
+    try:
+        return [worker for worker in fleet.workers() if worker.alive]
+    except Exception:
+        log.warning("health: worker check failed", exc_info=True)
+        return []
 
 
-def check_sandbox_image() -> bool:
+def check_own_sandbox_image() -> bool:
     try:
         return find_image(settings.SANDBOX_IMAGE) is not None
     except Exception:
@@ -45,35 +59,53 @@ def check_sandbox_image() -> bool:
         return False
 
 
-def check_sandbox_runtime() -> bool:
+def check_own_sandbox_runtime() -> bool:
     """The runtime sandboxes get can be resolved, and a forced one is registered with the engine."""
     choice = engine_runtime.describe()
     return bool(choice.chosen) and not choice.problem
 
 
-def check_workers() -> bool:
-    try:
-        return len(Worker.all(connection=django_rq.get_connection("default"))) > 0
-    except Exception:
-        log.warning("health: worker check failed", exc_info=True)
-        return False
+@dataclass
+class Readiness:
+    checks: dict[str, bool]
+    sandbox_runtime: dict
+
+    @property
+    def ready(self) -> bool:
+        return all(self.checks.values())
 
 
-CHECKS = {
-    "database": check_database,
-    "redis": check_redis,
-    "docker": check_docker,
-    "sandbox_image": check_sandbox_image,
-    "sandbox_runtime": check_sandbox_runtime,
-    "workers": check_workers,
-}
+def assess() -> Readiness:
+    """Every check, once: database, Redis, the engines (as live workers report them), workers."""
+    checks = {"database": check_database(), "redis": check_redis()}
+    workers = live_workers()
+    reports = [worker.engine for worker in workers if worker.engine is not None]
+    if reports:
+        checks.update(
+            docker=any(r.docker for r in reports),
+            sandbox_image=any(r.docker and r.sandbox_image for r in reports),
+            sandbox_runtime=any(r.docker and r.sandbox_runtime for r in reports),
+        )
+        runtime = _reported_runtime(max(reports, key=lambda r: (r.healthy, r.checked_at)))
+    else:
+        checks.update(
+            docker=engine.ping(), sandbox_image=check_own_sandbox_image(), sandbox_runtime=check_own_sandbox_runtime()
+        )
+        runtime = _own_runtime()
+    checks["workers"] = bool(workers)
+    return Readiness(checks, runtime)
 
 
-def report() -> dict[str, bool]:
-    return {name: check() for name, check in CHECKS.items()}
+def _reported_runtime(report: EngineReport) -> dict:
+    return {
+        "configured": report.configured,
+        "chosen": report.runtime or None,
+        "gvisor": report.gvisor,
+        "available": list(report.runtimes),
+    }
 
 
-def sandbox_runtime() -> dict:
+def _own_runtime() -> dict:
     """Which runtime sandboxes get, said out loud: configured, chosen, whether it is gVisor, on offer."""
     choice = engine_runtime.describe()
     return {

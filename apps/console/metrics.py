@@ -16,9 +16,9 @@ from django.db import connection
 from django.db.models import Count, Sum
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
-from rq import Worker
 from rq.suspension import is_suspended
 
+from apps.evaluations import fleet
 from apps.evaluations.models import TERMINAL_STATUSES, Evaluation, Status
 from apps.monitoring.models import Alert, RunTiming
 from apps.sandboxing import engine_runtime, pool
@@ -225,15 +225,52 @@ class CrucibleCollector:
             for name in settings.RQ_QUEUES:
                 depth.add_metric([name], django_rq.get_queue(name).count)
             connection_ = django_rq.get_connection("default")
-            workers = Worker.count(connection=connection_)
+            states = fleet.workers(connection_)
             suspended = 1 if is_suspended(connection_) else 0
         except Exception:
             log.warning("metrics: Redis is unavailable", exc_info=True)
-            up, workers, suspended = 0, 0, 0
+            up, states, suspended = 0, [], 0
         yield depth
-        yield GaugeMetricFamily("crucible_workers", "RQ workers registered (alive).", value=workers)
+        yield GaugeMetricFamily(
+            "crucible_workers",
+            "Workers alive (a heartbeat within WORKER_REGISTRATION_TTL_S).",
+            value=sum(1 for w in states if w.alive),
+        )
+        yield from self._hosts(states)
         yield GaugeMetricFamily("crucible_killswitch_engaged", "1 while the kill switch pauses the queues.", suspended)
         yield GaugeMetricFamily("crucible_redis_up", "1 when Redis answered this scrape.", value=up)
+
+    def _hosts(self, states):
+        """Per worker host: live workers, whether its engine is healthy, what runs on it, its last beat."""
+        families = {
+            "workers": GaugeMetricFamily("crucible_host_workers", "Workers alive on each host.", labels=["host"]),
+            "engine": GaugeMetricFamily(
+                "crucible_host_engine_up",
+                "1 when the host's engine answers and has the sandbox image and runtime (its workers' report).",
+                labels=["host"],
+            ),
+            "running": GaugeMetricFamily(
+                "crucible_host_sandboxes_running", "Sandboxes running a program on each host.", labels=["host"]
+            ),
+            "pool": GaugeMetricFamily(
+                "crucible_host_warm_pool_idle", "Idle warm-pool sandboxes on each host.", labels=["host"]
+            ),
+            "beat": GaugeMetricFamily(
+                "crucible_host_last_heartbeat_timestamp_seconds",
+                "Unix time of the newest heartbeat of the host's workers.",
+                labels=["host"],
+            ),
+        }
+        for host in fleet.hosts(states):
+            report = host.engine
+            families["workers"].add_metric([host.name], len(host.alive_workers))
+            families["engine"].add_metric([host.name], 1 if report is not None and report.healthy else 0)
+            if report is not None:
+                families["running"].add_metric([host.name], report.sandboxes_running)
+                families["pool"].add_metric([host.name], report.pool_idle)
+            if host.last_heartbeat is not None:
+                families["beat"].add_metric([host.name], host.last_heartbeat.timestamp())
+        yield from families.values()
 
 
 def render() -> bytes:

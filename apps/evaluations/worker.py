@@ -4,6 +4,7 @@ in a forked work horse with ``WORKER_FORK=true``) to hand the run back."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -15,10 +16,14 @@ from rq import Worker, worker_registration
 from rq.worker import WorkerStatus
 
 from apps.sandboxing import selfcheck
+from apps.sandboxing.enginereport import EngineWatch
 from apps.sandboxing.policy import Limits, Profile
 from apps.sandboxing.pool import WarmPool
 
 log = logging.getLogger(__name__)
+
+# The field of RQ's worker hash that holds what the worker last saw of its engine (apps.evaluations.fleet).
+ENGINE_FIELD = "crucible_engine"
 
 HAND_BACK_SIGNAL = signal.SIGUSR1
 
@@ -58,13 +63,26 @@ class CrucibleWorker(Worker):
     """
 
     pool: WarmPool | None = None
+    engine_watch: EngineWatch | None = None
 
-    # --- Warm pool --------------------------------------------------------------------------
+    def __init__(self, *args, **kwargs):
+        # A busy worker beats this often (RQ's default, 30 s, is as long as the registration lives).
+        kwargs.setdefault("job_monitoring_interval", settings.WORKER_BUSY_BEAT_S)
+        super().__init__(*args, **kwargs)
+        if kwargs.get("prepare_for_work", True):
+            # The host this worker says it runs on (RQ's own guess is the machine's name): workers
+            # of one host share its engine, and the dashboard groups them by it.
+            self.hostname = settings.WORKER_HOST
+
+    # --- Warm pool and engine report -------------------------------------------------------
     # Started once the worker is registered (so the reconciler, which removes the pools of workers
     # that are gone, never sees this one's pool before the worker itself), drained when it stops.
 
     def register_birth(self):
         super().register_birth()
+        self.engine_watch = EngineWatch(settings.ENGINE_REPORT_S)
+        self.engine_watch.start()
+        self.publish_engine_report()
         self.pool = WarmPool(self.name, settings.SANDBOX_POOL_SIZE, warm_profiles)
         self.pool.start()
 
@@ -72,7 +90,19 @@ class CrucibleWorker(Worker):
         if self.pool is not None:
             drained = self.pool.drain()
             log.info("worker %s: warm pool drained (%d idle sandboxes removed)", self.name, len(drained))
+        if self.engine_watch is not None:
+            self.engine_watch.stop()
         super().register_death()
+
+    def publish_engine_report(self) -> None:
+        """Put the engine's latest report beside this worker's heartbeat in Redis (never raises)."""
+        report = self.engine_watch.latest if self.engine_watch is not None else None
+        if report is None:
+            return
+        try:
+            self.connection.hset(self.key, ENGINE_FIELD, json.dumps(report.as_dict()))
+        except Exception:
+            log.warning("worker %s: could not publish its engine report", self.name, exc_info=True)
 
     # --- Registration that survives a Redis restart ------------------------------------------
     # A Redis that restarts empty (or is flushed) forgets every worker: ``rq:workers`` no longer
@@ -85,10 +115,12 @@ class CrucibleWorker(Worker):
         super().heartbeat(timeout, pipeline)
         if pipeline is None:
             self.register_again_if_forgotten()
+            self.publish_engine_report()
 
     def maintain_heartbeats(self, job, execution):
         super().maintain_heartbeats(job, execution)
         self.register_again_if_forgotten()
+        self.publish_engine_report()
 
     def register_again_if_forgotten(self) -> bool:
         """Register this worker again when Redis no longer lists it; True when it had to."""

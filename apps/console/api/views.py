@@ -54,12 +54,12 @@ class HealthView(APIView):
         )
     )
     def get(self, request):
-        results = health.report()
-        healthy = all(results.values())
+        readiness = health.assess()
+        results, healthy = readiness.checks, readiness.ready
         body = {
             "status": "ok" if healthy else "degraded",
             "checks": {name: "ok" if ok else "failing" for name, ok in results.items()},
-            "sandbox_runtime": health.sandbox_runtime(),
+            "sandbox_runtime": readiness.sandbox_runtime,
         }
         if not healthy:
             body["failing"] = sorted(name for name, ok in results.items() if not ok)

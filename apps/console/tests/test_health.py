@@ -1,22 +1,28 @@
 """GET /api/v1/health/: no auth, every dependency named, 503 when any is down, no secrets."""
 
+import dataclasses
+import json
+import time
 import uuid
+from datetime import UTC, datetime, timedelta
 from urllib.parse import urlparse
 
 import pytest
 from django.conf import settings
 from rq import Worker
+from rq.utils import utcformat
 
 from apps.console import health
-from apps.sandboxing import engine
+from apps.evaluations.worker import ENGINE_FIELD
+from apps.sandboxing import engine, enginereport
+from apps.sandboxing.enginereport import EngineReport
 
 pytestmark = pytest.mark.django_db(transaction=False)
 
 URL = "/api/v1/health/"
 
 
-@pytest.fixture
-def a_live_worker():
+def registered_worker():
     """A real RQ worker registration in Redis (the worker loop itself is not needed for health)."""
     import django_rq
 
@@ -24,6 +30,20 @@ def a_live_worker():
         ["default"], connection=django_rq.get_connection("default"), name=f"health-test-{uuid.uuid4().hex[:8]}"
     )
     worker.register_birth()
+    worker.heartbeat()
+    return worker
+
+
+@pytest.fixture
+def a_live_worker():
+    worker = registered_worker()
+    yield worker
+    worker.register_death()
+
+
+@pytest.fixture
+def another_live_worker():
+    worker = registered_worker()
     yield worker
     worker.register_death()
 
@@ -131,3 +151,58 @@ def test_the_report_holds_no_secrets_versions_or_paths(anonymous_api, a_live_wor
     body = anonymous_api.get(URL).content.decode()
     for leak in (settings.SECRET_KEY, settings.DATABASE_URL, settings.REDIS_URL, "/var/run", "version"):
         assert leak not in body
+
+
+# --- Readiness from heartbeats and from what workers report of their engines --------------------
+
+
+def publish(worker: Worker, report: EngineReport) -> None:
+    worker.connection.hset(worker.key, ENGINE_FIELD, json.dumps(report.as_dict()))
+
+
+def test_a_web_role_without_an_engine_is_ready_when_a_live_worker_reports_a_healthy_one(
+    anonymous_api, a_live_worker, settings, fresh_docker_client
+):
+    publish(a_live_worker, enginereport.probe())  # what a worker host sees of its own engine
+    settings.DOCKER_HOST = "unix:///nonexistent/docker.sock"  # this web process has no engine at all
+    engine.reset()
+    assert not engine.ping()
+    response = anonymous_api.get(URL)
+    assert response.status_code == 200, response.json()
+    assert set(response.json()["checks"].values()) == {"ok"}
+    assert response.json()["sandbox_runtime"]["chosen"] in ("runc", "runsc")
+
+
+def test_a_worker_whose_engine_lacks_the_sandbox_image_makes_it_503_although_the_webs_engine_has_it(
+    anonymous_api, a_live_worker
+):
+    publish(a_live_worker, dataclasses.replace(enginereport.probe(), sandbox_image=False))
+    response = anonymous_api.get(URL)
+    assert response.status_code == 503
+    assert response.json()["failing"] == ["sandbox_image"]
+
+
+def test_one_healthy_host_among_broken_ones_is_enough_to_take_work(anonymous_api, a_live_worker, another_live_worker):
+    publish(a_live_worker, dataclasses.replace(enginereport.probe(), docker=False))
+    publish(another_live_worker, enginereport.probe())
+    assert anonymous_api.get(URL).status_code == 200
+
+
+def test_a_worker_whose_heartbeat_went_stale_does_not_count(anonymous_api, a_live_worker):
+    stale = datetime.now(UTC) - timedelta(seconds=settings.WORKER_REGISTRATION_TTL_S + 5)
+    a_live_worker.connection.hset(a_live_worker.key, "last_heartbeat", utcformat(stale))
+    response = anonymous_api.get(URL)
+    assert response.status_code == 503
+    assert response.json()["failing"] == ["workers"]
+
+
+def test_a_stale_engine_report_is_not_trusted_and_the_web_asks_its_own_engine(
+    anonymous_api, a_live_worker, settings, fresh_docker_client
+):
+    old = dataclasses.replace(enginereport.probe(), checked_at=time.time() - 3600)
+    publish(a_live_worker, old)
+    settings.DOCKER_HOST = "unix:///nonexistent/docker.sock"
+    engine.reset()
+    response = anonymous_api.get(URL)
+    assert response.status_code == 503
+    assert "docker" in response.json()["failing"]
