@@ -139,6 +139,8 @@ class Stack:
         self.ws_url = f"ws://127.0.0.1:{self.port}"
         self.name = f"{name}-{uuid.uuid4().hex[:6]}"
         self.rq_connection = rq_connection
+        # Prepended to a worker's command line (e.g. ``nsenter --net=...``: a worker on another host).
+        self.worker_wrapper: list[str] = []
         self.processes: dict[str, subprocess.Popen] = {}
         self.worker_names: dict[str, str] = {}
         self.supervise = False
@@ -165,7 +167,8 @@ class Stack:
     def start_worker(self, n: int) -> None:
         rq_name = f"{self.name}-w{n}-{uuid.uuid4().hex[:4]}"
         self.worker_names[f"worker{n}"] = rq_name
-        self._spawn(f"worker{n}", [PYTHON, "manage.py", "crucible_worker", "--without-scheduler", "--name", rq_name])
+        argv = [PYTHON, "manage.py", "crucible_worker", "--without-scheduler", "--name", rq_name]
+        self._spawn(f"worker{n}", [*self.worker_wrapper, *argv])
 
     def start_cron(self) -> None:
         self._spawn("cron", [PYTHON, "-m", "crucible.cron"])
@@ -430,15 +433,20 @@ def development_stack(
 class PrivatePostgres:
     """A throwaway cluster (initdb/pg_ctl as ``postgres``) on a free port; ``restart()`` cuts every connection."""
 
-    def __init__(self, base: Path):
+    def __init__(self, base: Path, also_listen: tuple[str, ...] = ()):
+        """``also_listen``: (address, network) pairs beside 127.0.0.1 that may connect (another host's veth)."""
         self.dir = base / "pg"
         self.port = free_port()
         self.user = "crucible"
         self.name = "crucible"
+        self.also_listen = also_listen
 
     @property
     def url(self) -> str:
-        return f"postgres://{self.user}@127.0.0.1:{self.port}/{self.name}"
+        return self.url_at("127.0.0.1")
+
+    def url_at(self, address: str) -> str:
+        return f"postgres://{self.user}@{address}:{self.port}/{self.name}"
 
     def _as_postgres(self, *argv, check=True, timeout=120):
         pw = pwd.getpwnam("postgres")
@@ -463,11 +471,15 @@ class PrivatePostgres:
         os.chown(self.dir, pw.pw_uid, pw.pw_gid)
         os.chown(self.dir.parent, pw.pw_uid, pw.pw_gid)
         self._as_postgres(PG_BIN / "initdb", "-D", self.dir / "data", "-U", self.user, "--auth=trust", "-E", "UTF8")
+        with open(self.dir / "data" / "pg_hba.conf", "a") as hba:
+            for _address, network in self.also_listen:
+                hba.write(f"host all all {network} trust\n")
         self._pg_ctl("start")
         self._as_postgres(PG_BIN / "createdb", "-h", "127.0.0.1", "-p", self.port, "-U", self.user, self.name)
 
     def _pg_ctl(self, action: str, *extra) -> None:
-        options = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
+        listen = ",".join(["127.0.0.1", *(address for address, _ in self.also_listen)])
+        options = f"-p {self.port} -k {self.dir} -c listen_addresses={listen} -c fsync=off -c max_connections=200"
         self._as_postgres(
             PG_BIN / "pg_ctl", action, "-D", self.dir / "data", "-o", options, "-l", self.dir / "pg.log", "-w", *extra
         )
@@ -491,14 +503,19 @@ class PrivatePostgres:
 class PrivateRedis:
     """``redis-server`` without persistence on a free port; ``restart(flush=True)`` loses every key."""
 
-    def __init__(self, base: Path):
+    def __init__(self, base: Path, also_listen: tuple[str, ...] = ()):
+        """``also_listen``: addresses beside 127.0.0.1 to bind (another host's veth)."""
         self.dir = base / "redis"
         self.port = free_port()
         self.process: subprocess.Popen | None = None
+        self.also_listen = also_listen
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return self.url_at("127.0.0.1")
+
+    def url_at(self, address: str) -> str:
+        return f"redis://{address}:{self.port}/0"
 
     def client(self):
         import redis
@@ -508,7 +525,9 @@ class PrivateRedis:
     def start(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            # No password on a private test server: protected mode would refuse the other host's veth.
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", *self.also_listen]
+            + ["--protected-mode", "no" if self.also_listen else "yes", "--save", "", "--appendonly", "no"],
             cwd=self.dir,
             stdout=open(self.dir / "redis.log", "ab"),  # noqa: SIM115
             stderr=subprocess.STDOUT,
@@ -533,9 +552,12 @@ class PrivateRedis:
 
 
 @contextlib.contextmanager
-def running_private_services(base: Path):
-    """A private PostgreSQL cluster and Redis under ``base``, stopped (also on failure) at the end."""
-    db, redis = PrivatePostgres(base), PrivateRedis(base)
+def running_private_services(base: Path, netns: NetworkNamespace | None = None):
+    """A private PostgreSQL cluster and Redis under ``base``, stopped (also on failure) at the end.
+
+    With ``netns`` they also listen on its veth pair's host end, for processes inside it (another host)."""
+    pairs = ((netns.host_address, netns.network),) if netns else ()
+    db, redis = PrivatePostgres(base, pairs), PrivateRedis(base, tuple(a for a, _ in pairs))
     try:
         db.start()
         redis.start()
@@ -545,19 +567,66 @@ def running_private_services(base: Path):
         db.stop()
 
 
+class NetworkNamespace:
+    """A named network namespace joined to this one by a veth pair: "another host" on this machine.
+
+    The host end gets ``host_address``, the namespace's end ``address`` (a /30 of 10.213.0.0/16);
+    services that must be reachable from inside listen on ``host_address``. Processes enter it with
+    ``nsenter --net=/var/run/netns/NAME`` (``ip netns exec`` would remount /sys, and a Docker engine
+    started that way finds no cgroups)."""
+
+    def __init__(self):
+        tag = uuid.uuid4().hex[:6]
+        self.name = f"crucible-{tag}"
+        self.host_veth, self.ns_veth = f"cv{tag}h", f"cv{tag}n"
+        subnet = int(tag[:4], 16) % 16384  # a /30 in 10.213.0.0/16
+        base = (10 << 24) | (213 << 16) | (subnet << 2)
+        self.network = f"{_ip(base)}/30"
+        self.host_address, self.address = _ip(base + 1), _ip(base + 2)
+
+    def enter(self) -> list[str]:
+        return ["nsenter", f"--net=/var/run/netns/{self.name}"]
+
+    def create(self) -> NetworkNamespace:
+        steps = [
+            ["ip", "netns", "add", self.name],
+            ["ip", "link", "add", self.host_veth, "type", "veth", "peer", "name", self.ns_veth],
+            ["ip", "link", "set", self.ns_veth, "netns", self.name],
+            ["ip", "addr", "add", f"{self.host_address}/30", "dev", self.host_veth],
+            ["ip", "link", "set", self.host_veth, "up"],
+            ["ip", "-n", self.name, "addr", "add", f"{self.address}/30", "dev", self.ns_veth],
+            ["ip", "-n", self.name, "link", "set", self.ns_veth, "up"],
+            ["ip", "-n", self.name, "link", "set", "lo", "up"],
+        ]
+        for argv in steps:
+            subprocess.run(argv, check=True, capture_output=True, text=True)
+        return self
+
+    def delete(self) -> None:
+        """Remove the namespace (its end of the pair goes with it, and so the host's end)."""
+        subprocess.run(["ip", "link", "del", self.host_veth], capture_output=True)
+        subprocess.run(["ip", "netns", "del", self.name], capture_output=True)
+
+
+def _ip(value: int) -> str:
+    return ".".join(str((value >> shift) & 255) for shift in (24, 16, 8, 0))
+
+
 class PrivateDocker:
     """A second ``dockerd`` with its own data root and socket, in its own network namespace.
 
     ``restart()`` stops the engine (its containers die with it) and starts it again.
     """
 
-    def __init__(self, config: dict | None = None):
-        """``config``: the engine's daemon.json (default: the host's, with its runtimes)."""
+    def __init__(self, config: dict | None = None, netns: NetworkNamespace | None = None):
+        """``config``: the engine's daemon.json (default: the host's, with its runtimes). ``netns``: run
+        the engine in that named namespace (another host's) instead of a new anonymous one."""
         # Unix socket paths are limited to 108 bytes: keep this one short.
         self.dir = Path(tempfile.mkdtemp(prefix="cfd-"))
         self.sock = self.dir / "docker.sock"
         self.process: subprocess.Popen | None = None
         self.config = config
+        self.netns = netns
 
     @property
     def host(self) -> str:
@@ -567,8 +636,7 @@ class PrivateDocker:
         # `unshare --net`: a dockerd started with --bridge=none in the host's namespace deletes the
         # host's docker0 interface, which would break the shared engine's networking for everyone else.
         argv = [
-            "unshare",
-            "--net",
+            *(self.netns.enter() if self.netns else ["unshare", "--net"]),
             "dockerd",
             "--data-root",
             str(self.dir / "data"),
@@ -615,6 +683,13 @@ class PrivateDocker:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(10)
+
+    def kill(self) -> None:
+        """SIGKILL the engine and its containerd (the host died): its containers' shims live on."""
+        if self.process and self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(10)
 
     def cleanup(self) -> None:
         """Remove every container, stop the engine and delete its data."""
