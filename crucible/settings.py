@@ -365,6 +365,12 @@ FAIR_SHARE_WINDOW = envint("FAIR_SHARE_WINDOW", 4, minimum=1)
 # The batch endpoint's request body limit (every other endpoint keeps DATA_UPLOAD_MAX_MEMORY_SIZE).
 BATCH_MAX_BODY_BYTES = envint("BATCH_MAX_BODY_BYTES", 64 * 1024 * 1024, minimum=1024)
 RECONCILE_INTERVAL_S = envint("RECONCILE_INTERVAL_S", 15, minimum=1)
+# The retention policy (apps.console.retention): evaluations, batches, sessions and callback
+# deliveries that ended more than RETENTION_DAYS ago are deleted (0: keep everything), at most
+# RETENTION_BATCH of each kind per pass, a pass every RETENTION_EVERY_S (sooner while there is more).
+RETENTION_DAYS = envint("RETENTION_DAYS", 0, minimum=0)
+RETENTION_BATCH = envint("RETENTION_BATCH", 500, minimum=1)
+RETENTION_EVERY_S = envint("RETENTION_EVERY_S", 600, minimum=1)
 WORKER_LOST_AFTER_S = envint("WORKER_LOST_AFTER_S", 30, minimum=5)
 # RQ's worker key lives this long without a heartbeat; an idle worker beats every (this - 15) s and
 # registers again if Redis forgot it (restarted empty or flushed).

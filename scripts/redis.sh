@@ -12,11 +12,14 @@
 # - Redis running with another password: stop and say so.
 set -euo pipefail
 DATA=${1:?usage: redis.sh DATA_DIR}
-PORT=${REDIS_PORT:-6379}
 ENV_FILE=$DATA/local.env
 log() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
 
 current=$(grep -E '^REDIS_URL=' "$ENV_FILE" 2>/dev/null | tail -1 || true)
+# The port this checkout's local Redis listens on: REDIS_URL's (setup.sh picks a free one per
+# checkout), else REDIS_PORT, else 6379.
+url_port=$(sed -n 's#^REDIS_URL=redis://\(:[^@]*@\)\{0,1\}127\.0\.0\.1:\([0-9]*\).*#\2#p' <<<"$current")
+PORT=${url_port:-${REDIS_PORT:-6379}}
 if [ -n "$current" ] && ! grep -Eq "^REDIS_URL=redis://(:[^@]*@)?127\.0\.0\.1:$PORT(/[0-9]+)?$" <<<"$current"; then
   log "REDIS_URL in $ENV_FILE names another Redis: leaving it as it is"
   exit 0

@@ -58,28 +58,8 @@ if ! pg_lsclusters -h | awk '{print $4}' | grep -q online; then
   pg_ctlcluster "$PG_VERSION" main start
 fi
 
-# --- Local secrets and the database role --------------------------------------------------
-if [ ! -f "$DATA/local.env" ]; then
-  log "writing $DATA/local.env (secrets for this machine; git-ignored)"
-  db_password=$(python3 -c 'import secrets; print(secrets.token_urlsafe(24))')
-  secret_key=$(python3 -c 'import secrets; print(secrets.token_urlsafe(50))')
-  umask 077
-  cat >"$DATA/local.env" <<ENV
-CRUCIBLE_ENV=development
-SECRET_KEY=$secret_key
-DATABASE_URL=postgres://crucible:$db_password@127.0.0.1:5432/crucible
-ENV
-  umask 022
-fi
-
-db_password=$(sed -n 's#^DATABASE_URL=postgres://crucible:\([^@]*\)@.*#\1#p' "$DATA/local.env")
-if [ -n "$db_password" ]; then
-  su postgres -c "psql -qtAc \"SELECT 1 FROM pg_roles WHERE rolname='crucible'\"" | grep -q 1 \
-    || su postgres -c "psql -qc \"CREATE ROLE crucible LOGIN CREATEDB PASSWORD '$db_password'\""
-  su postgres -c "psql -qc \"ALTER ROLE crucible PASSWORD '$db_password'\"" >/dev/null
-  su postgres -c "psql -qtAc \"SELECT 1 FROM pg_database WHERE datname='crucible'\"" | grep -q 1 \
-    || su postgres -c "createdb -O crucible crucible"
-fi
+# --- Local secrets and the database role (scripts/local_env.sh) ---------------------------
+bash scripts/local_env.sh "$ROOT" "$DATA"
 
 # --- Redis --------------------------------------------------------------------------------
 # Started (or upgraded) with a password that lives in local.env's REDIS_URL; see scripts/redis.sh.

@@ -9,6 +9,8 @@ Redis. One scrape costs a handful of aggregate queries.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import django_rq
 from django.conf import settings
@@ -18,6 +20,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from rq.suspension import is_suspended
 
+from apps.console.models import MetricCarry
 from apps.evaluations import fleet
 from apps.evaluations.models import TERMINAL_STATUSES, Evaluation, Status
 from apps.monitoring.models import Alert, RunTiming
@@ -31,28 +34,186 @@ QUEUE_WAIT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 SANDBOX_START_BUCKETS = (0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10)
 
 
-def _histogram_sql(expr: str, table: str, where: str, buckets, group: str | None = None) -> tuple[str, list]:
-    """One query: per group, the count of rows with ``expr <= le`` for every bucket, the count and the sum."""
-    parts = [f"COUNT(*) FILTER (WHERE {expr} <= %s)" for _ in buckets]
-    select = ", ".join(parts)
-    group_select = f"{group}, " if group else ""
-    sql = (
-        f"SELECT {group_select}{select}, COUNT(*), COALESCE(SUM({expr}), 0) FROM {table} "  # noqa: S608 (constants only)
-        f"WHERE {where}" + (f" GROUP BY {group}" if group else "")
-    )
-    return sql, list(buckets)
+@dataclass(frozen=True)
+class HistogramSpec:
+    """A histogram computed in SQL over one table: ``expr`` per row, grouped by ``group`` (the label)."""
+
+    name: str
+    documentation: str
+    expr: str
+    table: str
+    where: str
+    buckets: tuple
+    group: str | None = None
+    label: str | None = None
+    run_column: str = "id"  # the column holding the evaluation's id (the retention policy picks rows by it)
+
+    def sql(self, where: str = "TRUE") -> tuple[str, list]:
+        """Per group, the count of rows with ``expr <= le`` for every bucket, the count and the sum."""
+        select = ", ".join(f"COUNT(*) FILTER (WHERE {self.expr} <= %s)" for _ in self.buckets)
+        group_select = f"{self.group}, " if self.group else ""
+        sql = (
+            f"SELECT {group_select}{select}, COUNT(*), COALESCE(SUM({self.expr}), 0) FROM {self.table} "  # noqa: S608 (constants only)
+            f"WHERE ({self.where}) AND ({where})" + (f" GROUP BY {self.group}" if self.group else "")
+        )
+        return sql, list(self.buckets)
+
+    def rows(self, where: str = "TRUE", params: list | None = None) -> dict[str, tuple[list[int], int, float]]:
+        """{label value ("" without a label): (count per bucket, count, sum)} of the rows ``where`` picks."""
+        sql, bucket_params = self.sql(where)
+        with connection.cursor() as cursor:
+            cursor.execute(sql, [*bucket_params, *(params or [])])
+            found = cursor.fetchall()
+        result = {}
+        n = len(self.buckets)
+        for row in found:
+            key, row = (row[0], row[1:]) if self.group else ("", row)
+            result[key] = ([int(c) for c in row[:n]], int(row[n]), float(row[n + 1]))
+        return result
+
+    def carry(self, evaluation_ids: list) -> None:
+        """Add what the rows of these evaluations count in this histogram to the carried share (before they go)."""
+        for key, (counts, total, total_sum) in self.rows(f"{self.run_column} = ANY(%s)", [evaluation_ids]).items():
+            labels = {self.label: key} if self.label else {}
+            for le, count in zip(self.buckets, counts, strict=True):
+                MetricCarry.add(f"{self.name}:bucket", {**labels, "le": str(float(le))}, count)
+            MetricCarry.add(f"{self.name}:count", labels, total)
+            MetricCarry.add(f"{self.name}:sum", labels, total_sum)
+
+    def family(self) -> HistogramMetricFamily:
+        """The histogram now: the rows kept plus the carried share of the rows pruned."""
+        rows = self.rows()
+        buckets = MetricCarry.carried(f"{self.name}:bucket")
+        counts = MetricCarry.carried(f"{self.name}:count")
+        sums = MetricCarry.carried(f"{self.name}:sum")
+        keys = set(rows) | {dict(labels).get(self.label or "", "") for labels in counts}
+        family = HistogramMetricFamily(self.name, self.documentation, labels=[self.label] if self.label else None)
+        for key in sorted(keys):
+            labels = ((self.label, key),) if self.label else ()
+            kept, total, total_sum = rows.get(key, ([0] * len(self.buckets), 0, 0.0))
+            points = []
+            for i, le in enumerate(self.buckets):
+                bucket_labels = tuple(sorted((*labels, ("le", str(float(le))))))
+                points.append((str(float(le)), kept[i] + int(buckets.get(bucket_labels, 0))))
+            points.append(("+Inf", total + int(counts.get(labels, 0))))
+            family.add_metric([key] if self.label else [], points, total_sum + sums.get(labels, 0.0))
+        return family
 
 
-def _histogram(name: str, documentation: str, rows, buckets, label: str | None = None) -> HistogramMetricFamily:
-    family = HistogramMetricFamily(name, documentation, labels=[label] if label else None)
-    for row in rows:
-        if label:
-            key, row = row[0], row[1:]
-        counts, total, total_sum = row[: len(buckets)], row[len(buckets)], row[len(buckets) + 1]
-        points = [(str(float(le)), int(c)) for le, c in zip(buckets, counts, strict=True)]
-        points.append(("+Inf", int(total)))
-        family.add_metric([key] if label else [], points, float(total_sum))
-    return family
+HISTOGRAMS = (
+    HistogramSpec(
+        "crucible_evaluation_duration_seconds",
+        "Run time of finished evaluations, by language.",
+        "duration_ms / 1000.0",
+        Evaluation._meta.db_table,
+        "duration_ms IS NOT NULL AND started_at IS NOT NULL",
+        DURATION_BUCKETS,
+        group="language",
+        label="language",
+    ),
+    HistogramSpec(
+        "crucible_evaluation_queue_wait_seconds",
+        "Time from submission to start.",
+        "EXTRACT(EPOCH FROM (started_at - created_at))",
+        Evaluation._meta.db_table,
+        "started_at IS NOT NULL",
+        QUEUE_WAIT_BUCKETS,
+    ),
+    HistogramSpec(
+        "crucible_sandbox_start_seconds",
+        "Time until the sandbox was ready: start=cold (create and start a container) or warm (a pool's).",
+        "sandbox_start_ms / 1000.0",
+        RunTiming._meta.db_table,
+        "TRUE",
+        SANDBOX_START_BUCKETS,
+        group="CASE WHEN warm THEN 'warm' ELSE 'cold' END",
+        label="start",
+        run_column="evaluation_id",
+    ),
+)
+
+
+# --- Counters computed from rows ---------------------------------------------------------------
+# Each counts a queryset by its labels; the retention policy counts with the same function exactly
+# the rows it is about to delete and carries the result (MetricCarry), so the scrape adds it back.
+
+
+def evaluations_submitted(rows) -> dict[tuple, float]:
+    return {(language,): n for language, n in rows.values_list("language").order_by().annotate(n=Count("pk"))}
+
+
+def evaluations_finished(rows) -> dict[tuple, float]:
+    return {
+        (status, language): n
+        for status, language, n in rows.filter(status__in=TERMINAL_STATUSES)
+        .values_list("status", "language")
+        .order_by()
+        .annotate(n=Count("pk"))
+    }
+
+
+def sessions_ended(rows) -> dict[tuple, float]:
+    ended = rows.exclude(status__in=LIVE_STATUSES).values_list("end_reason").order_by().annotate(n=Count("pk"))
+    counts: dict[tuple, float] = {}
+    for reason, n in ended:
+        counts[(reason or "unknown",)] = counts.get((reason or "unknown",), 0) + n
+    return counts
+
+
+def session_steps(rows) -> dict[tuple, float]:
+    return {(): rows.aggregate(total=Sum("step_count"))["total"] or 0}
+
+
+@dataclass(frozen=True)
+class CounterSpec:
+    name: str
+    documentation: str
+    labels: tuple[str, ...]
+    count: Callable[[object], dict[tuple, float]]
+    model: type
+
+    def carry(self, rows) -> None:
+        """Add what ``rows`` (about to be deleted) count in this counter to its carried share."""
+        for values, n in self.count(rows).items():
+            MetricCarry.add(self.name, dict(zip(self.labels, values, strict=True)), n)
+
+    def family(self) -> CounterMetricFamily:
+        totals = dict(self.count(self.model.objects.all()))
+        for pairs, n in MetricCarry.carried(self.name).items():
+            values = tuple(dict(pairs).get(label, "") for label in self.labels)
+            totals[values] = totals.get(values, 0) + n
+        family = CounterMetricFamily(self.name, self.documentation, labels=list(self.labels) or None)
+        for values in sorted(totals):
+            family.add_metric(list(values), totals[values])
+        return family
+
+
+EVALUATION_COUNTERS = (
+    CounterSpec(
+        "crucible_evaluations_submitted",
+        "Evaluations ever submitted, by language.",
+        ("language",),
+        evaluations_submitted,
+        Evaluation,
+    ),
+    CounterSpec(
+        "crucible_evaluations_finished",
+        "Evaluations that reached a terminal status, by status and language.",
+        ("status", "language"),
+        evaluations_finished,
+        Evaluation,
+    ),
+)
+SESSION_COUNTERS = (
+    CounterSpec("crucible_sessions_ended", "Sessions that ended, by reason.", ("reason",), sessions_ended, Session),
+    CounterSpec(
+        "crucible_session_steps",
+        "Steps (execs and file operations) recorded in sessions.",
+        (),
+        session_steps,
+        Session,
+    ),
+)
 
 
 class CrucibleCollector:
@@ -96,26 +257,8 @@ class CrucibleCollector:
         yield info
 
     def _evaluations(self):
-        submitted = CounterMetricFamily(
-            "crucible_evaluations_submitted", "Evaluations ever submitted, by language.", labels=["language"]
-        )
-        for row in Evaluation.objects.values_list("language").order_by().annotate(n=Count("pk")):
-            submitted.add_metric([row[0]], row[1])
-        yield submitted
-
-        finished = CounterMetricFamily(
-            "crucible_evaluations_finished",
-            "Evaluations that reached a terminal status, by status and language.",
-            labels=["status", "language"],
-        )
-        for status, language, count in (
-            Evaluation.objects.filter(status__in=TERMINAL_STATUSES)
-            .values_list("status", "language")
-            .order_by()
-            .annotate(n=Count("pk"))
-        ):
-            finished.add_metric([status, language], count)
-        yield finished
+        for counter in EVALUATION_COUNTERS:
+            yield counter.family()
 
         by_status = dict(
             Evaluation.objects.filter(status__in=[Status.QUEUED, Status.RUNNING])
@@ -141,67 +284,12 @@ class CrucibleCollector:
             live.add_metric([status], by_status.get(status, 0))
         yield live
 
-        ended = CounterMetricFamily("crucible_sessions_ended", "Sessions that ended, by reason.", labels=["reason"])
-        for reason, count in (
-            Session.objects.exclude(status__in=LIVE_STATUSES)
-            .values_list("end_reason")
-            .order_by()
-            .annotate(n=Count("pk"))
-        ):
-            ended.add_metric([reason or "unknown"], count)
-        yield ended
-
-        steps = Session.objects.aggregate(total=Sum("step_count"))["total"] or 0
-        yield CounterMetricFamily(
-            "crucible_session_steps", "Steps (execs and file operations) recorded in sessions.", steps
-        )
+        for counter in SESSION_COUNTERS:
+            yield counter.family()
 
     def _histograms(self):
-        table = Evaluation._meta.db_table
-        with connection.cursor() as cursor:
-            sql, params = _histogram_sql(
-                "duration_ms / 1000.0",
-                table,
-                "duration_ms IS NOT NULL AND started_at IS NOT NULL",
-                DURATION_BUCKETS,
-                group="language",
-            )
-            cursor.execute(sql, params)
-            yield _histogram(
-                "crucible_evaluation_duration_seconds",
-                "Run time of finished evaluations, by language.",
-                cursor.fetchall(),
-                DURATION_BUCKETS,
-                label="language",
-            )
-            sql, params = _histogram_sql(
-                "EXTRACT(EPOCH FROM (started_at - created_at))",
-                table,
-                "started_at IS NOT NULL",
-                QUEUE_WAIT_BUCKETS,
-            )
-            cursor.execute(sql, params)
-            yield _histogram(
-                "crucible_evaluation_queue_wait_seconds",
-                "Time from submission to start.",
-                cursor.fetchall(),
-                QUEUE_WAIT_BUCKETS,
-            )
-            sql, params = _histogram_sql(
-                "sandbox_start_ms / 1000.0",
-                RunTiming._meta.db_table,
-                "TRUE",
-                SANDBOX_START_BUCKETS,
-                group="CASE WHEN warm THEN 'warm' ELSE 'cold' END",
-            )
-            cursor.execute(sql, params)
-            yield _histogram(
-                "crucible_sandbox_start_seconds",
-                "Time until the sandbox was ready: start=cold (create and start a container) or warm (a pool's).",
-                cursor.fetchall(),
-                SANDBOX_START_BUCKETS,
-                label="start",
-            )
+        for spec in HISTOGRAMS:
+            yield spec.family()
 
     def _alerts(self):
         alerts = CounterMetricFamily(
