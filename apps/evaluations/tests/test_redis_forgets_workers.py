@@ -19,7 +19,12 @@ def listed_workers() -> set[str]:
 
 
 @live
-def test_after_redis_forgets_everything_the_worker_registers_again_and_alices_run_succeeds(live_stack, alice):  # noqa: F811
+def test_after_redis_forgets_everything_the_worker_registers_again_and_alices_run_succeeds(  # noqa: F811
+    live_stack,  # noqa: F811
+    alice,
+    olivia,
+    client,
+):
     token = ApiToken.issue(alice, "flush")[1]
     http = requests.Session()
     http.headers["Authorization"] = f"Token {token}"
@@ -33,6 +38,12 @@ def test_after_redis_forgets_everything_the_worker_registers_again_and_alices_ru
     health = requests.get(live_stack.url + "/api/v1/health/", timeout=30)
     assert health.status_code == 200, health.text
     assert health.json()["checks"]["workers"] == "ok"
+    # What an operator looks at after a Redis restart: the dashboard and django-rq's own page.
+    client.force_login(olivia)
+    dashboard = client.get("/monitoring/").content.decode()
+    assert f'data-worker="{live_stack.worker_name}" data-alive="true"' in dashboard
+    assert "No worker has sent a heartbeat lately" not in dashboard
+    assert live_stack.worker_name in client.get("/admin/django-rq/workers/0/").content.decode()
 
     submitted = http.post(
         live_stack.url + "/api/v1/evaluations/", json={"code": "print('after the flush')"}, timeout=30
