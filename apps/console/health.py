@@ -14,13 +14,11 @@ import logging
 from dataclasses import dataclass
 
 import django_rq
-from django.conf import settings
 from django.db import connection
 
 from apps.evaluations import fleet
-from apps.sandboxing import engine, engine_runtime
+from apps.sandboxing import enginereport
 from apps.sandboxing.enginereport import EngineReport
-from apps.sandboxing.image import find_image
 
 log = logging.getLogger(__name__)
 
@@ -51,20 +49,6 @@ def live_workers() -> list[fleet.WorkerState]:
         return []
 
 
-def check_own_sandbox_image() -> bool:
-    try:
-        return find_image(settings.SANDBOX_IMAGE) is not None
-    except Exception:
-        log.warning("health: sandbox image check failed", exc_info=True)
-        return False
-
-
-def check_own_sandbox_runtime() -> bool:
-    """The runtime sandboxes get can be resolved, and a forced one is registered with the engine."""
-    choice = engine_runtime.describe()
-    return bool(choice.chosen) and not choice.problem
-
-
 @dataclass
 class Readiness:
     checks: dict[str, bool]
@@ -79,38 +63,22 @@ def assess() -> Readiness:
     """Every check, once: database, Redis, the engines (as live workers report them), workers."""
     checks = {"database": check_database(), "redis": check_redis()}
     workers = live_workers()
-    reports = [worker.engine for worker in workers if worker.engine is not None]
-    if reports:
-        checks.update(
-            docker=any(r.docker for r in reports),
-            sandbox_image=any(r.docker and r.sandbox_image for r in reports),
-            sandbox_runtime=any(r.docker and r.sandbox_runtime for r in reports),
-        )
-        runtime = _reported_runtime(max(reports, key=lambda r: (r.healthy, r.checked_at)))
-    else:
-        checks.update(
-            docker=engine.ping(), sandbox_image=check_own_sandbox_image(), sandbox_runtime=check_own_sandbox_runtime()
-        )
-        runtime = _own_runtime()
+    # Without a live worker's report, this process asks its own engine the same questions.
+    reports = [worker.engine for worker in workers if worker.engine is not None] or [enginereport.probe()]
+    checks.update(
+        docker=any(r.docker for r in reports),
+        sandbox_image=any(r.docker and r.sandbox_image for r in reports),
+        sandbox_runtime=any(r.docker and r.sandbox_runtime for r in reports),
+    )
     checks["workers"] = bool(workers)
-    return Readiness(checks, runtime)
+    return Readiness(checks, _reported_runtime(max(reports, key=lambda r: (r.healthy, r.checked_at))))
 
 
 def _reported_runtime(report: EngineReport) -> dict:
+    """Which runtime sandboxes get, said out loud: configured, chosen, whether it is gVisor, on offer."""
     return {
         "configured": report.configured,
         "chosen": report.runtime or None,
         "gvisor": report.gvisor,
         "available": list(report.runtimes),
-    }
-
-
-def _own_runtime() -> dict:
-    """Which runtime sandboxes get, said out loud: configured, chosen, whether it is gVisor, on offer."""
-    choice = engine_runtime.describe()
-    return {
-        "configured": choice.configured,
-        "chosen": choice.chosen or None,
-        "gvisor": choice.gvisor,
-        "available": list(choice.available),
     }
