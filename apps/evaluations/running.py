@@ -58,6 +58,7 @@ END_FOR_OUTCOME = {
     Outcome.TIMED_OUT: (Status.TIMED_OUT, Reason.TIMEOUT),
     Outcome.OOM_KILLED: (Status.OOM_KILLED, Reason.OOM),
     Outcome.OUTPUT_CAPPED: (Status.FAILED, Reason.OUTPUT_CAP),
+    Outcome.COMPILE_ERROR: (Status.FAILED, Reason.COMPILE_ERROR),
     Outcome.CANCELLED: (Status.CANCELLED, Reason.CANCELLED),
     Outcome.ERROR: (Status.ERROR, Reason.ENGINE_ERROR),
 }

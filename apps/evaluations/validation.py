@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 
+from apps.evaluations import runtimes
 from apps.evaluations.callbacks import targets
 from apps.evaluations.models import Priority, Runtime
 from apps.sandboxing.policy import MINIMA
@@ -100,9 +101,11 @@ def parse_submission(body, maxima: Maxima) -> Submission:
         errors["stdin"] = [problem]
 
     language = body.get("language", "python")
-    known = list(Runtime.objects.filter(enabled=True).values_list("name", flat=True))
-    if not isinstance(language, str) or language not in known:
-        errors["language"] = [f"Unknown language; choose one of: {', '.join(known)}."]
+    enabled = {runtime.name: runtime for runtime in Runtime.objects.filter(enabled=True)}
+    if not isinstance(language, str) or language not in enabled:
+        errors["language"] = [f"Unknown language; choose one of: {', '.join(enabled)}."]
+    elif (unavailable := runtimes.unavailable_reason(enabled[language])) is not None:
+        errors["language"] = [unavailable]
 
     timeout_s = _number(
         errors, "timeout_s", body.get("timeout_s"), integer=False, low=MINIMA.timeout_s, high=maxima.timeout_s

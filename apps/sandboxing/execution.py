@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from apps.sandboxing import engine_runtime, seccomp_bpf
@@ -76,9 +76,53 @@ def execute(
     control: Callable[[], Command | None],
     on_sample: Callable[[ResourceSample], None] | None = None,
 ) -> RunResult:
-    """Deliver ``request``'s program into ``sandbox``, supervise it to its end, say how it ended (never raises)."""
-    result = Execution(sandbox, request, on_output, control, on_sample).run()
+    """Deliver ``request``'s program into ``sandbox``, supervise it to its end, say how it ended (never raises).
+
+    A compiled runtime's program is compiled first (``compile_step``), then run from ``BUILD_DIR``.
+    """
+    if request.runtime.compiled:
+        result = compile_then_run(sandbox, request, on_output, control, on_sample)
+    else:
+        result = Execution(sandbox, request, on_output, control, on_sample).run()
     result.engine_runtime = sandbox.profile.engine_runtime
+    return result
+
+
+def compile_step(request: RunRequest) -> RunRequest:
+    """The compile step of ``request``: the compiler as the program, its own wall-clock limit, no stdin."""
+    runtime = request.runtime
+    return replace(
+        request,
+        runtime=replace(runtime, command=list(runtime.compile_command), compile_command=[]),
+        stdin=b"",
+        limits=replace(request.limits, timeout_s=runtime.compile_timeout_s),
+        collect_artifacts=False,
+    )
+
+
+def compile_then_run(sandbox, request, on_output, control, on_sample) -> RunResult:
+    """Compile, then (when the compiler exited 0 and the sandbox lives) run what it built.
+
+    The compiler's output (both streams) is the program's stderr, before anything the program
+    writes, and counts against the output cap. A compiler that exits non-zero ends the run as
+    ``Outcome.COMPILE_ERROR``; one that runs out of time or memory ends it as a program would.
+    """
+
+    def compiler_output(_stream: str, data: bytes) -> None:
+        on_output("stderr", data)
+
+    compiled = Execution(sandbox, compile_step(request), compiler_output, control, on_sample).run()
+    compile_ms = compiled.duration_ms
+    if compiled.outcome is not Outcome.EXITED or compiled.exit_code != 0 or sandbox.killed:
+        if compiled.outcome is Outcome.EXITED:
+            compiled.outcome = Outcome.COMPILE_ERROR
+        compiled.compile_ms = compile_ms
+        return compiled
+    left = max(0, request.limits.output_cap_bytes - compiled.output_bytes)
+    run_step = replace(request, limits=replace(request.limits, output_cap_bytes=left))
+    result = Execution(sandbox, run_step, on_output, control, on_sample, write_code=False).run()
+    result.output_bytes += compiled.output_bytes
+    result.compile_ms = compile_ms
     return result
 
 
@@ -176,6 +220,7 @@ class Execution:
     on_output: Callable[[str, bytes], None]
     control: Callable[[], Command | None]
     on_sample: Callable[[ResourceSample], None] | None
+    write_code: bool = True  # False: the code file is in place already (the run step of a compiled program)
     ended_by: Outcome | None = None  # why the runner ended the program: timed out, cancelled, stopped, capped
     exec_id: str = ""
     exited: bool = False
@@ -222,7 +267,8 @@ class Execution:
         stream = self.deliver()
         started_at, self.start = _now(), time.monotonic()
         try:
-            payload = launcher.pack_payload(self.request.code, self.request.stdin, self.seccomp_filter())
+            code = self.request.code if self.write_code else b""
+            payload = launcher.pack_payload(code, self.request.stdin, self.seccomp_filter())
             stream.send(payload, max(PAYLOAD_SEND_MIN_TIMEOUT_S, self.limits.timeout_s))
             self.supervise(stream)
         finally:
@@ -242,7 +288,9 @@ class Execution:
         """Start the launcher for this request's runtime; it waits for the payload on its stdin."""
         runtime = self.request.runtime
         code_path = f"{CODE_DIR}/{runtime.file_name}"
-        argv = python_argv("launcher", *launcher.argv(code_path, MARKER, ENVIRONMENT, runtime.argv(code_path)))
+        environment = runtime.program_environment()
+        delivered_to = code_path if self.write_code else f"{CODE_DIR}/"
+        argv = python_argv("launcher", *launcher.argv(delivered_to, MARKER, environment, runtime.argv(code_path)))
         self.exec_id, stream = self.sandbox.open_exec(argv, workdir=WORK_DIR, environment=dict(ENVIRONMENT), stdin=True)
         return stream
 

@@ -18,6 +18,7 @@ class Outcome(StrEnum):
     """How the program ended, as the runner saw it."""
 
     EXITED = "exited"  # it ended by itself; the exit code decides success
+    COMPILE_ERROR = "compile_error"  # a compiled runtime's compile step failed: the program never ran
     TIMED_OUT = "timed_out"  # the wall-clock limit ran out; the runner killed it
     OOM_KILLED = "oom_killed"  # the kernel killed it at its memory limit
     OUTPUT_CAPPED = "output_capped"  # it wrote more than the output cap; the runner killed it
@@ -89,6 +90,7 @@ class RunResult:
     engine_runtime: str = ""  # the engine runtime the sandbox ran under; empty when none was created
     warm: bool = False  # the sandbox came from a warm pool (started before the run)
     artifacts_skipped_names: int = 0  # files in /output left out for their name (streams.MAX_NAME_BYTES)
+    compile_ms: int | None = None  # a compiled runtime's compile step, wall clock; None: nothing compiled
 
     def __post_init__(self) -> None:
         self.outcome = Outcome(self.outcome)

@@ -33,6 +33,7 @@ from apps.sandboxing.engine_runtime import is_gvisor
 from apps.sandboxing.incontainer import collector, python_argv
 from apps.sandboxing.outcomes import Failure
 from apps.sandboxing.policy import (
+    BUILD_DIR,
     CODE_DIR,
     LABEL_INSTANCE,
     OUTPUT_DIR,
@@ -409,7 +410,8 @@ class Sandbox:
         if self.killed:
             return "the sandbox was killed"
         try:
-            argv = python_argv("reaper", "reset", *RESET_DIRS)
+            dirs = (*RESET_DIRS, BUILD_DIR) if self.profile.build_dir else RESET_DIRS
+            argv = python_argv("reaper", "reset", *dirs)
             exec_id = self.api.exec_create(self.container_id, argv, user=SANDBOX_USER, workdir="/")
             output = self.api.exec_start(exec_id["Id"], demux=True)
             exit_code = self.api.exec_inspect(exec_id["Id"]).get("ExitCode")

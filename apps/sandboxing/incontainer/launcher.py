@@ -2,7 +2,9 @@
 
 Run as ``python3 -I -S -c SOURCE CODE_PATH MARKER_HEX N KEY=VALUE*N ARGV...`` (see ``argv``). It
 reads a length-prefixed payload (``pack_payload``: a seccomp filter, the code, then the program's
-stdin) from its own stdin, writes the code file read-only, makes fd 0 the stdin bytes (or
+stdin) from its own stdin, writes the code file read-only (unless CODE_PATH names a directory
+alone, ending in ``/``: the run step of a compiled program, whose file the compile step wrote),
+makes fd 0 the stdin bytes (or
 ``/dev/null``), installs the filter if there is one (BPF from the host, with no-new-privileges; the
 host sends one where the engine does not filter exec'd programs itself, i.e. under gVisor), writes
 the marker to stderr and stdout and ``execve``s the runtime command with exactly the given
@@ -105,7 +107,9 @@ def main(args: list[str]) -> None:
     code_path, marker, environment, command = parse_argv(args)
     filter_len, code_len, stdin_len = HEADER.unpack(read_exactly(0, HEADER.size))
     bpf = read_exactly(0, filter_len)
-    write_new_file(code_path, read_exactly(0, code_len), 0o444)
+    code = read_exactly(0, code_len)
+    if os.path.basename(code_path):  # a directory alone: the code file is there already (a compiled run)
+        write_new_file(code_path, code, 0o444)
     fd = open_stdin(os.path.dirname(code_path), read_exactly(0, stdin_len))
     os.dup2(fd, 0)
     os.close(fd)
