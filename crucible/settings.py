@@ -346,6 +346,9 @@ SANDBOX_PIDS_LIMIT = envint("SANDBOX_PIDS_LIMIT", 64, minimum=8)
 SANDBOX_OUTPUT_CAP_BYTES = envint("SANDBOX_OUTPUT_CAP_BYTES", 1024 * 1024, minimum=1024)
 SANDBOX_MAX_CODE_BYTES = envint("SANDBOX_MAX_CODE_BYTES", 256 * 1024, minimum=1024)
 SANDBOX_MAX_STDIN_BYTES = envint("SANDBOX_MAX_STDIN_BYTES", 1024 * 1024, minimum=0)
+# Files of a submission besides its entry point (their bytes count in SANDBOX_MAX_CODE_BYTES);
+# at most 48: the code directory's tmpfs has 64 inodes.
+SANDBOX_MAX_FILES = envint("SANDBOX_MAX_FILES", 16, minimum=0, maximum=48)
 SANDBOX_TMPFS_MB = envint("SANDBOX_TMPFS_MB", 64, minimum=1)
 SANDBOX_TMPFS_INODES = envint("SANDBOX_TMPFS_INODES", 4096, minimum=64)
 SANDBOX_ARTIFACT_MAX_FILES = envint("SANDBOX_ARTIFACT_MAX_FILES", 32, minimum=0)

@@ -151,6 +151,9 @@ class Evaluation(models.Model):
     code_sha256 = models.CharField(max_length=64, db_index=True)
     language = models.CharField(max_length=32)
     stdin = models.TextField(blank=True, default="")
+    files = models.JSONField(default=dict, blank=True)  # name -> content, besides the entry point (``code``)
+    args = models.JSONField(default=list, blank=True)  # the program's arguments (argv, never a shell)
+    env = models.JSONField(default=dict, blank=True)  # variables added to the program's environment
     priority = models.CharField(max_length=8, choices=Priority.choices, default=Priority.NORMAL)
     metadata = models.JSONField(default=dict, blank=True)
     idempotency_key = models.CharField(max_length=200, blank=True, default="")

@@ -469,6 +469,11 @@ class EvaluationRun:
             runtime=runtime.to_sandbox(),
             code=evaluation.code.encode("utf-8", errors="surrogatepass"),
             stdin=evaluation.stdin.encode("utf-8", errors="surrogatepass"),
+            files={
+                name: text.encode("utf-8", errors="surrogatepass") for name, text in (evaluation.files or {}).items()
+            },
+            args=tuple(evaluation.args or ()),
+            env=dict(evaluation.env or {}),
             limits=Limits.from_settings(
                 timeout_s=evaluation.timeout_s, memory_mb=evaluation.memory_mb, cpus=evaluation.cpus
             ),

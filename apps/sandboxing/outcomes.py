@@ -6,7 +6,7 @@ they never read the wording of ``RunResult.error``, which is for people only.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
@@ -56,6 +56,12 @@ class RunRequest:
     stdin: bytes
     limits: Limits
     collect_artifacts: bool = True  # False: /output is left for a later program of the same sandbox
+    # A submission with several files: the others (plain names, next to the entry point), checked by
+    # ``policy.check_submission_extras``; ``args`` follow the run command (never a shell); ``env`` is
+    # added to the program's environment (never replacing the platform's or the runtime's).
+    files: dict[str, bytes] = field(default_factory=dict)
+    args: tuple[str, ...] = ()
+    env: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass

@@ -226,6 +226,53 @@ def runtime_for(language: str) -> Runtime:
     raise ValueError(f"unknown language: {language!r}")
 
 
+MAX_ARGS = 64
+MAX_ARG_CHARS = 4096
+MAX_ENV = 32
+MAX_ENV_VALUE_CHARS = 4096
+RESERVED_ENV_PREFIXES = ("CRUCIBLE_", "LD_")  # the platform's, and the dynamic loader's
+_USER_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+
+
+def submission_extras_problems(
+    runtime: Runtime, files: dict[str, str], args: list[str], env: dict[str, str]
+) -> dict[str, str]:
+    """What is wrong with a submission's extra ``files``, ``args`` and ``env`` for ``runtime``, by field.
+
+    Files: at most ``SANDBOX_MAX_FILES``, plain names (no directory, no ``..``, no link: the launcher
+    creates each as a new regular file), never the entry point's name; their size counts in the code
+    limit (checked by the caller). Args: strings without NUL, passed as argv (no shell). Env: names of
+    letters, digits and ``_``, never one of the platform's or the runtime's variables nor a reserved prefix.
+    """
+    problems: dict[str, str] = {}
+    if len(files) > settings.SANDBOX_MAX_FILES:
+        problems["files"] = f"At most {settings.SANDBOX_MAX_FILES} files besides the entry point."
+    for name, content in files.items():
+        if not isinstance(name, str) or not _FILE_NAME.match(name) or name in (".", ".."):
+            problems["files"] = f"File name {str(name)[:80]!r} is not a plain file name (letters, digits, _ . -)."
+        elif name == runtime.file_name:
+            problems["files"] = f"{name!r} is the entry point's name: its content is `code`."
+        elif not isinstance(content, str) or "\0" in content:
+            problems["files"] = f"File {name!r} must be text without NUL characters."
+        if "files" in problems:
+            break
+    if len(args) > MAX_ARGS or any(not isinstance(a, str) or "\0" in a or len(a) > MAX_ARG_CHARS for a in args):
+        problems["args"] = f"At most {MAX_ARGS} strings of at most {MAX_ARG_CHARS} characters, without NUL."
+    reserved = set(ENVIRONMENT) | set(runtime.environment)
+    if len(env) > MAX_ENV:
+        problems["env"] = f"At most {MAX_ENV} variables."
+    for name, value in env.items():
+        if not isinstance(name, str) or not _USER_ENV_NAME.match(name):
+            problems["env"] = f"Variable name {str(name)[:80]!r} must be letters, digits and _ (not first a digit)."
+        elif name in reserved or name.startswith(RESERVED_ENV_PREFIXES):
+            problems["env"] = f"{name} is set by the platform and cannot be changed."
+        elif not isinstance(value, str) or "\0" in value or len(value) > MAX_ENV_VALUE_CHARS:
+            problems["env"] = f"The value of {name} must be a string of at most {MAX_ENV_VALUE_CHARS} characters."
+        if "env" in problems:
+            break
+    return problems
+
+
 def _configured_engine_runtime() -> str:
     """``SANDBOX_RUNTIME`` resolved (``auto``: gVisor when the engine has it); may raise ``RuntimeUnknown``."""
     return engine_runtime.chosen()

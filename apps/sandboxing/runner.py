@@ -132,6 +132,7 @@ def run_programs(
                 if sandbox is not None and sandbox.killed:
                     sandbox.remove()
                     sandbox = None
+                fresh = sandbox is None
                 if sandbox is None:
                     sandbox, warm = _sandbox_for(request, pool_owner if not results else None, reuse, first=not results)
                 elif results:
@@ -147,6 +148,7 @@ def run_programs(
                 stdin=program.stdin,
                 runtime=replace(request.runtime, file_name=program.file_name or _file_name(request.runtime, index)),
                 limits=replace(request.limits, output_cap_bytes=max(0, left)),
+                files=request.files if fresh else {},  # a sandbox keeps them for its later programs
                 # /output is the sandbox's: what the programs left there is collected once, after the last.
                 collect_artifacts=index == len(programs) - 1,
             )

@@ -349,6 +349,20 @@ class Sandbox:
     def oom_killed_by_engine(self) -> bool:
         return bool(self.container_state().get("OOMKilled"))
 
+    def killed_through_engine(self) -> bool:
+        """Did anyone ask the engine to signal this container (our kill, an operator's ``docker kill``)?
+        An engine that does not answer counts as yes (the cautious answer for ``verdict``)."""
+        try:
+            events = self.api.events(
+                since=int(self.created_at) - EVENT_CLOCK_SLACK_S,
+                until=int(time.time()) + EVENT_CLOCK_SLACK_S,
+                filters={"container": [self.container_id], "event": ["kill"]},
+                decode=True,
+            )
+            return any(True for _ in events)
+        except Exception:
+            return True
+
     def engine_lost(self) -> bool:
         """Did the engine restart under this sandbox? Its event log starts empty after a restart, so
         the container's "create" event is missing then. An engine that does not answer counts as lost."""

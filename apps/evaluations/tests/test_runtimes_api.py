@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from apps.evaluations.models import Reason, Runtime, Status
-from apps.evaluations.tests.helpers import run_and_wait
+from apps.evaluations.models import Evaluation, Reason, Runtime, Status
+from apps.evaluations.tests.helpers import run_and_wait, submit
 from apps.sandboxing import catalog
 
 URL = "/api/v1/runtimes/"
@@ -50,3 +50,38 @@ def test_a_c_program_that_does_not_compile_fails_with_reason_compile_error_and_t
     stderr = b"".join(bytes(chunk.data) for chunk in evaluation.chunks.filter(stream="stderr"))
     assert b"nope" in stderr and b"error" in stderr
     assert not evaluation.chunks.filter(stream="stdout").exists()
+
+
+def test_alices_program_with_a_helper_file_arguments_and_a_variable_runs_and_is_recorded(alice_api):
+    body = {
+        "files": {"helper.py": "NAME = 'helper'\n"},
+        "args": ["one", "two words"],
+        "env": {"MODE": "test"},
+    }
+    code = "import os, sys, helper\nprint(helper.NAME, sys.argv[1:], os.environ['MODE'])\n"
+    evaluation = run_and_wait(alice_api, code=code, **body)
+    assert (evaluation.status, evaluation.exit_code) == (Status.SUCCEEDED, 0)
+    stdout = b"".join(bytes(chunk.data) for chunk in evaluation.chunks.filter(stream="stdout"))
+    assert stdout == b"helper ['one', 'two words'] test\n"
+    detail = alice_api.get(f"/api/v1/evaluations/{evaluation.pk}/").json()
+    assert {key: detail[key] for key in body} == body
+
+
+def test_bad_files_args_and_env_are_refused_with_a_400_naming_each_field(alice_api):
+    response = submit(
+        alice_api,
+        files={"../up.py": "x"},
+        args="not a list",
+        env={"PATH": "/tmp"},
+    )
+    assert response.status_code == 400
+    assert {"files", "args"} <= set(response.json())
+    response = submit(alice_api, env={"LD_PRELOAD": "/tmp/x.so"})
+    assert response.status_code == 400 and "env" in response.json()
+    assert not Evaluation.objects.exists()
+
+
+def test_code_and_files_together_over_the_code_limit_are_a_413(alice_api, settings):
+    settings.SANDBOX_MAX_CODE_BYTES = 1024
+    response = submit(alice_api, code="x = 1\n" * 100, files={"big.py": "#" * 1000})
+    assert response.status_code == 413

@@ -69,7 +69,7 @@ PROGRAMS: dict[str, dict[str, str]] = {
         "hello": f'fn main() {{ println!("{HELLO}"); }}\n',
         "compile_error": "fn main() { undeclared(); }\n",
         "runtime_error": 'fn main() { panic!("boom"); }\n',
-        "loop": "fn main() { let mut n: u64 = 0; loop { n = std::hint::black_box(n + 1); } }\n",
+        "loop": 'fn main() { let mut n: u32 = 1; loop { n = n.wrapping_mul(3); if n == 0 { println!("never"); } } }\n',
         "memory": "fn main() { let mut v: Vec<Vec<u8>> = Vec::new(); loop { v.push(vec![1u8; 1 << 20]); } }\n",
     },
 }
