@@ -130,6 +130,7 @@ def build_offline(
     packages: tuple[str, ...] = PACKAGES,
     repository: str = REPOSITORY,
     versions: dict[str, tuple[str, ...]] | None = None,
+    version_package: str = "",
 ) -> BuiltImage:
     """Build (or reuse) the image of ``packages`` from the Debian mirror and tag it ``reference``.
 
@@ -150,7 +151,10 @@ def build_offline(
             rootfs = Path(work) / "rootfs"
             _debootstrap(rootfs, codename, mirror, packages)
             _strip_rootfs(rootfs)
-            labels = {version_label(name): _version_in(rootfs, command) for name, command in versions.items()}
+            labels = {
+                version_label(name): _version_in(rootfs, command) or _package_version(rootfs, version_package)
+                for name, command in versions.items()
+            }
             tarball = Path(work) / "rootfs.tar"
             subprocess.run(["tar", "--numeric-owner", "-C", str(rootfs), "-cf", str(tarball), "."], check=True)
             changes = [
@@ -181,6 +185,7 @@ def build_runtime(definition: Definition) -> BuiltImage:
         packages=packages,
         repository=definition.repository,
         versions={definition.name: definition.version},
+        version_package=definition.packages[0],
     )
 
 
@@ -216,6 +221,19 @@ def _version_in(rootfs: Path, command: tuple[str, ...]) -> str:
         return ""
     lines = (result.stdout.strip() or result.stderr.strip()).splitlines()
     return lines[0][:120] if result.returncode == 0 and lines else ""
+
+
+def _package_version(rootfs: Path, package: str) -> str:
+    """The Debian version of ``package`` in the built root file system (for a version command that
+    cannot run in a bare chroot, e.g. a JVM, which needs /proc); "" when it is not recorded."""
+    status = rootfs / "var/lib/dpkg/status"
+    if not package or not status.is_file():
+        return ""
+    for stanza in status.read_text(errors="replace").split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in stanza.splitlines() if ": " in line and not line[0].isspace())
+        if fields.get("Package") == package:
+            return f"{package} {fields.get('Version', '')}".strip()
+    return ""
 
 
 def image_versions(reference: str) -> dict[str, str] | None:
