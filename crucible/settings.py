@@ -326,6 +326,9 @@ SANDBOX_RUNTIME = envstr("SANDBOX_RUNTIME", "auto")
 # Idle, locked-down sandboxes each worker keeps started for runs with the default limits (0: none).
 # Tests start with none (their stacks check that no container is left) and turn it on where they test it.
 SANDBOX_POOL_SIZE = envint("SANDBOX_POOL_SIZE", 0 if CRUCIBLE_ENV == "test" else 1, minimum=0, maximum=16)
+# Runtimes (sandbox/runtimes.json names) with images of their own whose default-limits profile the
+# warm pool keeps too, SANDBOX_POOL_SIZE of each (python and bash share SANDBOX_IMAGE's profile).
+SANDBOX_POOL_RUNTIMES = envlist("SANDBOX_POOL_RUNTIMES", [])
 # A sandbox reset for the next sample of the same batch (``reuse: "batch"``) waits this long to be
 # claimed before it is removed (0: never keep one).
 SANDBOX_REUSE_IDLE_S = envint("SANDBOX_REUSE_IDLE_S", 10, minimum=0, maximum=3600)
