@@ -25,6 +25,8 @@ from apps.sandboxing import engine_runtime
 MIB = 1024 * 1024
 _FILE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
 _ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]{0,63}$")
+# Program N of several in one sandbox, for a compiled runtime: "pN/" and the runtime's file name.
+_PROGRAM_FILE_NAME = re.compile(r"^p[0-9]{1,6}/[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
 
 SANDBOX_UID = 10001
 SANDBOX_USER = f"{SANDBOX_UID}:{SANDBOX_UID}"
@@ -45,7 +47,7 @@ LABEL_RUN = "org.crucible.run"
 LABEL_POOL = "org.crucible.pool"  # the worker whose warm pool started the container
 LABEL_PROFILE = "org.crucible.profile"  # Profile.key of a pool container
 SECCOMP_PATH = Path(settings.BASE_DIR) / "sandbox" / "seccomp.json"
-CODE_DIR_INODES = 64
+CODE_DIR_INODES = 128  # a task of 50 tests in a compiled runtime: a directory and a file each
 SHM_MAX_MB = 64
 # The engine refuses a memory limit under 6 MB; below what a caller may ask for (MINIMA).
 ENGINE_MINIMUM_MEMORY_MB = 6
@@ -187,7 +189,7 @@ class Runtime:
     environment: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if not _FILE_NAME.match(self.file_name):
+        if not _FILE_NAME.match(self.file_name) and not _PROGRAM_FILE_NAME.match(self.file_name):
             raise ValueError("file_name must be a plain file name")
         for name, argv in (("command", self.command), ("compile_command", self.compile_command or ["-"])):
             if not argv or not all(isinstance(arg, str) and "\0" not in arg for arg in argv):

@@ -187,8 +187,11 @@ def _parked(sandbox: Sandbox, reuse: Reuse | None, results: list[RunResult]) -> 
 
 
 def _file_name(runtime, index: int) -> str:
-    """Program ``index``'s code file: the launcher never overwrites a file, so each has its own."""
-    return runtime.file_name if index == 0 else f"p{index}_{runtime.file_name}"
+    """Program ``index``'s code file: the launcher never overwrites a file, so each has its own. A
+    compiled runtime's keeps its exact name in a directory of its own (javac wants ``Main.java``)."""
+    if index == 0:
+        return runtime.file_name
+    return f"p{index}/{runtime.file_name}" if runtime.compiled else f"p{index}_{runtime.file_name}"
 
 
 def _sandbox_for(

@@ -136,6 +136,11 @@ def main(args: list[str]) -> None:
     code = read_exactly(0, code_len)
     stdin = read_exactly(0, stdin_len)
     directory = os.path.dirname(code_path)
+    if not os.path.lexists(directory):  # a later program of several, in a directory of its own
+        os.mkdir(directory, 0o755)
+    if os.path.islink(directory) or not os.path.isdir(directory):
+        complain(f"{directory} is not a directory of the sandbox's own")
+        os._exit(EXIT_CANNOT_RUN)
     for name, content in unpack_files(read_exactly(0, files_len)):
         write_new_file(os.path.join(directory, name), content, 0o444)
     if os.path.basename(code_path):  # a directory alone: the code file is there already (a compiled run)

@@ -7,12 +7,15 @@ the others are tested where an operator built them (``build_sandbox_image --runt
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 
 from apps.sandboxing import catalog
 from apps.sandboxing.image import find_image
-from apps.sandboxing.outcomes import Outcome
-from apps.sandboxing.tests.conftest import execute
+from apps.sandboxing.outcomes import Outcome, RunRequest
+from apps.sandboxing.runner import Program, run_programs
+from apps.sandboxing.tests.conftest import execute, small_limits
 from apps.sandboxing.tests.languages import HELLO, PROGRAMS, RUNTIME_ERROR_EXIT
 
 # Room for a compiler or a virtual machine beside the program (the compile step shares it).
@@ -92,3 +95,35 @@ def test_the_compilers_output_counts_against_the_output_cap():
     observed = execute(noisy * 1, runtime=runtime_of("c"), memory_mb=ROOMY_MB, timeout_s=20, output_cap_bytes=64)
     assert observed.result.output_truncated
     assert len(observed.stdout) + len(observed.stderr) <= 64
+
+
+@pytest.mark.parametrize("language", ["c", "java"])
+def test_a_compiled_sample_runs_under_several_tests_each_compiled_in_its_own_directory(language):
+    """How a task's tests run a sample: one program per test in one sandbox (io, then a check)."""
+    sample = {
+        "c": "int twice(int n) { return 2 * n; }\n",
+        "java": "class Solution { static int twice(int n) { return 2 * n; } }\n",
+    }[language]
+    io_main = {
+        "c": '#include <stdio.h>\nint main(void) { int n; scanf("%d", &n); printf("%d\\n", twice(n)); }\n',
+        "java": "public class Main { public static void main(String[] a) {"
+        " System.out.println(Solution.twice(new java.util.Scanner(System.in).nextInt())); } }\n",
+    }[language]
+    check = {
+        "c": "int main(void) { return twice(21) == 42 ? 0 : 1; }\n",
+        "java": "public class Main { public static void main(String[] a) {"
+        " System.exit(Solution.twice(21) == 42 ? 0 : 1); } }\n",
+    }[language]
+    programs = [Program((sample + io_main).encode(), b"5\n"), Program((sample + check).encode())]
+    output: list[tuple[str, bytes]] = []
+    request = RunRequest(
+        run_id=str(uuid.uuid4()),
+        runtime=runtime_of(language),
+        code=b"",
+        stdin=b"",
+        limits=small_limits(memory_mb=ROOMY_MB, timeout_s=20),
+    )
+    results = run_programs(request, programs, on_output=lambda s, d: output.append((s, d)), control=lambda: None)
+    assert [(r.outcome, r.exit_code) for r in results] == [(Outcome.EXITED, 0), (Outcome.EXITED, 0)], output
+    assert b"".join(d for s, d in output if s == "stdout") == b"10\n"
+    assert all(r.compile_ms is not None for r in results)
