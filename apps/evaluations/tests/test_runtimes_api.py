@@ -18,7 +18,7 @@ def test_alice_sees_every_enabled_runtime_with_its_version_and_whether_it_can_ru
     Runtime.objects.filter(name="rust").update(enabled=False)
     listed = {runtime["name"]: runtime for runtime in alice_api.get(URL).json()}
     assert set(catalog.definitions()) - {"rust"} == set(listed)
-    assert listed["python"]["available"] and listed["python"]["version"].startswith("Python 3")
+    assert listed["python"]["available"]  # its version is SANDBOX_IMAGE's label (images built before labels: null)
     assert listed["python"]["compiled"] is False and listed["python"]["file_name"] == "main.py"
     assert listed["c"] | {"version": None} == {
         "name": "c",
