@@ -56,7 +56,8 @@ REMOVE = (
     "etc/apt",
     "usr/lib/apt",
 )
-RECIPE_VERSION = 3  # bump when the build steps below change in a way the hash cannot see
+RECIPE_VERSION = 2  # bump when the build steps below change in a way the hash cannot see
+# (the version labels are metadata, left out on purpose: an image built before them lists no versions)
 REPOSITORY = "crucible-sandbox"
 
 
