@@ -153,6 +153,6 @@ class EvaluationForm(forms.Form):
 
 def _runtime_label(state: runtimes.RuntimeState) -> str:
     """How the form names a runtime: its version when known, and whether it can run now."""
-    if not state.available:
+    if state.available is False:
         return f"{state.name} (not available: its image is not built)"
     return f"{state.name} ({state.version})" if state.version else state.name

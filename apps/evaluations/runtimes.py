@@ -18,6 +18,9 @@ from apps.sandboxing import catalog, image
 
 DEFAULT_RUNTIME_NAMES = ("python", "bash")
 AVAILABILITY_TTL_S = 10.0  # how long one process trusts what the engine said about an image
+# What ``image_versions`` says when this process cannot ask an engine (the web role of a deployment
+# with workers on the engine's host): not known to be missing, so submissions are not refused here.
+UNKNOWN: dict[str, str] = {}
 _seen: dict[str, tuple[float, dict[str, str] | None]] = {}
 
 
@@ -47,7 +50,8 @@ def ensure_default_runtimes(runtime_model) -> None:
 
 
 def image_versions(reference: str) -> dict[str, str] | None:
-    """The runtime versions ``reference``'s labels record, or None when the engine has no such image.
+    """The runtime versions ``reference``'s labels record, None when the engine has no such image,
+    ``UNKNOWN`` when there is no engine to ask.
 
     Asked of the engine at most once per ``AVAILABILITY_TTL_S`` per image in one process.
     """
@@ -57,8 +61,8 @@ def image_versions(reference: str) -> dict[str, str] | None:
         return cached[1]
     try:
         versions = image.image_versions(reference)
-    except Exception:  # the engine is unreachable: nothing is known to be available
-        versions = None
+    except Exception:  # no engine here (a web role without one): unknown, the worker decides
+        versions = UNKNOWN
     _seen[reference] = (now, versions)
     return versions
 
@@ -71,7 +75,7 @@ class RuntimeState:
     version: str | None
     compiled: bool
     file_name: str
-    available: bool
+    available: bool | None  # None: this process has no engine to ask (the worker decides at run time)
     image: str
 
     def as_json(self) -> dict:
@@ -81,7 +85,9 @@ class RuntimeState:
             "compiled": self.compiled,
             "file_name": self.file_name,
             "available": self.available,
-            "build_command": None if self.available else f"manage.py build_sandbox_image --runtime {self.name}",
+            "build_command": None
+            if self.available is not False
+            else f"manage.py build_sandbox_image --runtime {self.name}",
         }
 
 
@@ -94,7 +100,7 @@ def state_of(runtime) -> RuntimeState:
         version=(versions or {}).get(runtime.name) or None,
         compiled=runtime.compiled,
         file_name=runtime.file_name,
-        available=versions is not None,
+        available=None if versions is UNKNOWN else versions is not None,
         image=reference,
     )
 
@@ -102,7 +108,7 @@ def state_of(runtime) -> RuntimeState:
 def unavailable_reason(runtime) -> str | None:
     """Why a submission for ``runtime`` cannot run now (its image is not built), or None when it can."""
     state = state_of(runtime)
-    if state.available:
+    if state.available is not False:
         return None
     return (
         f"The {runtime.name} runtime is not available on this server: its image {state.image} is not built "

@@ -257,7 +257,7 @@ class RuntimeListView(APIView):
                 "version": serializers.CharField(allow_null=True),
                 "compiled": serializers.BooleanField(),
                 "file_name": serializers.CharField(),
-                "available": serializers.BooleanField(),
+                "available": serializers.BooleanField(allow_null=True),
                 "build_command": serializers.CharField(allow_null=True),
             },
             many=True,

@@ -85,3 +85,20 @@ def test_code_and_files_together_over_the_code_limit_are_a_413(alice_api, settin
     settings.SANDBOX_MAX_CODE_BYTES = 1024
     response = submit(alice_api, code="x = 1\n" * 100, files={"big.py": "#" * 1000})
     assert response.status_code == 413
+
+
+def test_a_web_role_without_an_engine_lists_availability_as_unknown_and_does_not_refuse(alice_api, settings):
+    """In a deployment the web role has no engine: it cannot know which images the workers have."""
+    from apps.evaluations import runtimes
+    from apps.sandboxing import engine
+
+    settings.DOCKER_HOST = "unix:///nonexistent/docker.sock"
+    engine.reset()
+    runtimes._seen.clear()
+    try:
+        listed = {runtime["name"]: runtime for runtime in alice_api.get(URL).json()}
+        assert (listed["c"]["available"], listed["c"]["build_command"]) == (None, None)
+        assert submit(alice_api, language="c", code="int main(void) { return 0; }\n").status_code == 201
+    finally:
+        engine.reset()
+        runtimes._seen.clear()
