@@ -327,6 +327,9 @@ SANDBOX_RUNTIME = envstr("SANDBOX_RUNTIME", "auto")
 # Idle, locked-down sandboxes each worker keeps started for runs with the default limits (0: none).
 # Tests start with none (their stacks check that no container is left) and turn it on where they test it.
 SANDBOX_POOL_SIZE = envint("SANDBOX_POOL_SIZE", 0 if CRUCIBLE_ENV == "test" else 1, minimum=0, maximum=16)
+# Runtimes (sandbox/runtimes.json names) with images of their own whose default-limits profile the
+# warm pool keeps too, SANDBOX_POOL_SIZE of each (python and bash share SANDBOX_IMAGE's profile).
+SANDBOX_POOL_RUNTIMES = envlist("SANDBOX_POOL_RUNTIMES", [])
 # A sandbox reset for the next sample of the same batch (``reuse: "batch"``) waits this long to be
 # claimed before it is removed (0: never keep one).
 SANDBOX_REUSE_IDLE_S = envint("SANDBOX_REUSE_IDLE_S", 10, minimum=0, maximum=3600)
@@ -347,6 +350,9 @@ SANDBOX_PIDS_LIMIT = envint("SANDBOX_PIDS_LIMIT", 64, minimum=8)
 SANDBOX_OUTPUT_CAP_BYTES = envint("SANDBOX_OUTPUT_CAP_BYTES", 1024 * 1024, minimum=1024)
 SANDBOX_MAX_CODE_BYTES = envint("SANDBOX_MAX_CODE_BYTES", 256 * 1024, minimum=1024)
 SANDBOX_MAX_STDIN_BYTES = envint("SANDBOX_MAX_STDIN_BYTES", 1024 * 1024, minimum=0)
+# Files of a submission besides its entry point (their bytes count in SANDBOX_MAX_CODE_BYTES);
+# at most 48: the code directory's tmpfs has 64 inodes.
+SANDBOX_MAX_FILES = envint("SANDBOX_MAX_FILES", 16, minimum=0, maximum=48)
 SANDBOX_TMPFS_MB = envint("SANDBOX_TMPFS_MB", 64, minimum=1)
 SANDBOX_TMPFS_INODES = envint("SANDBOX_TMPFS_INODES", 4096, minimum=64)
 SANDBOX_ARTIFACT_MAX_FILES = envint("SANDBOX_ARTIFACT_MAX_FILES", 32, minimum=0)

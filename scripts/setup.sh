@@ -79,6 +79,13 @@ fi
 
 # --- Sandbox image, database, operator ----------------------------------------------------
 .venv/bin/python manage.py build_sandbox_image --if-missing
+# The runtimes marked "prebuilt" in sandbox/runtimes.json (python-scientific, c, javascript): each
+# reused when its content-derived tag exists, else built from the mirror (about 1 to 3 minutes each).
+# SANDBOX_BUILD_RUNTIMES (names, space-separated, or "all") builds more; "none" builds none of them.
+for runtime in ${SANDBOX_BUILD_RUNTIMES:-prebuilt}; do
+  [ "$runtime" = none ] && break
+  .venv/bin/python manage.py build_sandbox_image --runtime "$runtime"
+done
 .venv/bin/python manage.py migrate --noinput -v 0
 .venv/bin/python manage.py collectstatic --noinput -v 0
 .venv/bin/python manage.py ensure_operator

@@ -12,6 +12,7 @@ import uuid
 from django import forms
 from django.conf import settings
 
+from apps.evaluations import runtimes
 from apps.evaluations.models import Priority, Runtime
 from apps.sandboxing.policy import MINIMA
 
@@ -84,9 +85,8 @@ class EvaluationForm(forms.Form):
         super().__init__(*args, **kwargs)
         self.maxima = maxima
         self._priorities(high_priority)
-        self.fields["language"].choices = [
-            (name, name) for name in Runtime.objects.filter(enabled=True).values_list("name", flat=True)
-        ]
+        states = map(runtimes.state_of, Runtime.objects.filter(enabled=True))
+        self.fields["language"].choices = [(state.name, _runtime_label(state)) for state in states]
         self.fields["language"].initial = "python"  # the contract's default language
         self.fields["idempotency_key"].initial = uuid.uuid4().hex
         default_timeout, default_memory = settings.SANDBOX_DEFAULT_TIMEOUT_S, settings.SANDBOX_DEFAULT_MEMORY_MB
@@ -149,3 +149,10 @@ class EvaluationForm(forms.Form):
         for name, messages in errors.items():
             for message in messages:
                 self.add_error(name if name in self.fields else None, message)
+
+
+def _runtime_label(state: runtimes.RuntimeState) -> str:
+    """How the form names a runtime: its version when known, and whether it can run now."""
+    if state.available is False:
+        return f"{state.name} (not available: its image is not built)"
+    return f"{state.name} ({state.version})" if state.version else state.name

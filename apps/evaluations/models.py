@@ -47,6 +47,7 @@ class Reason(models.TextChoices):
     WORKER_LOST = "worker_lost"  # the worker running it died or shut down, and it was not run again
     ENGINE_ERROR = "engine_error"  # the platform could not run it (engine, sandbox set-up, runtime)
     TESTS_FAILED = "tests_failed"  # it ran under each of its task's tests and at least one did not pass
+    COMPILE_ERROR = "compile_error"  # a compiled language's compiler refused the code: it never ran
 
 
 # The reason a terminal status implies when the transition names none.
@@ -80,6 +81,11 @@ class Runtime(models.Model):
     command = models.JSONField(help_text='argv; "{file}" is replaced by the code file path, e.g. ["python3", "{file}"]')
     file_name = models.CharField(max_length=64)
     enabled = models.BooleanField(default=True)
+    compile_command = models.JSONField(
+        default=list, blank=True, help_text='argv of the compile step; empty: not compiled. "{build}" is /build.'
+    )
+    compile_timeout_s = models.FloatField(default=30.0, help_text="wall-clock limit of the compile step")
+    environment = models.JSONField(default=dict, blank=True, help_text="the runtime's own variables (upper case)")
 
     class Meta:
         ordering = ["name"]
@@ -87,9 +93,18 @@ class Runtime(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    @property
+    def compiled(self) -> bool:
+        return bool(self.compile_command)
+
     def to_sandbox(self) -> SandboxRuntime:
         return SandboxRuntime(
-            image=self.image or settings.SANDBOX_IMAGE, command=list(self.command), file_name=self.file_name
+            image=self.image or settings.SANDBOX_IMAGE,
+            command=list(self.command),
+            file_name=self.file_name,
+            compile_command=list(self.compile_command or []),
+            compile_timeout_s=self.compile_timeout_s,
+            environment=dict(self.environment or {}),
         )
 
 
@@ -136,6 +151,9 @@ class Evaluation(models.Model):
     code_sha256 = models.CharField(max_length=64, db_index=True)
     language = models.CharField(max_length=32)
     stdin = models.TextField(blank=True, default="")
+    files = models.JSONField(default=dict, blank=True)  # name -> content, besides the entry point (``code``)
+    args = models.JSONField(default=list, blank=True)  # the program's arguments (argv, never a shell)
+    env = models.JSONField(default=dict, blank=True)  # variables added to the program's environment
     priority = models.CharField(max_length=8, choices=Priority.choices, default=Priority.NORMAL)
     metadata = models.JSONField(default=dict, blank=True)
     idempotency_key = models.CharField(max_length=200, blank=True, default="")

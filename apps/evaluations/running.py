@@ -58,6 +58,7 @@ END_FOR_OUTCOME = {
     Outcome.TIMED_OUT: (Status.TIMED_OUT, Reason.TIMEOUT),
     Outcome.OOM_KILLED: (Status.OOM_KILLED, Reason.OOM),
     Outcome.OUTPUT_CAPPED: (Status.FAILED, Reason.OUTPUT_CAP),
+    Outcome.COMPILE_ERROR: (Status.FAILED, Reason.COMPILE_ERROR),
     Outcome.CANCELLED: (Status.CANCELLED, Reason.CANCELLED),
     Outcome.ERROR: (Status.ERROR, Reason.ENGINE_ERROR),
 }
@@ -468,6 +469,11 @@ class EvaluationRun:
             runtime=runtime.to_sandbox(),
             code=evaluation.code.encode("utf-8", errors="surrogatepass"),
             stdin=evaluation.stdin.encode("utf-8", errors="surrogatepass"),
+            files={
+                name: text.encode("utf-8", errors="surrogatepass") for name, text in (evaluation.files or {}).items()
+            },
+            args=tuple(evaluation.args or ()),
+            env=dict(evaluation.env or {}),
             limits=Limits.from_settings(
                 timeout_s=evaluation.timeout_s, memory_mb=evaluation.memory_mb, cpus=evaluation.cpus
             ),

@@ -150,6 +150,8 @@ def judge(position: int, test: dict, result: RunResult, capture: Capture) -> Tes
         verdict.status, verdict.message = TestStatus.OOM_KILLED, "killed: out of memory"
     elif result.outcome == Outcome.OUTPUT_CAPPED:
         verdict.status, verdict.message = TestStatus.OUTPUT_CAP, "stopped: the output cap was reached"
+    elif result.outcome == Outcome.COMPILE_ERROR:
+        verdict.message = "compile error: the program did not compile"
     elif result.outcome != Outcome.EXITED:
         verdict.status, verdict.message = TestStatus.NOT_RUN, "not run to its end"
     elif test["kind"] == TestKind.CHECK:

@@ -8,13 +8,27 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 
+from apps.evaluations import runtimes
 from apps.evaluations.callbacks import targets
 from apps.evaluations.models import Priority, Runtime
-from apps.sandboxing.policy import MINIMA
+from apps.sandboxing.policy import MINIMA, submission_extras_problems
 from crucible.parsers import json_problem
 
 MAX_METADATA_BYTES = 16 * 1024
-FIELDS = {"code", "language", "stdin", "timeout_s", "memory_mb", "cpus", "priority", "metadata", "callback_url"}
+FIELDS = {
+    "code",
+    "language",
+    "stdin",
+    "timeout_s",
+    "memory_mb",
+    "cpus",
+    "priority",
+    "metadata",
+    "callback_url",
+    "files",
+    "args",
+    "env",
+}
 
 
 class SubmissionInvalid(Exception):
@@ -38,6 +52,9 @@ class Submission:
     priority: str = Priority.NORMAL
     metadata: dict = field(default_factory=dict)
     callback_url: str = ""  # its form only; where it resolves to is checked by services.submit
+    files: dict[str, str] = field(default_factory=dict)  # besides the entry point (``code``)
+    args: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -100,9 +117,11 @@ def parse_submission(body, maxima: Maxima) -> Submission:
         errors["stdin"] = [problem]
 
     language = body.get("language", "python")
-    known = list(Runtime.objects.filter(enabled=True).values_list("name", flat=True))
-    if not isinstance(language, str) or language not in known:
-        errors["language"] = [f"Unknown language; choose one of: {', '.join(known)}."]
+    enabled = {runtime.name: runtime for runtime in Runtime.objects.filter(enabled=True)}
+    if not isinstance(language, str) or language not in enabled:
+        errors["language"] = [f"Unknown language; choose one of: {', '.join(enabled)}."]
+    elif (unavailable := runtimes.unavailable_reason(enabled[language])) is not None:
+        errors["language"] = [unavailable]
 
     timeout_s = _number(
         errors, "timeout_s", body.get("timeout_s"), integer=False, low=MINIMA.timeout_s, high=maxima.timeout_s
@@ -126,6 +145,8 @@ def parse_submission(body, maxima: Maxima) -> Submission:
     elif len(json.dumps(metadata)) > MAX_METADATA_BYTES:
         errors["metadata"] = [f"Must be at most {MAX_METADATA_BYTES} bytes as JSON."]
 
+    files, args, env = _extras(errors, body, enabled.get(language) if isinstance(language, str) else None, code)
+
     callback_url = body.get("callback_url") or ""
     if callback_url:
         try:
@@ -135,4 +156,36 @@ def parse_submission(body, maxima: Maxima) -> Submission:
 
     if errors:
         raise SubmissionInvalid(errors)
-    return Submission(code, language, stdin, timeout_s, memory_mb, cpus, priority, metadata, callback_url)
+    return Submission(
+        code, language, stdin, timeout_s, memory_mb, cpus, priority, metadata, callback_url, files, args, env
+    )
+
+
+def _extras(errors, body, runtime, code) -> tuple[dict, list, dict]:
+    """``files``, ``args`` and ``env`` of a submission, their shapes and then the sandbox's rules
+    (``policy.submission_extras_problems``); raises ``SubmissionTooLarge`` when code and files
+    together pass ``SANDBOX_MAX_CODE_BYTES``."""
+    files = body.get("files") or {}
+    args = body.get("args") or []
+    env = body.get("env") or {}
+    shapes = {"files": isinstance(files, dict), "args": isinstance(args, list), "env": isinstance(env, dict)}
+    for name, ok in shapes.items():
+        if not ok:
+            errors[name] = ["Must be a JSON object." if name != "args" else "Must be a list of strings."]
+    files, args, env = (
+        (files if shapes["files"] else {}),
+        (args if shapes["args"] else []),
+        (env if shapes["env"] else {}),
+    )
+    if runtime is None:
+        return {}, [], {}
+    for name, problem in submission_extras_problems(runtime.to_sandbox(), files, args, env).items():
+        errors[name] = [problem]
+    for name, content in files.items():
+        if name not in errors and isinstance(content, str) and (problem := _text_error(content)) is not None:
+            errors["files"] = [f"{name}: {problem}"]
+    if "files" not in errors and isinstance(code, str):
+        total = sum(len(c.encode("utf-8", errors="surrogatepass")) for c in [code, *files.values()])
+        if total > settings.SANDBOX_MAX_CODE_BYTES:
+            raise SubmissionTooLarge(f"code and files are larger than {settings.SANDBOX_MAX_CODE_BYTES} bytes together")
+    return files, args, env

@@ -15,7 +15,7 @@ from django.db import connections
 from rq import Worker, worker_registration
 from rq.worker import WorkerStatus
 
-from apps.sandboxing import selfcheck
+from apps.sandboxing import catalog, selfcheck
 from apps.sandboxing.enginereport import EngineWatch
 from apps.sandboxing.policy import Limits, Profile
 from apps.sandboxing.pool import WarmPool
@@ -49,8 +49,16 @@ def drop_broken_connections() -> None:
 
 def warm_profiles() -> list[Profile]:
     """The profiles a worker keeps warm: the default limits on the default image (the runtimes of
-    ``python`` and ``bash`` share it). Runs with other limits start cold."""
-    return [Profile(image=settings.SANDBOX_IMAGE, limits=Limits.from_settings())]
+    ``python`` and ``bash`` share it), and on the image of each runtime ``SANDBOX_POOL_RUNTIMES``
+    names (unknown names are skipped). Runs with other limits start cold."""
+    limits = Limits.from_settings()
+    profiles = [Profile(image=settings.SANDBOX_IMAGE, limits=limits)]
+    known = catalog.definitions()
+    for name in settings.SANDBOX_POOL_RUNTIMES:
+        definition = known.get(name)
+        if definition is not None and definition.own_image:
+            profiles.append(Profile(image=definition.image, limits=limits, build_dir=definition.compiled))
+    return profiles
 
 
 class CrucibleWorker(Worker):

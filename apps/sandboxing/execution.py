@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from apps.sandboxing import engine_runtime, seccomp_bpf
@@ -76,9 +76,55 @@ def execute(
     control: Callable[[], Command | None],
     on_sample: Callable[[ResourceSample], None] | None = None,
 ) -> RunResult:
-    """Deliver ``request``'s program into ``sandbox``, supervise it to its end, say how it ended (never raises)."""
-    result = Execution(sandbox, request, on_output, control, on_sample).run()
+    """Deliver ``request``'s program into ``sandbox``, supervise it to its end, say how it ended (never raises).
+
+    A compiled runtime's program is compiled first (``compile_step``), then run from ``BUILD_DIR``.
+    """
+    if request.runtime.compiled:
+        result = compile_then_run(sandbox, request, on_output, control, on_sample)
+    else:
+        result = Execution(sandbox, request, on_output, control, on_sample).run()
     result.engine_runtime = sandbox.profile.engine_runtime
+    return result
+
+
+def compile_step(request: RunRequest) -> RunRequest:
+    """The compile step of ``request``: the compiler as the program, its own wall-clock limit, no stdin."""
+    runtime = request.runtime
+    return replace(
+        request,
+        runtime=replace(runtime, command=list(runtime.compile_command), compile_command=[]),
+        args=(),
+        env={},
+        stdin=b"",
+        limits=replace(request.limits, timeout_s=runtime.compile_timeout_s),
+        collect_artifacts=False,
+    )
+
+
+def compile_then_run(sandbox, request, on_output, control, on_sample) -> RunResult:
+    """Compile, then (when the compiler exited 0 and the sandbox lives) run what it built.
+
+    The compiler's output (both streams) is the program's stderr, before anything the program
+    writes, and counts against the output cap. A compiler that exits non-zero ends the run as
+    ``Outcome.COMPILE_ERROR``; one that runs out of time or memory ends it as a program would.
+    """
+
+    def compiler_output(_stream: str, data: bytes) -> None:
+        on_output("stderr", data)
+
+    compiled = Execution(sandbox, compile_step(request), compiler_output, control, on_sample).run()
+    compile_ms = compiled.duration_ms
+    if compiled.outcome is not Outcome.EXITED or compiled.exit_code != 0 or sandbox.killed:
+        if compiled.outcome is Outcome.EXITED:
+            compiled.outcome = Outcome.COMPILE_ERROR
+        compiled.compile_ms = compile_ms
+        return compiled
+    left = max(0, request.limits.output_cap_bytes - compiled.output_bytes)
+    run_step = replace(request, files={}, limits=replace(request.limits, output_cap_bytes=left))
+    result = Execution(sandbox, run_step, on_output, control, on_sample, write_code=False).run()
+    result.output_bytes += compiled.output_bytes
+    result.compile_ms = compile_ms
     return result
 
 
@@ -176,6 +222,7 @@ class Execution:
     on_output: Callable[[str, bytes], None]
     control: Callable[[], Command | None]
     on_sample: Callable[[ResourceSample], None] | None
+    write_code: bool = True  # False: the code file is in place already (the run step of a compiled program)
     ended_by: Outcome | None = None  # why the runner ended the program: timed out, cancelled, stopped, capped
     exec_id: str = ""
     exited: bool = False
@@ -222,7 +269,8 @@ class Execution:
         stream = self.deliver()
         started_at, self.start = _now(), time.monotonic()
         try:
-            payload = launcher.pack_payload(self.request.code, self.request.stdin, self.seccomp_filter())
+            code, files = (self.request.code, self.request.files) if self.write_code else (b"", {})
+            payload = launcher.pack_payload(code, self.request.stdin, self.seccomp_filter(), files)
             stream.send(payload, max(PAYLOAD_SEND_MIN_TIMEOUT_S, self.limits.timeout_s))
             self.supervise(stream)
         finally:
@@ -242,7 +290,10 @@ class Execution:
         """Start the launcher for this request's runtime; it waits for the payload on its stdin."""
         runtime = self.request.runtime
         code_path = f"{CODE_DIR}/{runtime.file_name}"
-        argv = python_argv("launcher", *launcher.argv(code_path, MARKER, ENVIRONMENT, runtime.argv(code_path)))
+        environment = {**self.request.env, **runtime.program_environment()}  # the platform's win
+        delivered_to = code_path if self.write_code else f"{CODE_DIR}/"
+        command = [*runtime.argv(code_path), *self.request.args]
+        argv = python_argv("launcher", *launcher.argv(delivered_to, MARKER, environment, command))
         self.exec_id, stream = self.sandbox.open_exec(argv, workdir=WORK_DIR, environment=dict(ENVIRONMENT), stdin=True)
         return stream
 
@@ -425,16 +476,28 @@ class Execution:
         Under gVisor the sandbox's memory limit covers gVisor's own kernel, so running out of it
         stops the container (the engine records an OOM kill), and a program that makes gVisor need
         more host threads than ``SANDBOX_RUNSC_HOST_TASKS`` stops it too (its last pids reading is at
-        that cap): both are the program's doing, reported as a kill. Anything else is a platform fault.
+        that cap): both are the program's doing, reported as a kill. The engine does not always record
+        the OOM kill (``killed_by_the_host_kernel``). Anything else is a platform fault.
         """
         self.exit_code = SIGKILL_EXIT
         state = self.sandbox.stopped_state(STOPPED_STATE_WAIT_S)
-        if state.get("OOMKilled"):
+        pids = self.sandbox.last_reading.pids or 0
+        at_tasks_cap = pids >= host_pids_limit(self.limits, self.sandbox.profile.engine_runtime) * HOST_TASKS_NEAR_CAP
+        if state.get("OOMKilled") or (not at_tasks_cap and self.killed_by_the_host_kernel(state)):
             # Its cgroup went with it; an OOM kill means the sandbox used all of its memory.
             reading = self.sandbox.last_reading
             reading.peak_memory_bytes = max(reading.peak_memory_bytes or 0, self.limits.memory_mb * MIB)
             return Outcome.OOM_KILLED
-        pids = self.sandbox.last_reading.pids or 0
-        if pids >= host_pids_limit(self.limits, self.sandbox.profile.engine_runtime) * HOST_TASKS_NEAR_CAP:
+        if at_tasks_cap:
             return Outcome.EXITED
         raise SandboxStopped(f"the sandbox stopped under the program (engine state: {state.get('Status', '?')})")
+
+    def killed_by_the_host_kernel(self, state: dict) -> bool:
+        """A gVisor sandbox SIGKILLed with nobody asking the engine to (no "kill" event) was killed by
+        the host's OOM killer at the sandbox's memory limit: the engine does not always record that
+        (seen with a program allocating fast, e.g. Node.js filling buffers: exit 137, OOMKilled false)."""
+        if not engine_runtime.is_gvisor(self.sandbox.profile.engine_runtime):
+            return False
+        if state.get("ExitCode") != SIGKILL_EXIT or self.sandbox.engine_lost():
+            return False
+        return not self.sandbox.killed_through_engine()

@@ -26,8 +26,9 @@ from pathlib import Path
 import docker.errors
 from django.conf import settings
 
-from apps.sandboxing import engine
+from apps.sandboxing import catalog, engine
 from apps.sandboxing.apt_sources import debian_codename, debian_mirror, read_sources
+from apps.sandboxing.catalog import Definition
 from apps.sandboxing.policy import SANDBOX_UID
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,7 @@ REMOVE = (
     "usr/lib/apt",
 )
 RECIPE_VERSION = 2  # bump when the build steps below change in a way the hash cannot see
+# (the version labels are metadata, left out on purpose: an image built before them lists no versions)
 REPOSITORY = "crucible-sandbox"
 
 
@@ -66,11 +68,11 @@ class BuiltImage:
     built: bool
 
 
-def recipe_hash(codename: str) -> str:
+def recipe_hash(codename: str, packages: tuple[str, ...] = PACKAGES) -> str:
     recipe = {
         "version": RECIPE_VERSION,
         "codename": codename,
-        "packages": PACKAGES,
+        "packages": packages,
         "remove": REMOVE,
         "uid": SANDBOX_UID,
     }
@@ -107,11 +109,11 @@ def _strip_rootfs(rootfs: Path) -> None:
     (rootfs / "tmp").chmod(0o1777)
 
 
-def _debootstrap(rootfs: Path, codename: str, mirror: str) -> None:
+def _debootstrap(rootfs: Path, codename: str, mirror: str, packages: tuple[str, ...] = PACKAGES) -> None:
     command = [
         "debootstrap",
         "--variant=minbase",
-        f"--include={','.join(PACKAGES)}",
+        f"--include={','.join(packages)}",
         "--exclude=apt",
         codename,
         str(rootfs),
@@ -123,18 +125,37 @@ def _debootstrap(rootfs: Path, codename: str, mirror: str) -> None:
         raise RuntimeError(f"debootstrap failed ({result.returncode}): {result.stdout[-2000:]}{result.stderr[-2000:]}")
 
 
-def build_offline(reference: str = "") -> BuiltImage:
+def build_offline(
+    reference: str = "",
+    *,
+    packages: tuple[str, ...] = PACKAGES,
+    repository: str = REPOSITORY,
+    versions: dict[str, tuple[str, ...]] | None = None,
+    version_package: str = "",
+) -> BuiltImage:
+    """Build (or reuse) the image of ``packages`` from the Debian mirror and tag it ``reference``.
+
+    The sandbox image is the default; a runtime's image (``catalog.Definition``) passes its own
+    packages (the base's plus its language's) and repository. ``versions`` (runtime name: version
+    command) are run in the finished root file system, as the sandbox user, and their answers kept
+    as image labels (``version_label``), so listing runtimes never starts a container.
+    """
+    versions = versions if versions is not None else _base_versions()
     codename = debian_codename()
-    tag = recipe_hash(codename)
-    versioned = f"{REPOSITORY}:{tag}"
+    tag = recipe_hash(codename, packages)
+    versioned = f"{repository}:{tag}"
     reference = reference or settings.SANDBOX_IMAGE
     existing = find_image(versioned)
     if existing is None:
         mirror = debian_mirror(codename, read_sources())
         with tempfile.TemporaryDirectory(prefix="crucible-rootfs-") as work:
             rootfs = Path(work) / "rootfs"
-            _debootstrap(rootfs, codename, mirror)
+            _debootstrap(rootfs, codename, mirror, packages)
             _strip_rootfs(rootfs)
+            labels = {
+                version_label(name): _version_in(rootfs, command) or _package_version(rootfs, version_package)
+                for name, command in versions.items()
+            }
             tarball = Path(work) / "rootfs.tar"
             subprocess.run(["tar", "--numeric-owner", "-C", str(rootfs), "-cf", str(tarball), "."], check=True)
             changes = [
@@ -142,19 +163,92 @@ def build_offline(reference: str = "") -> BuiltImage:
                 "WORKDIR /tmp",
                 "ENV PATH=/usr/local/bin:/usr/bin:/bin HOME=/tmp LANG=C.UTF-8 PYTHONDONTWRITEBYTECODE=1",
                 f"LABEL org.crucible.sandbox.recipe={tag}",
+                *(f"LABEL {key}={json.dumps(value)}" for key, value in labels.items() if value),
                 'CMD ["/bin/bash"]',
             ]
-            repository, _, version = versioned.partition(":")
-            engine.client().api.import_image_from_file(
-                str(tarball), repository=repository, tag=version, changes=changes
-            )
+            engine.client().api.import_image_from_file(str(tarball), repository=repository, tag=tag, changes=changes)
         existing = find_image(versioned)
         built = True
     else:
         built = False
-    repository, _, version = reference.rpartition(":") if ":" in reference.split("/")[-1] else (reference, "", "latest")
-    existing.tag(repository, version)
+    name, _, version = reference.rpartition(":") if ":" in reference.split("/")[-1] else (reference, "", "latest")
+    existing.tag(name, version)
     return BuiltImage(reference=reference, image_id=existing.id, built=built)
+
+
+def build_runtime(definition: Definition) -> BuiltImage:
+    """Build (or reuse) the image of a runtime with packages of its own, tagged ``definition.image``."""
+    if not definition.own_image:
+        return build_offline()
+    packages = tuple(dict.fromkeys((*PACKAGES, *definition.packages)))
+    return build_offline(
+        definition.image,
+        packages=packages,
+        repository=definition.repository,
+        versions={definition.name: definition.version},
+        version_package=definition.packages[0],
+    )
+
+
+def version_label(runtime_name: str) -> str:
+    return f"org.crucible.runtime.{runtime_name}.version"
+
+
+def _base_versions() -> dict[str, tuple[str, ...]]:
+    """The version commands of the runtimes that run on the sandbox image itself."""
+    return {name: d.version for name, d in catalog.definitions().items() if not d.own_image}
+
+
+def _version_in(rootfs: Path, command: tuple[str, ...]) -> str:
+    """What ``command`` prints (its first line, short) in the built root file system; "" when it fails."""
+    try:
+        result = subprocess.run(
+            [
+                "chroot",
+                f"--userspec={SANDBOX_UID}:{SANDBOX_UID}",
+                str(rootfs),
+                "/usr/bin/env",
+                "-i",
+                "PATH=/usr/bin:/bin",
+                "HOME=/tmp",
+                "LANG=C.UTF-8",
+                *command,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    lines = (result.stdout.strip() or result.stderr.strip()).splitlines()
+    return lines[0][:120] if result.returncode == 0 and lines else ""
+
+
+def _package_version(rootfs: Path, package: str) -> str:
+    """The Debian version of ``package`` in the built root file system (for a version command that
+    cannot run in a bare chroot, e.g. a JVM, which needs /proc); "" when it is not recorded."""
+    status = rootfs / "var/lib/dpkg/status"
+    if not package or not status.is_file():
+        return ""
+    for stanza in status.read_text(errors="replace").split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in stanza.splitlines() if ": " in line and not line[0].isspace())
+        if fields.get("Package") == package:
+            return f"{package} {fields.get('Version', '')}".strip()
+    return ""
+
+
+def image_versions(reference: str) -> dict[str, str] | None:
+    """The runtime versions an image's labels record (runtime name: version); None when it is absent."""
+    found = find_image(reference)
+    if found is None:
+        return None
+    labels = found.attrs.get("Config", {}).get("Labels") or {}
+    prefix, suffix = "org.crucible.runtime.", ".version"
+    return {
+        key[len(prefix) : -len(suffix)]: value
+        for key, value in labels.items()
+        if key.startswith(prefix) and key.endswith(suffix)
+    }
 
 
 def build_from_dockerfile(reference: str = "") -> BuiltImage:

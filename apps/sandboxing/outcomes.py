@@ -6,7 +6,7 @@ they never read the wording of ``RunResult.error``, which is for people only.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
@@ -18,6 +18,7 @@ class Outcome(StrEnum):
     """How the program ended, as the runner saw it."""
 
     EXITED = "exited"  # it ended by itself; the exit code decides success
+    COMPILE_ERROR = "compile_error"  # a compiled runtime's compile step failed: the program never ran
     TIMED_OUT = "timed_out"  # the wall-clock limit ran out; the runner killed it
     OOM_KILLED = "oom_killed"  # the kernel killed it at its memory limit
     OUTPUT_CAPPED = "output_capped"  # it wrote more than the output cap; the runner killed it
@@ -55,6 +56,12 @@ class RunRequest:
     stdin: bytes
     limits: Limits
     collect_artifacts: bool = True  # False: /output is left for a later program of the same sandbox
+    # A submission with several files: the others (plain names, next to the entry point), checked by
+    # ``policy.check_submission_extras``; ``args`` follow the run command (never a shell); ``env`` is
+    # added to the program's environment (never replacing the platform's or the runtime's).
+    files: dict[str, bytes] = field(default_factory=dict)
+    args: tuple[str, ...] = ()
+    env: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -89,6 +96,7 @@ class RunResult:
     engine_runtime: str = ""  # the engine runtime the sandbox ran under; empty when none was created
     warm: bool = False  # the sandbox came from a warm pool (started before the run)
     artifacts_skipped_names: int = 0  # files in /output left out for their name (streams.MAX_NAME_BYTES)
+    compile_ms: int | None = None  # a compiled runtime's compile step, wall clock; None: nothing compiled
 
     def __post_init__(self) -> None:
         self.outcome = Outcome(self.outcome)

@@ -24,12 +24,16 @@ from apps.sandboxing import engine_runtime
 
 MIB = 1024 * 1024
 _FILE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
+_ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]{0,63}$")
+# Program N of several in one sandbox, for a compiled runtime: "pN/" and the runtime's file name.
+_PROGRAM_FILE_NAME = re.compile(r"^p[0-9]{1,6}/[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
 
 SANDBOX_UID = 10001
 SANDBOX_USER = f"{SANDBOX_UID}:{SANDBOX_UID}"
 CODE_DIR = "/sandbox"
 OUTPUT_DIR = "/output"
 WORK_DIR = "/tmp"
+BUILD_DIR = "/build"  # a compiled runtime's build output: the one exec-allowed place of a run
 SHM_DIR = "/dev/shm"  # the engine's shared-memory tmpfs (``shm_size``)
 # The whole environment of a sandboxed program: nothing from the host, nothing from the image.
 ENVIRONMENT = {
@@ -43,7 +47,7 @@ LABEL_RUN = "org.crucible.run"
 LABEL_POOL = "org.crucible.pool"  # the worker whose warm pool started the container
 LABEL_PROFILE = "org.crucible.profile"  # Profile.key of a pool container
 SECCOMP_PATH = Path(settings.BASE_DIR) / "sandbox" / "seccomp.json"
-CODE_DIR_INODES = 64
+CODE_DIR_INODES = 128  # a task of 50 tests in a compiled runtime: a directory and a file each
 SHM_MAX_MB = 64
 # The engine refuses a memory limit under 6 MB; below what a caller may ask for (MINIMA).
 ENGINE_MINIMUM_MEMORY_MB = 6
@@ -175,17 +179,43 @@ class Limits:
 @dataclass(frozen=True)
 class Runtime:
     image: str
-    command: list[str]  # argv; "{file}" is replaced by the absolute path of the code file
+    command: list[str]  # argv; "{file}" is replaced by the code file's path, "{build}" by BUILD_DIR
     file_name: str
+    # A compiled runtime's compile step (same placeholders), run before ``command`` in the same
+    # sandbox, with its own wall-clock limit; its output is reported as the program's stderr.
+    compile_command: list[str] = field(default_factory=list)
+    compile_timeout_s: float = 30.0
+    # The runtime's own platform variables (e.g. a compiler's cache directory), on top of ENVIRONMENT.
+    environment: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if not _FILE_NAME.match(self.file_name):
+        if not _FILE_NAME.match(self.file_name) and not _PROGRAM_FILE_NAME.match(self.file_name):
             raise ValueError("file_name must be a plain file name")
-        if not self.command or not all(isinstance(arg, str) and "\0" not in arg for arg in self.command):
-            raise ValueError("command must be a non-empty list of strings")
+        for name, argv in (("command", self.command), ("compile_command", self.compile_command or ["-"])):
+            if not argv or not all(isinstance(arg, str) and "\0" not in arg for arg in argv):
+                raise ValueError(f"{name} must be a non-empty list of strings")
+        if not (self.compile_timeout_s > 0 and math.isfinite(self.compile_timeout_s)):
+            raise ValueError("compile_timeout_s must be a positive number")
+        if any(name in ENVIRONMENT or not _ENV_NAME.match(name) for name in self.environment):
+            raise ValueError("environment names must be upper-case and may not replace the platform's")
+
+    @property
+    def compiled(self) -> bool:
+        return bool(self.compile_command)
 
     def argv(self, code_path: str) -> list[str]:
-        return [arg.replace("{file}", code_path) for arg in self.command]
+        return _expand(self.command, code_path)
+
+    def compile_argv(self, code_path: str) -> list[str]:
+        return _expand(self.compile_command, code_path)
+
+    def program_environment(self) -> dict[str, str]:
+        """The whole environment of this runtime's programs: the platform's, then the runtime's own."""
+        return {**ENVIRONMENT, **self.environment}
+
+
+def _expand(argv: list[str], code_path: str) -> list[str]:
+    return [arg.replace("{file}", code_path).replace("{build}", BUILD_DIR) for arg in argv]
 
 
 def runtime_for(language: str) -> Runtime:
@@ -196,6 +226,53 @@ def runtime_for(language: str) -> Runtime:
     if language == "bash":
         return Runtime(image=image, command=["bash", "{file}"], file_name="main.sh")
     raise ValueError(f"unknown language: {language!r}")
+
+
+MAX_ARGS = 64
+MAX_ARG_CHARS = 4096
+MAX_ENV = 32
+MAX_ENV_VALUE_CHARS = 4096
+RESERVED_ENV_PREFIXES = ("CRUCIBLE_", "LD_")  # the platform's, and the dynamic loader's
+_USER_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+
+
+def submission_extras_problems(
+    runtime: Runtime, files: dict[str, str], args: list[str], env: dict[str, str]
+) -> dict[str, str]:
+    """What is wrong with a submission's extra ``files``, ``args`` and ``env`` for ``runtime``, by field.
+
+    Files: at most ``SANDBOX_MAX_FILES``, plain names (no directory, no ``..``, no link: the launcher
+    creates each as a new regular file), never the entry point's name; their size counts in the code
+    limit (checked by the caller). Args: strings without NUL, passed as argv (no shell). Env: names of
+    letters, digits and ``_``, never one of the platform's or the runtime's variables nor a reserved prefix.
+    """
+    problems: dict[str, str] = {}
+    if len(files) > settings.SANDBOX_MAX_FILES:
+        problems["files"] = f"At most {settings.SANDBOX_MAX_FILES} files besides the entry point."
+    for name, content in files.items():
+        if not isinstance(name, str) or not _FILE_NAME.match(name) or name in (".", ".."):
+            problems["files"] = f"File name {str(name)[:80]!r} is not a plain file name (letters, digits, _ . -)."
+        elif name == runtime.file_name:
+            problems["files"] = f"{name!r} is the entry point's name: its content is `code`."
+        elif not isinstance(content, str) or "\0" in content:
+            problems["files"] = f"File {name!r} must be text without NUL characters."
+        if "files" in problems:
+            break
+    if len(args) > MAX_ARGS or any(not isinstance(a, str) or "\0" in a or len(a) > MAX_ARG_CHARS for a in args):
+        problems["args"] = f"At most {MAX_ARGS} strings of at most {MAX_ARG_CHARS} characters, without NUL."
+    reserved = set(ENVIRONMENT) | set(runtime.environment)
+    if len(env) > MAX_ENV:
+        problems["env"] = f"At most {MAX_ENV} variables."
+    for name, value in env.items():
+        if not isinstance(name, str) or not _USER_ENV_NAME.match(name):
+            problems["env"] = f"Variable name {str(name)[:80]!r} must be letters, digits and _ (not first a digit)."
+        elif name in reserved or name.startswith(RESERVED_ENV_PREFIXES):
+            problems["env"] = f"{name} is set by the platform and cannot be changed."
+        elif not isinstance(value, str) or "\0" in value or len(value) > MAX_ENV_VALUE_CHARS:
+            problems["env"] = f"The value of {name} must be a string of at most {MAX_ENV_VALUE_CHARS} characters."
+        if "env" in problems:
+            break
+    return problems
 
 
 def _configured_engine_runtime() -> str:
@@ -216,6 +293,8 @@ class Profile:
     # A session's sandbox (apps.sessions): /sandbox is its workspace, the working directory,
     # ``limits.tmpfs_mb`` large and the one writable place where files may be executed.
     session: bool = False
+    # A compiled runtime's run: a /build tmpfs (the /tmp caps) where the compiler writes what runs.
+    build_dir: bool = False
 
     @property
     def key(self) -> str:
@@ -234,6 +313,7 @@ class Profile:
             limits.nofile,
             limits.fsize_mb,
             self.session,
+            self.build_dir,
         )
         return hashlib.sha256(repr(made_of).encode()).hexdigest()[:16]
 
@@ -249,7 +329,7 @@ def code_dir_mb() -> int:
     return (settings.SANDBOX_MAX_CODE_BYTES + settings.SANDBOX_MAX_STDIN_BYTES) // MIB + 2
 
 
-def _tmpfs(limits: Limits, *, session: bool = False) -> dict[str, str]:
+def _tmpfs(limits: Limits, *, session: bool = False, build_dir: bool = False) -> dict[str, str]:
     owner = f"nosuid,nodev,uid={SANDBOX_UID},gid={SANDBOX_UID}"
     common = f"rw,noexec,{owner}"
     size = f"size={limits.tmpfs_mb}m,nr_inodes={limits.tmpfs_inodes}"
@@ -260,12 +340,19 @@ def _tmpfs(limits: Limits, *, session: bool = False) -> dict[str, str]:
         if session
         else f"{common},mode=0755,size={code_dir_mb()}m,nr_inodes={CODE_DIR_INODES}"
     )
-    return {
+    mounts = {
         WORK_DIR: f"{common},mode=1777,{size}",
         OUTPUT_DIR: f"{common},mode=0755,{size}",
         CODE_DIR: code_dir,
         MQUEUE_DIR: "ro,noexec,nosuid,nodev,mode=0755,size=4k,nr_inodes=16",
     }
+    if build_dir:
+        # A compiled program must be executed from somewhere: here, and only here (still nosuid,
+        # nodev, the sandbox user's, under /tmp's size and inode caps). It adds no power a native
+        # program lacks (it can already map its own memory executable); the boundary stays the
+        # engine's: no capabilities, seccomp, gVisor.
+        mounts[BUILD_DIR] = f"rw,exec,{owner},mode=0755,{size}"
+    return mounts
 
 
 def _ulimits(limits: Limits, *, gvisor: bool) -> list[Ulimit]:
@@ -320,7 +407,7 @@ def container_config(profile: Profile, *, name: str, run_id: str, labels: dict[s
         "tty": False,
         "network_mode": "none",
         "read_only": True,
-        "tmpfs": _tmpfs(limits, session=profile.session),
+        "tmpfs": _tmpfs(limits, session=profile.session, build_dir=profile.build_dir),
         "shm_size": f"{min(limits.tmpfs_mb, SHM_MAX_MB)}m",
         "ipc_mode": "private",
         "cgroupns": "private",

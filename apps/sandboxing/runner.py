@@ -39,7 +39,7 @@ __all__ = [
 
 def profile_for(request: RunRequest) -> Profile:
     """The sandbox a request runs in: its runtime's image, its limits, the configured engine runtime."""
-    return Profile(image=request.runtime.image, limits=request.limits)
+    return Profile(image=request.runtime.image, limits=request.limits, build_dir=request.runtime.compiled)
 
 
 def run(
@@ -132,6 +132,7 @@ def run_programs(
                 if sandbox is not None and sandbox.killed:
                     sandbox.remove()
                     sandbox = None
+                fresh = sandbox is None
                 if sandbox is None:
                     sandbox, warm = _sandbox_for(request, pool_owner if not results else None, reuse, first=not results)
                 elif results:
@@ -147,6 +148,7 @@ def run_programs(
                 stdin=program.stdin,
                 runtime=replace(request.runtime, file_name=program.file_name or _file_name(request.runtime, index)),
                 limits=replace(request.limits, output_cap_bytes=max(0, left)),
+                files=request.files if fresh else {},  # a sandbox keeps them for its later programs
                 # /output is the sandbox's: what the programs left there is collected once, after the last.
                 collect_artifacts=index == len(programs) - 1,
             )
@@ -185,8 +187,11 @@ def _parked(sandbox: Sandbox, reuse: Reuse | None, results: list[RunResult]) -> 
 
 
 def _file_name(runtime, index: int) -> str:
-    """Program ``index``'s code file: the launcher never overwrites a file, so each has its own."""
-    return runtime.file_name if index == 0 else f"p{index}_{runtime.file_name}"
+    """Program ``index``'s code file: the launcher never overwrites a file, so each has its own. A
+    compiled runtime's keeps its exact name in a directory of its own (javac wants ``Main.java``)."""
+    if index == 0:
+        return runtime.file_name
+    return f"p{index}/{runtime.file_name}" if runtime.compiled else f"p{index}_{runtime.file_name}"
 
 
 def _sandbox_for(

@@ -33,6 +33,7 @@ from apps.sandboxing.engine_runtime import is_gvisor
 from apps.sandboxing.incontainer import collector, python_argv
 from apps.sandboxing.outcomes import Failure
 from apps.sandboxing.policy import (
+    BUILD_DIR,
     CODE_DIR,
     LABEL_INSTANCE,
     OUTPUT_DIR,
@@ -348,6 +349,20 @@ class Sandbox:
     def oom_killed_by_engine(self) -> bool:
         return bool(self.container_state().get("OOMKilled"))
 
+    def killed_through_engine(self) -> bool:
+        """Did anyone ask the engine to signal this container (our kill, an operator's ``docker kill``)?
+        An engine that does not answer counts as yes (the cautious answer for ``verdict``)."""
+        try:
+            events = self.api.events(
+                since=int(self.created_at) - EVENT_CLOCK_SLACK_S,
+                until=int(time.time()) + EVENT_CLOCK_SLACK_S,
+                filters={"container": [self.container_id], "event": ["kill"]},
+                decode=True,
+            )
+            return any(True for _ in events)
+        except Exception:
+            return True
+
     def engine_lost(self) -> bool:
         """Did the engine restart under this sandbox? Its event log starts empty after a restart, so
         the container's "create" event is missing then. An engine that does not answer counts as lost."""
@@ -409,7 +424,8 @@ class Sandbox:
         if self.killed:
             return "the sandbox was killed"
         try:
-            argv = python_argv("reaper", "reset", *RESET_DIRS)
+            dirs = (*RESET_DIRS, BUILD_DIR) if self.profile.build_dir else RESET_DIRS
+            argv = python_argv("reaper", "reset", *dirs)
             exec_id = self.api.exec_create(self.container_id, argv, user=SANDBOX_USER, workdir="/")
             output = self.api.exec_start(exec_id["Id"], demux=True)
             exit_code = self.api.exec_inspect(exec_id["Id"]).get("ExitCode")

@@ -20,7 +20,7 @@ from apps.tasks.models import SLUG_PATTERN, Reuse, SamplesAre
 from crucible.parsers import json_problem
 
 SLUG = re.compile(rf"^{SLUG_PATTERN}$")
-MAX_TESTS = 50  # each test's program is a file in the sandbox's /sandbox (64 inodes)
+MAX_TESTS = 50  # each test's program is a file (and, compiled, a directory) in /sandbox (128 inodes)
 MAX_TEST_TEXT = 256 * 1024  # code, stdin or expected output of one test
 MAX_TESTS_TEXT = 1024 * 1024  # all of a task's tests together
 MAX_PROMPT = 256 * 1024

@@ -42,7 +42,18 @@ USER_AGENT = f"crucible-cli/{__version__}"
 EXIT_CLIENT_ERROR = 2
 EXIT_INTERRUPTED = 130
 TERMINAL = TERMINAL_STATUSES
-LANGUAGE_BY_SUFFIX = {".py": "python", ".sh": "bash", ".bash": "bash"}
+LANGUAGE_BY_SUFFIX = {
+    ".py": "python",
+    ".sh": "bash",
+    ".bash": "bash",
+    ".c": "c",
+    ".cc": "cpp",
+    ".cpp": "cpp",
+    ".java": "java",
+    ".js": "javascript",
+    ".go": "go",
+    ".rs": "rust",
+}
 WS_CLOSE_REASONS = {
     4400: "the server refused the stream request as malformed",
     4401: "not signed in: the token is missing, wrong or revoked",
@@ -202,6 +213,9 @@ def cmd_submit(client: Client, args) -> int:
         raise CliError(f"cannot read {exc.filename if isinstance(exc, OSError) else args.file}: {exc}")
     body = {"code": code, "language": args.language or LANGUAGE_BY_SUFFIX.get(path.suffix.lower(), "python")}
     for name, value in (
+        ("files", _extra_files(args.extra_file)),
+        ("args", args.arg or None),
+        ("env", _env_pairs(args.env)),
         ("stdin", stdin),
         ("timeout_s", args.timeout),
         ("memory_mb", args.memory),
@@ -217,6 +231,45 @@ def cmd_submit(client: Client, args) -> int:
     if sys.stderr.isatty():
         note(f"submitted {evaluation['id']} ({client.url}/evaluations/{evaluation['id']}/)")
     return follow(client, evaluation["id"])
+
+
+def _extra_files(paths: list[str] | None) -> dict[str, str] | None:
+    """``--file PATH`` (repeatable): more files next to the entry point, each under its own base name."""
+    if not paths:
+        return None
+    files = {}
+    for name in paths:
+        try:
+            files[Path(name).name] = Path(name).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CliError(f"cannot read {name}: {exc}")
+    return files
+
+
+def _env_pairs(pairs: list[str] | None) -> dict[str, str] | None:
+    """``--env NAME=VALUE`` (repeatable)."""
+    if not pairs:
+        return None
+    env = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise CliError(f"--env takes NAME=VALUE, not {pair!r}")
+        env[name] = value
+    return env
+
+
+def cmd_runtimes(client: Client, args) -> int:
+    """The server's runtimes: name, version, compiled or not, available now or not."""
+    runtimes = client.runtimes()
+    if args.json:
+        print(json.dumps(runtimes, indent=2))
+        return 0
+    for runtime in runtimes:
+        state = "available" if runtime.get("available") else "not built"
+        kind = "compiled" if runtime.get("compiled") else "interpreted"
+        print(f"{runtime['name']:<18}  {kind:<11}  {state:<9}  {runtime.get('version') or ''}")
+    return 0
 
 
 def cmd_logs(client: Client, args) -> int:
@@ -778,7 +831,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     submit = commands.add_parser("submit", help="submit a program (FILE, or - for standard input)")
     submit.add_argument("file", metavar="FILE")
-    submit.add_argument("--language", help="python or bash (default: from the file name, else python)")
+    submit.add_argument(
+        "--language", help="a runtime (see `crucible runtimes`; default: from the file name, else python)"
+    )
+    submit.add_argument(
+        "--file", dest="extra_file", action="append", metavar="PATH", help="another file next to FILE (repeatable)"
+    )
+    submit.add_argument("--arg", action="append", metavar="ARG", help="an argument for the program (repeatable)")
+    submit.add_argument("--env", action="append", metavar="NAME=VALUE", help="a variable for the program (repeatable)")
     submit.add_argument("--timeout", type=float, metavar="SECONDS", help="wall-clock limit")
     submit.add_argument("--memory", type=int, metavar="MB", help="memory limit")
     submit.add_argument("--cpus", type=float, help="CPU limit")
@@ -787,6 +847,10 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--idempotency-key", help="resubmitting with the same key returns the same evaluation")
     submit.add_argument("--follow", "-f", action="store_true", help="stream the output and exit with its exit code")
     submit.set_defaults(handler=cmd_submit)
+
+    runtimes = commands.add_parser("runtimes", help="list the server's runtimes (languages) and their versions")
+    runtimes.add_argument("--json", action="store_true", help="print the API's JSON")
+    runtimes.set_defaults(handler=cmd_runtimes)
 
     logs = commands.add_parser("logs", help="print an evaluation's output")
     logs.add_argument("id", metavar="ID")

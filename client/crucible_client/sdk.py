@@ -78,6 +78,10 @@ class Client:
     def close(self) -> None:
         self.transport.close()
 
+    def runtimes(self) -> list[dict]:
+        """The enabled runtimes: ``name``, ``version``, ``compiled``, ``file_name``, ``available``."""
+        return self.transport.json("GET", "/api/v1/runtimes/")
+
     def __enter__(self) -> Client:
         return self
 

@@ -247,3 +247,33 @@ def test_submit_without_follow_prints_the_id(crucible, runtimes, tmp_path, capsy
     assert (evaluation.language, evaluation.memory_mb) == ("bash", 64)
     assert crucible("submit", str(program), "--memory", "999999") == 2
     assert "HTTP 400: memory_mb: Must be between" in capsys.readouterr().err
+
+
+@live
+@pytest.mark.docker
+def test_runtimes_lists_what_the_server_can_run(crucible, runtimes, capsys):
+    Runtime.objects.filter(name="go").update(image="crucible-runtime-go:never-built")
+    assert crucible("runtimes") == 0
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()}
+    assert "compiled" in lines["c"] and "available" in lines["c"]
+    assert "interpreted" in lines["python"] and "available" in lines["python"]
+    assert "not built" in lines["go"]
+
+
+@live
+@pytest.mark.docker
+def test_submit_takes_the_language_from_the_suffix_and_sends_files_args_and_env(crucible, runtimes, tmp_path, capsys):
+    program, header = tmp_path / "main.c", tmp_path / "answer.h"
+    program.write_text('#include "answer.h"\nint main(void) { return ANSWER; }\n')
+    header.write_text("#define ANSWER 0\n")
+    argv = ["submit", str(program), "--file", str(header), "--arg", "a b", "--arg=-x", "--env", "MODE=fast"]
+    assert crucible(*argv) == 0
+    evaluation = Evaluation.objects.get(pk=capsys.readouterr().out.strip())
+    assert evaluation.language == "c"
+    assert (evaluation.files, evaluation.args, evaluation.env) == (
+        {"answer.h": "#define ANSWER 0\n"},
+        ["a b", "-x"],
+        {"MODE": "fast"},
+    )
+    assert crucible("submit", str(program), "--env", "PATH=/tmp") == 2
+    assert "HTTP 400: env:" in capsys.readouterr().err

@@ -115,7 +115,7 @@ class EvaluationSerializer(serializers.ModelSerializer):
 
 class EvaluationDetailSerializer(EvaluationSerializer):
     class Meta(EvaluationSerializer.Meta):
-        fields = [*EvaluationSerializer.Meta.fields, "code", "stdin"]
+        fields = [*EvaluationSerializer.Meta.fields, "code", "stdin", "files", "args", "env"]
         read_only_fields = fields
 
 
@@ -136,6 +136,23 @@ class SubmissionSerializer(serializers.Serializer):
     metadata = serializers.DictField(
         required=False,
         help_text="any JSON object up to 16 KiB and 64 levels; no NUL characters, lone surrogates or infinite numbers.",
+    )
+    files = serializers.DictField(
+        child=serializers.CharField(allow_blank=True),
+        required=False,
+        help_text="more files next to the entry point (`code`): plain names (letters, digits, _ . -; no directories, "
+        "no ..), at most SANDBOX_MAX_FILES; code and files count together in SANDBOX_MAX_CODE_BYTES.",
+    )
+    args = serializers.ListField(
+        child=serializers.CharField(allow_blank=True),
+        required=False,
+        help_text="the program's arguments, after the runtime's run command (argv: never through a shell).",
+    )
+    env = serializers.DictField(
+        child=serializers.CharField(allow_blank=True),
+        required=False,
+        help_text="variables added to the program's environment; the platform's (PATH, HOME, LANG, CRUCIBLE_*), "
+        "the runtime's own and LD_* cannot be set.",
     )
     callback_url = serializers.URLField(
         required=False,

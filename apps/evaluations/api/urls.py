@@ -3,6 +3,7 @@ from django.urls import path
 from apps.evaluations.api import views
 
 urlpatterns = [
+    path("runtimes/", views.RuntimeListView.as_view(), name="api-runtimes"),
     path("evaluations/", views.EvaluationListCreateView.as_view(), name="api-evaluations"),
     path("evaluations/<uuid:pk>/", views.EvaluationDetailView.as_view(), name="api-evaluation"),
     path("evaluations/<uuid:pk>/stop/", views.EvaluationStopView.as_view(), name="api-evaluation-stop"),

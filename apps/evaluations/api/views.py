@@ -14,7 +14,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from apps.accounts.roles import is_operator
-from apps.evaluations import services
+from apps.evaluations import runtimes, services
 from apps.evaluations.api.serializers import (
     ArtifactSerializer,
     CallbackDeliverySerializer,
@@ -23,7 +23,7 @@ from apps.evaluations.api.serializers import (
     ResultsSerializer,
     SubmissionSerializer,
 )
-from apps.evaluations.models import CallbackDelivery, Evaluation, Status
+from apps.evaluations.models import CallbackDelivery, Evaluation, Runtime, Status
 from apps.evaluations.validation import SubmissionInvalid, SubmissionTooLarge
 from apps.monitoring.models import ResourceSample
 
@@ -243,3 +243,25 @@ class EvaluationCallbacksView(VisibleEvaluationMixin, APIView):
             .order_by("created_at")
         )
         return Response(CallbackDeliverySerializer(deliveries, many=True).data)
+
+
+class RuntimeListView(APIView):
+    """The enabled runtimes: name, version, compiled or not, entry point's file name, and whether
+    this server can run it now (its image is built); an unavailable one says how to build it."""
+
+    @extend_schema(
+        responses=inline_serializer(
+            "Runtime",
+            {
+                "name": serializers.CharField(),
+                "version": serializers.CharField(allow_null=True),
+                "compiled": serializers.BooleanField(),
+                "file_name": serializers.CharField(),
+                "available": serializers.BooleanField(allow_null=True),
+                "build_command": serializers.CharField(allow_null=True),
+            },
+            many=True,
+        )
+    )
+    def get(self, request):
+        return Response([runtimes.state_of(runtime).as_json() for runtime in Runtime.objects.filter(enabled=True)])

@@ -284,3 +284,11 @@ def test_run_again_submits_the_same_code_and_limits(alice):
         original.cpus,
     )
     assert again.metadata["rerun_of"] == str(original.pk)
+
+
+def test_run_again_keeps_the_files_arguments_and_environment(alice):
+    extras = {"files": {"helper.py": "X = 1\n"}, "args": ["a", "b c"], "env": {"MODE": "slow"}}
+    original = make_evaluation(alice, code="import helper", status=Status.SUCCEEDED, exit_code=0, **extras)
+    signed_in(alice).post(reverse("evaluations:rerun", args=[original.pk]))
+    again = Evaluation.objects.exclude(pk=original.pk).get()
+    assert (again.files, again.args, again.env) == (extras["files"], extras["args"], extras["env"])

@@ -151,11 +151,24 @@ def test_a_duplicate_job_for_the_same_evaluation_does_nothing(alice_api):
     assert _output(evaluation) == b"once\n"
 
 
-def test_a_runtime_whose_image_is_missing_ends_in_error_and_never_runs_weaker(alice_api):
+def test_a_submission_for_a_runtime_whose_image_is_not_built_is_refused_with_a_clear_400(alice_api):
     Runtime.objects.create(
         name="ghost", image="crucible-sandbox:does-not-exist", command=["python3", "{file}"], file_name="main.py"
     )
-    evaluation = run_and_wait(alice_api, language="ghost", code="print(1)")
+    response = submit(alice_api, language="ghost", code="print(1)")
+    assert response.status_code == 400
+    assert "not available" in response.json()["language"][0]
+    assert "build_sandbox_image --runtime ghost" in response.json()["language"][0]
+    assert not Evaluation.objects.exists()
+
+
+def test_a_runtime_whose_image_went_missing_after_submission_ends_in_error_and_never_runs_weaker(alice_api):
+    ghost = Runtime.objects.create(name="ghost", image="", command=["python3", "{file}"], file_name="main.py")
+    response = submit(alice_api, language="ghost", code="print(1)")
+    assert response.status_code == 201, response.content
+    Runtime.objects.filter(pk=ghost.pk).update(image="crucible-sandbox:does-not-exist")
+    helpers.work_off_queues()
+    evaluation = Evaluation.objects.get(pk=response.json()["id"])
     assert (evaluation.status, evaluation.reason) == (Status.ERROR, Reason.ENGINE_ERROR)
     assert evaluation.error
     assert not evaluation.chunks.exists()

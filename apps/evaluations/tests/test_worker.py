@@ -16,7 +16,7 @@ from apps.evaluations import services, worker
 from apps.evaluations.models import QUEUE_FOR_PRIORITY, Evaluation, Priority, Reason, Status
 from apps.evaluations.tests.factories import make_evaluation
 from apps.evaluations.tests.helpers import wait_for, wait_for_status
-from apps.evaluations.worker import CrucibleWorker
+from apps.evaluations.worker import CrucibleWorker, warm_profiles
 from apps.sandboxing import containers, pool
 from tests.stack import wait_until
 
@@ -185,3 +185,12 @@ def test_a_worker_fills_its_warm_pool_once_registered_and_drains_it_when_it_stop
         worker.register_death()
     assert pool.idle(worker.name) == []
     assert worker.pool.stats.started >= 2
+
+
+def test_the_warm_pool_keeps_the_profiles_of_the_runtimes_the_operator_names(settings):
+    settings.SANDBOX_POOL_RUNTIMES = ["c", "python", "no-such-runtime"]
+    profiles = warm_profiles()
+    assert [(p.image, p.build_dir) for p in profiles] == [
+        (settings.SANDBOX_IMAGE, False),
+        ("crucible-runtime-c:latest", True),  # python shares SANDBOX_IMAGE's; unknown names are skipped
+    ]

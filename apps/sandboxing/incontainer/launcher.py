@@ -1,13 +1,16 @@
 """The launcher: started in the sandbox, as the sandbox user, to hand one program its code and stdin.
 
 Run as ``python3 -I -S -c SOURCE CODE_PATH MARKER_HEX N KEY=VALUE*N ARGV...`` (see ``argv``). It
-reads a length-prefixed payload (``pack_payload``: a seccomp filter, the code, then the program's
-stdin) from its own stdin, writes the code file read-only, makes fd 0 the stdin bytes (or
-``/dev/null``), installs the filter if there is one (BPF from the host, with no-new-privileges; the
-host sends one where the engine does not filter exec'd programs itself, i.e. under gVisor), writes
-the marker to stderr and stdout and ``execve``s the runtime command with exactly the given
-environment. Whatever it writes to stderr before the marker is its own complaint, not the
-program's: the host reads the marker on each stream to tell the two apart. Standard library only
+reads a length-prefixed payload (``pack_payload``: a seccomp filter, the code, the program's stdin,
+then any extra files of a submission with several) from its own stdin, writes the extra files and
+the code file read-only next to each other (no code file when CODE_PATH names a directory alone,
+ending in ``/``: the run step of a compiled program, whose files the compile step received), makes
+fd 0 the stdin bytes (or ``/dev/null``), installs the filter if there is one (BPF from the host,
+with no-new-privileges; the host sends one where the engine does not filter exec'd programs
+itself, i.e. under gVisor), writes the marker to stderr and stdout and ``execve``s the runtime
+command with exactly the given environment. Whatever it writes to stderr before the marker is its
+own complaint, not the program's: the host reads the marker on each stream to tell the two apart.
+Standard library only
 (``-S``), nothing runs at import time.
 """
 
@@ -17,7 +20,8 @@ import os
 import struct
 import sys
 
-HEADER = struct.Struct(">III")  # seccomp filter length, code length, stdin length
+HEADER = struct.Struct(">IIII")  # seccomp filter length, code length, stdin length, extra files length
+FILE_HEADER = struct.Struct(">HI")  # one extra file: name length, content length
 READ_CHUNK = 1 << 20
 EXIT_PAYLOAD_SHORT = 125
 EXIT_CANNOT_RUN = 127
@@ -29,9 +33,33 @@ SECCOMP_MODE_FILTER = 2
 STDIN_FILE = ".stdin"  # next to the code file; not a valid runtime file name, so never the code's
 
 
-def pack_payload(code: bytes, stdin: bytes, seccomp_filter: bytes = b"") -> bytes:
-    """What the host writes to the launcher's stdin."""
-    return HEADER.pack(len(seccomp_filter), len(code), len(stdin)) + seccomp_filter + code + stdin
+def pack_payload(
+    code: bytes, stdin: bytes, seccomp_filter: bytes = b"", files: dict[str, bytes] | None = None
+) -> bytes:
+    """What the host writes to the launcher's stdin. ``files`` (plain names, checked by the host) go
+    next to the code file."""
+    extra = b"".join(
+        FILE_HEADER.pack(len(name.encode()), len(content)) + name.encode() + content
+        for name, content in (files or {}).items()
+    )
+    header = HEADER.pack(len(seccomp_filter), len(code), len(stdin), len(extra))
+    return header + seccomp_filter + code + stdin + extra
+
+
+def unpack_files(blob: bytes) -> list[tuple[str, bytes]]:
+    """The extra files of a payload, in order; a name with a path separator or a dot-name is refused."""
+    files, at = [], 0
+    while at < len(blob):
+        name_len, size = FILE_HEADER.unpack_from(blob, at)
+        at += FILE_HEADER.size
+        name = blob[at : at + name_len].decode()
+        content = blob[at + name_len : at + name_len + size]
+        at += name_len + size
+        if not name or "/" in name or "\0" in name or name.startswith(".") or len(content) != size:
+            complain("a file name or size in the payload is not acceptable")
+            os._exit(EXIT_PAYLOAD_SHORT)
+        files.append((name, content))
+    return files
 
 
 def argv(code_path: str, marker: bytes, environment: dict[str, str], command: list[str]) -> list[str]:
@@ -103,10 +131,21 @@ def install_filter(bpf: bytes) -> None:
 
 def main(args: list[str]) -> None:
     code_path, marker, environment, command = parse_argv(args)
-    filter_len, code_len, stdin_len = HEADER.unpack(read_exactly(0, HEADER.size))
+    filter_len, code_len, stdin_len, files_len = HEADER.unpack(read_exactly(0, HEADER.size))
     bpf = read_exactly(0, filter_len)
-    write_new_file(code_path, read_exactly(0, code_len), 0o444)
-    fd = open_stdin(os.path.dirname(code_path), read_exactly(0, stdin_len))
+    code = read_exactly(0, code_len)
+    stdin = read_exactly(0, stdin_len)
+    directory = os.path.dirname(code_path)
+    if not os.path.lexists(directory):  # a later program of several, in a directory of its own
+        os.mkdir(directory, 0o755)
+    if os.path.islink(directory) or not os.path.isdir(directory):
+        complain(f"{directory} is not a directory of the sandbox's own")
+        os._exit(EXIT_CANNOT_RUN)
+    for name, content in unpack_files(read_exactly(0, files_len)):
+        write_new_file(os.path.join(directory, name), content, 0o444)
+    if os.path.basename(code_path):  # a directory alone: the code file is there already (a compiled run)
+        write_new_file(code_path, code, 0o444)
+    fd = open_stdin(directory, stdin)
     os.dup2(fd, 0)
     os.close(fd)
     if bpf:

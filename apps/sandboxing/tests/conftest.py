@@ -21,7 +21,7 @@ from apps.sandboxing.engine_runtime import RuntimeUnknown
 from apps.sandboxing.outcomes import ResourceSample, RunRequest, RunResult
 from apps.sandboxing.policy import Limits, Profile, runtime_for
 from apps.sandboxing.pool import WarmPool, remove_pools_of
-from apps.sandboxing.runner import run
+from apps.sandboxing.runner import profile_for, run
 from apps.sandboxing.sandbox import SandboxSetupError
 
 # SANDBOX_TEST_POOL=1 (make test's third pass): every run takes a sandbox from a warm pool, so the
@@ -130,7 +130,7 @@ def execute(
         return Observed(result, chunks, samples, calls, commands, time.monotonic() - start)
     owner = f"test-pool-{uuid.uuid4().hex[:8]}"
     try:
-        warmed = _warm(owner, Profile(image=request.runtime.image, limits=request.limits))
+        warmed = _warm(owner, profile_for(request))
         result = run(request, on_output=record, control=poll, on_sample=samples.append, pool_owner=owner)
         assert result.warm == warmed, "a run with a warm sandbox of its profile must take it"
     finally:

@@ -36,7 +36,7 @@ def test_the_launcher_reads_back_the_arguments_the_host_gives_it():
 
 def test_the_launcher_payload_is_the_code_then_the_stdin_with_their_lengths():
     payload = launcher.pack_payload(b"print(1)", b"in")
-    assert launcher.HEADER.unpack(payload[: launcher.HEADER.size]) == (0, 8, 2)
+    assert launcher.HEADER.unpack(payload[: launcher.HEADER.size]) == (0, 8, 2, 0)
     assert payload[launcher.HEADER.size :] == b"print(1)in"
 
 
