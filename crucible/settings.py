@@ -181,7 +181,9 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "apps.console.context_processors.alert_badge",
-            ]
+            ],
+            # Formatting filters every page uses (durations, binary sizes, JSON), without {% load %}.
+            "builtins": ["crucible.formatting"],
         },
     }
 ]
