@@ -64,3 +64,12 @@ def pretty_json(value) -> str:
         return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str)
     except (TypeError, ValueError):
         return str(value)
+
+
+@register.filter
+def as_json(value) -> str:
+    """A value as one line of JSON (not a Python repr: ``{"rule": "x"}``, not ``{'rule': 'x'}``)."""
+    try:
+        return json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
+    except (TypeError, ValueError):
+        return str(value)

@@ -15,6 +15,8 @@ import pytest
 from playwright.sync_api import expect
 
 from apps.accounts.tests.conftest import forget_sign_in_throttles
+from apps.audit.services import record
+from apps.monitoring.alerts import raise_alert
 from apps.evaluations.models import Evaluation, Runtime, Status
 from apps.evaluations.runtimes import ensure_default_runtimes
 from apps.evaluations.tests.factories import add_chunk, make_evaluation
@@ -24,7 +26,7 @@ from tests.stack import live_stack  # noqa: F401 (the fixture)
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
-PASSWORD = "alice-password-1"  # the root conftest's alice
+PASSWORDS = {"alice": "alice-password-1", "olivia": "olivia-password-1"}  # the root conftest's people
 SCREENSHOTS = Path(os.environ.get("CRUCIBLE_SCREENSHOTS", Path(__file__).parent / "output"))
 DESKTOP = {"width": 1280, "height": 900}
 PHONE = {"width": 390, "height": 844}
@@ -49,10 +51,10 @@ def browser():
 
 @pytest.fixture
 def open_as_alice(alice, live_stack, browser):  # noqa: F811
-    """A function that opens a signed-in page as alice: ``open_as_alice(viewport=…, **context options)``."""
+    """A function that opens a signed-in page: ``open_as_alice(viewport=…, user="alice", **context options)``."""
     contexts = []
 
-    def open_page(viewport=DESKTOP, **options):
+    def open_page(viewport=DESKTOP, user="alice", **options):
         context = browser.new_context(viewport=viewport, **options)
         contexts.append(context)
         page = context.new_page()
@@ -61,8 +63,8 @@ def open_as_alice(alice, live_stack, browser):  # noqa: F811
         page.on("console", lambda msg: page.problems.append(msg.text) if msg.type == "error" else None)
         page.on("pageerror", lambda exc: page.problems.append(str(exc)))
         page.goto(f"{live_stack.url}/accounts/login/")
-        page.fill("input[name=login]", "alice")
-        page.fill("input[name=password]", PASSWORD)
+        page.fill("input[name=login]", user)
+        page.fill("input[name=password]", PASSWORDS[user])
         page.click("form.stack-form button[type=submit]")
         page.wait_for_load_state()
         page.base = live_stack.url
@@ -204,3 +206,21 @@ def test_the_form_names_and_labels_a_run(open_as_alice):
     phone = open_as_alice(viewport=PHONE)
     phone.goto(f"{phone.base}/evaluations/new/")
     shoot(phone, "form-phone")
+
+
+def test_olivia_acknowledges_alerts_in_bulk_and_reads_audit_details_as_json(olivia, open_as_alice):
+    alerts = [
+        orm(lambda n=n: raise_alert(evaluation_id=uuid.uuid4(), rule_name=n, severity="warning", message="m"))
+        for n in ("first", "second", "third")
+    ]
+    orm(lambda: record("evaluation.stop", actor=olivia, target="x", reason="runaway", count=2))
+    page = both_widths(open_as_alice, "/monitoring/alerts/", "alerts", user="olivia")
+    for alert in alerts[:2]:
+        page.locator(f"tr[data-alert-id='{alert.pk}'] input[type=checkbox]").check()
+    page.locator("#acknowledge-selected").click()
+    expect(page.locator(".messages")).to_contain_text("2 alerts acknowledged.")
+    expect(page.locator("tr.alert-row")).to_have_count(1)
+    expect(page.locator(f"tr[data-alert-id='{alerts[2].pk}']")).to_be_visible()
+    page.goto(f"{page.base}/monitoring/audit/")
+    expect(page.locator(".audit-details", has_text="runaway")).to_have_text('{"count": 2, "reason": "runaway"}')
+    both_widths(open_as_alice, "/monitoring/audit/", "audit", user="olivia")
