@@ -16,10 +16,10 @@ from playwright.sync_api import expect
 
 from apps.accounts.tests.conftest import forget_sign_in_throttles
 from apps.audit.services import record
-from apps.monitoring.alerts import raise_alert
 from apps.evaluations.models import Evaluation, Runtime, Status
 from apps.evaluations.runtimes import ensure_default_runtimes
 from apps.evaluations.tests.factories import add_chunk, make_evaluation
+from apps.monitoring.alerts import raise_alert
 from tests.browser import chromium
 from tests.browser.orm import orm
 from tests.stack import live_stack  # noqa: F401 (the fixture)
