@@ -147,9 +147,10 @@ class EvaluationForm(forms.Form):
         """The body ``services.submit`` takes, the same shape as the API's."""
         data = self.cleaned_data
         body = {
-            "code": data["code"],
+            # Browsers send a textarea's line breaks as CRLF; programs expect what was typed (LF).
+            "code": data["code"].replace("\r\n", "\n"),
             "language": data["language"],
-            "stdin": data["stdin"],
+            "stdin": data["stdin"].replace("\r\n", "\n"),
             "priority": data["priority"],
         }
         for name in ("timeout_s", "memory_mb", "cpus"):

@@ -15,6 +15,8 @@ import uuid
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.contrib.staticfiles import finders
+from django.contrib.staticfiles.storage import staticfiles_storage
 from django.core.paginator import Paginator
 from django.http import Http404
 from django.shortcuts import redirect, render
@@ -110,12 +112,28 @@ def evaluation_new(request):
         form = EvaluationForm(initial=_initial(request), maxima=maxima, high_priority=high_priority)
         status = 200
     examples = [{"key": key, "title": example["title"]} for key, example in EXAMPLES.items()]
-    response = render(
-        request, "evaluations/new.html", {"form": form, "examples": examples, "maxima": maxima}, status=status
-    )
+    context = {
+        "form": form,
+        "examples": examples,
+        "maxima": maxima,
+        "code_editor_bundle": code_editor_bundle(),
+        "max_code_bytes": settings.SANDBOX_MAX_CODE_BYTES,
+    }
+    response = render(request, "evaluations/new.html", context, status=status)
     if form.retry_after:
         response["Retry-After"] = str(form.retry_after)
     return response
+
+
+CODE_EDITOR_BUNDLE = "build/code-editor.js"
+
+
+def code_editor_bundle() -> str | None:
+    """The CodeMirror bundle's static path when scripts/setup.sh built it, else None (the plain
+    textarea is the editor then; asking ``{% static %}`` for a missing file would be a 500 in production)."""
+    if finders.find(CODE_EDITOR_BUNDLE) or staticfiles_storage.exists(CODE_EDITOR_BUNDLE):
+        return CODE_EDITOR_BUNDLE
+    return None
 
 
 def _initial(request) -> dict:

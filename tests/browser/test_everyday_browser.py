@@ -22,6 +22,7 @@ from apps.evaluations.tests.factories import add_chunk, make_evaluation
 from apps.monitoring.alerts import raise_alert
 from tests.browser import chromium
 from tests.browser.orm import orm
+from tests.browser.test_evaluations_browser import set_code
 from tests.stack import live_stack  # noqa: F401 (the fixture)
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -193,7 +194,7 @@ def test_dark_mode_follows_the_system_setting(open_as_alice, alice):
 def test_the_form_names_and_labels_a_run(open_as_alice):
     page = open_as_alice()
     page.goto(f"{page.base}/evaluations/new/")
-    page.fill("textarea[name=code]", "print('named')")
+    set_code(page, "print('named')")
     page.fill("input[name=name]", "my named run")
     page.fill("input[name=labels]", "exp-9, model=small")
     shoot(page, "form-desktop")
@@ -224,3 +225,35 @@ def test_olivia_acknowledges_alerts_in_bulk_and_reads_audit_details_as_json(oliv
     page.goto(f"{page.base}/monitoring/audit/")
     expect(page.locator(".audit-details", has_text="runaway")).to_have_text('{"count": 2, "reason": "runaway"}')
     both_widths(open_as_alice, "/monitoring/audit/", "audit", user="olivia")
+
+
+@pytest.mark.docker
+def test_the_code_editor_highlights_numbers_lines_and_loads_a_file(open_as_alice, tmp_path):
+    page = open_as_alice()
+    page.goto(f"{page.base}/evaluations/new/")
+    editor = page.locator(".cm-editor")
+    expect(editor).to_be_visible()  # CodeMirror, bundled at build time, over the form's textarea
+    expect(page.locator("textarea[name=code]")).to_be_hidden()
+    page.locator(".cm-content").click()
+    page.keyboard.press("Control+a")
+    page.keyboard.type("import sys\nprint(sys.argv)\n")
+    expect(page.locator(".cm-lineNumbers .cm-gutterElement", has_text="3")).to_be_visible()
+    keyword = page.locator(".cm-line span", has_text="import").first
+    plain = page.locator(".cm-line").nth(1)
+    assert keyword.evaluate("e => getComputedStyle(e).color") != plain.evaluate("e => getComputedStyle(e).color")
+    script = tmp_path / "loop.sh"
+    script.write_text('for i in 1 2 3; do\n  echo "line $i"\ndone\n')
+    page.set_input_files("#code-file", str(script))
+    expect(page.locator("#code-file-status")).to_have_text("Loaded loop.sh (4 lines).")
+    expect(page.locator("select[name=language]")).to_have_value("bash")
+    expect(page.locator(".cm-content")).to_contain_text('echo "line $i"')
+    shoot(page, "editor-desktop")
+    phone = open_as_alice(viewport=PHONE)
+    phone.goto(f"{phone.base}/evaluations/new/")
+    expect(phone.locator(".cm-editor")).to_be_visible()
+    shoot(phone, "editor-phone")
+    page.get_by_role("button", name="Run").click()
+    page.wait_for_url(re.compile(r"/evaluations/[0-9a-f-]{36}/$"))
+    evaluation = orm(lambda: Evaluation.objects.get(pk=uuid.UUID(page.url.rstrip("/").rsplit("/", 1)[1])))
+    assert (evaluation.language, evaluation.code) == ("bash", script.read_text())
+    assert not page.problems and not phone.problems, (page.problems, phone.problems)  # nothing the CSP refused

@@ -202,3 +202,25 @@ def test_the_list_shows_a_readable_duration_with_the_exact_ms_in_a_title(alice):
     make_evaluation(alice, status=Status.SUCCEEDED, exit_code=0, duration_ms=123_456, finished_at=timezone.now())
     html = signed_in(alice).get(reverse("evaluations:list")).content.decode()
     assert '<span title="123456 ms">2 min 3 s</span>' in html
+
+
+# --- the code editor ------------------------------------------------------------------------
+
+
+def test_the_form_loads_the_editor_bundle_only_when_it_was_built(alice, monkeypatch):
+    from apps.evaluations import views
+
+    monkeypatch.setattr(views, "code_editor_bundle", lambda: "build/code-editor.js")
+    html = signed_in(alice).get(reverse("evaluations:new")).content.decode()
+    assert '<script src="/static/build/code-editor.js" defer></script>' in html
+    monkeypatch.setattr(views, "code_editor_bundle", lambda: None)
+    html = signed_in(alice).get(reverse("evaluations:new")).content.decode()
+    assert "code-editor.js" not in html and "data-code-editor" in html  # the plain textarea stays the editor
+
+
+def test_the_forms_line_breaks_reach_the_program_as_typed(alice):
+    signed_in(alice).post(
+        reverse("evaluations:new"),
+        {"code": "echo a\r\necho b\r\n", "stdin": "x\r\ny", "language": "bash", "priority": "normal"},
+    )
+    assert Evaluation.objects.values_list("code", "stdin").get() == ("echo a\necho b\n", "x\ny")
