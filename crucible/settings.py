@@ -182,7 +182,9 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "apps.console.context_processors.alert_badge",
-            ]
+            ],
+            # Formatting filters every page uses (durations, binary sizes, JSON), without {% load %}.
+            "builtins": ["crucible.formatting"],
         },
     }
 ]
@@ -310,6 +312,8 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Summaries for every operation and one shared 404 response (crucible/openapi.py).
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "crucible.openapi.polish"],
 }
 
 # --- Quotas (defaults; operators override per user or group in the admin) ------------------

@@ -77,6 +77,23 @@ if [ ! -x .venv/bin/python ] || [ "$(cat .venv/.requirements 2>/dev/null)" != "$
   echo "$stamp" > .venv/.requirements
 fi
 
+# --- The code editor's bundle (CodeMirror 6 from the npm registry, into static/build/) -------
+# A progressive enhancement: without it the form's plain textarea is the editor, so a failure here
+# (no registry) is a warning, not a stop. Skipped when the lock file and frontend/ are unchanged.
+build_code_editor() {
+  local stamp
+  stamp=$(cat package.json package-lock.json frontend/*.js | sha256sum | cut -c1-16)
+  [ -f static/build/code-editor.js ] && [ "$(cat static/build/.stamp 2>/dev/null)" = "$stamp" ] && return 0
+  command -v npm >/dev/null || { log "installing nodejs and npm (Debian)"; apt-get install -y -qq nodejs npm >/dev/null; }
+  log "bundling the code editor (npm ci + esbuild)"
+  if npm ci --no-audit --no-fund --loglevel=error >/dev/null && npm run --silent build >/dev/null; then
+    echo "$stamp" > static/build/.stamp
+  else
+    log "warning: could not build the code editor; the form keeps its plain textarea"
+  fi
+}
+build_code_editor
+
 # --- Sandbox image, database, operator ----------------------------------------------------
 .venv/bin/python manage.py build_sandbox_image --if-missing
 # The runtimes marked "prebuilt" in sandbox/runtimes.json (python-scientific, c, javascript): each

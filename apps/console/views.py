@@ -59,6 +59,26 @@ def alert_list(request):
 
 @require_POST
 @operator_required
+def alert_acknowledge_many(request):
+    """Acknowledge the ticked alerts (``alert`` repeated), or every unacknowledged one (``all=1``)."""
+    if request.POST.get("all") == "1":
+        ids = list(Alert.objects.unacknowledged().values_list("pk", flat=True)[: alert_service.MAX_BULK_ACKNOWLEDGE])
+    else:
+        raw = request.POST.getlist("alert")
+        if not all(value.isascii() and value.isdigit() and len(value) < 19 for value in raw):
+            return HttpResponseBadRequest("alert must be alert ids")
+        ids = [int(value) for value in raw]
+    count = alert_service.acknowledge_many(ids, actor=request.user, request=request)
+    if count:
+        messages.success(request, f"{count} alert{'s' if count != 1 else ''} acknowledged.")
+    else:
+        messages.info(request, "No alert was acknowledged: none selected, or already acknowledged.")
+    target = request.POST.get("next", "")
+    return redirect(target if target in ACKNOWLEDGE_RETURNS_TO else "/monitoring/alerts/")
+
+
+@require_POST
+@operator_required
 def alert_acknowledge(request, pk):
     alert = get_object_or_404(Alert, pk=pk)
     if alert_service.acknowledge(alert, actor=request.user, request=request):

@@ -14,6 +14,7 @@ from django.conf import settings
 
 from apps.evaluations import runtimes
 from apps.evaluations.models import Priority, Runtime
+from apps.evaluations.validation import LABEL_RULE, MAX_LABELS, MAX_NAME_CHARS
 from apps.sandboxing.policy import MINIMA
 
 EXAMPLES = {
@@ -75,9 +76,21 @@ class EvaluationForm(forms.Form):
         widget=forms.Textarea(attrs={"class": "code-editor code-editor--small", "rows": 3, "spellcheck": "false"}),
     )
     timeout_s = forms.FloatField(required=False, label="Timeout (seconds)")
-    memory_mb = forms.IntegerField(required=False, label="Memory (MB)")
+    memory_mb = forms.IntegerField(required=False, label="Memory (MiB)")
     cpus = forms.FloatField(required=False, label="CPUs")
     priority = forms.ChoiceField(choices=Priority.choices, initial=Priority.NORMAL)
+    name = forms.CharField(
+        required=False,
+        max_length=MAX_NAME_CHARS,
+        help_text="Optional: to tell this run apart in the list.",
+        widget=forms.TextInput(attrs={"placeholder": "e.g. baseline, fixed off-by-one", "autocomplete": "off"}),
+    )
+    labels = forms.CharField(
+        required=False,
+        max_length=MAX_LABELS * 66,
+        help_text=f"Optional, comma-separated, at most {MAX_LABELS}; each {LABEL_RULE}.",
+        widget=forms.TextInput(attrs={"placeholder": "e.g. model=gpt-4, experiment-3", "autocomplete": "off"}),
+    )
     # A fresh key per rendered form: a double click or a resent POST gives the same evaluation.
     idempotency_key = forms.CharField(required=False, widget=forms.HiddenInput, max_length=200)
 
@@ -91,7 +104,7 @@ class EvaluationForm(forms.Form):
         self.fields["idempotency_key"].initial = uuid.uuid4().hex
         default_timeout, default_memory = settings.SANDBOX_DEFAULT_TIMEOUT_S, settings.SANDBOX_DEFAULT_MEMORY_MB
         self._limit("timeout_s", MINIMA.timeout_s, maxima.timeout_s, default_timeout, "s", step="0.1")
-        self._limit("memory_mb", MINIMA.memory_mb, maxima.memory_mb, default_memory, "MB", step="1")
+        self._limit("memory_mb", MINIMA.memory_mb, maxima.memory_mb, default_memory, "MiB", step="1")
         default_cpus = min(settings.SANDBOX_DEFAULT_CPUS, settings.SANDBOX_MAX_CPUS)
         self._limit("cpus", MINIMA.cpus, maxima.cpus, default_cpus, "", step="0.1")
 
@@ -134,14 +147,19 @@ class EvaluationForm(forms.Form):
         """The body ``services.submit`` takes, the same shape as the API's."""
         data = self.cleaned_data
         body = {
-            "code": data["code"],
+            # Browsers send a textarea's line breaks as CRLF; programs expect what was typed (LF).
+            "code": data["code"].replace("\r\n", "\n"),
             "language": data["language"],
-            "stdin": data["stdin"],
+            "stdin": data["stdin"].replace("\r\n", "\n"),
             "priority": data["priority"],
         }
         for name in ("timeout_s", "memory_mb", "cpus"):
             if data.get(name) is not None:
                 body[name] = data[name]
+        if data.get("name"):
+            body["name"] = data["name"]
+        if data.get("labels"):
+            body["labels"] = data["labels"]  # comma-separated: validation.parse_labels splits it
         return body
 
     def add_service_errors(self, errors: dict[str, list[str]]) -> None:

@@ -18,16 +18,18 @@ from apps.sandboxing.policy import Runtime as SandboxRuntime
 
 
 class Status(models.TextChoices):
-    QUEUED = "queued"
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    TIMED_OUT = "timed_out"
-    OOM_KILLED = "oom_killed"
-    CANCELLED = "cancelled"
-    STOPPED = "stopped"
-    SAFETY_STOPPED = "safety_stopped"
-    ERROR = "error"
+    """Each status with the label people read (the same on every page)."""
+
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+    TIMED_OUT = "timed_out", "Timed out"
+    OOM_KILLED = "oom_killed", "OOM killed"
+    CANCELLED = "cancelled", "Cancelled"
+    STOPPED = "stopped", "Stopped"
+    SAFETY_STOPPED = "safety_stopped", "Safety stopped"
+    ERROR = "error", "Error"
 
 
 ACTIVE_STATUSES = (Status.QUEUED, Status.RUNNING)
@@ -124,6 +126,18 @@ STATUS_FOR_CONTROL = {
 }
 
 
+SHORT_ID_MIN = 8  # the pages show the first 8 characters of an id
+
+
+class AmbiguousId(Exception):
+    """A short id that more than one visible evaluation starts with (a 400 that says to give more)."""
+
+    def __init__(self, prefix: str):
+        self.prefix = prefix
+        self.message = f"More than one evaluation's id starts with {prefix!r}; give more characters of it."
+        super().__init__(self.message)
+
+
 class EvaluationQuerySet(models.QuerySet):
     def visible_to(self, user):
         if not user.is_authenticated:
@@ -133,12 +147,36 @@ class EvaluationQuerySet(models.QuerySet):
     def active(self):
         return self.filter(status__in=ACTIVE_STATUSES)
 
+    def by_id(self, raw: str) -> Evaluation:
+        """The one evaluation of this queryset whose id is ``raw`` or starts with it (a short id as the
+        pages show it, at least SHORT_ID_MIN characters). Raises ``Evaluation.DoesNotExist`` or
+        ``AmbiguousId``."""
+        text = str(raw).strip().lower()
+        try:
+            return self.get(pk=uuid.UUID(text))
+        except ValueError:
+            pass
+        if len(text) < SHORT_ID_MIN or any(c not in "0123456789abcdef-" for c in text):
+            raise Evaluation.DoesNotExist
+        found = list(self.filter(id__startswith=text).order_by("-created_at")[:2])
+        if not found:
+            raise Evaluation.DoesNotExist
+        if len(found) > 1:
+            raise AmbiguousId(text)
+        return found[0]
+
     def search(self, q: str):
         """Match ``q`` against the id (a hex prefix of 4+ characters), language, code and metadata text."""
         q = (q or "").strip()[:200]
         if not q:
             return self
-        match = models.Q(language__iexact=q) | models.Q(code__icontains=q) | models.Q(metadata__icontains=q)
+        match = (
+            models.Q(language__iexact=q)
+            | models.Q(name__icontains=q)
+            | models.Q(labels__icontains=q)
+            | models.Q(code__icontains=q)
+            | models.Q(metadata__icontains=q)
+        )
         if len(q) >= 4 and all(c in "0123456789abcdef-" for c in q.lower()):
             match |= models.Q(id__startswith=q.lower())
         return self.filter(match)
@@ -156,6 +194,9 @@ class Evaluation(models.Model):
     env = models.JSONField(default=dict, blank=True)  # variables added to the program's environment
     priority = models.CharField(max_length=8, choices=Priority.choices, default=Priority.NORMAL)
     metadata = models.JSONField(default=dict, blank=True)
+    # A person's way to tell runs apart: optional, shown in the list and the detail header, filterable.
+    name = models.CharField(max_length=100, blank=True, default="")
+    labels = models.JSONField(default=list, blank=True)  # short strings, see validation.parse_labels
     idempotency_key = models.CharField(max_length=200, blank=True, default="")
     request_fingerprint = models.CharField(max_length=64, blank=True, default="")
     # Where the ``evaluation.finished`` callback is POSTed when it ends (empty: none); see callbacks/.
@@ -228,6 +269,19 @@ class Evaluation(models.Model):
 
     def __str__(self) -> str:
         return f"{self.id} ({self.status})"
+
+    @property
+    def short_id(self) -> str:
+        return str(self.pk)[:SHORT_ID_MIN]
+
+    @property
+    def rerun_of_id(self) -> str | None:
+        """The evaluation this one runs again ("Run again" records it in the metadata), or None."""
+        value = self.metadata.get("rerun_of") if isinstance(self.metadata, dict) else None
+        try:
+            return str(uuid.UUID(str(value))) if value else None
+        except ValueError:
+            return None
 
     @property
     def is_terminal(self) -> bool:

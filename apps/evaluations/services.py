@@ -16,7 +16,7 @@ from apps.accounts import quotas
 from apps.audit import services as audit
 from apps.evaluations import publisher
 from apps.evaluations.callbacks import targets
-from apps.evaluations.models import STATUS_FOR_CONTROL, Control, Evaluation, Priority, Status
+from apps.evaluations.models import STATUS_FOR_CONTROL, Control, Evaluation, Priority, Runtime, Status
 from apps.evaluations.validation import Maxima, Submission, SubmissionInvalid, parse_submission
 from apps.monitoring import alerts
 
@@ -147,6 +147,8 @@ def _create(owner, submission: Submission, idempotency_key: str, fingerprint: st
         env=submission.env,
         priority=submission.priority,
         metadata=submission.metadata,
+        name=submission.name,
+        labels=submission.labels,
         callback_url=submission.callback_url,
         idempotency_key=idempotency_key,
         request_fingerprint=fingerprint,
@@ -259,4 +261,47 @@ def resubmission_body(evaluation: Evaluation) -> dict:
         "cpus": evaluation.cpus,
         "priority": evaluation.priority,
         "metadata": {**evaluation.metadata, "rerun_of": str(evaluation.pk)},
+        **({"name": evaluation.name} if evaluation.name else {}),
+        **({"labels": list(evaluation.labels)} if evaluation.labels else {}),
     }
+
+
+COMPARE_OUTPUT_BYTES = 256 * 1024  # enough to compare two runs' output by eye; diffing more is slow
+
+
+def stdout_text(evaluation: Evaluation, limit: int = COMPARE_OUTPUT_BYTES) -> str:
+    """The first ``limit`` bytes of an evaluation's stdout as text (for the comparison page)."""
+    pieces, size = [], 0
+    for chunk in evaluation.chunks.filter(stream="stdout").order_by("seq").iterator(chunk_size=500):
+        data = bytes(chunk.data)
+        pieces.append(data[: limit - size])
+        size += len(data)
+        if size >= limit:
+            break
+    return b"".join(pieces).decode("utf-8", errors="replace")
+
+
+def language_names() -> list[str]:
+    """Every runtime's name, to filter the list by (disabled ones too: old runs used them)."""
+    return list(Runtime.objects.order_by("name").values_list("name", flat=True))
+
+
+def comparison_rows(left: Evaluation, right: Evaluation) -> list[dict]:
+    """What two runs are compared on, one row per fact, ``differs`` where they are not the same."""
+    facts = [
+        ("Name", lambda e: e.name or "—"),
+        ("Labels", lambda e: ", ".join(e.labels or []) or "—"),
+        ("Status", lambda e: e.get_status_display()),
+        ("Exit code", lambda e: "—" if e.exit_code is None else str(e.exit_code)),
+        ("Language", lambda e: e.language),
+        ("Timeout", lambda e: f"{e.timeout_s:g} s"),
+        ("Memory limit", lambda e: f"{e.memory_mb} MiB"),
+        ("CPUs", lambda e: f"{e.cpus:g}"),
+        ("Duration", lambda e: "—" if e.duration_ms is None else f"{e.duration_ms} ms"),
+        ("Code SHA-256", lambda e: e.code_sha256[:12]),
+    ]
+    rows = []
+    for label, value in facts:
+        a, b = value(left), value(right)
+        rows.append({"label": label, "left": a, "right": b, "differs": a != b})
+    return rows

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
 
 from django.conf import settings
@@ -28,7 +29,14 @@ FIELDS = {
     "files",
     "args",
     "env",
+    "name",
+    "labels",
 }
+MAX_NAME_CHARS = 100
+MAX_LABELS = 10
+MAX_LABEL_CHARS = 64
+LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:=/+@-]*")
+LABEL_RULE = f"at most {MAX_LABEL_CHARS} characters: a letter or digit, then letters, digits and _ . : = / + @ -"
 
 
 class SubmissionInvalid(Exception):
@@ -55,6 +63,8 @@ class Submission:
     files: dict[str, str] = field(default_factory=dict)  # besides the entry point (``code``)
     args: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
+    name: str = ""
+    labels: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -85,6 +95,39 @@ def _text_error(text: str) -> str | None:
     except UnicodeEncodeError:
         return "Must be valid Unicode: no lone surrogates (such as \\ud800)."
     return None
+
+
+def parse_name(value, errors: dict) -> str:
+    """An optional name: one line of at most MAX_NAME_CHARS printable characters, trimmed."""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        errors["name"] = ["Must be a string."]
+        return ""
+    value = value.strip()
+    if len(value) > MAX_NAME_CHARS:
+        errors["name"] = [f"Must be at most {MAX_NAME_CHARS} characters."]
+    elif any(not character.isprintable() for character in value) or _text_error(value):
+        errors["name"] = ["Must be one line of printable characters."]
+    return value
+
+
+def parse_labels(value, errors: dict) -> list[str]:
+    """Optional labels: a list (or one comma-separated string) of at most MAX_LABELS distinct labels."""
+    if value is None or value == "":
+        return []
+    if isinstance(value, str):
+        value = [part.strip() for part in value.split(",") if part.strip()]
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        errors["labels"] = ["Must be a list of strings."]
+        return []
+    labels = list(dict.fromkeys(item.strip() for item in value if item.strip()))
+    bad = [label for label in labels if len(label) > MAX_LABEL_CHARS or not LABEL.fullmatch(label)]
+    if bad:
+        errors["labels"] = [f"Not a valid label: {bad[0][:80]!r}; each label is {LABEL_RULE}."]
+    elif len(labels) > MAX_LABELS:
+        errors["labels"] = [f"At most {MAX_LABELS} labels."]
+    return labels
 
 
 def parse_submission(body, maxima: Maxima) -> Submission:
@@ -154,10 +197,26 @@ def parse_submission(body, maxima: Maxima) -> Submission:
         except targets.CallbackUrlRefused as exc:
             errors["callback_url"] = [exc.message]
 
+    name = parse_name(body.get("name"), errors)
+    labels = parse_labels(body.get("labels"), errors)
+
     if errors:
         raise SubmissionInvalid(errors)
     return Submission(
-        code, language, stdin, timeout_s, memory_mb, cpus, priority, metadata, callback_url, files, args, env
+        code,
+        language,
+        stdin,
+        timeout_s,
+        memory_mb,
+        cpus,
+        priority,
+        metadata,
+        callback_url,
+        files,
+        args,
+        env,
+        name,
+        labels,
     )
 
 

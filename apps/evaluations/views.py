@@ -8,13 +8,18 @@ HTML by the server or inserted as HTML by the page's script.
 
 from __future__ import annotations
 
+import difflib
+import functools
 import uuid
 
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.contrib.staticfiles import finders
+from django.contrib.staticfiles.storage import staticfiles_storage
 from django.core.paginator import Paginator
-from django.shortcuts import get_object_or_404, redirect, render
+from django.http import Http404
+from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -23,34 +28,46 @@ from apps.accounts import quotas
 from apps.accounts.roles import is_operator
 from apps.evaluations import services
 from apps.evaluations.forms import EXAMPLES, EvaluationForm
-from apps.evaluations.models import Evaluation, Priority, Status
+from apps.evaluations.listing import parse_filters
+from apps.evaluations.models import AmbiguousId, Evaluation, Priority, Status
 from apps.evaluations.validation import SubmissionInvalid, SubmissionTooLarge
 
 PAGE_SIZE = 25
 
 
 def _visible(request, pk, *, full: bool = False) -> Evaluation:
+    """The evaluation ``pk`` (a full or short id) names, if this user may see it; else 404."""
     queryset = Evaluation.objects.visible_to(request.user).select_related("owner")
     if not full:
         queryset = queryset.defer("code", "stdin")
-    return get_object_or_404(queryset, pk=pk)
+    try:
+        return queryset.by_id(pk)
+    except Evaluation.DoesNotExist:
+        raise Http404 from None
 
 
-def _search(queryset, status: str, q: str):
-    """The same filters as the API list: an exact status (unknown ones ignored here), and ``search(q)``."""
-    if status in Status.values:
-        queryset = queryset.filter(status=status)
-    return queryset.search(q)
+def resolves_short_ids(view):
+    """An ambiguous short id in the URL is a 400 page that says to give more of it (never a 500)."""
+
+    @functools.wraps(view)
+    def wrapper(request, *args, **kwargs):
+        try:
+            return view(request, *args, **kwargs)
+        except AmbiguousId as exc:
+            return render(request, "400.html", {"message": exc.message}, status=400)
+
+    return wrapper
 
 
 @login_required
 @require_GET
 def evaluation_list(request):
-    status = request.GET.get("status", "")
-    q = request.GET.get("q", "").strip()[:200]
+    operator = is_operator(request.user)
+    filters = parse_filters(request.GET, strict=False)
+    if not operator:
+        filters.owner = ""  # researchers see only their own: the filter would narrow nothing
     queryset = Evaluation.objects.visible_to(request.user).select_related("owner").defer("code", "stdin")
-    queryset = _search(queryset, status, q).order_by("-created_at")
-    page = Paginator(queryset, PAGE_SIZE).get_page(request.GET.get("page"))
+    page = Paginator(filters.apply(queryset), PAGE_SIZE).get_page(request.GET.get("page"))
     query = request.GET.copy()
     query.pop("page", None)
     return render(
@@ -58,17 +75,20 @@ def evaluation_list(request):
         "evaluations/list.html",
         {
             "page": page,
-            "status": status if status in Status.values else "",
-            "q": q,
+            "filters": filters,
+            "status": filters.status,
+            "q": filters.q,
             "statuses": Status.choices,
+            "languages": services.language_names(),
             "query": query.urlencode(),
-            "show_owner": is_operator(request.user),
+            "show_owner": operator,
         },
     )
 
 
 @login_required
 @require_GET
+@resolves_short_ids
 def evaluation_row(request, pk):
     """One list row (htmx polls this for active rows; a finished row stops polling)."""
     evaluation = _visible(request, pk)
@@ -92,12 +112,28 @@ def evaluation_new(request):
         form = EvaluationForm(initial=_initial(request), maxima=maxima, high_priority=high_priority)
         status = 200
     examples = [{"key": key, "title": example["title"]} for key, example in EXAMPLES.items()]
-    response = render(
-        request, "evaluations/new.html", {"form": form, "examples": examples, "maxima": maxima}, status=status
-    )
+    context = {
+        "form": form,
+        "examples": examples,
+        "maxima": maxima,
+        "code_editor_bundle": code_editor_bundle(),
+        "max_code_bytes": settings.SANDBOX_MAX_CODE_BYTES,
+    }
+    response = render(request, "evaluations/new.html", context, status=status)
     if form.retry_after:
         response["Retry-After"] = str(form.retry_after)
     return response
+
+
+CODE_EDITOR_BUNDLE = "build/code-editor.js"
+
+
+def code_editor_bundle() -> str | None:
+    """The CodeMirror bundle's static path when scripts/setup.sh built it, else None (the plain
+    textarea is the editor then; asking ``{% static %}`` for a missing file would be a 500 in production)."""
+    if finders.find(CODE_EDITOR_BUNDLE) or staticfiles_storage.exists(CODE_EDITOR_BUNDLE):
+        return CODE_EDITOR_BUNDLE
+    return None
 
 
 def _initial(request) -> dict:
@@ -121,6 +157,8 @@ def _initial(request) -> dict:
                 "memory_mb": evaluation.memory_mb_requested,
                 "cpus": evaluation.cpus_requested,
                 "priority": _allowed_priority(request.user, evaluation.priority),
+                "name": evaluation.name,
+                "labels": ", ".join(evaluation.labels or []),
             }
     return {}
 
@@ -163,13 +201,17 @@ def _submit(request, form: EvaluationForm) -> Evaluation | None:
 
 @login_required
 @require_GET
+@resolves_short_ids
 def evaluation_detail(request, pk):
     evaluation = _visible(request, pk, full=True)
+    if pk != str(evaluation.pk):  # a short id: go to the page's one address
+        return redirect("evaluations:detail", pk=evaluation.pk)
     return render(request, "evaluations/detail.html", _detail_context(request, evaluation))
 
 
 @login_required
 @require_GET
+@resolves_short_ids
 def evaluation_summary(request, pk):
     """The status, timings, limits, peaks, artifacts and actions; the detail page swaps it in on changes."""
     evaluation = _visible(request, pk)
@@ -188,11 +230,56 @@ def _detail_context(request, evaluation: Evaluation) -> dict:
         "logs_api": reverse("api-evaluation-logs", args=[evaluation.pk]),
         "output_cap_kib": evaluation.output_cap_bytes // 1024,
         "default_output_cap": settings.SANDBOX_OUTPUT_CAP_BYTES,
+        **_relatives(request, evaluation),
     }
+
+
+def _relatives(request, evaluation: Evaluation) -> dict:
+    """The run this one re-ran and the runs that re-ran it, as far as this user may see them."""
+    visible = Evaluation.objects.visible_to(request.user).only("id", "status", "name", "created_at")
+    rerun_of = visible.filter(pk=evaluation.rerun_of_id).first() if evaluation.rerun_of_id else None
+    reruns = list(visible.filter(metadata__rerun_of=str(evaluation.pk)).order_by("created_at")[:20])
+    return {"rerun_of": rerun_of, "reruns": reruns}
+
+
+@login_required
+@require_GET
+def evaluation_compare(request):
+    """Two runs side by side: name, limits, verdict, a diff of their code and of their stdout.
+
+    ``?a=ID&b=ID`` (full or short ids); either missing or not visible is a 404, like elsewhere."""
+    try:
+        left = _visible(request, request.GET.get("a", ""), full=True)
+        right = _visible(request, request.GET.get("b", ""), full=True)
+    except AmbiguousId as exc:
+        return render(request, "400.html", {"message": exc.message}, status=400)
+    return render(
+        request,
+        "evaluations/compare.html",
+        {
+            "left": left,
+            "right": right,
+            "rows": services.comparison_rows(left, right),
+            "code_diff": _diff(left.code, right.code, left.short_id, right.short_id),
+            "output_diff": _diff(
+                services.stdout_text(left), services.stdout_text(right), left.short_id, right.short_id
+            ),
+        },
+    )
+
+
+def _diff(before: str, after: str, before_name: str, after_name: str) -> list[tuple[str, str]]:
+    """A unified diff as (kind, line) pairs for the template: kind is add, remove, hunk or same."""
+    lines = difflib.unified_diff(
+        before.splitlines(), after.splitlines(), fromfile=before_name, tofile=after_name, lineterm="", n=3
+    )
+    kinds = {"+": "add", "-": "remove", "@": "hunk"}
+    return [(kinds.get(line[:1], "same"), line) for line in lines][2:]  # the two file-name lines say nothing
 
 
 @login_required
 @require_POST
+@resolves_short_ids
 def evaluation_cancel(request, pk):
     evaluation = services.cancel(_visible(request, pk), actor=request.user, request=request)
     if evaluation.is_terminal:
@@ -204,6 +291,7 @@ def evaluation_cancel(request, pk):
 
 @login_required
 @require_POST
+@resolves_short_ids
 def evaluation_stop(request, pk):
     evaluation = services.stop(_visible(request, pk), actor=request.user, request=request)
     if evaluation.is_terminal:
@@ -215,6 +303,7 @@ def evaluation_stop(request, pk):
 
 @login_required
 @require_POST
+@resolves_short_ids
 def evaluation_rerun(request, pk):
     """Run the same code with the same limits again, as a new evaluation of the current user."""
     original = _visible(request, pk, full=True)

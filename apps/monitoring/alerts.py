@@ -144,3 +144,15 @@ def acknowledge(alert: Alert, *, actor, request=None) -> bool:
             severity=alert.severity,
         )
     return changed
+
+
+MAX_BULK_ACKNOWLEDGE = 500  # one form's worth; more is a crafted request
+
+
+def acknowledge_many(alert_ids, *, actor, request=None) -> int:
+    """Acknowledge each of ``alert_ids`` not acknowledged yet (each audited, as one by one); returns how
+    many this call acknowledged. Unknown ids are skipped."""
+    count = 0
+    for alert in Alert.objects.filter(pk__in=list(alert_ids)[:MAX_BULK_ACKNOWLEDGE], acknowledged_at__isnull=True):
+        count += acknowledge(alert, actor=actor, request=request)
+    return count

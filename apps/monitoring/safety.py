@@ -155,7 +155,7 @@ class SafetyMonitor:
                 evidence = text[start : match.end() + EVIDENCE_CHARS // 2]
                 self._fire(
                     rule.row,
-                    f"output on {stream} matched {rule.row.pattern!r}",
+                    f"output on {stream} matched the pattern {rule.row.pattern}",  # as typed: no repr's escapes
                     f"{stream}: …{printable(evidence)}…",
                 )
         self._tails[stream] = text[-WINDOW_CHARS:]

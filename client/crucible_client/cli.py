@@ -16,17 +16,24 @@ the WebSocket under /ws/), so it imports nothing from Django. ``--follow`` write
 stdout to stdout and its stderr to stderr as they arrive, reconnects with ``?after=<last seq>``
 when the connection drops (so no line is lost or repeated), and exits with the program's exit
 code; 1 when it ended otherwise without one (timed out, killed, cancelled …). Errors from the
-client itself exit 2 with a one-line message, never a traceback.
+client itself exit 2 with a one-line message, never a traceback. The full table is EXIT_STATUS_HELP.
+
+Ids: the full UUID or any unambiguous prefix of at least 8 characters (what the pages show).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
+import re
 import shlex
 import sys
+import tempfile
 import time
+import uuid
+from datetime import datetime
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -61,6 +68,15 @@ WS_CLOSE_REASONS = {
     4404: "no such evaluation",
 }
 RECONNECT_GIVE_UP_S = 120
+SHORT_ID = re.compile(r"[0-9a-fA-F][0-9a-fA-F-]{7,35}")
+EXIT_STATUS_HELP = """exit status (usable in CI scripts):
+  0        success (with --follow: the program succeeded)
+  1..255   with --follow: the program's own exit code when it failed with one
+  1        with --follow: it ended without an exit code (timed out, OOM killed, cancelled,
+           stopped, error); batch --follow: the batch was cancelled
+  2        an error of the client: bad arguments, HTTP errors (401, 404, 429 …), no server
+  130      interrupted (Ctrl-C)
+with --follow the id is printed (on stderr) when it starts and the final status when it ends."""
 
 
 class CliError(Exception):
@@ -184,7 +200,9 @@ def follow(client: Client, evaluation_id: str, after: int = 0, *, show_end: bool
 
 
 def finish(status: str | None, exit_code, evaluation_id: str, show_end: bool) -> int:
-    if show_end and sys.stderr.isatty():
+    """The exit status for this process; with ``show_end`` the final status on stderr (terminal or not:
+    a CI log needs it most)."""
+    if show_end:
         code = "" if exit_code is None else f", exit code {exit_code}"
         note(f"evaluation {evaluation_id} {str(status).replace('_', ' ')}{code}")
     return exit_status(status, exit_code)
@@ -221,6 +239,8 @@ def cmd_submit(client: Client, args) -> int:
         ("memory_mb", args.memory),
         ("cpus", args.cpus),
         ("priority", args.priority),
+        ("name", args.name),
+        ("labels", args.label),
     ):
         if value is not None:
             body[name] = value
@@ -228,8 +248,7 @@ def cmd_submit(client: Client, args) -> int:
     if not args.follow:
         print(evaluation["id"])
         return 0
-    if sys.stderr.isatty():
-        note(f"submitted {evaluation['id']} ({client.url}/evaluations/{evaluation['id']}/)")
+    note(f"submitted {evaluation['id']} ({client.url}/evaluations/{evaluation['id']}/)")
     return follow(client, evaluation["id"])
 
 
@@ -272,7 +291,20 @@ def cmd_runtimes(client: Client, args) -> int:
     return 0
 
 
+def resolve_id(client: Client, text: str) -> str:
+    """The full id of the evaluation ``text`` names: a UUID as it is; a shorter prefix (what the pages show)
+    is looked up once, and the server answers 404 (none of yours) or 400 (ambiguous: give more)."""
+    try:
+        return str(uuid.UUID(text))
+    except ValueError:
+        pass
+    if not SHORT_ID.fullmatch(text):
+        raise CliError(f"{text!r} is not an evaluation id (a UUID, or its first 8 or more characters)")
+    return client.evaluations.get(text.lower())["id"]
+
+
 def cmd_logs(client: Client, args) -> int:
+    args.id = resolve_id(client, args.id)
     if args.follow:
         return follow(client, args.id, args.after, show_end=False)
     for chunk in client.evaluations.iter_logs(args.id, args.after):
@@ -281,22 +313,25 @@ def cmd_logs(client: Client, args) -> int:
 
 
 def cmd_status(client: Client, args) -> int:
-    evaluation = client.evaluations.get(args.id)
+    evaluation = client.evaluations.get(resolve_id(client, args.id))
     if args.json:
         print(json.dumps(evaluation, indent=2, sort_keys=True))
         return 0
     rows = [
         ("id", evaluation.get("id")),
+        ("name", evaluation.get("name") or None),
+        ("labels", ", ".join(evaluation.get("labels") or []) or None),
         ("status", evaluation.get("status")),
         ("language", evaluation.get("language")),
         ("exit code", evaluation.get("exit_code")),
-        ("created", evaluation.get("created_at")),
-        ("started", evaluation.get("started_at")),
-        ("finished", evaluation.get("finished_at")),
-        ("duration", f"{evaluation['duration_ms']} ms" if evaluation.get("duration_ms") is not None else None),
+        ("created", when(evaluation.get("created_at"))),
+        ("started", when(evaluation.get("started_at"))),
+        ("finished", when(evaluation.get("finished_at"))),
+        ("duration", _duration(evaluation.get("duration_ms"))),
         ("limits", _limits(evaluation.get("limits") or {})),
         ("peak memory", _bytes(evaluation.get("peak_memory_bytes"))),
-        ("cpu time", f"{evaluation['cpu_time_ms']} ms" if evaluation.get("cpu_time_ms") is not None else None),
+        ("cpu time", _duration(evaluation.get("cpu_time_ms"))),
+        ("re-run of", evaluation.get("rerun_of") or None),
         ("output truncated", "yes" if evaluation.get("output_truncated") else None),
         ("error", evaluation.get("error") or None),
     ]
@@ -306,12 +341,38 @@ def cmd_status(client: Client, args) -> int:
     return 0
 
 
+def when(value: str | None) -> str | None:
+    """An API timestamp in this machine's local time, to the second, with its zone: 2026-05-04 14:03:07 CEST."""
+    if not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return value
+    return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
+
+
+def _duration(ms) -> str | None:
+    """Milliseconds for people, exact ones kept: 1500 ms -> "1.5 s (1500 ms)"; 123000 -> "2 min 3 s (…)"."""
+    if ms is None:
+        return None
+    if ms < 1000:
+        return f"{ms} ms"
+    seconds = ms / 1000
+    if seconds < 60:
+        return f"{seconds:.1f} s ({ms} ms)"
+    minutes, rest = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    text = f"{hours} h {minutes} min" if hours else f"{minutes} min {rest} s"
+    return f"{text} ({ms} ms)"
+
+
 def _limits(limits: dict) -> str:
     parts = []
     if limits.get("timeout_s") is not None:
         parts.append(f"{limits['timeout_s']:g} s")
     if limits.get("memory_mb") is not None:
-        parts.append(f"{limits['memory_mb']} MB")
+        parts.append(f"{limits['memory_mb']} MiB")
     if limits.get("cpus") is not None:
         parts.append(f"{limits['cpus']:g} CPU")
     return ", ".join(parts)
@@ -328,13 +389,13 @@ def _bytes(value) -> str | None:
 
 
 def cmd_cancel(client: Client, args) -> int:
-    evaluation = client.evaluations.cancel(args.id)
+    evaluation = client.evaluations.cancel(resolve_id(client, args.id))
     print(f"{evaluation['id']}: {_after_request(evaluation, 'cancel')}")
     return 0
 
 
 def cmd_stop(client: Client, args) -> int:
-    evaluation = client.evaluations.stop(args.id)
+    evaluation = client.evaluations.stop(resolve_id(client, args.id))
     print(f"{evaluation['id']}: {_after_request(evaluation, 'emergency stop')}")
     return 0
 
@@ -347,18 +408,88 @@ def _after_request(evaluation: dict, action: str) -> str:
 
 
 def cmd_list(client: Client, args) -> int:
-    results = client.evaluations.list(status=args.status or None, q=args.q or None, limit=args.limit)
-    if not results:
+    """Newest first, page after page up to ``--limit`` (0: all); says so on stderr when more were left."""
+    limit = None if args.limit == 0 else args.limit
+    wanted = None if limit is None else limit + 1  # one more, to know whether any were left out
+    filters = {"status": args.status, "q": args.q, "language": args.language, "label": args.label, "name": args.name}
+    results = client.evaluations.list(**{k: v for k, v in filters.items() if v}, limit=wanted)
+    more = limit is not None and len(results) > limit
+    results = results[:limit] if limit is not None else results
+    if args.json:
+        print(json.dumps(results, indent=2, sort_keys=True))
+    elif not results:
         print("no evaluations", file=sys.stderr)
-        return 0
-    print(f"{'ID':<36}  {'STATUS':<14}  {'LANGUAGE':<8}  {'EXIT':>4}  CREATED")
-    for item in results:
-        exit_code = "" if item.get("exit_code") is None else str(item["exit_code"])
-        print(
-            f"{item['id']:<36}  {item['status']:<14}  {item.get('language', ''):<8}  {exit_code:>4}  "
-            f"{item.get('created_at', '')}"
-        )
+    else:
+        print(f"{'ID':<36}  {'STATUS':<14}  {'LANGUAGE':<8}  {'EXIT':>4}  {'CREATED':<23}  NAME")
+        for item in results:
+            exit_code = "" if item.get("exit_code") is None else str(item["exit_code"])
+            name = " ".join([item.get("name") or "", *(f"[{label}]" for label in item.get("labels") or [])]).strip()
+            print(
+                f"{item['id']:<36}  {item['status']:<14}  {item.get('language', ''):<8}  {exit_code:>4}  "
+                f"{when(item.get('created_at')) or '':<23}  {name}".rstrip()
+            )
+    if more:
+        note(f"showing the newest {limit}; there are more (--limit N for more, --limit 0 for all)")
     return 0
+
+
+# --- artifacts ------------------------------------------------------------------------------
+
+UNSAFE_NAME_CHARACTERS = re.compile(r"[^A-Za-z0-9._+=@,-]")
+
+
+def safe_relative_path(name: str) -> Path:
+    """An artifact's name as a relative path that stays inside the download folder.
+
+    Each part keeps letters, digits and ``._+=@,-`` (anything else becomes ``_``); empty, ``.`` and
+    ``..`` parts and leading slashes are dropped, so ``../../etc/passwd`` lands at ``etc/passwd``."""
+    parts = []
+    for part in name.replace("\\", "/").split("/"):
+        part = UNSAFE_NAME_CHARACTERS.sub("_", part)[:200]
+        if part.strip(".") == "":
+            continue
+        parts.append(part)
+    return Path(*parts) if parts else Path("artifact")
+
+
+def cmd_artifacts(client: Client, args) -> int:
+    """List an evaluation's artifacts, or download them into ``--out`` (checking each one's SHA-256)."""
+    evaluation_id = resolve_id(client, args.id)
+    artifacts = client.evaluations.artifacts(evaluation_id)
+    if args.json:
+        print(json.dumps(artifacts, indent=2, sort_keys=True))
+        return 0
+    if args.out is None:
+        if not artifacts:
+            print("no artifacts", file=sys.stderr)
+        for artifact in artifacts:
+            print(f"{artifact.get('size', 0):>10}  {artifact['name']}")
+        return 0
+    root = Path(args.out).resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    for artifact in artifacts:
+        target = download_artifact(client, evaluation_id, artifact, root)
+        print(target)
+    if not artifacts:
+        note(f"evaluation {evaluation_id} has no artifacts")
+    return 0
+
+
+def download_artifact(client: Client, evaluation_id: str, artifact: dict, root: Path) -> Path:
+    """Write one artifact under ``root`` (atomically, never through a symlink out of it); returns its path."""
+    target = root / safe_relative_path(artifact["name"])
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if not target.parent.resolve().is_relative_to(root) or target.is_symlink():
+        raise CliError(f"refusing to write {artifact['name']!r}: it would land outside {root}")
+    data = client.evaluations.artifact(evaluation_id, artifact["name"])
+    expected = artifact.get("sha256")
+    if expected and hashlib.sha256(data).hexdigest() != expected:
+        raise CliError(f"artifact {artifact['name']!r} arrived damaged (SHA-256 differs); nothing written for it")
+    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=".crucible-")
+    with os.fdopen(handle, "wb") as out:
+        out.write(data)
+    os.replace(temporary, target)
+    return target
 
 
 # --- tasks and batches ----------------------------------------------------------------------
@@ -368,6 +499,13 @@ BATCH_POLL_S = 1.0
 PROGRESS_WIDTH = 30
 MAX_LINE_ERRORS = 20
 SAMPLE_KEYS = {"code", "task", "metadata"}
+
+
+def non_negative(text: str) -> int:
+    """A whole number of at least 0 (``--limit``)."""
+    if not text.isascii() or not text.isdigit():
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 0, not {text!r}")
+    return int(text)
 
 
 def positive_ks(text: str) -> list[int]:
@@ -815,8 +953,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="crucible",
         description="Run code in Crucible's sandboxes and watch it live.",
-        epilog="Exit status: the program's exit code with --follow (1 when it ended without one); "
-        "2 for errors of the client (bad arguments, HTTP errors, unreachable server).",
+        epilog=EXIT_STATUS_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "--url",
@@ -845,6 +983,8 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--stdin", metavar="FILE", help="file given to the program as standard input")
     submit.add_argument("--priority", choices=["low", "normal", "high"])
     submit.add_argument("--idempotency-key", help="resubmitting with the same key returns the same evaluation")
+    submit.add_argument("--name", help="a name to tell this run apart (at most 100 characters)")
+    submit.add_argument("--label", action="append", metavar="LABEL", help="a label, e.g. model=gpt-4 (repeatable)")
     submit.add_argument("--follow", "-f", action="store_true", help="stream the output and exit with its exit code")
     submit.set_defaults(handler=cmd_submit)
 
@@ -873,9 +1013,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     listing = commands.add_parser("list", help="list your evaluations, newest first")
     listing.add_argument("--status", help="only this status (queued, running, succeeded, failed, …)")
-    listing.add_argument("--q", help="search id, language, code and metadata")
-    listing.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
+    listing.add_argument("--q", help="search id, name, labels, language, code and metadata")
+    listing.add_argument("--language", help="only this language")
+    listing.add_argument("--label", help="only evaluations with this label")
+    listing.add_argument("--name", help="only evaluations whose name contains this")
+    listing.add_argument(
+        "--limit", type=non_negative, default=50, help="at most this many, fetched page by page (default 50; 0: all)"
+    )
+    listing.add_argument("--json", action="store_true", help="print the API's JSON (a list)")
     listing.set_defaults(handler=cmd_list)
+
+    artifacts = commands.add_parser("artifacts", help="list an evaluation's artifacts, or download them (--out DIR)")
+    artifacts.add_argument("id", metavar="ID")
+    artifacts.add_argument("--out", metavar="DIR", help="download every artifact into DIR (created if need be)")
+    artifacts.add_argument("--json", action="store_true", help="print the API's JSON list")
+    artifacts.set_defaults(handler=cmd_artifacts)
 
     add_batch_commands(commands)
     add_tasks_commands(commands)

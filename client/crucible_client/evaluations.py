@@ -42,6 +42,8 @@ class Evaluations:
         args: list[str] | None = None,
         env: dict[str, str] | None = None,
         idempotency_key: str | None = None,
+        name: str | None = None,
+        labels: list[str] | None = None,
     ) -> Evaluation:
         """Submit a program; with ``idempotency_key`` a retried submission returns the same evaluation
         (and is retried after a dropped connection, which is otherwise never done for a POST)."""
@@ -58,6 +60,8 @@ class Evaluations:
             files=files,
             args=args,
             env=env,
+            name=name,
+            labels=labels,
         )
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
         return self._t.json("POST", "/api/v1/evaluations/", expect=(200, 201), json=body, headers=headers)
@@ -65,9 +69,31 @@ class Evaluations:
     def get(self, evaluation_id: str) -> Evaluation:
         return self._t.json("GET", evaluation_path(evaluation_id))
 
-    def list(self, *, status: str | None = None, q: str | None = None, limit: int | None = 50) -> list[Evaluation]:
-        """Yours, newest first (staff: everyone's); at most ``limit`` (None: every page)."""
-        return list(self._t.paged("/api/v1/evaluations/", params=fields(status=status, q=q), limit=limit))
+    def list(
+        self,
+        *,
+        status: str | None = None,
+        q: str | None = None,
+        limit: int | None = 50,
+        language: str | None = None,
+        label: str | None = None,
+        name: str | None = None,
+        created_after: str | None = None,
+        created_before: str | None = None,
+    ) -> list[Evaluation]:
+        """Yours, newest first (staff: everyone's); at most ``limit``, fetched page by page (None: every page).
+
+        ``created_after``/``created_before``: ISO dates or times (contract v2)."""
+        params = fields(
+            status=status,
+            q=q,
+            language=language,
+            label=label,
+            name=name,
+            created_after=created_after,
+            created_before=created_before,
+        )
+        return list(self._t.paged("/api/v1/evaluations/", params=params, limit=limit))
 
     def cancel(self, evaluation_id: str) -> Evaluation:
         """Cancel (the record is kept): a queued one never starts, a running one gets SIGTERM then SIGKILL."""
@@ -99,7 +125,8 @@ class Evaluations:
 
     def artifact(self, evaluation_id: str, name: str) -> bytes:
         """One artifact's bytes."""
-        path = evaluation_path(evaluation_id, "artifacts/") + "/".join(segment(part) for part in name.split("/"))
+        parts = (segment(part) if part.strip(".") else part.replace(".", "%2E") for part in name.split("/"))
+        path = evaluation_path(evaluation_id, "artifacts/") + "/".join(parts)  # a "." or ".." part stays a name
         return self._t.request("GET", path, headers={"Accept": "*/*"}).content
 
     def wait(self, evaluation_id: str, *, timeout_s: float | None = None, poll_s: float = 1.0) -> Evaluation:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import re
 import threading
 import time
+import uuid
 
 import pytest
 import requests
@@ -13,7 +16,7 @@ from apps.accounts.models import ApiToken
 from apps.evaluations import publisher
 from apps.evaluations.models import Evaluation, OutputChunk, Runtime, Status
 from apps.evaluations.runtimes import ensure_default_runtimes
-from apps.evaluations.tests.factories import make_evaluation
+from apps.evaluations.tests.factories import add_artifact, make_evaluation
 from tests.stack import live_stack  # noqa: F401 (the fixture)
 
 live = pytest.mark.django_db(transaction=True)
@@ -233,8 +236,13 @@ def test_submit_follow_runs_the_program_and_exits_with_its_code(crucible, runtim
     )
     assert crucible("submit", str(program), "--timeout", "20", "--follow") == 3
     captured = capsys.readouterr()
-    assert captured.out == "to stdout\nbye\n" and captured.err == "to stderr\n"
-    assert Evaluation.objects.get().status == Status.FAILED
+    evaluation = Evaluation.objects.get()
+    assert evaluation.status == Status.FAILED
+    # Without a terminal too, the id comes first and the final status last (notes on stderr, marked).
+    program_err = [line for line in captured.err.splitlines() if not line.startswith("crucible: ")]
+    assert captured.out == "to stdout\nbye\n" and program_err == ["to stderr"]
+    assert captured.err.startswith(f"crucible: submitted {evaluation.pk} (")
+    assert captured.err.endswith(f"crucible: evaluation {evaluation.pk} failed, exit code 3\n")
 
 
 @live
@@ -277,3 +285,96 @@ def test_submit_takes_the_language_from_the_suffix_and_sends_files_args_and_env(
     )
     assert crucible("submit", str(program), "--env", "PATH=/tmp") == 2
     assert "HTTP 400: env:" in capsys.readouterr().err
+
+
+# --- for scripts: exit codes, paging, JSON, short ids, artifacts (issue 16) -------------------
+
+
+def test_the_final_status_is_printed_without_a_terminal_too(capsys):
+    assert cli.finish("failed", 3, "abc", show_end=True) == 3
+    assert capsys.readouterr().err == "crucible: evaluation abc failed, exit code 3\n"
+    assert cli.finish("timed_out", None, "abc", show_end=False) == 1
+    assert capsys.readouterr().err == ""
+
+
+def test_the_help_documents_the_exit_statuses(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    out = capsys.readouterr().out
+    assert "exit status (usable in CI scripts):" in out and "130      interrupted" in out
+
+
+def test_durations_and_times_read_like_a_person_wrote_them(monkeypatch):
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    assert cli.when("2026-05-04T14:03:07.123456Z") == "2026-05-04 14:03:07 UTC"
+    assert cli._duration(850) == "850 ms"
+    assert cli._duration(11029) == "11.0 s (11029 ms)"
+    assert cli._duration(123000) == "2 min 3 s (123000 ms)"
+
+
+@pytest.mark.parametrize(
+    ("name", "path"),
+    [
+        ("result.json", "result.json"),
+        ("plots/a b.png", "plots/a_b.png"),
+        ("../../etc/passwd", "etc/passwd"),
+        ("/abs/x", "abs/x"),
+        ("..\\..\\win.txt", "win.txt"),
+        ("..", "artifact"),
+        ("a/./b", "a/b"),
+    ],
+)
+def test_artifact_names_become_paths_that_stay_inside_the_folder(name, path):
+    assert cli.safe_relative_path(name).as_posix() == path
+
+
+@live
+def test_list_pages_through_past_the_servers_page_size_and_says_when_more_are_left(crucible, alice, capsys):
+    for _ in range(57):
+        make_evaluation(alice)
+    assert crucible("list", "--limit", "55") == 0
+    captured = capsys.readouterr()
+    assert len(captured.out.splitlines()) == 1 + 55
+    assert "showing the newest 55; there are more" in captured.err
+    assert crucible("list", "--limit", "0", "--json") == 0
+    captured = capsys.readouterr()
+    assert len(json.loads(captured.out)) == 57 and captured.err == ""
+
+
+@live
+def test_list_shows_names_labels_and_readable_times_and_filters_by_label(crucible, alice, capsys):
+    make_evaluation(alice, name="baseline", labels=["exp-3"])
+    make_evaluation(alice, name="other")
+    assert crucible("list", "--label", "exp-3") == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and lines[1].endswith("baseline [exp-3]")
+    assert re.search(r"  \d{4}-\d\d-\d\d \d\d:\d\d:\d\d \S+  ", lines[1])  # to the second, with a zone
+
+
+@live
+def test_the_short_id_the_pages_show_works_and_an_ambiguous_one_says_so(crucible, alice, capsys):
+    evaluation = make_evaluation(alice, status=Status.FAILED, exit_code=3)
+    assert crucible("status", str(evaluation.pk)[:8]) == 0
+    assert f"id:               {evaluation.pk}" in capsys.readouterr().out
+    make_evaluation(alice, id=uuid.UUID("abcdef01-0000-4000-8000-000000000001"))
+    make_evaluation(alice, id=uuid.UUID("abcdef01-0000-4000-8000-000000000002"))
+    assert crucible("cancel", "abcdef01") == 2
+    assert "HTTP 400: More than one evaluation's id starts with 'abcdef01'" in capsys.readouterr().err
+    assert crucible("status", "not-an-id") == 2
+    assert "is not an evaluation id" in capsys.readouterr().err
+
+
+@live
+def test_artifacts_are_listed_and_downloaded_under_safe_names(crucible, alice, capsys, tmp_path):
+    evaluation = make_evaluation(alice, status=Status.SUCCEEDED, exit_code=0)
+    add_artifact(evaluation, "result.json", b'{"ok": true}')
+    add_artifact(evaluation, "../escape.txt", b"caught")
+    assert crucible("artifacts", str(evaluation.pk)[:8]) == 0
+    assert "result.json" in capsys.readouterr().out
+    out = tmp_path / "out"
+    assert crucible("artifacts", str(evaluation.pk), "--out", str(out)) == 0
+    assert (out / "result.json").read_bytes() == b'{"ok": true}'
+    assert (out / "escape.txt").read_bytes() == b"caught"
+    assert not (tmp_path / "escape.txt").exists()
+    assert sorted(p.name for p in out.iterdir()) == ["escape.txt", "result.json"]  # no temporary left behind

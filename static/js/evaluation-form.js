@@ -71,8 +71,42 @@
     });
   }
 
+  var LANGUAGE_BY_SUFFIX = { py: "python", sh: "bash", bash: "bash" };
+
+  /* "Load a file into the editor": its text replaces the code (the textarea, and the CodeMirror
+   * editor when it is there, told by a crucible:replaced event); its suffix picks the language. */
+  function setupFileInput(input) {
+    var area = input.form && input.form.querySelector("textarea[data-code-editor]");
+    var status = document.getElementById("code-file-status");
+    var limit = parseInt(input.getAttribute("data-max-bytes"), 10) || 0;
+    input.addEventListener("change", function () {
+      var file = input.files && input.files[0];
+      if (!file || !area) return;
+      if (limit && file.size > limit) {
+        status.textContent = file.name + " is larger than " + limit + " bytes, the most code may be; not loaded.";
+        input.value = "";
+        return;
+      }
+      file.text().then(function (text) {
+        area.value = text;
+        area.dispatchEvent(new CustomEvent("crucible:replaced"));
+        var suffix = file.name.split(".").pop().toLowerCase();
+        var select = input.form.querySelector("select[name=language]");
+        var language = LANGUAGE_BY_SUFFIX[suffix];
+        if (select && language && select.querySelector('option[value="' + language + '"]')) {
+          select.value = language;
+          select.dispatchEvent(new Event("change"));
+        }
+        status.textContent = "Loaded " + file.name + " (" + text.split("\n").length + " lines).";
+      }, function () {
+        status.textContent = "Could not read " + file.name + ".";
+      });
+    });
+  }
+
   function init() {
     document.querySelectorAll("[data-code-editor]").forEach(setup);
+    document.querySelectorAll("input[data-code-file]").forEach(setupFileInput);
   }
 
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", init);

@@ -75,9 +75,16 @@ def alice_page(alice, live_stack, browser_page):
     return page
 
 
+def set_code(page, code: str) -> None:
+    """Put ``code`` in the form's code field, whether CodeMirror covers it or the plain textarea shows."""
+    page.locator("textarea[name=code]").evaluate(
+        "(area, code) => { area.value = code; area.dispatchEvent(new CustomEvent('crucible:replaced')); }", code
+    )
+
+
 def submit(page, code: str, *, timeout_s: str = "30") -> str:
     page.goto(f"{page.base}/evaluations/new/")
-    page.fill("textarea[name=code]", code)
+    set_code(page, code)
     page.select_option("select[name=language]", "python")
     page.fill("input[name=timeout_s]", timeout_s)
     page.get_by_role("button", name="Run").click()

@@ -117,7 +117,7 @@ def test_the_operator_dashboard_shows_work_live_and_the_kill_switch_needs_confir
     expect(page.locator("#alert-badge")).to_have_text(re.compile(r"^1"))
     page.locator("#alert-badge").click()
     expect(page.locator(".alert-table")).to_contain_text("emergency_stop")
-    page.get_by_role("button", name="Acknowledge").click()
+    page.get_by_role("button", name="Acknowledge", exact=True).click()  # the row's own button, not the bulk ones
     expect(page.locator(".messages")).to_contain_text("acknowledged")
     expect(page.locator("#alert-badge")).to_have_count(0)
 

@@ -185,3 +185,35 @@ def test_the_dashboard_shows_each_workers_warm_sandboxes(client, olivia, setting
     finally:
         worker.register_death()
         pool.remove_pools_of(worker.name)
+
+
+def test_olivia_acknowledges_the_ticked_alerts_at_once_each_audited(client, olivia):
+    first, second, third = (
+        raise_alert(evaluation_id=uuid.uuid4(), rule_name=name, severity="warning", message="m")
+        for name in ("a", "b", "c")
+    )
+    client.force_login(olivia)
+    page = client.get("/monitoring/alerts/").content.decode()
+    assert 'id="acknowledge-selected"' in page and f'value="{first.pk}" form="bulk-acknowledge"' in page
+    response = client.post("/monitoring/alerts/acknowledge/", {"alert": [first.pk, second.pk, 999999]})
+    assert response.status_code == 302
+    assert list(Alert.objects.unacknowledged().values_list("pk", flat=True)) == [third.pk]
+    assert AuditEvent.objects.filter(action="alert.acknowledge").count() == 2
+    client.post("/monitoring/alerts/acknowledge/", {"all": "1"})
+    assert not Alert.objects.unacknowledged().exists()
+    assert client.post("/monitoring/alerts/acknowledge/", {"alert": ["1; drop"]}).status_code == 400
+
+
+def test_researchers_cannot_bulk_acknowledge(client, alice):
+    raise_alert(evaluation_id=uuid.uuid4(), rule_name="x", severity="info", message="m")
+    client.force_login(alice)
+    assert client.post("/monitoring/alerts/acknowledge/", {"all": "1"}).status_code == 404
+    assert Alert.objects.unacknowledged().count() == 1
+
+
+def test_audit_details_are_shown_as_json_not_python_reprs(client, olivia):
+    record("alert.acknowledge", actor=olivia, target="alert:1", rule="fork-bomb", evaluation="")
+    client.force_login(olivia)
+    page = client.get("/monitoring/audit/").content.decode()
+    assert "{&quot;evaluation&quot;: &quot;&quot;, &quot;rule&quot;: &quot;fork-bomb&quot;}" in page
+    assert "&#x27;rule&#x27;" not in page

@@ -1,5 +1,3 @@
-import uuid
-
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -56,6 +54,8 @@ class EvaluationSerializer(serializers.ModelSerializer):
         model = Evaluation
         fields = [
             "id",
+            "name",
+            "labels",
             "status",
             "language",
             "priority",
@@ -94,11 +94,7 @@ class EvaluationSerializer(serializers.ModelSerializer):
 
     def get_rerun_of(self, obj) -> str | None:
         """The evaluation this one runs again ("Run again" records it in the metadata)."""
-        value = (obj.metadata or {}).get("rerun_of") if isinstance(obj.metadata, dict) else None
-        try:
-            return str(uuid.UUID(str(value))) if value else None
-        except ValueError:
-            return None
+        return obj.rerun_of_id
 
     def get_limits_requested(self, obj) -> dict:
         return {"timeout_s": obj.timeout_s_requested, "memory_mb": obj.memory_mb_requested, "cpus": obj.cpus_requested}
@@ -132,6 +128,16 @@ class SubmissionSerializer(serializers.Serializer):
         Priority.choices,
         required=False,
         help_text="low or normal for everyone; high only for operators and users whose quota allows it (else 403).",
+    )
+    name = serializers.CharField(
+        required=False, allow_blank=True, max_length=100, help_text="a name to tell this run apart (one line)"
+    )
+    labels = serializers.ListField(
+        child=serializers.CharField(max_length=64),
+        required=False,
+        max_length=10,
+        help_text="at most 10 labels, each a letter or digit then letters, digits and _ . : = / + @ - "
+        "(e.g. model=gpt-4); filter the list with ?label=",
     )
     metadata = serializers.DictField(
         required=False,

@@ -1,19 +1,30 @@
 from django.urls import path
 
+from apps.evaluations import converters  # noqa: F401 (registers <evaluation_id:…>)
 from apps.evaluations.api import views
 
 urlpatterns = [
     path("runtimes/", views.RuntimeListView.as_view(), name="api-runtimes"),
     path("evaluations/", views.EvaluationListCreateView.as_view(), name="api-evaluations"),
-    path("evaluations/<uuid:pk>/", views.EvaluationDetailView.as_view(), name="api-evaluation"),
-    path("evaluations/<uuid:pk>/stop/", views.EvaluationStopView.as_view(), name="api-evaluation-stop"),
-    path("evaluations/<uuid:pk>/logs/", views.EvaluationLogsView.as_view(), name="api-evaluation-logs"),
-    path("evaluations/<uuid:pk>/results/", views.EvaluationResultsView.as_view(), name="api-evaluation-results"),
-    path("evaluations/<uuid:pk>/artifacts/", views.ArtifactListView.as_view(), name="api-evaluation-artifacts"),
-    path("evaluations/<uuid:pk>/callbacks/", views.EvaluationCallbacksView.as_view(), name="api-evaluation-callbacks"),
-    path("evaluations/<uuid:pk>/samples/", views.EvaluationSamplesView.as_view(), name="api-evaluation-samples"),
+    path("evaluations/<evaluation_id:pk>/", views.EvaluationDetailView.as_view(), name="api-evaluation"),
+    path("evaluations/<evaluation_id:pk>/stop/", views.EvaluationStopView.as_view(), name="api-evaluation-stop"),
+    path("evaluations/<evaluation_id:pk>/logs/", views.EvaluationLogsView.as_view(), name="api-evaluation-logs"),
     path(
-        "evaluations/<uuid:pk>/artifacts/<path:name>",
+        "evaluations/<evaluation_id:pk>/results/", views.EvaluationResultsView.as_view(), name="api-evaluation-results"
+    ),
+    path(
+        "evaluations/<evaluation_id:pk>/artifacts/", views.ArtifactListView.as_view(), name="api-evaluation-artifacts"
+    ),
+    path(
+        "evaluations/<evaluation_id:pk>/callbacks/",
+        views.EvaluationCallbacksView.as_view(),
+        name="api-evaluation-callbacks",
+    ),
+    path(
+        "evaluations/<evaluation_id:pk>/samples/", views.EvaluationSamplesView.as_view(), name="api-evaluation-samples"
+    ),
+    path(
+        "evaluations/<evaluation_id:pk>/artifacts/<path:name>",
         views.ArtifactDownloadView.as_view(),
         name="api-evaluation-artifact",
     ),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from django.conf import settings
-from django.http import HttpResponse
+from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import generics, serializers, status
@@ -23,7 +23,8 @@ from apps.evaluations.api.serializers import (
     ResultsSerializer,
     SubmissionSerializer,
 )
-from apps.evaluations.models import CallbackDelivery, Evaluation, Runtime, Status
+from apps.evaluations.listing import FiltersInvalid, parse_filters
+from apps.evaluations.models import AmbiguousId, CallbackDelivery, Evaluation, Runtime, Status
 from apps.evaluations.validation import SubmissionInvalid, SubmissionTooLarge
 from apps.monitoring.models import ResourceSample
 
@@ -49,10 +50,16 @@ def throttled_response(exc: services.Throttled) -> Response:
 
 
 class VisibleEvaluationMixin:
-    """Another user's evaluation is a 404 everywhere, exactly as if it did not exist."""
+    """Another user's evaluation is a 404 everywhere, exactly as if it did not exist. ``pk`` is the full
+    id or the short one the pages show (at least 8 characters); an ambiguous one is a 400."""
 
     def get_evaluation(self, pk) -> Evaluation:
-        return get_object_or_404(Evaluation.objects.visible_to(self.request.user).select_related("owner"), pk=pk)
+        try:
+            return Evaluation.objects.visible_to(self.request.user).select_related("owner").by_id(pk)
+        except Evaluation.DoesNotExist:
+            raise Http404 from None
+        except AmbiguousId as exc:
+            raise ValidationError({"detail": exc.message, "error": exc.message}) from None
 
 
 class EvaluationListCreateView(generics.ListAPIView):
@@ -61,7 +68,17 @@ class EvaluationListCreateView(generics.ListAPIView):
     @extend_schema(
         parameters=[
             OpenApiParameter("status", str, enum=Status.values, description="only evaluations in this status"),
-            OpenApiParameter("q", str, description="search id, language, code and metadata text"),
+            OpenApiParameter("q", str, description="search id (a prefix), name, labels, language, code and metadata"),
+            OpenApiParameter("language", str, description="only this language"),
+            OpenApiParameter("label", str, description="only evaluations with this label"),
+            OpenApiParameter("name", str, description="only evaluations whose name contains this (any case)"),
+            OpenApiParameter("owner", str, description="only this user's (a username; operators see everyone's)"),
+            OpenApiParameter(
+                "created_after", str, description="created at or after: an ISO date (whole day, UTC) or date-time"
+            ),
+            OpenApiParameter(
+                "created_before", str, description="created before: a date-time, or an ISO date (that day included)"
+            ),
         ]
     )
     def get(self, request, *args, **kwargs):
@@ -69,12 +86,10 @@ class EvaluationListCreateView(generics.ListAPIView):
 
     def get_queryset(self):
         queryset = Evaluation.objects.visible_to(self.request.user).select_related("owner").defer("code", "stdin")
-        wanted = self.request.query_params.get("status")
-        if wanted:
-            if wanted not in Status.values:
-                raise ValidationError({"status": [f"Unknown status; choose one of: {', '.join(Status.values)}."]})
-            queryset = queryset.filter(status=wanted)
-        return queryset.search(self.request.query_params.get("q", "")).order_by("-created_at")
+        try:
+            return parse_filters(self.request.query_params, strict=True).apply(queryset)
+        except FiltersInvalid as exc:
+            raise ValidationError(exc.errors) from None
 
     @extend_schema(
         request=SubmissionSerializer,

@@ -156,7 +156,7 @@ def test_the_detail_page_shows_limits_exit_code_peaks_and_artifacts(alice):
     html = signed_in(alice).get(detail_url(evaluation)).content.decode()
     assert "status--failed" in html
     assert ">3<" in html and "1234 ms" in html and "321 ms" in html and "50.0" in html
-    assert "128 MB" in html
+    assert "128 MiB" in html
     assert f'href="/api/v1/evaluations/{evaluation.pk}/artifacts/result.json"' in html
     assert f'data-ws-path="/ws/evaluations/{evaluation.pk}/"' in html
 
@@ -188,7 +188,7 @@ def test_the_form_shows_the_allowed_ranges_and_the_languages(alice):
     maxima = services.maxima_for(alice)
     html = signed_in(alice).get(reverse("evaluations:new")).content.decode()
     assert f"Allowed 0.1–{maxima.timeout_s:g} s" in html
-    assert f"Allowed 16–{maxima.memory_mb} MB" in html
+    assert f"Allowed 16–{maxima.memory_mb} MiB" in html
     assert '<option value="python"' in html and '<option value="bash"' in html
 
 

@@ -189,3 +189,9 @@ def test_an_invalid_rule_pattern_is_refused_by_validation():
     bad = SafetyRule(name="bad", kind="output_pattern", pattern="(unclosed")
     with pytest.raises(ValidationError):
         bad.full_clean()
+
+
+def test_a_pattern_alert_shows_the_pattern_as_the_operator_typed_it():
+    monitor = monitor_with(rule(name="sock", kind="output_pattern", pattern=r"docker\.sock"))
+    monitor.on_output("stdout", b"/var/run/docker.sock")
+    assert monitor.raised[0].message == r"output on stdout matched the pattern docker\.sock"

@@ -83,7 +83,7 @@ def test_alices_session_page_shows_its_status_limits_times_metadata_and_the_live
     assert response.status_code == 200
     body = response.content.decode()
     assert "session-status--ready" in body
-    assert "768 MB" in body and "120 s" in body  # memory, idle timeout
+    assert "768 MiB" in body and "120 s" in body  # memory, idle timeout
     assert "&#x27;sample&#x27;: &#x27;s1&#x27;" in body  # the metadata, escaped
     assert f'data-ws-path="/ws/sandboxes/{session.pk}/"' in body
     assert f'href="/api/v1/sandboxes/{session.pk}/execs/?format=jsonl"' in body
