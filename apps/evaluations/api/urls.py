@@ -11,6 +11,17 @@ urlpatterns = [
     path("evaluations/<uuid:pk>/artifacts/", views.ArtifactListView.as_view(), name="api-evaluation-artifacts"),
     path("evaluations/<uuid:pk>/callbacks/", views.EvaluationCallbacksView.as_view(), name="api-evaluation-callbacks"),
     path("evaluations/<uuid:pk>/samples/", views.EvaluationSamplesView.as_view(), name="api-evaluation-samples"),
+    path("evaluations/<uuid:pk>/artifacts.zip", views.ArtifactZipView.as_view(), name="api-evaluation-artifacts-zip"),
+    path(
+        "evaluations/<uuid:pk>/artifact-text/<path:name>",
+        views.ArtifactTextView.as_view(),
+        name="api-evaluation-artifact-text",
+    ),
+    path(
+        "evaluations/<uuid:pk>/artifact-image/<path:name>",
+        views.ArtifactImageView.as_view(),
+        name="api-evaluation-artifact-image",
+    ),
     path(
         "evaluations/<uuid:pk>/artifacts/<path:name>",
         views.ArtifactDownloadView.as_view(),
