@@ -165,6 +165,7 @@ def publish_status(evaluation) -> None:
 
 
 def publish_log(evaluation_id, seq: int, stream: str, text: str, ts: datetime | None = None) -> None:
+    """A chunk to the viewers as it is written; ``ts`` (default now) is when, as the stored ``created_at``."""
     _send(evaluation_id, log_message(seq, stream, text, ts or timezone.now()))
 
 

@@ -65,7 +65,7 @@ class OutputRecorder:
         self._unstored.append(chunk)
         self._unstored_bytes += len(data)
         self.total_bytes += len(data)
-        publisher.publish_log(self.evaluation_id, chunk.seq, chunk.stream, chunk.text, chunk.created_at)
+        publisher.publish_log(self.evaluation_id, chunk.seq, chunk.stream, chunk.text)
         if self._unstored_bytes >= FLUSH_BYTES or len(self._unstored) >= FLUSH_CHUNKS:
             self.flush()
         else:
