@@ -71,7 +71,7 @@
       if (!trimmedEl) return;
       trimmedEl.hidden = false;
       trimmedEl.textContent = "The first " + lines.toLocaleString() +
-        " lines are no longer shown, to keep this page fast. Download the whole log below.";
+        " lines are no longer shown, to keep this page fast. The whole log downloads with the links above.";
     }
   });
 
