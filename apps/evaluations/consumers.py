@@ -35,6 +35,7 @@ events at most once per ``recheck_s``.
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from urllib.parse import parse_qs
 
 from apps.evaluations import publisher
@@ -181,19 +182,19 @@ class EvaluationConsumer(GuardedConsumer):
         """Send stored chunks with last_seq < seq (< before), in order, in batches."""
         while not self.finished:
             batch = await self._chunks(self.last_seq, before)
-            for seq, stream, text in batch:
-                await self.send_json(publisher.log_message(seq, stream, text))
+            for seq, stream, text, ts in batch:
+                await self.send_json(publisher.log_message(seq, stream, text, ts))
                 self.last_seq = seq
             if len(batch) < REPLAY_BATCH:
                 return
 
     @pooled_db
-    def _chunks(self, after: int, before: int | None) -> list[tuple[int, str, str]]:
+    def _chunks(self, after: int, before: int | None) -> list[tuple[int, str, str, datetime]]:
         chunks = OutputChunk.objects.filter(evaluation_id=self.evaluation_id, seq__gt=after)
         if before is not None:
             chunks = chunks.filter(seq__lt=before)
-        chunks = chunks.order_by("seq").only("seq", "stream", "data")[:REPLAY_BATCH]
-        return [(c.seq, c.stream, c.text) for c in chunks]
+        chunks = chunks.order_by("seq").only("seq", "stream", "data", "created_at")[:REPLAY_BATCH]
+        return [(c.seq, c.stream, c.text, c.created_at) for c in chunks]
 
     @pooled_db
     def _load(self) -> Evaluation | None:

@@ -16,10 +16,12 @@ to one group for all operators (``OPERATORS_GROUP``, ``WS /ws/alerts/``), as
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from typing import Literal, TypedDict
 
 from channels.layers import get_channel_layer
 from django.db import transaction
+from django.utils import timezone
 
 from apps.evaluations import signals
 from apps.evaluations.callbacks import events
@@ -45,6 +47,7 @@ class LogMessage(TypedDict):
     seq: int
     stream: str
     data: str
+    ts: str | None  # when the chunk was recorded (ISO 8601), as the logs API's ``ts``
 
 
 class EndMessage(TypedDict):
@@ -82,8 +85,8 @@ def status_message(status: str) -> StatusMessage:
     return {"type": "status", "status": status}
 
 
-def log_message(seq: int, stream: str, text: str) -> LogMessage:
-    return {"type": "log", "seq": seq, "stream": stream, "data": text}
+def log_message(seq: int, stream: str, text: str, ts: datetime | None = None) -> LogMessage:
+    return {"type": "log", "seq": seq, "stream": stream, "data": text, "ts": ts.isoformat() if ts else None}
 
 
 def end_message(evaluation) -> EndMessage:
@@ -161,8 +164,9 @@ def publish_status(evaluation) -> None:
     _send(evaluation.pk, status_message(evaluation.status))
 
 
-def publish_log(evaluation_id, seq: int, stream: str, text: str) -> None:
-    _send(evaluation_id, log_message(seq, stream, text))
+def publish_log(evaluation_id, seq: int, stream: str, text: str, ts: datetime | None = None) -> None:
+    """A chunk to the viewers as it is written; ``ts`` (default now) is when, as the stored ``created_at``."""
+    _send(evaluation_id, log_message(seq, stream, text, ts or timezone.now()))
 
 
 def publish_stored(evaluation_id, seq: int) -> None:

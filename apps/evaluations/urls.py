@@ -19,4 +19,5 @@ urlpatterns = [
     path("evaluations/<evaluation_id:pk>/cancel/", views.evaluation_cancel, name="cancel"),
     path("evaluations/<evaluation_id:pk>/stop/", views.evaluation_stop, name="stop"),
     path("evaluations/<evaluation_id:pk>/rerun/", views.evaluation_rerun, name="rerun"),
+    path("evaluations/<evaluation_id:pk>/progress/", views.evaluation_progress, name="progress"),
 ]

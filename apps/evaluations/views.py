@@ -26,7 +26,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from apps.accounts import quotas
 from apps.accounts.roles import is_operator
-from apps.evaluations import services
+from apps.evaluations import artifact_files, progress, services
 from apps.evaluations.forms import EXAMPLES, EvaluationForm
 from apps.evaluations.listing import parse_filters
 from apps.evaluations.models import AmbiguousId, Evaluation, Priority, Status
@@ -218,16 +218,37 @@ def evaluation_summary(request, pk):
     return render(request, "evaluations/_summary.html", _detail_context(request, evaluation))
 
 
+@login_required
+@require_GET
+@resolves_short_ids
+def evaluation_progress(request, pk):
+    """Queue position and estimate, or elapsed time, output and peak memory; polled while the run is active."""
+    evaluation = _visible(request, pk)
+    return render(request, "evaluations/_progress.html", _progress_context(evaluation))
+
+
+def _progress_context(evaluation: Evaluation) -> dict:
+    current = progress.progress_of(evaluation)
+    return {
+        "evaluation": evaluation,
+        "queue": current if isinstance(current, progress.QueueProgress) else None,
+        "run": current if isinstance(current, progress.RunProgress) else None,
+        "wait_text": progress.human_duration(getattr(current, "estimated_wait_s", None)),
+    }
+
+
 def _detail_context(request, evaluation: Evaluation) -> dict:
     return {
+        **_progress_context(evaluation),
         "evaluation": evaluation,
         # A sample of a batch: its verdict per test; ``detail`` only for those who may see the task's tests.
         "test_results": list(evaluation.test_results.order_by("position")) if evaluation.tests else None,
         "may_see_tests": not evaluation.tests_hidden or is_operator(request.user),
-        "artifacts": list(evaluation.artifacts.only("name", "size", "sha256").order_by("name")),
+        "artifacts": artifact_files.entries(evaluation.artifacts.all()),
         "show_owner": is_operator(request.user) and evaluation.owner_id != request.user.pk,
         "ws_path": f"/ws/evaluations/{evaluation.pk}/",
         "logs_api": reverse("api-evaluation-logs", args=[evaluation.pk]),
+        "artifacts_zip": reverse("api-evaluation-artifacts-zip", args=[evaluation.pk]),
         "output_cap_kib": evaluation.output_cap_bytes // 1024,
         "default_output_cap": settings.SANDBOX_OUTPUT_CAP_BYTES,
         **_relatives(request, evaluation),

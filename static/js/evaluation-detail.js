@@ -1,23 +1,21 @@
 /* Evaluation detail: the live log over the WebSocket, live status, follow/pause scrolling.
  *
  * Sandbox output is hostile. It only ever reaches the page as text (text nodes and
- * textContent), never as HTML.
+ * textContent), never as HTML; log-viewer.js turns it into lines (colours, carriage returns,
+ * line numbers, search, folds, timestamps).
  *
  * The stream protocol (architecture.md): the server replays stored chunks with seq > after,
  * then streams live ones. We remember the last seq we saw and reconnect with ?after=<it>,
  * so a dropped connection loses nothing and repeats nothing (we also ignore any seq we have
  * already seen, in case).
  *
- * 100 000 lines: messages are queued and rendered once per animation frame; consecutive
- * chunks of the same stream are appended to one text node, so the DOM holds one node per
- * stdout/stderr switch, not one per line; and only the newest MAX_NODES nodes / MAX_CHARS
- * characters stay on the page (the full log stays available from the API).
+ * 100 000 lines: messages are queued and handed to the viewer once per animation frame; the
+ * viewer lays out only the blocks of lines near the screen and keeps at most its MAX_LINES on
+ * the page (the full log stays downloadable).
  */
 (function () {
   "use strict";
 
-  var MAX_NODES = 5000;
-  var MAX_CHARS = 4000000;
   var FOLLOW_SLACK_PX = 24;
   var CLOSE_REASONS = {
     4400: "The stream request was malformed.",
@@ -27,7 +25,7 @@
   };
 
   var log = document.getElementById("log");
-  if (!log || !window.WebSocket || !window.Crucible) return;
+  if (!log || !window.WebSocket || !window.Crucible || !window.CrucibleLogViewer) return;
 
   var connectionEl = document.getElementById("log-connection");
   var followBox = document.getElementById("log-follow");
@@ -39,12 +37,11 @@
 
   var lastSeq = 0;
   var status = log.getAttribute("data-status");
+  var activeAtLoad = status === "queued" || status === "running";
   var ended = false;
   var pending = [];
   var frameRequested = false;
   var follow = true;
-  var renderedChars = 0;
-  var trimmedChars = 0;
   var lineCount = 0;
   var charCount = 0;
   var refreshTimer = 0;
@@ -65,67 +62,39 @@
     return n;
   }
 
+  // A #L123 link opens the page at that line: do not follow the output away from it.
+  var startAtLine = /^#L[0-9]+$/.test(window.location.hash);
+
+  var viewer = window.CrucibleLogViewer.create(log, {
+    onJump: function () { setFollow(false); },
+    onTrim: function (lines) {
+      if (!trimmedEl) return;
+      trimmedEl.hidden = false;
+      trimmedEl.textContent = "The first " + lines.toLocaleString() +
+        " lines are no longer shown, to keep this page fast. The whole log downloads with the links above.";
+    }
+  });
+
+  // At most FRAME_BUDGET_MS of output per frame (a replay of a long log arrives all at once); the
+  // rest waits for the next frame, so the page keeps drawing and answering while it catches up.
+  var FRAME_BUDGET_MS = 25;
+
   function render() {
     frameRequested = false;
     if (!pending.length) return;
-    var batch = pending;
-    pending = [];
-
-    // Whatever would be trimmed at once anyway is never built (e.g. a background tab caught up).
-    var total = 0;
-    var first = batch.length;
-    while (first > 0 && total < MAX_CHARS) {
-      first--;
-      total += batch[first].data.length;
+    var started = window.performance.now();
+    var wasAtBottom = atBottom();
+    var done = 0;
+    while (done < pending.length && window.performance.now() - started < FRAME_BUDGET_MS) {
+      viewer.write(pending[done].stream, pending[done].data, pending[done].ts);
+      done++;
     }
-    for (var k = 0; k < first; k++) trimmedChars += batch[k].data.length;
-
-    var fragment = document.createDocumentFragment();
-    var tail = log.lastChild;
-    var tailStream = tail ? tail.getAttribute("data-stream") : null;
-    var target = null;
-    for (var i = first; i < batch.length; i++) {
-      var chunk = batch[i];
-      if (!chunk.data) continue;
-      if (target === null && tail && tailStream === chunk.stream) {
-        tail.firstChild.appendData(chunk.data); // same stream as the last node: extend its text
-      } else if (target && target.getAttribute("data-stream") === chunk.stream) {
-        target.firstChild.appendData(chunk.data);
-      } else {
-        target = document.createElement("span");
-        target.className = "log__chunk log__chunk--" + (chunk.stream === "stderr" ? "stderr" : "stdout");
-        target.setAttribute("data-stream", chunk.stream);
-        target.appendChild(document.createTextNode(chunk.data));
-        fragment.appendChild(target);
-        tail = null;
-      }
-      renderedChars += chunk.data.length;
-    }
-    log.appendChild(fragment);
-    trim();
-    if (follow) log.scrollTop = log.scrollHeight;
-  }
-
-  function trim() {
-    while (log.childNodes.length > 1 && (log.childNodes.length > MAX_NODES || renderedChars > MAX_CHARS)) {
-      var removed = log.firstChild.textContent.length;
-      log.removeChild(log.firstChild);
-      renderedChars -= removed;
-      trimmedChars += removed;
-    }
-    if (renderedChars > MAX_CHARS && log.firstChild) {
-      // One huge node: cut its beginning at a line boundary.
-      var text = log.firstChild.firstChild;
-      var cut = text.data.indexOf("\n", renderedChars - MAX_CHARS);
-      cut = cut === -1 ? renderedChars - MAX_CHARS : cut + 1;
-      text.deleteData(0, cut);
-      renderedChars -= cut;
-      trimmedChars += cut;
-    }
-    if (trimmedChars && trimmedEl) {
-      trimmedEl.hidden = false;
-      trimmedEl.textContent = "The first " + trimmedChars.toLocaleString() +
-        " characters are no longer shown, to keep this page fast. The full log is available from the API (link below).";
+    pending = pending.slice(done);
+    viewer.flush();
+    keepFollowing(wasAtBottom);
+    if (pending.length && !frameRequested) {
+      frameRequested = true;
+      window.requestAnimationFrame(render);
     }
   }
 
@@ -147,6 +116,16 @@
 
   // --- following ------------------------------------------------------------------------
 
+  function atBottom() {
+    return log.scrollHeight - log.scrollTop - log.clientHeight <= FOLLOW_SLACK_PX;
+  }
+
+  // ``wasAtBottom``: where the reader was before this frame's output. If they scrolled up (and the
+  // scroll event that stops following has not arrived yet), new output must not pull them back.
+  function keepFollowing(wasAtBottom) {
+    if (follow && wasAtBottom !== false) log.scrollTop = log.scrollHeight;
+  }
+
   function setFollow(on) {
     follow = on;
     if (followBox) followBox.checked = on;
@@ -154,19 +133,19 @@
   }
 
   log.addEventListener("scroll", function () {
-    var atBottom = log.scrollHeight - log.scrollTop - log.clientHeight <= FOLLOW_SLACK_PX;
-    if (atBottom !== follow) setFollow(atBottom);
+    var bottom = atBottom();
+    if (bottom !== follow) setFollow(bottom);
   });
   if (followBox) {
     followBox.addEventListener("change", function () {
       setFollow(followBox.checked);
-      if (follow) log.scrollTop = log.scrollHeight;
+      keepFollowing();
     });
   }
   if (jumpButton) {
     jumpButton.addEventListener("click", function () {
       setFollow(true);
-      log.scrollTop = log.scrollHeight;
+      keepFollowing();
       log.focus();
     });
   }
@@ -206,14 +185,20 @@
     if (message.type === "log") {
       if (typeof message.seq !== "number" || message.seq <= lastSeq) return;
       lastSeq = message.seq;
-      queue({ stream: message.stream, data: typeof message.data === "string" ? message.data : "" });
+      queue({
+        stream: message.stream,
+        data: typeof message.data === "string" ? message.data : "",
+        ts: typeof message.ts === "string" ? message.ts : null
+      });
     } else if (message.type === "status") {
       setStatus(message.status);
       if (!ended) setConnection("Live · " + humanStatus(message.status));
     } else if (message.type === "end") {
       ended = true;
       setStatus(message.status);
-      refreshSummary();
+      // A run that ended while watched: fetch its final summary. One that had ended before the page
+      // loaded is already shown as it ended (a refresh would close the artifact previews being opened).
+      if (activeAtLoad) refreshSummary();
       var code = message.exit_code === null || message.exit_code === undefined ? "" : ", exit code " + message.exit_code;
       setConnection("Finished: " + humanStatus(message.status) + code);
     } else if (message.type === "alert") {
@@ -248,6 +233,6 @@
     });
   }
 
-  setFollow(true);
+  setFollow(!startAtLine);
   connect();
 })();

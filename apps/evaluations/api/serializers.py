@@ -115,6 +115,22 @@ class EvaluationDetailSerializer(EvaluationSerializer):
         read_only_fields = fields
 
 
+class EvaluationProgressSerializer(EvaluationDetailSerializer):
+    """The detail as GET /evaluations/{id}/ returns it: with ``progress`` while the run is unfinished."""
+
+    progress = serializers.DictField(
+        read_only=True,
+        allow_null=True,
+        help_text='queued: {"kind": "queued", "position", "queued_total", "running", "estimated_wait_s", '
+        '"typical_run_s"}; running: {"kind": "running", "elapsed_s", "timeout_s", "output_bytes", '
+        '"peak_memory_bytes", "memory_limit_bytes"}; null once it ended.',
+    )
+
+    class Meta(EvaluationDetailSerializer.Meta):
+        fields = [*EvaluationDetailSerializer.Meta.fields, "progress"]
+        read_only_fields = fields
+
+
 class SubmissionSerializer(serializers.Serializer):
     """Documents the submission body for OpenAPI; validation itself is in evaluations.validation."""
 

@@ -10,6 +10,21 @@ urlpatterns = [
     path("evaluations/<evaluation_id:pk>/stop/", views.EvaluationStopView.as_view(), name="api-evaluation-stop"),
     path("evaluations/<evaluation_id:pk>/logs/", views.EvaluationLogsView.as_view(), name="api-evaluation-logs"),
     path(
+        "evaluations/<evaluation_id:pk>/artifacts.zip",
+        views.ArtifactZipView.as_view(),
+        name="api-evaluation-artifacts-zip",
+    ),
+    path(
+        "evaluations/<evaluation_id:pk>/artifact-text/<path:name>",
+        views.ArtifactTextView.as_view(),
+        name="api-evaluation-artifact-text",
+    ),
+    path(
+        "evaluations/<evaluation_id:pk>/artifact-image/<path:name>",
+        views.ArtifactImageView.as_view(),
+        name="api-evaluation-artifact-image",
+    ),
+    path(
         "evaluations/<evaluation_id:pk>/results/", views.EvaluationResultsView.as_view(), name="api-evaluation-results"
     ),
     path(

@@ -5,30 +5,33 @@ from __future__ import annotations
 import re
 
 from django.conf import settings
-from django.http import Http404, HttpResponse
+from django.http import Http404, HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import generics, serializers, status
 from rest_framework.exceptions import ValidationError
+from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from apps.accounts.roles import is_operator
-from apps.evaluations import runtimes, services
+from apps.evaluations import artifact_files, progress, runtimes, services
 from apps.evaluations.api.serializers import (
     ArtifactSerializer,
     CallbackDeliverySerializer,
     EvaluationDetailSerializer,
+    EvaluationProgressSerializer,
     EvaluationSerializer,
     ResultsSerializer,
     SubmissionSerializer,
 )
 from apps.evaluations.listing import FiltersInvalid, parse_filters
-from apps.evaluations.models import AmbiguousId, CallbackDelivery, Evaluation, Runtime, Status
+from apps.evaluations.models import AmbiguousId, Artifact, CallbackDelivery, Evaluation, Runtime, Status, Stream
 from apps.evaluations.validation import SubmissionInvalid, SubmissionTooLarge
 from apps.monitoring.models import ResourceSample
 
 LOG_PAGE_CHUNKS = 1000
+TEXT_STREAMS = {"stdout": [Stream.STDOUT], "stderr": [Stream.STDERR], "both": [Stream.STDOUT, Stream.STDERR]}
 AFTER = re.compile(r"[0-9]{1,12}")  # ASCII digits only: str.isdigit() also accepts "²" and "①"
 
 
@@ -130,9 +133,12 @@ class EvaluationListCreateView(generics.ListAPIView):
 
 
 class EvaluationDetailView(VisibleEvaluationMixin, APIView):
-    @extend_schema(responses=EvaluationDetailSerializer)
+    @extend_schema(responses=EvaluationProgressSerializer)
     def get(self, request, pk):
-        return Response(EvaluationDetailSerializer(self.get_evaluation(pk)).data)
+        evaluation = self.get_evaluation(pk)
+        body = EvaluationDetailSerializer(evaluation).data
+        body["progress"] = progress.as_payload(progress.progress_of(evaluation))
+        return Response(body)
 
     @extend_schema(responses={202: EvaluationSerializer})
     def delete(self, request, pk):
@@ -147,9 +153,49 @@ class EvaluationStopView(VisibleEvaluationMixin, APIView):
         return Response(EvaluationSerializer(evaluation).data, status=status.HTTP_202_ACCEPTED)
 
 
+class PlainTextRenderer(BaseRenderer):
+    """Lets content negotiation accept ``Accept: text/plain`` and ``?format=text`` (the view streams the body)."""
+
+    media_type = "text/plain"
+    format = "text"
+    charset = "utf-8"
+
+    def render(self, data, accepted_media_type=None, renderer_context=None):
+        # Only errors (400/404) come through here; the log itself is a StreamingHttpResponse.
+        if isinstance(data, dict):
+            return "\n".join(f"{key}: {value}" for key, value in data.items()).encode()
+        return str(data).encode()
+
+
+def _text_chunks(evaluation: Evaluation, streams: list[str]):
+    """The stored output bytes of ``streams``, in order, read a page of chunks at a time."""
+    after = 0
+    while True:
+        page = list(
+            evaluation.chunks.filter(seq__gt=after, stream__in=streams)
+            .order_by("seq")
+            .values_list("seq", "data")[:LOG_PAGE_CHUNKS]
+        )
+        if not page:
+            return
+        yield b"".join(bytes(data) for _, data in page)
+        after = page[-1][0]
+
+
 class EvaluationLogsView(VisibleEvaluationMixin, APIView):
+    renderer_classes = [JSONRenderer, PlainTextRenderer]
+
     @extend_schema(
-        parameters=[OpenApiParameter("after", int, description="return chunks with seq > after")],
+        parameters=[
+            OpenApiParameter("after", int, description="return chunks with seq > after (JSON only)"),
+            OpenApiParameter(
+                "format",
+                str,
+                enum=["json", "text"],
+                description="text: the whole output as a text/plain attachment (also with Accept: text/plain)",
+            ),
+            OpenApiParameter("stream", str, enum=list(TEXT_STREAMS), description="with format=text: which stream"),
+        ],
         responses=inline_serializer(
             "EvaluationLogs",
             {
@@ -170,6 +216,8 @@ class EvaluationLogsView(VisibleEvaluationMixin, APIView):
     )
     def get(self, request, pk):
         evaluation = self.get_evaluation(pk)
+        if request.accepted_renderer.format == "text":
+            return self.text(evaluation, request.query_params.get("stream", "both"))
         after = parse_after(request.query_params.get("after", "0"))
         # Read the status before the chunks: if it was terminal then, every chunk is already stored.
         terminal = evaluation.is_terminal
@@ -184,6 +232,19 @@ class EvaluationLogsView(VisibleEvaluationMixin, APIView):
             }
         )
 
+    def text(self, evaluation: Evaluation, stream: str) -> StreamingHttpResponse:
+        """The output as stored (bytes as they came), one stream or both interleaved, as a download."""
+        if stream not in TEXT_STREAMS:
+            raise ValidationError({"stream": [f"Choose one of: {', '.join(TEXT_STREAMS)}."]})
+        response = StreamingHttpResponse(
+            _text_chunks(evaluation, TEXT_STREAMS[stream]), content_type="text/plain; charset=utf-8"
+        )
+        name = f"evaluation-{str(evaluation.pk)[:8]}-{stream}.txt"
+        response["Content-Disposition"] = f'attachment; filename="{name}"'
+        response["X-Content-Type-Options"] = "nosniff"
+        response["Content-Security-Policy"] = "default-src 'none'; sandbox"
+        return response
+
 
 class EvaluationResultsView(VisibleEvaluationMixin, APIView):
     @extend_schema(responses=ResultsSerializer)
@@ -193,25 +254,94 @@ class EvaluationResultsView(VisibleEvaluationMixin, APIView):
         return Response(ResultsSerializer(evaluation, context={"may_see_tests": may_see_tests}).data)
 
 
-class ArtifactListView(VisibleEvaluationMixin, APIView):
+class ArtifactAccessMixin(VisibleEvaluationMixin):
+    """The one way every artifact endpoint reaches a run's artifacts: the evaluation must be visible
+    to the user (else 404). Checks that apply to all artifact access belong in ``get_artifacts``."""
+
+    def get_artifacts(self, pk):
+        return self.get_evaluation(pk).artifacts
+
+    def get_artifact(self, pk, name: str) -> Artifact:
+        return get_object_or_404(self.get_artifacts(pk), name=name)
+
+
+def _hostile_file_headers(response: HttpResponse, disposition: str, name: str) -> HttpResponse:
+    """Headers for bytes written by a sandboxed program: never sniffed, never run as a document."""
+    response["Content-Disposition"] = f'{disposition}; filename="{artifact_files.safe_download_name(name)}"'
+    response["X-Content-Type-Options"] = "nosniff"
+    response["Content-Security-Policy"] = "default-src 'none'; sandbox"
+    return response
+
+
+class ArtifactListView(ArtifactAccessMixin, APIView):
     @extend_schema(responses=ArtifactSerializer(many=True))
     def get(self, request, pk):
-        evaluation = self.get_evaluation(pk)
-        artifacts = evaluation.artifacts.defer("data").order_by("name")
+        artifacts = self.get_artifacts(pk).defer("data").order_by("name")
         return Response(ArtifactSerializer(artifacts, many=True).data)
 
 
-class ArtifactDownloadView(VisibleEvaluationMixin, APIView):
+class ArtifactDownloadView(ArtifactAccessMixin, APIView):
     @extend_schema(responses={(200, "application/octet-stream"): bytes})
     def get(self, request, pk, name):
-        evaluation = self.get_evaluation(pk)
-        artifact = get_object_or_404(evaluation.artifacts, name=name)
+        artifact = self.get_artifact(pk, name)
         response = HttpResponse(bytes(artifact.data), content_type="application/octet-stream")
-        safe_name = "".join(c if c.isalnum() or c in "._-" else "_" for c in artifact.name.rsplit("/", 1)[-1])
-        response["Content-Disposition"] = f'attachment; filename="{safe_name or "artifact"}"'
-        response["X-Content-Type-Options"] = "nosniff"
-        response["Content-Security-Policy"] = "default-src 'none'; sandbox"
+        _hostile_file_headers(response, "attachment", artifact.name)
         response["ETag"] = f'"{artifact.sha256}"'
+        return response
+
+
+class ArtifactTextView(ArtifactAccessMixin, APIView):
+    """The beginning of a text artifact as JSON, for the detail page's preview (415 for a binary file)."""
+
+    @extend_schema(
+        summary="Preview a text artifact",
+        responses={
+            200: inline_serializer(
+                "ArtifactText",
+                {
+                    "name": serializers.CharField(),
+                    "size": serializers.IntegerField(),
+                    "text": serializers.CharField(),
+                    "truncated": serializers.BooleanField(),
+                },
+            ),
+            415: OpenApiResponse(description="the artifact is not UTF-8 text"),
+        },
+    )
+    def get(self, request, pk, name):
+        artifact = self.get_artifact(pk, name)
+        preview = artifact_files.text_preview(artifact)
+        if preview is None:
+            return error_response("This artifact is not UTF-8 text; download it instead.", 415)
+        body = {"name": artifact.name, "size": artifact.size, "text": preview.text, "truncated": preview.truncated}
+        return Response(body)
+
+
+class ArtifactImageView(ArtifactAccessMixin, APIView):
+    """An artifact served as an image, only if its bytes are PNG, JPEG, GIF or WebP (415 otherwise)."""
+
+    @extend_schema(summary="An image artifact, inline", responses={(200, "image/*"): bytes, 415: OpenApiResponse()})
+    def get(self, request, pk, name):
+        artifact = self.get_artifact(pk, name)
+        data = bytes(artifact.data)
+        content_type = artifact_files.image_type(data[: artifact_files.SNIFF_BYTES])
+        if content_type is None:
+            return error_response("This artifact is not a PNG, JPEG, GIF or WebP image.", 415)
+        response = _hostile_file_headers(HttpResponse(data, content_type=content_type), "inline", artifact.name)
+        response["ETag"] = f'"{artifact.sha256}"'
+        return response
+
+
+class ArtifactZipView(ArtifactAccessMixin, APIView):
+    """Every artifact of a run as one zip, streamed a file at a time, names made safe to extract."""
+
+    @extend_schema(summary="All artifacts as one zip", responses={(200, "application/zip"): bytes})
+    def get(self, request, pk):
+        artifacts = self.get_artifacts(pk)
+        response = StreamingHttpResponse(
+            artifact_files.stream_zip(artifact_files.artifact_pairs(artifacts)), content_type="application/zip"
+        )
+        response = _hostile_file_headers(response, "attachment", f"evaluation-{str(pk)[:8]}-artifacts.zip")
         return response
 
 
