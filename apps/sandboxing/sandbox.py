@@ -17,8 +17,10 @@ takes the container away (``containers.remove``, the one way any container is re
 from __future__ import annotations
 
 import logging
+import os
 import re
 import select
+import signal
 import socket
 import time
 from datetime import UTC, datetime
@@ -27,7 +29,7 @@ import docker.errors
 from django.conf import settings
 from docker.models.containers import _create_container_args
 
-from apps.sandboxing import containers, engine
+from apps.sandboxing import containers, engine, processes
 from apps.sandboxing.cgroups import CgroupReader, Reading, reading_from_engine_stats
 from apps.sandboxing.engine_runtime import is_gvisor
 from apps.sandboxing.incontainer import collector, python_argv
@@ -216,6 +218,8 @@ class Sandbox:
         # The engine forgot an exec: it forgets every exec of a container that stopped (under gVisor
         # the container can stop before the exec's end is recorded).
         self.exec_lost = False
+        self.frozen = False
+        self._runsc_root: str | None = None
 
     @property
     def api(self):
@@ -361,6 +365,68 @@ class Sandbox:
             return not any(True for _ in events)
         except Exception:
             return True
+
+    # --- the process view and freezing (evidence of a safety stop) -----------------------------
+    def process_view(self) -> list[processes.Process]:
+        """The processes in the sandbox now (pid, parent, name); empty when this host cannot see them."""
+        if self.killed or not processes.local_engine():
+            return []
+        if is_gvisor(self.profile.engine_runtime):
+            if self._runsc_root is None:
+                self._runsc_root = processes.runsc_root(self.container_id) or ""
+            return processes.runsc_view(self.container_id, self._runsc_root) if self._runsc_root else []
+        procs = self.cgroup.procs_file()
+        return processes.runc_view(procs) if procs is not None else []
+
+    def freeze(self) -> bool:
+        """Pause every process in the sandbox (the engine's pause: the cgroup freezer under runc, runsc's
+        pause under gVisor): the program makes no progress after it, and its files stay. Counters are
+        read first. False when the engine would not (the caller then kills)."""
+        if self.killed:
+            return False
+        self.read_counters()
+        try:
+            self.api.pause(self.container_id)
+        except Exception as exc:
+            log.warning("pause %s: %s", self.container_id[:12], exc)
+            return False
+        self.frozen = True
+        return True
+
+    def kill_frozen_programs(self) -> int:
+        """Under runc, while frozen: SIGKILL every host process of the container but its init and the idle
+        main process (they die as they thaw, before they can fork again). Returns how many were
+        signalled; 0 under gVisor (``runsc kill`` refuses a paused sandbox) or when not visible here."""
+        if not self.frozen or is_gvisor(self.profile.engine_runtime) or not processes.local_engine():
+            return 0
+        procs = self.cgroup.procs_file()
+        init = self.container_state().get("Pid") or 0
+        if procs is None or not init:
+            return 0
+        view = processes.runc_view(procs)
+        keep = {init} | {p.pid for p in view if p.ppid == init and p.name == "sleep"}
+        signalled = 0
+        for process in view:
+            if process.pid in keep:
+                continue
+            try:
+                os.kill(process.pid, signal.SIGKILL)
+                signalled += 1
+            except (ProcessLookupError, PermissionError):
+                continue
+        return signalled
+
+    def thaw(self) -> bool:
+        """Unpause the sandbox; False when the engine would not."""
+        if not self.frozen:
+            return True
+        try:
+            self.api.unpause(self.container_id)
+        except Exception as exc:
+            log.warning("unpause %s: %s", self.container_id[:12], exc)
+            return False
+        self.frozen = False
+        return True
 
     # --- ending ------------------------------------------------------------------------------
     def kill(self) -> None:

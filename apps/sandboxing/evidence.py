@@ -1,0 +1,88 @@
+"""Keep the evidence of a sandbox stopped for safety before it is killed and removed.
+
+A plain stop SIGKILLs the container, and with it go /output (a tmpfs) and the processes. For a
+safety rule or an emergency stop (``Command.STOP_KEEPING_EVIDENCE``) the runner instead:
+
+1. freezes the sandbox (the engine's pause; bounded by ``FREEZE_WAIT_S``, else it kills at once):
+   from here on the program makes no progress, so the stop is not delayed by what follows;
+2. reads the process view while frozen (what ran at the stop);
+3. under runc, SIGKILLs the program's processes while they are frozen (a fork bomb that filled the
+   pids limit leaves no room for an exec), thaws, and clears what is left with the reaper;
+   under gVisor (``runsc kill`` refuses a paused sandbox) it thaws and clears with the reaper;
+4. collects /output through the usual collector, with the usual caps (hostile input, parsed as such);
+5. kills the container. The whole step is bounded by ``SANDBOX_EVIDENCE_DEADLINE_S``; a step that
+   fails kills at once and says so in ``Evidence.detail`` (fail closed: never collect while a
+   program may still run).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from django.conf import settings
+
+from apps.sandboxing.outcomes import Evidence
+from apps.sandboxing.sandbox import Sandbox, SandboxSetupError
+from apps.sandboxing.streams import ParsedArtifact
+
+log = logging.getLogger(__name__)
+
+FREEZE_WAIT_S = 1.0  # the longest the stop waits for the engine's pause before it kills instead
+MAX_PROCESSES_KEPT = 200
+
+
+def freeze_bounded(sandbox: Sandbox, wait_s: float = FREEZE_WAIT_S) -> bool:
+    """``sandbox.freeze()``, waited for at most ``wait_s`` (a wedged engine must not delay the stop)."""
+    done = threading.Event()
+    answer: list[bool] = []
+
+    def pause() -> None:
+        answer.append(sandbox.freeze())
+        done.set()
+
+    threading.Thread(target=pause, daemon=True, name="sandbox-freeze").start()
+    return done.wait(wait_s) and bool(answer and answer[0])
+
+
+def preserve(sandbox: Sandbox, *, collect: bool, started: float | None = None) -> tuple[
+    Evidence, list[ParsedArtifact], bool, int
+]:
+    """Freeze, look, clear, collect, kill (see the module). Returns the evidence account and what
+    ``Sandbox.collect_artifacts`` returns (empty when nothing was collected). Never raises."""
+    started = time.monotonic() if started is None else started
+    deadline = started + settings.SANDBOX_EVIDENCE_DEADLINE_S
+    evidence = Evidence()
+    artifacts: tuple[list[ParsedArtifact], bool, int] = ([], False, 0)
+    try:
+        evidence.frozen = freeze_bounded(sandbox)
+        if not evidence.frozen:
+            evidence.detail = "the engine did not pause the sandbox in time: killed at once, nothing collected"
+            return evidence, *artifacts
+        evidence.freeze_ms = round((time.monotonic() - started) * 1000, 1)
+        evidence.processes = [p.as_dict() for p in sandbox.process_view()[:MAX_PROCESSES_KEPT]]
+        sandbox.kill_frozen_programs()
+        if not sandbox.thaw():
+            evidence.detail = "the engine did not unpause the sandbox: killed, nothing collected"
+            return evidence, *artifacts
+        try:
+            sandbox.kill_programs()
+        except SandboxSetupError as exc:
+            evidence.detail = f"the program's processes could not be cleared ({exc}): killed, nothing collected"
+            return evidence, *artifacts
+        evidence.programs_killed = True
+        left = deadline - time.monotonic()
+        if collect and left > 0:
+            artifacts = sandbox.collect_artifacts(left)
+            evidence.collected = True
+        elif collect:
+            evidence.detail = "no time was left to collect /output"
+        return evidence, *artifacts
+    except Exception as exc:  # never into the run: the stop must happen
+        log.exception("evidence of sandbox %s", sandbox.container_id[:12])
+        evidence.detail = f"evidence step failed: {type(exc).__name__}"
+        return evidence, *artifacts
+    finally:
+        sandbox.kill()
+        evidence.total_ms = (time.monotonic() - started) * 1000
