@@ -19,6 +19,7 @@ class SamplePayload(TypedDict):
     memory_bytes: int
     pids: int
     output_bytes_per_s: float
+    processes: dict[str, int] | None
 
 
 class AlertPayload(TypedDict):
@@ -51,6 +52,9 @@ class ResourceSample(models.Model):
     memory_bytes = models.BigIntegerField()
     pids = models.IntegerField()
     output_bytes_per_s = models.FloatField(default=0)
+    processes = models.JSONField(
+        null=True, blank=True, help_text="The process view when it was read: how many processes of each name."
+    )
 
     class Meta:
         ordering = ["evaluation_id", "at"]
@@ -67,6 +71,7 @@ class ResourceSample(models.Model):
             "memory_bytes": self.memory_bytes,
             "pids": self.pids,
             "output_bytes_per_s": round(self.output_bytes_per_s, 1),
+            "processes": self.processes,
         }
 
 
@@ -99,6 +104,7 @@ class RuleKind(models.TextChoices):
     OUTPUT_FLOOD = "output_flood", "Sustained output flood (threshold: bytes/s for at least duration_s)"
     CPU_PINNED = "cpu_pinned", "CPU pinned for the whole run (threshold: fraction of the CPUs, after duration_s)"
     OUTPUT_PATTERN = "output_pattern", "Output matches a regular expression (pattern)"
+    PROCESS_NAME = "process_name", "A process in the sandbox has a name matching a regular expression (pattern)"
 
 
 class RuleAction(models.TextChoices):
@@ -126,9 +132,9 @@ class SafetyRule(models.Model):
         return self.name
 
     def clean(self):
-        if self.kind == RuleKind.OUTPUT_PATTERN:
+        if self.kind in (RuleKind.OUTPUT_PATTERN, RuleKind.PROCESS_NAME):
             if not self.pattern:
-                raise ValidationError({"pattern": "An output_pattern rule needs a pattern."})
+                raise ValidationError({"pattern": f"An {self.kind} rule needs a pattern."})
             try:
                 re.compile(self.pattern)
             except re.error as exc:
@@ -239,7 +245,9 @@ class Incident(models.Model):
     severity = models.CharField(max_length=8, choices=Severity.choices, default=Severity.CRITICAL)
     status = models.CharField(max_length=16, choices=IncidentStatus.choices, default=IncidentStatus.OPEN)
     summary = models.CharField(max_length=300, blank=True)
-    actor = models.CharField(max_length=150, blank=True, help_text="Who or what opened it: a rule, a user, the kill switch.")
+    actor = models.CharField(
+        max_length=150, blank=True, help_text="Who or what opened it: a rule, a user, the kill switch."
+    )
     alerts = models.ManyToManyField(Alert, blank=True, related_name="incidents")
     opened_at = models.DateTimeField(default=timezone.now, db_index=True)
     updated_at = models.DateTimeField(default=timezone.now)

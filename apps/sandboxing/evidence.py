@@ -46,9 +46,9 @@ def freeze_bounded(sandbox: Sandbox, wait_s: float = FREEZE_WAIT_S) -> bool:
     return done.wait(wait_s) and bool(answer and answer[0])
 
 
-def preserve(sandbox: Sandbox, *, collect: bool, started: float | None = None) -> tuple[
-    Evidence, list[ParsedArtifact], bool, int
-]:
+def preserve(
+    sandbox: Sandbox, *, collect: bool, started: float | None = None
+) -> tuple[Evidence, list[ParsedArtifact], bool, int]:
     """Freeze, look, clear, collect, kill (see the module). Returns the evidence account and what
     ``Sandbox.collect_artifacts`` returns (empty when nothing was collected). Never raises."""
     started = time.monotonic() if started is None else started

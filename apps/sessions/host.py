@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, connection, connections
 
-from apps.sandboxing import selfcheck
+from apps.monitoring import incidents
+from apps.sandboxing import evidence, selfcheck
 from apps.sandboxing.agent_link import AgentLink, AgentLost
 from apps.sandboxing.sandbox import Sandbox, SandboxSetupError
 from apps.sessions import operations, publisher, rpc
@@ -226,7 +227,28 @@ class SessionHost:
                 log.info("session %s ended: %s", session.pk, reason)
         except Exception:
             log.warning("session %s: its end (%s) could not be recorded", session.pk, reason, exc_info=True)
+        if reason in EVIDENCE_REASONS:
+            self.keep_evidence(live, reason)
         self.teardown(live)
+
+    def keep_evidence(self, live: Live, reason: EndReason) -> None:
+        """A safety or emergency stop: freeze the sandbox, collect its /output (the collector, its caps),
+        kill it (``sandboxing.evidence``); the account, the files' hashes and the samples up to the
+        stop go to the session's incident. Never raises: the teardown must follow."""
+        session = live.session
+        try:
+            kept, artifacts, _truncated, _skipped = evidence.preserve(live.sandbox, collect=True)
+            samples = list(live.safety.monitor.recent) if live.safety is not None else []
+            self.db(
+                session_evidence,
+                session,
+                reason,
+                kept.as_dict(),
+                [{"name": a.name, "size": a.size, "sha256": a.sha256} for a in artifacts],
+                samples,
+            )
+        except Exception:
+            log.warning("session %s: its evidence could not be kept", session.pk, exc_info=True)
 
     def teardown(self, live: Live) -> None:
         with self.lock:
@@ -332,6 +354,24 @@ class SessionHost:
                     "out of memory" if state.get("OOMKilled") else f"its main process exited ({state.get('ExitCode')})"
                 )
                 self.end_soon(live, EndReason.SANDBOX_EXITED, f"the sandbox's container stopped: {why}")
+
+
+EVIDENCE_REASONS = (EndReason.STOPPED, EndReason.SAFETY_STOPPED, EndReason.KILL_SWITCH)
+
+
+def session_evidence(session: Session, reason: EndReason, kept: dict, artifacts: list[dict], samples: list) -> None:
+    """Record a stopped session's evidence on its incident (opened here if the stop's own is not yet)."""
+    incidents.open_or_update(
+        session_id=session.pk,
+        owner_id=session.owner_id,
+        severity="critical",
+        actor="session host",
+        kind="stop_requested",
+        detail=f"session ended: {reason}",
+    )
+    incident = incidents.record_evidence(session_id=session.pk, evidence=kept, artifacts=artifacts)
+    if incident is not None:
+        incidents.add_samples(incident, samples)
 
 
 def close_database() -> None:

@@ -34,6 +34,7 @@ class SessionSafety:
             pids_limit=host_pids_limit(profile.limits, profile.engine_runtime),
             cpus=session.cpus,
             on_alert=lambda alert: publisher.publish_alert(session.pk, alert.as_message()),
+            owner_id=session.owner_id,
         )
         return cls(monitor)
 

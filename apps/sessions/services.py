@@ -18,7 +18,7 @@ from django.db import transaction
 from rq.suspension import is_suspended
 
 from apps.audit import services as audit
-from apps.monitoring import alerts
+from apps.monitoring import alerts, incidents
 from apps.sessions import publisher, rpc
 from apps.sessions.limits import session_limits
 from apps.sessions.models import LIVE_STATUSES, EndReason, Session, Status
@@ -153,15 +153,20 @@ def stop(session: Session, *, actor=None, request=None) -> bool:
     alert = alerts.raise_emergency_stop_alert(session_id=session.pk, actor=actor)
     if alert is not None:
         publisher.publish_alert(session.pk, alert.as_message())
+    incidents.open_for_emergency_stop(session_id=session.pk, owner_id=session.owner_id, actor=actor, alert=alert)
     return True
 
 
 def end_all(reason: EndReason, *, actor=None, request=None) -> list[str]:
     """End every live session (the kill switch); returns their ids."""
     ended = []
-    for session in Session.objects.live().only("id", "status", "host"):
+    for session in Session.objects.live().only("id", "status", "host", "owner_id"):
         if end(session, reason, actor=actor, request=request, error="the kill switch was engaged"):
             ended.append(str(session.pk))
+            if reason == EndReason.KILL_SWITCH:
+                incidents.open_for_emergency_stop(
+                    session_id=session.pk, owner_id=session.owner_id, actor=actor, via="kill switch"
+                )
     return ended
 
 

@@ -25,6 +25,7 @@ from apps.evaluations.api.serializers import (
 )
 from apps.evaluations.models import CallbackDelivery, Evaluation, Status
 from apps.evaluations.validation import SubmissionInvalid, SubmissionTooLarge
+from apps.monitoring import incidents
 from apps.monitoring.models import ResourceSample
 
 LOG_PAGE_CHUNKS = 1000
@@ -191,6 +192,16 @@ class ArtifactDownloadView(VisibleEvaluationMixin, APIView):
     def get(self, request, pk, name):
         evaluation = self.get_evaluation(pk)
         artifact = get_object_or_404(evaluation.artifacts, name=name)
+        refusal = incidents.quarantine_refusal(
+            evaluation_id=evaluation.pk,
+            user=request.user,
+            operator=is_operator(request.user),
+            ack=request.query_params.get("quarantine", ""),
+            what=f"artifact {artifact.name} of evaluation {evaluation.pk}",
+            request=request,
+        )
+        if refusal is not None:
+            return Response(refusal, status=status.HTTP_403_FORBIDDEN)
         response = HttpResponse(bytes(artifact.data), content_type="application/octet-stream")
         safe_name = "".join(c if c.isalnum() or c in "._-" else "_" for c in artifact.name.rsplit("/", 1)[-1])
         response["Content-Disposition"] = f'attachment; filename="{safe_name or "artifact"}"'

@@ -18,6 +18,8 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from apps.accounts.roles import is_operator
+from apps.monitoring import incidents
 from apps.sessions import services, validation
 from apps.sessions.api.serializers import SessionSerializer
 from apps.sessions.models import EndReason, Session, Status
@@ -203,6 +205,16 @@ class SessionFileView(VisibleSessionMixin, APIView):
             if not AFTER.fullmatch(raw):
                 raise ValidationError({"max_bytes": ["Must be a non-negative integer."]})
             most = min(most, int(raw))
+        refusal = incidents.quarantine_refusal(
+            session_id=session.pk,
+            user=request.user,
+            operator=is_operator(request.user),
+            ack=request.query_params.get("quarantine", ""),
+            what=f"file {path[:200]} of session {session.pk}",
+            request=request,
+        )
+        if refusal is not None:
+            return Response(refusal, status=status.HTTP_403_FORBIDDEN)
         try:
             result, content = services.read_file(session, path, most)
         except SessionError as exc:
