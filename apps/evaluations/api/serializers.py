@@ -95,6 +95,8 @@ class EvaluationSerializer(serializers.ModelSerializer):
     @extend_schema_field(serializers.IntegerField(allow_null=True))
     def get_incident(self, obj) -> int | None:
         """The safety incident on this run, if any (its id: details under /api/v1/incidents/)."""
+        if hasattr(obj, "incident_pk"):  # annotated by the list
+            return obj.incident_pk
         return Incident.objects.filter(evaluation_id=obj.pk).values_list("pk", flat=True).first()
 
     def get_task(self, obj) -> str | None:

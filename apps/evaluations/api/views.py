@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from django.conf import settings
+from django.db.models import OuterRef, Subquery
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
@@ -26,7 +27,7 @@ from apps.evaluations.api.serializers import (
 from apps.evaluations.models import CallbackDelivery, Evaluation, Status
 from apps.evaluations.validation import SubmissionInvalid, SubmissionTooLarge
 from apps.monitoring import incidents
-from apps.monitoring.models import ResourceSample
+from apps.monitoring.models import Incident, ResourceSample
 
 LOG_PAGE_CHUNKS = 1000
 AFTER = re.compile(r"[0-9]{1,12}")  # ASCII digits only: str.isdigit() also accepts "²" and "①"
@@ -70,6 +71,10 @@ class EvaluationListCreateView(generics.ListAPIView):
 
     def get_queryset(self):
         queryset = Evaluation.objects.visible_to(self.request.user).select_related("owner").defer("code", "stdin")
+        # The incident's id in the same query (the list's cost stays fixed).
+        queryset = queryset.annotate(
+            incident_pk=Subquery(Incident.objects.filter(evaluation_id=OuterRef("pk")).values("pk")[:1])
+        )
         wanted = self.request.query_params.get("status")
         if wanted:
             if wanted not in Status.values:
