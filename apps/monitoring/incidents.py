@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 
-from django.db import IntegrityError, transaction
+from django.db import DataError, IntegrityError, transaction
 from django.utils import timezone
 
 from apps.audit import services as audit
@@ -21,6 +21,7 @@ from apps.monitoring.models import (
     EventKind,
     Incident,
     IncidentEvent,
+    IncidentFile,
     IncidentStatus,
 )
 
@@ -193,6 +194,24 @@ def record_evidence(*, evaluation_id=None, session_id=None, evidence: dict, arti
             incident, EventKind.EVIDENCE_COLLECTED, f"no evidence collected: {evidence['detail']}", actor="runner"
         )
     return incident
+
+
+def keep_files(incident: Incident, files) -> int:
+    """Store files collected from a stopped session (``ParsedArtifact``-like: name, size, sha256,
+    data) on its incident; each in its own savepoint, a refused one left out. Returns how many were kept."""
+    kept = 0
+    for item in files:
+        try:
+            with transaction.atomic():
+                IncidentFile.objects.update_or_create(
+                    incident=incident,
+                    name=item.name,
+                    defaults={"size": item.size, "sha256": item.sha256, "data": item.data},
+                )
+            kept += 1
+        except (IntegrityError, DataError):
+            log.warning("incident %s: file %r not kept", incident.pk, item.name[:80], exc_info=True)
+    return kept
 
 
 def add_samples(incident: Incident, samples: list[dict]) -> None:

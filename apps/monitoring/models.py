@@ -301,3 +301,21 @@ class IncidentEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.at:%H:%M:%S} {self.kind} {self.detail[:40]}"
+
+
+class IncidentFile(models.Model):
+    """A file kept as evidence when a session was stopped (a run's are its artifacts): hostile bytes,
+    served only to operators, as a download, audited."""
+
+    incident = models.ForeignKey(Incident, on_delete=models.CASCADE, related_name="files")
+    name = models.CharField(max_length=1024)
+    size = models.BigIntegerField()
+    sha256 = models.CharField(max_length=64)
+    data = models.BinaryField()
+
+    class Meta:
+        ordering = ["incident", "name"]
+        constraints = [models.UniqueConstraint(fields=["incident", "name"], name="incident_file_unique_name")]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.size} bytes) of incident {self.incident_id}"

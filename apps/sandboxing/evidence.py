@@ -24,6 +24,7 @@ import time
 from django.conf import settings
 
 from apps.sandboxing.outcomes import Evidence
+from apps.sandboxing.policy import OUTPUT_DIR
 from apps.sandboxing.sandbox import Sandbox, SandboxSetupError
 from apps.sandboxing.streams import ParsedArtifact
 
@@ -47,10 +48,11 @@ def freeze_bounded(sandbox: Sandbox, wait_s: float = FREEZE_WAIT_S) -> bool:
 
 
 def preserve(
-    sandbox: Sandbox, *, collect: bool, started: float | None = None
+    sandbox: Sandbox, *, collect: bool, started: float | None = None, directory: str = OUTPUT_DIR
 ) -> tuple[Evidence, list[ParsedArtifact], bool, int]:
     """Freeze, look, clear, collect, kill (see the module). Returns the evidence account and what
-    ``Sandbox.collect_artifacts`` returns (empty when nothing was collected). Never raises."""
+    ``Sandbox.collect_artifacts`` returns (empty when nothing was collected) of ``directory`` (/output;
+    a session's workspace for a session). Never raises."""
     started = time.monotonic() if started is None else started
     deadline = started + settings.SANDBOX_EVIDENCE_DEADLINE_S
     evidence = Evidence()
@@ -74,7 +76,7 @@ def preserve(
         evidence.programs_killed = True
         left = deadline - time.monotonic()
         if collect and left > 0:
-            artifacts = sandbox.collect_artifacts(left)
+            artifacts = sandbox.collect_artifacts(left, directory)
             evidence.collected = True
         elif collect:
             evidence.detail = "no time was left to collect /output"

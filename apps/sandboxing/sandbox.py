@@ -498,15 +498,18 @@ class Sandbox:
         log.error("could not remove sandbox container %s; the reconciler will", self.container_id[:12])
 
     # --- artifacts ---------------------------------------------------------------------------
-    def collect_artifacts(self, deadline_s: float = COLLECT_DEADLINE_S) -> tuple[list[ParsedArtifact], bool, int]:
-        """The files left in /output within the artifact caps, whether the list is incomplete, and how
-        many files were left out for their name (``streams.MAX_NAME_BYTES``)."""
+    def collect_artifacts(
+        self, deadline_s: float = COLLECT_DEADLINE_S, directory: str = OUTPUT_DIR
+    ) -> tuple[list[ParsedArtifact], bool, int]:
+        """The files left in /output (or ``directory``: a session's workspace) within the artifact caps,
+        whether the list is incomplete, and how many files were left out for their name
+        (``streams.MAX_NAME_BYTES``)."""
         limits = self.limits
         if limits.artifact_max_files == 0 or limits.artifact_max_bytes == 0:
             return [], False, 0
         parser = ArtifactStreamParser(max_files=limits.artifact_max_files, max_bytes=limits.artifact_max_bytes)
         argv = python_argv(
-            "collector", *collector.argv(OUTPUT_DIR, limits.artifact_max_files, limits.artifact_max_bytes)
+            "collector", *collector.argv(directory, limits.artifact_max_files, limits.artifact_max_bytes)
         )
         stream = None
         try:

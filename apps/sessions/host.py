@@ -30,6 +30,7 @@ from apps.sessions import operations, publisher, rpc
 from apps.sessions.limits import session_profile
 from apps.sessions.models import EndReason, Session, Status
 from apps.sessions.safety import SessionSafety
+from apps.sessions.services import WORKSPACE
 from crucible.logcontext import bound
 
 log = logging.getLogger(__name__)
@@ -161,6 +162,9 @@ class SessionHost:
         live = self.live.get(message.get("session", ""))
         if op == "end":
             if live is not None:
+                # A stop ended elsewhere (an operator's, the kill switch's): keep its evidence first.
+                if message.get("reason") in EVIDENCE_REASONS:
+                    self.keep_evidence(live, EndReason(message["reason"]))
                 self.teardown(live)
             return {"status": 202}, None
         if live is None:
@@ -237,14 +241,14 @@ class SessionHost:
         stop go to the session's incident. Never raises: the teardown must follow."""
         session = live.session
         try:
-            kept, artifacts, _truncated, _skipped = evidence.preserve(live.sandbox, collect=True)
+            kept, artifacts, _truncated, _skipped = evidence.preserve(live.sandbox, collect=True, directory=WORKSPACE)
             samples = list(live.safety.monitor.recent) if live.safety is not None else []
             self.db(
                 session_evidence,
                 session,
                 reason,
                 kept.as_dict(),
-                [{"name": a.name, "size": a.size, "sha256": a.sha256} for a in artifacts],
+                artifacts,
                 samples,
             )
         except Exception:
@@ -359,9 +363,10 @@ class SessionHost:
 EVIDENCE_REASONS = (EndReason.STOPPED, EndReason.SAFETY_STOPPED, EndReason.KILL_SWITCH)
 
 
-def session_evidence(session: Session, reason: EndReason, kept: dict, artifacts: list[dict], samples: list) -> None:
-    """Record a stopped session's evidence on its incident (opened here if the stop's own is not yet)."""
-    incidents.open_or_update(
+def session_evidence(session: Session, reason: EndReason, kept: dict, files: list, samples: list) -> None:
+    """Record a stopped session's evidence on its incident (opened here if the stop's own is not yet):
+    the account, the files of its workspace (kept on the incident, hashes on the timeline), the samples."""
+    incident = incidents.open_or_update(
         session_id=session.pk,
         owner_id=session.owner_id,
         severity="critical",
@@ -369,9 +374,10 @@ def session_evidence(session: Session, reason: EndReason, kept: dict, artifacts:
         kind="stop_requested",
         detail=f"session ended: {reason}",
     )
-    incident = incidents.record_evidence(session_id=session.pk, evidence=kept, artifacts=artifacts)
-    if incident is not None:
-        incidents.add_samples(incident, samples)
+    incidents.keep_files(incident, files)
+    incidents.add_samples(incident, samples)
+    hashes = [{"name": f.name, "size": f.size, "sha256": f.sha256} for f in files]
+    incidents.record_evidence(session_id=session.pk, evidence=kept, artifacts=hashes)
 
 
 def close_database() -> None:

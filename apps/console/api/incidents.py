@@ -44,6 +44,7 @@ def incident_json(incident: Incident, *, operator: bool) -> dict:
             "released_at": incident.released_at.isoformat() if incident.released_at else None,
             "alerts": list(incident.alerts.values_list("pk", flat=True)),
             "evidence": incident.evidence,
+            "files": list(incident.files.values("name", "size", "sha256")),
             "report": incident_report.report_path(incident.pk),
         }
     return body
@@ -120,4 +121,27 @@ class IncidentReportView(APIView):
             response = HttpResponse(json.dumps(report, indent=2), content_type="application/json")
             response["Content-Disposition"] = f'attachment; filename="incident-{incident.pk}.json"'
         response["X-Content-Type-Options"] = "nosniff"
+        return response
+
+
+class IncidentFileView(APIView):
+    """A file kept from a stopped session (``?name=``): operators only, as a download, audited."""
+
+    @extend_schema(responses={200: bytes})
+    def get(self, request, pk):
+        incident = get_object_or_404(visible_incidents(request.user), pk=pk)
+        if not is_operator(request.user):
+            return Response({"detail": "Only operators download an incident's evidence."}, status=403)
+        name = request.query_params.get("name")
+        if not name:
+            return Response({"detail": "name is required: the file's name as the incident lists it."}, status=400)
+        kept = get_object_or_404(incident.files, name=name)
+        incidents.record_quarantined_download(
+            incident, actor=request.user, what=f"evidence file {kept.name}", request=request
+        )
+        response = HttpResponse(bytes(kept.data), content_type="application/octet-stream")
+        safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in kept.name.rsplit("/", 1)[-1])
+        response["Content-Disposition"] = f'attachment; filename="{safe or "evidence"}"'
+        response["X-Content-Type-Options"] = "nosniff"
+        response["Content-Security-Policy"] = "default-src 'none'; sandbox"
         return response

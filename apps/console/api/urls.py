@@ -11,5 +11,6 @@ urlpatterns = [
     path("incidents/", incidents.IncidentListView.as_view(), name="api-incidents"),
     path("incidents/<int:pk>/", incidents.IncidentDetailView.as_view(), name="api-incident"),
     path("incidents/<int:pk>/release/", incidents.IncidentReleaseView.as_view(), name="api-incident-release"),
+    path("incidents/<int:pk>/files/", incidents.IncidentFileView.as_view(), name="api-incident-file"),
     path("incidents/<int:pk>/report/", incidents.IncidentReportView.as_view(), name="api-incident-report"),
 ]
