@@ -310,11 +310,12 @@ class EvaluationRun:
         )
         if result.duration_ms is not None:
             fields["duration_ms"] = result.duration_ms
+        # The incident holds the evidence before the run is seen to end (its record is complete then).
+        self._record_evidence(result)
         notice = with_db_retry(
             lambda: self._store_end(status, reason, fields, result),
             f"recording the end of {self.evaluation.pk}",
         )
-        self._record_evidence(result)
         if notice is not None:
             publisher.publish_log(self.evaluation.pk, notice.seq, notice.stream, notice.text)
         publisher.publish_end(self.evaluation)
