@@ -7,7 +7,7 @@ import json
 
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -56,7 +56,11 @@ def visible_incidents(user):
 
 
 class IncidentListView(APIView):
-    @extend_schema(responses=inline_serializer("IncidentList", {"results": serializers.ListField()}))
+    @extend_schema(
+        operation_id="incidents_list",
+        parameters=[OpenApiParameter("status", str, description="only incidents with this status")],
+        responses=inline_serializer("IncidentList", {"results": serializers.ListField()}),
+    )
     def get(self, request):
         rows = visible_incidents(request.user).order_by("-opened_at")
         wanted = request.query_params.get("status")
@@ -108,7 +112,10 @@ class IncidentReleaseView(APIView):
 class IncidentReportView(APIView):
     """The report as JSON (default) or Markdown (``?format=md``), as a download; operators only."""
 
-    @extend_schema(responses={200: bytes})
+    @extend_schema(
+        parameters=[OpenApiParameter("as", str, description="md: the Markdown document (default: JSON)")],
+        responses={200: bytes},
+    )
     def get(self, request, pk):
         incident = get_object_or_404(visible_incidents(request.user), pk=pk)
         if not is_operator(request.user):
@@ -127,7 +134,12 @@ class IncidentReportView(APIView):
 class IncidentFileView(APIView):
     """A file kept from a stopped session (``?name=``): operators only, as a download, audited."""
 
-    @extend_schema(responses={200: bytes})
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("name", str, required=True, description="the file's name as the incident lists it")
+        ],
+        responses={200: bytes},
+    )
     def get(self, request, pk):
         incident = get_object_or_404(visible_incidents(request.user), pk=pk)
         if not is_operator(request.user):

@@ -193,7 +193,14 @@ class ArtifactListView(VisibleEvaluationMixin, APIView):
 
 
 class ArtifactDownloadView(VisibleEvaluationMixin, APIView):
-    @extend_schema(responses={(200, "application/octet-stream"): bytes})
+    @extend_schema(
+        parameters=[
+            OpenApiParameter(
+                "quarantine", str, description="release-ack: an operator downloads a quarantined artifact (audited)"
+            )
+        ],
+        responses={(200, "application/octet-stream"): bytes, 403: OpenApiResponse(description="quarantined")},
+    )
     def get(self, request, pk, name):
         evaluation = self.get_evaluation(pk)
         artifact = get_object_or_404(evaluation.artifacts, name=name)

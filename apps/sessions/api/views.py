@@ -193,6 +193,9 @@ class SessionFileView(VisibleSessionMixin, APIView):
         parameters=[
             OpenApiParameter("path", str, required=True, description="absolute, or relative to /sandbox"),
             OpenApiParameter("max_bytes", int, description="413 when the file is larger"),
+            OpenApiParameter(
+                "quarantine", str, description="release-ack: an operator reads a quarantined session's file (audited)"
+            ),
         ],
         responses={200: OpenApiResponse(description="the file's bytes")},
     )
