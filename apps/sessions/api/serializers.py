@@ -65,4 +65,6 @@ class SessionSerializer(serializers.ModelSerializer):
     @extend_schema_field(serializers.IntegerField(allow_null=True))
     def get_incident(self, session) -> int | None:
         """The safety incident opened on this session, if any (its id: details under /api/v1/incidents/)."""
+        if hasattr(session, "incident_pk"):  # annotated by the list
+            return session.incident_pk
         return Incident.objects.filter(session_id=session.pk).values_list("pk", flat=True).first()
