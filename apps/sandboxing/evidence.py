@@ -10,9 +10,10 @@ safety rule or an emergency stop (``Command.STOP_KEEPING_EVIDENCE``) the runner 
    pids limit leaves no room for an exec), thaws, and clears what is left with the reaper;
    under gVisor (``runsc kill`` refuses a paused sandbox) it thaws and clears with the reaper;
 4. collects /output through the usual collector, with the usual caps (hostile input, parsed as such);
-5. kills the container. The whole step is bounded by ``SANDBOX_EVIDENCE_DEADLINE_S``; a step that
-   fails kills at once and says so in ``Evidence.detail`` (fail closed: never collect while a
-   program may still run).
+   when the reaper could not start (a fork bomb under gVisor holds every process slot of the
+   sandbox user), the collector runs as ``nobody`` beside the program's processes;
+5. kills the container. The whole step is bounded by ``SANDBOX_EVIDENCE_DEADLINE_S``; a freeze or
+   thaw that fails kills at once and says so in ``Evidence.detail``.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import time
 from django.conf import settings
 
 from apps.sandboxing.outcomes import Evidence
-from apps.sandboxing.policy import OUTPUT_DIR
+from apps.sandboxing.policy import OUTPUT_DIR, SANDBOX_USER
 from apps.sandboxing.sandbox import Sandbox, SandboxSetupError
 from apps.sandboxing.streams import ParsedArtifact
 
@@ -32,6 +33,7 @@ log = logging.getLogger(__name__)
 
 FREEZE_WAIT_S = 1.0  # the longest the stop waits for the engine's pause before it kills instead
 MAX_PROCESSES_KEPT = 200
+FALLBACK_COLLECTOR_USER = "65534:65534"  # nobody: not the sandbox user, no privilege
 
 
 def freeze_bounded(sandbox: Sandbox, wait_s: float = FREEZE_WAIT_S) -> bool:
@@ -60,7 +62,10 @@ def preserve(
     try:
         evidence.frozen = freeze_bounded(sandbox)
         if not evidence.frozen:
-            evidence.detail = "the engine did not pause the sandbox in time: killed at once, nothing collected"
+            evidence.detail = (
+                "the engine did not pause the sandbox (it refused, or not within the bound): "
+                "killed at once, nothing collected"
+            )
             return evidence, *artifacts
         evidence.freeze_ms = round((time.monotonic() - started) * 1000, 1)
         evidence.processes = [p.as_dict() for p in sandbox.process_view()[:MAX_PROCESSES_KEPT]]
@@ -68,16 +73,30 @@ def preserve(
         if not sandbox.thaw():
             evidence.detail = "the engine did not unpause the sandbox: killed, nothing collected"
             return evidence, *artifacts
+        user = SANDBOX_USER
         try:
             sandbox.kill_programs()
+            evidence.programs_killed = True
         except SandboxSetupError as exc:
-            evidence.detail = f"the program's processes could not be cleared ({exc}): killed, nothing collected"
-            return evidence, *artifacts
-        evidence.programs_killed = True
+            # E.g. a fork bomb under gVisor: its processes hold every slot the sandbox user has, so
+            # nothing of that user can start. The collector runs beside them as another, unprivileged
+            # user (it reads hostile directories by design); files only the sandbox user may read are
+            # then missing, and the evidence says so.
+            user = FALLBACK_COLLECTOR_USER
+            evidence.detail = (
+                f"the program's processes could not be cleared ({exc}); the files were collected beside "
+                f"them as user {FALLBACK_COLLECTOR_USER} (files only the sandbox user may read are missing)"
+            )
         left = deadline - time.monotonic()
         if collect and left > 0:
-            artifacts = sandbox.collect_artifacts(left, directory)
-            evidence.collected = True
+            sandbox.collect_error = ""
+            artifacts = sandbox.collect_artifacts(left, directory, user)
+            evidence.collected = not sandbox.collect_error
+            if sandbox.collect_error:
+                state = (
+                    "" if sandbox.container_state().get("Running") else " (the sandbox had stopped under the program)"
+                )
+                evidence.detail = f"the files could not be collected{state}: {sandbox.collect_error}"
         elif collect:
             evidence.detail = "no time was left to collect /output"
         return evidence, *artifacts

@@ -219,6 +219,7 @@ class Sandbox:
         # the container can stop before the exec's end is recorded).
         self.exec_lost = False
         self.frozen = False
+        self.collect_error = ""  # why the last artifact collection could not run, if it could not
         self._runsc_root: str | None = None
 
     @property
@@ -273,15 +274,18 @@ class Sandbox:
             self.baseline = self.cgroup.read()
 
     # --- programs ---------------------------------------------------------------------------
-    def open_exec(self, argv: list[str], *, workdir: str, environment: dict, stdin: bool = False):
-        """Start ``argv`` in the sandbox as the sandbox user; returns (exec id, its ``ExecStream``)."""
+    def open_exec(
+        self, argv: list[str], *, workdir: str, environment: dict, stdin: bool = False, user: str = SANDBOX_USER
+    ):
+        """Start ``argv`` in the sandbox as the sandbox user (or ``user``: an evidence collection beside a
+        program that could not be cleared); returns (exec id, its ``ExecStream``)."""
         exec_id = self.api.exec_create(
             self.container_id,
             argv,
             stdin=stdin,
             stdout=True,
             stderr=True,
-            user=SANDBOX_USER,
+            user=user,
             workdir=workdir,
             environment=environment,
         )["Id"]
@@ -499,7 +503,7 @@ class Sandbox:
 
     # --- artifacts ---------------------------------------------------------------------------
     def collect_artifacts(
-        self, deadline_s: float = COLLECT_DEADLINE_S, directory: str = OUTPUT_DIR
+        self, deadline_s: float = COLLECT_DEADLINE_S, directory: str = OUTPUT_DIR, user: str = SANDBOX_USER
     ) -> tuple[list[ParsedArtifact], bool, int]:
         """The files left in /output (or ``directory``: a session's workspace) within the artifact caps,
         whether the list is incomplete, and how many files were left out for their name
@@ -513,12 +517,13 @@ class Sandbox:
         )
         stream = None
         try:
-            _exec_id, stream = self.open_exec(argv, workdir="/", environment={})
+            _exec_id, stream = self.open_exec(argv, workdir="/", environment={}, user=user)
             self._read_records(stream, parser, time.monotonic() + deadline_s)
         except ProtocolError:
             pass
         except Exception as exc:
             log.info("artifact collection in %s failed: %s", self.container_id[:12], exc)
+            self.collect_error = f"{type(exc).__name__}: {str(exc)[:200]}"
         finally:
             if stream is not None:
                 self.close_exec(stream)
