@@ -329,7 +329,10 @@ class Execution:
         elif command is Command.STOP_KEEPING_EVIDENCE and not self.sandbox.killed:
             self.ended_by = Outcome.STOPPED
             self.evidence, *self.kept_artifacts = evidence.preserve(
-                self.sandbox, collect=self.request.collect_artifacts, started=self.now
+                # After a stop no later program will collect /output: keep it now, whatever the request said.
+                self.sandbox,
+                collect=True,
+                started=self.now,
             )
         elif command is Command.CANCEL and self.ended_by is None:
             self.ended_by = Outcome.CANCELLED
