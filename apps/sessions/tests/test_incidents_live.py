@@ -27,7 +27,7 @@ def olivia_sessions(live_sessions_stack, olivia):  # noqa: F811
 def evidence_recorded(session_id) -> Incident:
     return wait_until(
         lambda: (i := Incident.objects.filter(session_id=session_id).first()) and "frozen" in i.evidence and i,
-        30,
+        90,  # the evidence step is bounded, but a loaded engine answers slowly
         what="the session's evidence on its incident",
     )
 
