@@ -31,7 +31,7 @@ from apps.sandboxing.streams import ParsedArtifact
 
 log = logging.getLogger(__name__)
 
-FREEZE_WAIT_S = 1.0  # the longest the stop waits for the engine's pause before it kills instead
+FREEZE_WAIT_S = 2.0  # the longest the stop waits for the engine's pause before it kills instead
 MAX_PROCESSES_KEPT = 200
 FALLBACK_COLLECTOR_USER = "65534:65534"  # nobody: not the sandbox user, no privilege
 

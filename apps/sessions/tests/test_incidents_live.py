@@ -67,3 +67,23 @@ def test_a_stop_rule_on_a_session_opens_an_incident_with_its_samples(alice_sessi
     assert Session.objects.get(pk=created["id"]).end_reason == "safety_stopped"
     assert incident.alerts.get().rule_name == "cloud-metadata"
     assert "stop_requested" in list(incident.events.values_list("kind", flat=True))
+
+
+@live
+def test_a_process_name_rule_stops_a_session_running_a_forbidden_tool(alice_sessions):
+    SafetyRule.objects.update_or_create(
+        name="miner",
+        defaults={"kind": "process_name", "pattern": r"^xmrig$", "severity": "critical", "action": "stop"},
+    )
+    created = alice_sessions.create().json()
+    started = alice_sessions.exec(
+        created["id"], ["bash", "-c", "cp /bin/sleep /sandbox/xmrig && /sandbox/xmrig 60"], timeout_s=30
+    )
+    assert started.status_code in (200, 409), started.text  # the stop may end the session under the exec
+    incident = evidence_recorded(created["id"])
+    assert Session.objects.get(pk=created["id"]).end_reason == "safety_stopped"
+    assert incident.alerts.get().rule_name == "miner"
+    if incident.evidence["frozen"]:  # a loaded engine may not pause within the bound: then it kills at once
+        assert "xmrig" in [process["name"] for process in incident.evidence["processes"]], incident.evidence
+    else:
+        assert "did not pause" in incident.evidence["detail"]
