@@ -55,6 +55,8 @@ class Live:
     lock: threading.Lock = field(default_factory=threading.Lock)
     safety: SessionSafety | None = None
     ending: bool = False  # an end is on its way (``SessionHost.end_soon``)
+    evidence_started: bool = False  # a stop's evidence is being kept (``SessionHost.keep_evidence``)
+    evidence_done: threading.Event = field(default_factory=threading.Event)
 
     def busy(self) -> None:
         with self.lock:
@@ -162,10 +164,7 @@ class SessionHost:
         live = self.live.get(message.get("session", ""))
         if op == "end":
             if live is not None:
-                # A stop ended elsewhere (an operator's, the kill switch's): keep its evidence first.
-                if message.get("reason") in EVIDENCE_REASONS:
-                    self.keep_evidence(live, EndReason(message["reason"]))
-                self.teardown(live)
+                self.end_elsewhere(live, message.get("reason") or "")
             return {"status": 202}, None
         if live is None:
             return {"status": 409, "detail": "this session is not being served (it has ended)"}, None
@@ -235,11 +234,25 @@ class SessionHost:
             self.keep_evidence(live, reason)
         self.teardown(live)
 
+    def end_elsewhere(self, live: Live, reason: str) -> None:
+        """A session whose row was ended by someone else (a stop, a delete, the kill switch): a stop's
+        evidence is kept (once, whichever path comes first), then its sandbox goes."""
+        if reason in EVIDENCE_REASONS:
+            self.keep_evidence(live, EndReason(reason))
+        self.teardown(live)
+
     def keep_evidence(self, live: Live, reason: EndReason) -> None:
         """A safety or emergency stop: freeze the sandbox, collect its /output (the collector, its caps),
         kill it (``sandboxing.evidence``); the account, the files' hashes and the samples up to the
         stop go to the session's incident. Never raises: the teardown must follow."""
         session = live.session
+        with live.lock:
+            first = not live.evidence_started
+            live.evidence_started = True
+        if not first:
+            # Another path (the end message, the watch) keeps it: wait for it before the teardown.
+            live.evidence_done.wait(settings.SANDBOX_EVIDENCE_DEADLINE_S + EVIDENCE_RECORD_SLACK_S)
+            return
         try:
             kept, artifacts, _truncated, _skipped = evidence.preserve(live.sandbox, collect=True, directory=WORKSPACE)
             samples = list(live.safety.monitor.recent) if live.safety is not None else []
@@ -253,6 +266,8 @@ class SessionHost:
             )
         except Exception:
             log.warning("session %s: its evidence could not be kept", session.pk, exc_info=True)
+        finally:
+            live.evidence_done.set()
 
     def teardown(self, live: Live) -> None:
         with self.lock:
@@ -337,11 +352,13 @@ class SessionHost:
         ids = list(self.live)
         if not ids:
             return
-        ended = set(
+        ended = dict(
             self.db(
                 lambda: [
-                    str(pk)
-                    for pk in Session.objects.filter(pk__in=ids, status=Status.ENDED).values_list("pk", flat=True)
+                    (str(pk), reason)
+                    for pk, reason in Session.objects.filter(pk__in=ids, status=Status.ENDED).values_list(
+                        "pk", "end_reason"
+                    )
                 ]
             )
         )
@@ -350,7 +367,8 @@ class SessionHost:
             if live is None:
                 continue
             if session_id in ended:
-                self.requests.submit(self.teardown, live)
+                # Ended elsewhere (its end message not here yet, or lost): a stop keeps its evidence first.
+                self.requests.submit(self.end_elsewhere, live, ended[session_id])
                 continue
             state = live.sandbox.container_state()
             if state and not state.get("Running"):
@@ -361,6 +379,7 @@ class SessionHost:
 
 
 EVIDENCE_REASONS = (EndReason.STOPPED, EndReason.SAFETY_STOPPED, EndReason.KILL_SWITCH)
+EVIDENCE_RECORD_SLACK_S = 10.0  # beyond the evidence step's own bound: recording it in the database
 
 
 def session_evidence(session: Session, reason: EndReason, kept: dict, files: list, samples: list) -> None:
