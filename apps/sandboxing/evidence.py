@@ -13,7 +13,9 @@ safety rule or an emergency stop (``Command.STOP_KEEPING_EVIDENCE``) the runner 
    when the reaper could not start (a fork bomb under gVisor holds every process slot of the
    sandbox user), the collector runs as ``nobody`` beside the program's processes;
 5. kills the container. The whole step is bounded by ``SANDBOX_EVIDENCE_DEADLINE_S``; a freeze or
-   thaw that fails kills at once and says so in ``Evidence.detail``.
+   thaw that fails kills at once and says so in ``Evidence.detail``. After the thaw the program
+   could run again until it is cleared: the reaper gets ``CLEAR_WAIT_S`` and a collection beside
+   processes that could not be cleared ``BESIDE_COLLECT_S``, so it never runs more than about 5 s.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from django.conf import settings
 
 from apps.sandboxing.outcomes import Evidence
 from apps.sandboxing.policy import OUTPUT_DIR, SANDBOX_USER
-from apps.sandboxing.sandbox import Sandbox, SandboxSetupError
+from apps.sandboxing.sandbox import Sandbox
 from apps.sandboxing.streams import ParsedArtifact
 
 log = logging.getLogger(__name__)
@@ -34,6 +36,26 @@ log = logging.getLogger(__name__)
 FREEZE_WAIT_S = 2.0  # the longest the stop waits for the engine's pause before it kills instead
 MAX_PROCESSES_KEPT = 200
 FALLBACK_COLLECTOR_USER = "65534:65534"  # nobody: not the sandbox user, no privilege
+# After the thaw the program could run again until it is cleared: the reaper gets this long, and a
+# collection beside processes that could not be cleared this long, before the container is killed.
+CLEAR_WAIT_S = 2.0
+BESIDE_COLLECT_S = 3.0
+
+
+def bounded(call, wait_s: float) -> tuple[bool, object]:
+    """Run ``call()`` on a helper thread and wait at most ``wait_s``: (finished, its answer or exception)."""
+    done = threading.Event()
+    answer: list = []
+
+    def run() -> None:
+        try:
+            answer.append(call())
+        except Exception as exc:
+            answer.append(exc)
+        done.set()
+
+    threading.Thread(target=run, daemon=True, name="sandbox-evidence").start()
+    return done.wait(wait_s), (answer[0] if answer else None)
 
 
 def freeze_bounded(sandbox: Sandbox, wait_s: float = FREEZE_WAIT_S) -> bool:
@@ -73,11 +95,15 @@ def preserve(
         if not sandbox.thaw():
             evidence.detail = "the engine did not unpause the sandbox: killed, nothing collected"
             return evidence, *artifacts
-        user = SANDBOX_USER
-        try:
-            sandbox.kill_programs()
+        user, wait = SANDBOX_USER, deadline - time.monotonic()
+        finished, failure = bounded(sandbox.kill_programs, min(CLEAR_WAIT_S, max(0.0, wait)))
+        if not finished:
+            evidence.detail = "the program's processes were not cleared in time: killed, nothing collected"
+            return evidence, *artifacts
+        if failure is None:  # kill_programs answers nothing when it cleared them
             evidence.programs_killed = True
-        except SandboxSetupError as exc:
+        else:
+            exc = failure
             # E.g. a fork bomb under gVisor: its processes hold every slot the sandbox user has, so
             # nothing of that user can start. The collector runs beside them as another, unprivileged
             # user (it reads hostile directories by design); files only the sandbox user may read are
@@ -88,6 +114,8 @@ def preserve(
                 f"them as user {FALLBACK_COLLECTOR_USER} (files only the sandbox user may read are missing)"
             )
         left = deadline - time.monotonic()
+        if not evidence.programs_killed:
+            left = min(left, BESIDE_COLLECT_S)
         if collect and left > 0:
             sandbox.collect_error = ""
             artifacts = sandbox.collect_artifacts(left, directory, user)

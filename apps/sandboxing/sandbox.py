@@ -527,6 +527,8 @@ class Sandbox:
         finally:
             if stream is not None:
                 self.close_exec(stream)
+        if not (parser.done or parser.failed or self.collect_error):
+            self.collect_error = "the collector did not finish (its deadline, or the sandbox stopped)"
         parser.finish()
         return parser.artifacts, parser.truncated, parser.skipped_names
 

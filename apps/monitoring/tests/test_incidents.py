@@ -60,7 +60,7 @@ def test_a_fork_bomb_stopped_by_the_default_rule_opens_an_incident_with_samples(
         assert [a["name"] for a in incident.evidence["artifacts"]] == ["notes.txt"]
     else:  # under gVisor a fork bomb can take the sandbox down first: the stop says so (README)
         detail = incident.evidence["detail"]
-        assert "did not pause" in detail or "stopped under the program" in detail, detail
+        assert any(why in detail for why in ("did not pause", "not cleared in time", "could not be collected")), detail
 
 
 def test_the_owner_gets_403_on_a_quarantined_artifact_until_an_operator_releases_it(alice_api, olivia_api, only_rules):

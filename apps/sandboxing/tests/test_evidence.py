@@ -55,7 +55,7 @@ def test_a_fork_bomb_stopped_keeping_evidence_still_gives_up_its_output_files():
         # control server refuses the pause, or the sandbox stops after the thaw): the stop then says
         # why and nothing is collected; see the README.
         detail = run.result.evidence.detail
-        assert "did not pause" in detail or "stopped under the program" in detail, detail
+        assert any(why in detail for why in ("did not pause", "not cleared in time", "could not be collected")), detail
         return
     assert run.result.evidence.collected, run.result.evidence
     assert ("before.txt", b"before the bomb") in [(a.name, a.data) for a in run.result.artifacts]
