@@ -339,6 +339,11 @@ SANDBOX_POOL_RUNTIMES = envlist("SANDBOX_POOL_RUNTIMES", [])
 SANDBOX_REUSE_IDLE_S = envint("SANDBOX_REUSE_IDLE_S", 10, minimum=0, maximum=3600)
 # The longest any call to the Docker engine may take (create, start, exec, remove, ...).
 SANDBOX_ENGINE_TIMEOUT_S = envfloat("SANDBOX_ENGINE_TIMEOUT_S", 30.0, minimum=1.0)
+# A safety or emergency stop freezes the sandbox and keeps its evidence (/output) before the kill:
+# the whole step, at most this long (apps/sandboxing/evidence.py).
+SANDBOX_EVIDENCE_DEADLINE_S = envfloat("SANDBOX_EVIDENCE_DEADLINE_S", 10.0, minimum=1.0, maximum=60.0)
+# How often a run's process view (names of the processes in its sandbox) is read for the rules.
+SANDBOX_PROCESS_VIEW_EVERY_S = envfloat("SANDBOX_PROCESS_VIEW_EVERY_S", 2.0, minimum=0.0, maximum=60.0)
 SANDBOX_RUNSC_HOST_TASKS = envint("SANDBOX_RUNSC_HOST_TASKS", 4096, minimum=256)
 # Under gVisor the engine's memory limit also covers gVisor's own kernel: this much is added to it.
 SANDBOX_RUNSC_MEMORY_OVERHEAD_MB = envint("SANDBOX_RUNSC_MEMORY_OVERHEAD_MB", 48, minimum=0)

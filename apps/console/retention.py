@@ -6,8 +6,9 @@ What goes, once it is that old (counted from when it ended):
 - a batch that is final, with all its samples;
 - an ended session, with its transcript;
 - a completion callback delivery that is no longer pending.
-What stays: users, tasks, alerts and the audit log (the security record), anything still queued,
-running or live.
+What stays: users, tasks, alerts, the audit log and safety incidents (the security record), the runs
+and sessions that have an incident (with their output, artifacts and samples: the evidence) and the
+batches holding such a run, and anything still queued, running or live.
 
 Metrics are computed from rows at scrape time; before rows are deleted, what they counted is added
 to ``MetricCarry`` in the same transaction, and the scrape adds it back (``apps.console.metrics``),
@@ -22,11 +23,12 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from apps.console.metrics import EVALUATION_COUNTERS, HISTOGRAMS, SESSION_COUNTERS
 from apps.evaluations.models import TERMINAL_STATUSES, CallbackDelivery, DeliveryStatus, Evaluation
-from apps.monitoring.models import ResourceSample, RunTiming
+from apps.monitoring.models import Incident, ResourceSample, RunTiming
 from apps.sessions.models import LIVE_STATUSES, Session
 from apps.tasks.models import Batch, BatchStatus
 
@@ -59,11 +61,17 @@ def prune(now: datetime | None = None) -> dict[str, int]:
     return pruned
 
 
+def _has_incident(field: str = "pk") -> Exists:
+    """The run (an evaluation's id at ``field``) has a safety incident: its record is evidence and stays."""
+    return Exists(Incident.objects.filter(evaluation_id=OuterRef(field)))
+
+
 def prune_evaluations(before: datetime, limit: int) -> int:
     """Terminal evaluations outside batches that finished before ``before``, oldest first."""
     with transaction.atomic():
         ids = list(
             Evaluation.objects.filter(status__in=TERMINAL_STATUSES, finished_at__lt=before, batch_id__isnull=True)
+            .exclude(_has_incident())
             .order_by("finished_at")
             .values_list("pk", flat=True)[:limit]
         )
@@ -75,6 +83,7 @@ def prune_batches(before: datetime, limit: int) -> int:
     """Final batches that finished before ``before``, each with every sample (one transaction each)."""
     done = list(
         Batch.objects.filter(status__in=FINAL_BATCH_STATUSES, finished_at__lt=before)
+        .exclude(Exists(Evaluation.objects.filter(batch_id=OuterRef("pk")).filter(_has_incident())))
         .order_by("finished_at")
         .values_list("pk", flat=True)[:limit]
     )
@@ -104,6 +113,7 @@ def prune_sessions(before: datetime, limit: int) -> int:
     with transaction.atomic():
         ids = list(
             Session.objects.exclude(status__in=LIVE_STATUSES)
+            .exclude(Exists(Incident.objects.filter(session_id=OuterRef("pk"))))
             .filter(ended_at__lt=before)
             .order_by("ended_at")
             .values_list("pk", flat=True)[:limit]

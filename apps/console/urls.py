@@ -14,4 +14,8 @@ urlpatterns = [
     path("alerts/<int:pk>/acknowledge/", views.alert_acknowledge, name="alert-acknowledge"),
     path("killswitch/", views.killswitch_view, name="killswitch"),
     path("audit/", views.audit_log, name="audit"),
+    path("incidents/", views.incident_list, name="incidents"),
+    path("incidents/<int:pk>/", views.incident_detail, name="incident"),
+    path("incidents/<int:pk>/status/", views.incident_transition, name="incident-transition"),
+    path("incidents/<int:pk>/release/", views.incident_release, name="incident-release"),
 ]

@@ -3,6 +3,8 @@ do not exist for them), anonymous visitors are sent to sign in. The paths stay u
 
 from __future__ import annotations
 
+import json
+
 from django.contrib import messages
 from django.http import HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect, render
@@ -12,10 +14,11 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from apps.accounts.permissions import operator_required
 from apps.audit import services as audit
 from apps.console import dashboard as data
-from apps.console import emergency
+from apps.console import emergency, incident_report
 from apps.evaluations import killswitch
 from apps.monitoring import alerts as alert_service
-from apps.monitoring.models import Alert
+from apps.monitoring import incidents as incident_service
+from apps.monitoring.models import Alert, Incident, IncidentStatus
 
 PAGE_SIZE = 50
 MAX_PAGE = 100000
@@ -159,3 +162,81 @@ def audit_log(request):
             "actions": audit.known_actions(),
         },
     )
+
+
+# --- safety incidents ----------------------------------------------------------------------
+
+
+@require_GET
+@operator_required
+def incident_list(request):
+    incidents = Incident.objects.order_by("-opened_at")[:200]
+    return render(request, "console/incidents.html", {"incidents": incidents})
+
+
+@require_GET
+@operator_required
+def incident_detail(request, pk):
+    """The incident's report as a page (the same record as the JSON and Markdown downloads)."""
+    incident = get_object_or_404(Incident, pk=pk)
+    report = incident_report.build(incident)
+    samples = report["samples"]
+    run = report["run"] or {}
+    facts = [
+        (k, run[k])
+        for k in (
+            "kind",
+            "id",
+            "owner",
+            "status",
+            "reason",
+            "language",
+            "code_sha256",
+            "image_digest",
+            "runtime",
+            "image",
+            "started_at",
+            "finished_at",
+        )
+        if run.get(k)
+    ]
+    facts += [(f"limit {k}", v) for k, v in (run.get("limits") or {}).items()]
+    context = {
+        "incident": incident,
+        "report": report,
+        "run_facts": facts,
+        "samples": samples,
+        "memory_max": max([s["memory_bytes"] for s in samples] + [1]),
+        "cpu_max": max([s["cpu_percent"] for s in samples] + [100]),
+        "pids_max": max([s["pids"] for s in samples] + [1]),
+        "statuses": IncidentStatus.choices,
+        "evidence_text": json.dumps(report["evidence"], indent=2),
+    }
+    return render(request, "console/incident.html", context)
+
+
+@require_POST
+@operator_required
+def incident_transition(request, pk):
+    incident = get_object_or_404(Incident, pk=pk)
+    try:
+        incident_service.transition(
+            incident,
+            request.POST.get("status", ""),
+            actor=request.user,
+            comment=request.POST.get("comment", ""),
+            request=request,
+        )
+    except incident_service.TransitionRefused as exc:
+        return HttpResponseBadRequest(str(exc))
+    messages.success(request, f"Incident #{incident.pk} is now {incident.status}.")
+    return redirect("console:incident", pk=incident.pk)
+
+
+@require_POST
+@operator_required
+def incident_release(request, pk):
+    incident = get_object_or_404(Incident, pk=pk)
+    incident_service.release(incident, actor=request.user, request=request)
+    messages.success(request, f"The quarantine of incident #{incident.pk} is released.")
+    return redirect("console:incident", pk=incident.pk)

@@ -21,8 +21,13 @@ from apps.sandboxing.outcomes import Command
 
 CONTROL_POLL_S = 0.2
 
-# The runner knows two commands; evaluations tells a safety stop from an emergency stop itself.
-COMMAND_FOR_CONTROL = {Control.CANCEL: Command.CANCEL, Control.STOP: Command.STOP, Control.SAFETY_STOP: Command.STOP}
+# Evaluations tells a safety stop from an emergency stop itself; both keep the sandbox's evidence
+# (frozen, /output collected, then killed). A worker's shutdown stops with a plain SIGKILL.
+COMMAND_FOR_CONTROL = {
+    Control.CANCEL: Command.CANCEL,
+    Control.STOP: Command.STOP_KEEPING_EVIDENCE,
+    Control.SAFETY_STOP: Command.STOP_KEEPING_EVIDENCE,
+}
 
 
 class Abandon(StrEnum):

@@ -34,8 +34,9 @@ def engage(actor=None, request=None) -> list[str]:
     was_engaged = is_engaged()
     suspend(_connection())
     stopped = []
-    for evaluation in Evaluation.objects.filter(status=Status.RUNNING).only("id", "status", "control", "priority"):
-        services.stop(evaluation, actor=actor, request=request)
+    running = Evaluation.objects.filter(status=Status.RUNNING).only("id", "status", "control", "priority", "owner_id")
+    for evaluation in running:
+        services.stop(evaluation, actor=actor, request=request, via="kill switch")
         stopped.append(str(evaluation.pk))
     queued = Evaluation.objects.filter(status=Status.QUEUED).count()
     audit.record(

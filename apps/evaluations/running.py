@@ -25,6 +25,7 @@ from apps.evaluations.heartbeat import Heartbeat
 from apps.evaluations.models import Artifact, Control, Evaluation, OutputChunk, Reason, Runtime, Status, TestResult
 from apps.evaluations.recording import OutputRecorder
 from apps.evaluations.retries import RetryDecision
+from apps.monitoring import incidents
 from apps.monitoring.models import RunTiming
 from apps.monitoring.safety import SafetyMonitor
 from apps.sandboxing import engine, runner, selfcheck, streams
@@ -310,6 +311,8 @@ class EvaluationRun:
         )
         if result.duration_ms is not None:
             fields["duration_ms"] = result.duration_ms
+        # The incident holds the evidence before the run is seen to end (its record is complete then).
+        self._record_evidence(result)
         notice = with_db_retry(
             lambda: self._store_end(status, reason, fields, result),
             f"recording the end of {self.evaluation.pk}",
@@ -339,6 +342,19 @@ class EvaluationRun:
             if ended and self.verdicts is not None:
                 self._store_verdicts()
         return chunk
+
+    def _record_evidence(self, result: runner.RunResult) -> None:
+        """A stop that kept evidence: its account and the artifacts' hashes go to the run's incident."""
+        if result.evidence is None:
+            return
+        try:
+            incidents.record_evidence(
+                evaluation_id=self.evaluation.pk,
+                evidence=result.evidence.as_dict(),
+                artifacts=[{"name": a.name, "size": a.size, "sha256": a.sha256} for a in result.artifacts],
+            )
+        except Exception:
+            log.exception("evaluation %s: could not record the evidence of its stop", self.evaluation.pk)
 
     def _store_verdicts(self) -> None:
         verdicts = self.verdicts or []
@@ -460,6 +476,7 @@ class EvaluationRun:
             pids_limit=evaluation.pids_limit,
             cpus=evaluation.cpus,
             on_alert=self._on_alert,
+            owner_id=evaluation.owner_id,
         )
 
     def _run_request(self, runtime: Runtime) -> runner.RunRequest:

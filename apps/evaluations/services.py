@@ -18,7 +18,7 @@ from apps.evaluations import publisher
 from apps.evaluations.callbacks import targets
 from apps.evaluations.models import STATUS_FOR_CONTROL, Control, Evaluation, Priority, Runtime, Status
 from apps.evaluations.validation import Maxima, Submission, SubmissionInvalid, parse_submission
-from apps.monitoring import alerts
+from apps.monitoring import alerts, incidents
 
 log = logging.getLogger(__name__)
 
@@ -217,8 +217,11 @@ def cancel(evaluation: Evaluation, *, actor=None, request=None) -> Evaluation:
     return evaluation
 
 
-def stop(evaluation: Evaluation, *, actor=None, request=None, control: Control = Control.STOP) -> Evaluation:
-    """Emergency stop: SIGKILL now. A queued evaluation is stopped before it starts."""
+def stop(
+    evaluation: Evaluation, *, actor=None, request=None, control: Control = Control.STOP, via: str = ""
+) -> Evaluation:
+    """Emergency stop: freeze, keep the evidence, SIGKILL. A queued evaluation is stopped before it starts.
+    An emergency stop (``via`` "kill switch" from there) opens or joins the run's safety incident."""
     if evaluation.end_queued(STATUS_FOR_CONTROL[control], control):
         _drop_job(evaluation)
         publisher.publish_end(evaluation)
@@ -236,6 +239,9 @@ def stop(evaluation: Evaluation, *, actor=None, request=None, control: Control =
         alert = alerts.raise_emergency_stop_alert(evaluation.pk, actor=actor)
         if alert is not None:
             publisher.publish_alert(evaluation.pk, alert.as_message())
+        incidents.open_for_emergency_stop(
+            evaluation_id=evaluation.pk, owner_id=evaluation.owner_id, actor=actor, alert=alert, via=via
+        )
     return evaluation
 
 

@@ -226,4 +226,5 @@ def combined(results: list[RunResult], verdicts: list[TestVerdict]) -> RunResult
         error=last.error if cut_short else "",
         engine_runtime=next((r.engine_runtime for r in results if r.engine_runtime), ""),
         warm=results[0].warm,
+        evidence=last.evidence,
     )

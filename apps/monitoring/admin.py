@@ -2,8 +2,8 @@
 
 from django.contrib import admin, messages
 
-from apps.monitoring import alerts
-from apps.monitoring.models import Alert, ResourceSample, SafetyRule
+from apps.monitoring import alerts, incidents
+from apps.monitoring.models import Alert, Incident, IncidentEvent, IncidentStatus, ResourceSample, SafetyRule
 
 
 @admin.register(SafetyRule)
@@ -55,3 +55,57 @@ class ResourceSampleAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None):
         return False
+
+
+class IncidentEventInline(admin.TabularInline):
+    model = IncidentEvent
+    extra = 0
+    can_delete = False
+    readonly_fields = ["at", "kind", "actor", "detail", "internal"]
+    fields = readonly_fields
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Incident)
+class IncidentAdmin(admin.ModelAdmin):
+    """Incidents: status changes go through ``incidents.transition`` (audited), never a raw edit."""
+
+    list_display = ["pk", "opened_at", "severity", "status", "evaluation_id", "session_id", "owner", "summary"]
+    list_filter = ["status", "severity"]
+    search_fields = ["=evaluation_id", "=session_id", "summary"]
+    raw_id_fields = ["owner", "status_changed_by", "released_by", "alerts"]
+    readonly_fields = [f.name for f in Incident._meta.fields]
+    inlines = [IncidentEventInline]
+    actions = ["mark_acknowledged", "mark_resolved", "mark_false_positive", "release_quarantine"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def _transition(self, request, queryset, status: str) -> None:
+        for incident in queryset:
+            try:
+                incidents.transition(incident, status, actor=request.user, comment="(from the admin)", request=request)
+            except incidents.TransitionRefused as exc:
+                messages.warning(request, f"#{incident.pk}: {exc}")
+
+    @admin.action(description="Mark acknowledged")
+    def mark_acknowledged(self, request, queryset):
+        self._transition(request, queryset, IncidentStatus.ACKNOWLEDGED)
+
+    @admin.action(description="Mark resolved")
+    def mark_resolved(self, request, queryset):
+        self._transition(request, queryset, IncidentStatus.RESOLVED)
+
+    @admin.action(description="Mark false positive")
+    def mark_false_positive(self, request, queryset):
+        self._transition(request, queryset, IncidentStatus.FALSE_POSITIVE)
+
+    @admin.action(description="Release the quarantine")
+    def release_quarantine(self, request, queryset):
+        count = sum(incidents.release(incident, actor=request.user, request=request) for incident in queryset)
+        messages.success(request, f"Released {count} quarantine(s).")

@@ -8,6 +8,7 @@ import logging
 import requests
 from django.conf import settings
 from django.core.mail import send_mail
+from django.urls import reverse
 
 from apps.monitoring.models import Alert
 
@@ -18,12 +19,25 @@ def _alert(alert_id: int) -> Alert | None:
     return Alert.objects.filter(pk=alert_id).first()
 
 
+def incident_link(alert: Alert) -> dict | None:
+    """The incident the alert belongs to and its report's page (the operators' console), if any."""
+    incident = alert.incidents.order_by("pk").first()
+    if incident is None:
+        return None
+    return {"id": incident.pk, "status": incident.status, "report": reverse("console:incident", args=[incident.pk])}
+
+
 def send_alert_webhook(alert_id: int) -> str:
     alert = _alert(alert_id)
     url = settings.ALERT_WEBHOOK_URL
     if alert is None or not url:
         return "nothing to send"
-    body = {"source": "crucible", "instance": settings.CRUCIBLE_INSTANCE, "alert": alert.as_message()}
+    body = {
+        "source": "crucible",
+        "instance": settings.CRUCIBLE_INSTANCE,
+        "alert": alert.as_message(),
+        "incident": incident_link(alert),
+    }
     response = requests.post(
         url,
         data=json.dumps(body),
@@ -41,7 +55,11 @@ def send_alert_email(alert_id: int) -> str:
     if alert is None or not settings.ALERT_EMAILS:
         return "nothing to send"
     subject = f"[Crucible] {alert.severity.upper()} {alert.rule_name}: {alert.message}"[:200]
+    incident = incident_link(alert)
     lines = [
+        f"Incident:   #{incident['id']} ({incident['status']}), report at {incident['report']}"
+        if incident
+        else "Incident:   none",
         f"Rule:       {alert.rule_name} ({alert.kind or 'n/a'})",
         f"Severity:   {alert.severity}",
         f"Action:     {alert.action}",

@@ -19,6 +19,7 @@ class SamplePayload(TypedDict):
     memory_bytes: int
     pids: int
     output_bytes_per_s: float
+    processes: dict[str, int] | None
 
 
 class AlertPayload(TypedDict):
@@ -51,6 +52,9 @@ class ResourceSample(models.Model):
     memory_bytes = models.BigIntegerField()
     pids = models.IntegerField()
     output_bytes_per_s = models.FloatField(default=0)
+    processes = models.JSONField(
+        null=True, blank=True, help_text="The process view when it was read: how many processes of each name."
+    )
 
     class Meta:
         ordering = ["evaluation_id", "at"]
@@ -67,6 +71,7 @@ class ResourceSample(models.Model):
             "memory_bytes": self.memory_bytes,
             "pids": self.pids,
             "output_bytes_per_s": round(self.output_bytes_per_s, 1),
+            "processes": self.processes,
         }
 
 
@@ -99,6 +104,7 @@ class RuleKind(models.TextChoices):
     OUTPUT_FLOOD = "output_flood", "Sustained output flood (threshold: bytes/s for at least duration_s)"
     CPU_PINNED = "cpu_pinned", "CPU pinned for the whole run (threshold: fraction of the CPUs, after duration_s)"
     OUTPUT_PATTERN = "output_pattern", "Output matches a regular expression (pattern)"
+    PROCESS_NAME = "process_name", "A process in the sandbox has a name matching a regular expression (pattern)"
 
 
 class RuleAction(models.TextChoices):
@@ -126,9 +132,9 @@ class SafetyRule(models.Model):
         return self.name
 
     def clean(self):
-        if self.kind == RuleKind.OUTPUT_PATTERN:
+        if self.kind in (RuleKind.OUTPUT_PATTERN, RuleKind.PROCESS_NAME):
             if not self.pattern:
-                raise ValidationError({"pattern": "An output_pattern rule needs a pattern."})
+                raise ValidationError({"pattern": f"An {self.kind} rule needs a pattern."})
             try:
                 re.compile(self.pattern)
             except re.error as exc:
@@ -196,3 +202,120 @@ class Alert(models.Model):
             "session_id": str(self.session_id) if self.session_id else None,
             "created_at": self.created_at.isoformat(),
         }
+
+
+# --- Incidents -----------------------------------------------------------------------------
+# One record a reviewer works from when a run or a session was stopped for safety: the alerts, who
+# acted, a timeline, the evidence kept (artifact hashes, samples up to the kill) and its status.
+# Like samples and alerts it names its run by UUID: evaluations and sessions (layer 3) open it.
+
+
+class IncidentStatus(models.TextChoices):
+    OPEN = "open"
+    ACKNOWLEDGED = "acknowledged"
+    RESOLVED = "resolved"
+    FALSE_POSITIVE = "false_positive"
+
+
+# Statuses under which the run's artifacts and files stay quarantined (until an operator releases them).
+ACTIVE_INCIDENT_STATUSES = (IncidentStatus.OPEN, IncidentStatus.ACKNOWLEDGED)
+SEVERITY_RANK = {Severity.INFO: 0, Severity.WARNING: 1, Severity.CRITICAL: 2}
+
+
+class EventKind(models.TextChoices):
+    OPENED = "opened"
+    ALERT = "alert"
+    STOP_REQUESTED = "stop_requested"
+    CONTAINER_FROZEN = "container_frozen"
+    CONTAINER_KILLED = "container_killed"
+    EVIDENCE_COLLECTED = "evidence_collected"
+    STATUS_CHANGED = "status_changed"
+    QUARANTINE_RELEASED = "quarantine_released"
+    QUARANTINED_DOWNLOAD = "quarantined_download"
+
+
+class Incident(models.Model):
+    """A safety incident on one evaluation or one agent session (never both): at most one per run."""
+
+    evaluation_id = models.UUIDField(null=True, blank=True, unique=True)
+    session_id = models.UUIDField(null=True, blank=True, unique=True)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="incidents"
+    )
+    severity = models.CharField(max_length=8, choices=Severity.choices, default=Severity.CRITICAL)
+    status = models.CharField(max_length=16, choices=IncidentStatus.choices, default=IncidentStatus.OPEN)
+    summary = models.CharField(max_length=300, blank=True)
+    actor = models.CharField(
+        max_length=150, blank=True, help_text="Who or what opened it: a rule, a user, the kill switch."
+    )
+    alerts = models.ManyToManyField(Alert, blank=True, related_name="incidents")
+    opened_at = models.DateTimeField(default=timezone.now, db_index=True)
+    updated_at = models.DateTimeField(default=timezone.now)
+    status_changed_at = models.DateTimeField(null=True, blank=True)
+    status_changed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    status_comment = models.TextField(blank=True, help_text="The reviewer's last comment (operators only).")
+    released_at = models.DateTimeField(null=True, blank=True, help_text="An operator released the quarantine.")
+    released_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    evidence = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="What was kept at the stop: artifacts (name, size, sha256), samples, processes, output excerpt.",
+    )
+
+    class Meta:
+        ordering = ["-opened_at"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(evaluation_id__isnull=False) ^ models.Q(session_id__isnull=False),
+                name="incident_of_a_run_or_a_session",
+            )
+        ]
+        indexes = [models.Index(fields=["status", "-opened_at"])]
+
+    def __str__(self) -> str:
+        return f"incident {self.pk} ({self.status}) on {self.evaluation_id or self.session_id}"
+
+    @property
+    def quarantined(self) -> bool:
+        """The run's artifacts and files are kept from its owner: the incident is active and not released."""
+        return self.status in ACTIVE_INCIDENT_STATUSES and self.released_at is None
+
+
+class IncidentEvent(models.Model):
+    """One line of an incident's timeline. ``internal`` lines (reviewers' comments) are for operators only."""
+
+    incident = models.ForeignKey(Incident, on_delete=models.CASCADE, related_name="events")
+    at = models.DateTimeField(default=timezone.now)
+    kind = models.CharField(max_length=24, choices=EventKind.choices)
+    actor = models.CharField(max_length=150, blank=True)
+    detail = models.CharField(max_length=500, blank=True)
+    internal = models.BooleanField(default=False)
+    data = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["at", "pk"]
+
+    def __str__(self) -> str:
+        return f"{self.at:%H:%M:%S} {self.kind} {self.detail[:40]}"
+
+
+class IncidentFile(models.Model):
+    """A file kept as evidence when a session was stopped (a run's are its artifacts): hostile bytes,
+    served only to operators, as a download, audited."""
+
+    incident = models.ForeignKey(Incident, on_delete=models.CASCADE, related_name="files")
+    name = models.CharField(max_length=1024)
+    size = models.BigIntegerField()
+    sha256 = models.CharField(max_length=64)
+    data = models.BinaryField()
+
+    class Meta:
+        ordering = ["incident", "name"]
+        constraints = [models.UniqueConstraint(fields=["incident", "name"], name="incident_file_unique_name")]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.size} bytes) of incident {self.incident_id}"

@@ -15,10 +15,11 @@ import codecs
 import logging
 import re
 import time
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from apps.monitoring import alerts
+from apps.monitoring import alerts, incidents
 from apps.monitoring.models import Alert, ResourceSample, RuleAction, RuleKind, SafetyRule
 
 log = logging.getLogger(__name__)
@@ -27,6 +28,17 @@ WINDOW_CHARS = 4096  # how much of each stream's tail a pattern may span into
 EVIDENCE_CHARS = 200
 MIB = 1024 * 1024
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
+RECENT_SAMPLES = 120
+PROCESS_NAMES_KEPT = 50
+
+
+def process_counts(names: list[str] | None) -> dict[str, int] | None:
+    """The process view of a sample as how many processes of each name (the most common first, bounded)."""
+    if names is None:
+        return None
+    return dict(Counter(printable(name, 32) for name in names).most_common(PROCESS_NAMES_KEPT))
 
 
 def printable(text: str, limit: int = 500) -> str:
@@ -53,19 +65,21 @@ class SafetyMonitor:
     fired: set[str] = field(default_factory=set)
     alerts: list[Alert] = field(default_factory=list)
     session_id: object = None  # set (and evaluation_id None) when it watches an agent session
+    owner_id: object = None  # the run's owner: a stop rule opens an incident they can see
 
     def __post_init__(self) -> None:
         self._rules: list[_Rule] = []
         for rule in self.rules:
             regex = None
-            if rule.kind == RuleKind.OUTPUT_PATTERN:
+            if rule.kind in (RuleKind.OUTPUT_PATTERN, RuleKind.PROCESS_NAME):
                 try:
                     regex = re.compile(rule.pattern)
                 except re.error:
                     log.error("safety rule %s has an invalid pattern; skipped", rule.name)
                     continue
             self._rules.append(_Rule(rule, regex))
-        self._patterns = [r for r in self._rules if r.regex is not None]
+        self._patterns = [r for r in self._rules if r.regex is not None and r.row.kind == RuleKind.OUTPUT_PATTERN]
+        self.recent: deque[dict] = deque(maxlen=RECENT_SAMPLES)  # the last samples, for an incident's record
         self._decoders = {}
         self._tails: dict[str, str] = {}
         self._bytes_since_sample = 0
@@ -76,7 +90,9 @@ class SafetyMonitor:
         self._flood_since: float | None = None
 
     @classmethod
-    def for_run(cls, evaluation_id, *, memory_mb: int, pids_limit: int, cpus: float, on_alert=None) -> SafetyMonitor:
+    def for_run(
+        cls, evaluation_id, *, memory_mb: int, pids_limit: int, cpus: float, on_alert=None, owner_id=None
+    ) -> SafetyMonitor:
         """A monitor with the enabled rules as they are now (changes apply to later runs)."""
         return cls(
             evaluation_id=evaluation_id,
@@ -85,10 +101,13 @@ class SafetyMonitor:
             cpus=float(cpus),
             rules=list(SafetyRule.objects.filter(enabled=True)),
             on_alert=on_alert,
+            owner_id=owner_id,
         )
 
     @classmethod
-    def for_session(cls, session_id, *, memory_mb: int, pids_limit: int, cpus: float, on_alert=None) -> SafetyMonitor:
+    def for_session(
+        cls, session_id, *, memory_mb: int, pids_limit: int, cpus: float, on_alert=None, owner_id=None
+    ) -> SafetyMonitor:
         """A monitor of an agent session (apps.sessions): the same rules; its samples are not stored
         (``ResourceSample`` rows are an evaluation's)."""
         return cls(
@@ -100,6 +119,7 @@ class SafetyMonitor:
             rules=list(SafetyRule.objects.filter(enabled=True)),
             on_alert=on_alert,
             store_samples=False,
+            owner_id=owner_id,
         )
 
     # --- feeding ---------------------------------------------------------------------------
@@ -127,7 +147,9 @@ class SafetyMonitor:
             memory_bytes=int(sample.memory_bytes),
             pids=int(sample.pids),
             output_bytes_per_s=rate,
+            processes=process_counts(getattr(sample, "processes", None)),
         )
+        self.recent.append(row.as_message())
         if self.store_samples:
             try:
                 row.save()
@@ -189,6 +211,19 @@ class SafetyMonitor:
                 self._check_flood(row, sample, now, previous)
             elif kind == RuleKind.CPU_PINNED:
                 self._check_cpu(row, sample, now)
+            elif kind == RuleKind.PROCESS_NAME and sample.processes and rule.regex is not None:
+                self._check_processes(rule, sample.processes)
+
+    def _check_processes(self, rule: _Rule, processes: dict[str, int]) -> None:
+        """A process-name rule: any process in the sandbox's view whose name matches the pattern."""
+        for name, count in processes.items():
+            if rule.regex.search(name):
+                self._fire(
+                    rule.row,
+                    f"a process named {printable(name, 40)!r} runs in the sandbox",
+                    f"process view: {count} × {printable(name, 40)!r} (pattern {rule.row.pattern!r})",
+                )
+                return
 
     def _check_flood(self, row: SafetyRule, sample: ResourceSample, now: float, previous: float) -> None:
         if sample.output_bytes_per_s < row.threshold:
@@ -217,6 +252,16 @@ class SafetyMonitor:
                 f"every sample ≥ {pinned_at:.0f}% of one CPU since the start; latest {sample.cpu_percent:.0f}%",
             )
 
+    def _incident(self, alert: Alert) -> None:
+        """A stop rule opens (or joins) the run's incident; any other alert joins one that is open."""
+        try:
+            if alert.action == RuleAction.STOP:
+                incidents.open_for_stop_rule(alert, owner_id=self.owner_id)
+            else:
+                incidents.note_alert(alert)
+        except Exception:
+            log.exception("safety monitor: could not record the incident of %s", self.evaluation_id or self.session_id)
+
     def _fire(self, rule: SafetyRule, message: str, evidence: str) -> None:
         self.fired.add(rule.name)
         alert = alerts.raise_alert(
@@ -234,6 +279,7 @@ class SafetyMonitor:
             self.stop_requested = True
         if alert is None:
             return  # raised before (a retried run)
+        self._incident(alert)
         self.alerts.append(alert)
         if self.on_alert is not None:
             try:

@@ -68,6 +68,14 @@ class CgroupReader:
     def available(self) -> bool:
         return self.version != 0
 
+    def procs_file(self) -> Path | None:
+        """The container's ``cgroup.procs`` (its processes' host pids), None when not visible."""
+        if self.version == 1:
+            return self.dirs["pids"] / "cgroup.procs"
+        if self.version == 2:
+            return self.dirs["unified"] / "cgroup.procs"
+        return None
+
     def read(self) -> Reading:
         if self.version == 1:
             memory, cpuacct, pids = self.dirs["memory"], self.dirs["cpuacct"], self.dirs["pids"]

@@ -29,10 +29,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
-from apps.sandboxing import engine_runtime, seccomp_bpf
+from django.conf import settings
+
+from apps.sandboxing import engine_runtime, evidence, seccomp_bpf
 from apps.sandboxing.cgroups import Reading
 from apps.sandboxing.incontainer import launcher, python_argv
-from apps.sandboxing.outcomes import Command, Failure, Outcome, ResourceSample, RunRequest, RunResult
+from apps.sandboxing.outcomes import Command, Evidence, Failure, Outcome, ResourceSample, RunRequest, RunResult
 from apps.sandboxing.policy import CODE_DIR, ENVIRONMENT, MIB, WORK_DIR, host_pids_limit
 from apps.sandboxing.sandbox import ExecStream, Sandbox
 from apps.sandboxing.streams import STDERR, STDOUT, ProtocolError
@@ -236,6 +238,9 @@ class Execution:
     inspected_at: float = 0.0
     sampled_at: float = 0.0
     sampled_cpu_ns: int | None = None
+    viewed_at: float = 0.0
+    evidence: Evidence | None = None  # set when a stop kept the sandbox's evidence
+    kept_artifacts: list = field(default_factory=list)  # what the evidence step collected from /output
     output: ProgramOutput = field(init=False)
 
     def __post_init__(self) -> None:
@@ -372,6 +377,14 @@ class Execution:
         if command is Command.STOP:
             self.ended_by = Outcome.STOPPED
             self.sandbox.kill()
+        elif command is Command.STOP_KEEPING_EVIDENCE and not self.sandbox.killed:
+            self.ended_by = Outcome.STOPPED
+            self.evidence, *self.kept_artifacts = evidence.preserve(
+                # After a stop no later program will collect /output: keep it now, whatever the request said.
+                self.sandbox,
+                collect=True,
+                started=self.now,
+            )
         elif command is Command.CANCEL and self.ended_by is None:
             self.ended_by = Outcome.CANCELLED
             self.grace_end = self.now + self.limits.kill_grace_s
@@ -405,8 +418,17 @@ class Execution:
                     cpu_percent=round(cpu_percent, 1),
                     memory_bytes=reading.memory_bytes or 0,
                     pids=reading.pids or 0,
+                    processes=self.process_names(),
                 )
             )
+
+    def process_names(self) -> list[str] | None:
+        """The names of the sandbox's processes, every ``SANDBOX_PROCESS_VIEW_EVERY_S`` (None between)."""
+        every = settings.SANDBOX_PROCESS_VIEW_EVERY_S
+        if every <= 0 or self.now - self.viewed_at < every:
+            return None
+        self.viewed_at = self.now
+        return [process.name for process in self.sandbox.process_view()]
 
     def end_now(self, reason: Outcome) -> None:
         """End the program with SIGKILL; the first reason to end it is the one reported."""
@@ -432,6 +454,8 @@ class Execution:
             )
         collect = self.request.collect_artifacts and not sandbox.killed
         artifacts, artifacts_truncated, skipped = sandbox.collect_artifacts() if collect else ([], False, 0)
+        if self.evidence is not None:
+            artifacts, artifacts_truncated, skipped = self.kept_artifacts
         cpu_ns = reading.cpu_ns
         return RunResult(
             outcome=outcome,
@@ -448,6 +472,7 @@ class Execution:
             artifacts_truncated=artifacts_truncated,
             artifacts_skipped_names=skipped,
             image_id=sandbox.image_id,
+            evidence=self.evidence,
         )
 
     def verdict(self, reading: Reading) -> Outcome:

@@ -31,7 +31,10 @@ class Command(StrEnum):
     """What a caller's ``control()`` may answer while a program runs (``None``: carry on)."""
 
     CANCEL = "cancel"  # SIGTERM to the program, SIGKILL after the kill grace
-    STOP = "stop"  # SIGKILL now (emergency stop, safety rule, worker shutdown)
+    STOP = "stop"  # SIGKILL now (worker shutdown)
+    # Freeze now, keep the evidence (the process view, /output), then SIGKILL: a safety rule or an
+    # emergency stop. The program makes no progress after the freeze (``Sandbox.preserve_evidence``).
+    STOP_KEEPING_EVIDENCE = "stop_keeping_evidence"
 
 
 class Failure(StrEnum):
@@ -72,6 +75,35 @@ class ResourceSample:
     cpu_percent: float
     memory_bytes: int
     pids: int
+    processes: list[str] | None = None  # the names of the processes in it, when the process view was read
+
+
+@dataclass
+class Evidence:
+    """What was kept of a sandbox stopped for safety before its removal (``Sandbox.preserve_evidence``).
+
+    Times are from the moment the stop was obeyed: ``freeze_ms`` until every process in the sandbox
+    was frozen (the program makes no progress after it), ``total_ms`` until the evidence step ended
+    (the container is then killed and removed)."""
+
+    frozen: bool = False
+    freeze_ms: float | None = None
+    programs_killed: bool = False
+    collected: bool = False
+    total_ms: float = 0.0
+    processes: list[dict] = field(default_factory=list)  # the process view at the freeze
+    detail: str = ""  # what went wrong, for people
+
+    def as_dict(self) -> dict:
+        return {
+            "frozen": self.frozen,
+            "freeze_ms": self.freeze_ms,
+            "programs_killed": self.programs_killed,
+            "collected": self.collected,
+            "total_ms": round(self.total_ms, 1),
+            "processes": self.processes,
+            "detail": self.detail,
+        }
 
 
 @dataclass
@@ -97,6 +129,7 @@ class RunResult:
     warm: bool = False  # the sandbox came from a warm pool (started before the run)
     artifacts_skipped_names: int = 0  # files in /output left out for their name (streams.MAX_NAME_BYTES)
     compile_ms: int | None = None  # a compiled runtime's compile step, wall clock; None: nothing compiled
+    evidence: Evidence | None = None  # set when a stop froze the sandbox to keep its evidence
 
     def __post_init__(self) -> None:
         self.outcome = Outcome(self.outcome)

@@ -17,8 +17,10 @@ takes the container away (``containers.remove``, the one way any container is re
 from __future__ import annotations
 
 import logging
+import os
 import re
 import select
+import signal
 import socket
 import time
 from datetime import UTC, datetime
@@ -27,7 +29,7 @@ import docker.errors
 from django.conf import settings
 from docker.models.containers import _create_container_args
 
-from apps.sandboxing import containers, engine
+from apps.sandboxing import containers, engine, processes
 from apps.sandboxing.cgroups import CgroupReader, Reading, reading_from_engine_stats
 from apps.sandboxing.engine_runtime import is_gvisor
 from apps.sandboxing.incontainer import collector, python_argv
@@ -217,6 +219,9 @@ class Sandbox:
         # The engine forgot an exec: it forgets every exec of a container that stopped (under gVisor
         # the container can stop before the exec's end is recorded).
         self.exec_lost = False
+        self.frozen = False
+        self.collect_error = ""  # why the last artifact collection could not run, if it could not
+        self._runsc_root: str | None = None
 
     @property
     def api(self):
@@ -270,15 +275,18 @@ class Sandbox:
             self.baseline = self.cgroup.read()
 
     # --- programs ---------------------------------------------------------------------------
-    def open_exec(self, argv: list[str], *, workdir: str, environment: dict, stdin: bool = False):
-        """Start ``argv`` in the sandbox as the sandbox user; returns (exec id, its ``ExecStream``)."""
+    def open_exec(
+        self, argv: list[str], *, workdir: str, environment: dict, stdin: bool = False, user: str = SANDBOX_USER
+    ):
+        """Start ``argv`` in the sandbox as the sandbox user (or ``user``: an evidence collection beside a
+        program that could not be cleared); returns (exec id, its ``ExecStream``)."""
         exec_id = self.api.exec_create(
             self.container_id,
             argv,
             stdin=stdin,
             stdout=True,
             stderr=True,
-            user=SANDBOX_USER,
+            user=user,
             workdir=workdir,
             environment=environment,
         )["Id"]
@@ -377,6 +385,68 @@ class Sandbox:
         except Exception:
             return True
 
+    # --- the process view and freezing (evidence of a safety stop) -----------------------------
+    def process_view(self) -> list[processes.Process]:
+        """The processes in the sandbox now (pid, parent, name); empty when this host cannot see them."""
+        if self.killed or not processes.local_engine():
+            return []
+        if is_gvisor(self.profile.engine_runtime):
+            if self._runsc_root is None:
+                self._runsc_root = processes.runsc_root(self.container_id) or ""
+            return processes.runsc_view(self.container_id, self._runsc_root) if self._runsc_root else []
+        procs = self.cgroup.procs_file()
+        return processes.runc_view(procs) if procs is not None else []
+
+    def freeze(self) -> bool:
+        """Pause every process in the sandbox (the engine's pause: the cgroup freezer under runc, runsc's
+        pause under gVisor): the program makes no progress after it, and its files stay. Counters are
+        read first. False when the engine would not (the caller then kills)."""
+        if self.killed:
+            return False
+        self.read_counters()
+        try:
+            self.api.pause(self.container_id)
+        except Exception as exc:
+            log.warning("pause %s: %s", self.container_id[:12], exc)
+            return False
+        self.frozen = True
+        return True
+
+    def kill_frozen_programs(self) -> int:
+        """Under runc, while frozen: SIGKILL every host process of the container but its init and the idle
+        main process (they die as they thaw, before they can fork again). Returns how many were
+        signalled; 0 under gVisor (``runsc kill`` refuses a paused sandbox) or when not visible here."""
+        if not self.frozen or is_gvisor(self.profile.engine_runtime) or not processes.local_engine():
+            return 0
+        procs = self.cgroup.procs_file()
+        init = self.container_state().get("Pid") or 0
+        if procs is None or not init:
+            return 0
+        view = processes.runc_view(procs)
+        keep = {init} | {p.pid for p in view if p.ppid == init and p.name == "sleep"}
+        signalled = 0
+        for process in view:
+            if process.pid in keep:
+                continue
+            try:
+                os.kill(process.pid, signal.SIGKILL)
+                signalled += 1
+            except (ProcessLookupError, PermissionError):
+                continue
+        return signalled
+
+    def thaw(self) -> bool:
+        """Unpause the sandbox; False when the engine would not."""
+        if not self.frozen:
+            return True
+        try:
+            self.api.unpause(self.container_id)
+        except Exception as exc:
+            log.warning("unpause %s: %s", self.container_id[:12], exc)
+            return False
+        self.frozen = False
+        return True
+
     # --- ending ------------------------------------------------------------------------------
     def kill(self) -> None:
         """SIGKILL every process in the container (counters are read first: the cgroup goes with it)."""
@@ -448,27 +518,33 @@ class Sandbox:
         log.error("could not remove sandbox container %s; the reconciler will", self.container_id[:12])
 
     # --- artifacts ---------------------------------------------------------------------------
-    def collect_artifacts(self, deadline_s: float = COLLECT_DEADLINE_S) -> tuple[list[ParsedArtifact], bool, int]:
-        """The files left in /output within the artifact caps, whether the list is incomplete, and how
-        many files were left out for their name (``streams.MAX_NAME_BYTES``)."""
+    def collect_artifacts(
+        self, deadline_s: float = COLLECT_DEADLINE_S, directory: str = OUTPUT_DIR, user: str = SANDBOX_USER
+    ) -> tuple[list[ParsedArtifact], bool, int]:
+        """The files left in /output (or ``directory``: a session's workspace) within the artifact caps,
+        whether the list is incomplete, and how many files were left out for their name
+        (``streams.MAX_NAME_BYTES``)."""
         limits = self.limits
         if limits.artifact_max_files == 0 or limits.artifact_max_bytes == 0:
             return [], False, 0
         parser = ArtifactStreamParser(max_files=limits.artifact_max_files, max_bytes=limits.artifact_max_bytes)
         argv = python_argv(
-            "collector", *collector.argv(OUTPUT_DIR, limits.artifact_max_files, limits.artifact_max_bytes)
+            "collector", *collector.argv(directory, limits.artifact_max_files, limits.artifact_max_bytes)
         )
         stream = None
         try:
-            _exec_id, stream = self.open_exec(argv, workdir="/", environment={})
+            _exec_id, stream = self.open_exec(argv, workdir="/", environment={}, user=user)
             self._read_records(stream, parser, time.monotonic() + deadline_s)
         except ProtocolError:
             pass
         except Exception as exc:
             log.info("artifact collection in %s failed: %s", self.container_id[:12], exc)
+            self.collect_error = f"{type(exc).__name__}: {str(exc)[:200]}"
         finally:
             if stream is not None:
                 self.close_exec(stream)
+        if not (parser.done or parser.failed or self.collect_error):
+            self.collect_error = "the collector did not finish (its deadline, or the sandbox stopped)"
         parser.finish()
         return parser.artifacts, parser.truncated, parser.skipped_names
 

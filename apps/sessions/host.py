@@ -22,13 +22,15 @@ from dataclasses import dataclass, field
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, connection, connections
 
-from apps.sandboxing import selfcheck
+from apps.monitoring import incidents
+from apps.sandboxing import evidence, selfcheck
 from apps.sandboxing.agent_link import AgentLink, AgentLost
 from apps.sandboxing.sandbox import Sandbox, SandboxSetupError
 from apps.sessions import operations, publisher, rpc
 from apps.sessions.limits import session_profile
 from apps.sessions.models import EndReason, Session, Status
 from apps.sessions.safety import SessionSafety
+from apps.sessions.services import WORKSPACE
 from crucible.logcontext import bound
 
 log = logging.getLogger(__name__)
@@ -53,6 +55,8 @@ class Live:
     lock: threading.Lock = field(default_factory=threading.Lock)
     safety: SessionSafety | None = None
     ending: bool = False  # an end is on its way (``SessionHost.end_soon``)
+    evidence_started: bool = False  # a stop's evidence is being kept (``SessionHost.keep_evidence``)
+    evidence_done: threading.Event = field(default_factory=threading.Event)
 
     def busy(self) -> None:
         with self.lock:
@@ -160,7 +164,7 @@ class SessionHost:
         live = self.live.get(message.get("session", ""))
         if op == "end":
             if live is not None:
-                self.teardown(live)
+                self.end_elsewhere(live, message.get("reason") or "")
             return {"status": 202}, None
         if live is None:
             return {"status": 409, "detail": "this session is not being served (it has ended)"}, None
@@ -226,7 +230,44 @@ class SessionHost:
                 log.info("session %s ended: %s", session.pk, reason)
         except Exception:
             log.warning("session %s: its end (%s) could not be recorded", session.pk, reason, exc_info=True)
+        if reason in EVIDENCE_REASONS:
+            self.keep_evidence(live, reason)
         self.teardown(live)
+
+    def end_elsewhere(self, live: Live, reason: str) -> None:
+        """A session whose row was ended by someone else (a stop, a delete, the kill switch): a stop's
+        evidence is kept (once, whichever path comes first), then its sandbox goes."""
+        if reason in EVIDENCE_REASONS:
+            self.keep_evidence(live, EndReason(reason))
+        self.teardown(live)
+
+    def keep_evidence(self, live: Live, reason: EndReason) -> None:
+        """A safety or emergency stop: freeze the sandbox, collect its /output (the collector, its caps),
+        kill it (``sandboxing.evidence``); the account, the files' hashes and the samples up to the
+        stop go to the session's incident. Never raises: the teardown must follow."""
+        session = live.session
+        with live.lock:
+            first = not live.evidence_started
+            live.evidence_started = True
+        if not first:
+            # Another path (the end message, the watch) keeps it: wait for it before the teardown.
+            live.evidence_done.wait(settings.SANDBOX_EVIDENCE_DEADLINE_S + EVIDENCE_RECORD_SLACK_S)
+            return
+        try:
+            kept, artifacts, _truncated, _skipped = evidence.preserve(live.sandbox, collect=True, directory=WORKSPACE)
+            samples = list(live.safety.monitor.recent) if live.safety is not None else []
+            self.db(
+                session_evidence,
+                session,
+                reason,
+                kept.as_dict(),
+                artifacts,
+                samples,
+            )
+        except Exception:
+            log.warning("session %s: its evidence could not be kept", session.pk, exc_info=True)
+        finally:
+            live.evidence_done.set()
 
     def teardown(self, live: Live) -> None:
         with self.lock:
@@ -311,11 +352,13 @@ class SessionHost:
         ids = list(self.live)
         if not ids:
             return
-        ended = set(
+        ended = dict(
             self.db(
                 lambda: [
-                    str(pk)
-                    for pk in Session.objects.filter(pk__in=ids, status=Status.ENDED).values_list("pk", flat=True)
+                    (str(pk), reason)
+                    for pk, reason in Session.objects.filter(pk__in=ids, status=Status.ENDED).values_list(
+                        "pk", "end_reason"
+                    )
                 ]
             )
         )
@@ -324,7 +367,8 @@ class SessionHost:
             if live is None:
                 continue
             if session_id in ended:
-                self.requests.submit(self.teardown, live)
+                # Ended elsewhere (its end message not here yet, or lost): a stop keeps its evidence first.
+                self.requests.submit(self.end_elsewhere, live, ended[session_id])
                 continue
             state = live.sandbox.container_state()
             if state and not state.get("Running"):
@@ -332,6 +376,27 @@ class SessionHost:
                     "out of memory" if state.get("OOMKilled") else f"its main process exited ({state.get('ExitCode')})"
                 )
                 self.end_soon(live, EndReason.SANDBOX_EXITED, f"the sandbox's container stopped: {why}")
+
+
+EVIDENCE_REASONS = (EndReason.STOPPED, EndReason.SAFETY_STOPPED, EndReason.KILL_SWITCH)
+EVIDENCE_RECORD_SLACK_S = 10.0  # beyond the evidence step's own bound: recording it in the database
+
+
+def session_evidence(session: Session, reason: EndReason, kept: dict, files: list, samples: list) -> None:
+    """Record a stopped session's evidence on its incident (opened here if the stop's own is not yet):
+    the account, the files of its workspace (kept on the incident, hashes on the timeline), the samples."""
+    incident = incidents.open_or_update(
+        session_id=session.pk,
+        owner_id=session.owner_id,
+        severity="critical",
+        actor="session host",
+        kind="stop_requested",
+        detail=f"session ended: {reason}",
+    )
+    incidents.keep_files(incident, files)
+    incidents.add_samples(incident, samples)
+    hashes = [{"name": f.name, "size": f.size, "sha256": f.sha256} for f in files]
+    incidents.record_evidence(session_id=session.pk, evidence=kept, artifacts=hashes)
 
 
 def close_database() -> None:

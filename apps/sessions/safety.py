@@ -8,6 +8,8 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime
 
+from django.conf import settings
+
 from apps.monitoring.safety import SafetyMonitor
 from apps.sandboxing.outcomes import ResourceSample
 from apps.sandboxing.policy import host_pids_limit
@@ -19,6 +21,7 @@ class SessionSafety:
         self.monitor = monitor
         self.cpu_ns: int | None = None
         self.sampled_at = time.monotonic()
+        self.viewed_at = 0.0
 
     @classmethod
     def start(cls, session, profile) -> SessionSafety:
@@ -34,6 +37,7 @@ class SessionSafety:
             pids_limit=host_pids_limit(profile.limits, profile.engine_runtime),
             cpus=session.cpus,
             on_alert=lambda alert: publisher.publish_alert(session.pk, alert.as_message()),
+            owner_id=session.owner_id,
         )
         return cls(monitor)
 
@@ -63,5 +67,14 @@ class SessionSafety:
                 cpu_percent=round(cpu_percent, 1),
                 memory_bytes=reading.memory_bytes or 0,
                 pids=reading.pids or 0,
+                processes=self.process_names(sandbox, now),
             )
         )
+
+    def process_names(self, sandbox, now: float) -> list[str] | None:
+        """The names of the sandbox's processes, every ``SANDBOX_PROCESS_VIEW_EVERY_S`` (None between)."""
+        every = settings.SANDBOX_PROCESS_VIEW_EVERY_S
+        if every <= 0 or now - self.viewed_at < every:
+            return None
+        self.viewed_at = now
+        return [process.name for process in sandbox.process_view()]

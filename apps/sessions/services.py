@@ -18,7 +18,7 @@ from django.db import transaction
 from rq.suspension import is_suspended
 
 from apps.audit import services as audit
-from apps.monitoring import alerts
+from apps.monitoring import alerts, incidents
 from apps.sessions import publisher, rpc
 from apps.sessions.limits import session_limits
 from apps.sessions.models import LIVE_STATUSES, EndReason, Session, Status
@@ -122,8 +122,10 @@ def wait_ready(session: Session, start_id: str, timeout_s: float) -> Session:
 # --- ending ------------------------------------------------------------------------------------
 
 
-def end(session: Session, reason: EndReason, *, actor=None, request=None, error: str = "") -> bool:
-    """End ``session`` (starting or ready) and tell its host; False when it had ended already."""
+def end(session: Session, reason: EndReason, *, actor=None, request=None, error: str = "", before_host=None) -> bool:
+    """End ``session`` (starting or ready) and tell its host; False when it had ended already.
+    ``before_host()`` runs once the row is ended, before the host is told (a stop's incident is
+    then open before the host records the evidence on it)."""
     host = session.host
     if not session.end(reason, error):
         return False
@@ -135,9 +137,12 @@ def end(session: Session, reason: EndReason, *, actor=None, request=None, error:
         request=request,
         reason=reason,
     )
+    if before_host is not None:
+        before_host()
     if host:
         try:
-            rpc.send(rpc.requests_key(host), {"op": "end", "session": str(session.pk), "noreply": True})
+            message = {"op": "end", "session": str(session.pk), "reason": str(reason), "noreply": True}
+            rpc.send(rpc.requests_key(host), message)
         except Exception:
             # The host notices by itself (it checks its sessions' rows) and the reconciler removes
             # containers of ended sessions.
@@ -147,20 +152,34 @@ def end(session: Session, reason: EndReason, *, actor=None, request=None, error:
 
 def stop(session: Session, *, actor=None, request=None) -> bool:
     """Emergency stop: the sandbox is killed now, an alert is raised and the stop is audited."""
-    if not end(session, EndReason.STOPPED, actor=actor, request=request, error="emergency stop"):
+
+    def alert_and_incident() -> None:
+        alert = alerts.raise_emergency_stop_alert(session_id=session.pk, actor=actor)
+        if alert is not None:
+            publisher.publish_alert(session.pk, alert.as_message())
+        incidents.open_for_emergency_stop(session_id=session.pk, owner_id=session.owner_id, actor=actor, alert=alert)
+
+    if not end(
+        session, EndReason.STOPPED, actor=actor, request=request, error="emergency stop", before_host=alert_and_incident
+    ):
         return False
     audit.record("session.stop", actor=actor, target=session.pk, request=request)
-    alert = alerts.raise_emergency_stop_alert(session_id=session.pk, actor=actor)
-    if alert is not None:
-        publisher.publish_alert(session.pk, alert.as_message())
     return True
 
 
 def end_all(reason: EndReason, *, actor=None, request=None) -> list[str]:
     """End every live session (the kill switch); returns their ids."""
     ended = []
-    for session in Session.objects.live().only("id", "status", "host"):
-        if end(session, reason, actor=actor, request=request, error="the kill switch was engaged"):
+    for session in Session.objects.live().only("id", "status", "host", "owner_id"):
+        opened = None
+        if reason == EndReason.KILL_SWITCH:
+
+            def opened(session=session) -> None:
+                incidents.open_for_emergency_stop(
+                    session_id=session.pk, owner_id=session.owner_id, actor=actor, via="kill switch"
+                )
+
+        if end(session, reason, actor=actor, request=request, error="the kill switch was engaged", before_host=opened):
             ended.append(str(session.pk))
     return ended
 

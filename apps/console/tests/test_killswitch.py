@@ -10,7 +10,7 @@ from apps.audit.models import AuditEvent
 from apps.evaluations import killswitch
 from apps.evaluations.models import Evaluation, Status
 from apps.evaluations.tests.helpers import Background, submit, wait_for_status, work_off_queues
-from apps.monitoring.models import Alert
+from apps.monitoring.models import Alert, Incident
 
 URL = "/api/v1/killswitch/"
 
@@ -43,6 +43,10 @@ def test_engaging_stops_every_running_evaluation_and_pauses_the_queue_until_rele
 
     assert is_suspended(django_rq.get_connection("default"))
     assert Alert.objects.filter(rule_name="emergency_stop", evaluation_id__in=ids).count() == 3
+    # Each stopped run has its incident, opened by the operator through the kill switch.
+    incidents = Incident.objects.filter(evaluation_id__in=ids)
+    assert incidents.count() == 3
+    assert {incident.summary for incident in incidents} == {"kill switch by olivia"}
     event = AuditEvent.objects.get(action="killswitch.engage")
     assert event.actor_name == "olivia" and sorted(event.details["stopped"]) == sorted(ids)
 

@@ -8,6 +8,7 @@ import requests
 from docker.errors import NotFound
 
 from apps.accounts.models import ApiToken
+from apps.monitoring.models import Incident
 from apps.sandboxing import engine
 from apps.sessions.models import EndReason, Session, Status
 from tests.stack import live_sessions_stack, wait_until  # noqa: F401 (the fixture)
@@ -59,5 +60,13 @@ def test_the_kill_switch_ends_every_live_session_and_removes_their_sandboxes(
         timeout=60,
         what="the sessions' containers to be removed",
     )
+    # Each ended session has its incident, with what its sandbox held when it was frozen.
+    for sid in ids:
+        incident = wait_until(
+            lambda sid=sid: (i := Incident.objects.filter(session_id=sid).first()) and "frozen" in i.evidence and i,
+            timeout=60,
+            what="the session's incident and its evidence",
+        )
+        assert incident.summary == "kill switch by olivia"
     refused = alice_api.post(sandboxes, json={}, timeout=60)
     assert refused.status_code == 503 and "kill switch" in refused.json()["detail"]

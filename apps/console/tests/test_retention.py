@@ -12,7 +12,7 @@ from apps.console import retention
 from apps.console.tests.test_metrics import scrape
 from apps.evaluations.models import Artifact, Evaluation, OutputChunk, Status
 from apps.evaluations.tests.factories import add_artifact, add_chunk, make_evaluation
-from apps.monitoring.models import ResourceSample, RunTiming
+from apps.monitoring.models import Incident, IncidentStatus, ResourceSample, RunTiming
 from apps.sessions.models import EndReason, Session, Step
 from apps.sessions.models import Status as SessionStatus
 from apps.sessions.tests.factories import add_step, make_session
@@ -111,6 +111,30 @@ def test_an_ended_session_goes_with_its_transcript_and_a_live_one_stays(alice):
     assert retention.prune()["sessions"] == 1
     assert list(Session.objects.values_list("pk", flat=True)) == [live.pk]
     assert list(Step.objects.values_list("session_id", flat=True)) == [live.pk]
+
+
+def test_a_run_or_session_with_a_safety_incident_keeps_its_evidence_however_old(alice):
+    flagged = finished(alice, days_ago=400, status=Status.SAFETY_STOPPED)
+    Incident.objects.create(evaluation_id=flagged.pk, owner=alice, status=IncidentStatus.RESOLVED)
+    plain = finished(alice, days_ago=400)
+    batch = Batch.objects.create(owner=alice, total=2, status=BatchStatus.COMPLETED, finished_at=flagged.finished_at)
+    flagged_sample = finished(alice, days_ago=400, status=Status.SAFETY_STOPPED, batch_id=batch.pk)
+    finished(alice, days_ago=400, batch_id=batch.pk)
+    Incident.objects.create(evaluation_id=flagged_sample.pk, owner=alice)
+    session = make_session(
+        alice, status=SessionStatus.ENDED, end_reason=EndReason.DELETED, ended_at=timezone.now() - 400 * DAY
+    )
+    add_step(session, 1)
+    Incident.objects.create(session_id=session.pk, owner=alice)
+
+    assert retention.prune() == {"evaluations": 1, "batches": 0, "sessions": 0, "callback_deliveries": 0}
+
+    assert not Evaluation.objects.filter(pk=plain.pk).exists()
+    assert OutputChunk.objects.filter(evaluation_id=flagged.pk).exists()
+    assert Artifact.objects.filter(evaluation_id=flagged.pk).exists()
+    assert ResourceSample.objects.filter(evaluation_id=flagged.pk).exists()
+    assert Batch.objects.filter(pk=batch.pk).exists() and Evaluation.objects.filter(batch_id=batch.pk).count() == 2
+    assert Step.objects.filter(session_id=session.pk).exists()
 
 
 def test_no_counter_or_histogram_moves_when_rows_are_pruned(alice, olivia_api):

@@ -12,6 +12,7 @@ from apps.evaluations.models import (
     Reason,
     TestResult,
 )
+from apps.monitoring.models import Incident
 
 
 @extend_schema_field(serializers.ChoiceField(choices=Reason.choices, allow_null=True, read_only=True))
@@ -49,6 +50,7 @@ class EvaluationSerializer(serializers.ModelSerializer):
     rerun_of = serializers.SerializerMethodField()
     limits_requested = serializers.SerializerMethodField()
     limits = serializers.SerializerMethodField()
+    incident = serializers.SerializerMethodField()
 
     class Meta:
         model = Evaluation
@@ -86,8 +88,16 @@ class EvaluationSerializer(serializers.ModelSerializer):
             "task",
             "passed",
             "rerun_of",
+            "incident",
         ]
         read_only_fields = fields
+
+    @extend_schema_field(serializers.IntegerField(allow_null=True))
+    def get_incident(self, obj) -> int | None:
+        """The safety incident on this run, if any (its id: details under /api/v1/incidents/)."""
+        if hasattr(obj, "incident_pk"):  # annotated by the list
+            return obj.incident_pk
+        return Incident.objects.filter(evaluation_id=obj.pk).values_list("pk", flat=True).first()
 
     def get_task(self, obj) -> str | None:
         return obj.task or None

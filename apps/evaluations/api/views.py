@@ -5,11 +5,12 @@ from __future__ import annotations
 import re
 
 from django.conf import settings
+from django.db.models import OuterRef, Subquery
 from django.http import Http404, HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import generics, serializers, status
-from rest_framework.exceptions import ValidationError
+from rest_framework.exceptions import APIException, ValidationError
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -28,7 +29,8 @@ from apps.evaluations.api.serializers import (
 from apps.evaluations.listing import FiltersInvalid, parse_filters
 from apps.evaluations.models import AmbiguousId, Artifact, CallbackDelivery, Evaluation, Runtime, Status, Stream
 from apps.evaluations.validation import SubmissionInvalid, SubmissionTooLarge
-from apps.monitoring.models import ResourceSample
+from apps.monitoring import incidents
+from apps.monitoring.models import Incident, ResourceSample
 
 LOG_PAGE_CHUNKS = 1000
 TEXT_STREAMS = {"stdout": [Stream.STDOUT], "stderr": [Stream.STDERR], "both": [Stream.STDOUT, Stream.STDERR]}
@@ -89,6 +91,10 @@ class EvaluationListCreateView(generics.ListAPIView):
 
     def get_queryset(self):
         queryset = Evaluation.objects.visible_to(self.request.user).select_related("owner").defer("code", "stdin")
+        # The incident's id in the same query (the list's cost stays fixed).
+        queryset = queryset.annotate(
+            incident_pk=Subquery(Incident.objects.filter(evaluation_id=OuterRef("pk")).values("pk")[:1])
+        )
         try:
             return parse_filters(self.request.query_params, strict=True).apply(queryset)
         except FiltersInvalid as exc:
@@ -254,15 +260,44 @@ class EvaluationResultsView(VisibleEvaluationMixin, APIView):
         return Response(ResultsSerializer(evaluation, context={"may_see_tests": may_see_tests}).data)
 
 
+QUARANTINE_PARAMETER = OpenApiParameter(
+    "quarantine", str, description="release-ack: an operator reads a quarantined run's artifacts (audited)"
+)
+
+
+class Quarantined(APIException):
+    """A 403 whose body is the quarantine's refusal (``incidents.quarantine_refusal``)."""
+
+    status_code = status.HTTP_403_FORBIDDEN
+
+    def __init__(self, refusal: dict):
+        self.detail = refusal
+
+
 class ArtifactAccessMixin(VisibleEvaluationMixin):
     """The one way every artifact endpoint reaches a run's artifacts: the evaluation must be visible
-    to the user (else 404). Checks that apply to all artifact access belong in ``get_artifacts``."""
+    to the user (else 404), and the contents of a quarantined run's artifacts (a safety incident) are
+    refused (403) unless an operator acknowledges the release, which is audited. Listing names is not
+    reading contents, so the list passes ``contents=False``."""
 
-    def get_artifacts(self, pk):
-        return self.get_evaluation(pk).artifacts
+    def get_artifacts(self, pk, *, contents: bool = True, what: str = "artifacts"):
+        evaluation = self.get_evaluation(pk)
+        if contents:
+            refusal = incidents.quarantine_refusal(
+                evaluation_id=evaluation.pk,
+                user=self.request.user,
+                operator=is_operator(self.request.user),
+                ack=self.request.query_params.get("quarantine", ""),
+                what=f"{what} of evaluation {evaluation.pk}",
+                request=self.request,
+            )
+            if refusal is not None:
+                raise Quarantined(refusal)
+        return evaluation.artifacts
 
     def get_artifact(self, pk, name: str) -> Artifact:
-        return get_object_or_404(self.get_artifacts(pk), name=name)
+        artifacts = self.get_artifacts(pk, what=f"artifact {name[:200]}")
+        return get_object_or_404(artifacts, name=name)
 
 
 def _hostile_file_headers(response: HttpResponse, disposition: str, name: str) -> HttpResponse:
@@ -276,12 +311,15 @@ def _hostile_file_headers(response: HttpResponse, disposition: str, name: str) -
 class ArtifactListView(ArtifactAccessMixin, APIView):
     @extend_schema(responses=ArtifactSerializer(many=True))
     def get(self, request, pk):
-        artifacts = self.get_artifacts(pk).defer("data").order_by("name")
+        artifacts = self.get_artifacts(pk, contents=False).defer("data").order_by("name")
         return Response(ArtifactSerializer(artifacts, many=True).data)
 
 
 class ArtifactDownloadView(ArtifactAccessMixin, APIView):
-    @extend_schema(responses={(200, "application/octet-stream"): bytes})
+    @extend_schema(
+        parameters=[QUARANTINE_PARAMETER],
+        responses={(200, "application/octet-stream"): bytes, 403: OpenApiResponse(description="quarantined")},
+    )
     def get(self, request, pk, name):
         artifact = self.get_artifact(pk, name)
         response = HttpResponse(bytes(artifact.data), content_type="application/octet-stream")
@@ -295,6 +333,7 @@ class ArtifactTextView(ArtifactAccessMixin, APIView):
 
     @extend_schema(
         summary="Preview a text artifact",
+        parameters=[QUARANTINE_PARAMETER],
         responses={
             200: inline_serializer(
                 "ArtifactText",
@@ -305,6 +344,7 @@ class ArtifactTextView(ArtifactAccessMixin, APIView):
                     "truncated": serializers.BooleanField(),
                 },
             ),
+            403: OpenApiResponse(description="quarantined"),
             415: OpenApiResponse(description="the artifact is not UTF-8 text"),
         },
     )
@@ -320,7 +360,11 @@ class ArtifactTextView(ArtifactAccessMixin, APIView):
 class ArtifactImageView(ArtifactAccessMixin, APIView):
     """An artifact served as an image, only if its bytes are PNG, JPEG, GIF or WebP (415 otherwise)."""
 
-    @extend_schema(summary="An image artifact, inline", responses={(200, "image/*"): bytes, 415: OpenApiResponse()})
+    @extend_schema(
+        summary="An image artifact, inline",
+        parameters=[QUARANTINE_PARAMETER],
+        responses={(200, "image/*"): bytes, 403: OpenApiResponse(description="quarantined"), 415: OpenApiResponse()},
+    )
     def get(self, request, pk, name):
         artifact = self.get_artifact(pk, name)
         data = bytes(artifact.data)
@@ -335,9 +379,13 @@ class ArtifactImageView(ArtifactAccessMixin, APIView):
 class ArtifactZipView(ArtifactAccessMixin, APIView):
     """Every artifact of a run as one zip, streamed a file at a time, names made safe to extract."""
 
-    @extend_schema(summary="All artifacts as one zip", responses={(200, "application/zip"): bytes})
+    @extend_schema(
+        summary="All artifacts as one zip",
+        parameters=[QUARANTINE_PARAMETER],
+        responses={(200, "application/zip"): bytes, 403: OpenApiResponse(description="quarantined")},
+    )
     def get(self, request, pk):
-        artifacts = self.get_artifacts(pk)
+        artifacts = self.get_artifacts(pk, what="all artifacts (zip)")
         response = StreamingHttpResponse(
             artifact_files.stream_zip(artifact_files.artifact_pairs(artifacts)), content_type="application/zip"
         )

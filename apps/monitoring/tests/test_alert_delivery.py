@@ -13,7 +13,7 @@ from django.core import mail
 
 from apps.evaluations.tests.helpers import run_and_wait, work_off_queues
 from apps.monitoring.alerts import raise_alert
-from apps.monitoring.models import Alert
+from apps.monitoring.models import Alert, Incident
 
 
 class Receiver:
@@ -107,3 +107,22 @@ def test_a_rule_raises_once_per_evaluation():
     again = raise_alert(evaluation_id=evaluation_id, rule_name="x", severity="info", message="m")
     assert first is not None and again is None
     assert Alert.objects.filter(evaluation_id=evaluation_id).count() == 1
+
+
+@pytest.mark.docker
+@pytest.mark.django_db(transaction=True)
+def test_the_webhook_and_the_email_of_a_stop_rule_link_its_incidents_report(
+    alice_api, only_rules, settings, empty_queues
+):
+    only_rules(
+        name="metadata", kind="output_pattern", pattern=r"169\.254\.169\.254", severity="critical", action="stop"
+    )
+    settings.ALERT_EMAILS = ["ops@example.com"]
+    with Receiver() as receiver:
+        settings.ALERT_WEBHOOK_URL = receiver.url
+        evaluation = run_and_wait(alice_api, code="import time\nprint('169.254.169.254', flush=True)\ntime.sleep(30)")
+        work_off_queues()
+    incident = Incident.objects.get(evaluation_id=evaluation.pk)
+    link = receiver.received[0]["incident"]
+    assert link == {"id": incident.pk, "status": "open", "report": f"/monitoring/incidents/{incident.pk}/"}
+    assert f"/monitoring/incidents/{incident.pk}/" in mail.outbox[0].body

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import pytest
 
 from apps.monitoring import safety
-from apps.monitoring.models import Alert, ResourceSample, SafetyRule
+from apps.monitoring.models import Alert, Incident, ResourceSample, SafetyRule
 from apps.sandboxing.runner import ResourceSample as RunnerSample
 
 pytestmark = pytest.mark.django_db
@@ -195,3 +195,45 @@ def test_a_pattern_alert_shows_the_pattern_as_the_operator_typed_it():
     monitor = monitor_with(rule(name="sock", kind="output_pattern", pattern=r"docker\.sock"))
     monitor.on_output("stdout", b"/var/run/docker.sock")
     assert monitor.raised[0].message == r"output on stdout matched the pattern docker\.sock"
+
+
+def test_a_process_name_rule_fires_on_a_process_in_the_view_and_keeps_the_counts(clock):
+    monitor = monitor_with(rule(name="miner", kind="process_name", pattern=r"^xmrig$", action="stop"))
+    clock.now += 1
+    row = monitor.on_sample(
+        RunnerSample(at=datetime.now(UTC), cpu_percent=0, memory_bytes=0, pids=3, processes=["sh", "xmrig", "sh"])
+    )
+    assert row.processes == {"sh": 2, "xmrig": 1}
+    alert = Alert.objects.get(rule_name="miner")
+    assert "xmrig" in alert.message and monitor.stop_requested
+
+
+def test_a_process_name_rule_ignores_samples_without_a_process_view(clock):
+    monitor = monitor_with(rule(name="miner", kind="process_name", pattern=r"xmrig"))
+    clock.now += 1
+    assert monitor.on_sample(sample(pids=40)).processes is None
+    assert not Alert.objects.exists()
+
+
+def test_a_stop_rule_opens_an_incident_for_the_runs_owner_and_a_later_alert_joins_it(clock, alice):
+    monitor = monitor_with(
+        rule(name="forks", kind="pids_near_limit", threshold=0.5, action="stop", severity="critical"),
+        rule(name="memory", kind="memory_near_limit", threshold=0.5),
+    )
+    monitor.owner_id = alice.pk
+    clock.now += 1
+    monitor.on_sample(sample(pids=40))
+    incident = Incident.objects.get(evaluation_id=monitor.evaluation_id)
+    assert (incident.owner, incident.severity, incident.status) == (alice, "critical", "open")
+    clock.now += 1
+    monitor.on_sample(sample(memory=40 * MIB, pids=40))
+    assert sorted(incident.alerts.values_list("rule_name", flat=True)) == ["forks", "memory"]
+    assert list(incident.events.values_list("kind", flat=True)) == ["opened", "alert", "stop_requested", "alert"]
+
+
+def test_an_alert_rule_alone_opens_no_incident(clock):
+    monitor = monitor_with(rule(name="memory", kind="memory_near_limit", threshold=0.5))
+    clock.now += 1
+    monitor.on_sample(sample(memory=40 * MIB))
+    assert Alert.objects.filter(rule_name="memory").exists()
+    assert not Incident.objects.exists()

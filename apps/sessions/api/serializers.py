@@ -5,6 +5,7 @@ from __future__ import annotations
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from apps.monitoring.models import Incident
 from apps.sessions.limits import exec_limits
 from apps.sessions.models import Session
 from apps.sessions.services import WORKSPACE
@@ -63,5 +64,7 @@ class SessionSerializer(serializers.ModelSerializer):
 
     @extend_schema_field(serializers.IntegerField(allow_null=True))
     def get_incident(self, session) -> int | None:
-        """The safety incident opened on this session, if any (none yet: incidents come later)."""
-        return None
+        """The safety incident opened on this session, if any (its id: details under /api/v1/incidents/)."""
+        if hasattr(session, "incident_pk"):  # annotated by the list
+            return session.incident_pk
+        return Incident.objects.filter(session_id=session.pk).values_list("pk", flat=True).first()

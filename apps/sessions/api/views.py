@@ -10,6 +10,7 @@ import json
 import re
 
 from django.conf import settings
+from django.db.models import OuterRef, Subquery
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
@@ -18,6 +19,9 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from apps.accounts.roles import is_operator
+from apps.monitoring import incidents
+from apps.monitoring.models import Incident
 from apps.sessions import services, validation
 from apps.sessions.api.serializers import SessionSerializer
 from apps.sessions.models import EndReason, Session, Status
@@ -68,6 +72,10 @@ class SessionListCreateView(generics.ListAPIView):
 
     def get_queryset(self):
         queryset = Session.objects.visible_to(self.request.user).select_related("owner")
+        # The incident's id in the same query (the list's cost stays fixed).
+        queryset = queryset.annotate(
+            incident_pk=Subquery(Incident.objects.filter(session_id=OuterRef("pk")).values("pk")[:1])
+        )
         wanted = self.request.query_params.get("status")
         if wanted:
             if wanted not in Status.values:
@@ -191,6 +199,9 @@ class SessionFileView(VisibleSessionMixin, APIView):
         parameters=[
             OpenApiParameter("path", str, required=True, description="absolute, or relative to /sandbox"),
             OpenApiParameter("max_bytes", int, description="413 when the file is larger"),
+            OpenApiParameter(
+                "quarantine", str, description="release-ack: an operator reads a quarantined session's file (audited)"
+            ),
         ],
         responses={200: OpenApiResponse(description="the file's bytes")},
     )
@@ -203,6 +214,16 @@ class SessionFileView(VisibleSessionMixin, APIView):
             if not AFTER.fullmatch(raw):
                 raise ValidationError({"max_bytes": ["Must be a non-negative integer."]})
             most = min(most, int(raw))
+        refusal = incidents.quarantine_refusal(
+            session_id=session.pk,
+            user=request.user,
+            operator=is_operator(request.user),
+            ack=request.query_params.get("quarantine", ""),
+            what=f"file {path[:200]} of session {session.pk}",
+            request=request,
+        )
+        if refusal is not None:
+            return Response(refusal, status=status.HTTP_403_FORBIDDEN)
         try:
             result, content = services.read_file(session, path, most)
         except SessionError as exc:

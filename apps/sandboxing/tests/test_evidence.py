@@ -1,0 +1,76 @@
+"""A stop that keeps evidence (a safety rule, an emergency stop): the sandbox is frozen, its processes
+are listed, /output is collected through the usual collector, then it is killed."""
+
+import pytest
+
+from apps.sandboxing.outcomes import Command, Outcome
+from apps.sandboxing.tests.conftest import execute, under_gvisor
+
+pytestmark = pytest.mark.docker
+
+WRITE_THEN_WAIT = (
+    "import time\n"
+    "open('/output/report.txt', 'w').write('written before the stop')\n"
+    "print('ready', flush=True)\n"
+    "time.sleep(60)\n"
+)
+
+
+def stop_keeping_evidence_once_ready(_at, stdout):
+    return Command.STOP_KEEPING_EVIDENCE if b"ready" in stdout else None
+
+
+def test_files_written_before_a_stop_keeping_evidence_are_collected():
+    run = execute(WRITE_THEN_WAIT, control=stop_keeping_evidence_once_ready, timeout_s=30)
+    assert run.result.outcome is Outcome.STOPPED
+    assert [(a.name, a.data) for a in run.result.artifacts] == [("report.txt", b"written before the stop")]
+    evidence = run.result.evidence
+    assert evidence.frozen and evidence.programs_killed and evidence.collected
+    assert evidence.detail == ""
+
+
+def test_the_process_view_at_the_freeze_names_the_program():
+    code = "import subprocess\nsubprocess.Popen(['sleep', '50'])\n" + WRITE_THEN_WAIT
+    run = execute(code, control=stop_keeping_evidence_once_ready, timeout_s=30)
+    names = [process["name"] for process in run.result.evidence.processes]
+    assert "sleep" in names
+    assert any(name.startswith("python") for name in names)
+
+
+def test_a_fork_bomb_stopped_keeping_evidence_still_gives_up_its_output_files():
+    code = (
+        "import os, time\n"
+        "open('/output/before.txt', 'w').write('before the bomb')\n"
+        "print('ready', flush=True)\n"
+        "while True:\n"
+        "    try:\n"
+        "        os.fork()\n"
+        "    except OSError:\n"
+        "        time.sleep(0.01)\n"
+    )
+    run = execute(code, control=stop_keeping_evidence_once_ready, timeout_s=30, pids=32)
+    assert run.result.outcome is Outcome.STOPPED
+    if under_gvisor() and not run.result.evidence.collected:
+        # Under gVisor a fork bomb can take the whole sandbox down (Debian's runsc 2022-12-19: its
+        # control server refuses the pause, or the sandbox stops after the thaw): the stop then says
+        # why and nothing is collected; see the README.
+        detail = run.result.evidence.detail
+        assert any(why in detail for why in ("did not pause", "not cleared in time", "could not be collected")), detail
+        return
+    assert run.result.evidence.collected, run.result.evidence
+    assert ("before.txt", b"before the bomb") in [(a.name, a.data) for a in run.result.artifacts]
+
+
+def test_a_plain_stop_still_kills_at_once_and_keeps_nothing():
+    run = execute(WRITE_THEN_WAIT, control=lambda _at, out: Command.STOP if b"ready" in out else None, timeout_s=30)
+    assert run.result.outcome is Outcome.STOPPED
+    assert run.result.evidence is None
+    assert run.result.artifacts == []
+
+
+def test_samples_carry_the_process_names_now_and_then():
+    code = "import subprocess, time\nsubprocess.Popen(['sleep', '30'])\ntime.sleep(4)\n"
+    run = execute(code, timeout_s=30)
+    views = [sample.processes for sample in run.samples if sample.processes is not None]
+    assert views, "at least one sample carries the process view"
+    assert any("sleep" in names for names in views)
