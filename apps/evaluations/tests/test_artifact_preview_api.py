@@ -6,9 +6,11 @@ import zipfile
 
 import pytest
 
+from apps.audit.models import AuditEvent
 from apps.evaluations import artifact_files
 from apps.evaluations.models import Status
 from apps.evaluations.tests.factories import add_artifact, make_evaluation
+from apps.monitoring.models import Incident
 
 pytestmark = pytest.mark.django_db
 
@@ -137,3 +139,34 @@ def test_another_user_gets_404_and_an_operator_gets_them(bob_api, olivia_api, ev
 @pytest.mark.parametrize("kind", ["artifact-text", "artifact-image"])
 def test_an_unknown_artifact_is_a_404(alice_api, evaluation, kind):
     assert alice_api.get(url(evaluation, kind, "nope.txt")).status_code == 404
+
+
+# --- quarantine (a safety incident) ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kind", "name"),
+    [("artifact-text", "notes.txt"), ("artifact-image", "plot.png"), ("artifacts", "notes.txt"), ("artifacts.zip", "")],
+)
+def test_a_quarantined_runs_artifacts_are_refused_to_its_owner_in_every_form(
+    alice_api, olivia_api, evaluation, kind, name
+):
+    add_artifact(evaluation, "plot.png", PNG)
+    add_artifact(evaluation, "notes.txt", b"kept as evidence\n")
+    incident = Incident.objects.create(evaluation_id=evaluation.pk, owner=evaluation.owner)
+    address = url(evaluation, kind, name).rstrip("/")
+
+    refused = alice_api.get(address)
+    assert refused.status_code == 403
+    assert refused.json()["code"] == "quarantined" and refused.json()["incident"] == incident.pk
+    assert olivia_api.get(address).status_code == 403  # operators say that they mean it
+    assert olivia_api.get(address + "?quarantine=release-ack").status_code == 200
+    assert AuditEvent.objects.filter(action="incident.quarantined_download", actor_name="olivia").count() == 1
+
+
+def test_the_names_of_a_quarantined_runs_artifacts_are_still_listed(alice_api, evaluation):
+    add_artifact(evaluation, "plot.png", PNG)
+    Incident.objects.create(evaluation_id=evaluation.pk, owner=evaluation.owner)
+    response = alice_api.get(url(evaluation, "artifacts"))  # the list's address ends in a slash
+    assert response.status_code == 200
+    assert [artifact["name"] for artifact in response.json()] == ["plot.png"]
