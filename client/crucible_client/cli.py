@@ -233,7 +233,7 @@ def cmd_submit(client: Client, args) -> int:
     for name, value in (
         ("files", _extra_files(args.extra_file)),
         ("args", args.arg or None),
-        ("env", _env_pairs(args.env)),
+        ("env", parse_env(args.env)),
         ("stdin", stdin),
         ("timeout_s", args.timeout),
         ("memory_mb", args.memory),
@@ -263,19 +263,6 @@ def _extra_files(paths: list[str] | None) -> dict[str, str] | None:
         except (OSError, UnicodeDecodeError) as exc:
             raise CliError(f"cannot read {name}: {exc}")
     return files
-
-
-def _env_pairs(pairs: list[str] | None) -> dict[str, str] | None:
-    """``--env NAME=VALUE`` (repeatable)."""
-    if not pairs:
-        return None
-    env = {}
-    for pair in pairs:
-        name, sep, value = pair.partition("=")
-        if not sep or not name:
-            raise CliError(f"--env takes NAME=VALUE, not {pair!r}")
-        env[name] = value
-    return env
 
 
 def cmd_runtimes(client: Client, args) -> int:
