@@ -53,7 +53,14 @@ def test_the_host_starts_every_helper_program_by_its_fixed_path_without_a_shell(
 def test_the_helper_source_and_the_host_share_every_bound():
     source = helper.SOURCE_PATH.read_text()
     defined = dict(re.findall(r"^#define (\w+) (\d+)", source, re.MULTILINE))
-    for name in ("MAX_ENTRIES", "MAX_DEPTH", "MAX_NAME_BYTES", "EXIT_PAYLOAD_SHORT", "EXIT_NO_FILTER", "EXIT_CANNOT_RUN"):
+    for name in (
+        "MAX_ENTRIES",
+        "MAX_DEPTH",
+        "MAX_NAME_BYTES",
+        "EXIT_PAYLOAD_SHORT",
+        "EXIT_NO_FILTER",
+        "EXIT_CANNOT_RUN",
+    ):
         assert int(defined[name]) == getattr(helper, name), name
 
 
@@ -67,7 +74,7 @@ def test_the_launcher_writes_the_files_read_only_then_runs_the_command_with_its_
     compiled_helper, tmp_path
 ):
     payload = helper.pack_payload(b"the code\n", b"the stdin\n", files={"data.txt": b"a file\n"})
-    script = "cat; cat \"$1\"; cat data.txt; echo \"$GREETING\"; exit 3"
+    script = 'cat; cat "$1"; cat data.txt; echo "$GREETING"; exit 3'
     command = ["/bin/sh", "-c", script, "sh", str(tmp_path / "main.txt")]
     exit_code, stdout, stderr = launch(
         compiled_helper, tmp_path / "main.txt", command, payload, {"PATH": "/usr/bin:/bin", "GREETING": "hello"}
@@ -90,7 +97,9 @@ def test_the_launcher_never_writes_through_a_link_nor_over_a_file(compiled_helpe
 def test_the_launcher_refuses_a_linked_directory_and_a_dot_file_name(compiled_helper, tmp_path):
     (tmp_path / "real").mkdir()
     (tmp_path / "p1").symlink_to(tmp_path / "real")
-    exit_code, _, stderr = launch(compiled_helper, tmp_path / "p1" / "main.txt", ["true"], helper.pack_payload(b"x", b""))
+    exit_code, _, stderr = launch(
+        compiled_helper, tmp_path / "p1" / "main.txt", ["true"], helper.pack_payload(b"x", b"")
+    )
     assert exit_code == helper.EXIT_CANNOT_RUN and b"is not a directory of the sandbox's own" in stderr
     dotted = helper.pack_payload(b"x", b"", files={".profile": b"y"})
     exit_code, _, stderr = launch(compiled_helper, tmp_path / "real" / "main.txt", ["true"], dotted)
@@ -99,9 +108,13 @@ def test_the_launcher_refuses_a_linked_directory_and_a_dot_file_name(compiled_he
 
 
 def test_a_short_payload_or_a_missing_command_is_the_launchers_own_complaint(compiled_helper, tmp_path):
-    exit_code, stdout, stderr = launch(compiled_helper, tmp_path / "m", ["true"], helper.pack_payload(b"code", b"")[:-2])
+    exit_code, stdout, stderr = launch(
+        compiled_helper, tmp_path / "m", ["true"], helper.pack_payload(b"code", b"")[:-2]
+    )
     assert (exit_code, stdout, stderr) == (helper.EXIT_PAYLOAD_SHORT, b"", b"crucible-launcher: payload ended early\n")
-    exit_code, stdout, stderr = launch(compiled_helper, tmp_path / "n", ["no-such-program"], helper.pack_payload(b"", b""))
+    exit_code, stdout, stderr = launch(
+        compiled_helper, tmp_path / "n", ["no-such-program"], helper.pack_payload(b"", b"")
+    )
     assert exit_code == helper.EXIT_CANNOT_RUN and stdout == MARKER
     assert stderr == MARKER + b"crucible-launcher: cannot run no-such-program: No such file or directory\n"
 
