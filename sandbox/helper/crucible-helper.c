@@ -14,7 +14,8 @@
  *                                 the code, the program's stdin, extra files; writes the files (never
  *                                 through a link, never over an existing file), makes fd 0 the stdin
  *                                 bytes, installs the filter, writes the marker to stderr then stdout,
- *                                 and execs ARGV with exactly the given environment
+ *                                 and execs ARGV with exactly the given environment (SIGPIPE and
+ *                                 SIGXFSZ ignored, every other signal at its default)
  *   collect ROOT MAX_FILES MAX_BYTES
  *                                 writes the records of the regular files under ROOT (streams.py parses them)
  *   reap                          SIGKILLs every process but init, the idle main process and itself
@@ -326,6 +327,11 @@ static int cmd_launch(int argc, char **argv)
     close(dir_fd);
     if (filter_len)
         install_filter(bpf, filter_len);
+    /* As the interpreter-based launcher this replaces left them (python3 ignores both at startup and
+     * exec keeps an ignored signal ignored): a write to a closed pipe or past the fsize limit fails
+     * with EPIPE or EFBIG instead of killing the program. */
+    signal(SIGPIPE, SIG_IGN);
+    signal(SIGXFSZ, SIG_IGN);
     write_all(2, marker, marker_len);
     write_all(1, marker, marker_len);
     int error = exec_searching(command, environment);
@@ -623,7 +629,7 @@ static int start_time(int pid, unsigned long long *started)
     return 1;
 }
 
-/* Every process this process can see, but init and ME; COUNT set. */
+/* Every process this process can see, but init and ME; COUNT set. NULL when they cannot all be listed. */
 static struct process *processes(int me, size_t *count)
 {
     *count = 0;
@@ -644,8 +650,10 @@ static struct process *processes(int me, size_t *count)
             size *= 2;
             struct process *grown = realloc(found, size * sizeof *found);
             if (!grown)
-                break;
+                free(found);
             found = grown;
+            if (!found)
+                break;
         }
         found[(*count)++] = (struct process){(int)pid, started};
     }
@@ -654,13 +662,14 @@ static struct process *processes(int me, size_t *count)
 }
 
 /* How many processes are left behind (all seen but the oldest, the idle main process); with KILL,
- * each of them gets SIGKILL. */
+ * each of them gets SIGKILL. UNLISTED when the processes cannot be listed (never taken for none). */
+#define UNLISTED ((size_t)-1)
 static size_t left_behind(int kill_them)
 {
     size_t count;
     struct process *found = processes(getpid(), &count);
     if (!found)
-        return count;
+        return UNLISTED;
     size_t idle = 0;
     for (size_t i = 1; i < count; i++)
         if (found[i].started < found[idle].started ||
@@ -773,7 +782,9 @@ static void unclean(int count, char **directories, char *problems, size_t size)
 {
     problems[0] = '\0';
     size_t others = left_behind(0);
-    if (others)
+    if (others == UNLISTED)
+        append(problems, size, "the processes cannot be listed");
+    else if (others)
         append(problems, size, "%zu processes still alive", others);
     for (int i = 0; i < count; i++)
         if (!is_empty(directories[i]))

@@ -175,3 +175,10 @@ def test_the_next_sample_of_a_batch_finds_the_bare_sandbox_reset_and_clean(bare,
     second, stdout = run_several(bare, ["census\nlist /tmp\nlist /output\nlist /dev/shm\n"], reuse=reuse)
     assert second[0].outcome is Outcome.EXITED and second[0].warm is True
     assert stdout == [f"{helper.HELPER_PATH} idle\n\n\n\n".encode()]
+
+
+def test_the_program_starts_with_sigpipe_and_sigxfsz_ignored_and_sigterm_at_its_default(bare):
+    """As under the interpreter-based launcher the helper replaced: EPIPE and EFBIG, never a kill."""
+    observed = run_toy(bare, "signals\n")
+    assert (observed.result.outcome, observed.result.exit_code) == (Outcome.EXITED, 0)
+    assert observed.stdout == b"pipe EPIPE\nfsize 1 EFBIG\nterm default\n"

@@ -11,10 +11,14 @@
  *   census           the command lines of the other processes (not init), sorted, one per line
  *   list DIR         the names in DIR, sorted, on one line
  *   spin             loop forever
+ *   signals          how a write to a closed pipe and one past RLIMIT_FSIZE end, and whether
+ *                    SIGTERM is at its default (it would have died otherwise)
  *   exit N           exit with N
  */
 #define _GNU_SOURCE
 #include <dirent.h>
+#include <errno.h>
+#include <sys/resource.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
@@ -114,6 +118,23 @@ int main(int argc, char **argv)
             list("/proc", 1);
         } else if (!strncmp(line, "list ", 5)) {
             list(rest, 0);
+        } else if (!strcmp(line, "signals")) {
+            int ends[2];
+            if (pipe(ends) == 0) {
+                close(ends[0]);
+                printf("pipe %s\n", write(ends[1], "x", 1) < 0 && errno == EPIPE ? "EPIPE" : "?");
+            }
+            struct rlimit small = {1, RLIM_INFINITY};
+            getrlimit(RLIMIT_FSIZE, &small);
+            small.rlim_cur = 1;
+            setrlimit(RLIMIT_FSIZE, &small);
+            int fd = open("/tmp/big", O_WRONLY | O_CREAT | O_TRUNC, 0600);
+            ssize_t first = write(fd, "ab", 2);
+            ssize_t second = write(fd, "c", 1);
+            printf("fsize %zd %s\n", first, second < 0 && errno == EFBIG ? "EFBIG" : "?");
+            struct sigaction term;
+            sigaction(SIGTERM, NULL, &term);
+            printf("term %s\n", term.sa_handler == SIG_DFL ? "default" : "changed");
         } else if (!strcmp(line, "spin")) {
             for (volatile unsigned long i = 0;; i++)
                 ;
