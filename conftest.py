@@ -97,3 +97,12 @@ def fresh_channel_layer():
     first waited on them: a receive one test left cancelled would make another test's receive fail."""
     yield
     channel_layers.backends.clear()
+
+
+@pytest.fixture(scope="session")
+def compiled_helper(tmp_path_factory):
+    """The in-sandbox helper compiled for this host (it is static), to test the parts that are safe
+    outside a sandbox: the collector and the launcher with a harmless command."""
+    from apps.sandboxing.image import compile_helper
+
+    return compile_helper(tmp_path_factory.mktemp("helper") / "crucible-helper")

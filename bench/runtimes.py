@@ -29,7 +29,7 @@ from django.conf import settings  # noqa: E402
 
 from apps.sandboxing import catalog, engine  # noqa: E402
 from apps.sandboxing.execution import execute  # noqa: E402
-from apps.sandboxing.image import find_image  # noqa: E402
+from apps.sandboxing.image import current_image  # noqa: E402
 from apps.sandboxing.outcomes import Outcome, RunRequest  # noqa: E402
 from apps.sandboxing.policy import BUILD_DIR, Limits  # noqa: E402
 from apps.sandboxing.runner import Sandbox, profile_for, run  # noqa: E402
@@ -129,7 +129,7 @@ def main() -> None:
     parser.add_argument("--only", default="", help="runtime names, comma-separated (default: every built one)")
     args = parser.parse_args()
     names = [n for n in (args.only.split(",") if args.only else catalog.definitions()) if n]
-    built = [n for n in names if find_image(catalog.definition(n).image) is not None]
+    built = [n for n in names if current_image(catalog.definition(n).image) is not None]
     print(f"hello world, medians of {args.runs}; skipped (not built): {', '.join(sorted(set(names) - set(built)))}")
     print(f"{'engine':6s} {'runtime':18s} {'cold':>9s} {'warm':>9s} {'compile':>9s} {'raw run':>9s} {'cold/raw':>8s}")
     for engine_runtime in args.runtimes.split(","):

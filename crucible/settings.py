@@ -322,6 +322,9 @@ QUOTA_MAX_ACTIVE = envint("QUOTA_MAX_ACTIVE", 10, minimum=0)
 
 # --- Sandbox ----------------------------------------------------------------------------
 SANDBOX_IMAGE = envstr("SANDBOX_IMAGE", "crucible-sandbox:latest")
+# The repository prefix of the runtimes' own images (PREFIXNAME:latest, e.g. crucible-runtime-c:latest):
+# a checkout that builds images of its own on a shared engine uses a prefix of its own.
+SANDBOX_RUNTIME_IMAGE_PREFIX = envstr("SANDBOX_RUNTIME_IMAGE_PREFIX", "crucible-runtime-")
 # auto: gVisor (runsc) when the engine has it, else runc; or force one (a forced runtime the
 # engine lacks fails closed: the run ends in error).
 SANDBOX_RUNTIME = envstr("SANDBOX_RUNTIME", "auto")

@@ -12,7 +12,8 @@ log() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
 need_root() { [ "$(id -u)" = 0 ] || { echo "setup must run as root (it installs Debian packages and starts services)" >&2; exit 1; }; }
 
 # --- Debian packages ----------------------------------------------------------------------
-PACKAGES=(docker.io runsc postgresql redis-server debootstrap python3-venv chromium ca-certificates)
+# gcc and libc6-dev compile the static in-sandbox helper (sandbox/helper) that every image carries.
+PACKAGES=(docker.io runsc postgresql redis-server debootstrap python3-venv chromium ca-certificates gcc libc6-dev)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -95,6 +96,7 @@ build_code_editor() {
 build_code_editor
 
 # --- Sandbox image, database, operator ----------------------------------------------------
+# --if-missing also rebuilds an image that predates the current sandbox helper (its label differs).
 .venv/bin/python manage.py build_sandbox_image --if-missing
 # The runtimes marked "prebuilt" in sandbox/runtimes.json (python-scientific, c, javascript): each
 # reused when its content-derived tag exists, else built from the mirror (about 1 to 3 minutes each).

@@ -1,13 +1,14 @@
 """The runtimes the platform knows how to build and run, as data (``sandbox/runtimes.json``).
 
-Each definition names the Debian packages its image adds to the sandbox base (python3 and bash,
-which the launcher and the idle process need), an optional compile step and the run step (argv,
+Each definition names the Debian packages its image adds to the sandbox base (python3 and bash;
+the launcher and the idle process need neither: they are the static helper every image carries),
+an optional compile step and the run step (argv,
 no shell: ``{file}`` is the entry point's path, ``{build}`` the exec-allowed build directory), the
 entry point's file name, the command that prints its version, extra platform environment, the
 compile step's wall-clock limit (it shares the run's memory: see ``execution.compile_then_run``),
 and whether setup builds its image (``prebuilt``). A runtime with no packages runs on
-``SANDBOX_IMAGE`` itself; the others get their own image, ``crucible-runtime-NAME``, built offline
-like the sandbox image.
+``SANDBOX_IMAGE`` itself; the others get their own image, ``crucible-runtime-NAME``
+(``SANDBOX_RUNTIME_IMAGE_PREFIX``), built offline like the sandbox image.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from django.conf import settings
 from apps.sandboxing.policy import Runtime
 
 CATALOG_PATH = Path(settings.BASE_DIR) / "sandbox" / "runtimes.json"
-IMAGE_REPOSITORY_PREFIX = "crucible-runtime-"
 DEFAULT_COMPILE_TIMEOUT_S = 30.0
 _NAME = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
 _PACKAGE = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
@@ -66,11 +66,11 @@ class Definition:
 
     @property
     def image(self) -> str:
-        return f"{IMAGE_REPOSITORY_PREFIX}{self.name}:latest" if self.own_image else settings.SANDBOX_IMAGE
+        return f"{self.repository}:latest" if self.own_image else settings.SANDBOX_IMAGE
 
     @property
     def repository(self) -> str:
-        return f"{IMAGE_REPOSITORY_PREFIX}{self.name}"
+        return f"{settings.SANDBOX_RUNTIME_IMAGE_PREFIX}{self.name}"
 
     def to_runtime(self) -> Runtime:
         """The sandbox's view of this runtime: image, commands, file name, environment."""

@@ -20,7 +20,7 @@ from django.conf import settings
 
 from apps.sandboxing import engine, engine_runtime
 from apps.sandboxing.containers import POOL_NAME_PREFIX
-from apps.sandboxing.image import find_image
+from apps.sandboxing.image import current_image
 from apps.sandboxing.policy import LABEL_INSTANCE, LABEL_POOL
 
 log = logging.getLogger(__name__)
@@ -68,7 +68,7 @@ def probe() -> EngineReport:
     if not engine.ping():
         return EngineReport(False, False, False, "", False, settings.SANDBOX_RUNTIME, [], 0, 0, now)
     try:
-        image_ok = find_image(settings.SANDBOX_IMAGE) is not None
+        image_ok = current_image(settings.SANDBOX_IMAGE) is not None
     except Exception:
         log.warning("engine report: could not look up the sandbox image", exc_info=True)
         image_ok = False

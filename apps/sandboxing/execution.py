@@ -3,7 +3,7 @@
 ``execute(sandbox, request, ...)`` is what a caller uses (the runner once per fresh sandbox; a
 session could call it for each program in one sandbox). ``Execution.run`` takes three steps:
 
-1. ``deliver``: an exec of the launcher (``incontainer/launcher.py``; the runtime's argv as its
+1. ``deliver``: an exec of the launcher (the helper's ``launch``, ``helper.py``; the runtime's argv as its
    arguments, no shell, no user data in argv) is sent the payload (code, stdin) on its stdin. The
    launcher writes the code file, sets up stdin, writes ``MARKER`` and execs the runtime.
 2. ``supervise``: the calling thread reads the engine's multiplexed stream itself (no reader
@@ -31,9 +31,8 @@ from datetime import UTC, datetime
 
 from django.conf import settings
 
-from apps.sandboxing import engine_runtime, evidence, seccomp_bpf
+from apps.sandboxing import engine_runtime, evidence, helper, seccomp_bpf
 from apps.sandboxing.cgroups import Reading
-from apps.sandboxing.incontainer import launcher, python_argv
 from apps.sandboxing.outcomes import Command, Evidence, Failure, Outcome, ResourceSample, RunRequest, RunResult
 from apps.sandboxing.policy import CODE_DIR, ENVIRONMENT, MIB, WORK_DIR, host_pids_limit
 from apps.sandboxing.sandbox import ExecStream, Sandbox
@@ -275,7 +274,7 @@ class Execution:
         started_at, self.start = _now(), time.monotonic()
         try:
             code, files = (self.request.code, self.request.files) if self.write_code else (b"", {})
-            payload = launcher.pack_payload(code, self.request.stdin, self.seccomp_filter(), files)
+            payload = helper.pack_payload(code, self.request.stdin, self.seccomp_filter(), files)
             stream.send(payload, max(PAYLOAD_SEND_MIN_TIMEOUT_S, self.limits.timeout_s))
             self.supervise(stream)
         finally:
@@ -298,7 +297,7 @@ class Execution:
         environment = {**self.request.env, **runtime.program_environment()}  # the platform's win
         delivered_to = code_path if self.write_code else f"{CODE_DIR}/"
         command = [*runtime.argv(code_path), *self.request.args]
-        argv = python_argv("launcher", *launcher.argv(delivered_to, MARKER, environment, command))
+        argv = helper.launch_argv(delivered_to, MARKER, environment, command)
         self.exec_id, stream = self.sandbox.open_exec(argv, workdir=WORK_DIR, environment=dict(ENVIRONMENT), stdin=True)
         return stream
 

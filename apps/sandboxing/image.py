@@ -1,4 +1,5 @@
-"""Build the sandbox image: a minimal Debian with python3 and bash, a non-root user, nothing setuid.
+"""Build the sandbox image: a minimal Debian with python3 and bash, a non-root user, nothing setuid,
+and the static in-sandbox helper (``helper.HELPER_PATH``, compiled here from ``sandbox/helper``).
 
 Two ways, one result:
 - offline (default; no registry needed): debootstrap a minbase rootfs from the machine's own
@@ -26,7 +27,7 @@ from pathlib import Path
 import docker.errors
 from django.conf import settings
 
-from apps.sandboxing import catalog, engine
+from apps.sandboxing import catalog, engine, helper
 from apps.sandboxing.apt_sources import debian_codename, debian_mirror, read_sources
 from apps.sandboxing.catalog import Definition
 from apps.sandboxing.policy import SANDBOX_UID
@@ -59,6 +60,9 @@ REMOVE = (
 RECIPE_VERSION = 2  # bump when the build steps below change in a way the hash cannot see
 # (the version labels are metadata, left out on purpose: an image built before them lists no versions)
 REPOSITORY = "crucible-sandbox"
+RECIPE_LABEL = "org.crucible.sandbox.recipe"
+HELPER_LABEL = "org.crucible.helper"  # helper.digest() of the helper the image carries
+COMPILER = "gcc"
 
 
 @dataclass(frozen=True)
@@ -75,6 +79,7 @@ def recipe_hash(codename: str, packages: tuple[str, ...] = PACKAGES) -> str:
         "packages": packages,
         "remove": REMOVE,
         "uid": SANDBOX_UID,
+        "helper": helper.digest(),
     }
     return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
 
@@ -84,6 +89,39 @@ def find_image(reference: str):
         return engine.client().images.get(reference)
     except docker.errors.ImageNotFound:
         return None
+
+
+def current_image(reference: str):
+    """The image ``reference`` when it carries this checkout's helper, else None: an image built before
+    the helper (or with an older one) cannot run programs the way the host starts them."""
+    found = find_image(reference)
+    if found is None:
+        return None
+    labels = found.attrs.get("Config", {}).get("Labels") or {}
+    return found if labels.get(HELPER_LABEL) == helper.digest() else None
+
+
+def compile_helper(destination: Path) -> Path:
+    """Compile the in-sandbox helper (``sandbox/helper/crucible-helper.c``) to ``destination``, a static
+    binary that needs nothing from the image it runs in; raises ``RuntimeError`` when gcc fails."""
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    command = [COMPILER, *helper.COMPILE_FLAGS, "-o", str(destination), str(helper.SOURCE_PATH)]
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    except OSError as exc:
+        raise RuntimeError(f"cannot compile the sandbox helper ({exc}): scripts/setup.sh installs gcc") from exc
+    if result.returncode != 0:
+        raise RuntimeError(f"compiling the sandbox helper failed: {result.stderr[-2000:]}")
+    return destination
+
+
+def install_helper(rootfs: Path) -> None:
+    """Put the helper into a root file system at ``helper.HELPER_PATH``: root-owned, mode 0755."""
+    target = rootfs / helper.HELPER_PATH.lstrip("/")
+    compile_helper(target)
+    for path in (target, *[p for p in target.parents if p.is_relative_to(rootfs) and p != rootfs]):
+        os.chown(path, 0, 0, follow_symlinks=False)
+    target.chmod(0o755)
 
 
 def _strip_rootfs(rootfs: Path) -> None:
@@ -152,6 +190,7 @@ def build_offline(
             rootfs = Path(work) / "rootfs"
             _debootstrap(rootfs, codename, mirror, packages)
             _strip_rootfs(rootfs)
+            install_helper(rootfs)
             labels = {
                 version_label(name): _version_in(rootfs, command) or _package_version(rootfs, version_package)
                 for name, command in versions.items()
@@ -162,7 +201,8 @@ def build_offline(
                 f"USER {SANDBOX_UID}:{SANDBOX_UID}",
                 "WORKDIR /tmp",
                 "ENV PATH=/usr/local/bin:/usr/bin:/bin HOME=/tmp LANG=C.UTF-8 PYTHONDONTWRITEBYTECODE=1",
-                f"LABEL org.crucible.sandbox.recipe={tag}",
+                f"LABEL {RECIPE_LABEL}={tag}",
+                f"LABEL {HELPER_LABEL}={helper.digest()}",
                 *(f"LABEL {key}={json.dumps(value)}" for key, value in labels.items() if value),
                 'CMD ["/bin/bash"]',
             ]
@@ -238,8 +278,9 @@ def _package_version(rootfs: Path, package: str) -> str:
 
 
 def image_versions(reference: str) -> dict[str, str] | None:
-    """The runtime versions an image's labels record (runtime name: version); None when it is absent."""
-    found = find_image(reference)
+    """The runtime versions an image's labels record (runtime name: version); None when it is absent
+    (or predates this checkout's helper: it must be built again)."""
+    found = current_image(reference)
     if found is None:
         return None
     labels = found.attrs.get("Config", {}).get("Labels") or {}
@@ -253,5 +294,11 @@ def image_versions(reference: str) -> dict[str, str] | None:
 
 def build_from_dockerfile(reference: str = "") -> BuiltImage:
     reference = reference or settings.SANDBOX_IMAGE
-    image, _logs = engine.client().images.build(path=str(SANDBOX_DIR), tag=reference, rm=True, pull=True)
+    image, _logs = engine.client().images.build(
+        path=str(SANDBOX_DIR),
+        tag=reference,
+        rm=True,
+        pull=True,
+        buildargs={"HELPER_DIGEST": helper.digest()},
+    )
     return BuiltImage(reference=reference, image_id=image.id, built=True)

@@ -20,7 +20,7 @@ from pathlib import Path
 from django.conf import settings
 from docker.types import LogConfig, Ulimit
 
-from apps.sandboxing import engine_runtime
+from apps.sandboxing import engine_runtime, helper
 
 MIB = 1024 * 1024
 _FILE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
@@ -84,9 +84,9 @@ RESOLVER = "127.0.0.1"
 # and this read-only mount replaces the engine's.
 MQUEUE_DIR = "/dev/mqueue"
 
-# The idle main process: SIGTERM ignored (inherited across exec), so a cancel's "kill -TERM -1"
-# reaches the program but not the process that keeps the container alive.
-IDLE_COMMAND = ["bash", "-c", "trap '' TERM INT HUP; exec sleep infinity"]
+# The idle main process (the helper's ``idle``): SIGTERM ignored, so a cancel's SIGTERM to every
+# process reaches the program but not the process that keeps the container alive.
+IDLE_COMMAND = helper.IDLE_COMMAND
 
 
 @dataclass(frozen=True)

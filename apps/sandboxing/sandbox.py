@@ -2,7 +2,7 @@
 
 ``Sandbox.create(profile, run_id=...)`` creates and starts a container with the whole policy of the
 ``Profile`` (``policy.container_config``) whose main process idles: ``docker-init`` (reaps zombies)
-running ``sleep infinity`` with SIGTERM ignored. No program is in it yet, so a sandbox can be
+running the helper's ``idle`` (``helper.py``) with SIGTERM ignored. No program is in it yet, so a sandbox can be
 started before it is needed. If the engine refuses any part of the policy (unknown runtime,
 seccomp, ...) ``SandboxSetupError`` says so: never a retry with weaker isolation.
 
@@ -29,10 +29,9 @@ import docker.errors
 from django.conf import settings
 from docker.models.containers import _create_container_args
 
-from apps.sandboxing import containers, engine, processes
+from apps.sandboxing import containers, engine, helper, processes
 from apps.sandboxing.cgroups import CgroupReader, Reading, reading_from_engine_stats
 from apps.sandboxing.engine_runtime import is_gvisor
-from apps.sandboxing.incontainer import collector, python_argv
 from apps.sandboxing.outcomes import Failure
 from apps.sandboxing.policy import (
     BUILD_DIR,
@@ -53,7 +52,7 @@ log = logging.getLogger(__name__)
 READ_SIZE = 64 * 1024
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 # SIGTERM to every process of the sandbox user; the idle main process ignores it.
-TERM_ALL_COMMAND = ["bash", "-c", "kill -TERM -1 2>/dev/null; exit 0"]
+TERM_ALL_COMMAND = helper.TERM_ALL_COMMAND
 # Every place a program can write: emptied between two samples of a batch sharing a sandbox.
 RESET_DIRS = (CODE_DIR, WORK_DIR, OUTPUT_DIR, SHM_DIR)
 REMOVE_ATTEMPTS = 3
@@ -423,7 +422,7 @@ class Sandbox:
         if procs is None or not init:
             return 0
         view = processes.runc_view(procs)
-        keep = {init} | {p.pid for p in view if p.ppid == init and p.name == "sleep"}
+        keep = {init} | {p.pid for p in view if p.ppid == init and p.name == helper.PROCESS_NAME}
         signalled = 0
         for process in view:
             if process.pid in keep:
@@ -477,7 +476,7 @@ class Sandbox:
         """SIGKILL every process a program left behind, and wait for that, so the sandbox's next program
         starts among none of them; raises ``SandboxSetupError`` (``ENGINE_FAULT``) when that fails."""
         try:
-            exec_id = self.api.exec_create(self.container_id, python_argv("reaper"), user=SANDBOX_USER, workdir="/")
+            exec_id = self.api.exec_create(self.container_id, helper.reap_argv(), user=SANDBOX_USER, workdir="/")
             self.api.exec_start(exec_id["Id"])
             exit_code = self.api.exec_inspect(exec_id["Id"]).get("ExitCode")
         except Exception as exc:
@@ -490,12 +489,12 @@ class Sandbox:
     def reset(self) -> str:
         """Make the sandbox as it was before its first program, for the next sample of the same batch:
         every process of the sandbox user killed, every writable place emptied, and that verified
-        (``incontainer/reaper.py``). Returns "" when it is clean, else why not (then discard it)."""
+        (the helper's ``reap reset``). Returns "" when it is clean, else why not (then discard it)."""
         if self.killed:
             return "the sandbox was killed"
         try:
             dirs = (*RESET_DIRS, BUILD_DIR) if self.profile.build_dir else RESET_DIRS
-            argv = python_argv("reaper", "reset", *dirs)
+            argv = helper.reset_argv(dirs)
             exec_id = self.api.exec_create(self.container_id, argv, user=SANDBOX_USER, workdir="/")
             output = self.api.exec_start(exec_id["Id"], demux=True)
             exit_code = self.api.exec_inspect(exec_id["Id"]).get("ExitCode")
@@ -528,9 +527,7 @@ class Sandbox:
         if limits.artifact_max_files == 0 or limits.artifact_max_bytes == 0:
             return [], False, 0
         parser = ArtifactStreamParser(max_files=limits.artifact_max_files, max_bytes=limits.artifact_max_bytes)
-        argv = python_argv(
-            "collector", *collector.argv(directory, limits.artifact_max_files, limits.artifact_max_bytes)
-        )
+        argv = helper.collect_argv(directory, limits.artifact_max_files, limits.artifact_max_bytes)
         stream = None
         try:
             _exec_id, stream = self.open_exec(argv, workdir="/", environment={}, user=user)

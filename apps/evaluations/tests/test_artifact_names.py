@@ -7,6 +7,8 @@ its own verdict, the program runs once, and no database text reaches the user.
 
 from __future__ import annotations
 
+import subprocess
+
 import pytest
 from django.db import DataError
 
@@ -15,8 +17,7 @@ from apps.evaluations.recording import OutputRecorder
 from apps.evaluations.running import CRASH_DETAIL, EvaluationRun
 from apps.evaluations.tests.factories import make_evaluation
 from apps.evaluations.tests.helpers import run_and_wait
-from apps.sandboxing import streams
-from apps.sandboxing.incontainer import collector
+from apps.sandboxing import helper, streams
 from apps.sandboxing.outcomes import Outcome, RunResult
 from apps.sandboxing.streams import ParsedArtifact
 
@@ -140,8 +141,8 @@ def test_a_crash_shows_the_user_no_database_text(alice, settings):
 
 
 def test_the_collector_the_parser_and_the_column_share_one_bound():
-    assert collector.MAX_NAME_BYTES == streams.MAX_NAME_BYTES == Artifact._meta.get_field("name").max_length == 255
-    assert collector.MAX_DEPTH + 1 == streams.MAX_DEPTH
+    assert helper.MAX_NAME_BYTES == streams.MAX_NAME_BYTES == Artifact._meta.get_field("name").max_length == 255
+    assert helper.MAX_DEPTH + 1 == streams.MAX_DEPTH
 
 
 @pytest.mark.parametrize(
@@ -158,13 +159,14 @@ def test_a_longer_name_is_refused(raw):
     assert streams.sanitize_name(raw) is None
 
 
-def test_the_collector_reports_a_long_path_as_skipped_and_keeps_the_rest(tmp_path):
+def test_the_collector_reports_a_long_path_as_skipped_and_keeps_the_rest(compiled_helper, tmp_path):
     deep = tmp_path.joinpath(*["d" * 49] * 6)
     deep.mkdir(parents=True)
     (deep / "long.txt").write_text("x")
     (tmp_path / "kept.txt").write_text("kept")
     parser = streams.ArtifactStreamParser(max_files=10, max_bytes=1000)
-    collector.Collector(bytes(tmp_path), 10, 1000, parser.feed).run()
+    argv = [str(compiled_helper), *helper.collect_argv(str(tmp_path), 10, 1000)[1:]]
+    parser.feed(subprocess.run(argv, capture_output=True, check=True, timeout=30).stdout)
     parser.finish()
     assert [artifact.name for artifact in parser.artifacts] == ["kept.txt"]
     assert (parser.done, parser.failed, parser.skipped_names, parser.truncated) == (True, False, 1, True)
@@ -172,7 +174,7 @@ def test_the_collector_reports_a_long_path_as_skipped_and_keeps_the_rest(tmp_pat
 
 def test_a_long_name_in_the_stream_is_skipped_not_a_broken_stream():
     def record(name: bytes, data: bytes) -> bytes:
-        return b"F" + collector.RECORD_HEADER.pack(len(name), len(data)) + name + data
+        return b"F" + helper.RECORD_HEADER.pack(len(name), len(data)) + name + data
 
     parser = streams.ArtifactStreamParser(max_files=10, max_bytes=1000)
     parser.feed(record(b"n" * 600, b"x") + record(b"after.txt", b"y") + b"E")

@@ -192,5 +192,8 @@ def test_the_warm_pool_keeps_the_profiles_of_the_runtimes_the_operator_names(set
     profiles = warm_profiles()
     assert [(p.image, p.build_dir) for p in profiles] == [
         (settings.SANDBOX_IMAGE, False),
-        ("crucible-runtime-c:latest", True),  # python shares SANDBOX_IMAGE's; unknown names are skipped
+        (
+            f"{settings.SANDBOX_RUNTIME_IMAGE_PREFIX}c:latest",
+            True,
+        ),  # python shares SANDBOX_IMAGE's; unknown names are skipped
     ]

@@ -9,7 +9,7 @@ import uuid
 import pytest
 
 from apps.sandboxing import catalog
-from apps.sandboxing.image import find_image
+from apps.sandboxing.image import current_image
 from apps.sandboxing.outcomes import Outcome
 from apps.sandboxing.tests.conftest import execute
 from apps.sandboxing.tests.test_adversarial_resources import assert_host_unaffected, host_processes_containing
@@ -34,7 +34,7 @@ def test_a_fork_bomb_in_c_hits_the_pids_limit_and_the_host_is_unaffected():
 
 
 def test_a_memory_bomb_in_go_is_oom_killed_and_the_host_is_unaffected():
-    if find_image(catalog.definition("go").image) is None:
+    if current_image(catalog.definition("go").image) is None:
         pytest.skip("the go runtime's image is not built on this machine")
     code = (
         "package main\n\nfunc main() {\n\tvar keep [][]byte\n\tfor {\n\t\tb := make([]byte, 8<<20)\n"

@@ -1,13 +1,18 @@
 """The sandbox image built by `build_sandbox_image`: present, python3 runs as a non-root user."""
 
+import io
 import json
+import tarfile
+import uuid
 
 import pytest
 from django.conf import settings
 from django.core.management import call_command
 
-from apps.sandboxing import engine
+from apps.sandboxing import engine, helper
 from apps.sandboxing.apt_sources import AptSource, _parse_deb822, _parse_list, debian_mirror
+from apps.sandboxing.image import HELPER_LABEL, current_image
+from apps.sandboxing.policy import SANDBOX_USER
 
 pytestmark = pytest.mark.docker
 
@@ -94,3 +99,32 @@ class TestMirrorDiscovery:
             AptSource("http://m.example/debian", ("bookworm",), ("main",)),
         ]
         assert debian_mirror("bookworm", sources) == "http://m.example/debian"
+
+
+def test_the_sandbox_helper_is_root_owned_read_only_and_runs_as_the_sandbox_user():
+    script = (
+        "import os, stat, subprocess; s = os.stat('/usr/local/libexec/crucible-helper');"
+        "print(s.st_uid, s.st_gid, oct(stat.S_IMODE(s.st_mode)), os.access("
+        "'/usr/local/libexec/crucible-helper', os.W_OK));"
+        "print(subprocess.run(['/usr/local/libexec/crucible-helper', 'nothing']).returncode)"
+    )
+    assert _run(["python3", "-c", script], user=SANDBOX_USER) == b"0 0 0o755 False\n2\n"
+
+
+def test_the_image_records_the_helper_it_carries_and_if_missing_rebuilds_one_without_it(capsys):
+    client = engine.client()
+    labels = client.images.get(settings.SANDBOX_IMAGE).attrs["Config"]["Labels"]
+    assert labels[HELPER_LABEL] == helper.digest()
+    stale = f"crucible-stale-helper-test:{uuid.uuid4().hex[:8]}"
+    empty = io.BytesIO()
+    with tarfile.open(fileobj=empty, mode="w") as archive:
+        archive.addfile(tarfile.TarInfo("tmp"), None)
+    client.api.import_image_from_data(empty.getvalue(), repository=stale.split(":")[0], tag=stale.split(":")[1])
+    try:
+        assert current_image(stale) is None
+        call_command("build_sandbox_image", "--if-missing", "--reference", stale)
+        out = capsys.readouterr().out
+        assert "predates this sandbox helper" in out and "reused" in out
+        assert current_image(stale).id == client.images.get(settings.SANDBOX_IMAGE).id
+    finally:
+        client.images.remove(stale)

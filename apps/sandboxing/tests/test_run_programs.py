@@ -62,7 +62,7 @@ def test_no_process_of_one_program_is_alive_when_the_next_starts():
     )
     results, stdout_of = run_all([Program(leaver), Program(census)])
     assert [r.outcome for r in results] == [Outcome.EXITED, Outcome.EXITED]
-    assert stdout_of(1) == b"[b'sleep infinity']\n"  # the idle main process only
+    assert stdout_of(1) == b"[b'/usr/local/libexec/crucible-helper idle']\n"  # the idle main process only
 
 
 def test_a_program_that_timed_out_leaves_the_next_a_new_sandbox():
@@ -139,7 +139,8 @@ def test_the_next_sample_of_a_batch_gets_the_same_sandbox_reset_and_verified_cle
     assert len(parked) == 1
     second, seen = run_reusing(reuse, [Program(INSPECT)])
     assert second[0].outcome == Outcome.EXITED and second[0].warm is True
-    assert seen == b"[b'sleep infinity']\n{'/tmp': [], '/output': [], '/dev/shm': [], '/sandbox': ['main.py']}\n"
+    idle = b"[b'/usr/local/libexec/crucible-helper idle']\n"  # the idle main process only
+    assert seen == idle + b"{'/tmp': [], '/output': [], '/dev/shm': [], '/sandbox': ['main.py']}\n"
     assert pool.idle(reuse.owner) == parked  # the same container, parked again
 
 

@@ -12,7 +12,7 @@ import uuid
 import pytest
 
 from apps.sandboxing import catalog
-from apps.sandboxing.image import find_image
+from apps.sandboxing.image import current_image
 from apps.sandboxing.outcomes import Outcome, RunRequest
 from apps.sandboxing.runner import Program, run_programs
 from apps.sandboxing.tests.conftest import execute, small_limits
@@ -26,9 +26,9 @@ COMPILED = [name for name in PROGRAMS if catalog.definition(name).compiled]
 def runtime_of(language: str):
     """The language's sandbox runtime; a test of a runtime setup does not build is skipped when it is absent."""
     definition = catalog.definition(language)
-    if find_image(definition.image) is None:
+    if current_image(definition.image) is None:
         if definition.prebuilt:
-            pytest.fail(f"{definition.image} is missing: scripts/setup.sh builds it")
+            pytest.fail(f"{definition.image} is missing or predates the helper: scripts/setup.sh builds it")
         pytest.skip(f"{definition.image} is not built on this machine")
     return definition.to_runtime()
 

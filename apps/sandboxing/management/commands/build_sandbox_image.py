@@ -13,7 +13,11 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("--if-missing", action="store_true", help="do nothing when the image exists")
+        parser.add_argument(
+            "--if-missing",
+            action="store_true",
+            help="do nothing when the image exists and carries this checkout's sandbox helper",
+        )
         parser.add_argument("--dockerfile", action="store_true", help="build sandbox/Dockerfile (needs a registry)")
         parser.add_argument("--reference", default="", help=f"tag to give the image (default {settings.SANDBOX_IMAGE})")
         parser.add_argument(
@@ -33,10 +37,12 @@ class Command(BaseCommand):
             return
         reference = reference or settings.SANDBOX_IMAGE
         if if_missing:
-            found = image.find_image(reference)
+            found = image.current_image(reference)
             if found is not None:
                 self.stdout.write(f"sandbox image {reference} present ({found.id})")
                 return
+            if image.find_image(reference) is not None:
+                self.stdout.write(f"sandbox image {reference} predates this sandbox helper: building it again")
         self.stdout.write(f"building sandbox image {reference} ({'Dockerfile' if dockerfile else 'offline'})…")
         try:
             result = image.build_from_dockerfile(reference) if dockerfile else image.build_offline(reference)
@@ -57,7 +63,7 @@ class Command(BaseCommand):
             raise CommandError(f"unknown runtime(s): {', '.join(unknown)}; known: {', '.join(known)}")
         for name in names:
             definition = known[name]
-            if if_missing and image.find_image(definition.image) is not None:
+            if if_missing and image.current_image(definition.image) is not None:
                 self.stdout.write(f"runtime {name}: image {definition.image} present")
                 continue
             self.stdout.write(f"runtime {name}: building {definition.image}…")

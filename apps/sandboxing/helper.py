@@ -1,0 +1,95 @@
+"""The host's side of the in-sandbox helper (``sandbox/helper/crucible-helper.c``): argv and payloads.
+
+Every image the project builds carries one small static binary at ``HELPER_PATH`` (root-owned, mode
+0755, on the read-only root), so a runtime image needs neither python3 nor a shell. The host starts
+it by exec with a subcommand, never through a shell, with nothing a user wrote in its own argv:
+
+- ``idle``: the container's main process (SIGTERM, SIGINT and SIGHUP ignored, waits forever);
+- ``term-all``: SIGTERM to every process of the sandbox user but the idle one (a cancel);
+- ``launch``: delivers one program (``launch_argv``, ``pack_payload``) and execs it; what it writes
+  to stderr before ``MARKER`` (``execution.MARKER``) is its own complaint;
+- ``collect``: the records of the files in /output (``collect_argv``; ``streams.ArtifactStreamParser``
+  reads them);
+- ``reap``: SIGKILL what a program left behind; ``reap reset DIR...`` also empties every writable
+  place and verifies the sandbox is clean (exit 0, else 2 with the reason on stderr).
+
+Its output is parsed as hostile: the sandbox's programs may have replaced anything it could see.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from functools import cache
+from pathlib import Path
+
+from django.conf import settings
+
+HELPER_PATH = "/usr/local/libexec/crucible-helper"
+SOURCE_PATH = Path(settings.BASE_DIR) / "sandbox" / "helper" / "crucible-helper.c"
+COMPILE_FLAGS = ("-static", "-O2", "-Wall", "-Wextra", "-Werror", "-s")
+# The name (``/proc/PID/comm``) of every helper process, the idle main process among them.
+PROCESS_NAME = "crucible-helper"
+
+# launch: the payload on its stdin, and how it exits when it cannot start the program.
+HEADER = struct.Struct(">IIII")  # seccomp filter length, code length, stdin length, extra files length
+FILE_HEADER = struct.Struct(">HI")  # one extra file: name length, content length
+EXIT_PAYLOAD_SHORT = 125
+EXIT_NO_FILTER = 126
+EXIT_CANNOT_RUN = 127
+
+# collect: the caps it enforces itself (the host enforces its own on what it reads).
+RECORD_HEADER = struct.Struct(">IQ")  # name length, data length
+MAX_ENTRIES = 100_000  # directory entries looked at, in all
+MAX_DEPTH = 15  # directories below the root that are entered
+MAX_NAME_BYTES = 255  # a relative path longer than this is left out (``streams.MAX_NAME_BYTES``, the same rule)
+
+
+def argv(subcommand: str, *args: str) -> list[str]:
+    """The exec argv that runs the helper's ``subcommand`` with ``args`` in a sandbox."""
+    return [HELPER_PATH, subcommand, *args]
+
+
+IDLE_COMMAND = argv("idle")
+TERM_ALL_COMMAND = argv("term-all")
+
+
+def launch_argv(code_path: str, marker: bytes, environment: dict[str, str], command: list[str]) -> list[str]:
+    """Deliver a program: its code goes to ``code_path`` (a directory alone, ending in ``/``: the run
+    of a compiled program, whose files are there), then ``command`` runs with exactly ``environment``."""
+    pairs = [f"{key}={value}" for key, value in environment.items()]
+    return argv("launch", code_path, marker.hex(), str(len(pairs)), *pairs, *command)
+
+
+def pack_payload(
+    code: bytes, stdin: bytes, seccomp_filter: bytes = b"", files: dict[str, bytes] | None = None
+) -> bytes:
+    """What the host writes to the launcher's stdin. ``files`` (plain names, checked by the host) go
+    next to the code file."""
+    extra = b"".join(
+        FILE_HEADER.pack(len(name.encode()), len(content)) + name.encode() + content
+        for name, content in (files or {}).items()
+    )
+    header = HEADER.pack(len(seccomp_filter), len(code), len(stdin), len(extra))
+    return header + seccomp_filter + code + stdin + extra
+
+
+def collect_argv(root: str, max_files: int, max_bytes: int) -> list[str]:
+    """Report the regular files under ``root`` within ``max_files`` and ``max_bytes``."""
+    return argv("collect", root, str(max_files), str(max_bytes))
+
+
+def reap_argv() -> list[str]:
+    return argv("reap")
+
+
+def reset_argv(directories: tuple[str, ...]) -> list[str]:
+    return argv("reap", "reset", *directories)
+
+
+@cache
+def digest() -> str:
+    """A short hash of the helper's source and compile flags: part of every image's recipe, and the
+    label (``image.HELPER_LABEL``) that tells an image with this helper from an older one."""
+    made_of = SOURCE_PATH.read_bytes() + repr(COMPILE_FLAGS).encode()
+    return hashlib.sha256(made_of).hexdigest()[:12]

@@ -1,0 +1,857 @@
+/*
+ * crucible-helper: the programs the host starts inside a sandbox, as one small static binary, so
+ * that any image can be a runtime (no python3, no shell needed in it).
+ *
+ * It runs as the sandbox user, with no capabilities, under the sandbox's seccomp profile, on a
+ * read-only root. Installed root-owned, mode 0755, at /usr/local/libexec/crucible-helper in every
+ * image the project builds (apps/sandboxing/image.py compiles it: gcc -static -O2). The host's side
+ * of each protocol is apps/sandboxing/helper.py; the host treats all of its output as hostile.
+ *
+ *   idle                          the container's main process: SIGTERM, SIGINT, SIGHUP ignored, waits forever
+ *   term-all                      SIGTERM to every process the sandbox user may signal (not itself), exit 0
+ *   launch CODE_PATH MARKER_HEX N KEY=VALUE*N ARGV...
+ *                                 reads the payload (helper.pack_payload) from stdin: a seccomp filter,
+ *                                 the code, the program's stdin, extra files; writes the files (never
+ *                                 through a link, never over an existing file), makes fd 0 the stdin
+ *                                 bytes, installs the filter, writes the marker to stderr then stdout,
+ *                                 and execs ARGV with exactly the given environment (SIGPIPE and
+ *                                 SIGXFSZ ignored, every other signal at its default)
+ *   collect ROOT MAX_FILES MAX_BYTES
+ *                                 writes the records of the regular files under ROOT (streams.py parses them)
+ *   reap                          SIGKILLs every process but init, the idle main process and itself
+ *   reap reset DIR...             also empties each DIR and verifies the sandbox is clean
+ */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ipc.h>
+#include <sys/msg.h>
+#include <sys/prctl.h>
+#include <sys/sem.h>
+#include <sys/shm.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <time.h>
+#include <unistd.h>
+
+/* ---- shared ---------------------------------------------------------------------------------- */
+
+static int write_all(int fd, const void *data, size_t size)
+{
+    const char *at = data;
+    while (size) {
+        ssize_t done = write(fd, at, size);
+        if (done < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        at += done;
+        size -= (size_t)done;
+    }
+    return 0;
+}
+
+static void say(const char *prefix, const char *format, ...)
+{
+    char line[1024];
+    int used = snprintf(line, sizeof line, "%s: ", prefix);
+    va_list args;
+    va_start(args, format);
+    vsnprintf(line + used, sizeof line - (size_t)used, format, args);
+    va_end(args);
+    size_t length = strnlen(line, sizeof line - 2);
+    line[length] = '\n';
+    write_all(2, line, length + 1);
+}
+
+/* A non-negative decimal argument; -1 when it is not one. */
+static long long parse_count(const char *text)
+{
+    if (!*text)
+        return -1;
+    long long value = 0;
+    for (const char *at = text; *at; at++) {
+        if (*at < '0' || *at > '9' || value > (LLONG_MAX - 9) / 10)
+            return -1;
+        value = value * 10 + (*at - '0');
+    }
+    return value;
+}
+
+/* ---- idle and term-all ----------------------------------------------------------------------- */
+
+/* The idle main process: a cancel's SIGTERM to every process reaches the program, not this one. */
+static _Noreturn void cmd_idle(void)
+{
+    struct sigaction ignore;
+    memset(&ignore, 0, sizeof ignore);
+    ignore.sa_handler = SIG_IGN;
+    sigaction(SIGTERM, &ignore, NULL);
+    sigaction(SIGINT, &ignore, NULL);
+    sigaction(SIGHUP, &ignore, NULL);
+    for (;;)
+        pause();
+}
+
+static int cmd_term_all(void)
+{
+    kill(-1, SIGTERM);
+    return 0;
+}
+
+/* ---- launch ---------------------------------------------------------------------------------- */
+
+#define EXIT_PAYLOAD_SHORT 125
+#define EXIT_NO_FILTER 126
+#define EXIT_CANNOT_RUN 127
+#define STDIN_FILE ".stdin" /* next to the code file; not a valid runtime file name */
+#define LAUNCHER "crucible-launcher"
+
+static void launch_fail(int code, const char *format, ...)
+{
+    char message[900];
+    va_list args;
+    va_start(args, format);
+    vsnprintf(message, sizeof message, format, args);
+    va_end(args);
+    say(LAUNCHER, "%s", message);
+    _exit(code);
+}
+
+static unsigned char *read_exactly(size_t size)
+{
+    unsigned char *buffer = malloc(size ? size : 1);
+    if (!buffer)
+        launch_fail(EXIT_PAYLOAD_SHORT, "the payload does not fit in memory");
+    size_t have = 0;
+    while (have < size) {
+        ssize_t got = read(0, buffer + have, size - have);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got <= 0)
+            launch_fail(EXIT_PAYLOAD_SHORT, "payload ended early");
+        have += (size_t)got;
+    }
+    return buffer;
+}
+
+static uint32_t be32(const unsigned char *at)
+{
+    return (uint32_t)at[0] << 24 | (uint32_t)at[1] << 16 | (uint32_t)at[2] << 8 | at[3];
+}
+
+/* Create NAME in the directory DIR_FD (never an existing file, never through a symlink) holding DATA. */
+static void write_new_file(int dir_fd, const char *name, const unsigned char *data, size_t size, mode_t mode)
+{
+    int fd = openat(dir_fd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
+    if (fd < 0)
+        launch_fail(EXIT_CANNOT_RUN, "cannot create %s: %s", name, strerror(errno));
+    if (write_all(fd, data, size) != 0)
+        launch_fail(EXIT_CANNOT_RUN, "cannot write %s: %s", name, strerror(errno));
+    close(fd);
+}
+
+/* The extra files of a payload (name length (2), content length (4), name, content)*: each written
+ * next to the code file; a name with a path separator, a NUL or a leading dot is refused. */
+static void write_files(int dir_fd, const unsigned char *blob, size_t size)
+{
+    size_t at = 0;
+    while (at < size) {
+        if (size - at < 6)
+            launch_fail(EXIT_PAYLOAD_SHORT, "a file name or size in the payload is not acceptable");
+        size_t name_len = (size_t)blob[at] << 8 | blob[at + 1];
+        size_t content_len = be32(blob + at + 2);
+        at += 6;
+        if (name_len == 0 || name_len > 255 || name_len > size - at || content_len > size - at - name_len)
+            launch_fail(EXIT_PAYLOAD_SHORT, "a file name or size in the payload is not acceptable");
+        char name[256];
+        memcpy(name, blob + at, name_len);
+        name[name_len] = '\0';
+        if (strlen(name) != name_len || strchr(name, '/') || name[0] == '.')
+            launch_fail(EXIT_PAYLOAD_SHORT, "a file name or size in the payload is not acceptable");
+        write_new_file(dir_fd, name, blob + at + name_len, content_len, 0444);
+        at += name_len + content_len;
+    }
+}
+
+/* fd 0 becomes a read-only fd holding DATA (an unlinked file), or /dev/null when there is none. */
+static void set_stdin(int dir_fd, const unsigned char *data, size_t size)
+{
+    int fd;
+    if (size == 0) {
+        fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    } else {
+        write_new_file(dir_fd, STDIN_FILE, data, size, 0400);
+        fd = openat(dir_fd, STDIN_FILE, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd >= 0)
+            unlinkat(dir_fd, STDIN_FILE, 0);
+    }
+    if (fd < 0 || dup2(fd, 0) < 0)
+        launch_fail(EXIT_CANNOT_RUN, "cannot set up the program's stdin: %s", strerror(errno));
+    close(fd);
+}
+
+static void install_filter(unsigned char *bpf, size_t size)
+{
+    struct sock_fprog program = {.len = (unsigned short)(size / sizeof(struct sock_filter)),
+                                 .filter = (struct sock_filter *)bpf};
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 || prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &program, 0, 0) != 0)
+        launch_fail(EXIT_NO_FILTER, "cannot install the seccomp filter: %s", strerror(errno));
+}
+
+static int hex_digit(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/* The directory part of PATH, as Python's os.path.dirname says it (into OUT, PATH_MAX bytes). */
+static void dirname_of(const char *path, char *out)
+{
+    const char *slash = strrchr(path, '/');
+    size_t length = slash ? (size_t)(slash - path) + 1 : 0;
+    size_t all = length;
+    while (length > 0 && path[length - 1] == '/')
+        length--;
+    if (length == 0)
+        length = all; /* only slashes: kept as they are */
+    memcpy(out, path, length);
+    out[length] = '\0';
+}
+
+/* execve COMMAND, searched in the environment's PATH when it names no directory (as Python's
+ * os.execvpe: the first error other than "not found" is the one reported). Returns the errno. */
+static int exec_searching(char **command, char **environment)
+{
+    if (strchr(command[0], '/')) {
+        execve(command[0], command, environment);
+        return errno;
+    }
+    const char *search = "/bin:/usr/bin";
+    for (char **pair = environment; *pair; pair++)
+        if (strncmp(*pair, "PATH=", 5) == 0)
+            search = *pair + 5;
+    int saved = 0, last = ENOENT;
+    const char *at = search;
+    for (;;) {
+        const char *end = strchrnul(at, ':');
+        char candidate[PATH_MAX];
+        size_t dir_len = (size_t)(end - at);
+        int written = dir_len ? snprintf(candidate, sizeof candidate, "%.*s/%s", (int)dir_len, at, command[0])
+                              : snprintf(candidate, sizeof candidate, "%s", command[0]);
+        if (written > 0 && (size_t)written < sizeof candidate) {
+            execve(candidate, command, environment);
+            last = errno;
+            if (last != ENOENT && last != ENOTDIR && !saved)
+                saved = last;
+        }
+        if (!*end)
+            break;
+        at = end + 1;
+    }
+    return saved ? saved : last;
+}
+
+static int cmd_launch(int argc, char **argv)
+{
+    if (argc < 4)
+        launch_fail(EXIT_CANNOT_RUN, "usage: launch CODE_PATH MARKER_HEX N KEY=VALUE... ARGV...");
+    const char *code_path = argv[0];
+    const char *marker_hex = argv[1];
+    long long pairs = parse_count(argv[2]);
+    size_t marker_len = strlen(marker_hex) / 2;
+    if (pairs < 0 || pairs > argc - 3 || argc - 3 - pairs < 1 || strlen(marker_hex) % 2 || marker_len > 256 ||
+        strlen(code_path) >= PATH_MAX)
+        launch_fail(EXIT_CANNOT_RUN, "the arguments are not acceptable");
+    unsigned char marker[256];
+    for (size_t i = 0; i < marker_len; i++) {
+        int high = hex_digit(marker_hex[2 * i]), low = hex_digit(marker_hex[2 * i + 1]);
+        if (high < 0 || low < 0)
+            launch_fail(EXIT_CANNOT_RUN, "the arguments are not acceptable");
+        marker[i] = (unsigned char)(high << 4 | low);
+    }
+    char **environment = calloc((size_t)pairs + 1, sizeof *environment);
+    if (!environment)
+        launch_fail(EXIT_CANNOT_RUN, "out of memory");
+    for (long long i = 0; i < pairs; i++) {
+        if (!strchr(argv[3 + i], '='))
+            launch_fail(EXIT_CANNOT_RUN, "the arguments are not acceptable");
+        environment[i] = argv[3 + i];
+    }
+    char **command = argv + 3 + pairs;
+
+    unsigned char *header = read_exactly(16);
+    size_t filter_len = be32(header), code_len = be32(header + 4), stdin_len = be32(header + 8);
+    size_t files_len = be32(header + 12);
+    unsigned char *bpf = read_exactly(filter_len);
+    unsigned char *code = read_exactly(code_len);
+    unsigned char *input = read_exactly(stdin_len);
+
+    char directory[PATH_MAX];
+    dirname_of(code_path, directory);
+    const char *base = code_path + strlen(directory);
+    while (*base == '/')
+        base++;
+    struct stat info;
+    if (lstat(directory, &info) != 0 && errno == ENOENT) { /* a later program of several, in a directory of its own */
+        if (mkdir(directory, 0755) != 0)
+            launch_fail(EXIT_CANNOT_RUN, "cannot make %s: %s", directory, strerror(errno));
+    }
+    int dir_fd = open(directory, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (dir_fd < 0)
+        launch_fail(EXIT_CANNOT_RUN, "%s is not a directory of the sandbox's own", directory);
+    unsigned char *files = read_exactly(files_len);
+    write_files(dir_fd, files, files_len);
+    free(files);
+    if (*base) /* a directory alone: the code file is there already (a compiled run) */
+        write_new_file(dir_fd, base, code, code_len, 0444);
+    free(code);
+    set_stdin(dir_fd, input, stdin_len);
+    free(input);
+    close(dir_fd);
+    if (filter_len)
+        install_filter(bpf, filter_len);
+    /* As the interpreter-based launcher this replaces left them (python3 ignores both at startup and
+     * exec keeps an ignored signal ignored): a write to a closed pipe or past the fsize limit fails
+     * with EPIPE or EFBIG instead of killing the program. */
+    signal(SIGPIPE, SIG_IGN);
+    signal(SIGXFSZ, SIG_IGN);
+    write_all(2, marker, marker_len);
+    write_all(1, marker, marker_len);
+    int error = exec_searching(command, environment);
+    launch_fail(EXIT_CANNOT_RUN, "cannot run %s: %s", command[0], strerror(error));
+    return EXIT_CANNOT_RUN;
+}
+
+/* ---- collect --------------------------------------------------------------------------------- */
+
+#define MAX_ENTRIES 100000 /* directory entries looked at, in all */
+#define MAX_DEPTH 15       /* directories below the root that are entered */
+#define MAX_NAME_BYTES 255 /* a relative path longer than this is left out (streams.MAX_NAME_BYTES) */
+#define COPY_CHUNK 65536
+
+static unsigned char out_buffer[1 << 16];
+static size_t out_used;
+
+static void out_flush(void)
+{
+    if (out_used && write_all(1, out_buffer, out_used) != 0)
+        _exit(1); /* the host stopped reading */
+    out_used = 0;
+}
+
+static void out_write(const void *data, size_t size)
+{
+    if (size > sizeof out_buffer - out_used) {
+        out_flush();
+        if (size > sizeof out_buffer) {
+            if (write_all(1, data, size) != 0)
+                _exit(1);
+            return;
+        }
+    }
+    memcpy(out_buffer + out_used, data, size);
+    out_used += size;
+}
+
+static void out_record(char kind, const char *name, size_t name_len, uint64_t size)
+{
+    unsigned char header[13];
+    header[0] = (unsigned char)kind;
+    for (int i = 0; i < 4; i++)
+        header[1 + i] = (unsigned char)(name_len >> (8 * (3 - i)));
+    for (int i = 0; i < 8; i++)
+        header[5 + i] = (unsigned char)(size >> (8 * (7 - i)));
+    out_write(header, sizeof header);
+    out_write(name, name_len);
+}
+
+struct pending {
+    char *relative; /* "" for the root, else "a/b" below it */
+    int depth;
+};
+
+struct collector {
+    int root_fd;
+    long long max_files, max_bytes;
+    long long files, total_bytes, entries_seen;
+    struct pending *stack;
+    size_t stack_used, stack_size;
+};
+
+static int compare_names(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b); /* bytewise, as Python sorts bytes */
+}
+
+/* Open the directory RELATIVE below the root, one component at a time, never following a link. */
+static int open_below(int root_fd, const char *relative)
+{
+    int fd = openat(root_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    char part[NAME_MAX + 1];
+    const char *at = relative;
+    while (fd >= 0 && *at) {
+        const char *end = strchrnul(at, '/');
+        size_t length = (size_t)(end - at);
+        if (length > NAME_MAX) {
+            close(fd);
+            return -1;
+        }
+        memcpy(part, at, length);
+        part[length] = '\0';
+        int next = openat(fd, part, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        close(fd);
+        fd = next;
+        at = *end ? end + 1 : end;
+    }
+    return fd;
+}
+
+/* The sorted names in the directory DIR_FD (at most MAX_ENTRIES), or 0 names when it cannot be read. */
+static char **directory_names(int dir_fd, size_t *count)
+{
+    *count = 0;
+    int fd = dup(dir_fd);
+    DIR *dir = fd >= 0 ? fdopendir(fd) : NULL;
+    if (!dir) {
+        if (fd >= 0)
+            close(fd);
+        return NULL;
+    }
+    size_t size = 64;
+    char **names = malloc(size * sizeof *names);
+    struct dirent *entry;
+    while (names && (entry = readdir(dir))) {
+        if (!strcmp(entry->d_name, ".") || !strcmp(entry->d_name, ".."))
+            continue;
+        if (*count == size) {
+            size *= 2;
+            char **grown = realloc(names, size * sizeof *names);
+            if (!grown)
+                break;
+            names = grown;
+        }
+        if (!(names[*count] = strdup(entry->d_name)))
+            break;
+        (*count)++;
+    }
+    closedir(dir);
+    if (!names)
+        return NULL;
+    qsort(names, *count, sizeof *names, compare_names);
+    return names;
+}
+
+/* Exactly SIZE bytes of the file FD (zeros in place of what it lost after the fstat). */
+static void copy_file(int fd, uint64_t size)
+{
+    static unsigned char chunk[COPY_CHUNK];
+    while (size) {
+        size_t want = size < COPY_CHUNK ? (size_t)size : COPY_CHUNK;
+        ssize_t got = read(fd, chunk, want);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got <= 0) {
+            memset(chunk, 0, want);
+            got = (ssize_t)want;
+        }
+        out_write(chunk, (size_t)got);
+        size -= (uint64_t)got;
+    }
+}
+
+/* One F record with the file's bytes, or an S record when it would pass the byte cap. */
+static void send_file(struct collector *c, int dir_fd, const char *entry, const char *name, size_t name_len)
+{
+    int fd = openat(dir_fd, entry, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0)
+        return;
+    struct stat info;
+    if (fstat(fd, &info) == 0 && S_ISREG(info.st_mode)) {
+        long long size = info.st_size;
+        if (size > c->max_bytes - c->total_bytes) {
+            out_record('S', name, name_len, (uint64_t)size);
+        } else {
+            out_record('F', name, name_len, (uint64_t)size);
+            copy_file(fd, (uint64_t)size);
+            c->total_bytes += size;
+            c->files++;
+        }
+    }
+    close(fd);
+}
+
+static void push(struct collector *c, char *relative, int depth)
+{
+    if (c->stack_used == c->stack_size) {
+        c->stack_size = c->stack_size ? c->stack_size * 2 : 64;
+        c->stack = realloc(c->stack, c->stack_size * sizeof *c->stack);
+        if (!c->stack)
+            _exit(1);
+    }
+    c->stack[c->stack_used++] = (struct pending){relative, depth};
+}
+
+/* Visit every entry of one directory; returns 0, or -1 when a cap is reached. */
+static int visit_directory(struct collector *c, const char *relative, int depth)
+{
+    int dir_fd = *relative ? open_below(c->root_fd, relative) : dup(c->root_fd);
+    if (dir_fd < 0)
+        return 0;
+    size_t count = 0;
+    char **names = directory_names(dir_fd, &count);
+    int result = 0;
+    for (size_t i = 0; i < count; i++) {
+        const char *entry = names[i];
+        if (i >= MAX_ENTRIES || result)
+            goto next;
+        if (++c->entries_seen > MAX_ENTRIES) {
+            result = -1;
+            goto next;
+        }
+        struct stat info;
+        if (fstatat(dir_fd, entry, &info, AT_SYMLINK_NOFOLLOW) != 0)
+            goto next;
+        size_t name_len = (*relative ? strlen(relative) + 1 : 0) + strlen(entry);
+        char *name = malloc(name_len + 1);
+        if (!name)
+            _exit(1);
+        snprintf(name, name_len + 1, "%s%s%s", relative, *relative ? "/" : "", entry);
+        if (S_ISDIR(info.st_mode)) {
+            if (depth < MAX_DEPTH) {
+                push(c, name, depth + 1);
+                name = NULL;
+            }
+        } else if (S_ISREG(info.st_mode)) {
+            if (c->files >= c->max_files)
+                result = -1;
+            else if (name_len > MAX_NAME_BYTES)
+                out_write("L", 1);
+            else
+                send_file(c, dir_fd, entry, name, name_len);
+        }
+        free(name);
+    next:
+        free(names[i]);
+    }
+    free(names);
+    close(dir_fd);
+    return result;
+}
+
+static int cmd_collect(int argc, char **argv)
+{
+    if (argc != 3) {
+        say("crucible-collector", "usage: collect ROOT MAX_FILES MAX_BYTES");
+        return 2;
+    }
+    struct collector c = {.max_files = parse_count(argv[1]), .max_bytes = parse_count(argv[2])};
+    if (c.max_files < 0 || c.max_bytes < 0) {
+        say("crucible-collector", "the caps are not numbers");
+        return 2;
+    }
+    c.root_fd = open(argv[0], O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (c.root_fd >= 0) {
+        push(&c, strdup(""), 0);
+        while (c.stack_used) {
+            struct pending next = c.stack[--c.stack_used];
+            int capped = next.relative ? visit_directory(&c, next.relative, next.depth) : 0;
+            free(next.relative);
+            if (capped) {
+                out_write("T", 1);
+                break;
+            }
+        }
+    }
+    out_write("E", 1);
+    out_flush();
+    return 0;
+}
+
+/* ---- reap ------------------------------------------------------------------------------------ */
+
+#define ROUNDS 50
+#define PAUSE_NS 10000000L
+#define MAX_REMOVE_DEPTH 256
+#define REAPER "reaper"
+
+struct process {
+    int pid;
+    unsigned long long started;
+};
+
+/* The start time (field 22 of /proc/PID/stat) of PID; 0 when it is gone, 1 when it is there. */
+static int start_time(int pid, unsigned long long *started)
+{
+    char path[64], data[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    ssize_t got = read(fd, data, sizeof data - 1);
+    close(fd);
+    if (got <= 0)
+        return 0;
+    data[got] = '\0';
+    *started = ULLONG_MAX; /* unreadable: never taken for the idle process while another is there */
+    char *at = strrchr(data, ')');
+    if (!at)
+        return 1;
+    at++;
+    for (int field = 0; field < 20 && at; field++) { /* after "pid (comm)": state is field 3, start time 22 */
+        while (*at == ' ')
+            at++;
+        if (field == 19) {
+            char *end;
+            unsigned long long value = strtoull(at, &end, 10);
+            if (end != at)
+                *started = value;
+            break;
+        }
+        at = strchr(at, ' ');
+    }
+    return 1;
+}
+
+/* Every process this process can see, but init and ME; COUNT set. NULL when they cannot all be listed. */
+static struct process *processes(int me, size_t *count)
+{
+    *count = 0;
+    DIR *proc = opendir("/proc");
+    if (!proc)
+        return NULL;
+    size_t size = 64;
+    struct process *found = malloc(size * sizeof *found);
+    struct dirent *entry;
+    while (found && (entry = readdir(proc))) {
+        long long pid = parse_count(entry->d_name);
+        if (pid <= 1 || pid == me || pid > INT_MAX)
+            continue;
+        unsigned long long started;
+        if (!start_time((int)pid, &started))
+            continue;
+        if (*count == size) {
+            size *= 2;
+            struct process *grown = realloc(found, size * sizeof *found);
+            if (!grown)
+                free(found);
+            found = grown;
+            if (!found)
+                break;
+        }
+        found[(*count)++] = (struct process){(int)pid, started};
+    }
+    closedir(proc);
+    return found;
+}
+
+/* How many processes are left behind (all seen but the oldest, the idle main process); with KILL,
+ * each of them gets SIGKILL. UNLISTED when the processes cannot be listed (never taken for none). */
+#define UNLISTED ((size_t)-1)
+static size_t left_behind(int kill_them)
+{
+    size_t count;
+    struct process *found = processes(getpid(), &count);
+    if (!found)
+        return UNLISTED;
+    size_t idle = 0;
+    for (size_t i = 1; i < count; i++)
+        if (found[i].started < found[idle].started ||
+            (found[i].started == found[idle].started && found[i].pid < found[idle].pid))
+            idle = i;
+    if (kill_them)
+        for (size_t i = 0; i < count; i++)
+            if (i != idle)
+                kill(found[i].pid, SIGKILL);
+    free(found);
+    return count ? count - 1 : 0;
+}
+
+/* SIGKILL what left_behind names until nothing is; 0, or -1 if something survives ROUNDS. */
+static int kill_left_behind(void)
+{
+    struct timespec pause_for = {0, PAUSE_NS};
+    for (int round = 0; round < ROUNDS; round++) {
+        if (!left_behind(1))
+            return 0;
+        nanosleep(&pause_for, NULL);
+    }
+    return -1;
+}
+
+/* Remove everything in the directory DIR_FD, never following a link; -1 (errno set) on failure. */
+static int empty_fd(int dir_fd, int depth)
+{
+    if (depth > MAX_REMOVE_DEPTH) {
+        errno = ELOOP;
+        return -1;
+    }
+    for (;;) {
+        int fd = dup(dir_fd);
+        DIR *dir = fd >= 0 ? fdopendir(fd) : NULL;
+        if (!dir) {
+            if (fd >= 0)
+                close(fd);
+            return -1;
+        }
+        rewinddir(dir);
+        int removed = 0, failed = 0;
+        struct dirent *entry;
+        while ((entry = readdir(dir))) {
+            if (!strcmp(entry->d_name, ".") || !strcmp(entry->d_name, ".."))
+                continue;
+            if (unlinkat(dir_fd, entry->d_name, 0) == 0 || errno == ENOENT) {
+                removed++;
+                continue;
+            }
+            if (errno != EISDIR && errno != EPERM) {
+                failed = errno;
+                break;
+            }
+            int child = openat(dir_fd, entry->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+            if (child < 0) {
+                failed = errno;
+                break;
+            }
+            int emptied = empty_fd(child, depth + 1);
+            failed = emptied ? errno : 0;
+            close(child);
+            if (failed)
+                break;
+            if (unlinkat(dir_fd, entry->d_name, AT_REMOVEDIR) != 0 && errno != ENOENT) {
+                failed = errno;
+                break;
+            }
+            removed++;
+        }
+        closedir(dir);
+        if (failed) {
+            errno = failed;
+            return -1;
+        }
+        if (!removed)
+            return 0;
+    }
+}
+
+static int is_empty(const char *directory)
+{
+    DIR *dir = opendir(directory);
+    if (!dir)
+        return 0;
+    struct dirent *entry;
+    int empty = 1;
+    while (empty && (entry = readdir(dir)))
+        if (strcmp(entry->d_name, ".") && strcmp(entry->d_name, ".."))
+            empty = 0;
+    closedir(dir);
+    return empty;
+}
+
+static void append(char *text, size_t size, const char *format, ...)
+{
+    size_t used = strlen(text);
+    if (used && used + 2 < size) {
+        strcat(text, "; ");
+        used += 2;
+    }
+    va_list args;
+    va_start(args, format);
+    vsnprintf(text + used, size - used, format, args);
+    va_end(args);
+}
+
+/* What keeps the sandbox from being clean, into PROBLEMS (empty when it is clean). */
+static void unclean(int count, char **directories, char *problems, size_t size)
+{
+    problems[0] = '\0';
+    size_t others = left_behind(0);
+    if (others == UNLISTED)
+        append(problems, size, "the processes cannot be listed");
+    else if (others)
+        append(problems, size, "%zu processes still alive", others);
+    for (int i = 0; i < count; i++)
+        if (!is_empty(directories[i]))
+            append(problems, size, "%s is not empty", directories[i]);
+    struct shm_info shm;
+    struct seminfo sem;
+    struct msginfo msg;
+    union semun {
+        int val;
+        struct semid_ds *buf;
+        unsigned short *array;
+        struct seminfo *__buf;
+    } sem_arg = {.__buf = &sem};
+    if (shmctl(0, SHM_INFO, (struct shmid_ds *)&shm) < 0 || semctl(0, 0, SEM_INFO, sem_arg) < 0 ||
+        msgctl(0, MSG_INFO, (struct msqid_ds *)&msg) < 0) {
+        append(problems, size, "System V IPC cannot be inspected");
+        return;
+    }
+    if (shm.used_ids)
+        append(problems, size, "%d System V shared memory segments left", shm.used_ids);
+    if (sem.semusz)
+        append(problems, size, "%d System V semaphore sets left", sem.semusz);
+    if (msg.msgpool)
+        append(problems, size, "%d System V message queues left", msg.msgpool);
+}
+
+static int cmd_reap(int argc, char **argv)
+{
+    if (argc == 0)
+        return kill_left_behind() == 0 ? 0 : 1;
+    if (strcmp(argv[0], "reset") != 0) {
+        say(REAPER, "unknown mode");
+        return 2;
+    }
+    kill_left_behind();
+    for (int i = 1; i < argc; i++) {
+        int fd = open(argv[i], O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (fd < 0 || empty_fd(fd, 0) != 0) {
+            say(REAPER, "cannot empty: %s: %s", argv[i], strerror(errno));
+            return 2;
+        }
+        close(fd);
+    }
+    char problems[2048];
+    unclean(argc - 1, argv + 1, problems, sizeof problems);
+    if (problems[0]) {
+        say(REAPER, "not clean: %s", problems);
+        return 2;
+    }
+    return 0;
+}
+
+/* ---- main ------------------------------------------------------------------------------------ */
+
+int main(int argc, char **argv)
+{
+    const char *command = argc > 1 ? argv[1] : "";
+    if (!strcmp(command, "idle"))
+        cmd_idle();
+    if (!strcmp(command, "term-all"))
+        return cmd_term_all();
+    if (!strcmp(command, "launch"))
+        return cmd_launch(argc - 2, argv + 2);
+    if (!strcmp(command, "collect"))
+        return cmd_collect(argc - 2, argv + 2);
+    if (!strcmp(command, "reap"))
+        return cmd_reap(argc - 2, argv + 2);
+    say("crucible-helper", "unknown subcommand (idle, term-all, launch, collect, reap)");
+    return 2;
+}
