@@ -176,7 +176,10 @@ def job_id(build_id: int) -> str:
 
 
 def enqueue(build_id: int) -> None:
-    """Put the build job on the builds queue (only the row's id travels; the row is the truth)."""
+    """Put the build job on the builds queue (only the row's id travels; the row is the truth), unless
+    it waits there already (a spare job would find nothing to claim: harmless, but noise)."""
+    if _job_status(build_id) == JobStatus.QUEUED:
+        return
     queue().enqueue(
         JOB,
         build_id,
@@ -295,7 +298,7 @@ def _heartbeat_every_s() -> float:
     return max(0.5, settings.RUNTIME_BUILD_LOST_AFTER_S / 4)
 
 
-def run(build_id: int, *, builder: Builder = image.build_runtime, name: str = "") -> RunDisposition:
+def run(build_id: int, *, builder: Builder | None = None, name: str = "") -> RunDisposition:
     """Claim the build ``build_id`` and build its image, recording its progress and its end; waiting
     runs are released when it succeeds and ended when it fails. ``builder`` is the production
     build unless a test passes its own."""
@@ -314,7 +317,7 @@ def run(build_id: int, *, builder: Builder = image.build_runtime, name: str = ""
         if definition is None:
             raise BuildRefused(f"{runtime.name} is no longer a runtime image of sandbox/runtimes.json")
         log.info("runtime %s: building %s", runtime.name, definition.image)
-        built = builder(definition, reporter)
+        built = (builder or image.build_runtime)(definition, reporter)
     except Exception as exc:
         log.exception("runtime %s: the build of its image failed", runtime.name)
         reporter.stop()
@@ -464,14 +467,17 @@ def requeue_lost_build_jobs() -> list[str]:
     """A queued build with no live job (Redis lost it) is enqueued again."""
     requeued = []
     for build in RuntimeBuild.objects.select_related("runtime").filter(status=BuildStatus.QUEUED):
-        try:
-            status = Job.fetch(job_id(build.pk), connection=queue().connection).get_status(refresh=False)
-        except Exception:
-            status = None
-        if status not in (JobStatus.QUEUED, JobStatus.STARTED, JobStatus.DEFERRED, JobStatus.SCHEDULED):
+        if _job_status(build.pk) not in (JobStatus.QUEUED, JobStatus.STARTED, JobStatus.DEFERRED, JobStatus.SCHEDULED):
             enqueue(build.pk)
             requeued.append(build.runtime.name)
     return requeued
+
+
+def _job_status(build_id: int) -> JobStatus | None:
+    try:
+        return Job.fetch(job_id(build_id), connection=queue().connection).get_status(refresh=False)
+    except Exception:
+        return None
 
 
 def settle_waiting() -> list[str]:
