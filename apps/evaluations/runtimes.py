@@ -18,7 +18,7 @@ from enum import StrEnum
 from django.conf import settings
 
 from apps.evaluations import builds
-from apps.evaluations.models import BuildStatus
+from apps.evaluations.models import BuildStatus, Runtime
 from apps.sandboxing import catalog, image
 
 DEFAULT_RUNTIME_NAMES = ("python", "bash")
@@ -158,3 +158,10 @@ def unavailable_reason(runtime) -> str | None:
     """Why a submission for ``runtime`` cannot run now, or None when it can run or wait for its build."""
     ready, message = readiness(runtime)
     return message or None
+
+
+def build_states() -> list[RuntimeState]:
+    """The enabled runtimes whose image is missing or has a build to show (queued, building, failed,
+    or built), for the form's and the dashboard's build panel."""
+    states = [state_of(runtime) for runtime in Runtime.objects.filter(enabled=True).select_related("build")]
+    return [state for state in states if state.build is not None or (state.buildable and state.available is False)]

@@ -251,3 +251,29 @@ def test_only_the_repositorys_runtime_images_are_built_here(olivia_api, tiny):
     response = olivia_api.post(f"{URL}{tiny.name}/build/")
     assert response.status_code == 400 and "not one this server builds" in response.json()["detail"]
     assert olivia_api.post(f"{URL}no-such-runtime/build/").status_code == 404
+
+
+def test_the_form_and_the_dashboard_show_the_build_and_poll_only_while_it_runs(client, alice, olivia, tiny):
+    client.force_login(alice)
+    form = client.get("/evaluations/new/").content.decode()
+    assert f'data-runtime="{tiny.name}" data-build-status="missing"' in form
+    assert "the first run waits minutes" in form and 'hx-trigger="every 3s"' not in form
+
+    build = builds.request(Runtime.objects.get(name=tiny.name), by="olivia", again=True)
+    token = builds.claim(build.pk, "builder-one")
+    reporter = builds.Reporter(build.pk, token)
+    reporter(BuildPhase.DEBOOTSTRAP, "I: Retrieving Packages <script>alert(1)</script>")
+    panel = client.get("/evaluations/runtime-builds/").content.decode()
+    assert 'hx-get="/evaluations/runtime-builds/" hx-trigger="every 3s"' in panel
+    assert 'data-build-status="building"' in panel and "debootstrap" in panel
+    assert "I: Retrieving Packages &lt;script&gt;" in panel and "<script>alert" not in panel
+
+    client.force_login(olivia)
+    dashboard = client.get("/monitoring/live/").content.decode()
+    assert f'data-runtime="{tiny.name}" data-build-status="building"' in dashboard
+
+    reporter(BuildPhase.IMPORT, "")
+    builds._succeeded(build, token, reporter, tiny_builder(tiny, reporter))
+    client.force_login(alice)
+    panel = client.get("/evaluations/runtime-builds/").content.decode()
+    assert 'data-build-status="succeeded"' in panel and "hx-trigger" not in panel  # done: it stops polling
