@@ -171,6 +171,9 @@ def _run_reporting_lines(command: list[str], on_line: Callable[[str], None], *, 
                 tail = [*tail[-19:], line]
                 on_line(line)
             returncode = process.wait()
+        except BaseException:
+            process.kill()  # the build was cut short (its job's time limit): leave nothing running
+            raise
         finally:
             timer.cancel()
     if returncode != 0:

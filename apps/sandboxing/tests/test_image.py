@@ -94,3 +94,16 @@ class TestMirrorDiscovery:
             AptSource("http://m.example/debian", ("bookworm",), ("main",)),
         ]
         assert debian_mirror("bookworm", sources) == "http://m.example/debian"
+
+
+def test_a_build_step_reports_its_output_line_by_line_and_fails_with_its_last_lines():
+    """What a background build shows while debootstrap runs (``image.build_offline``'s ``progress``)."""
+    from apps.sandboxing.image import _run_reporting_lines
+
+    heard = []
+    _run_reporting_lines(["sh", "-c", "echo I: Retrieving; echo I: Validating >&2"], heard.append, timeout=30, what="x")
+    assert heard == ["I: Retrieving", "I: Validating"]
+    with pytest.raises(RuntimeError, match=r"debootstrap failed \(3\): E: no such package"):
+        _run_reporting_lines(
+            ["sh", "-c", "echo E: no such package; exit 3"], heard.append, timeout=30, what="debootstrap"
+        )

@@ -32,7 +32,10 @@ class Command(BaseCommand):
         queue = builds.queue()
         name = name or f"builder-{socket.gethostname()}-{os.getpid()}"
         # Not forking: a build is one long job, and its heartbeat thread writes from this process.
-        SimpleWorker([queue], connection=queue.connection, name=name).work(burst=burst, with_scheduler=False)
+        worker = SimpleWorker(
+            [queue], connection=queue.connection, name=name, worker_ttl=settings.WORKER_REGISTRATION_TTL_S
+        )
+        worker.work(burst=burst, with_scheduler=False)
 
     @staticmethod
     def request_at_start(names: list[str]) -> list[str]:
