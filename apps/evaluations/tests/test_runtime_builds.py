@@ -15,7 +15,7 @@ from django.db import connection
 from django.utils import timezone
 from rq import SimpleWorker
 
-from apps.evaluations import builds, reconciler, runtimes
+from apps.evaluations import builds, reconciler, runtimes, services
 from apps.evaluations.models import BuildStatus, Evaluation, Reason, Runtime, RuntimeBuild, Status
 from apps.evaluations.tests.helpers import submit, wait_for, work_off_queues
 from apps.sandboxing import catalog, engine, image
@@ -258,6 +258,8 @@ def test_the_form_and_the_dashboard_show_the_build_and_poll_only_while_it_runs(c
     form = client.get("/evaluations/new/").content.decode()
     assert f'data-runtime="{tiny.name}" data-build-status="missing"' in form
     assert "the first run waits minutes" in form and 'hx-trigger="every 3s"' not in form
+    waiting, _ = services.submit(alice, {"code": "print(1)", "language": tiny.name})
+    assert 'id="awaiting-runtime"' in client.get(f"/evaluations/{waiting.pk}/").content.decode()
 
     build = builds.request(Runtime.objects.get(name=tiny.name), by="olivia", again=True)
     token = builds.claim(build.pk, "builder-one")
