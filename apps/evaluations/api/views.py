@@ -444,6 +444,7 @@ class RuntimeListView(APIView):
     this server can run it now (its image is built); an unavailable one says how to build it."""
 
     @extend_schema(
+        summary="The enabled runtimes, their versions and image builds",
         responses=inline_serializer(
             "Runtime",
             {
@@ -456,7 +457,7 @@ class RuntimeListView(APIView):
                 "build": serializers.JSONField(allow_null=True),
             },
             many=True,
-        )
+        ),
     )
     def get(self, request):
         return Response([runtimes.state_of(runtime).as_json() for runtime in Runtime.objects.filter(enabled=True)])
@@ -468,7 +469,14 @@ class RuntimeBuildView(APIView):
 
     permission_classes = [IsOperator]
 
-    @extend_schema(request=None, responses={202: OpenApiResponse(description="the build is queued or running")})
+    @extend_schema(
+        summary="Build a runtime's image in the background (operators)",
+        request=None,
+        responses={
+            202: OpenApiResponse(description="the build is queued or running: the runtime as the list shows it"),
+            400: OpenApiResponse(description="this server does not build that runtime's image"),
+        },
+    )
     def post(self, request, name):
         runtime = get_object_or_404(Runtime, name=name)
         try:
