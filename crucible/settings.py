@@ -383,6 +383,14 @@ FAIR_SHARE_WINDOW = envint("FAIR_SHARE_WINDOW", 4, minimum=1)
 # The batch endpoint's request body limit (every other endpoint keeps DATA_UPLOAD_MAX_MEMORY_SIZE).
 BATCH_MAX_BODY_BYTES = envint("BATCH_MAX_BODY_BYTES", 64 * 1024 * 1024, minimum=1024)
 RECONCILE_INTERVAL_S = envint("RECONCILE_INTERVAL_S", 15, minimum=1)
+# Runtime images built in the background (apps.evaluations.builds, ``manage.py crucible_builder``):
+# whether a submission for a runtime whose image is missing starts its build (else it is a 400),
+# how long a build may run, and after how long without its builder's heartbeat it is taken back.
+RUNTIME_BUILD_ON_DEMAND = envbool("RUNTIME_BUILD_ON_DEMAND", True)
+RUNTIME_BUILD_TIMEOUT_S = envint("RUNTIME_BUILD_TIMEOUT_S", 3600, minimum=60)
+RUNTIME_BUILD_LOST_AFTER_S = envint("RUNTIME_BUILD_LOST_AFTER_S", 120, minimum=5)
+# Runtimes whose missing images the builder requests when it starts ("prebuilt", "all", or names).
+RUNTIME_BUILD_AT_START = envlist("RUNTIME_BUILD_AT_START", [])
 # The retention policy (apps.console.retention): evaluations, batches, sessions and callback
 # deliveries that ended more than RETENTION_DAYS ago are deleted (0: keep everything), at most
 # RETENTION_BATCH of each kind per pass, a pass every RETENTION_EVERY_S (sooner while there is more).

@@ -12,7 +12,7 @@ from django.db.models import Count
 from django.db.models.functions import TruncHour
 from django.utils import timezone
 
-from apps.evaluations import fleet, killswitch
+from apps.evaluations import fleet, killswitch, runtimes
 from apps.evaluations.models import Evaluation, Status
 from apps.monitoring.models import Alert, ResourceSample
 from apps.sandboxing import engine_runtime, pool
@@ -235,7 +235,17 @@ def live() -> dict:
         "hosts": hosts(states),
         "sandbox_runtime": runtime_choice(states),
         "warm_pool_size": settings.SANDBOX_POOL_SIZE,
+        "runtime_builds": runtime_builds(),
     }
+
+
+def runtime_builds() -> list[runtimes.RuntimeState] | None:
+    """The runtime images that are missing or have a build to show (None when it cannot be said)."""
+    try:
+        return runtimes.build_states()
+    except Exception:
+        log.warning("dashboard: could not read the runtime builds", exc_info=True)
+        return None
 
 
 def warm_pools() -> dict[str, int] | None:

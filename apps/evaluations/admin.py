@@ -4,7 +4,7 @@ import logging
 
 from django.contrib import admin, messages
 
-from apps.evaluations import services
+from apps.evaluations import builds, services
 from apps.evaluations.models import Artifact, CallbackAttempt, CallbackDelivery, Evaluation, OutputChunk, Runtime
 from apps.evaluations.validation import SubmissionInvalid, SubmissionTooLarge
 
@@ -22,8 +22,30 @@ SUBMIT_REFUSALS = (
 
 @admin.register(Runtime)
 class RuntimeAdmin(admin.ModelAdmin):
-    list_display = ["name", "image", "command", "file_name", "enabled"]
+    list_display = ["name", "image", "command", "file_name", "enabled", "image_build"]
     list_editable = ["enabled"]
+    list_select_related = ["build"]
+    actions = ["build_image"]
+
+    @admin.display(description="image build")
+    def image_build(self, runtime: Runtime) -> str:
+        build = getattr(runtime, "build", None)
+        if build is None:
+            return "—"
+        elapsed = f", {build.elapsed_s} s" if build.elapsed_s is not None else ""
+        return f"{build.get_status_display()} ({build.phase}{elapsed})"
+
+    @admin.action(description="Build the image in the background (again, after a failure)")
+    def build_image(self, request, queryset):
+        for runtime in queryset:
+            try:
+                build = builds.request(
+                    runtime, by=request.user.get_username(), again=True, actor=request.user, http_request=request
+                )
+            except builds.BuildRefused as exc:
+                messages.error(request, exc.message)
+                continue
+            messages.success(request, f"{runtime.name}: build {build.get_status_display().lower()}.")
 
 
 @admin.register(Evaluation)

@@ -171,6 +171,12 @@ class EvaluationForm(forms.Form):
 
 def _runtime_label(state: runtimes.RuntimeState) -> str:
     """How the form names a runtime: its version when known, and whether it can run now."""
+    if state.available is False and state.build is not None and state.build["status"] == "failed":
+        return f"{state.name} (not available: its image build failed)"
+    if state.available is False and state.building:
+        return f"{state.name} (its image is being built: runs wait for it)"
+    if state.available is False and state.buildable and settings.RUNTIME_BUILD_ON_DEMAND:
+        return f"{state.name} (its image is built on first use: the first run waits minutes)"
     if state.available is False:
         return f"{state.name} (not available: its image is not built)"
     return f"{state.name} ({state.version})" if state.version else state.name

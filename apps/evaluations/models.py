@@ -14,6 +14,7 @@ from django.db import models
 from django.utils import timezone
 
 from apps.accounts.roles import is_operator
+from apps.sandboxing.image import BuildPhase
 from apps.sandboxing.policy import Runtime as SandboxRuntime
 
 
@@ -108,6 +109,51 @@ class Runtime(models.Model):
             compile_timeout_s=self.compile_timeout_s,
             environment=dict(self.environment or {}),
         )
+
+
+class BuildStatus(models.TextChoices):
+    """Where the build of a runtime's image stands (``apps.evaluations.builds``)."""
+
+    QUEUED = "queued", "Queued"  # requested; on the builds queue, no builder has it yet
+    BUILDING = "building", "Building"  # a builder holds the claim and beats its heartbeat
+    SUCCEEDED = "succeeded", "Built"
+    FAILED = "failed", "Failed"  # stays failed until an operator builds it again
+
+
+class RuntimeBuild(models.Model):
+    """The one build record of a runtime's image: at most one build of it at a time, anywhere.
+
+    Every change is a conditional UPDATE (see ``apps.evaluations.builds``): a builder claims a
+    ``queued`` row, or a ``building`` row whose heartbeat went stale (its builder died), and
+    writes only while its ``claim`` token is the row's."""
+
+    runtime = models.OneToOneField(Runtime, on_delete=models.CASCADE, related_name="build")
+    image = models.CharField(max_length=200)
+    status = models.CharField(max_length=16, choices=BuildStatus.choices, default=BuildStatus.QUEUED)
+    phase = models.CharField(
+        max_length=16, choices=[(p.value, p.value) for p in BuildPhase], default=BuildPhase.WAITING
+    )
+    claim = models.UUIDField(null=True, blank=True)  # the token of the builder that holds it
+    builder = models.CharField(max_length=200, blank=True, default="")
+    attempts = models.IntegerField(default=0)
+    requested_at = models.DateTimeField(default=timezone.now)
+    requested_by = models.CharField(max_length=150, blank=True, default="")  # a user name, or "submission"
+    started_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    log_tail = models.TextField(blank=True, default="")  # the last lines of the build's log, bounded
+    error = models.TextField(blank=True, default="")  # why it failed, for people
+    image_id = models.CharField(max_length=100, blank=True, default="")
+
+    def __str__(self) -> str:
+        return f"{self.image} ({self.status})"
+
+    @property
+    def elapsed_s(self) -> int | None:
+        """Seconds since the build started (to its end once it ended); None before it started."""
+        if self.started_at is None:
+            return None
+        return int(((self.finished_at or timezone.now()) - self.started_at).total_seconds())
 
 
 class Control(models.TextChoices):
@@ -246,6 +292,9 @@ class Evaluation(models.Model):
     passed = models.BooleanField(null=True, blank=True)  # every test passed; null without tests or before the end
     # Queued but not on a work queue yet: released a few at a time per owner (``apps.evaluations.dispatch``).
     held = models.BooleanField(default=False)
+    # Queued but not on a work queue: its runtime's image is being built (``apps.evaluations.builds``);
+    # released onto its queue when the build succeeds, ended ``error`` when it fails.
+    awaiting_runtime = models.BooleanField(default=False)
     # ``reuse: "batch"``: the sandbox may be one an earlier sample of the same batch used (reset and
     # verified clean in between, see ``runner.run_programs``), and may be kept for the next one.
     sandbox_reuse = models.BooleanField(default=False)
@@ -258,6 +307,11 @@ class Evaluation(models.Model):
             models.Index(fields=["owner", "-created_at"]),
             models.Index(fields=["status", "created_at"]),
             models.Index(fields=["owner", "created_at"], condition=models.Q(held=True), name="evaluation_held"),
+            models.Index(
+                fields=["language", "created_at"],
+                condition=models.Q(awaiting_runtime=True),
+                name="evaluation_awaiting_runtime",
+            ),
         ]
         constraints = [
             models.UniqueConstraint(

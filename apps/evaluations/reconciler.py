@@ -6,6 +6,8 @@
   run again once, or end as ``error`` (``worker_lost``) after ``EVALUATION_MAX_ATTEMPTS`` claims (see
   ``retries.retry_or_fail``); their container is removed first;
 - containers of this installation that belong to no running evaluation are removed;
+- runtime image builds whose builder died are handed back, lost build jobs enqueued again, and
+  runs that wait for a build that ended are released or ended (``builds.reconcile``);
 - completion callbacks whose scheduling or attempt was lost (a process died, Redis lost its data) are
   scheduled or enqueued again (``callbacks.events.sweep``).
 
@@ -28,7 +30,7 @@ from rq import Worker
 from rq.job import Job, JobStatus
 
 from apps.audit import services as audit
-from apps.evaluations import dispatch, killswitch, retries, services
+from apps.evaluations import builds, dispatch, killswitch, retries, services
 from apps.evaluations.callbacks import events as callback_events
 from apps.evaluations.models import Evaluation, Reason, Status
 from apps.evaluations.retries import RetryDecision
@@ -65,9 +67,8 @@ def requeue_lost_jobs() -> list[str]:
         return []
     cutoff = timezone.now() - timedelta(seconds=QUEUED_GRACE_S)
     requeued = []
-    for evaluation in Evaluation.objects.filter(status=Status.QUEUED, held=False, created_at__lt=cutoff).only(
-        "id", "priority", "timeout_s"
-    ):
+    waiting = Evaluation.objects.filter(status=Status.QUEUED, held=False, awaiting_runtime=False, created_at__lt=cutoff)
+    for evaluation in waiting.only("id", "priority", "timeout_s"):
         if not _has_live_job(evaluation):
             services.enqueue(evaluation.pk, evaluation.queue_name)
             requeued.append(str(evaluation.pk))
@@ -178,6 +179,7 @@ def reconcile() -> dict:
         ("orphans_removed", remove_orphan_containers),
         ("pools_removed", remove_dead_workers_pools),
         ("callbacks", callback_events.sweep),
+        ("builds", builds.reconcile),
     ):
         try:
             result[key] = step()

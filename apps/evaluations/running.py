@@ -18,17 +18,27 @@ from django.conf import settings
 from django.db import DataError, IntegrityError, transaction
 from rq import get_current_job
 
-from apps.evaluations import killswitch, publisher, reconciler, retries, services, testing
+from apps.evaluations import builds, killswitch, publisher, reconciler, retries, services, testing
 from apps.evaluations.controller import Abandon, Controller
 from apps.evaluations.dbretry import with_db_retry
 from apps.evaluations.heartbeat import Heartbeat
-from apps.evaluations.models import Artifact, Control, Evaluation, OutputChunk, Reason, Runtime, Status, TestResult
+from apps.evaluations.models import (
+    Artifact,
+    BuildStatus,
+    Control,
+    Evaluation,
+    OutputChunk,
+    Reason,
+    Runtime,
+    Status,
+    TestResult,
+)
 from apps.evaluations.recording import OutputRecorder
 from apps.evaluations.retries import RetryDecision
 from apps.monitoring import incidents
 from apps.monitoring.models import RunTiming
 from apps.monitoring.safety import SafetyMonitor
-from apps.sandboxing import engine, runner, selfcheck, streams
+from apps.sandboxing import engine, image, runner, selfcheck, streams
 from apps.sandboxing.outcomes import Failure, Outcome
 from apps.sandboxing.policy import Limits
 
@@ -41,6 +51,7 @@ class RunDisposition(StrEnum):
     MISSING = "missing"  # no such evaluation
     DEFERRED_KILL_SWITCH = "deferred_kill_switch"  # left queued: the kill switch is engaged
     DEFERRED_ENGINE_DOWN = "deferred_engine_down"  # left queued: the Docker engine does not answer
+    AWAITING_RUNTIME = "awaiting_runtime"  # left queued off the queues: its runtime's image is being built
     NOT_CLAIMED = "not_claimed"  # a duplicate job, or it ended while queued (cancelled, stopped)
     FINISHED = "finished"  # its end is recorded; the row's status and reason say which
     REQUEUED = "requeued"  # a platform fault interrupted it: handed back for another attempt
@@ -183,10 +194,32 @@ class EvaluationRun:
             # reconciler enqueues it again once the engine answers.
             log.warning("evaluation %s deferred: the Docker engine does not answer", self.evaluation.pk)
             return RunDisposition.DEFERRED_ENGINE_DOWN
+        if (waiting := self.await_runtime()) is not None:
+            return waiting
         if not self.evaluation.claim(worker_name()):
             return RunDisposition.NOT_CLAIMED
         self.attempt = self.evaluation.attempts
         return None
+
+    def await_runtime(self) -> RunDisposition | None:
+        """A run of a repository runtime whose image is not on this engine waits for its build (off the
+        queues; ``builds.park``) rather than fail, or ends ``error`` if the last build failed. Only a
+        build never requested is requested here: one that succeeded elsewhere (another host's engine)
+        is not rebuilt for this engine, and the run fails as any run on a missing image does."""
+        evaluation = self.evaluation
+        if evaluation.status != Status.QUEUED or not settings.RUNTIME_BUILD_ON_DEMAND:
+            return None
+        runtime = Runtime.objects.filter(name=evaluation.language).first()
+        if runtime is None or builds.definition_for(runtime) is None or image.find_image(runtime.image) is not None:
+            return None
+        known = builds.build_of(runtime)
+        if known is not None and known.status == BuildStatus.SUCCEEDED:
+            return None
+        decision = builds.park(evaluation, runtime)
+        log.info("evaluation %s: its runtime %s has no image yet: %s", evaluation.pk, runtime.name, decision)
+        if decision == builds.Wait.WAIT:
+            return RunDisposition.AWAITING_RUNTIME
+        return RunDisposition.FINISHED if decision == builds.Wait.FAILED else None
 
     def prepare(self) -> RunDisposition | None:
         """Everything the runner needs; ends the run ``error`` when the sandbox cannot be trusted or built."""

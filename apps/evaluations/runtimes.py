@@ -4,16 +4,21 @@ The rows come from the repository's definitions (``apps.sandboxing.catalog``, ``
 operators change or add rows in the admin (they are rows, not code), and a row is never overwritten
 once it exists. A runtime is *available* when its image is built on the engine: an image is built
 by ``manage.py build_sandbox_image --runtime NAME`` (``make test`` builds some, see scripts/setup.sh),
-and a submission for a runtime whose image is missing is refused with a 400 that says so.
+or in the background on first use (``apps.evaluations.builds``): a submission for a runtime of the
+repository's definitions whose image is missing is accepted and waits for the build; one for a
+runtime that cannot be built here, or whose last build failed, is refused with a 400 that says so.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from enum import StrEnum
 
 from django.conf import settings
 
+from apps.evaluations import builds
+from apps.evaluations.models import BuildStatus, Runtime
 from apps.sandboxing import catalog, image
 
 DEFAULT_RUNTIME_NAMES = ("python", "bash")
@@ -67,6 +72,20 @@ def image_versions(reference: str) -> dict[str, str] | None:
     return versions
 
 
+def forget(reference: str) -> None:
+    """Ask the engine again next time (the image was just built or removed)."""
+    _seen.pop(reference, None)
+
+
+class Readiness(StrEnum):
+    """Whether a submission for a runtime can run, and if not, what happens to it."""
+
+    READY = "ready"  # its image is built (or this process has no engine to ask: the worker decides)
+    AWAIT_BUILD = "await_build"  # its image is missing and is (or will be) built: the run waits for it
+    MISSING = "missing"  # its image is missing and is not built on demand here: 400
+    BUILD_FAILED = "build_failed"  # its last build failed: 400 until an operator builds it again
+
+
 @dataclass(frozen=True)
 class RuntimeState:
     """What ``GET /api/v1/runtimes/`` says of one enabled runtime."""
@@ -77,6 +96,8 @@ class RuntimeState:
     file_name: str
     available: bool | None  # None: this process has no engine to ask (the worker decides at run time)
     image: str
+    buildable: bool = False  # one of the repository's runtime images: built here on first use
+    build: dict | None = None  # its latest build (``builds.public_view``), if one was ever requested
 
     def as_json(self) -> dict:
         return {
@@ -88,13 +109,23 @@ class RuntimeState:
             "build_command": None
             if self.available is not False
             else f"manage.py build_sandbox_image --runtime {self.name}",
+            "build": self.build,
         }
+
+    @property
+    def building(self) -> bool:
+        return self.build is not None and self.build["status"] in (BuildStatus.QUEUED, BuildStatus.BUILDING)
 
 
 def state_of(runtime) -> RuntimeState:
     """Whether the runtime row ``runtime`` can run now, and its version as its image records it."""
     reference = runtime.image or settings.SANDBOX_IMAGE
     versions = image_versions(reference)
+    buildable = builds.definition_for(runtime) is not None
+    build = builds.build_of(runtime) if buildable else None
+    if versions is None and build is not None and build.status == BuildStatus.SUCCEEDED:
+        forget(reference)  # built since this process last asked (by a builder elsewhere): ask again
+        versions = image_versions(reference)
     return RuntimeState(
         name=runtime.name,
         version=(versions or {}).get(runtime.name) or None,
@@ -102,15 +133,35 @@ def state_of(runtime) -> RuntimeState:
         file_name=runtime.file_name,
         available=None if versions is UNKNOWN else versions is not None,
         image=reference,
+        buildable=buildable,
+        build=builds.public_view(build),
+    )
+
+
+def readiness(runtime) -> tuple[Readiness, str]:
+    """Whether a submission for ``runtime`` can run now, waits for its image's build, or is refused;
+    with the message of a refusal."""
+    state = state_of(runtime)
+    if state.available is not False:
+        return Readiness.READY, ""
+    if state.build is not None and state.build["status"] == BuildStatus.FAILED:
+        return Readiness.BUILD_FAILED, builds.failure_message(runtime, builds.build_of(runtime))
+    if state.buildable and (settings.RUNTIME_BUILD_ON_DEMAND or state.building):
+        return Readiness.AWAIT_BUILD, ""
+    return Readiness.MISSING, (
+        f"The {runtime.name} runtime is not available on this server: its image {state.image} is not built "
+        f"(an operator builds it with: manage.py build_sandbox_image --runtime {runtime.name})."
     )
 
 
 def unavailable_reason(runtime) -> str | None:
-    """Why a submission for ``runtime`` cannot run now (its image is not built), or None when it can."""
-    state = state_of(runtime)
-    if state.available is not False:
-        return None
-    return (
-        f"The {runtime.name} runtime is not available on this server: its image {state.image} is not built "
-        f"(an operator builds it with: manage.py build_sandbox_image --runtime {runtime.name})."
-    )
+    """Why a submission for ``runtime`` cannot run now, or None when it can run or wait for its build."""
+    ready, message = readiness(runtime)
+    return message or None
+
+
+def build_states() -> list[RuntimeState]:
+    """The enabled runtimes whose image is missing or has a build to show (queued, building, failed,
+    or built), for the form's and the dashboard's build panel."""
+    states = [state_of(runtime) for runtime in Runtime.objects.filter(enabled=True).select_related("build")]
+    return [state for state in states if state.build is not None or (state.buildable and state.available is False)]

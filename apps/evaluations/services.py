@@ -14,7 +14,7 @@ from rq.job import Job
 
 from apps.accounts import quotas
 from apps.audit import services as audit
-from apps.evaluations import publisher
+from apps.evaluations import builds, publisher
 from apps.evaluations.callbacks import targets
 from apps.evaluations.models import STATUS_FOR_CONTROL, Control, Evaluation, Priority, Runtime, Status
 from apps.evaluations.validation import Maxima, Submission, SubmissionInvalid, parse_submission
@@ -100,8 +100,10 @@ def submit(owner, body, *, idempotency_key: str = "", request=None) -> tuple[Eva
         )
     try:
         with transaction.atomic():
-            evaluation = _create(owner, submission, idempotency_key, fingerprint)
-            transaction.on_commit(lambda: enqueue(evaluation.pk, evaluation.queue_name))
+            awaiting = _awaits_build(submission)
+            evaluation = _create(owner, submission, idempotency_key, fingerprint, awaiting_runtime=awaiting)
+            if not awaiting:
+                transaction.on_commit(lambda: enqueue(evaluation.pk, evaluation.queue_name))
     except IntegrityError:
         # Two requests with the same new Idempotency-Key raced; the other one won.
         existing = Evaluation.objects.filter(owner=owner, idempotency_key=idempotency_key).first()
@@ -117,6 +119,18 @@ def submit(owner, body, *, idempotency_key: str = "", request=None) -> tuple[Eva
         language=evaluation.language,
     )
     return evaluation, True
+
+
+def _awaits_build(submission: Submission) -> bool:
+    """Whether the run waits for its runtime's image to be built (inside the submission's transaction,
+    which holds the build's row until it commits: see ``builds``). A build that failed meanwhile is a 400."""
+    if not submission.await_build:
+        return False
+    runtime = Runtime.objects.get(name=submission.language)
+    decision = builds.wait_for_build(runtime, by="submission")
+    if decision == builds.Wait.FAILED:
+        raise SubmissionInvalid({"language": [builds.failure_message(runtime, builds.build_of(runtime))]})
+    return decision == builds.Wait.WAIT
 
 
 def _check_callback_url(url: str) -> None:
@@ -135,9 +149,12 @@ def _replay(existing: Evaluation, fingerprint: str) -> tuple[Evaluation, bool]:
     return existing, False
 
 
-def _create(owner, submission: Submission, idempotency_key: str, fingerprint: str) -> Evaluation:
+def _create(
+    owner, submission: Submission, idempotency_key: str, fingerprint: str, *, awaiting_runtime: bool = False
+) -> Evaluation:
     return Evaluation.objects.create(
         owner=owner,
+        awaiting_runtime=awaiting_runtime,
         code=submission.code,
         code_sha256=hashlib.sha256(submission.code.encode("utf-8", errors="surrogatepass")).hexdigest(),
         language=submission.language,

@@ -13,6 +13,7 @@ urlpatterns = [
     path("", views.evaluation_list, name="list"),
     path("evaluations/new/", views.evaluation_new, name="new"),
     path("evaluations/compare/", views.evaluation_compare, name="compare"),
+    path("evaluations/runtime-builds/", views.runtime_builds, name="runtime-builds"),
     path("evaluations/<evaluation_id:pk>/", views.evaluation_detail, name="detail"),
     path("evaluations/<evaluation_id:pk>/summary/", views.evaluation_summary, name="summary"),
     path("evaluations/<evaluation_id:pk>/row/", views.evaluation_row, name="row"),

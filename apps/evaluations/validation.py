@@ -65,6 +65,8 @@ class Submission:
     env: dict[str, str] = field(default_factory=dict)
     name: str = ""
     labels: list[str] = field(default_factory=list)
+    # Its runtime's image is missing and will be built (``apps.evaluations.builds``): the run waits for it.
+    await_build: bool = False
 
 
 @dataclass(frozen=True)
@@ -161,10 +163,13 @@ def parse_submission(body, maxima: Maxima) -> Submission:
 
     language = body.get("language", "python")
     enabled = {runtime.name: runtime for runtime in Runtime.objects.filter(enabled=True)}
+    ready = runtimes.Readiness.READY
     if not isinstance(language, str) or language not in enabled:
         errors["language"] = [f"Unknown language; choose one of: {', '.join(enabled)}."]
-    elif (unavailable := runtimes.unavailable_reason(enabled[language])) is not None:
-        errors["language"] = [unavailable]
+    else:
+        ready, unavailable = runtimes.readiness(enabled[language])
+        if unavailable:
+            errors["language"] = [unavailable]
 
     timeout_s = _number(
         errors, "timeout_s", body.get("timeout_s"), integer=False, low=MINIMA.timeout_s, high=maxima.timeout_s
@@ -217,6 +222,7 @@ def parse_submission(body, maxima: Maxima) -> Submission:
         env,
         name,
         labels,
+        await_build=ready == runtimes.Readiness.AWAIT_BUILD,
     )
 
 

@@ -26,7 +26,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from apps.accounts import quotas
 from apps.accounts.roles import is_operator
-from apps.evaluations import artifact_files, progress, services
+from apps.evaluations import artifact_files, progress, runtimes, services
 from apps.evaluations.forms import EXAMPLES, EvaluationForm
 from apps.evaluations.listing import parse_filters
 from apps.evaluations.models import AmbiguousId, Evaluation, Priority, Status
@@ -118,11 +118,25 @@ def evaluation_new(request):
         "maxima": maxima,
         "code_editor_bundle": code_editor_bundle(),
         "max_code_bytes": settings.SANDBOX_MAX_CODE_BYTES,
+        **runtime_builds_context(),
     }
     response = render(request, "evaluations/new.html", context, status=status)
     if form.retry_after:
         response["Retry-After"] = str(form.retry_after)
     return response
+
+
+@never_cache
+@login_required
+@require_GET
+def runtime_builds(request):
+    """The form's panel of runtime image builds; it polls itself (htmx) while one is queued or running."""
+    return render(request, "evaluations/_runtime_builds.html", runtime_builds_context())
+
+
+def runtime_builds_context() -> dict:
+    states = runtimes.build_states()
+    return {"build_states": states, "builds_active": any(state.building for state in states)}
 
 
 CODE_EDITOR_BUNDLE = "build/code-editor.js"

@@ -21,7 +21,10 @@ import shutil
 import stat
 import subprocess
 import tempfile
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 
 import docker.errors
@@ -63,6 +66,25 @@ REPOSITORY = "crucible-sandbox"
 RECIPE_LABEL = "org.crucible.sandbox.recipe"
 HELPER_LABEL = "org.crucible.helper"  # helper.digest() of the helper the image carries
 COMPILER = "gcc"
+
+
+class BuildPhase(StrEnum):
+    """The steps of an offline build, in order, as a build's progress reports them."""
+
+    WAITING = "waiting"  # requested, no builder has taken it yet
+    DEBOOTSTRAP = "debootstrap"  # the root file system from the Debian mirror (packages included)
+    STRIP = "strip"  # caches, docs, apt and setuid bits removed; the sandbox user added
+    VERSIONS = "versions"  # the version command run in the root file system
+    IMPORT = "import"  # tar and ``docker import``
+    DONE = "done"
+
+
+# What a build reports as it goes: the phase it is in, and a line of its log ("" for none).
+Progress = Callable[[BuildPhase, str], None]
+
+
+def _no_progress(_phase: BuildPhase, _line: str) -> None:
+    return None
 
 
 @dataclass(frozen=True)
@@ -147,7 +169,13 @@ def _strip_rootfs(rootfs: Path) -> None:
     (rootfs / "tmp").chmod(0o1777)
 
 
-def _debootstrap(rootfs: Path, codename: str, mirror: str, packages: tuple[str, ...] = PACKAGES) -> None:
+def _debootstrap(
+    rootfs: Path,
+    codename: str,
+    mirror: str,
+    packages: tuple[str, ...] = PACKAGES,
+    on_line: Callable[[str], None] | None = None,
+) -> None:
     command = [
         "debootstrap",
         "--variant=minbase",
@@ -158,9 +186,36 @@ def _debootstrap(rootfs: Path, codename: str, mirror: str, packages: tuple[str, 
         mirror,
     ]
     log.info("running %s", " ".join(command))
+    if on_line is not None:
+        _run_reporting_lines(command, on_line, timeout=1800, what="debootstrap")
+        return
     result = subprocess.run(command, capture_output=True, text=True, timeout=1800)
     if result.returncode != 0:
         raise RuntimeError(f"debootstrap failed ({result.returncode}): {result.stdout[-2000:]}{result.stderr[-2000:]}")
+
+
+def _run_reporting_lines(command: list[str], on_line: Callable[[str], None], *, timeout: float, what: str) -> None:
+    """Run ``command`` with its output (both streams) handed to ``on_line`` line by line as it comes,
+    so a long step shows progress; raises with the output's last lines when it fails."""
+    tail: list[str] = []
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace"
+    ) as process:
+        timer = threading.Timer(timeout, process.kill)
+        timer.start()
+        try:
+            for line in process.stdout:
+                line = line.rstrip("\n")
+                tail = [*tail[-19:], line]
+                on_line(line)
+            returncode = process.wait()
+        except BaseException:
+            process.kill()  # the build was cut short (its job's time limit): leave nothing running
+            raise
+        finally:
+            timer.cancel()
+    if returncode != 0:
+        raise RuntimeError(f"{what} failed ({returncode}): " + "\n".join(tail)[-2000:])
 
 
 def build_offline(
@@ -170,13 +225,15 @@ def build_offline(
     repository: str = REPOSITORY,
     versions: dict[str, tuple[str, ...]] | None = None,
     version_package: str = "",
+    progress: Progress = _no_progress,
 ) -> BuiltImage:
     """Build (or reuse) the image of ``packages`` from the Debian mirror and tag it ``reference``.
 
     The sandbox image is the default; a runtime's image (``catalog.Definition``) passes its own
     packages (the base's plus its language's) and repository. ``versions`` (runtime name: version
     command) are run in the finished root file system, as the sandbox user, and their answers kept
-    as image labels (``version_label``), so listing runtimes never starts a container.
+    as image labels (``version_label``), so listing runtimes never starts a container. ``progress``
+    hears each phase as it starts and debootstrap's output line by line (``BuildPhase``).
     """
     versions = versions if versions is not None else _base_versions()
     codename = debian_codename()
@@ -188,14 +245,18 @@ def build_offline(
         mirror = debian_mirror(codename, read_sources())
         with tempfile.TemporaryDirectory(prefix="crucible-rootfs-") as work:
             rootfs = Path(work) / "rootfs"
-            _debootstrap(rootfs, codename, mirror, packages)
+            progress(BuildPhase.DEBOOTSTRAP, "")
+            _debootstrap(rootfs, codename, mirror, packages, lambda line: progress(BuildPhase.DEBOOTSTRAP, line))
+            progress(BuildPhase.STRIP, "")
             _strip_rootfs(rootfs)
             install_helper(rootfs)
+            progress(BuildPhase.VERSIONS, "")
             labels = {
                 version_label(name): _version_in(rootfs, command) or _package_version(rootfs, version_package)
                 for name, command in versions.items()
             }
             tarball = Path(work) / "rootfs.tar"
+            progress(BuildPhase.IMPORT, "")
             subprocess.run(["tar", "--numeric-owner", "-C", str(rootfs), "-cf", str(tarball), "."], check=True)
             changes = [
                 f"USER {SANDBOX_UID}:{SANDBOX_UID}",
@@ -216,10 +277,10 @@ def build_offline(
     return BuiltImage(reference=reference, image_id=existing.id, built=built)
 
 
-def build_runtime(definition: Definition) -> BuiltImage:
+def build_runtime(definition: Definition, progress: Progress = _no_progress) -> BuiltImage:
     """Build (or reuse) the image of a runtime with packages of its own, tagged ``definition.image``."""
     if not definition.own_image:
-        return build_offline()
+        return build_offline(progress=progress)
     packages = tuple(dict.fromkeys((*PACKAGES, *definition.packages)))
     return build_offline(
         definition.image,
@@ -227,6 +288,7 @@ def build_runtime(definition: Definition) -> BuiltImage:
         repository=definition.repository,
         versions={definition.name: definition.version},
         version_package=definition.packages[0],
+        progress=progress,
     )
 
 

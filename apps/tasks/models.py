@@ -53,6 +53,9 @@ class Task(models.Model):
     timeout_s = models.FloatField()
     memory_mb = models.IntegerField()
     tests = models.JSONField(default=list)
+    # The prompt in other languages than ``language`` (language: text), prepended to a sample in that
+    # language when samples are completions (HumanEval-X / MultiPL-E style).
+    prompts = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
 
     objects = TaskQuerySet.as_manager()

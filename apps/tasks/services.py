@@ -19,7 +19,7 @@ from apps.evaluations.callbacks import targets
 from apps.evaluations.models import Control, Evaluation, Priority, Reason, Runtime, Status
 from apps.tasks import progress
 from apps.tasks.models import Batch, BatchStatus, Reuse, SamplesAre, Task
-from apps.tasks.validation import BatchTooLarge, TaskBody, TaskInvalid, parse_batch, parse_task
+from apps.tasks.validation import BatchTooLarge, TaskBody, TaskInvalid, parse_batch, parse_task, tests_for_language
 
 log = logging.getLogger(__name__)
 BULK_SIZE = 1000
@@ -54,6 +54,7 @@ def body_of(task: Task) -> TaskBody:
         tests=task.tests,
         public=task.public,
         source=task.source,
+        prompts=task.prompts or {},
     )
 
 
@@ -166,17 +167,20 @@ def submit_batch(owner, body, *, request=None) -> Batch:
         created_at=now,
     )
     rows = []
+    enabled = languages()
     for index, sample in enumerate(parsed.samples):
         task = tasks[sample.task]
-        code = task.prompt + sample.code if parsed.samples_are == SamplesAre.COMPLETIONS else sample.code
-        _check_fits(code, task, index)
+        language, tests = _language_and_tests(sample, parsed, task, index, enabled)
+        prompt = task.prompt if language == task.language else (task.prompts or {}).get(language, "")
+        code = prompt + sample.code if parsed.samples_are == SamplesAre.COMPLETIONS else sample.code
+        _check_fits(code, tests, index)
         timeout_s, memory_mb = _limits(parsed, task, maxima)
         rows.append(
             Evaluation(
                 owner=owner,
                 code=code,
                 code_sha256=hashlib.sha256(code.encode("utf-8", errors="surrogatepass")).hexdigest(),
-                language=task.language,
+                language=language,
                 priority=parsed.priority,
                 metadata={**sample.metadata, "sample": index},
                 timeout_s=timeout_s,
@@ -187,7 +191,7 @@ def submit_batch(owner, body, *, request=None) -> Batch:
                 batch_id=batch.id,
                 task=task.slug,
                 task_version=task.version,
-                tests=task.tests,
+                tests=tests,
                 tests_hidden=hidden[task.slug],  # Task.may_see_tests, once per task
                 held=True,
                 sandbox_reuse=parsed.reuse == Reuse.BATCH,
@@ -219,10 +223,23 @@ def _resolve_tasks(owner, slugs: set[str]) -> dict[str, Task]:
     return found
 
 
-def _check_fits(code: str, task: Task, index: int) -> None:
+def _language_and_tests(sample, parsed, task: Task, index: int, enabled: set[str]) -> tuple[str, list[dict]]:
+    """The language a sample runs in (its own, the batch's, else its task's) and the task's tests in
+    that language (``validation.tests_for_language``); a 400 naming the sample when either is missing."""
+    language = sample.language or parsed.language or task.language
+    where = f"samples[{index}].language" if sample.language else "language"
+    if language not in enabled:
+        raise TaskInvalid({where: [f"Unknown language {language!r}; one of {', '.join(sorted(enabled))}."]})
+    try:
+        return language, tests_for_language(task.tests, task.language, language)
+    except TaskInvalid as exc:
+        raise TaskInvalid({where: [f"Task {task.slug}: {exc.errors['language'][0]}"]}) from None
+
+
+def _check_fits(code: str, tests: list[dict], index: int) -> None:
     """Each test's program (the sample, and a check's code after it) must fit the sandbox's code file."""
     size = len(code.encode("utf-8", errors="surrogatepass"))
-    longest_check = max((len(t.get("code", "").encode()) for t in task.tests), default=0)
+    longest_check = max((len(t.get("code", "").encode()) for t in tests), default=0)
     if size + longest_check + 2 > settings.SANDBOX_MAX_CODE_BYTES:
         most = settings.SANDBOX_MAX_CODE_BYTES
         raise BatchTooLarge({f"samples[{index}].code": [f"With the task's tests it is larger than {most} bytes."]})

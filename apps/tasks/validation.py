@@ -26,6 +26,8 @@ MAX_TESTS_TEXT = 1024 * 1024  # all of a task's tests together
 MAX_PROMPT = 256 * 1024
 MAX_K = 10
 MAX_METADATA = 16 * 1024
+MAX_LANGUAGES = 32  # languages one task's prompts or one check test may be given in
+LANGUAGE = re.compile(r"^[a-z][a-z0-9-]{0,31}$")  # a runtime's name (apps.sandboxing.catalog)
 
 
 class TaskInvalid(Exception):
@@ -106,12 +108,52 @@ def parse_test(raw, index: int) -> dict:
             test["match"] = match
         else:
             test["code"] = _text(raw, "code", required=True, limit=MAX_TEST_TEXT)
-        unknown = set(raw) - {"name", "category", "kind", "stdin", "expected_stdout", "match", "code"}
+            if raw.get("code_by_language") is not None:
+                test["code_by_language"] = parse_by_language(raw, "code_by_language", limit=MAX_TEST_TEXT)
+        known = {"name", "category", "kind", "stdin", "expected_stdout", "match", "code", "code_by_language"}
+        unknown = set(raw) - known
         if unknown:
             raise TaskInvalid({sorted(unknown)[0]: ["Unknown field."]})
         return test
     except TaskInvalid as exc:
         raise TaskInvalid({f"{where}.{key}": value for key, value in exc.errors.items()}) from None
+
+
+def parse_by_language(body: dict, name: str, *, limit: int) -> dict[str, str]:
+    """A ``{language: text}`` object (a check's code or the prompt in other languages than the task's)."""
+    value = body.get(name)
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or len(value) > MAX_LANGUAGES:
+        raise TaskInvalid({name: [f"Must be an object of at most {MAX_LANGUAGES} language: text entries."]})
+    bad = [key for key in value if not isinstance(key, str) or not LANGUAGE.match(key)]
+    if bad:
+        raise TaskInvalid({name: [f"Not a runtime name: {str(bad[0])[:40]!r}."]})
+    try:
+        return {key: _text(value, key, limit=limit, required=True) for key in sorted(value)}
+    except TaskInvalid as exc:
+        raise TaskInvalid({f"{name}.{key}": message for key, message in exc.errors.items()}) from None
+
+
+def tests_for_language(tests: list[dict], task_language: str, language: str) -> list[dict]:
+    """The task's tests as a sample in ``language`` runs them: ``io`` tests as they are, each
+    ``check`` with its code in that language (``code`` for the task's own language, else
+    ``code_by_language``). Raises ``TaskInvalid`` naming the first check that lacks the language."""
+    resolved = []
+    for test in tests:
+        if test["kind"] != TestKind.CHECK:
+            resolved.append(test)
+            continue
+        variants = {task_language: test["code"], **test.get("code_by_language", {})}
+        if language not in variants:
+            given = ", ".join(sorted(variants))
+            raise TaskInvalid(
+                {"language": [f"Its check test {test['name']!r} has no code in {language} (only in {given})."]}
+            )
+        resolved.append(
+            {key: value for key, value in test.items() if key != "code_by_language"} | {"code": variants[language]}
+        )
+    return resolved
 
 
 @dataclass
@@ -126,6 +168,7 @@ class TaskBody:
     tests: list[dict]
     public: bool
     source: str = ""
+    prompts: dict[str, str] = field(default_factory=dict)  # the prompt in other languages (completions)
 
 
 # The fields of a task body, in order: what the API accepts and the admin's form shows.
@@ -158,7 +201,13 @@ def parse_task(body, languages: set[str], *, may_publish: bool, partial_of: Task
         names = [t["name"] for t in tests]
         if len(set(names)) != len(names):
             raise TaskInvalid({"tests": ["Test names must be unique within a task."]})
-        size = sum(len(t.get("code", "")) + len(t.get("stdin", "")) + len(t.get("expected_stdout", "")) for t in tests)
+        size = sum(
+            len(t.get("code", ""))
+            + len(t.get("stdin", ""))
+            + len(t.get("expected_stdout", ""))
+            + sum(map(len, t.get("code_by_language", {}).values()))
+            for t in tests
+        )
         if size > MAX_TESTS_TEXT:
             raise TaskInvalid({"tests": [f"All tests together must be at most {MAX_TESTS_TEXT} characters."]})
     public = body.get("public", base.public if base else False)
@@ -190,6 +239,9 @@ def parse_task(body, languages: set[str], *, may_publish: bool, partial_of: Task
         tests=tests,
         public=public,
         source=_text(body, "source", limit=64, default=base.source if base else ""),
+        prompts=parse_by_language(body, "prompts", limit=MAX_PROMPT)
+        if "prompts" in body or base is None
+        else base.prompts,
     )
 
 
@@ -198,6 +250,7 @@ class SampleBody:
     code: str
     task: str | None
     metadata: dict = field(default_factory=dict)
+    language: str | None = None  # the sample's language (default: the batch's, else the task's)
 
 
 @dataclass
@@ -212,6 +265,7 @@ class BatchBody:
     timeout_s: float | None
     memory_mb: int | None
     reuse: str = "none"
+    language: str | None = None  # every sample's language unless it names its own (default: the task's)
 
 
 def parse_batch(body) -> BatchBody:
@@ -229,6 +283,7 @@ def parse_batch(body) -> BatchBody:
         "timeout_s",
         "memory_mb",
         "reuse",
+        "language",
     }
     unknown = set(body) - known
     if unknown:
@@ -242,6 +297,7 @@ def parse_batch(body) -> BatchBody:
     if len(samples_raw) > settings.BATCH_MAX_SAMPLES:
         most, given = settings.BATCH_MAX_SAMPLES, len(samples_raw)
         raise BatchTooLarge({"samples": [f"A batch may hold at most {most} samples; this one has {given}."]})
+    language = _language(body, "language")
     samples = [_parse_sample(raw, i, default_task=task) for i, raw in enumerate(samples_raw)]
     samples_are = body.get("samples_are", SamplesAre.PROGRAMS)
     if samples_are not in set(SamplesAre):
@@ -262,6 +318,7 @@ def parse_batch(body) -> BatchBody:
     if reuse not in set(Reuse):
         raise TaskInvalid({"reuse": ['Must be "none" (a fresh sandbox per sample) or "batch".']})
     return BatchBody(
+        language=language,
         reuse=reuse,
         task=task,
         samples=samples,
@@ -291,7 +348,7 @@ def _parse_sample(raw, index: int, *, default_task: str | None) -> SampleBody:
     where = f"samples[{index}]"
     if not isinstance(raw, dict):
         raise TaskInvalid({where: ["Must be an object with code."]})
-    unknown = set(raw) - {"code", "task", "metadata"}
+    unknown = set(raw) - {"code", "task", "metadata", "language"}
     if unknown:
         raise TaskInvalid({f"{where}.{sorted(unknown)[0]}": ["Unknown field."]})
     code = raw.get("code")
@@ -303,7 +360,22 @@ def _parse_sample(raw, index: int, *, default_task: str | None) -> SampleBody:
     task = parse_slug(raw["task"], f"{where}.task") if raw.get("task") is not None else default_task
     if task is None:
         raise TaskInvalid({f"{where}.task": ["No task: give the batch a task or each sample one."]})
-    return SampleBody(code=code, task=task, metadata=_metadata(raw.get("metadata"), f"{where}.metadata"))
+    return SampleBody(
+        code=code,
+        task=task,
+        metadata=_metadata(raw.get("metadata"), f"{where}.metadata"),
+        language=_language(raw, "language", where=f"{where}.language"),
+    )
+
+
+def _language(body: dict, name: str, *, where: str = "") -> str | None:
+    """An optional runtime name (whether it is enabled is checked against the runtimes at submission)."""
+    value = body.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not LANGUAGE.match(value):
+        raise TaskInvalid({where or name: ["Must be a runtime's name, e.g. python, c, javascript."]})
+    return value
 
 
 def _checked_text(value: str, where: str) -> None:

@@ -273,6 +273,11 @@ def cmd_runtimes(client: Client, args) -> int:
         return 0
     for runtime in runtimes:
         state = "available" if runtime.get("available") else "not built"
+        build = runtime.get("build") or {}
+        if not runtime.get("available") and build.get("status") in ("queued", "building"):
+            state = f"building ({build.get('phase')}, {build.get('elapsed_s') or 0} s)"
+        elif not runtime.get("available") and build.get("status") == "failed":
+            state = "build failed"
         kind = "compiled" if runtime.get("compiled") else "interpreted"
         print(f"{runtime['name']:<18}  {kind:<11}  {state:<9}  {runtime.get('version') or ''}")
     return 0

@@ -5,6 +5,7 @@ from apps.evaluations.api import views
 
 urlpatterns = [
     path("runtimes/", views.RuntimeListView.as_view(), name="api-runtimes"),
+    path("runtimes/<slug:name>/build/", views.RuntimeBuildView.as_view(), name="api-runtime-build"),
     path("evaluations/", views.EvaluationListCreateView.as_view(), name="api-evaluations"),
     path("evaluations/<evaluation_id:pk>/", views.EvaluationDetailView.as_view(), name="api-evaluation"),
     path("evaluations/<evaluation_id:pk>/stop/", views.EvaluationStopView.as_view(), name="api-evaluation-stop"),

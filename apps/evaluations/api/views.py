@@ -15,8 +15,9 @@ from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from apps.accounts.permissions import IsOperator
 from apps.accounts.roles import is_operator
-from apps.evaluations import artifact_files, progress, runtimes, services
+from apps.evaluations import artifact_files, builds, progress, runtimes, services
 from apps.evaluations.api.serializers import (
     ArtifactSerializer,
     CallbackDeliverySerializer,
@@ -443,6 +444,7 @@ class RuntimeListView(APIView):
     this server can run it now (its image is built); an unavailable one says how to build it."""
 
     @extend_schema(
+        summary="The enabled runtimes, their versions and image builds",
         responses=inline_serializer(
             "Runtime",
             {
@@ -452,9 +454,34 @@ class RuntimeListView(APIView):
                 "file_name": serializers.CharField(),
                 "available": serializers.BooleanField(allow_null=True),
                 "build_command": serializers.CharField(allow_null=True),
+                "build": serializers.JSONField(allow_null=True),
             },
             many=True,
-        )
+        ),
     )
     def get(self, request):
         return Response([runtimes.state_of(runtime).as_json() for runtime in Runtime.objects.filter(enabled=True)])
+
+
+class RuntimeBuildView(APIView):
+    """Operators: build a runtime's image in the background (again, after a failure). 202 with the
+    runtime as the list shows it; 404 for an unknown runtime, 400 for one this server does not build."""
+
+    permission_classes = [IsOperator]
+
+    @extend_schema(
+        summary="Build a runtime's image in the background (operators)",
+        request=None,
+        responses={
+            202: OpenApiResponse(description="the build is queued or running: the runtime as the list shows it"),
+            400: OpenApiResponse(description="this server does not build that runtime's image"),
+        },
+    )
+    def post(self, request, name):
+        runtime = get_object_or_404(Runtime, name=name)
+        try:
+            user = request.user
+            builds.request(runtime, by=user.get_username(), again=True, actor=user, http_request=request)
+        except builds.BuildRefused as exc:
+            return error_response(exc.message, status.HTTP_400_BAD_REQUEST)
+        return Response(runtimes.state_of(runtime).as_json(), status=status.HTTP_202_ACCEPTED)

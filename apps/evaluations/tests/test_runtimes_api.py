@@ -27,6 +27,7 @@ def test_alice_sees_every_enabled_runtime_with_its_version_and_whether_it_can_ru
         "file_name": "main.c",
         "available": True,
         "build_command": None,
+        "build": None,  # built by setup, never in the background: no build record
     }
     assert listed["c"]["version"][0].isdigit()  # gcc -dumpfullversion, recorded when the image was built
     assert listed["go"]["available"] is False and listed["go"]["version"] is None

@@ -128,3 +128,16 @@ def test_the_image_records_the_helper_it_carries_and_if_missing_rebuilds_one_wit
         assert current_image(stale).id == client.images.get(settings.SANDBOX_IMAGE).id
     finally:
         client.images.remove(stale)
+
+
+def test_a_build_step_reports_its_output_line_by_line_and_fails_with_its_last_lines():
+    """What a background build shows while debootstrap runs (``image.build_offline``'s ``progress``)."""
+    from apps.sandboxing.image import _run_reporting_lines
+
+    heard = []
+    _run_reporting_lines(["sh", "-c", "echo I: Retrieving; echo I: Validating >&2"], heard.append, timeout=30, what="x")
+    assert heard == ["I: Retrieving", "I: Validating"]
+    with pytest.raises(RuntimeError, match=r"debootstrap failed \(3\): E: no such package"):
+        _run_reporting_lines(
+            ["sh", "-c", "echo E: no such package; exit 3"], heard.append, timeout=30, what="debootstrap"
+        )

@@ -18,6 +18,7 @@ class TaskSerializer(serializers.ModelSerializer):
             "version",
             "title",
             "prompt",
+            "prompts",
             "language",
             "entry_point",
             "timeout_s",
@@ -55,6 +56,9 @@ class TaskBodySerializer(serializers.Serializer):
     title = serializers.CharField()
     prompt = serializers.CharField(required=False, help_text="Markdown.")
     language = serializers.CharField(required=False, default="python")
+    prompts = serializers.DictField(
+        child=serializers.CharField(), required=False, help_text="The prompt in other languages (language: text)."
+    )
     entry_point = serializers.CharField(required=False)
     timeout_s = serializers.FloatField(required=False)
     memory_mb = serializers.IntegerField(required=False)
