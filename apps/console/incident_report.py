@@ -8,7 +8,6 @@ templates escape it, the Markdown puts it in fenced blocks.
 
 from __future__ import annotations
 
-from django.conf import settings
 from django.urls import reverse
 
 from apps.audit import services as audit
@@ -18,16 +17,14 @@ from apps.monitoring.safety import printable
 from apps.sessions.models import Session
 
 EXCERPT_BYTES = 4096
+AROUND_BEFORE_BYTES = 2048  # output before a rule fired kept in its excerpt
+AROUND_AFTER_BYTES = 1024  # and after it (until the stop took hold)
+AROUND_CHUNKS = 64
 AUDIT_ROWS = 200
 
 
 def report_path(incident_id: int) -> str:
     return reverse("console:incident", args=[incident_id])
-
-
-def report_url(incident_id: int) -> str:
-    """The absolute link alerts carry (``SITE_URL`` when set, else the path)."""
-    return f"{getattr(settings, 'SITE_URL', '').rstrip('/')}{report_path(incident_id)}"
 
 
 def build(incident: Incident) -> dict:
@@ -55,6 +52,7 @@ def build(incident: Incident) -> dict:
         "run": None,
         "samples": (incident.evidence or {}).get("samples", []),
         "output_excerpt": "",
+        "output_around": [],
     }
     if incident.evaluation_id:
         _add_evaluation(report, incident)
@@ -107,6 +105,7 @@ def _add_evaluation(report: dict, incident: Incident) -> None:
         samples = samples.filter(at__lte=evaluation.finished_at)
     report["samples"] = [sample.as_message() for sample in samples[:3600]]
     report["output_excerpt"] = _output_tail(evaluation)
+    report["output_around"] = [_output_around(evaluation, alert) for alert in incident.alerts.order_by("created_at")]
     if not report["artifacts"]:
         report["artifacts"] = [
             {"name": a.name, "size": a.size, "sha256": a.sha256} for a in evaluation.artifacts.defer("data")
@@ -124,6 +123,26 @@ def _output_tail(evaluation: Evaluation) -> str:
             break
     text = "".join(reversed(chunks))[-EXCERPT_BYTES:]
     return printable(text.replace("\n", "\x0b"), EXCERPT_BYTES).replace("\ufffd", "\n") if text else ""
+
+
+def _output_around(evaluation: Evaluation, alert) -> dict:
+    """The output written just before a rule fired and just after (until the stop took hold), by the
+    time each piece was stored: what surrounded the trigger, for rules on samples as for patterns."""
+    chunks = OutputChunk.objects.filter(evaluation=evaluation)
+    before = list(chunks.filter(created_at__lte=alert.created_at).order_by("-seq")[:AROUND_CHUNKS])
+    after = list(chunks.filter(created_at__gt=alert.created_at).order_by("seq")[:AROUND_CHUNKS])
+    return {
+        "rule": alert.rule_name,
+        "at": alert.created_at.isoformat(),
+        "before": _text(reversed(before))[-AROUND_BEFORE_BYTES:],
+        "after": _text(after)[:AROUND_AFTER_BYTES],
+    }
+
+
+def _text(chunks) -> str:
+    """Output chunks as evidence text (stream-tagged, control characters shown as U+FFFD, lines kept)."""
+    text = "".join(f"[{chunk.stream}] " + bytes(chunk.data).decode("utf-8", "replace") for chunk in chunks)
+    return printable(text.replace("\n", "\x0b"), len(text)).replace("\ufffd", "\n") if text else ""
 
 
 def _add_session(report: dict, incident: Incident) -> None:
@@ -176,6 +195,9 @@ def markdown(report: dict) -> str:
         lines.append(
             f"| {s['at']} | {s['cpu_percent']} | {s['memory_bytes'] / 2**20:.1f} | {s['pids']} | {_cell(procs)} |"
         )
+    for around in report.get("output_around", []):
+        lines += ["", f"## Output around rule {_cell(around['rule'])} ({around['at']})", "", "Before:", ""]
+        lines += ["```", _fence(around["before"]), "```", "", "After:", "", "```", _fence(around["after"]), "```"]
     lines += ["", "## Output before the stop", "", "```", _fence(report["output_excerpt"]), "```"]
     lines += ["", "## Artifacts", "", "| name | size | sha256 |", "|---|---|---|"]
     lines += [f"| {_cell(a['name'])} | {a['size']} | {a['sha256']} |" for a in report["artifacts"]]

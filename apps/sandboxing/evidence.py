@@ -171,5 +171,9 @@ def preserve(
         evidence.detail = f"evidence step failed: {type(exc).__name__}"
         return evidence, *artifacts
     finally:
-        sandbox.kill()
+        try:
+            sandbox.kill()
+        except Exception as exc:  # e.g. the engine's call timed out: the caller still removes the container
+            log.warning("kill of sandbox %s after its evidence: %s", sandbox.container_id[:12], exc)
+            evidence.detail = evidence.detail or f"the engine's kill failed: {type(exc).__name__}"
         evidence.total_ms = (time.monotonic() - started) * 1000

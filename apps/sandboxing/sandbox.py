@@ -65,6 +65,7 @@ COLLECT_RECORD_OVERHEAD = 13 + 1024  # type, header and the longest name of one 
 COLLECT_SLACK_BYTES = 64 * 1024
 # Under gVisor the processes of a stopped sandbox are SIGKILLed one ``runsc kill`` each, this many at once.
 STOPPED_KILL_WORKERS = 8
+STOPPED_KILL_WAIT_S = 2.0  # for the engine to see a sandbox killed through runsc stopped
 # Under runc, host signals to a sandbox's processes go round at most this often (a fork bomb refills).
 HOST_SIGNAL_ROUNDS = 20
 # How far the engine's clock may be off ours when its event log is searched.
@@ -563,8 +564,8 @@ class Sandbox:
         for stream in self.streams:
             stream.close()
         self.streams.clear()
-        if self.stopped_inside:
-            self._kill_stopped_sandbox()
+        if self.stopped_inside and self._kill_stopped_sandbox():
+            return
         try:
             self.api.kill(self.container_id)
         except docker.errors.NotFound:
@@ -573,13 +574,21 @@ class Sandbox:
             if exc.status_code != 409:  # 409: not running any more
                 log.warning("kill %s: %s", self.container_id[:12], exc)
 
-    def _kill_stopped_sandbox(self) -> None:
-        """A gVisor sandbox whose processes were stopped (``stop_inside``) does not stop on the engine's
-        kill while one of them stays stopped (measured: the kill's call timed out after 30 s): SIGKILL
-        every process inside through runsc first, or, when runsc would not, wake them for the kill."""
+    def _kill_stopped_sandbox(self) -> bool:
+        """Kill a gVisor sandbox whose processes were stopped (``stop_inside``) through runsc: wake every
+        process inside and SIGKILL them all (whatever is left of the program runs for the few
+        milliseconds between the two). True once the engine reports the container stopped.
+
+        The engine's kill is not used for it: with a stopped process inside (its idle main process at
+        least) it could hang until its call timed out (30 s, measured), and it could also when it
+        came while the container was stopping after runsc's kill."""
         root = self.runsc_root()
-        if root and not processes.runsc_kill(self.container_id, root, "KILL"):
-            processes.runsc_kill(self.container_id, root, "CONT")
+        if not root:
+            return False
+        processes.runsc_kill(self.container_id, root, "CONT")
+        if not processes.runsc_kill(self.container_id, root, "KILL"):
+            return False
+        return not self.stopped_state(STOPPED_KILL_WAIT_S).get("Running", True)
 
     def terminate_programs(self) -> None:
         """SIGTERM every process of the sandbox user but the idle main process (which ignores it)."""
