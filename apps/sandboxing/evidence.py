@@ -127,6 +127,10 @@ def preserve(
                 "the engine did not pause the sandbox (it refused, or not within the bound): "
                 "killed at once, nothing collected"
             )
+            state = sandbox.container_state()
+            if state and not state.get("Running"):
+                ran_out = " (out of memory as a whole)" if state.get("OOMKilled") else ""
+                evidence.detail = f"the sandbox had stopped{ran_out} before the stop took hold: nothing to collect"
             return evidence, *artifacts
         evidence.freeze_ms = round((time.monotonic() - started) * 1000, 1)
         evidence.processes = [p.as_dict() for p in sandbox.process_view()[:MAX_PROCESSES_KEPT]]

@@ -151,6 +151,8 @@ def test_the_report_renders_with_the_timeline_and_downloads_as_json_and_markdown
     around = report["output_around"]
     assert [a["rule"] for a in around] == ["memory"] and "wrote notes" in around[0]["before"]
     assert "Output around rule memory" in html
+    graphs = f'data-samples-api="/api/v1/evaluations/{evaluation.pk}/samples/"'  # what the graphs draw from
+    assert graphs in html and olivia_api.get(f"/api/v1/evaluations/{evaluation.pk}/samples/").json()["samples"]
     markdown = olivia_api.get(f"/api/v1/incidents/{incident.pk}/report/?as=md").content.decode()
     assert "## Timeline" in markdown and "notes.txt" in markdown and "## Output around rule memory" in markdown
     assert alice_api.get(f"/api/v1/incidents/{incident.pk}/report/").status_code == 403
