@@ -20,6 +20,7 @@ EXCERPT_BYTES = 4096
 AROUND_BEFORE_BYTES = 2048  # output before a rule fired kept in its excerpt
 AROUND_AFTER_BYTES = 1024  # and after it (until the stop took hold)
 AROUND_CHUNKS = 64
+SESSION_STEPS = 50  # a session's last steps in its report
 AUDIT_ROWS = 200
 
 
@@ -149,16 +150,51 @@ def _add_session(report: dict, incident: Incident) -> None:
     session = Session.objects.filter(pk=incident.session_id).select_related("owner").first()
     if session is None:
         return
+    steps = list(session.steps.order_by("-seq")[:SESSION_STEPS][::-1])
     report["run"] = {
         "kind": "session",
         "id": str(session.pk),
         "owner": session.owner.get_username(),
         "status": session.status,
         "reason": session.end_reason,
+        "language": session.language,
         "image": session.image,
-        "limits": {"memory_mb": session.memory_mb, "cpus": session.cpus},
+        "image_digest": session.image_digest,
+        "runtime": session.sandbox_runtime,
+        "limits": {
+            "memory_mb": session.memory_mb,
+            "cpus": session.cpus,
+            "idle_timeout_s": session.idle_timeout_s,
+            "max_lifetime_s": session.max_lifetime_s,
+        },
+        # What ran in it: the session's steps (its "code"), the last ones.
+        "code": "\n".join(_step_line(step) for step in steps),
         "started_at": session.created_at.isoformat(),
         "finished_at": session.ended_at.isoformat() if session.ended_at else None,
+    }
+    report["output_excerpt"] = _steps_text(steps)[-EXCERPT_BYTES:]
+    report["output_around"] = [_steps_around(steps, alert) for alert in incident.alerts.order_by("created_at")]
+
+
+def _step_line(step) -> str:
+    what = " ".join(str(part) for part in step.cmd) if step.cmd else f"{step.kind} {step.path}"
+    return printable(f"#{step.seq} {step.kind}: {what} (exit {step.returncode})", 500)
+
+
+def _steps_text(steps) -> str:
+    text = "".join(f"[#{step.seq} stdout] {step.stdout}[#{step.seq} stderr] {step.stderr}" for step in steps)
+    return printable(text.replace("\n", "\x0b"), len(text)).replace("\ufffd", "\n") if text else ""
+
+
+def _steps_around(steps, alert) -> dict:
+    """A session's output around a rule that fired: the steps begun before it, and those after."""
+    before = [step for step in steps if step.started_at <= alert.created_at]
+    after = [step for step in steps if step.started_at > alert.created_at]
+    return {
+        "rule": alert.rule_name,
+        "at": alert.created_at.isoformat(),
+        "before": _steps_text(before)[-AROUND_BEFORE_BYTES:],
+        "after": _steps_text(after)[:AROUND_AFTER_BYTES],
     }
 
 
@@ -175,7 +211,8 @@ def markdown(report: dict) -> str:
         "## Run",
         "",
     ]
-    for key in ("kind", "id", "owner", "status", "reason", "language", "code_sha256", "image_digest", "runtime"):
+    keys = ("kind", "id", "owner", "status", "reason", "language", "code_sha256", "image", "image_digest", "runtime")
+    for key in keys:
         if key in run:
             lines.append(f"- {key}: {run[key]}")
     if run.get("limits"):
