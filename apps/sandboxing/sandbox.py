@@ -238,7 +238,7 @@ class Sandbox:
         # the container can stop before the exec's end is recorded).
         self.exec_lost = False
         self.frozen = False
-        self.stopped_inside = False  # every process inside SIGSTOPped (``stop_inside``, gVisor)
+        self.stopped_inside = False  # the program's processes SIGSTOPped (``stop_inside``)
         self.collect_error = ""  # why the last artifact collection could not run, if it could not
         self._runsc_root: str | None = None
 
@@ -564,7 +564,7 @@ class Sandbox:
         for stream in self.streams:
             stream.close()
         self.streams.clear()
-        if self.stopped_inside and self._kill_stopped_sandbox():
+        if self.stopped_inside and is_gvisor(self.profile.engine_runtime) and self._kill_stopped_sandbox():
             return
         try:
             self.api.kill(self.container_id)
