@@ -46,6 +46,13 @@ SUMMARIES = {
     ("get", "/api/v1/me/"): "Who am I: user, role and quota",
     ("post", "/api/v1/me/webhook-secret/"): "Make a new webhook secret (returned once)",
     ("get", "/api/v1/metrics/"): "Prometheus metrics (operators)",
+    ("get", "/api/v1/runtimes/"): "List the runtimes a program can run in",
+    ("get", "/api/v1/incidents/"): "List safety incidents (operators: all; owners: their runs')",
+    ("get", "/api/v1/incidents/{id}/"): "Get a safety incident: status, severity, timeline",
+    ("patch", "/api/v1/incidents/{id}/"): "Change an incident's status, with a comment (operators)",
+    ("post", "/api/v1/incidents/{id}/release/"): "Release an incident's quarantine (operators)",
+    ("get", "/api/v1/incidents/{id}/report/"): "Download an incident's report as JSON or Markdown (operators)",
+    ("get", "/api/v1/incidents/{id}/files/"): "Download a file kept from a stopped session (operators, audited)",
 }
 
 NOT_FOUND = {

@@ -471,6 +471,11 @@ ALERT_WEBHOOK_URL = envstr("ALERT_WEBHOOK_URL", "")
 if ALERT_WEBHOOK_URL and not ALERT_WEBHOOK_URL.startswith(("http://", "https://")):
     raise ImproperlyConfigured("ALERT_WEBHOOK_URL must be an http:// or https:// URL.")
 ALERT_EMAILS = envlist("ALERT_EMAILS", [])
+# Where people reach this deployment (e.g. https://crucible.example.org): alerts link to an incident's
+# report with it; empty: they carry the report's path alone.
+SITE_URL = (envstr("SITE_URL", "") or "").rstrip("/")
+if SITE_URL and not SITE_URL.startswith(("http://", "https://")):
+    raise ImproperlyConfigured("SITE_URL must be an http:// or https:// URL.")
 ALERT_WEBHOOK_TIMEOUT_S = envfloat("ALERT_WEBHOOK_TIMEOUT_S", 5.0, minimum=0.5)
 ALERT_NOTIFY_RETRIES = envint("ALERT_NOTIFY_RETRIES", 3, minimum=0, maximum=10)
 ALERT_NOTIFY_RETRY_INTERVALS = [10, 60, 300]

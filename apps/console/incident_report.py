@@ -8,7 +8,6 @@ templates escape it, the Markdown puts it in fenced blocks.
 
 from __future__ import annotations
 
-from django.conf import settings
 from django.urls import reverse
 
 from apps.audit import services as audit
@@ -18,16 +17,15 @@ from apps.monitoring.safety import printable
 from apps.sessions.models import Session
 
 EXCERPT_BYTES = 4096
+AROUND_BEFORE_BYTES = 2048  # output before a rule fired kept in its excerpt
+AROUND_AFTER_BYTES = 1024  # and after it (until the stop took hold)
+AROUND_CHUNKS = 64
+SESSION_STEPS = 50  # a session's last steps in its report
 AUDIT_ROWS = 200
 
 
 def report_path(incident_id: int) -> str:
     return reverse("console:incident", args=[incident_id])
-
-
-def report_url(incident_id: int) -> str:
-    """The absolute link alerts carry (``SITE_URL`` when set, else the path)."""
-    return f"{getattr(settings, 'SITE_URL', '').rstrip('/')}{report_path(incident_id)}"
 
 
 def build(incident: Incident) -> dict:
@@ -55,6 +53,7 @@ def build(incident: Incident) -> dict:
         "run": None,
         "samples": (incident.evidence or {}).get("samples", []),
         "output_excerpt": "",
+        "output_around": [],
     }
     if incident.evaluation_id:
         _add_evaluation(report, incident)
@@ -107,6 +106,7 @@ def _add_evaluation(report: dict, incident: Incident) -> None:
         samples = samples.filter(at__lte=evaluation.finished_at)
     report["samples"] = [sample.as_message() for sample in samples[:3600]]
     report["output_excerpt"] = _output_tail(evaluation)
+    report["output_around"] = [_output_around(evaluation, alert) for alert in incident.alerts.order_by("created_at")]
     if not report["artifacts"]:
         report["artifacts"] = [
             {"name": a.name, "size": a.size, "sha256": a.sha256} for a in evaluation.artifacts.defer("data")
@@ -126,20 +126,75 @@ def _output_tail(evaluation: Evaluation) -> str:
     return printable(text.replace("\n", "\x0b"), EXCERPT_BYTES).replace("\ufffd", "\n") if text else ""
 
 
+def _output_around(evaluation: Evaluation, alert) -> dict:
+    """The output written just before a rule fired and just after (until the stop took hold), by the
+    time each piece was stored: what surrounded the trigger, for rules on samples as for patterns."""
+    chunks = OutputChunk.objects.filter(evaluation=evaluation)
+    before = list(chunks.filter(created_at__lte=alert.created_at).order_by("-seq")[:AROUND_CHUNKS])
+    after = list(chunks.filter(created_at__gt=alert.created_at).order_by("seq")[:AROUND_CHUNKS])
+    return {
+        "rule": alert.rule_name,
+        "at": alert.created_at.isoformat(),
+        "before": _text(reversed(before))[-AROUND_BEFORE_BYTES:],
+        "after": _text(after)[:AROUND_AFTER_BYTES],
+    }
+
+
+def _text(chunks) -> str:
+    """Output chunks as evidence text (stream-tagged, control characters shown as U+FFFD, lines kept)."""
+    text = "".join(f"[{chunk.stream}] " + bytes(chunk.data).decode("utf-8", "replace") for chunk in chunks)
+    return printable(text.replace("\n", "\x0b"), len(text)).replace("\ufffd", "\n") if text else ""
+
+
 def _add_session(report: dict, incident: Incident) -> None:
     session = Session.objects.filter(pk=incident.session_id).select_related("owner").first()
     if session is None:
         return
+    steps = list(session.steps.order_by("-seq")[:SESSION_STEPS][::-1])
     report["run"] = {
         "kind": "session",
         "id": str(session.pk),
         "owner": session.owner.get_username(),
         "status": session.status,
         "reason": session.end_reason,
+        "language": session.language,
         "image": session.image,
-        "limits": {"memory_mb": session.memory_mb, "cpus": session.cpus},
+        "image_digest": session.image_digest,
+        "runtime": session.sandbox_runtime,
+        "limits": {
+            "memory_mb": session.memory_mb,
+            "cpus": session.cpus,
+            "idle_timeout_s": session.idle_timeout_s,
+            "max_lifetime_s": session.max_lifetime_s,
+        },
+        # What ran in it: the session's steps (its "code"), the last ones.
+        "code": "\n".join(_step_line(step) for step in steps),
         "started_at": session.created_at.isoformat(),
         "finished_at": session.ended_at.isoformat() if session.ended_at else None,
+    }
+    report["output_excerpt"] = _steps_text(steps)[-EXCERPT_BYTES:]
+    report["output_around"] = [_steps_around(steps, alert) for alert in incident.alerts.order_by("created_at")]
+
+
+def _step_line(step) -> str:
+    what = " ".join(str(part) for part in step.cmd) if step.cmd else f"{step.kind} {step.path}"
+    return printable(f"#{step.seq} {step.kind}: {what} (exit {step.returncode})", 500)
+
+
+def _steps_text(steps) -> str:
+    text = "".join(f"[#{step.seq} stdout] {step.stdout}[#{step.seq} stderr] {step.stderr}" for step in steps)
+    return printable(text.replace("\n", "\x0b"), len(text)).replace("\ufffd", "\n") if text else ""
+
+
+def _steps_around(steps, alert) -> dict:
+    """A session's output around a rule that fired: the steps begun before it, and those after."""
+    before = [step for step in steps if step.started_at <= alert.created_at]
+    after = [step for step in steps if step.started_at > alert.created_at]
+    return {
+        "rule": alert.rule_name,
+        "at": alert.created_at.isoformat(),
+        "before": _steps_text(before)[-AROUND_BEFORE_BYTES:],
+        "after": _steps_text(after)[:AROUND_AFTER_BYTES],
     }
 
 
@@ -156,7 +211,8 @@ def markdown(report: dict) -> str:
         "## Run",
         "",
     ]
-    for key in ("kind", "id", "owner", "status", "reason", "language", "code_sha256", "image_digest", "runtime"):
+    keys = ("kind", "id", "owner", "status", "reason", "language", "code_sha256", "image", "image_digest", "runtime")
+    for key in keys:
         if key in run:
             lines.append(f"- {key}: {run[key]}")
     if run.get("limits"):
@@ -176,6 +232,9 @@ def markdown(report: dict) -> str:
         lines.append(
             f"| {s['at']} | {s['cpu_percent']} | {s['memory_bytes'] / 2**20:.1f} | {s['pids']} | {_cell(procs)} |"
         )
+    for around in report.get("output_around", []):
+        lines += ["", f"## Output around rule {_cell(around['rule'])} ({around['at']})", "", "Before:", ""]
+        lines += ["```", _fence(around["before"]), "```", "", "After:", "", "```", _fence(around["after"]), "```"]
     lines += ["", "## Output before the stop", "", "```", _fence(report["output_excerpt"]), "```"]
     lines += ["", "## Artifacts", "", "| name | size | sha256 |", "|---|---|---|"]
     lines += [f"| {_cell(a['name'])} | {a['size']} | {a['sha256']} |" for a in report["artifacts"]]

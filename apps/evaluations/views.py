@@ -31,6 +31,7 @@ from apps.evaluations.forms import EXAMPLES, EvaluationForm
 from apps.evaluations.listing import parse_filters
 from apps.evaluations.models import AmbiguousId, Evaluation, Priority, Status
 from apps.evaluations.validation import SubmissionInvalid, SubmissionTooLarge
+from apps.monitoring import incidents
 
 PAGE_SIZE = 25
 
@@ -251,8 +252,17 @@ def _progress_context(evaluation: Evaluation) -> dict:
     }
 
 
+def _incident_context(request, evaluation: Evaluation) -> dict:
+    """The run's safety incident as its owner may see it (that it exists, its status, the quarantine),
+    with the report's page for operators."""
+    incident = incidents.owner_view(incidents.for_run(evaluation_id=evaluation.pk))
+    report = reverse("console:incident", args=[incident["id"]]) if incident and is_operator(request.user) else ""
+    return {"incident": incident, "incident_report": report}
+
+
 def _detail_context(request, evaluation: Evaluation) -> dict:
     return {
+        **_incident_context(request, evaluation),
         **_progress_context(evaluation),
         "evaluation": evaluation,
         # A sample of a batch: its verdict per test; ``detail`` only for those who may see the task's tests.

@@ -35,6 +35,10 @@ SESSION_QUARANTINE_MESSAGE = (
 )
 
 
+# How the runner froze a sandbox (``sandboxing.outcomes.Evidence.frozen_by``), for the timeline.
+FROZEN_BY = {"pause": "the engine's pause", "sigstop": "SIGSTOP to every process inside"}
+
+
 def actor_name(actor) -> str:
     """A user's name, or what acted when no user did (a rule, the kill switch, the system)."""
     if actor is None:
@@ -171,7 +175,8 @@ def record_evidence(*, evaluation_id=None, session_id=None, evidence: dict, arti
         add_event(
             incident,
             EventKind.CONTAINER_FROZEN,
-            f"sandbox frozen {evidence.get('freeze_ms')} ms after the stop was obeyed; "
+            f"sandbox frozen ({FROZEN_BY.get(evidence.get('frozen_by'), 'the engine')}) "
+            f"{evidence.get('freeze_ms')} ms after the stop was obeyed; "
             f"{len(evidence.get('processes') or [])} processes seen",
             actor="runner",
         )
@@ -283,6 +288,7 @@ def owner_view(incident: Incident | None) -> dict | None:
     return {
         "id": incident.pk,
         "status": incident.status,
+        "status_label": incident.get_status_display().lower(),
         "severity": incident.severity,
         "opened_at": incident.opened_at.isoformat(),
         "quarantined": incident.quarantined,

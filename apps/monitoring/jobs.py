@@ -20,11 +20,13 @@ def _alert(alert_id: int) -> Alert | None:
 
 
 def incident_link(alert: Alert) -> dict | None:
-    """The incident the alert belongs to and its report's page (the operators' console), if any."""
+    """The incident the alert belongs to and its report's page (the operators' console; an absolute
+    link with ``SITE_URL``), if any."""
     incident = alert.incidents.order_by("pk").first()
     if incident is None:
         return None
-    return {"id": incident.pk, "status": incident.status, "report": reverse("console:incident", args=[incident.pk])}
+    report = f"{settings.SITE_URL}{reverse('console:incident', args=[incident.pk])}"
+    return {"id": incident.pk, "status": incident.status, "report": report}
 
 
 def send_alert_webhook(alert_id: int) -> str:

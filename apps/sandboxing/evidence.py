@@ -3,19 +3,24 @@
 A plain stop SIGKILLs the container, and with it go /output (a tmpfs) and the processes. For a
 safety rule or an emergency stop (``Command.STOP_KEEPING_EVIDENCE``) the runner instead:
 
-1. freezes the sandbox (the engine's pause; bounded by ``FREEZE_WAIT_S``, else it kills at once):
-   from here on the program makes no progress, so the stop is not delayed by what follows;
+1. freezes the sandbox: from here on the program makes no progress, so the stop is not delayed by
+   what follows. Under gVisor (with its runsc on this host) every process inside is SIGSTOPped
+   (``runsc kill --all STOP``); else the engine's pause (bounded by ``FREEZE_WAIT_S``; a freeze that
+   fails kills at once);
 2. reads the process view while frozen (what ran at the stop);
-3. under runc, SIGKILLs the program's processes while they are frozen (a fork bomb that filled the
-   pids limit leaves no room for an exec), thaws, and clears what is left with the reaper;
-   under gVisor (``runsc kill`` refuses a paused sandbox) it thaws and clears with the reaper;
-4. collects /output through the usual collector, with the usual caps (hostile input, parsed as such);
-   when the reaper could not start (a fork bomb under gVisor holds every process slot of the
-   sandbox user), the collector runs as ``nobody`` beside the program's processes;
-5. kills the container. The whole step is bounded by ``SANDBOX_EVIDENCE_DEADLINE_S``; a freeze or
-   thaw that fails kills at once and says so in ``Evidence.detail``. After the thaw the program
-   could run again until it is cleared: the reaper gets ``CLEAR_WAIT_S`` and a collection beside
-   processes that could not be cleared ``BESIDE_COLLECT_S``, so it never runs more than about 5 s.
+3. SIGKILLs the program's processes while they make no progress: under runc host signals to the
+   frozen processes, then the thaw; under gVisor ``runsc kill`` to each stopped process (runsc
+   refuses a paused sandbox, which is why gVisor is stopped by signal, not paused: a fork bomb holds
+   every process slot of the sandbox user, so nothing of that user could start to clear it, and
+   once thawed it would run again and, within seconds, take the sandbox down). The reaper then
+   clears whatever is left and proves there is room for the collector;
+4. collects /output through the usual collector, as the sandbox user, with the usual caps (hostile
+   input, parsed as such). When the reaper could not start (a sandbox paused rather than stopped),
+   the collector runs as ``nobody`` beside the program's processes;
+5. kills the container. The whole step is bounded by ``SANDBOX_EVIDENCE_DEADLINE_S``; a thaw that
+   fails kills at once and says so in ``Evidence.detail``. Where the program could run again (a
+   paused sandbox after its thaw), the reaper gets ``CLEAR_WAIT_S`` and a collection beside processes
+   that could not be cleared ``BESIDE_COLLECT_S``, so it never runs more than about 5 s.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import time
 
 from django.conf import settings
 
+from apps.sandboxing.engine_runtime import is_gvisor
 from apps.sandboxing.outcomes import Evidence
 from apps.sandboxing.policy import OUTPUT_DIR, SANDBOX_USER
 from apps.sandboxing.sandbox import Sandbox
@@ -71,6 +77,39 @@ def freeze_bounded(sandbox: Sandbox, wait_s: float = FREEZE_WAIT_S) -> bool:
     return done.wait(wait_s) and bool(answer and answer[0])
 
 
+def freeze(sandbox: Sandbox, evidence: Evidence) -> None:
+    """Make the program stop making progress, the best way this host allows; sets ``evidence.frozen``.
+
+    Under gVisor (with its runsc on this host) every process inside is SIGSTOPped first
+    (``Sandbox.stop_inside``): they can then be SIGKILLed while stopped, which a paused gVisor sandbox
+    refuses. Else the engine's pause, waited for at most ``FREEZE_WAIT_S``; under runc, when the
+    pause fails (its freezer can, under a fork bomb), the processes are SIGSTOPped from the host."""
+    gvisor = is_gvisor(sandbox.profile.engine_runtime)
+    if gvisor and sandbox.can_stop_inside() and stop_bounded(sandbox):
+        evidence.frozen, evidence.frozen_by = True, "sigstop"
+    elif freeze_bounded(sandbox):
+        evidence.frozen, evidence.frozen_by = True, "pause"
+    elif not gvisor and not sandbox.frozen and sandbox.can_stop_inside() and stop_bounded(sandbox):
+        evidence.frozen, evidence.frozen_by = True, "sigstop"
+
+
+def stop_bounded(sandbox: Sandbox) -> bool:
+    """``sandbox.stop_inside()``, waited for at most ``FREEZE_WAIT_S``."""
+    finished, stopped = bounded(sandbox.stop_inside, FREEZE_WAIT_S)
+    return finished and stopped is True
+
+
+def clear_frozen(sandbox: Sandbox, evidence: Evidence, deadline: float) -> bool:
+    """SIGKILL the program's processes while they make no progress (runc: host signals to the frozen
+    processes; gVisor: ``runsc kill`` to the stopped ones), then thaw a paused sandbox. False when the
+    engine would not thaw it (nothing can be collected then)."""
+    if evidence.frozen_by == "sigstop":
+        sandbox.kill_stopped_programs(min(deadline, time.monotonic() + CLEAR_WAIT_S))
+        return True
+    sandbox.kill_frozen_programs()
+    return sandbox.thaw()
+
+
 def preserve(
     sandbox: Sandbox, *, collect: bool, started: float | None = None, directory: str = OUTPUT_DIR
 ) -> tuple[Evidence, list[ParsedArtifact], bool, int]:
@@ -82,17 +121,20 @@ def preserve(
     evidence = Evidence()
     artifacts: tuple[list[ParsedArtifact], bool, int] = ([], False, 0)
     try:
-        evidence.frozen = freeze_bounded(sandbox)
+        freeze(sandbox, evidence)
         if not evidence.frozen:
             evidence.detail = (
                 "the engine did not pause the sandbox (it refused, or not within the bound): "
                 "killed at once, nothing collected"
             )
+            state = sandbox.container_state()
+            if state and not state.get("Running"):
+                ran_out = " (out of memory as a whole)" if state.get("OOMKilled") else ""
+                evidence.detail = f"the sandbox had stopped{ran_out} before the stop took hold: nothing to collect"
             return evidence, *artifacts
         evidence.freeze_ms = round((time.monotonic() - started) * 1000, 1)
         evidence.processes = [p.as_dict() for p in sandbox.process_view()[:MAX_PROCESSES_KEPT]]
-        sandbox.kill_frozen_programs()
-        if not sandbox.thaw():
+        if not clear_frozen(sandbox, evidence, deadline):
             evidence.detail = "the engine did not unpause the sandbox: killed, nothing collected"
             return evidence, *artifacts
         user, wait = SANDBOX_USER, deadline - time.monotonic()
@@ -104,18 +146,18 @@ def preserve(
             evidence.programs_killed = True
         else:
             exc = failure
-            # E.g. a fork bomb under gVisor: its processes hold every slot the sandbox user has, so
-            # nothing of that user can start. The collector runs beside them as another, unprivileged
-            # user (it reads hostile directories by design); files only the sandbox user may read are
-            # then missing, and the evidence says so.
+            # E.g. a fork bomb whose processes hold every slot the sandbox user has (paused, not
+            # stopped: gVisor without its runsc here), so nothing of that user can start. The collector
+            # runs beside them as another, unprivileged user (it reads hostile directories by design);
+            # files only the sandbox user may read are then missing, and the evidence says so.
             user = FALLBACK_COLLECTOR_USER
             evidence.detail = (
                 f"the program's processes could not be cleared ({exc}); the files were collected beside "
                 f"them as user {FALLBACK_COLLECTOR_USER} (files only the sandbox user may read are missing)"
             )
         left = deadline - time.monotonic()
-        if not evidence.programs_killed:
-            left = min(left, BESIDE_COLLECT_S)
+        if not evidence.programs_killed and evidence.frozen_by != "sigstop":
+            left = min(left, BESIDE_COLLECT_S)  # they run again beside the collector: not for long
         if collect and left > 0:
             sandbox.collect_error = ""
             artifacts = sandbox.collect_artifacts(left, directory, user)
@@ -133,5 +175,9 @@ def preserve(
         evidence.detail = f"evidence step failed: {type(exc).__name__}"
         return evidence, *artifacts
     finally:
-        sandbox.kill()
+        try:
+            sandbox.kill()
+        except Exception as exc:  # e.g. the engine's call timed out: the caller still removes the container
+            log.warning("kill of sandbox %s after its evidence: %s", sandbox.container_id[:12], exc)
+            evidence.detail = evidence.detail or f"the engine's kill failed: {type(exc).__name__}"
         evidence.total_ms = (time.monotonic() - started) * 1000

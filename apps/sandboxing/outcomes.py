@@ -87,6 +87,7 @@ class Evidence:
     (the container is then killed and removed)."""
 
     frozen: bool = False
+    frozen_by: str = ""  # "pause" (the engine's) or "sigstop" (gVisor: every process inside stopped by runsc)
     freeze_ms: float | None = None
     programs_killed: bool = False
     collected: bool = False
@@ -97,6 +98,7 @@ class Evidence:
     def as_dict(self) -> dict:
         return {
             "frozen": self.frozen,
+            "frozen_by": self.frozen_by,
             "freeze_ms": self.freeze_ms,
             "programs_killed": self.programs_killed,
             "collected": self.collected,

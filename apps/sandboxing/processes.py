@@ -105,6 +105,48 @@ def runsc_view(container_id: str, root: str) -> list[Process]:
     return found
 
 
+def deepest_first(view: list[Process], keep: set[int]) -> list[list[int]]:
+    """The pids of ``view`` but ``keep``, in levels by their depth in the process tree, the deepest
+    level first (no process is in a level before one of its descendants)."""
+    parent = {p.pid: p.ppid for p in view}
+
+    def depth(pid: int) -> int:
+        seen, level = set(), 0
+        while pid in parent and pid not in seen:
+            seen.add(pid)
+            pid, level = parent[pid], level + 1
+        return level
+
+    levels: dict[int, list[int]] = {}
+    for process in view:
+        if process.pid not in keep:
+            levels.setdefault(depth(process.pid), []).append(process.pid)
+    return [levels[level] for level in sorted(levels, reverse=True)]
+
+
+def runsc_kill(container_id: str, root: str, signal_name: str, *, pid: int | None = None) -> bool:
+    """``runsc --root ROOT kill`` one process (``pid``, a pid inside the sandbox) or, without ``pid``,
+    every process of the container (``--all``). True when runsc did it.
+
+    runsc refuses a paused sandbox; a stopped (SIGSTOP) one takes signals as usual."""
+    runsc = shutil.which("runsc")
+    if runsc is None:
+        return False
+    target = ["--all"] if pid is None else [f"--pid={int(pid)}"]
+    try:
+        done = subprocess.run(
+            [runsc, f"--root={root}", "kill", *target, container_id, signal_name],
+            capture_output=True,
+            timeout=RUNSC_TIMEOUT_S,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    if done.returncode != 0:
+        log.info("runsc kill %s %s: %s", target[0], signal_name, done.stderr[-200:].decode("utf-8", "replace"))
+    return done.returncode == 0
+
+
 def local_engine() -> bool:
     """The view needs the engine's host: a unix socket engine, and this process able to read /proc."""
     return settings.DOCKER_HOST.startswith("unix://") and os.path.isdir("/proc")

@@ -23,6 +23,7 @@ import select
 import signal
 import socket
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
 import docker.errors
@@ -61,8 +62,25 @@ COLLECT_DEADLINE_S = 15.0
 COLLECT_READ_WAIT_S = 0.5
 COLLECT_RECORD_OVERHEAD = 13 + 1024  # type, header and the longest name of one record
 COLLECT_SLACK_BYTES = 64 * 1024
+# Under gVisor the processes of a stopped sandbox are SIGKILLed one ``runsc kill`` each, this many at once.
+STOPPED_KILL_WORKERS = 8
+STOPPED_KILL_WAIT_S = 2.0  # for the engine to see a sandbox killed through runsc stopped
+# Under runc, host signals to a sandbox's processes go round at most this often (a fork bomb refills).
+HOST_SIGNAL_ROUNDS = 20
 # How far the engine's clock may be off ours when its event log is searched.
 EVENT_CLOCK_SLACK_S = 1
+
+
+def _signal_all(pids: list[int], signum: int) -> int:
+    """Send ``signum`` to each host pid; how many took it (the others were gone meanwhile)."""
+    sent = 0
+    for pid in pids:
+        try:
+            os.kill(pid, signum)
+            sent += 1
+        except (ProcessLookupError, PermissionError):
+            continue
+    return sent
 
 
 class SandboxSetupError(Exception):
@@ -219,6 +237,7 @@ class Sandbox:
         # the container can stop before the exec's end is recorded).
         self.exec_lost = False
         self.frozen = False
+        self.stopped_inside = False  # the program's processes SIGSTOPped (``stop_inside``)
         self.collect_error = ""  # why the last artifact collection could not run, if it could not
         self._runsc_root: str | None = None
 
@@ -390,11 +409,99 @@ class Sandbox:
         if self.killed or not processes.local_engine():
             return []
         if is_gvisor(self.profile.engine_runtime):
-            if self._runsc_root is None:
-                self._runsc_root = processes.runsc_root(self.container_id) or ""
-            return processes.runsc_view(self.container_id, self._runsc_root) if self._runsc_root else []
+            root = self.runsc_root()
+            return processes.runsc_view(self.container_id, root) if root else []
         procs = self.cgroup.procs_file()
         return processes.runc_view(procs) if procs is not None else []
+
+    def runsc_root(self) -> str:
+        """Under gVisor, the runsc root the engine runs this sandbox with ("" when not found from here)."""
+        if self._runsc_root is None:
+            found = processes.runsc_root(self.container_id) if processes.local_engine() else None
+            self._runsc_root = found or ""
+        return self._runsc_root
+
+    def can_stop_inside(self) -> bool:
+        """Can every process inside be stopped by signal from here: under gVisor with its runsc on this
+        host, under runc with the container's pids cgroup visible here."""
+        if self.killed:
+            return False
+        if is_gvisor(self.profile.engine_runtime):
+            return bool(self.runsc_root())
+        return processes.local_engine() and self.cgroup.procs_file() is not None
+
+    def stop_inside(self) -> bool:
+        """SIGSTOP every process of the program (a process cannot ignore it): another way to freeze the
+        sandbox, which unlike the engine's pause leaves it able to take signals. False when it could not.
+
+        Under gVisor ``runsc kill --all`` (twice, for a child forked while the first went round; runsc
+        refuses to signal a paused sandbox), then SIGCONT to its init alone, so that it reaps what is
+        killed next. Under runc host signals to the container's processes, round after round until no
+        new one appears (the engine's pause, the cgroup freezer, can fail under a fork bomb: "unable to
+        freeze")."""
+        if is_gvisor(self.profile.engine_runtime):
+            root = self.runsc_root()
+            if not root or not processes.runsc_kill(self.container_id, root, "STOP"):
+                return False
+            self.stopped_inside = True
+            processes.runsc_kill(self.container_id, root, "STOP")
+            self.read_counters()
+            processes.runsc_kill(self.container_id, root, "CONT", pid=1)
+            return True
+        keep, seen = self._runc_keep(), set()
+        if not keep:
+            return False
+        for _ in range(HOST_SIGNAL_ROUNDS):
+            fresh = [p.pid for p in self._runc_view() if p.pid not in keep and p.pid not in seen]
+            if not fresh:
+                break
+            seen.update(fresh)
+            _signal_all(fresh, signal.SIGSTOP)
+        self.read_counters()
+        self.stopped_inside = True
+        return True
+
+    def kill_stopped_programs(self, deadline: float) -> int:
+        """Once ``stop_inside`` has stopped them: SIGKILL every process inside but its init and the idle
+        main process, until ``deadline`` (monotonic); they cannot fork meanwhile. The deepest first: a
+        parent killed before its stopped children would orphan their process group, which POSIX wakes
+        with SIGHUP and SIGCONT (a program that ignores SIGHUP would run again). Under gVisor one
+        ``runsc kill --pid`` per process, a few at a time. Returns how many were signalled."""
+        if not self.stopped_inside:
+            return 0
+        if not is_gvisor(self.profile.engine_runtime):
+            keep, signalled = self._runc_keep(), 0
+            for _ in range(HOST_SIGNAL_ROUNDS):
+                view = [p for p in self._runc_view() if p.pid not in keep]
+                if not view or time.monotonic() >= deadline:
+                    break
+                for level in processes.deepest_first(view, keep):
+                    signalled += _signal_all(level, signal.SIGKILL)
+            return signalled
+        root, view = self.runsc_root(), self.process_view()
+        keep = {1} | {p.pid for p in view if p.ppid == 1 and p.name == "sleep"}
+        signalled = 0
+        with ThreadPoolExecutor(STOPPED_KILL_WORKERS, thread_name_prefix="sandbox-kill") as pool:
+            for level in processes.deepest_first(view, keep):
+
+                def kill_one(pid: int) -> bool:
+                    return time.monotonic() < deadline and processes.runsc_kill(
+                        self.container_id, root, "KILL", pid=pid
+                    )
+
+                signalled += sum(pool.map(kill_one, level))
+        return signalled
+
+    def _runc_view(self) -> list[processes.Process]:
+        procs = self.cgroup.procs_file()
+        return processes.runc_view(procs) if procs is not None else []
+
+    def _runc_keep(self) -> set[int]:
+        """Under runc, the host pids of the container's init and its idle main process (empty: unknown)."""
+        init = self.container_state().get("Pid") or 0
+        if not init:
+            return set()
+        return {init} | {p.pid for p in self._runc_view() if p.ppid == init and p.name == "sleep"}
 
     def freeze(self) -> bool:
         """Pause every process in the sandbox (the engine's pause: the cgroup freezer under runc, runsc's
@@ -456,6 +563,8 @@ class Sandbox:
         for stream in self.streams:
             stream.close()
         self.streams.clear()
+        if self.stopped_inside and is_gvisor(self.profile.engine_runtime) and self._kill_stopped_sandbox():
+            return
         try:
             self.api.kill(self.container_id)
         except docker.errors.NotFound:
@@ -463,6 +572,22 @@ class Sandbox:
         except docker.errors.APIError as exc:
             if exc.status_code != 409:  # 409: not running any more
                 log.warning("kill %s: %s", self.container_id[:12], exc)
+
+    def _kill_stopped_sandbox(self) -> bool:
+        """Kill a gVisor sandbox whose processes were stopped (``stop_inside``) through runsc: wake every
+        process inside and SIGKILL them all (whatever is left of the program runs for the few
+        milliseconds between the two). True once the engine reports the container stopped.
+
+        The engine's kill is not used for it: with a stopped process inside (its idle main process at
+        least) it could hang until its call timed out (30 s, measured), and it could also when it
+        came while the container was stopping after runsc's kill."""
+        root = self.runsc_root()
+        if not root:
+            return False
+        processes.runsc_kill(self.container_id, root, "CONT")
+        if not processes.runsc_kill(self.container_id, root, "KILL"):
+            return False
+        return not self.stopped_state(STOPPED_KILL_WAIT_S).get("Running", True)
 
     def terminate_programs(self) -> None:
         """SIGTERM every process of the sandbox user but the idle main process (which ignores it)."""
@@ -542,6 +667,8 @@ class Sandbox:
                 self.close_exec(stream)
         if not (parser.done or parser.failed or self.collect_error):
             self.collect_error = "the collector did not finish (its deadline, or the sandbox stopped)"
+        elif parser.failed and not self.collect_error:
+            self.collect_error = "the collector's output was not understood (it could not start, or was cut)"
         parser.finish()
         return parser.artifacts, parser.truncated, parser.skipped_names
 

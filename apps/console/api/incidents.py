@@ -110,7 +110,7 @@ class IncidentReleaseView(APIView):
 
 
 class IncidentReportView(APIView):
-    """The report as JSON (default) or Markdown (``?format=md``), as a download; operators only."""
+    """The report as JSON (default) or Markdown (``?as=md``), as a download; operators only."""
 
     @extend_schema(
         parameters=[OpenApiParameter("as", str, description="md: the Markdown document (default: JSON)")],

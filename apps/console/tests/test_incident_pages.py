@@ -10,6 +10,7 @@ from apps.evaluations.tests.factories import make_evaluation
 from apps.monitoring import incidents
 from apps.monitoring.models import Incident, IncidentStatus
 from apps.sessions.models import Status as SessionStatus
+from apps.sessions.models import Step, StepKind
 from apps.sessions.tests.factories import make_session
 
 pytestmark = pytest.mark.django_db
@@ -32,6 +33,20 @@ def test_olivia_reads_the_report_page_of_a_sessions_incident(alice, olivia, clie
     html = client.get(f"/monitoring/incidents/{incident.pk}/").content.decode()
     assert "emergency stop by olivia" in html and "container_frozen" in html and "ab" * 32 in html
     assert f"/monitoring/incidents/{incident.pk}/" in client.get("/monitoring/incidents/").content.decode()
+
+
+def test_a_sessions_report_holds_what_ran_in_it_and_its_output(alice, olivia, olivia_api):
+    session = make_session(alice, status=SessionStatus.ENDED)
+    Step.objects.create(
+        session=session, seq=1, kind=StepKind.EXEC, cmd=["python3", "probe.py"], stdout="probing\n", returncode=0
+    )
+    incident = incidents.open_for_emergency_stop(session_id=session.pk, owner_id=alice.pk, actor=olivia)
+    report = olivia_api.get(f"/api/v1/incidents/{incident.pk}/report/").json()
+    assert report["run"]["kind"] == "session" and report["run"]["runtime"] == session.sandbox_runtime
+    assert "#1 exec: python3 probe.py (exit 0)" in report["run"]["code"]
+    assert "probing" in report["output_excerpt"]
+    markdown = olivia_api.get(f"/api/v1/incidents/{incident.pk}/report/?as=md").content.decode()
+    assert "python3 probe.py" in markdown and "probing" in markdown
 
 
 def test_alice_lists_only_the_incidents_of_her_runs_and_bob_sees_none_of_them(alice, bob, alice_api, bob_api):

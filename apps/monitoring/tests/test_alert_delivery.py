@@ -118,11 +118,13 @@ def test_the_webhook_and_the_email_of_a_stop_rule_link_its_incidents_report(
         name="metadata", kind="output_pattern", pattern=r"169\.254\.169\.254", severity="critical", action="stop"
     )
     settings.ALERT_EMAILS = ["ops@example.com"]
+    settings.SITE_URL = "https://crucible.example.org"
     with Receiver() as receiver:
         settings.ALERT_WEBHOOK_URL = receiver.url
         evaluation = run_and_wait(alice_api, code="import time\nprint('169.254.169.254', flush=True)\ntime.sleep(30)")
         work_off_queues()
     incident = Incident.objects.get(evaluation_id=evaluation.pk)
     link = receiver.received[0]["incident"]
-    assert link == {"id": incident.pk, "status": "open", "report": f"/monitoring/incidents/{incident.pk}/"}
-    assert f"/monitoring/incidents/{incident.pk}/" in mail.outbox[0].body
+    report = f"https://crucible.example.org/monitoring/incidents/{incident.pk}/"
+    assert link == {"id": incident.pk, "status": "open", "report": report}
+    assert f"report at {report}" in mail.outbox[0].body
