@@ -479,7 +479,7 @@ class Sandbox:
                     signalled += _signal_all(level, signal.SIGKILL)
             return signalled
         root, view = self.runsc_root(), self.process_view()
-        keep = {1} | {p.pid for p in view if p.ppid == 1 and p.name == "sleep"}
+        keep = {1} | {p.pid for p in view if p.ppid == 1 and p.name == helper.PROCESS_NAME}
         signalled = 0
         with ThreadPoolExecutor(STOPPED_KILL_WORKERS, thread_name_prefix="sandbox-kill") as pool:
             for level in processes.deepest_first(view, keep):
@@ -501,7 +501,7 @@ class Sandbox:
         init = self.container_state().get("Pid") or 0
         if not init:
             return set()
-        return {init} | {p.pid for p in self._runc_view() if p.ppid == init and p.name == "sleep"}
+        return {init} | {p.pid for p in self._runc_view() if p.ppid == init and p.name == helper.PROCESS_NAME}
 
     def freeze(self) -> bool:
         """Pause every process in the sandbox (the engine's pause: the cgroup freezer under runc, runsc's

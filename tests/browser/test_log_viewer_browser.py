@@ -352,7 +352,7 @@ def test_a_running_run_shows_elapsed_time_output_and_peak_memory_while_it_runs(a
     )
     expect(page.locator("#run-progress")).to_be_visible(timeout=30_000)
     expect(page.locator("#run-output")).not_to_have_text(re.compile(r"^0\xa0bytes$"), timeout=15_000)
-    expect(page.locator("#run-peak")).to_have_text(re.compile(r"MB"), timeout=15_000)
+    expect(page.locator("#run-peak")).to_have_text(re.compile(r"MiB"), timeout=15_000)
     expect(page.locator("#run-elapsed")).not_to_have_text("0", timeout=10_000)
     expect(page.locator('#summary [data-field="output"]')).to_contain_text("so far")
     assert orm(lambda: Evaluation.objects.get(pk=evaluation_id).status) == Status.RUNNING

@@ -1,6 +1,7 @@
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from apps.evaluations import progress as run_progress
 from apps.evaluations.callbacks.targets import MAX_URL_LENGTH
 from apps.evaluations.models import (
     Artifact,
@@ -126,11 +127,9 @@ class EvaluationDetailSerializer(EvaluationSerializer):
 
 
 class EvaluationProgressSerializer(EvaluationDetailSerializer):
-    """The detail as GET /evaluations/{id}/ returns it: with ``progress`` while the run is unfinished."""
+    """The detail as GET /evaluations/{id}/ returns it (and a callback posts it): with ``progress`` while unfinished."""
 
-    progress = serializers.DictField(
-        read_only=True,
-        allow_null=True,
+    progress = serializers.SerializerMethodField(
         help_text='queued: {"kind": "queued", "position", "queued_total", "running", "estimated_wait_s", '
         '"typical_run_s"}; running: {"kind": "running", "elapsed_s", "timeout_s", "output_bytes", '
         '"peak_memory_bytes", "memory_limit_bytes"}; null once it ended.',
@@ -139,6 +138,10 @@ class EvaluationProgressSerializer(EvaluationDetailSerializer):
     class Meta(EvaluationDetailSerializer.Meta):
         fields = [*EvaluationDetailSerializer.Meta.fields, "progress"]
         read_only_fields = fields
+
+    @extend_schema_field(serializers.DictField(allow_null=True))
+    def get_progress(self, evaluation: Evaluation) -> dict | None:
+        return run_progress.as_payload(run_progress.progress_of(evaluation))
 
 
 class SubmissionSerializer(serializers.Serializer):

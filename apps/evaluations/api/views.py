@@ -17,7 +17,7 @@ from rest_framework.views import APIView
 
 from apps.accounts.permissions import IsOperator
 from apps.accounts.roles import is_operator
-from apps.evaluations import artifact_files, builds, progress, runtimes, services
+from apps.evaluations import artifact_files, builds, runtimes, services
 from apps.evaluations.api.serializers import (
     ArtifactSerializer,
     CallbackDeliverySerializer,
@@ -143,9 +143,7 @@ class EvaluationDetailView(VisibleEvaluationMixin, APIView):
     @extend_schema(responses=EvaluationProgressSerializer)
     def get(self, request, pk):
         evaluation = self.get_evaluation(pk)
-        body = EvaluationDetailSerializer(evaluation).data
-        body["progress"] = progress.as_payload(progress.progress_of(evaluation))
-        return Response(body)
+        return Response(EvaluationProgressSerializer(evaluation).data)
 
     @extend_schema(responses={202: EvaluationSerializer})
     def delete(self, request, pk):

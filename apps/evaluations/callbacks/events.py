@@ -16,7 +16,7 @@ from django.db.models import CharField, Exists, OuterRef
 from django.db.models.functions import Cast
 from django.utils import timezone
 
-from apps.evaluations.api.serializers import EvaluationDetailSerializer
+from apps.evaluations.api.serializers import EvaluationProgressSerializer
 from apps.evaluations.callbacks import delivery
 from apps.evaluations.models import TERMINAL_STATUSES, CallbackDelivery, Evaluation
 
@@ -29,7 +29,7 @@ MISSED_WINDOW = timedelta(days=1)
 
 def payload(evaluation: Evaluation) -> dict:
     """What is POSTed: the same detail as ``GET /api/v1/evaluations/{id}/``."""
-    return {"type": EVALUATION_FINISHED, "evaluation": EvaluationDetailSerializer(evaluation).data}
+    return {"type": EVALUATION_FINISHED, "evaluation": EvaluationProgressSerializer(evaluation).data}
 
 
 def evaluation_finished(evaluation: Evaluation) -> CallbackDelivery | None:
