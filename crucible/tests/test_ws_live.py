@@ -122,8 +122,10 @@ def test_idle_streams_stay_open_for_over_a_minute_and_still_deliver(web, sockets
     assert time.monotonic() - started >= 60
 
     chunk = OutputChunk.objects.create(evaluation=evaluation, seq=1, stream="stdout", data=b"still here\n")
-    publisher.publish_log(evaluation.pk, chunk.seq, chunk.stream, chunk.text)
-    assert next_message(stream) == {"type": "log", "seq": 1, "stream": "stdout", "data": "still here\n"}
+    publisher.publish_log(evaluation.pk, chunk.seq, chunk.stream, chunk.text, chunk.created_at)
+    message = next_message(stream)
+    assert message.pop("ts") == chunk.created_at.isoformat()
+    assert message == {"type": "log", "seq": 1, "stream": "stdout", "data": "still here\n"}
     alert = raise_alert(evaluation_id=evaluation.pk, rule_name="idle-check", severity="warning", message="hello")
     publisher.publish_alert(evaluation.pk, alert.as_message())
     message = next_message(feed)

@@ -359,7 +359,7 @@ def test_a_running_run_shows_elapsed_time_output_and_peak_memory_while_it_runs(a
     shoot(page, screenshots, "progress-running", "#progress")
     page.wait_for_selector("#summary .status--succeeded", timeout=60_000)
     expect(page.locator("#progress")).to_be_hidden()
-    expect(page.locator('#summary [data-field="output"]')).to_have_text(re.compile(r"19\.\d\xa0KB"))
+    expect(page.locator('#summary [data-field="output"]')).to_have_text(re.compile(r"19\.\d\s+KiB"))
 
 
 # --- artifacts ----------------------------------------------------------------------------------
