@@ -88,6 +88,9 @@ class Runtime(models.Model):
         default=list, blank=True, help_text='argv of the compile step; empty: not compiled. "{build}" is /build.'
     )
     compile_timeout_s = models.FloatField(default=30.0, help_text="wall-clock limit of the compile step")
+    compile_memory_mb = models.PositiveIntegerField(
+        default=512, help_text="memory limit of the compile step (the program keeps its own)"
+    )
     environment = models.JSONField(default=dict, blank=True, help_text="the runtime's own variables (upper case)")
 
     class Meta:
@@ -107,6 +110,7 @@ class Runtime(models.Model):
             file_name=self.file_name,
             compile_command=list(self.compile_command or []),
             compile_timeout_s=self.compile_timeout_s,
+            compile_memory_mb=self.compile_memory_mb,
             environment=dict(self.environment or {}),
         )
 

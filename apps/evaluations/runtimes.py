@@ -38,6 +38,7 @@ def row_of(definition: catalog.Definition) -> dict:
         "file_name": definition.file_name,
         "compile_command": list(definition.compile),
         "compile_timeout_s": definition.compile_timeout_s,
+        "compile_memory_mb": definition.compile_memory_mb,
         "environment": dict(definition.env),
     }
 

@@ -57,7 +57,8 @@ def warm_profiles() -> list[Profile]:
     for name in settings.SANDBOX_POOL_RUNTIMES:
         definition = known.get(name)
         if definition is not None and definition.own_image:
-            profiles.append(Profile(image=definition.image, limits=limits, build_dir=definition.compiled))
+            sandbox_limits = definition.to_runtime().sandbox_limits(limits)
+            profiles.append(Profile(image=definition.image, limits=sandbox_limits, build_dir=definition.compiled))
     return profiles
 
 

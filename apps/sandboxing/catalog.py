@@ -25,6 +25,7 @@ from apps.sandboxing.policy import Runtime
 
 CATALOG_PATH = Path(settings.BASE_DIR) / "sandbox" / "runtimes.json"
 DEFAULT_COMPILE_TIMEOUT_S = 30.0
+DEFAULT_COMPILE_MEMORY_MB = 512
 _NAME = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
 _PACKAGE = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
 _ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
@@ -42,6 +43,7 @@ class Definition:
     compile: tuple[str, ...] = ()
     env: tuple[tuple[str, str], ...] = ()
     compile_timeout_s: float = DEFAULT_COMPILE_TIMEOUT_S
+    compile_memory_mb: int = DEFAULT_COMPILE_MEMORY_MB
     prebuilt: bool = False  # built by scripts/setup.sh (``make run``, ``make test``); else on demand
 
     def __post_init__(self) -> None:
@@ -80,6 +82,7 @@ class Definition:
             file_name=self.file_name,
             compile_command=list(self.compile),
             compile_timeout_s=self.compile_timeout_s,
+            compile_memory_mb=self.compile_memory_mb,
             environment=dict(self.env),
         )
 
@@ -94,6 +97,7 @@ def _definition(name: str, raw: dict) -> Definition:
         compile=tuple(raw.get("compile", ())),
         env=tuple(sorted(raw.get("env", {}).items())),
         compile_timeout_s=float(raw.get("compile_timeout_s", DEFAULT_COMPILE_TIMEOUT_S)),
+        compile_memory_mb=int(raw.get("compile_memory_mb", DEFAULT_COMPILE_MEMORY_MB)),
         prebuilt=bool(raw.get("prebuilt", False)),
     )
 

@@ -76,6 +76,30 @@ class CgroupReader:
             return self.dirs["unified"] / "cgroup.procs"
         return None
 
+    def set_memory_limit(self, limit_bytes: int) -> bool:
+        """Set the container's memory limit (swap stays as the engine set it: none). False when the
+        cgroup is not visible or the kernel refused; a limit under the usage makes the kernel reclaim,
+        then OOM-kill, as it would for a program that grows past it."""
+        if self.version == 2:
+            files = [self.dirs["unified"] / "memory.max"]
+        elif self.version == 1:
+            memory = self.dirs["memory"]
+            # v1 wants memory+swap >= memory at every step: the order depends on the direction.
+            files = [memory / "memory.limit_in_bytes", memory / "memory.memsw.limit_in_bytes"]
+            current = _read_int(files[0])
+            if current is not None and limit_bytes > current:
+                files.reverse()
+            files = [path for path in files if path.exists()]
+        else:
+            return False
+        try:
+            for path in files:
+                path.write_text(str(int(limit_bytes)))
+        except OSError as exc:
+            log.warning("cannot set the memory limit in %s: %s", files[0].parent, exc)
+            return False
+        return True
+
     def read(self) -> Reading:
         if self.version == 1:
             memory, cpuacct, pids = self.dirs["memory"], self.dirs["cpuacct"], self.dirs["pids"]

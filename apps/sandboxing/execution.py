@@ -35,7 +35,7 @@ from apps.sandboxing import engine_runtime, evidence, helper, seccomp_bpf
 from apps.sandboxing.cgroups import Reading
 from apps.sandboxing.outcomes import Command, Evidence, Failure, Outcome, ResourceSample, RunRequest, RunResult
 from apps.sandboxing.policy import CODE_DIR, ENVIRONMENT, MIB, WORK_DIR, host_pids_limit
-from apps.sandboxing.sandbox import ExecStream, Sandbox
+from apps.sandboxing.sandbox import ExecStream, Sandbox, SandboxSetupError
 from apps.sandboxing.streams import STDERR, STDOUT, ProtocolError
 
 log = logging.getLogger(__name__)
@@ -90,7 +90,7 @@ def execute(
 
 
 def compile_step(request: RunRequest) -> RunRequest:
-    """The compile step of ``request``: the compiler as the program, its own wall-clock limit, no stdin."""
+    """The compile step of ``request``: the compiler as the program, its own time and memory, no stdin."""
     runtime = request.runtime
     return replace(
         request,
@@ -98,7 +98,7 @@ def compile_step(request: RunRequest) -> RunRequest:
         args=(),
         env={},
         stdin=b"",
-        limits=replace(request.limits, timeout_s=runtime.compile_timeout_s),
+        limits=replace(request.limits, timeout_s=runtime.compile_timeout_s, memory_mb=runtime.compile_memory_mb),
         collect_artifacts=False,
     )
 
@@ -109,20 +109,33 @@ def compile_then_run(sandbox, request, on_output, control, on_sample) -> RunResu
     The compiler's output (both streams) is the program's stderr, before anything the program
     writes, and counts against the output cap. A compiler that exits non-zero ends the run as
     ``Outcome.COMPILE_ERROR``; one that runs out of time or memory ends it as a program would.
+    Each step runs under its own memory limit (``Sandbox.set_memory``).
     """
 
     def compiler_output(_stream: str, data: bytes) -> None:
         on_output("stderr", data)
 
-    compiled = Execution(sandbox, compile_step(request), compiler_output, control, on_sample).run()
+    step = compile_step(request)
+    try:
+        sandbox.set_memory(step.limits.memory_mb)
+    except SandboxSetupError as exc:
+        return RunResult.failed(exc.failure, str(exc), image_id=sandbox.image_id)
+    oom_kills_before = sandbox.read_counters().oom_kills or 0
+    compiled = Execution(sandbox, step, compiler_output, control, on_sample).run()
     compile_ms = compiled.duration_ms
     if compiled.outcome is not Outcome.EXITED or compiled.exit_code != 0 or sandbox.killed:
         if compiled.outcome is Outcome.EXITED:
-            compiled.outcome = Outcome.COMPILE_ERROR
+            # A compiler driver outlives its OOM-killed pass (gcc's cc1) and exits 1: still memory.
+            ran_out = (sandbox.last_reading.oom_kills or 0) > oom_kills_before
+            compiled.outcome = Outcome.OOM_KILLED if ran_out else Outcome.COMPILE_ERROR
         compiled.compile_ms = compile_ms
         return compiled
     left = max(0, request.limits.output_cap_bytes - compiled.output_bytes)
     run_step = replace(request, files={}, limits=replace(request.limits, output_cap_bytes=left))
+    try:
+        sandbox.set_memory(run_step.limits.memory_mb)
+    except SandboxSetupError as exc:
+        return RunResult.failed(exc.failure, str(exc), image_id=sandbox.image_id)
     result = Execution(sandbox, run_step, on_output, control, on_sample, write_code=False).run()
     result.output_bytes += compiled.output_bytes
     result.compile_ms = compile_ms

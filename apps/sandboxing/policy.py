@@ -13,7 +13,7 @@ import hashlib
 import json
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -185,6 +185,9 @@ class Runtime:
     # sandbox, with its own wall-clock limit; its output is reported as the program's stderr.
     compile_command: list[str] = field(default_factory=list)
     compile_timeout_s: float = 30.0
+    # The compile step's memory limit, whatever the program's: a compiler often needs more than the
+    # program it builds (the sandbox is created with the larger, then set to the program's to run it).
+    compile_memory_mb: int = 512
     # The runtime's own platform variables (e.g. a compiler's cache directory), on top of ENVIRONMENT.
     environment: dict[str, str] = field(default_factory=dict)
 
@@ -196,6 +199,8 @@ class Runtime:
                 raise ValueError(f"{name} must be a non-empty list of strings")
         if not (self.compile_timeout_s > 0 and math.isfinite(self.compile_timeout_s)):
             raise ValueError("compile_timeout_s must be a positive number")
+        if not (isinstance(self.compile_memory_mb, int) and self.compile_memory_mb >= ENGINE_MINIMUM_MEMORY_MB):
+            raise ValueError(f"compile_memory_mb must be a whole number of at least {ENGINE_MINIMUM_MEMORY_MB}")
         if any(name in ENVIRONMENT or not _ENV_NAME.match(name) for name in self.environment):
             raise ValueError("environment names must be upper-case and may not replace the platform's")
 
@@ -205,6 +210,14 @@ class Runtime:
 
     def argv(self, code_path: str) -> list[str]:
         return _expand(self.command, code_path)
+
+    def sandbox_limits(self, limits: Limits) -> Limits:
+        """The limits the sandbox is created with for a program of this runtime: the program's, with
+        room for the compile step's memory when it needs more (``Sandbox.set_memory`` narrows it to
+        each step's own)."""
+        if not self.compiled or self.compile_memory_mb <= limits.memory_mb:
+            return limits
+        return replace(limits, memory_mb=self.compile_memory_mb)
 
     def compile_argv(self, code_path: str) -> list[str]:
         return _expand(self.compile_command, code_path)

@@ -39,7 +39,11 @@ __all__ = [
 
 def profile_for(request: RunRequest) -> Profile:
     """The sandbox a request runs in: its runtime's image, its limits, the configured engine runtime."""
-    return Profile(image=request.runtime.image, limits=request.limits, build_dir=request.runtime.compiled)
+    return Profile(
+        image=request.runtime.image,
+        limits=request.runtime.sandbox_limits(request.limits),
+        build_dir=request.runtime.compiled,
+    )
 
 
 def run(

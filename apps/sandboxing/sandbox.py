@@ -24,6 +24,7 @@ import signal
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import docker.errors
@@ -38,6 +39,7 @@ from apps.sandboxing.policy import (
     BUILD_DIR,
     CODE_DIR,
     LABEL_INSTANCE,
+    MIB,
     OUTPUT_DIR,
     SANDBOX_USER,
     SHM_DIR,
@@ -45,6 +47,7 @@ from apps.sandboxing.policy import (
     Limits,
     Profile,
     container_config,
+    host_memory_mb,
 )
 from apps.sandboxing.streams import STDOUT, ArtifactStreamParser, FrameDemuxer, ParsedArtifact, ProtocolError
 
@@ -229,6 +232,7 @@ class Sandbox:
         self.profile = profile
         self.created_at = created_at  # wall clock, for the engine's event log
         self.cgroup = CgroupReader(container_id)
+        self.memory_mb = profile.limits.memory_mb  # the program's share of memory now (``set_memory``)
         self.killed_at: float | None = None
         self.last_reading = Reading()
         self.baseline = Reading()  # subtracted from readings (gVisor's idle kernel); zero under runc
@@ -336,6 +340,29 @@ class Sandbox:
             return {}
 
     # --- resources ---------------------------------------------------------------------------
+    def set_memory(self, memory_mb: int) -> None:
+        """Narrow (or widen again) the memory the next program gets, up to what the sandbox was created
+        with: a compiled runtime's compile step and its program each get their own limit. Through the
+        host cgroup (runc and gVisor), else the engine's update (runc only: runsc has none). Raises
+        ``SandboxSetupError`` when the limit cannot be set: the program never runs with more."""
+        if memory_mb == self.memory_mb:
+            return
+        if memory_mb > self.profile.limits.memory_mb:
+            raise SandboxSetupError(f"{memory_mb} MB is over the {self.profile.limits.memory_mb} MB this sandbox has")
+        host_mb = host_memory_mb(replace(self.profile.limits, memory_mb=memory_mb), self.profile.engine_runtime)
+        if not self.cgroup.set_memory_limit(host_mb * MIB):
+            if is_gvisor(self.profile.engine_runtime):
+                raise SandboxSetupError(
+                    "cannot set the memory limit of a gVisor sandbox whose host cgroup is not visible"
+                )
+            try:
+                self.api.update_container(self.container_id, mem_limit=f"{host_mb}m", memswap_limit=f"{host_mb}m")
+            except docker.errors.DockerException as exc:
+                raise SandboxSetupError(
+                    f"the engine would not set the memory limit: {exc}", Failure.ENGINE_FAULT
+                ) from exc
+        self.memory_mb = memory_mb
+
     def read_counters(self) -> Reading:
         """Memory, peak, CPU time, pids and OOM kills now (the last reading once killed)."""
         if self.killed:

@@ -4,7 +4,7 @@ import dataclasses
 
 import pytest
 
-from apps.sandboxing.policy import MINIMA, Limits, Profile, maxima
+from apps.sandboxing.policy import MINIMA, Limits, Profile, Runtime, maxima
 
 
 def test_the_smallest_values_a_caller_may_ask_for_are_accepted():
@@ -45,3 +45,16 @@ def test_limit_settings_below_the_policys_minima_or_above_their_maximum_fail_the
     assert any(m.startswith("SANDBOX_DEFAULT_CPUS=0.05 is below") for m in messages)
     assert "SANDBOX_DEFAULT_TIMEOUT_S=10 is above SANDBOX_MAX_TIMEOUT_S=5." in messages
     assert len(messages) == 2
+
+
+def test_a_compiled_runtimes_sandbox_has_room_for_its_compiler_and_an_interpreted_one_does_not():
+    limits = Limits.from_settings(memory_mb=64)
+    gcc = Runtime(
+        image="i", command=["{build}/main"], file_name="main.c", compile_command=["gcc"], compile_memory_mb=512
+    )
+    python = Runtime(image="i", command=["python3", "{file}"], file_name="main.py", compile_memory_mb=512)
+    assert gcc.sandbox_limits(limits).memory_mb == 512
+    assert gcc.sandbox_limits(Limits.from_settings(memory_mb=1024)).memory_mb == 1024
+    assert python.sandbox_limits(limits) == limits
+    with pytest.raises(ValueError, match="compile_memory_mb"):
+        Runtime(image="i", command=["x"], file_name="main.c", compile_command=["gcc"], compile_memory_mb=2)

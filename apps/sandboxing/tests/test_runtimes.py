@@ -8,12 +8,14 @@ the others are tested where an operator built them (``build_sandbox_image --runt
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 
 import pytest
 
 from apps.sandboxing import catalog
 from apps.sandboxing.image import current_image
 from apps.sandboxing.outcomes import Outcome, RunRequest
+from apps.sandboxing.policy import MIB
 from apps.sandboxing.runner import Program, run_programs
 from apps.sandboxing.tests.conftest import execute, small_limits
 from apps.sandboxing.tests.languages import HELLO, PROGRAMS, RUNTIME_ERROR_EXIT
@@ -76,6 +78,33 @@ def test_an_endless_loop_is_timed_out_after_it_compiled(language):
 def test_a_memory_hog_is_killed_at_its_memory_limit(language):
     observed = run_in(language, "memory", memory_mb=256)
     assert observed.result.outcome is Outcome.OOM_KILLED, (observed.result.outcome, observed.stderr[-500:])
+
+
+def test_the_compiler_gets_its_own_memory_and_the_program_is_held_to_its_own():
+    """gcc needs more than the 48 MB this program may use: it compiles under the runtime's 384 MB,
+    then the program that allocates 100 MB is killed at its 48 MB."""
+    runtime = replace(runtime_of("c"), compile_memory_mb=384)
+    observed = execute(PROGRAMS["c"]["memory"], runtime=runtime, memory_mb=48, timeout_s=20)
+    assert observed.result.compile_ms is not None, observed.stderr[-500:]
+    assert observed.result.outcome is Outcome.OOM_KILLED, (observed.result.outcome, observed.stderr[-500:])
+    assert observed.result.peak_memory_bytes <= 384 * MIB
+    hello = execute(PROGRAMS["c"]["hello"], runtime=runtime, memory_mb=48, timeout_s=20)
+    assert hello.result.exit_code == 0 and hello.text == f"{HELLO}\n", hello.stderr[-500:]
+
+
+# A million-element initializer from six short macros: gcc's front end needs far more than 24 MB for it.
+HUGE_INITIALIZER = (
+    "#define L1 1,1,1,1,1,1,1,1,1,1\n"
+    + "".join(f"#define L{n} {','.join([f'L{n - 1}'] * 10)}\n" for n in range(2, 7))
+    + "int table[] = { L6 };\nint main(void) { return table[7] - 1; }\n"
+)
+
+
+def test_a_compiler_over_its_own_memory_limit_ends_as_out_of_memory_not_a_compile_error():
+    runtime = replace(runtime_of("c"), compile_memory_mb=24)
+    observed = execute(HUGE_INITIALIZER, runtime=runtime, memory_mb=ROOMY_MB, timeout_s=20)
+    assert observed.result.outcome is Outcome.OOM_KILLED, (observed.result.outcome, observed.stderr[-500:])
+    assert observed.stdout == b""
 
 
 def test_numpy_imports_and_computes_in_python_scientific():
