@@ -49,10 +49,15 @@ def default_runtimes() -> list[dict]:
 
 
 def ensure_default_runtimes(runtime_model) -> None:
-    """Create the default runtimes that are missing; never touches ones an operator changed."""
+    """Create the default runtimes that are missing; never touches ones an operator changed.
+
+    ``runtime_model`` may be a migration's historical model: fields it does not have yet are left out
+    (a later migration adds them with their defaults)."""
+    fields = {field.name for field in runtime_model._meta.get_fields()}
     for runtime in default_runtimes():
         name = runtime.pop("name")
-        runtime_model.objects.get_or_create(name=name, defaults=runtime)
+        defaults = {key: value for key, value in runtime.items() if key in fields}
+        runtime_model.objects.get_or_create(name=name, defaults=defaults)
 
 
 def image_versions(reference: str) -> dict[str, str] | None:
