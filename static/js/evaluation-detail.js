@@ -92,6 +92,7 @@
     pending = pending.slice(done);
     viewer.flush();
     keepFollowing(wasAtBottom);
+    updateCounts();  // the footer's counts match what is on the page (the interval catches the rest)
     if (pending.length && !frameRequested) {
       frameRequested = true;
       window.requestAnimationFrame(render);

@@ -3,12 +3,13 @@ search, folds, timestamps, downloads), the progress card, and the artifact previ
 
 Most evaluations here are written straight into the database as a finished run would leave them
 (their output is exactly what the test says), and the page replays them over the WebSocket as for
-any run. Screenshots at desktop (1280) and phone (390) widths go to /tmp/crucible-screenshots/log-viewer/.
+any run. Screenshots at desktop (1280) and phone (390) widths go to tests/browser/output/log-viewer/.
 """
 
 from __future__ import annotations
 
 import io
+import os
 import re
 import struct
 import time
@@ -39,7 +40,8 @@ DESKTOP = {"width": 1280, "height": 900}
 PHONE = {"width": 390, "height": 844}
 
 
-SCREENSHOTS = Path("/tmp/crucible-screenshots/log-viewer")  # beside the evaluation tests' /tmp/crucible-*.png
+# The browser tests' output folder (``CRUCIBLE_SCREENSHOTS`` moves it), like the everyday tests'.
+SCREENSHOTS = Path(os.environ.get("CRUCIBLE_SCREENSHOTS", Path(__file__).parent / "output")) / "log-viewer"
 
 
 @pytest.fixture(scope="module")
