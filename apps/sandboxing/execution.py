@@ -103,6 +103,15 @@ def compile_step(request: RunRequest) -> RunRequest:
     )
 
 
+def _memory_refused(sandbox: Sandbox, step: RunRequest) -> RunResult | None:
+    """Give the sandbox ``step``'s memory limit; the failed result when it cannot be set (fail closed)."""
+    try:
+        sandbox.set_memory(step.limits.memory_mb)
+    except SandboxSetupError as exc:
+        return RunResult.failed(exc.failure, str(exc), image_id=sandbox.image_id)
+    return None
+
+
 def compile_then_run(sandbox, request, on_output, control, on_sample) -> RunResult:
     """Compile, then (when the compiler exited 0 and the sandbox lives) run what it built.
 
@@ -116,10 +125,9 @@ def compile_then_run(sandbox, request, on_output, control, on_sample) -> RunResu
         on_output("stderr", data)
 
     step = compile_step(request)
-    try:
-        sandbox.set_memory(step.limits.memory_mb)
-    except SandboxSetupError as exc:
-        return RunResult.failed(exc.failure, str(exc), image_id=sandbox.image_id)
+    refused = _memory_refused(sandbox, step)
+    if refused is not None:
+        return refused
     oom_kills_before = sandbox.read_counters().oom_kills or 0
     compiled = Execution(sandbox, step, compiler_output, control, on_sample).run()
     compile_ms = compiled.duration_ms
@@ -132,10 +140,9 @@ def compile_then_run(sandbox, request, on_output, control, on_sample) -> RunResu
         return compiled
     left = max(0, request.limits.output_cap_bytes - compiled.output_bytes)
     run_step = replace(request, files={}, limits=replace(request.limits, output_cap_bytes=left))
-    try:
-        sandbox.set_memory(run_step.limits.memory_mb)
-    except SandboxSetupError as exc:
-        return RunResult.failed(exc.failure, str(exc), image_id=sandbox.image_id)
+    refused = _memory_refused(sandbox, run_step)
+    if refused is not None:
+        return refused
     result = Execution(sandbox, run_step, on_output, control, on_sample, write_code=False).run()
     result.output_bytes += compiled.output_bytes
     result.compile_ms = compile_ms

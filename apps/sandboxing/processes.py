@@ -22,7 +22,7 @@ from pathlib import Path
 
 from django.conf import settings
 
-from apps.sandboxing import containers
+from apps.sandboxing import containers, helper
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +103,11 @@ def runsc_view(container_id: str, root: str) -> list[Process]:
             continue
         found.append(Process(int(fields[1]), int(fields[2]), _clean(fields[7])))
     return found
+
+
+def init_and_idle(view: list[Process], init: int) -> set[int]:
+    """The pids that keep a sandbox alive: its init and the helper's idle main process, its child."""
+    return {init} | {p.pid for p in view if p.ppid == init and p.name == helper.PROCESS_NAME}
 
 
 def deepest_first(view: list[Process], keep: set[int]) -> list[list[int]]:

@@ -506,7 +506,7 @@ class Sandbox:
                     signalled += _signal_all(level, signal.SIGKILL)
             return signalled
         root, view = self.runsc_root(), self.process_view()
-        keep = {1} | {p.pid for p in view if p.ppid == 1 and p.name == helper.PROCESS_NAME}
+        keep = processes.init_and_idle(view, 1)
         signalled = 0
         with ThreadPoolExecutor(STOPPED_KILL_WORKERS, thread_name_prefix="sandbox-kill") as pool:
             for level in processes.deepest_first(view, keep):
@@ -528,7 +528,7 @@ class Sandbox:
         init = self.container_state().get("Pid") or 0
         if not init:
             return set()
-        return {init} | {p.pid for p in self._runc_view() if p.ppid == init and p.name == helper.PROCESS_NAME}
+        return processes.init_and_idle(self._runc_view(), init)
 
     def freeze(self) -> bool:
         """Pause every process in the sandbox (the engine's pause: the cgroup freezer under runc, runsc's
@@ -556,17 +556,8 @@ class Sandbox:
         if procs is None or not init:
             return 0
         view = processes.runc_view(procs)
-        keep = {init} | {p.pid for p in view if p.ppid == init and p.name == helper.PROCESS_NAME}
-        signalled = 0
-        for process in view:
-            if process.pid in keep:
-                continue
-            try:
-                os.kill(process.pid, signal.SIGKILL)
-                signalled += 1
-            except (ProcessLookupError, PermissionError):
-                continue
-        return signalled
+        keep = processes.init_and_idle(view, init)
+        return _signal_all([p.pid for p in view if p.pid not in keep], signal.SIGKILL)
 
     def thaw(self) -> bool:
         """Unpause the sandbox; False when the engine would not."""

@@ -13,10 +13,13 @@ from dataclasses import replace
 import pytest
 
 from apps.sandboxing import catalog
+from apps.sandboxing.cgroups import CgroupReader
+from apps.sandboxing.engine_runtime import is_gvisor
 from apps.sandboxing.image import current_image
 from apps.sandboxing.outcomes import Outcome, RunRequest
-from apps.sandboxing.policy import MIB
+from apps.sandboxing.policy import MIB, Profile
 from apps.sandboxing.runner import Program, run_programs
+from apps.sandboxing.sandbox import Sandbox, SandboxSetupError
 from apps.sandboxing.tests.conftest import execute, small_limits
 from apps.sandboxing.tests.languages import HELLO, PROGRAMS, RUNTIME_ERROR_EXIT
 
@@ -90,6 +93,27 @@ def test_the_compiler_gets_its_own_memory_and_the_program_is_held_to_its_own():
     assert observed.result.peak_memory_bytes <= 384 * MIB
     hello = execute(PROGRAMS["c"]["hello"], runtime=runtime, memory_mb=48, timeout_s=20)
     assert hello.result.exit_code == 0 and hello.text == f"{HELLO}\n", hello.stderr[-500:]
+
+
+def test_a_sandbox_whose_cgroup_is_hidden_gets_its_memory_from_the_engine_under_runc_and_fails_closed_under_gvisor():
+    """A worker that cannot see the host's cgroups (one in a container of its own): runc's limit goes
+    through the engine's update; runsc has none, so the step is refused rather than run with more."""
+    profile = Profile(image=runtime_of("c").image, limits=small_limits(memory_mb=256), build_dir=True)
+    sandbox = Sandbox.create(profile, run_id=f"memory-{uuid.uuid4().hex[:8]}")
+    try:
+        sandbox.cgroup = CgroupReader("no-such-container")
+        with pytest.raises(SandboxSetupError, match="over the 256 MB"):
+            sandbox.set_memory(512)
+        if is_gvisor(profile.engine_runtime):
+            with pytest.raises(SandboxSetupError, match="host cgroup is not visible"):
+                sandbox.set_memory(64)
+            assert sandbox.memory_mb == 256
+        else:
+            sandbox.set_memory(64)
+            assert sandbox.api.inspect_container(sandbox.container_id)["HostConfig"]["Memory"] == 64 * MIB
+            assert sandbox.memory_mb == 64
+    finally:
+        sandbox.remove()
 
 
 # A million-element initializer from six short macros: gcc's front end needs far more than 24 MB for it.
