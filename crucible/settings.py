@@ -340,6 +340,10 @@ SANDBOX_POOL_RUNTIMES = envlist("SANDBOX_POOL_RUNTIMES", [])
 # A sandbox reset for the next sample of the same batch (``reuse: "batch"``) waits this long to be
 # claimed before it is removed (0: never keep one).
 SANDBOX_REUSE_IDLE_S = envint("SANDBOX_REUSE_IDLE_S", 10, minimum=0, maximum=3600)
+# Sandboxes of finished runs a worker (WORKER_FORK=false) may still be killing and removing in a
+# thread while it runs its next job (0: each run removes its own before its job returns). A worker
+# waits for them when it stops; a dead worker's are removed by the reconciler's orphan sweep.
+SANDBOX_REMOVE_BEHIND = envint("SANDBOX_REMOVE_BEHIND", 2, minimum=0, maximum=16)
 # The longest any call to the Docker engine may take (create, start, exec, remove, ...).
 SANDBOX_ENGINE_TIMEOUT_S = envfloat("SANDBOX_ENGINE_TIMEOUT_S", 30.0, minimum=1.0)
 # A safety or emergency stop freezes the sandbox and keeps its evidence (/output) before the kill:

@@ -255,6 +255,7 @@ class EvaluationRun:
             on_sample=self._on_sample,
             on_result=self._on_result,
             pool_owner=pool_owner(),
+            remove_behind=True,  # in a worker with a remover (apps.sandboxing.removal)
         )
         if self.disposition is None:  # the runner ended before it had a result to hand over
             self._on_result(result)
@@ -273,6 +274,7 @@ class EvaluationRun:
             on_program=self._on_test_start,
             pool_owner=pool_owner(),
             reuse=self._reuse(),
+            remove_behind=True,
         )
         verdicts = []
         for position, test in enumerate(tests):

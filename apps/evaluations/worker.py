@@ -15,7 +15,7 @@ from django.db import connections
 from rq import Worker, worker_registration
 from rq.worker import WorkerStatus
 
-from apps.sandboxing import catalog, selfcheck
+from apps.sandboxing import catalog, removal, selfcheck
 from apps.sandboxing.enginereport import EngineWatch
 from apps.sandboxing.policy import Limits, Profile
 from apps.sandboxing.pool import WarmPool
@@ -73,6 +73,7 @@ class CrucibleWorker(Worker):
 
     pool: WarmPool | None = None
     engine_watch: EngineWatch | None = None
+    remover: removal.Remover | None = None
 
     def __init__(self, *args, **kwargs):
         # A busy worker beats this often (RQ's default, 30 s, is as long as the registration lives).
@@ -94,14 +95,28 @@ class CrucibleWorker(Worker):
         self.publish_engine_report()
         self.pool = WarmPool(self.name, settings.SANDBOX_POOL_SIZE, warm_profiles)
         self.pool.start()
+        self.start_remover()
 
     def register_death(self):
+        if self.remover is not None:
+            removal.install(None)
+            removed = self.remover.drain()
+            log.info("worker %s: sandbox remover drained (%d sandboxes removed behind runs)", self.name, removed)
         if self.pool is not None:
             drained = self.pool.drain()
             log.info("worker %s: warm pool drained (%d idle sandboxes removed)", self.name, len(drained))
         if self.engine_watch is not None:
             self.engine_watch.stop()
         super().register_death()
+
+    def start_remover(self) -> None:
+        """Remove finished runs' sandboxes in a thread of this process while the next job runs
+        (``removal``); not with a work horse per job (the horse would not have the thread)."""
+        if settings.WORKER_FORK or settings.SANDBOX_REMOVE_BEHIND <= 0:
+            return
+        self.remover = removal.Remover(settings.SANDBOX_REMOVE_BEHIND, name=f"sandbox-remover-{self.name}")
+        self.remover.start()
+        removal.install(self.remover)
 
     def publish_engine_report(self) -> None:
         """Put the engine's latest report beside this worker's heartbeat in Redis (never raises)."""

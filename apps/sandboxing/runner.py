@@ -2,7 +2,8 @@
 
 ``run`` creates a sandbox for the request's profile (``Sandbox.create``), delivers and supervises
 the program in it (``execution.execute``) and removes it (``Sandbox.remove``,
-``force``: SIGKILL to everything in it), always. It knows nothing about HTTP, users or the
+``force``: SIGKILL to everything in it), always: at once, or in a worker behind its next job
+(``removal``). It knows nothing about HTTP, users or the
 database; callers read the ``RunResult``'s ``Outcome`` and ``Failure``, never its ``error`` text.
 """
 
@@ -12,7 +13,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from apps.sandboxing import pool
+from apps.sandboxing import pool, removal
 from apps.sandboxing.engine_runtime import RuntimeUnknown
 from apps.sandboxing.execution import execute
 from apps.sandboxing.outcomes import Command, Failure, Outcome, ResourceSample, RunRequest, RunResult
@@ -54,15 +55,19 @@ def run(
     on_sample: Callable[[ResourceSample], None] | None = None,
     on_result: Callable[[RunResult], None] | None = None,
     pool_owner: str | None = None,
+    remove_behind: bool = False,
 ) -> RunResult:
     """Run ``request`` in a fresh locked-down container and return how it ended.
 
     Never raises for program behaviour; platform faults end as ``Outcome.ERROR`` with ``failure``
-    set. The container is removed before this returns. All callbacks run on the calling thread.
+    set. The container is removed (or handed to the worker's remover) before this returns. All
+    callbacks run on the calling thread.
 
-    ``on_result`` is called with the result once the program has ended (the container is already
-    killed) but before the container is removed, so a caller can record the verdict without waiting
-    for the engine's removal; the removal still happens before ``run`` returns, even if it raises.
+    ``on_result`` is called with the result once the program has ended but before the container is
+    removed, so a caller can record the verdict without waiting for the engine's removal; the removal
+    happens before ``run`` returns, even if it raises; with ``remove_behind`` (an evaluation's run,
+    whose container the reconciler's orphan sweep accounts for) in a worker that installed a
+    remover, it is handed to it instead (``removal.remove``).
 
     With ``pool_owner``, an idle sandbox of that worker's warm pool with the request's profile is
     used when there is one (``pool.claim``); otherwise, or when the limits match no warm profile,
@@ -86,7 +91,7 @@ def run(
             on_result(result)
         return result
     finally:
-        sandbox.remove()
+        removal.remove(sandbox, behind=remove_behind)
 
 
 @dataclass(frozen=True)
@@ -108,6 +113,7 @@ def run_programs(
     on_program: Callable[[int], None] | None = None,
     pool_owner: str | None = None,
     reuse: Reuse | None = None,
+    remove_behind: bool = False,
 ) -> list[RunResult]:
     """Run each of ``programs`` in its own fresh process, one after another, in the request's sandbox.
 
@@ -124,7 +130,7 @@ def run_programs(
     earlier request of the group, when there is one; at the end, unless it was killed or the run
     was cut short, it is reset (``Sandbox.reset``: every process killed, every writable place
     emptied, verified) and parked for the group's next request instead of removed; a sandbox that
-    does not verify clean is removed.
+    does not verify clean is removed. ``remove_behind``: as for ``run``.
     """
     results: list[RunResult] = []
     sandbox: Sandbox | None = None
@@ -165,7 +171,7 @@ def run_programs(
         return results
     finally:
         if sandbox is not None and not _parked(sandbox, reuse, results):
-            sandbox.remove()
+            removal.remove(sandbox, behind=remove_behind)
 
 
 @dataclass(frozen=True)

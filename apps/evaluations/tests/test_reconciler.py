@@ -1,5 +1,6 @@
 """The reconciler repairs what crashes leave behind."""
 
+import threading
 import uuid
 from datetime import timedelta
 
@@ -11,10 +12,10 @@ from rq import Worker
 from rq.job import Job
 
 from apps.audit.models import AuditEvent
-from apps.evaluations import reconciler, services
+from apps.evaluations import reconciler, running, services
 from apps.evaluations.models import Reason, Status
 from apps.evaluations.tests.factories import add_chunk, make_evaluation
-from apps.sandboxing import containers, engine, pool
+from apps.sandboxing import containers, engine, pool, removal
 from apps.sandboxing.policy import Limits, Profile
 
 pytestmark = pytest.mark.django_db
@@ -163,3 +164,43 @@ def test_a_pool_sandbox_claimed_by_a_running_evaluation_is_kept_when_redis_forgo
         assert engine.client().api.inspect_container(claimed.container_id)["State"]["Running"]
     finally:
         pool.remove_pools_of(forgotten)
+
+
+class _HeldRemoval:
+    """Keeps a worker's remover busy until ``release`` (the engine slow to remove something else)."""
+
+    container_id = "held-removal"
+
+    def __init__(self):
+        self.released = threading.Event()
+
+    def remove(self) -> None:
+        self.released.wait(30)
+
+    def release(self) -> None:
+        self.released.set()
+
+
+@pytest.mark.docker
+@pytest.mark.django_db(transaction=True)
+def test_a_sandbox_whose_worker_died_before_removing_it_behind_the_run_is_removed_by_the_orphan_sweep(alice):
+    remover = removal.Remover(capacity=2, name="test-remover-dies")
+    remover.start()
+    held = _HeldRemoval()
+    remover.hand_over(held)
+    removal.install(remover)
+    try:
+        evaluation = make_evaluation(alice, code="print('hi')")
+        assert running.run(str(evaluation.pk)) == running.RunDisposition.FINISHED
+        evaluation.refresh_from_db()
+        assert evaluation.status == Status.SUCCEEDED
+        # Its sandbox waits behind the held removal; then the worker dies (it never drains).
+        assert str(evaluation.pk) in {run_id for _, run_id in containers.list_instance_containers()}
+        removal.install(None)
+        removed = reconciler.remove_orphan_containers()
+        assert len(removed) == 1
+        assert str(evaluation.pk) not in {run_id for _, run_id in containers.list_instance_containers()}
+    finally:
+        removal.install(None)
+        held.release()
+        remover.drain()

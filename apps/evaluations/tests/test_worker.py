@@ -17,7 +17,7 @@ from apps.evaluations.models import QUEUE_FOR_PRIORITY, Evaluation, Priority, Re
 from apps.evaluations.tests.factories import make_evaluation
 from apps.evaluations.tests.helpers import wait_for, wait_for_status
 from apps.evaluations.worker import CrucibleWorker, warm_profiles
-from apps.sandboxing import containers, pool
+from apps.sandboxing import containers, pool, removal
 from tests.stack import wait_until
 
 pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("empty_queues")]
@@ -113,6 +113,27 @@ def test_alices_evaluation_runs_to_its_end_in_a_worker_that_does_not_fork(alice,
     assert (evaluation.status, evaluation.exit_code) == (Status.SUCCEEDED, 0)
     assert b"".join(bytes(c.data) for c in evaluation.chunks.order_by("seq")) == b"hello from alice\n"
     assert str(evaluation.pk) not in {run_id for _, run_id in containers.list_instance_containers()}
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("fork", [True, False], ids=["forking", "in-process"])
+def test_a_worker_that_does_not_fork_removes_bobs_sandboxes_behind_his_runs_and_none_is_left(bob, settings, fork):
+    settings.WORKER_FORK = fork
+    evaluations = [make_evaluation(bob, code=f"print({i})") for i in range(3)]
+    for evaluation in evaluations:
+        services.enqueue(evaluation.pk, evaluation.queue_name)
+    name = f"test-crucible-worker-behind-{fork}"
+    queue = django_rq.get_queue(evaluations[0].queue_name)
+    rq_worker = CrucibleWorker([queue], connection=queue.connection, name=name)
+    rq_worker.work(burst=True, with_scheduler=False)
+    assert {e.status for e in Evaluation.objects.filter(pk__in=[e.pk for e in evaluations])} == {Status.SUCCEEDED}
+    left = {run_id for _, run_id in containers.list_instance_containers()}
+    assert not left & {str(e.pk) for e in evaluations}
+    # In-process, the worker's remover removed them (and it stopped with the worker); a forking
+    # worker's horses removed their own.
+    removed_behind = rq_worker.remover.removed if rq_worker.remover is not None else 0
+    assert removed_behind == (0 if fork else 3)
+    assert removal.installed() is None
 
 
 @pytest.mark.django_db(transaction=True)
