@@ -9,12 +9,13 @@ Measured side by side in one run on one machine:
    locked-down containers (``policy.container_config``, same engine runtime), starting them,
    running the program in them by exec as the sandbox user and removing them, from as many threads
    as there are workers; Crucible's workers fork a work horse per job (``WORKER_FORK=true``) or run
-   jobs in their own process (``false``). Sustained rate: completions per second between the first
-   and the last completion of the batch (the submission of the batch is not in it);
+   jobs in their own process (``false``), removing each finished sandbox behind the run in a thread
+   (``SANDBOX_REMOVE_BEHIND`` > 0) or before taking the next job (0). Sustained rate: completions
+   per second between the first and the last completion of the batch (the submission of the batch is not in it);
 each under runc and under gVisor (runsc), with what gVisor costs (runsc / runc).
 
 Usage: .venv/bin/python bench/pipeline.py [--runs 20] [--batch 100] [--workers 2] [--runtimes runc,runsc]
-                                          [--fork true,false]
+                                          [--fork true,false] [--remove-behind 0,2] [--only-sustained]
 """
 
 from __future__ import annotations
@@ -114,14 +115,19 @@ def sustained(runtime: str, args, session, client, image: str) -> dict[str, floa
     print(f"-- {runtime}: sustained throughput, {args.batch} trivial runs, {args.workers} at a time")
     print(f"raw docker SDK, locked-down containers, {args.workers} threads: {wall:5.1f} s, sustained {rate:5.2f}/s")
     for fork in args.fork.split(","):
-        with development_stack(workers=args.workers, SANDBOX_RUNTIME=runtime, WORKER_FORK=fork) as stack:
-            api_run(session, stack.url)  # warm up
-            wall, rate, succeeded = crucible_throughput(session, stack.url, args.batch)
-        figures[f"fork_{fork}"] = rate
-        print(
-            f"Crucible, {args.workers} workers, WORKER_FORK={fork:<5}:          {wall:5.1f} s, sustained {rate:5.2f}/s "
-            f"= {rate / figures['raw_rate'] * 100:.0f}% of raw; succeeded {succeeded}/{args.batch}"
-        )
+        for behind in args.remove_behind.split(","):
+            if fork == "true" and behind != "0":
+                continue  # a forking worker has no remover
+            env = {"SANDBOX_RUNTIME": runtime, "WORKER_FORK": fork, "SANDBOX_REMOVE_BEHIND": behind}
+            with development_stack(workers=args.workers, **env) as stack:
+                api_run(session, stack.url)  # warm up
+                wall, rate, succeeded = crucible_throughput(session, stack.url, args.batch)
+            figures[f"fork_{fork}_behind_{behind}"] = rate
+            print(
+                f"Crucible, {args.workers} workers, WORKER_FORK={fork:<5} SANDBOX_REMOVE_BEHIND={behind}: "
+                f"{wall:5.1f} s, sustained {rate:5.2f}/s = {rate / figures['raw_rate'] * 100:.0f}% of raw; "
+                f"succeeded {succeeded}/{args.batch}"
+            )
     return figures
 
 
@@ -203,6 +209,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--runtimes", default="runc,runsc", help="engine runtimes to compare, comma-separated")
     parser.add_argument("--fork", default="true,false", help="WORKER_FORK values for the sustained part")
+    parser.add_argument(
+        "--remove-behind", default="2", help="SANDBOX_REMOVE_BEHIND values for the sustained part (e.g. 0,2)"
+    )
     parser.add_argument("--only-sustained", action="store_true", help="skip the latency and sequential parts")
     args = parser.parse_args()
 
