@@ -317,7 +317,6 @@ class EvaluationRun:
 
     def record(self, result: runner.RunResult) -> RunDisposition:
         """Store the end (artifacts and the terminal transition in one transaction) and publish it."""
-        self._record_sandbox_start(result.warm)
         if self.verdicts is None:
             status, reason = end_of(result.outcome, result.exit_code, self.controller.requested)
         else:
@@ -367,9 +366,11 @@ class EvaluationRun:
         return RunDisposition.FINISHED
 
     def _store_end(self, status: Status, reason: Reason, fields: dict, result: runner.RunResult) -> OutputChunk | None:
-        """The artifacts, a notice of the files not kept, and the terminal transition, in one transaction
-        (retried whole after an outage). Returns the notice chunk, if one was written."""
+        """The artifacts, a notice of the files not kept, the sandbox's start time and the terminal
+        transition, in one transaction (one commit; retried whole after an outage). Returns the notice
+        chunk, if one was written."""
         with transaction.atomic():
+            self._record_sandbox_start(result.warm)
             refused = self._store_artifacts(result.artifacts)
             notice = artifacts_notice(result.artifacts_skipped_names, refused, result.artifacts_truncated)
             chunk = self._store_notice(notice) if notice else None
@@ -532,14 +533,21 @@ class EvaluationRun:
         )
 
     def _record_sandbox_start(self, warm: bool) -> None:
-        """How long the sandbox took to be ready (create + start, or a warm pool's claim), for the metrics."""
+        """How long the sandbox took to be ready (create + start, or a warm pool's claim), for the metrics:
+        one INSERT ... ON CONFLICT (a retried run's second attempt replaces the first's)."""
         ready_at = self.controller.first_call_at
         if ready_at is None:
             return
+        timing = RunTiming(
+            evaluation_id=self.evaluation.pk, sandbox_start_ms=int((ready_at - self.started) * 1000), warm=warm
+        )
         try:
-            RunTiming.objects.update_or_create(
-                evaluation_id=self.evaluation.pk,
-                defaults={"sandbox_start_ms": int((ready_at - self.started) * 1000), "warm": warm},
-            )
+            with transaction.atomic():  # a savepoint: a metric never undoes the run's end
+                RunTiming.objects.bulk_create(
+                    [timing],
+                    update_conflicts=True,
+                    unique_fields=["evaluation_id"],
+                    update_fields=["sandbox_start_ms", "warm"],
+                )
         except Exception:
             log.warning("could not record the sandbox start time of %s", self.evaluation.pk, exc_info=True)
