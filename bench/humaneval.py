@@ -17,7 +17,8 @@ Measured side by side in one run on one machine, for each engine runtime (runc, 
 Prints wall times, samples per second, pass counts and the ratios the fast-path issue sets
 (Crucible's throughput against the raw engine's; Crucible's wall time against the harness's).
 
-Usage: .venv/bin/python bench/humaneval.py [--workers 2] [--runtimes runc,runsc]
+Usage: .venv/bin/python bench/humaneval.py [--workers 2] [--runtimes runc,runsc] [--reuse none,batch]
+                                            [--remove-behind 0,2]
 """
 
 from __future__ import annotations
@@ -106,6 +107,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--runtimes", default="runc,runsc")
+    parser.add_argument("--reuse", default="none,batch", help="the batch's reuse modes to measure")
+    parser.add_argument("--remove-behind", default="2", help="SANDBOX_REMOVE_BEHIND values to measure (e.g. 0,2)")
     args = parser.parse_args()
 
     django_setup()
@@ -124,15 +127,24 @@ def main() -> None:
     )
     for runtime in args.runtimes.split(","):
         raw_wall, raw_passed = raw_engine(problems, runtime, args.workers)
-        with development_stack(workers=args.workers, SANDBOX_RUNTIME=runtime) as stack:
-            fresh = crucible_batch(session, stack.url, problems, "none")
-            reused = crucible_batch(session, stack.url, problems, "batch")
+        measured = []
+        for behind in args.remove_behind.split(","):
+            env = {"SANDBOX_RUNTIME": runtime, "SANDBOX_REMOVE_BEHIND": behind}
+            with development_stack(workers=args.workers, **env) as stack:
+                for reuse in args.reuse.split(","):
+                    label = "fresh sandbox per sample" if reuse == "none" else f'reuse: "{reuse}"'
+                    measured.append(
+                        (
+                            f"{label}, SANDBOX_REMOVE_BEHIND={behind}",
+                            crucible_batch(session, stack.url, problems, reuse),
+                        )
+                    )
         print(f"-- {runtime}")
         print(
             f"raw engine, a locked-down container per sample, {args.workers} threads: {raw_wall:.1f} s "
             f"({164 / raw_wall:.1f}/s), {raw_passed}/164 passed"
         )
-        for label, (wall, passed, batch) in (("fresh sandbox per sample", fresh), ('reuse: "batch"', reused)):
+        for label, (wall, passed, batch) in measured:
             print(
                 f"Crucible batch API, {label}, {args.workers} workers: {wall:.1f} s ({164 / wall:.1f}/s), "
                 f"{passed}/164 passed, pass@1 {batch['pass_at_k']['1']}, "
