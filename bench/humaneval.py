@@ -24,6 +24,7 @@ Usage: .venv/bin/python bench/humaneval.py [--workers 2] [--runtimes runc,runsc]
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 import uuid
@@ -126,7 +127,8 @@ def main() -> None:
         f"{harness_wall:.1f} s, {harness_passed}/164 passed"
     )
     for runtime in args.runtimes.split(","):
-        raw_wall, raw_passed = raw_engine(problems, runtime, args.workers)
+        fresh = "none" in args.reuse.split(",")
+        raw_wall, raw_passed = raw_engine(problems, runtime, args.workers) if fresh else (float("nan"), 0)
         measured = []
         for behind in args.remove_behind.split(","):
             env = {"SANDBOX_RUNTIME": runtime, "SANDBOX_REMOVE_BEHIND": behind}
@@ -139,11 +141,12 @@ def main() -> None:
                             crucible_batch(session, stack.url, problems, reuse),
                         )
                     )
-        print(f"-- {runtime}")
-        print(
-            f"raw engine, a locked-down container per sample, {args.workers} threads: {raw_wall:.1f} s "
-            f"({164 / raw_wall:.1f}/s), {raw_passed}/164 passed"
-        )
+        print(f"-- {runtime} (load average {' '.join(f'{x:.1f}' for x in os.getloadavg())})")
+        if fresh:
+            print(
+                f"raw engine, a locked-down container per sample, {args.workers} threads: {raw_wall:.1f} s "
+                f"({164 / raw_wall:.1f}/s), {raw_passed}/164 passed"
+            )
         for label, (wall, passed, batch) in measured:
             print(
                 f"Crucible batch API, {label}, {args.workers} workers: {wall:.1f} s ({164 / wall:.1f}/s), "

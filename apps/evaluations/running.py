@@ -297,7 +297,9 @@ class EvaluationRun:
             return None
         if job is None or not job.worker_name:
             return None
-        return runner.Reuse(owner=job.worker_name, group=str(evaluation.batch_id))
+        # A worker that runs jobs in its own process resets the sandbox while it takes its next job.
+        background = not settings.WORKER_FORK
+        return runner.Reuse(owner=job.worker_name, group=str(evaluation.batch_id), background=background)
 
     def conclude(self, result: runner.RunResult) -> RunDisposition:
         """How the run ended decides what is recorded: nothing (abandoned), a retry, or the end."""

@@ -318,7 +318,7 @@ class Execution:
         delivered_to = code_path if self.write_code else f"{CODE_DIR}/"
         command = [*runtime.argv(code_path), *self.request.args]
         argv = helper.launch_argv(delivered_to, MARKER, environment, command)
-        self.exec_id, stream = self.sandbox.open_exec(argv, workdir=WORK_DIR, environment=dict(ENVIRONMENT), stdin=True)
+        self.exec_id, stream = self.sandbox.launch(argv, workdir=WORK_DIR, environment=dict(ENVIRONMENT))
         return stream
 
     # --- 2. supervise ------------------------------------------------------------------------

@@ -78,7 +78,13 @@ def remove_dead(owner: str) -> list[str]:
 def claim(owner: str, profile: Profile, run_id: str, key: str | None = None) -> Sandbox | None:
     """One of ``owner``'s idle sandboxes of ``profile`` (labelled ``key``, by default the profile's),
     now named for ``run_id``; None when none is idle (or the engine cannot list them: the run then
-    starts cold, and fails there if the engine is away)."""
+    starts cold, and fails there if the engine is away).
+
+    A sandbox this process is resetting for ``key`` (``park_in_background``) is waited for and taken
+    first, without asking the engine to list and inspect containers."""
+    handed = _claim_handed_over(owner, profile, run_id, key or profile.key)
+    if handed is not None:
+        return handed
     try:
         candidates = idle(owner, key or profile.key)
     except Exception as exc:
@@ -126,6 +132,95 @@ def park(sandbox: Sandbox, owner: str) -> bool:
         log.warning("could not park sandbox %s: %s", sandbox.container_id[:12], exc)
         return False
     return True
+
+
+# --- Reset in the background, handed to this process's next claim of the same key ------------------
+# A worker that runs its jobs in its own process resets a batch's sandbox while it records the sample
+# and takes its next job, instead of before; the next claim of that batch waits for the reset. The
+# sandbox is parked (claimable) only once the reset verified it clean, exactly as ``park`` after a
+# reset in the foreground: what each sample finds is the same, only the waiting moves.
+
+
+@dataclass
+class _Handover:
+    """One sandbox being reset for ``key``: ``sandbox`` once parked (None: discarded), ``done`` then set."""
+
+    key: str
+    done: threading.Event = field(default_factory=threading.Event)
+    sandbox: Sandbox | None = None
+    abandoned: bool = False  # its claim stopped waiting: the sandbox is removed, not parked
+
+
+_handovers: dict[str, list[_Handover]] = {}  # owner -> its sandboxes being reset, oldest first
+_handovers_lock = threading.Lock()
+
+
+def park_in_background(sandbox: Sandbox, owner: str, key: str, reset_and_park: Callable[[Sandbox], bool]) -> None:
+    """Run ``reset_and_park(sandbox)`` (True: reset verified clean and parked) in a thread; a sandbox it
+    does not park is removed there. ``claim`` of ``key`` in this process waits for it."""
+    handover = _Handover(key)
+    with _handovers_lock:
+        _handovers.setdefault(owner, []).append(handover)
+
+    def finish() -> None:
+        parked = False
+        try:
+            parked = reset_and_park(sandbox) and not handover.abandoned
+        except Exception:
+            log.exception("resetting sandbox %s failed", sandbox.container_id[:12])
+        if not parked:
+            sandbox.remove()
+        handover.sandbox = sandbox if parked else None
+        handover.done.set()
+
+    threading.Thread(target=finish, name=f"sandbox-reset-{sandbox.container_id[:12]}", daemon=True).start()
+
+
+def _take_handover(owner: str, key: str) -> _Handover | None:
+    with _handovers_lock:
+        pending = _handovers.get(owner, [])
+        for handover in pending:
+            if handover.key == key:
+                pending.remove(handover)
+                return handover
+    return None
+
+
+def _claim_handed_over(owner: str, profile: Profile, run_id: str, key: str) -> Sandbox | None:
+    """The sandbox this process reset in the background for ``key``, once parked, named for ``run_id``."""
+    handover = _take_handover(owner, key)
+    if handover is None:
+        return None
+    if not handover.done.wait(settings.SANDBOX_ENGINE_TIMEOUT_S):
+        handover.abandoned = True  # still resetting: removed once done (the run starts cold)
+        return None
+    parked = handover.sandbox
+    if parked is None:
+        return None  # discarded: it did not verify clean
+    try:
+        engine.client().api.rename(parked.container_id, f"crucible-{run_id}")
+    except docker.errors.APIError:
+        parked.drop_prestarted()
+        return None  # taken a moment ago (expired, or removed by a drain)
+    sandbox = Sandbox(parked.container_id, parked.image_id, profile, parked.created_at)
+    sandbox.memory_mb = parked.memory_mb  # the cgroup keeps the last program's limit
+    sandbox.prestarted, parked.prestarted = parked.prestarted, None
+    sandbox.measure_baseline()
+    return sandbox
+
+
+def wait_for_handovers(owner: str, timeout_s: float, *, abandon: bool = True) -> None:
+    """Wait (up to ``timeout_s`` in all) for ``owner``'s resets in the background to park or discard.
+    With ``abandon`` (a drain) nothing will claim them through this process any more: one still
+    resetting is removed rather than parked, and the launchers started ahead are closed."""
+    deadline = time.monotonic() + timeout_s
+    with _handovers_lock:
+        pending = list(_handovers.pop(owner, []) if abandon else _handovers.get(owner, []))
+    for handover in pending:
+        handover.abandoned = handover.abandoned or abandon
+        handover.done.wait(max(0.0, deadline - time.monotonic()))
+        if abandon and handover.sandbox is not None:
+            handover.sandbox.drop_prestarted()
 
 
 def expire_parked(owner: str, idle_for_s: float) -> list[str]:
@@ -208,6 +303,7 @@ class WarmPool:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=settings.SANDBOX_ENGINE_TIMEOUT_S + 5)
+        wait_for_handovers(self.owner, settings.SANDBOX_ENGINE_TIMEOUT_S + 5)
         removed = []
         for container_id in idle(self.owner):
             try:

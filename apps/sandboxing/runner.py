@@ -176,10 +176,16 @@ def run_programs(
 
 @dataclass(frozen=True)
 class Reuse:
-    """Keep the sandbox for the next request of ``group`` (a batch), in ``owner``'s (a worker's) pool."""
+    """Keep the sandbox for the next request of ``group`` (a batch), in ``owner``'s (a worker's) pool.
+
+    ``background``: reset it in a thread of this process (``pool.park_in_background``), so the caller
+    records its result and takes its next request meanwhile; that request's claim waits for the reset.
+    Only for a caller whose process outlives the request (a worker that does not fork per job): a
+    process that exits at once would leave the sandbox neither parked nor removed."""
 
     owner: str
     group: str
+    background: bool = False
 
 
 CUT_SHORT = (Outcome.CANCELLED, Outcome.STOPPED, Outcome.ERROR)
@@ -189,11 +195,23 @@ def _parked(sandbox: Sandbox, reuse: Reuse | None, results: list[RunResult]) -> 
     """Reset the sandbox and park it for the group's next request; False when it must be removed."""
     if reuse is None or sandbox.killed or not results or results[-1].outcome in CUT_SHORT:
         return False
-    problem = sandbox.reset()
-    if problem:
-        log.warning("sandbox %s not reused: %s", sandbox.container_id[:12], problem)
-        return False
-    return pool.park(sandbox, reuse.owner)
+
+    def reset_and_park(sandbox: Sandbox) -> bool:
+        problem = sandbox.reset()
+        if problem:
+            log.warning("sandbox %s not reused: %s", sandbox.container_id[:12], problem)
+            return False
+        if reuse.background and sandbox.first_launch is not None:
+            # Handed to this process's next claim with the object: the next sample of a batch is
+            # most likely launched as this one was, so its launcher is started now, on the clean sandbox.
+            sandbox.prestart_launch(sandbox.first_launch)
+        return pool.park(sandbox, reuse.owner)
+
+    if reuse.background:
+        key = pool.reuse_key(sandbox.profile, reuse.group)
+        pool.park_in_background(sandbox, reuse.owner, key, reset_and_park)
+        return True
+    return reset_and_park(sandbox)
 
 
 def _file_name(runtime, index: int) -> str:

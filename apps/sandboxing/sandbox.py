@@ -24,7 +24,7 @@ import signal
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 import docker.errors
@@ -223,6 +223,24 @@ def _create_container(config: dict, *, replace_stale: bool = True):
         raise SandboxSetupError(f"cannot create the sandbox container: {exc}", Failure.ENGINE_FAULT)
 
 
+@dataclass(frozen=True)
+class LaunchArgs:
+    """How a launcher is started: its argv, working directory and (sorted) environment."""
+
+    argv: tuple[str, ...]
+    workdir: str
+    environment: tuple[tuple[str, str], ...]
+
+
+@dataclass
+class Prestarted:
+    """A launcher started ahead (``Sandbox.prestart_launch``): its exec, waiting for its payload."""
+
+    args: LaunchArgs
+    exec_id: str
+    stream: ExecStream
+
+
 class Sandbox:
     """One started, locked-down container: ``create`` -> programs by exec -> ``remove``."""
 
@@ -244,6 +262,8 @@ class Sandbox:
         self.stopped_inside = False  # the program's processes SIGSTOPped (``stop_inside``)
         self.collect_error = ""  # why the last artifact collection could not run, if it could not
         self._runsc_root: str | None = None
+        self.first_launch: LaunchArgs | None = None  # how this sandbox's first program was launched
+        self.prestarted: Prestarted | None = None  # a launcher started ahead, waiting for its payload
 
     @property
     def api(self):
@@ -315,6 +335,46 @@ class Sandbox:
         stream = ExecStream(self.api.exec_start(exec_id, socket=True))
         self.streams.append(stream)
         return exec_id, stream
+
+    def launch(self, argv: list[str], *, workdir: str, environment: dict) -> tuple[str, ExecStream]:
+        """Start a launcher (``helper.launch_argv``), which waits for its payload on stdin: the one
+        ``prestart_launch`` started ahead when it has the same argv, workdir and environment and still
+        waits, else a new exec. Returns (exec id, its ``ExecStream``)."""
+        asked = LaunchArgs(tuple(argv), workdir, tuple(sorted(environment.items())))
+        if self.first_launch is None:
+            self.first_launch = asked
+        ready, self.prestarted = self.prestarted, None
+        if ready is not None:
+            if ready.args == asked and not ready.stream.closed and not _readable(ready.stream.raw, 0):
+                self.streams.append(ready.stream)
+                return ready.exec_id, ready.stream
+            ready.stream.close()  # it reads a short payload and exits by itself
+        return self.open_exec(argv, workdir=workdir, environment=environment, stdin=True)
+
+    def prestart_launch(self, args: LaunchArgs) -> None:
+        """Start a launcher with ``args`` ahead of the program it will run (``launch`` takes it): called
+        only on a sandbox verified clean (``reset``) before it is handed to its next sample, so nothing
+        but the idle main process can reach it. Without it (the engine refused) ``launch`` starts one."""
+        try:
+            exec_id = self.api.exec_create(
+                self.container_id,
+                list(args.argv),
+                stdin=True,
+                stdout=True,
+                stderr=True,
+                user=SANDBOX_USER,
+                workdir=args.workdir,
+                environment=dict(args.environment),
+            )["Id"]
+            self.prestarted = Prestarted(args, exec_id, ExecStream(self.api.exec_start(exec_id, socket=True)))
+        except Exception as exc:
+            log.info("could not start a launcher ahead in %s: %s", self.container_id[:12], exc)
+
+    def drop_prestarted(self) -> None:
+        """Close a launcher started ahead that no program will use (it exits by itself)."""
+        if self.prestarted is not None:
+            self.prestarted.stream.close()
+            self.prestarted = None
 
     def close_exec(self, stream: ExecStream) -> None:
         stream.close()
@@ -578,6 +638,7 @@ class Sandbox:
             return
         self.read_counters()
         self.killed_at = time.monotonic()
+        self.drop_prestarted()
         for stream in self.streams:
             stream.close()
         self.streams.clear()
@@ -650,6 +711,7 @@ class Sandbox:
 
     def remove(self) -> None:
         """Remove the container, trying a few times; what is left is the reconciler's to remove."""
+        self.drop_prestarted()
         for attempt in range(1, REMOVE_ATTEMPTS + 1):
             try:
                 containers.remove(self.container_id)

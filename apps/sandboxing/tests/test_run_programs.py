@@ -4,10 +4,12 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 
 import pytest
 
-from apps.sandboxing import pool
+from apps.sandboxing import pool, runner
+from apps.sandboxing.execution import execute
 from apps.sandboxing.outcomes import Command, Outcome, RunRequest
 from apps.sandboxing.policy import runtime_for
 from apps.sandboxing.pool import remove_pools_of
@@ -176,3 +178,81 @@ def test_the_files_the_programs_leave_in_output_are_collected_once_after_the_las
     results, _ = run_all([Program(write, b"first"), Program(write, b"second")])
     assert results[0].artifacts == []
     assert sorted(a.name for a in results[1].artifacts) == ["first", "second"]
+
+
+# --- Reset in the background (a worker that runs jobs in its own process) --------------------------
+
+
+@pytest.fixture
+def reuse_in_background(reuse):
+    yield Reuse(owner=reuse.owner, group=reuse.group, background=True)
+    pool.wait_for_handovers(reuse.owner, 60)
+
+
+def test_a_sandbox_reset_in_the_background_is_handed_to_the_next_sample_clean(reuse_in_background):
+    first, _ = run_reusing(reuse_in_background, [Program(LITTER)])
+    assert first[0].outcome == Outcome.EXITED and first[0].warm is False
+    # At once, as a worker takes its next job: the claim waits for the reset, and gets the same sandbox.
+    second, seen = run_reusing(reuse_in_background, [Program(INSPECT)])
+    assert second[0].outcome == Outcome.EXITED and second[0].warm is True
+    idle = b"[b'/usr/local/libexec/crucible-helper idle']\n"  # the idle main process only
+    assert seen == idle + b"{'/tmp': [], '/output': [], '/dev/shm': [], '/sandbox': ['main.py']}\n"
+    pool.wait_for_handovers(reuse_in_background.owner, 60, abandon=False)
+    assert len(pool.idle(reuse_in_background.owner)) == 1
+
+
+def test_a_sandbox_that_does_not_verify_clean_in_the_background_is_discarded(reuse_in_background):
+    shm = b"import ctypes\nlibc = ctypes.CDLL(None)\nassert libc.shmget(0, 4096, 0o1000 | 0o600) >= 0\n"
+    results, _ = run_reusing(reuse_in_background, [Program(shm)])
+    assert results[0].exit_code == 0
+    second, seen = run_reusing(reuse_in_background, [Program(b"print('fresh')")])
+    assert second[0].warm is False and seen == b"fresh\n"
+
+
+def test_the_next_sample_runs_in_the_launcher_started_ahead_on_the_clean_sandbox(reuse_in_background):
+    run_reusing(reuse_in_background, [Program(b"print(1)")])
+    request = RunRequest(
+        run_id=str(uuid.uuid4()), runtime=runtime_for("python"), code=b"", stdin=b"", limits=small_limits()
+    )
+    sandbox = pool.claim(
+        reuse_in_background.owner,
+        runner.profile_for(request),
+        request.run_id,
+        key=pool.reuse_key(runner.profile_for(request), reuse_in_background.group),
+    )
+    try:
+        ahead = sandbox.prestarted
+        assert ahead is not None
+        output = []
+        request = replace(request, code=b"print('bob')\n")
+        result = execute(sandbox, request, on_output=lambda s, d: output.append(d), control=lambda: None)
+        assert result.outcome == Outcome.EXITED and b"".join(output) == b"bob\n"
+        # The exec started ahead ran the program (exit 0); one left unused would have exited 125 (no payload).
+        assert sandbox.prestarted is None and sandbox.api.exec_inspect(ahead.exec_id)["ExitCode"] == 0
+    finally:
+        sandbox.remove()
+
+
+def test_a_launcher_started_ahead_for_another_program_is_not_used(reuse_in_background):
+    run_reusing(reuse_in_background, [Program(b"print(1)")])
+    request = RunRequest(
+        run_id=str(uuid.uuid4()),
+        runtime=runtime_for("python"),
+        code=b"import os\nprint(os.environ.get('WHO'))\n",
+        stdin=b"",
+        env={"WHO": "bob"},
+        limits=small_limits(),
+    )
+    profile = runner.profile_for(request)
+    sandbox = pool.claim(
+        reuse_in_background.owner, profile, request.run_id, key=pool.reuse_key(profile, reuse_in_background.group)
+    )
+    try:
+        ahead = sandbox.prestarted
+        assert ahead is not None
+        output = []
+        result = execute(sandbox, request, on_output=lambda s, d: output.append(d), control=lambda: None)
+        assert result.outcome == Outcome.EXITED and b"".join(output) == b"bob\n"
+        assert sandbox.prestarted is None and sandbox.api.exec_inspect(ahead.exec_id)["ExitCode"] != 0
+    finally:
+        sandbox.remove()
