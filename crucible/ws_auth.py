@@ -25,6 +25,7 @@ import time
 from enum import IntEnum
 
 from channels.auth import AuthMiddlewareStack
+from channels.consumer import get_handler_name
 from channels.generic.websocket import AsyncJsonWebsocketConsumer, AsyncWebsocketConsumer
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -122,6 +123,62 @@ def TokenAuthMiddlewareStack(inner):  # noqa: N802 (named like Channels' AuthMid
     return TokenAuthMiddleware(inner)
 
 
+class SharedChecks:
+    """The latest permission re-check per stream and credentials, shared by a process's connections.
+
+    A hundred viewers of one run with one token would each re-read the user, the token and the row
+    once per ``recheck_s``: hundreds of queries a second for the same answer. A connection that may
+    use an answer up to ``recheck_s`` old takes the latest one for the same key (the consumer's class,
+    its path and the credentials: user, token, session), or waits for the one in flight; a check
+    that must be fresh (``always``) is made anew, and left for the others. Answers are per event loop
+    (one Daphne process has one; tests make one per test).
+    """
+
+    def __init__(self):
+        self._latest: dict[tuple, tuple[float, int]] = {}
+        self._in_flight: dict[tuple, asyncio.Task] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def _forget_other_loops(self) -> None:
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            self._loop = loop
+            self._latest.clear()
+            self._in_flight.clear()
+
+    async def check(self, key: tuple, check, *, max_age: float | None) -> int:
+        """``check()``'s answer (0 or a close code), or a shared one started at most ``max_age`` ago
+        (None: a fresh one)."""
+        self._forget_other_loops()
+        now = time.monotonic()
+        if max_age is not None:
+            latest = self._latest.get(key)
+            if latest is not None and now - latest[0] < max_age:
+                return latest[1]
+            pending = self._in_flight.get(key)
+            if pending is not None:
+                return await asyncio.shield(pending)
+        task = asyncio.ensure_future(check())
+        self._in_flight[key] = task
+        try:
+            denied = await asyncio.shield(task)
+        finally:
+            if self._in_flight.get(key) is task:
+                del self._in_flight[key]
+        self._remember(key, now, denied)
+        return denied
+
+    def _remember(self, key: tuple, started: float, denied: int) -> None:
+        if len(self._latest) > 10_000:  # forget stale answers of streams long gone
+            self._latest = {k: v for k, v in self._latest.items() if started - v[0] < PERMISSION_RECHECK_S * 10}
+        latest = self._latest.get(key)
+        if latest is None or latest[0] <= started:
+            self._latest[key] = (started, denied)
+
+
+shared_checks = SharedChecks()
+
+
 class UnknownPathConsumer(AsyncWebsocketConsumer):
     """Every WebSocket path that names no stream: accepted, then closed with 4404 (never a 500)."""
 
@@ -161,8 +218,15 @@ class GuardedConsumer(AsyncJsonWebsocketConsumer):
             await self._clean_up()
 
     async def dispatch(self, message):
+        """Channels' dispatch without its hop to the database thread before every message
+        (``aclose_old_connections``): these consumers reach the database only through
+        ``crucible.ws_db``, whose threads look after their own connections. With a thousand viewers
+        that hop, thousands a second through one thread, was most of a Daphne process's time."""
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
         async with self._turn:
-            await super().dispatch(message)
+            await handler(message)
 
     async def heartbeat(self) -> None:
         """Called every ``WEBSOCKET_HEARTBEAT_S`` while the connection is open."""
@@ -200,7 +264,9 @@ class GuardedConsumer(AsyncJsonWebsocketConsumer):
         now = time.monotonic()
         if not always and now - self._checked_at < self.recheck_s:
             return True
-        denied = await self._access_denied()
+        denied = await shared_checks.check(
+            self._access_key(), self._access_denied, max_age=None if always else self.recheck_s
+        )
         self._checked_at = now
         if denied:
             # The client was let in before, so a lost right is "not allowed", not "no such".
@@ -290,6 +356,18 @@ class GuardedConsumer(AsyncJsonWebsocketConsumer):
                 await asyncio.wait_for(ws_limits.release(user_id, self.channel_name), ws_limits.REDIS_TIMEOUT_S)
             except (RedisError, TimeoutError):
                 log.warning("could not give a WebSocket slot back; its lease will run out", exc_info=True)
+
+    def _access_key(self) -> tuple:
+        """What ``denies`` and the credentials' re-check depend on: the stream (this class at this path)
+        and the credentials (user, token, browser session). Connections with the same key get the same answer."""
+        session = self.scope.get("session")
+        return (
+            type(self).__qualname__,
+            self.scope.get("path"),
+            getattr(self.scope.get("user"), "pk", None),
+            self.scope.get("api_token_id"),
+            getattr(session, "session_key", None),
+        )
 
     @pooled_db
     def _access_denied(self) -> int:
