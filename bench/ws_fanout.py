@@ -6,15 +6,19 @@ arriving at ``--ramp`` a second) watch them: ``--hot`` of them
 (default 100) on the first run, the rest spread evenly over all runs, each connection made by the
 run's owner (viewers of a run are its owner and operators). Every line's delay from ``print`` in
 the sandbox to its arrival at each connection is recorded (same host, same clock), and the
-health endpoint is asked every 0.5 s while the runs stream. Clients are asyncio coroutines in this
-process (``websockets``), so they share the machine with the stack: the figures are an upper
-bound of what Crucible adds.
+health endpoint is asked every 0.5 s while the runs stream. Clients are asyncio coroutines
+(``websockets``) in ``--client-processes`` processes (default 2), so that the clients' own event
+loop is not what delays a line; they share the machine with the stack, and the script prints how
+the machine's CPU was spent while the lines streamed (Daphne, the clients, the rest), so the
+figures can be read as what Crucible adds on a machine that also runs the clients.
 
 The stack (Daphne + workers, development database) is started with ``WEBSOCKET_MAX_PER_USER`` high
-enough for the test (the default, 20 per user, refuses the 21st connection of one user with 4429).
+enough for the test (the default, 20 per user, refuses the 21st connection of one user with 4429),
+and with ``CHANNEL_LAYER`` as given (``--channel-layer``, default the setting's default).
 
 Usage: CRUCIBLE_ENV=development .venv/bin/python bench/ws_fanout.py [--viewers 1000] [--hot 100]
-            [--runs 10] [--lines 40] [--interval 0.5] [--runtime runsc]
+            [--runs 10] [--lines 40] [--interval 0.5] [--runtime runsc] [--web-processes 1]
+            [--client-processes 2] [--channel-layer pubsub|core]
 """
 
 from __future__ import annotations
@@ -22,8 +26,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import multiprocessing
+import os
 import statistics
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -71,30 +78,49 @@ async def viewer(url: str, token: str, evaluation_id: str, latencies: list[float
         closed.append(f"{type(exc).__name__}: {exc}"[:120])
 
 
-async def health_prober(url: str, stop: asyncio.Event, timings: list[float]) -> None:
-    loop = asyncio.get_running_loop()
+def health_prober(url: str, stop: threading.Event, timings: list[float]) -> None:
+    """Ask the health endpoint every 0.5 s until ``stop``; each answer's time in ms."""
     while not stop.is_set():
         started = time.monotonic()
-        await loop.run_in_executor(None, lambda: requests.get(f"{url}/api/v1/health/", timeout=10))
+        requests.get(f"{url}/api/v1/health/", timeout=10)
         timings.append((time.monotonic() - started) * 1000)
-        await asyncio.sleep(0.5)
+        stop.wait(0.5)
 
 
-async def watch(url: str, runs: list[tuple[str, str]], viewers: int, hot: int, ramp: float) -> tuple[list, list, list]:
+async def watch(url: str, plan: list[tuple[str, str]], ramp: float) -> tuple[list, list]:
+    """Open the connections of ``plan`` at ``ramp`` a second; every latency and abnormal end once all ended."""
     latencies: list[float] = []
     closed: list[str] = []
-    health: list[float] = []
-    plan = [runs[0]] * hot + [runs[i % len(runs)] for i in range(viewers - hot)]
-    stop = asyncio.Event()
-    prober = asyncio.create_task(health_prober(url, stop, health))
     tasks = []
     for token, evaluation_id in plan:
         tasks.append(asyncio.create_task(viewer(url, token, evaluation_id, latencies, closed)))
         await asyncio.sleep(1 / ramp)  # viewers arrive at ``ramp`` a second
     await asyncio.gather(*tasks)
-    stop.set()
-    await prober
-    return latencies, closed, health
+    return latencies, closed
+
+
+def client_process(url: str, plan: list[tuple[str, str]], ramp: float, results) -> None:
+    """One process of clients: its latencies, abnormal ends and CPU seconds go to ``results``."""
+    latencies, closed = asyncio.run(watch(url, plan, ramp))
+    results.put((latencies, closed, time.process_time()))
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of ``pid`` and its children that are still alive (from /proc)."""
+    total = 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except (OSError, IndexError, ValueError):
+        return total
+    return total + sum(cpu_seconds(int(child)) for child in children)
+
+
+def machine_cpu_seconds() -> float:
+    """CPU seconds the whole machine spent busy (all cores; /proc/stat minus idle and iowait)."""
+    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    return (sum(values) - values[3] - values[4]) / os.sysconf("SC_CLK_TCK")
 
 
 def main() -> None:
@@ -107,41 +133,88 @@ def main() -> None:
     parser.add_argument("--runtime", default="runsc")
     parser.add_argument("--ramp", type=float, default=100, help="viewers connecting per second")
     parser.add_argument("--web-processes", type=int, default=1, help="Daphne processes (python -m crucible.serve)")
+    parser.add_argument("--client-processes", type=int, default=2, help="processes the viewers are spread over")
+    parser.add_argument("--channel-layer", choices=["pubsub", "core"], default=None, help="CHANNEL_LAYER")
     args = parser.parse_args()
 
     django_setup()
     tokens = [api_token(f"viewer-{i}") for i in range(args.runs)]
+    layer = {"CHANNEL_LAYER": args.channel_layer} if args.channel_layer else {}
     with development_stack(
         workers=args.runs,  # every run streams at once
         web_processes=args.web_processes,
         SANDBOX_RUNTIME=args.runtime,
         WEBSOCKET_MAX_PER_USER=str(args.viewers),
         SANDBOX_POOL_SIZE="1",
+        **layer,
     ) as stack:
         runs = []
-        delay = args.viewers / args.ramp + 8  # every viewer is connected before the first line
+        connecting_s = args.viewers / args.ramp + 8  # every viewer is connected before the first line
         for token in tokens:
             body = {
-                "code": PROGRAM.format(delay=delay, lines=args.lines, interval=args.interval),
-                "timeout_s": delay + args.lines * args.interval + 30,
+                "code": PROGRAM.format(delay=connecting_s, lines=args.lines, interval=args.interval),
+                "timeout_s": connecting_s + args.lines * args.interval + 30,
             }
             response = requests.post(
                 f"{stack.url}/api/v1/evaluations/", json=body, headers={"Authorization": f"Token {token}"}, timeout=30
             )
             response.raise_for_status()
             runs.append((token, response.json()["id"]))
-        latencies, closed, health = asyncio.run(watch(stack.url, runs, args.viewers, args.hot, args.ramp))
+        submitted = time.time()
+        plan = [runs[0]] * args.hot + [runs[i % len(runs)] for i in range(args.viewers - args.hot)]
+        n = args.client_processes
+        context = multiprocessing.get_context("spawn")
+        results = context.Queue()
+        clients = [
+            context.Process(target=client_process, args=(stack.url, plan[i::n], args.ramp / n, results))
+            for i in range(n)
+        ]
+        health: list[float] = []
+        stop_probing = threading.Event()
+        prober = threading.Thread(target=health_prober, args=(stack.url, stop_probing, health))
+        prober.start()  # from the first connection to the last end
+        for client in clients:
+            client.start()
+        # The lines stream from about ``connecting_s`` after submission: CPU is counted from then.
+        time.sleep(max(0.0, submitted + connecting_s - time.time()))
+        web_pid = stack.processes["web"].pid
+        streaming = (time.monotonic(), machine_cpu_seconds(), cpu_seconds(web_pid))
+        clients_at_start = sum(cpu_seconds(client.pid) for client in clients)
+        time.sleep(args.lines * args.interval)
+        web_cpu = cpu_seconds(web_pid) - streaming[2]
+        machine_cpu = machine_cpu_seconds() - streaming[1]
+        client_cpu = sum(cpu_seconds(client.pid) for client in clients) - clients_at_start
+        window = time.monotonic() - streaming[0]
+        outcomes = [results.get() for _ in clients]
+        for client in clients:
+            client.join()
+        stop_probing.set()
+        prober.join()
+    latencies = [value for outcome in outcomes for value in outcome[0]]
+    closed = [reason for outcome in outcomes for reason in outcome[1]]
     if not latencies:
         sys.exit(f"no line arrived; closed: {closed[:5]}")
     print(
         f"{args.viewers} viewers ({args.hot} on one run, the rest over {args.runs} runs; {args.runtime}; "
-        f"{args.web_processes} Daphne), "
+        f"{args.web_processes} Daphne; channel layer {args.channel_layer or 'default'}; "
+        f"clients in {n} processes), "
         f"{len(latencies)} line deliveries: push p50 {percentile(latencies, 50):.1f} ms, "
         f"p95 {percentile(latencies, 95):.1f} ms, p99 {percentile(latencies, 99):.1f} ms, max {max(latencies):.0f} ms"
     )
     print(
-        f"health endpoint while they streamed ({len(health)} requests): median {statistics.median(health):.0f} ms, "
+        f"health endpoint from the first connection to the last end ({len(health)} requests): "
+        f"median {statistics.median(health):.0f} ms, "
         f"worst {max(health):.0f} ms; connections that ended abnormally: {len(closed)} {closed[:3]}"
+    )
+    cores = os.cpu_count() or 1
+    print(
+        f"CPU while the lines streamed ({window:.0f} s, {cores} cores): machine busy "
+        f"{machine_cpu / window / cores * 100:.0f}%; Daphne {web_cpu / window * 100:.0f}% of a core, "
+        f"({web_cpu / max(len(latencies), 1) * 1e6:.0f} µs per line delivered), "
+        f"the clients {client_cpu / window * 100:.0f}% of a core "
+        f"({client_cpu / max(machine_cpu, 1e-9) * 100:.0f}% of the machine's busy time), "
+        f"everything else (workers, sandboxes, PostgreSQL, Redis, other users of the machine) "
+        f"{(machine_cpu - web_cpu - client_cpu) / window * 100:.0f}% of a core"
     )
 
 

@@ -123,20 +123,20 @@ def TokenAuthMiddlewareStack(inner):  # noqa: N802 (named like Channels' AuthMid
     return TokenAuthMiddleware(inner)
 
 
-class SharedChecks:
-    """The latest permission re-check per stream and credentials, shared by a process's connections.
+class SharedAnswers:
+    """Answers to one question per key, shared by a process's connections.
 
     A hundred viewers of one run with one token would each re-read the user, the token and the row
-    once per ``recheck_s``: hundreds of queries a second for the same answer. A connection that may
-    use an answer up to ``recheck_s`` old takes the latest one for the same key (the consumer's class,
-    its path and the credentials: user, token, session), or waits for the one in flight; a check
-    that must be fresh (``always``) is made anew, and left for the others. Answers are per event loop
-    (one Daphne process has one; tests make one per test).
+    once per ``recheck_s`` (and the run's state at each heartbeat): hundreds of queries a second for
+    the same answer. A connection that may use an answer up to ``max_age`` old takes the latest one
+    for its key, or waits for the one in flight; one that needs a fresh answer (``max_age=None``)
+    asks anew, and leaves its answer for the others. An answer counts from when it was asked.
+    Answers are per event loop (one Daphne process has one; tests make one per test).
     """
 
     def __init__(self):
-        self._latest: dict[tuple, tuple[float, int]] = {}
-        self._in_flight: dict[tuple, asyncio.Task] = {}
+        self._latest: dict = {}
+        self._in_flight: dict = {}
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def _forget_other_loops(self) -> None:
@@ -146,9 +146,8 @@ class SharedChecks:
             self._latest.clear()
             self._in_flight.clear()
 
-    async def check(self, key: tuple, check, *, max_age: float | None) -> int:
-        """``check()``'s answer (0 or a close code), or a shared one started at most ``max_age`` ago
-        (None: a fresh one)."""
+    async def get(self, key, ask, *, max_age: float | None):
+        """``await ask()``, or the latest answer for ``key`` asked at most ``max_age`` seconds ago."""
         self._forget_other_loops()
         now = time.monotonic()
         if max_age is not None:
@@ -158,25 +157,25 @@ class SharedChecks:
             pending = self._in_flight.get(key)
             if pending is not None:
                 return await asyncio.shield(pending)
-        task = asyncio.ensure_future(check())
+        task = asyncio.ensure_future(ask())
         self._in_flight[key] = task
         try:
-            denied = await asyncio.shield(task)
+            answer = await asyncio.shield(task)
         finally:
             if self._in_flight.get(key) is task:
                 del self._in_flight[key]
-        self._remember(key, now, denied)
-        return denied
+        self._remember(key, now, answer)
+        return answer
 
-    def _remember(self, key: tuple, started: float, denied: int) -> None:
-        if len(self._latest) > 10_000:  # forget stale answers of streams long gone
-            self._latest = {k: v for k, v in self._latest.items() if started - v[0] < PERMISSION_RECHECK_S * 10}
+    def _remember(self, key, asked: float, answer) -> None:
+        if len(self._latest) > 10_000:  # forget the answers of streams long gone
+            self._latest = {k: v for k, v in self._latest.items() if asked - v[0] < 60}
         latest = self._latest.get(key)
-        if latest is None or latest[0] <= started:
-            self._latest[key] = (started, denied)
+        if latest is None or latest[0] <= asked:
+            self._latest[key] = (asked, answer)
 
 
-shared_checks = SharedChecks()
+shared_checks = SharedAnswers()  # permission re-checks (GuardedConsumer.still_allowed)
 
 
 class UnknownPathConsumer(AsyncWebsocketConsumer):
@@ -264,7 +263,7 @@ class GuardedConsumer(AsyncJsonWebsocketConsumer):
         now = time.monotonic()
         if not always and now - self._checked_at < self.recheck_s:
             return True
-        denied = await shared_checks.check(
+        denied = await shared_checks.get(
             self._access_key(), self._access_denied, max_age=None if always else self.recheck_s
         )
         self._checked_at = now

@@ -48,9 +48,10 @@ class KeptConnectionsExecutor(concurrent.futures.Executor):
         future: concurrent.futures.Future = concurrent.futures.Future()
         with self._lock:
             self._jobs.put((future, fn, args, kwargs))
-            if self._idle == 0 and len(self._threads) < self.size:
+            if self._jobs.qsize() > self._idle and len(self._threads) < self.size:
                 thread = threading.Thread(target=self._work, name="ws-db", daemon=True)
                 self._threads.add(thread)
+                self._idle += 1  # until it takes its first job
                 thread.start()
         return future
 
@@ -65,17 +66,16 @@ class KeptConnectionsExecutor(concurrent.futures.Executor):
                 thread.join()
 
     def _next(self):
-        """The next job, or None when this thread should end (idle too long, or told to stop)."""
-        with self._lock:
-            self._idle += 1
+        """The next job, or None when this thread should end (idle too long, or told to stop). The
+        thread counts as idle until it has a job."""
         try:
             job = self._jobs.get(timeout=self.idle_s)
         except queue.Empty:
             job = None
         with self._lock:
-            self._idle -= 1
             if job is None and not self._jobs.empty():
                 job = self._jobs.get()  # submitted while this thread was giving up: take it
+            self._idle -= 1
             if job is None or job is _STOP:
                 self._threads.discard(threading.current_thread())
                 return None
@@ -86,13 +86,22 @@ class KeptConnectionsExecutor(concurrent.futures.Executor):
         try:
             while (job := self._next()) is not None:
                 future, fn, args, kwargs = job
+                del job
                 if not future.set_running_or_notify_cancel():
+                    with self._lock:
+                        self._idle += 1
                     continue
                 try:
-                    future.set_result(fn(*args, **kwargs))
+                    result, error = fn(*args, **kwargs), None
                 except BaseException as exc:  # noqa: BLE001 (handed to the awaiting caller)
-                    future.set_exception(exc)
-                del job, future, fn, args, kwargs
+                    result, error = None, exc
+                with self._lock:
+                    self._idle += 1  # before the caller hears back, so its next call finds this thread
+                if error is None:
+                    future.set_result(result)
+                else:
+                    future.set_exception(error)
+                del future, fn, args, kwargs, result, error
         finally:
             connections.close_all()
 

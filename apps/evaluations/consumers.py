@@ -38,9 +38,11 @@ import uuid
 from datetime import datetime
 from urllib.parse import parse_qs
 
+from django.db.models import OuterRef, Subquery
+
 from apps.evaluations import publisher
 from apps.evaluations.models import Evaluation, OutputChunk
-from crucible.ws_auth import CloseCode, GuardedConsumer
+from crucible.ws_auth import CloseCode, GuardedConsumer, SharedAnswers
 from crucible.ws_db import pooled_db
 
 REPLAY_BATCH = 500
@@ -64,6 +66,23 @@ def _parse_after(query_string: bytes) -> int | None:
     if not (raw.isascii() and raw.isdigit()) or len(raw) > 12:
         return None
     return int(raw)
+
+
+STATE_MAX_AGE_S = 1.0
+stream_states = SharedAnswers()  # evaluation id -> (row, last stored seq), for heartbeats
+
+
+@pooled_db
+def _stream_state(evaluation_id: uuid.UUID) -> tuple[Evaluation | None, int]:
+    """The evaluation's row and the highest stored ``seq`` (0 if none), read in one statement (one snapshot)."""
+    last = OutputChunk.objects.filter(evaluation_id=OuterRef("pk")).order_by("-seq").values("seq")[:1]
+    evaluation = (
+        Evaluation.objects.only("id", "status", "exit_code", "reason")
+        .annotate(stored_seq=Subquery(last))
+        .filter(pk=evaluation_id)
+        .first()
+    )
+    return evaluation, (evaluation.stored_seq or 0) if evaluation is not None else 0
 
 
 class EvaluationConsumer(GuardedConsumer):
@@ -100,14 +119,21 @@ class EvaluationConsumer(GuardedConsumer):
             await self.finish(CloseCode.NORMAL)
 
     async def heartbeat(self) -> None:
-        """Catch up with events the channel layer may have dropped (it drops when a process's queue
-        is full or a message is too old): the stored chunks, and the end once the row is terminal."""
+        """Catch up with events the channel layer may have dropped (nobody subscribed at that moment,
+        Redis away, a full queue): the stored chunks, and the end once the row is terminal.
+
+        The run's state (its row and how far its output is stored) is read once for all of this
+        process's viewers of the run (at most ``STATE_MAX_AGE_S`` old); the chunks only by a viewer
+        that is behind."""
         if not await self.still_allowed(always=False):
             return
-        evaluation = await self._load()
+        evaluation, stored_seq = await stream_states.get(
+            self.evaluation_id, lambda: _stream_state(self.evaluation_id), max_age=STATE_MAX_AGE_S
+        )
         if evaluation is None:
             return await self.finish(CloseCode.NOT_ALLOWED)
-        await self._catch_up()
+        if stored_seq > self.last_seq:
+            await self._catch_up()
         if evaluation.is_terminal:  # read before the replay, so every chunk was stored and sent
             await self.send_json(publisher.end_message(evaluation))
             await self.finish(CloseCode.NORMAL)
