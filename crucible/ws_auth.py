@@ -250,8 +250,11 @@ class GuardedConsumer(AsyncJsonWebsocketConsumer):
         raise NotImplementedError
 
     async def admit(self) -> bool:
-        """The first permission check; refuses with the subclass's close code."""
-        denied = await self._access_denied()
+        """The first permission check; refuses with the subclass's close code. Like a re-check, it may
+        take an answer for the same stream and credentials up to ``recheck_s`` old (a storm of one
+        user's viewers connecting asks once a second, not once each); the token itself was checked
+        afresh by the handshake."""
+        denied = await shared_checks.get(self._access_key(), self._access_denied, max_age=self.recheck_s)
         if denied:
             await self.finish(denied)
             return False
