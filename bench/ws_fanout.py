@@ -18,7 +18,7 @@ and with ``CHANNEL_LAYER`` as given (``--channel-layer``, default the setting's 
 
 Usage: CRUCIBLE_ENV=development .venv/bin/python bench/ws_fanout.py [--viewers 1000] [--hot 100]
             [--runs 10] [--lines 40] [--interval 0.5] [--runtime runsc] [--web-processes 1]
-            [--client-processes 2] [--channel-layer pubsub|core]
+            [--client-processes 2] [--channel-layer pubsub|core] [--settle 8]
 """
 
 from __future__ import annotations
@@ -53,7 +53,11 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
 
 
-async def viewer(url: str, token: str, evaluation_id: str, latencies: list[float], closed: list[str]) -> None:
+async def viewer(
+    url: str, token: str, evaluation_id: str, latencies: list, closed: list[str], connected: list[float]
+) -> None:
+    """One connection: when it was open (``connected``), each line's (number, delay in ms) into
+    ``latencies``, and why it ended, if abnormally (``closed``)."""
     from websockets.asyncio.client import connect
 
     ws_url = url.replace("http", "ws", 1) + f"/ws/evaluations/{evaluation_id}/?after=0"
@@ -62,6 +66,7 @@ async def viewer(url: str, token: str, evaluation_id: str, latencies: list[float
         async with connect(
             ws_url, additional_headers={"Authorization": f"Token {token}"}, origin=url, max_size=None, open_timeout=60
         ) as socket:
+            connected.append(time.time())
             async for raw in socket:
                 arrival = time.time()
                 message = json.loads(raw)
@@ -73,7 +78,7 @@ async def viewer(url: str, token: str, evaluation_id: str, latencies: list[float
                     parts = line.split()
                     if len(parts) == 3 and parts[0] == "T" and parts[1] not in seen:
                         seen.add(parts[1])
-                        latencies.append((arrival - float(parts[2])) * 1000)
+                        latencies.append((int(parts[1]), (arrival - float(parts[2])) * 1000))
     except Exception as exc:
         closed.append(f"{type(exc).__name__}: {exc}"[:120])
 
@@ -87,22 +92,23 @@ def health_prober(url: str, stop: threading.Event, timings: list[float]) -> None
         stop.wait(0.5)
 
 
-async def watch(url: str, plan: list[tuple[str, str]], ramp: float) -> tuple[list, list]:
-    """Open the connections of ``plan`` at ``ramp`` a second; every latency and abnormal end once all ended."""
-    latencies: list[float] = []
+async def watch(url: str, plan: list[tuple[str, str]], ramp: float) -> tuple[list, list, list]:
+    """Open the connections of ``plan`` at ``ramp`` a second; once all ended, every latency, abnormal
+    end and time a connection was open."""
+    latencies: list[tuple[int, float]] = []
     closed: list[str] = []
+    connected: list[float] = []
     tasks = []
     for token, evaluation_id in plan:
-        tasks.append(asyncio.create_task(viewer(url, token, evaluation_id, latencies, closed)))
+        tasks.append(asyncio.create_task(viewer(url, token, evaluation_id, latencies, closed, connected)))
         await asyncio.sleep(1 / ramp)  # viewers arrive at ``ramp`` a second
     await asyncio.gather(*tasks)
-    return latencies, closed
+    return latencies, closed, connected
 
 
 def client_process(url: str, plan: list[tuple[str, str]], ramp: float, results) -> None:
-    """One process of clients: its latencies, abnormal ends and CPU seconds go to ``results``."""
-    latencies, closed = asyncio.run(watch(url, plan, ramp))
-    results.put((latencies, closed, time.process_time()))
+    """One process of clients: its latencies, abnormal ends and connection times go to ``results``."""
+    results.put(asyncio.run(watch(url, plan, ramp)))
 
 
 def cpu_seconds(pid: int) -> float:
@@ -133,6 +139,7 @@ def main() -> None:
     parser.add_argument("--runtime", default="runsc")
     parser.add_argument("--ramp", type=float, default=100, help="viewers connecting per second")
     parser.add_argument("--web-processes", type=int, default=1, help="Daphne processes (python -m crucible.serve)")
+    parser.add_argument("--settle", type=float, default=8, help="seconds after the ramp before the first line")
     parser.add_argument("--client-processes", type=int, default=2, help="processes the viewers are spread over")
     parser.add_argument("--channel-layer", choices=["pubsub", "core"], default=None, help="CHANNEL_LAYER")
     args = parser.parse_args()
@@ -149,7 +156,7 @@ def main() -> None:
         **layer,
     ) as stack:
         runs = []
-        connecting_s = args.viewers / args.ramp + 8  # every viewer is connected before the first line
+        connecting_s = args.viewers / args.ramp + args.settle  # every viewer is connected before the first line
         for token in tokens:
             body = {
                 "code": PROGRAM.format(delay=connecting_s, lines=args.lines, interval=args.interval),
@@ -190,8 +197,10 @@ def main() -> None:
             client.join()
         stop_probing.set()
         prober.join()
-    latencies = [value for outcome in outcomes for value in outcome[0]]
+    by_line = [pair for outcome in outcomes for pair in outcome[0]]
+    latencies = [value for _, value in by_line]
     closed = [reason for outcome in outcomes for reason in outcome[1]]
+    last_connected = max((t for outcome in outcomes for t in outcome[2]), default=submitted) - submitted
     if not latencies:
         sys.exit(f"no line arrived; closed: {closed[:5]}")
     print(
@@ -205,6 +214,17 @@ def main() -> None:
         f"health endpoint from the first connection to the last end ({len(health)} requests): "
         f"median {statistics.median(health):.0f} ms, "
         f"worst {max(health):.0f} ms; connections that ended abnormally: {len(closed)} {closed[:3]}"
+    )
+    quarters = []
+    for quarter in range(4):
+        first, last = quarter * args.lines // 4, (quarter + 1) * args.lines // 4
+        part = [value for line, value in by_line if first <= line < last]
+        if part:
+            p50, p95 = percentile(part, 50), percentile(part, 95)
+            quarters.append(f"lines {first}-{last - 1} p50 {p50:.0f} / p95 {p95:.0f} ms")
+    print(
+        "push latency through the run: " + "; ".join(quarters) + f"; the last viewer connected "
+        f"{last_connected:.1f} s after submission, the lines began about {connecting_s:.1f} s after it"
     )
     cores = os.cpu_count() or 1
     print(

@@ -18,9 +18,11 @@ database. That is the whole no-gap/no-duplicate argument:
 Only the next ``seq`` is sent straight from a live event; the stored copy of a chunk is the same
 bytes under the same ``seq``, so whichever comes first is the one the client sees.
 
-A live event can still go missing (publishing is best effort, a slow client's channel can fill
-up). When a live log event skips ahead, the missing chunks are read from the database at once (and
-again on the next stored mark if they were not stored yet); before ``end`` and before a status
+A live event can still go missing (publishing is best effort; with the pub/sub channel layer,
+``CHANNEL_LAYER=pubsub``, an event published before Redis has read this process's SUBSCRIBE for the
+group is not delivered to it; with the core layer a full channel drops). When a live log event
+skips ahead, the missing chunks are read from the database at once (and again on the next stored
+mark if they were not stored yet); before ``end`` and before a status
 every stored chunk is sent, so the client never sees a hole. Every heartbeat
 (``WEBSOCKET_HEARTBEAT_S``) sends the chunks stored since, and the ``end`` once the row is
 terminal, so even a lost ``end`` or stored mark arrives a heartbeat late rather than never. At most
