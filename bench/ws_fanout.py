@@ -32,6 +32,7 @@ import statistics
 import sys
 import threading
 import time
+from datetime import datetime
 from pathlib import Path
 
 import requests
@@ -74,11 +75,15 @@ async def viewer(
                     return
                 if message["type"] != "log":
                     continue
+                # ``ts``: when the worker published the chunk (same host clock), splitting the delay
+                # into the engine's and worker's share and the channel layer's, Daphne's and the client's.
+                published = datetime.fromisoformat(message["ts"]).timestamp() if message.get("ts") else arrival
                 for line in message["data"].splitlines():
                     parts = line.split()
                     if len(parts) == 3 and parts[0] == "T" and parts[1] not in seen:
                         seen.add(parts[1])
-                        latencies.append((int(parts[1]), (arrival - float(parts[2])) * 1000))
+                        written = float(parts[2])
+                        latencies.append((int(parts[1]), (arrival - written) * 1000, (published - written) * 1000))
     except Exception as exc:
         closed.append(f"{type(exc).__name__}: {exc}"[:120])
 
@@ -197,8 +202,10 @@ def main() -> None:
             client.join()
         stop_probing.set()
         prober.join()
-    by_line = [pair for outcome in outcomes for pair in outcome[0]]
-    latencies = [value for _, value in by_line]
+    by_line = [entry for outcome in outcomes for entry in outcome[0]]
+    latencies = [entry[1] for entry in by_line]
+    to_publish = [entry[2] for entry in by_line]
+    after_publish = [entry[1] - entry[2] for entry in by_line]
     closed = [reason for outcome in outcomes for reason in outcome[1]]
     last_connected = max((t for outcome in outcomes for t in outcome[2]), default=submitted) - submitted
     if not latencies:
@@ -215,10 +222,15 @@ def main() -> None:
         f"median {statistics.median(health):.0f} ms, "
         f"worst {max(health):.0f} ms; connections that ended abnormally: {len(closed)} {closed[:3]}"
     )
+    print(
+        f"of which from print to the worker's publish p50 {percentile(to_publish, 50):.1f} ms, "
+        f"p95 {percentile(to_publish, 95):.1f} ms; from the publish to the viewer p50 "
+        f"{percentile(after_publish, 50):.1f} ms, p95 {percentile(after_publish, 95):.1f} ms"
+    )
     quarters = []
     for quarter in range(4):
         first, last = quarter * args.lines // 4, (quarter + 1) * args.lines // 4
-        part = [value for line, value in by_line if first <= line < last]
+        part = [value for line, value, _ in by_line if first <= line < last]
         if part:
             p50, p95 = percentile(part, 50), percentile(part, 95)
             quarters.append(f"lines {first}-{last - 1} p50 {p50:.0f} / p95 {p95:.0f} ms")
