@@ -43,6 +43,9 @@ log = logging.getLogger(__name__)
 # consumer goes through Channels' single database thread; re-reading the user, token and row for
 # each one would make one busy stream slow every other connection.
 PERMISSION_RECHECK_S = 1.0
+# An answer asked after a given event arrived serves every connection that handles that event; the
+# connections of a process handle one event within moments, this is only how long it is remembered.
+EVENT_ANSWER_MAX_AGE_S = 60.0
 # Clients have nothing to say on these streams; a message larger than this is refused unread.
 MAX_CLIENT_MESSAGE_BYTES = 4096
 
@@ -261,14 +264,18 @@ class GuardedConsumer(AsyncJsonWebsocketConsumer):
         self._checked_at = time.monotonic()
         return True
 
-    async def still_allowed(self, *, always: bool) -> bool:
-        """Re-check before sending an event: every time when ``always``, else at most once per ``recheck_s``."""
+    async def still_allowed(self, *, always: bool, event_id: str | None = None) -> bool:
+        """Re-check before sending an event: every time when ``always``, else at most once per ``recheck_s``.
+        An event published with an id (``event_id``) is re-checked once for all the connections of
+        this process with the same stream and credentials: the check is made after the event arrived."""
         now = time.monotonic()
         if not always and now - self._checked_at < self.recheck_s:
             return True
-        denied = await shared_checks.get(
-            self._access_key(), self._access_denied, max_age=None if always else self.recheck_s
-        )
+        if always and event_id:
+            key, max_age = (*self._access_key(), event_id), EVENT_ANSWER_MAX_AGE_S
+        else:
+            key, max_age = self._access_key(), None if always else self.recheck_s
+        denied = await shared_checks.get(key, self._access_denied, max_age=max_age)
         self._checked_at = now
         if denied:
             # The client was let in before, so a lost right is "not allowed", not "no such".

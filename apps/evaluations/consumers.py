@@ -44,7 +44,7 @@ from django.db.models import OuterRef, Subquery
 
 from apps.evaluations import publisher
 from apps.evaluations.models import Evaluation, OutputChunk
-from crucible.ws_auth import CloseCode, GuardedConsumer, SharedAnswers
+from crucible.ws_auth import EVENT_ANSWER_MAX_AGE_S, CloseCode, GuardedConsumer, SharedAnswers
 from crucible.ws_db import pooled_db
 
 REPLAY_BATCH = 500
@@ -151,17 +151,18 @@ class EvaluationConsumer(GuardedConsumer):
             return
         event = message["event"]
         kind = event["type"]
-        if not await self.still_allowed(always=kind not in FREQUENT_EVENTS):
+        event_id = message.get("id")
+        if not await self.still_allowed(always=kind not in FREQUENT_EVENTS, event_id=event_id):
             return
         if kind == "log":
             await self._take_live(event)
         elif kind == "end":
-            await self._catch_up()  # the worker stored everything before publishing the end
+            await self._catch_up_after(event_id)  # the worker stored everything before publishing the end
             await self.send_json(event)
             await self.finish(CloseCode.NORMAL)
         elif kind == "status":
             # Chunks stored before a status change come before it, even if their events were lost.
-            await self._catch_up()
+            await self._catch_up_after(event_id)
             await self.send_json(event)
         else:
             await self.send_json(event)
@@ -191,6 +192,17 @@ class EvaluationConsumer(GuardedConsumer):
         if first_gap:  # the chunks in between may be stored already (their events lost): read them
             await self._replay(before=seq)
             await self._release_held()
+
+    async def _catch_up_after(self, event_id: str | None) -> None:
+        """``_catch_up`` after an event: how far the output is stored is read once per event for all of
+        this process's viewers of the run (after the event arrived), the chunks only by a viewer that is behind."""
+        if not event_id:
+            return await self._catch_up()
+        _, stored_seq = await stream_states.get(
+            (self.evaluation_id, event_id), lambda: _stream_state(self.evaluation_id), max_age=EVENT_ANSWER_MAX_AGE_S
+        )
+        if stored_seq > self.last_seq:
+            await self._catch_up()
 
     async def _catch_up(self) -> None:
         """Send every stored chunk not sent yet, then the held live chunks that follow them."""
