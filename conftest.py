@@ -99,6 +99,16 @@ def fresh_channel_layer():
     channel_layers.backends.clear()
 
 
+@pytest.fixture(autouse=True)
+def websocket_connections_closed():
+    """The consumers' database threads keep their connections between calls (crucible/ws_db.py):
+    each test ends with them closed, so none outlives the test database (or a test that flushes it)."""
+    yield
+    from crucible import ws_db
+
+    ws_db.close_kept_connections()
+
+
 @pytest.fixture(scope="session")
 def compiled_helper(tmp_path_factory):
     """The in-sandbox helper compiled for this host (it is static), to test the parts that are safe

@@ -85,30 +85,39 @@ CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", 
 RQ_QUEUES = {name: {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 3600} for name in ("high", "default", "low")}
 RQ = {"COMMIT_MODE": "auto"}
 
-# channels_redis waits for messages with a blocking read of 5 s (BZPOPMIN). The socket timeout must
+# How live events reach the WebSocket consumers (crucible/publishing.py, the apps' publishers):
+# - "pubsub" (channels_redis.pubsub): a group message is one Redis PUBLISH; each Daphne process
+#   subscribed to the group gets it once and hands it to its consumers in memory, each waiting on a
+#   queue of its own. Nothing is kept for a process that is not subscribed at that moment.
+# - "core" (channels_redis.core): a group message is pushed to a Redis sorted set per Daphne process
+#   (once per process, holding at most ``capacity`` messages for ``expiry`` s), and every consumer of
+#   the process takes turns popping it under one lock: with a thousand viewers in one process that
+#   turn-taking, not Redis, was most of the process's time (README, Benchmarks).
+# Either way a stream that loses an event finds its chunks and its end in the database (the replay on
+# connect, the stored marks, and every WEBSOCKET_HEARTBEAT_S): see apps/evaluations/consumers.py.
+CHANNEL_LAYER = envchoice("CHANNEL_LAYER", "pubsub", ["pubsub", "core"])
+# The core layer waits for messages with a blocking read of 5 s (BZPOPMIN). The socket timeout must
 # stay well above it: redis-py's default (also 5 s) times that read out on every idle connection,
 # which then closes with 1011.
 CHANNEL_LAYER_SOCKET_TIMEOUT_S = 30
-# One Daphne process receives the group messages of all its connections through one Redis key, and a
-# message for many of its connections is stored there once: a user's many viewers add work in the
-# process (bounded by WEBSOCKET_MAX_PER_USER), not messages in the key. The key holds at most
-# ``capacity`` messages, each for at most ``expiry`` seconds; a stream that still loses an event
-# finds its chunks and its end in the database at its next heartbeat (WEBSOCKET_HEARTBEAT_S).
+_CHANNEL_LAYER_HOST = {
+    "address": REDIS_URL,
+    "socket_timeout": CHANNEL_LAYER_SOCKET_TIMEOUT_S,
+    "socket_connect_timeout": 5,
+    "socket_keepalive": True,
+}
+# Pub/sub channels are not per Redis database as keys are: the prefix names the database, so a test
+# process (or a second checkout) on another database never hears this one's groups.
+_CHANNEL_LAYER_PREFIX = f"asgi.db{urlparse(REDIS_URL).path.lstrip('/') or 0}."
 CHANNEL_LAYERS = {
     "default": {
+        "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+        "CONFIG": {"hosts": [_CHANNEL_LAYER_HOST], "prefix": _CHANNEL_LAYER_PREFIX},
+    }
+    if CHANNEL_LAYER == "pubsub"
+    else {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {
-            "hosts": [
-                {
-                    "address": REDIS_URL,
-                    "socket_timeout": CHANNEL_LAYER_SOCKET_TIMEOUT_S,
-                    "socket_connect_timeout": 5,
-                    "socket_keepalive": True,
-                }
-            ],
-            "capacity": 5000,
-            "expiry": 60,
-        },
+        "CONFIG": {"hosts": [_CHANNEL_LAYER_HOST], "capacity": 5000, "expiry": 60},
     }
 }
 # --- WebSockets -------------------------------------------------------------------------
@@ -118,6 +127,9 @@ WEBSOCKET_MAX_PER_USER = envint("WEBSOCKET_MAX_PER_USER", 20, minimum=1)
 # Every connection renews its slot and re-reads its stream's state this often; a slot whose Daphne
 # died is free again after three missed heartbeats. (Daphne itself pings idle clients every 20 s.)
 WEBSOCKET_HEARTBEAT_S = envfloat("WEBSOCKET_HEARTBEAT_S", 10.0, minimum=0.5, maximum=300.0)
+# Threads per Daphne process for the consumers' database calls, each keeping its PostgreSQL
+# connection between calls (crucible/ws_db.py): also the most connections those calls hold.
+WEBSOCKET_DB_THREADS = envint("WEBSOCKET_DB_THREADS", 4, minimum=1, maximum=64)
 
 # --- Django -----------------------------------------------------------------------------
 INSTALLED_APPS = [

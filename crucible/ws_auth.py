@@ -25,6 +25,7 @@ import time
 from enum import IntEnum
 
 from channels.auth import AuthMiddlewareStack
+from channels.consumer import get_handler_name
 from channels.generic.websocket import AsyncJsonWebsocketConsumer, AsyncWebsocketConsumer
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -42,6 +43,9 @@ log = logging.getLogger(__name__)
 # consumer goes through Channels' single database thread; re-reading the user, token and row for
 # each one would make one busy stream slow every other connection.
 PERMISSION_RECHECK_S = 1.0
+# An answer asked after a given event arrived serves every connection that handles that event; the
+# connections of a process handle one event within moments, this is only how long it is remembered.
+EVENT_ANSWER_MAX_AGE_S = 60.0
 # Clients have nothing to say on these streams; a message larger than this is refused unread.
 MAX_CLIENT_MESSAGE_BYTES = 4096
 
@@ -122,6 +126,61 @@ def TokenAuthMiddlewareStack(inner):  # noqa: N802 (named like Channels' AuthMid
     return TokenAuthMiddleware(inner)
 
 
+class SharedAnswers:
+    """Answers to one question per key, shared by a process's connections.
+
+    A hundred viewers of one run with one token would each re-read the user, the token and the row
+    once per ``recheck_s`` (and the run's state at each heartbeat): hundreds of queries a second for
+    the same answer. A connection that may use an answer up to ``max_age`` old takes the latest one
+    for its key, or waits for the one in flight; one that needs a fresh answer (``max_age=None``)
+    asks anew, and leaves its answer for the others. An answer counts from when it was asked.
+    Answers are per event loop (one Daphne process has one; tests make one per test).
+    """
+
+    def __init__(self):
+        self._latest: dict = {}
+        self._in_flight: dict = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def _forget_other_loops(self) -> None:
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            self._loop = loop
+            self._latest.clear()
+            self._in_flight.clear()
+
+    async def get(self, key, ask, *, max_age: float | None):
+        """``await ask()``, or the latest answer for ``key`` asked at most ``max_age`` seconds ago."""
+        self._forget_other_loops()
+        now = time.monotonic()
+        if max_age is not None:
+            latest = self._latest.get(key)
+            if latest is not None and now - latest[0] < max_age:
+                return latest[1]
+            pending = self._in_flight.get(key)
+            if pending is not None:
+                return await asyncio.shield(pending)
+        task = asyncio.ensure_future(ask())
+        self._in_flight[key] = task
+        try:
+            answer = await asyncio.shield(task)
+        finally:
+            if self._in_flight.get(key) is task:
+                del self._in_flight[key]
+        self._remember(key, now, answer)
+        return answer
+
+    def _remember(self, key, asked: float, answer) -> None:
+        if len(self._latest) > 10_000:  # forget the answers of streams long gone
+            self._latest = {k: v for k, v in self._latest.items() if asked - v[0] < 60}
+        latest = self._latest.get(key)
+        if latest is None or latest[0] <= asked:
+            self._latest[key] = (asked, answer)
+
+
+shared_checks = SharedAnswers()  # permission re-checks (GuardedConsumer.still_allowed)
+
+
 class UnknownPathConsumer(AsyncWebsocketConsumer):
     """Every WebSocket path that names no stream: accepted, then closed with 4404 (never a 500)."""
 
@@ -161,8 +220,15 @@ class GuardedConsumer(AsyncJsonWebsocketConsumer):
             await self._clean_up()
 
     async def dispatch(self, message):
+        """Channels' dispatch without its hop to the database thread before every message
+        (``aclose_old_connections``): these consumers reach the database only through
+        ``crucible.ws_db``, whose threads look after their own connections. With a thousand viewers
+        that hop, thousands a second through one thread, was most of a Daphne process's time."""
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
         async with self._turn:
-            await super().dispatch(message)
+            await handler(message)
 
     async def heartbeat(self) -> None:
         """Called every ``WEBSOCKET_HEARTBEAT_S`` while the connection is open."""
@@ -187,20 +253,29 @@ class GuardedConsumer(AsyncJsonWebsocketConsumer):
         raise NotImplementedError
 
     async def admit(self) -> bool:
-        """The first permission check; refuses with the subclass's close code."""
-        denied = await self._access_denied()
+        """The first permission check; refuses with the subclass's close code. Like a re-check, it may
+        take an answer for the same stream and credentials up to ``recheck_s`` old (a storm of one
+        user's viewers connecting asks once a second, not once each); the token itself was checked
+        afresh by the handshake."""
+        denied = await shared_checks.get(self._access_key(), self._access_denied, max_age=self.recheck_s)
         if denied:
             await self.finish(denied)
             return False
         self._checked_at = time.monotonic()
         return True
 
-    async def still_allowed(self, *, always: bool) -> bool:
-        """Re-check before sending an event: every time when ``always``, else at most once per ``recheck_s``."""
+    async def still_allowed(self, *, always: bool, event_id: str | None = None) -> bool:
+        """Re-check before sending an event: every time when ``always``, else at most once per ``recheck_s``.
+        An event published with an id (``event_id``) is re-checked once for all the connections of
+        this process with the same stream and credentials: the check is made after the event arrived."""
         now = time.monotonic()
         if not always and now - self._checked_at < self.recheck_s:
             return True
-        denied = await self._access_denied()
+        if always and event_id:
+            key, max_age = (*self._access_key(), event_id), EVENT_ANSWER_MAX_AGE_S
+        else:
+            key, max_age = self._access_key(), None if always else self.recheck_s
+        denied = await shared_checks.get(key, self._access_denied, max_age=max_age)
         self._checked_at = now
         if denied:
             # The client was let in before, so a lost right is "not allowed", not "no such".
@@ -290,6 +365,18 @@ class GuardedConsumer(AsyncJsonWebsocketConsumer):
                 await asyncio.wait_for(ws_limits.release(user_id, self.channel_name), ws_limits.REDIS_TIMEOUT_S)
             except (RedisError, TimeoutError):
                 log.warning("could not give a WebSocket slot back; its lease will run out", exc_info=True)
+
+    def _access_key(self) -> tuple:
+        """What ``denies`` and the credentials' re-check depend on: the stream (this class at this path)
+        and the credentials (user, token, browser session). Connections with the same key get the same answer."""
+        session = self.scope.get("session")
+        return (
+            type(self).__qualname__,
+            self.scope.get("path"),
+            getattr(self.scope.get("user"), "pk", None),
+            self.scope.get("api_token_id"),
+            getattr(session, "session_key", None),
+        )
 
     @pooled_db
     def _access_denied(self) -> int:

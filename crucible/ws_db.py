@@ -1,19 +1,149 @@
-"""Database calls of WebSocket consumers, run in a pool of threads.
+"""Database calls of WebSocket consumers, run on a few threads that keep their connections.
 
 Channels' ``database_sync_to_async`` is thread-sensitive by default: every call of every
 connection of a Daphne process runs on one single thread, one after another. A thousand viewers
 connecting at once (each connect checks its token, its right to the stream and reads the stored
 output) then queue behind each other for longer than Daphne's handshake timeout, and are dropped.
-These calls share nothing between threads (each opens and closes its own connection, as
-``DatabaseSyncToAsync`` does around every call), so they run in the event loop's thread pool
-instead (``ASGI_THREADS`` threads, asgiref's setting; by default min(32, CPUs + 4)).
+These calls share nothing between threads, so they run on a small pool of their own
+(``WEBSOCKET_DB_THREADS`` per Daphne process).
+
+Each of those threads keeps its database connection between calls (for at most ``KEEP_S``; checked
+before each reuse, as ``CONN_HEALTH_CHECKS`` does for requests). The web's requests close theirs
+after each request (``DATABASE_CONN_MAX_AGE=0``), and so did these calls: a thousand viewers, each
+re-checking its permission, reading its stream's row at every heartbeat and its stored output,
+opened and closed hundreds of PostgreSQL connections a second (a backend forked for each), most of
+one Daphne process's CPU and more of PostgreSQL's. Kept, they cost a query each. A thread idle for
+``IDLE_S`` closes its connection and ends, so a quiet process holds no connection; the threads are
+at most ``WEBSOCKET_DB_THREADS``, so neither are the connections.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
+import queue
+import threading
+
 from channels.db import DatabaseSyncToAsync
+from django.conf import settings
+from django.db import connections
+
+KEEP_S = 60.0  # a kept connection is closed (and a new one opened) after this long
+IDLE_S = 10.0  # a thread with nothing to do for this long closes its connection and ends
+_STOP = object()
+
+
+class KeptConnectionsExecutor(concurrent.futures.Executor):
+    """At most ``threads`` threads, started on demand, each keeping its own database connections
+    between the calls it runs; a thread idle for ``idle_s`` closes them and ends."""
+
+    def __init__(self, threads: int, idle_s: float = IDLE_S):
+        self.size = threads
+        self.idle_s = idle_s
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._threads: set[threading.Thread] = set()
+        self._idle = 0
+
+    def submit(self, fn, /, *args, **kwargs) -> concurrent.futures.Future:
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        with self._lock:
+            self._jobs.put((future, fn, args, kwargs))
+            if self._jobs.qsize() > self._idle and len(self._threads) < self.size:
+                thread = threading.Thread(target=self._work, name="ws-db", daemon=True)
+                self._threads.add(thread)
+                self._idle += 1  # until it takes its first job
+                thread.start()
+        return future
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """End every thread (each closes its connections first); new calls start new threads."""
+        with self._lock:
+            threads = list(self._threads)
+            for _ in threads:
+                self._jobs.put(_STOP)
+        if wait:
+            for thread in threads:
+                thread.join()
+
+    def _next(self):
+        """The next job, or None when this thread should end (idle too long, or told to stop). The
+        thread counts as idle until it has a job."""
+        try:
+            job = self._jobs.get(timeout=self.idle_s)
+        except queue.Empty:
+            job = None
+        with self._lock:
+            if job is None and not self._jobs.empty():
+                job = self._jobs.get()  # submitted while this thread was giving up: take it
+            self._idle -= 1
+            if job is None or job is _STOP:
+                self._threads.discard(threading.current_thread())
+                return None
+        return job
+
+    def _work(self) -> None:
+        _keep_connections()
+        try:
+            while (job := self._next()) is not None:
+                future, fn, args, kwargs = job
+                del job
+                if not future.set_running_or_notify_cancel():
+                    with self._lock:
+                        self._idle += 1
+                    continue
+                try:
+                    result, error = fn(*args, **kwargs), None
+                except BaseException as exc:  # noqa: BLE001 (handed to the awaiting caller)
+                    result, error = None, exc
+                with self._lock:
+                    self._idle += 1  # before the caller hears back, so its next call finds this thread
+                if error is None:
+                    future.set_result(result)
+                else:
+                    future.set_exception(error)
+                del future, fn, args, kwargs, result, error
+        finally:
+            connections.close_all()
+
+
+def _keep_connections() -> None:
+    """This thread's connections live for ``KEEP_S`` instead of one call (its own copy of the settings:
+    Django checks ``CONN_MAX_AGE``, errors and health around every ``DatabaseSyncToAsync`` call)."""
+    for alias in connections:
+        connection = connections[alias]
+        connection.settings_dict = {**connection.settings_dict, "CONN_MAX_AGE": KEEP_S}
+
+
+_executor: KeptConnectionsExecutor | None = None
+_executor_lock = threading.Lock()
+
+
+def executor() -> KeptConnectionsExecutor:
+    """The process's executor for consumers' database calls (made on first use)."""
+    global _executor
+    with _executor_lock:
+        if _executor is None:
+            _executor = KeptConnectionsExecutor(settings.WEBSOCKET_DB_THREADS)
+        return _executor
+
+
+def close_kept_connections() -> None:
+    """End the threads and close their connections now (tests: before the test database is dropped)."""
+    if _executor is not None:
+        _executor.shutdown(wait=True)
+
+
+class _OnKeptConnections(DatabaseSyncToAsync):
+    """``database_sync_to_async`` on the process's ``KeptConnectionsExecutor``."""
+
+    def __init__(self, func):
+        super().__init__(func, thread_sensitive=False)
+
+    async def __call__(self, *args, **kwargs):
+        self._executor = executor()
+        return await super().__call__(*args, **kwargs)
 
 
 def pooled_db(func):
-    """``database_sync_to_async``, not thread-sensitive: the call runs on any of the pool's threads."""
-    return DatabaseSyncToAsync(func, thread_sensitive=False)
+    """``database_sync_to_async``, not thread-sensitive: the call runs on any of the kept-connection threads."""
+    return _OnKeptConnections(func)

@@ -18,9 +18,11 @@ database. That is the whole no-gap/no-duplicate argument:
 Only the next ``seq`` is sent straight from a live event; the stored copy of a chunk is the same
 bytes under the same ``seq``, so whichever comes first is the one the client sees.
 
-A live event can still go missing (publishing is best effort, a slow client's channel can fill
-up). When a live log event skips ahead, the missing chunks are read from the database at once (and
-again on the next stored mark if they were not stored yet); before ``end`` and before a status
+A live event can still go missing (publishing is best effort; with the pub/sub channel layer,
+``CHANNEL_LAYER=pubsub``, an event published before Redis has read this process's SUBSCRIBE for the
+group is not delivered to it; with the core layer a full channel drops). When a live log event
+skips ahead, the missing chunks are read from the database at once (and again on the next stored
+mark if they were not stored yet); before ``end`` and before a status
 every stored chunk is sent, so the client never sees a hole. Every heartbeat
 (``WEBSOCKET_HEARTBEAT_S``) sends the chunks stored since, and the ``end`` once the row is
 terminal, so even a lost ``end`` or stored mark arrives a heartbeat late rather than never. At most
@@ -38,9 +40,11 @@ import uuid
 from datetime import datetime
 from urllib.parse import parse_qs
 
+from django.db.models import OuterRef, Subquery
+
 from apps.evaluations import publisher
 from apps.evaluations.models import Evaluation, OutputChunk
-from crucible.ws_auth import CloseCode, GuardedConsumer
+from crucible.ws_auth import EVENT_ANSWER_MAX_AGE_S, CloseCode, GuardedConsumer, SharedAnswers
 from crucible.ws_db import pooled_db
 
 REPLAY_BATCH = 500
@@ -64,6 +68,23 @@ def _parse_after(query_string: bytes) -> int | None:
     if not (raw.isascii() and raw.isdigit()) or len(raw) > 12:
         return None
     return int(raw)
+
+
+STATE_MAX_AGE_S = 1.0
+stream_states = SharedAnswers()  # evaluation id -> (row, last stored seq), for heartbeats
+
+
+@pooled_db
+def _stream_state(evaluation_id: uuid.UUID) -> tuple[Evaluation | None, int]:
+    """The evaluation's row and the highest stored ``seq`` (0 if none), read in one statement (one snapshot)."""
+    last = OutputChunk.objects.filter(evaluation_id=OuterRef("pk")).order_by("-seq").values("seq")[:1]
+    evaluation = (
+        Evaluation.objects.only("id", "status", "exit_code", "reason")
+        .annotate(stored_seq=Subquery(last))
+        .filter(pk=evaluation_id)
+        .first()
+    )
+    return evaluation, (evaluation.stored_seq or 0) if evaluation is not None else 0
 
 
 class EvaluationConsumer(GuardedConsumer):
@@ -100,14 +121,21 @@ class EvaluationConsumer(GuardedConsumer):
             await self.finish(CloseCode.NORMAL)
 
     async def heartbeat(self) -> None:
-        """Catch up with events the channel layer may have dropped (it drops when a process's queue
-        is full or a message is too old): the stored chunks, and the end once the row is terminal."""
+        """Catch up with events the channel layer may have dropped (nobody subscribed at that moment,
+        Redis away, a full queue): the stored chunks, and the end once the row is terminal.
+
+        The run's state (its row and how far its output is stored) is read once for all of this
+        process's viewers of the run (at most ``STATE_MAX_AGE_S`` old); the chunks only by a viewer
+        that is behind."""
         if not await self.still_allowed(always=False):
             return
-        evaluation = await self._load()
+        evaluation, stored_seq = await stream_states.get(
+            self.evaluation_id, lambda: _stream_state(self.evaluation_id), max_age=STATE_MAX_AGE_S
+        )
         if evaluation is None:
             return await self.finish(CloseCode.NOT_ALLOWED)
-        await self._catch_up()
+        if stored_seq > self.last_seq:
+            await self._catch_up()
         if evaluation.is_terminal:  # read before the replay, so every chunk was stored and sent
             await self.send_json(publisher.end_message(evaluation))
             await self.finish(CloseCode.NORMAL)
@@ -123,17 +151,18 @@ class EvaluationConsumer(GuardedConsumer):
             return
         event = message["event"]
         kind = event["type"]
-        if not await self.still_allowed(always=kind not in FREQUENT_EVENTS):
+        event_id = message.get("id")
+        if not await self.still_allowed(always=kind not in FREQUENT_EVENTS, event_id=event_id):
             return
         if kind == "log":
             await self._take_live(event)
         elif kind == "end":
-            await self._catch_up()  # the worker stored everything before publishing the end
+            await self._catch_up_after(event_id)  # the worker stored everything before publishing the end
             await self.send_json(event)
             await self.finish(CloseCode.NORMAL)
         elif kind == "status":
             # Chunks stored before a status change come before it, even if their events were lost.
-            await self._catch_up()
+            await self._catch_up_after(event_id)
             await self.send_json(event)
         else:
             await self.send_json(event)
@@ -163,6 +192,17 @@ class EvaluationConsumer(GuardedConsumer):
         if first_gap:  # the chunks in between may be stored already (their events lost): read them
             await self._replay(before=seq)
             await self._release_held()
+
+    async def _catch_up_after(self, event_id: str | None) -> None:
+        """``_catch_up`` after an event: how far the output is stored is read once per event for all of
+        this process's viewers of the run (after the event arrived), the chunks only by a viewer that is behind."""
+        if not event_id:
+            return await self._catch_up()
+        _, stored_seq = await stream_states.get(
+            (self.evaluation_id, event_id), lambda: _stream_state(self.evaluation_id), max_age=EVENT_ANSWER_MAX_AGE_S
+        )
+        if stored_seq > self.last_seq:
+            await self._catch_up()
 
     async def _catch_up(self) -> None:
         """Send every stored chunk not sent yet, then the held live chunks that follow them."""

@@ -16,6 +16,7 @@ to one group for all operators (``OPERATORS_GROUP``, ``WS /ws/alerts/``), as
 from __future__ import annotations
 
 import logging
+import uuid
 from datetime import datetime
 from typing import Literal, TypedDict
 
@@ -119,10 +120,13 @@ def alert_count_message(unacknowledged: int) -> AlertCountMessage:
 
 
 class EvaluationEvent(TypedDict):
-    """To an evaluation's group; handled by ``EvaluationConsumer.evaluation_event``."""
+    """To an evaluation's group; handled by ``EvaluationConsumer.evaluation_event``. ``id`` names this
+    publication: the viewers of one Daphne process that must re-check something after an event (their
+    permission, how far the output is stored) ask once per event and share the fresh answer."""
 
     type: Literal["evaluation.event"]
     event: EvaluationMessage
+    id: str
 
 
 class StoredEvent(TypedDict):
@@ -157,7 +161,8 @@ def _group_send(group: str, message: EvaluationEvent | StoredEvent | OperatorAle
 
 
 def _send(evaluation_id, event: EvaluationMessage) -> None:
-    _group_send(group_name(evaluation_id), {"type": "evaluation.event", "event": event}, event["type"])
+    message: EvaluationEvent = {"type": "evaluation.event", "event": event, "id": uuid.uuid4().hex}
+    _group_send(group_name(evaluation_id), message, event["type"])
 
 
 def publish_status(evaluation) -> None:

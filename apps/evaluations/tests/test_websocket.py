@@ -383,6 +383,22 @@ async def test_a_user_deactivated_while_watching_is_closed(alice):
     assert await close_code(communicator) == 4401
 
 
+async def test_every_viewer_sharing_a_check_is_checked_after_the_event_that_needs_it(alice, olivia):
+    """Alice's viewers share one permission check per status event (asked once it arrived): her
+    deactivation closes all of them, while olivia, watching the same run, is checked on her own."""
+    evaluation = await database_sync_to_async(make_evaluation)(alice, status=Status.RUNNING)
+    alices = [(await connect(evaluation.pk, user=alice))[0] for _ in range(3)]
+    olivias, _ = await connect(evaluation.pk, user=olivia)
+    for communicator in [*alices, olivias]:
+        assert (await communicator.receive_json_from(timeout=5))["type"] == "status"
+    alice.is_active = False
+    await database_sync_to_async(alice.save)()
+    await sync_to_async(publisher.publish_status)(evaluation)
+    assert [await close_code(communicator) for communicator in alices] == [4401, 4401, 4401]
+    assert (await olivias.receive_json_from(timeout=5))["type"] == "status"
+    await olivias.disconnect()
+
+
 async def test_an_operator_who_loses_the_role_while_watching_is_not_allowed(alice, olivia):
     evaluation = await database_sync_to_async(make_evaluation)(alice, status=Status.RUNNING)
     communicator, _ = await connect(evaluation.pk, user=olivia)
