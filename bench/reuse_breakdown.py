@@ -180,8 +180,10 @@ def run_runtime(runtime: str, samples: int, problems: dict, foreground: bool) ->
         f"   CPU per sample: this process {mine / samples * 1000:.1f} ms; {engine_cpu}"
         " (the engine's and the databases' include what others did meanwhile)"
     )
-    for container_id in pool.idle(WORKER):
-        pool.containers.remove(container_id)
+    # The last sample's reset may still run in the background: wait for it, then remove every
+    # container of this benchmark's pool (parked or still being reset), as a stopping worker does.
+    pool.wait_for_handovers(WORKER, 30.0)
+    pool.remove_pools_of(WORKER)
     how = "reset in the foreground" if foreground else "reset in the background"
     load = " ".join(f"{x:.1f}" for x in os.getloadavg())
     print(f"-- {runtime}, {how}: a reused HumanEval sample through running.run, median of {samples} (load {load})")
