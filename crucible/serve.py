@@ -6,6 +6,7 @@ processes on that socket (``daphne --fd``); the kernel hands each new connection
 Everything they share is outside them already: sessions and the database, the channel layer and the
 per-user WebSocket slots in Redis. It stops them all on SIGTERM/SIGINT, and stops the rest (and
 exits with an error) when one dies, so the process manager sees the web tier down and restarts it.
+Killed itself, it takes them with it (each dies with its parent).
 
     python -m crucible.serve [--host 127.0.0.1] [--port 8000] [--processes N]
 """
@@ -13,6 +14,7 @@ exits with an error) when one dies, so the process manager sees the web tier dow
 from __future__ import annotations
 
 import argparse
+import ctypes
 import os
 import signal
 import socket
@@ -45,9 +47,22 @@ def listen(host: str, port: int) -> socket.socket:
     return sock
 
 
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child before it execs Daphne: the kernel sends it SIGTERM when this process dies, so a
+    SIGKILLed (or crashed) ``crucible.serve`` never leaves Daphnes behind, holding the socket."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG)")
+
+
 def daphne(fd: int) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "daphne", "--fd", str(fd), "crucible.asgi:application"], pass_fds=(fd,)
+        [sys.executable, "-m", "daphne", "--fd", str(fd), "crucible.asgi:application"],
+        pass_fds=(fd,),
+        preexec_fn=_die_with_parent,  # noqa: PLW1509 (this process starts no threads)
     )
 
 

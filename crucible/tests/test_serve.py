@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -29,6 +30,14 @@ def children_of(pid: int) -> list[int]:
     return found
 
 
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie waiting for its parent does not)."""
+    try:
+        return "Z" not in Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1][:3]
+    except OSError:
+        return False
+
+
 @pytest.fixture
 def web_tier():
     port = free_port()
@@ -44,9 +53,11 @@ def web_tier():
         wait_until(lambda: requests.get(url, timeout=2).status_code == 200, timeout=60, what="the web tier")
         yield process, url
     finally:
+        daphnes = children_of(process.pid)  # before the kill: then they are init's
         if process.poll() is None:
             process.kill()
-            for child in children_of(process.pid):
+        for child in daphnes:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(child, signal.SIGKILL)
         process.wait(10)
 
@@ -64,11 +75,7 @@ def test_sigterm_stops_every_daphne_and_exits_cleanly(web_tier):
     daphnes = children_of(process.pid)
     process.send_signal(signal.SIGTERM)
     assert process.wait(30) == 0
-    assert not [
-        pid
-        for pid in daphnes
-        if Path(f"/proc/{pid}").exists() and "Z" not in Path(f"/proc/{pid}/stat").read_text().split(")")[1][:3]
-    ]
+    assert not [pid for pid in daphnes if alive(pid)]
 
 
 def test_when_one_daphne_dies_the_tier_stops_so_the_process_manager_restarts_it(web_tier):
@@ -78,3 +85,14 @@ def test_when_one_daphne_dies_the_tier_stops_so_the_process_manager_restarts_it(
     assert process.wait(30) == 1
     assert b"exited" in process.stdout.read()
     wait_until(lambda: not Path(f"/proc/{second}").exists(), timeout=15, what="the other Daphne to stop")
+
+
+def test_a_killed_web_tier_takes_its_daphnes_with_it(web_tier):
+    process, _url = web_tier
+    daphnes = children_of(process.pid)
+    assert len(daphnes) == 2
+    process.kill()
+    process.wait(10)
+    wait_until(
+        lambda: not [pid for pid in daphnes if alive(pid)], timeout=15, what="the Daphnes of a killed web tier to stop"
+    )
