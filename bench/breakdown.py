@@ -16,13 +16,13 @@ Usage: CRUCIBLE_ENV=development .venv/bin/python bench/breakdown.py [--runs 10] 
 from __future__ import annotations
 
 import argparse
-import inspect
 import statistics
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.timing import time_calls  # noqa: E402
 from tests.stack import django_setup  # noqa: E402
 
 SCRATCH_QUEUE = "bench-breakdown"
@@ -120,31 +120,10 @@ TIMED = {
 
 def timed_steps(runtime: str, runs: int) -> dict[str, list[float]]:
     """``running.run`` as in ``whole_run``, with the time spent in each of ``TIMED`` per run."""
-    from importlib import import_module
 
     spent: dict[str, float] = {}
 
-    def wrap(owner, attr: str, label: str) -> None:
-        original = inspect.getattr_static(owner, attr)
-        bound = original.__func__ if isinstance(original, classmethod) else original
-
-        def timed(*a, **kw):
-            started = time.perf_counter()
-            try:
-                return bound(*a, **kw)
-            finally:
-                spent[label] = spent.get(label, 0.0) + time.perf_counter() - started
-
-        setattr(owner, attr, classmethod(timed) if isinstance(original, classmethod) else timed)
-
-    for path, attrs in TIMED.items():
-        module_path, _, class_name = path.rpartition(".")
-        try:
-            owner = getattr(import_module(module_path), class_name)
-        except (ImportError, AttributeError):
-            owner = import_module(path)
-        for attr in attrs:
-            wrap(owner, attr, f"{path.rsplit('.', 1)[-1]}.{attr}")
+    time_calls(TIMED, spent)
     per_run: dict[str, list[float]] = {}
     for _ in range(runs):
         spent.clear()

@@ -15,18 +15,16 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import inspect
 import os
 import resource
 import statistics
 import sys
-import threading
 import time
 import uuid
-from importlib import import_module
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.timing import time_calls  # noqa: E402
 from tests.stack import django_setup  # noqa: E402
 
 SPENT: dict[str, float] = {}  # label -> seconds in this sample
@@ -114,34 +112,7 @@ def make_samples(owner, problems: dict, count: int):
 
 
 def wrap_all(spent: dict[str, float]) -> None:
-    def wrap(owner, attr: str, label: str) -> None:
-        original = inspect.getattr_static(owner, attr)
-        bound = original.__func__ if isinstance(original, classmethod | staticmethod) else original
-
-        def timed(*a, **kw):
-            started = time.perf_counter()
-            try:
-                return bound(*a, **kw)
-            finally:
-                # What the reset thread spends overlaps the next sample: shown apart (attributed to
-                # whichever sample runs meanwhile).
-                where = label if threading.current_thread() is threading.main_thread() else f"(thread) {label}"
-                spent[where] = spent.get(where, 0.0) + time.perf_counter() - started
-
-        if isinstance(original, classmethod):
-            timed = classmethod(timed)
-        elif isinstance(original, staticmethod):
-            timed = staticmethod(timed)
-        setattr(owner, attr, timed)
-
-    for path, attrs in TIMED.items():
-        module_path, _, class_name = path.rpartition(".")
-        try:
-            owner = getattr(import_module(module_path), class_name)
-        except (ImportError, AttributeError):
-            owner = import_module(path)
-        for attr in attrs:
-            wrap(owner, attr, f"{path.rsplit('.', 1)[-1]}.{attr}")
+    time_calls(TIMED, spent, apart_threads=True)
 
 
 def run_runtime(runtime: str, samples: int, problems: dict, foreground: bool) -> None:
