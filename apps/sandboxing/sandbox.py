@@ -250,7 +250,8 @@ class Sandbox:
         self.profile = profile
         self.created_at = created_at  # wall clock, for the engine's event log
         self.cgroup = CgroupReader(container_id)
-        self.memory_mb = profile.limits.memory_mb  # the program's share of memory now (``set_memory``)
+        # The program's share of memory now (``set_memory``); None: not known (an adopted sandbox).
+        self.memory_mb: int | None = profile.limits.memory_mb
         self.killed_at: float | None = None
         self.last_reading = Reading()
         self.baseline = Reading()  # subtracted from readings (gVisor's idle kernel); zero under runc
@@ -308,6 +309,8 @@ class Sandbox:
         attrs = engine.client().api.inspect_container(container_id)
         created = datetime.strptime(attrs["Created"][:19], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC).timestamp()
         sandbox = cls(container_id, attrs.get("Image", ""), profile, created)
+        # A batch's sandbox is parked with its last program's limit: unknown here, so always set.
+        sandbox.memory_mb = None
         sandbox.measure_baseline()
         return sandbox
 

@@ -116,6 +116,30 @@ def test_a_sandbox_whose_cgroup_is_hidden_gets_its_memory_from_the_engine_under_
         sandbox.remove()
 
 
+def _memory_limit_bytes(sandbox: Sandbox) -> int:
+    reader = sandbox.cgroup
+    if reader.version == 2:
+        return int((reader.dirs["unified"] / "memory.max").read_text())
+    return int((reader.dirs["memory"] / "memory.limit_in_bytes").read_text())
+
+
+def test_a_pool_sandbox_adopted_after_a_narrower_program_gets_the_memory_its_next_step_asks_for():
+    """A batch's sandbox is parked with its last program's limit in its cgroup; the worker that adopts
+    it from the engine's listing does not know that limit, so the next step's limit is always set."""
+    profile = Profile(image=runtime_of("c").image, limits=small_limits(memory_mb=256), build_dir=True)
+    sandbox = Sandbox.create(profile, run_id=f"memory-{uuid.uuid4().hex[:8]}")
+    try:
+        assert sandbox.cgroup.available, "the sandbox's host cgroup is visible on the test machine"
+        sandbox.set_memory(64)
+        narrowed = _memory_limit_bytes(sandbox)
+        adopted = Sandbox.adopt(sandbox.container_id, profile)
+        adopted.set_memory(256)
+        assert _memory_limit_bytes(adopted) > narrowed
+        assert adopted.memory_mb == 256
+    finally:
+        sandbox.remove()
+
+
 # A million-element initializer from six short macros: gcc's front end needs far more than 24 MB for it.
 HUGE_INITIALIZER = (
     "#define L1 1,1,1,1,1,1,1,1,1,1\n"
