@@ -10,8 +10,9 @@ it by exec with a subcommand, never through a shell, with nothing a user wrote i
   files, writes ``MARKER`` (``execution.MARKER``) to stderr then stdout and execs the program; what
   it writes to stderr before the marker is its own complaint. The parent (non-dumpable, SIGTERM,
   SIGINT and SIGHUP ignored, no stdin) waits for the program and then, if the marker was written,
-  writes the trailer (``trailer``) to stdout and to stderr and exits with the program's exit status:
-  how it ended and whether ``OUTPUT_DIR`` holds anything, with the run's nonce, which only the host
+  writes the trailer (``trailer_start``) to stdout and to stderr and exits with the program's exit
+  status: how it ended and whether the output directory it was given holds anything, with the
+  run's nonce (``NONCE_BYTES`` random bytes, ``pack_payload``), which only the host
   and that parent know (it travels in the payload, never in argv or the environment), so a program
   cannot forge one. No trailer (the program killed the parent, the sandbox was killed, the helper
   could not fork): the host learns all that the old way (exec inspect, the collector);
