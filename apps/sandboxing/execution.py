@@ -4,17 +4,25 @@
 session could call it for each program in one sandbox). ``Execution.run`` takes three steps:
 
 1. ``deliver``: an exec of the launcher (the helper's ``launch``, ``helper.py``; the runtime's argv as its
-   arguments, no shell, no user data in argv) is sent the payload (code, stdin) on its stdin. The
-   launcher writes the code file, sets up stdin, writes ``MARKER`` and execs the runtime.
+   arguments, no shell, no user data in argv) is sent the payload (code, stdin, and a nonce of 16
+   random bytes made for this program) on its stdin. The launcher forks: its child writes the code
+   file, sets up stdin, writes ``MARKER`` and execs the runtime; the parent waits for it, then writes
+   the trailer (the nonce, the exit status, whether /output is empty) to stdout and to stderr.
 2. ``supervise``: the calling thread reads the engine's multiplexed stream itself (no reader
-   thread, bounded buffers, chunks of at most 64 KiB, never waiting for a newline). Between reads
-   it takes small named steps: watch the exec's state (so a program that closes its stdout early,
-   or leaves a child holding it open, still ends correctly), obey ``control()`` about every 0.1 s,
-   end a cancel's grace, enforce the wall-clock timeout from the host, and sample resources about
-   once a second.
+   thread, bounded buffers, chunks of at most 64 KiB, never waiting for a newline). Once the trailer
+   has come on both streams the program has ended, its output is complete, and its exit status is
+   the trailer's: nothing more is asked of the engine. Between reads it takes small named steps:
+   watch the exec's state (the way a program's end is learnt when no trailer comes: the program
+   killed the launcher, or closed its stdout early, or left a child holding it open), obey
+   ``control()`` about every 0.1 s, end a cancel's grace, enforce the wall-clock timeout from the
+   host, and sample resources about once a second.
 3. ``conclude``: the verdict (an OOM kill from the kernel's counters, an engine restart from the
    engine's event log) and, when the program ended by itself or within a cancel's grace, the
-   artifacts it left in /output.
+   artifacts it left in /output: none to collect when the trailer says /output is empty, else
+   the collector's exec reads them.
+
+Without a trailer (a killed sandbox, a launcher its program killed, a broken stream) every step is
+as it was before the trailer existed: the exec's exit code from the engine, a drain, the collector.
 
 Every callback (``on_output``, ``control``, ``on_sample``) is called from the calling thread. What
 belongs to one program lives here; what belongs to the container (killing, counters, removal)
@@ -24,6 +32,7 @@ lives on the ``Sandbox``.
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -34,9 +43,9 @@ from django.conf import settings
 from apps.sandboxing import engine_runtime, evidence, helper, seccomp_bpf
 from apps.sandboxing.cgroups import Reading
 from apps.sandboxing.outcomes import Command, Evidence, Failure, Outcome, ResourceSample, RunRequest, RunResult
-from apps.sandboxing.policy import CODE_DIR, ENVIRONMENT, MIB, WORK_DIR, host_pids_limit
+from apps.sandboxing.policy import CODE_DIR, ENVIRONMENT, MIB, OUTPUT_DIR, WORK_DIR, host_pids_limit
 from apps.sandboxing.sandbox import ExecStream, Sandbox, SandboxSetupError
-from apps.sandboxing.streams import STDERR, STDOUT, ProtocolError
+from apps.sandboxing.streams import STDERR, STDOUT, ProtocolError, Trailer, TrailerWatch
 
 log = logging.getLogger(__name__)
 
@@ -173,24 +182,45 @@ def as_command(answer) -> Command | None:
 
 @dataclass
 class ProgramOutput:
-    """The program's bytes on their way to ``on_output``: only after the launcher's marker, up to the cap.
+    """The program's bytes on their way to ``on_output``: only after the launcher's marker and before
+    its trailer, up to the cap.
 
-    The launcher writes the marker to both streams just before it starts the program: the engine
-    copies the two streams independently, so a program's stderr can arrive before its stdout's
-    marker, and only each stream's own marker tells what on it is the program's.
+    The launcher writes the marker to both streams just before it starts the program, and the trailer
+    to both once it has ended: the engine copies the two streams independently, so a program's stderr
+    can arrive before its stdout's marker, and only each stream's own marker and trailer tell what on
+    it is the program's. Trailer bytes never count against the cap.
     """
 
     cap: int
     on_output: Callable[[str, bytes], None]
+    trailer_start: bytes  # ``helper.trailer_start`` of the run's nonce
     marker_left: bytes = MARKER
     stderr_marker_left: bytes | None = MARKER  # None: stderr is the launcher's complaint
     launcher_stderr: bytearray = field(default_factory=bytearray)
     delivered: int = 0
     truncated: bool = False
+    ends: dict[int, TrailerWatch] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.ends = {STDOUT: TrailerWatch(self.trailer_start), STDERR: TrailerWatch(self.trailer_start)}
 
     @property
     def program_started(self) -> bool:
         return not self.marker_left
+
+    @property
+    def ended(self) -> Trailer | None:
+        """What the trailer says once it has come, the same, on both streams (None until then, or ever
+        when one is broken or they differ: the program's end is then learnt the old way)."""
+        stdout, stderr = self.ends[STDOUT], self.ends[STDERR]
+        if stdout.trailer is not None and stdout.trailer == stderr.trailer:
+            return stdout.trailer
+        return None
+
+    def release(self) -> None:
+        """No trailer will come any more: pass on what each stream held back in case one began."""
+        for stream, end in self.ends.items():
+            self._deliver(stream, end.release())
 
     def launcher_complaint(self) -> str:
         return bytes(self.launcher_stderr).decode("utf-8", "replace").strip()[:LAUNCHER_DETAIL_CHARS]
@@ -201,6 +231,11 @@ class ProgramOutput:
             data = self._past_stderr_marker(data)
         elif stream != STDERR and self.marker_left:
             data = self._past_marker(data)
+        if data and stream in self.ends:
+            data = self.ends[stream].feed(data)
+        self._deliver(stream, data)
+
+    def _deliver(self, stream: int, data: bytes) -> None:
         if not data or self.truncated:
             return
         room = self.cap - self.delivered
@@ -260,10 +295,12 @@ class Execution:
     viewed_at: float = 0.0
     evidence: Evidence | None = None  # set when a stop kept the sandbox's evidence
     kept_artifacts: list = field(default_factory=list)  # what the evidence step collected from /output
+    nonce: bytes = field(default_factory=lambda: secrets.token_bytes(helper.NONCE_BYTES))
     output: ProgramOutput = field(init=False)
 
     def __post_init__(self) -> None:
-        self.output = ProgramOutput(self.request.limits.output_cap_bytes, self.on_output)
+        trailer_start = helper.trailer_start(self.nonce)
+        self.output = ProgramOutput(self.request.limits.output_cap_bytes, self.on_output, trailer_start)
 
     @property
     def limits(self):
@@ -294,9 +331,10 @@ class Execution:
         started_at, self.start = _now(), time.monotonic()
         try:
             code, files = (self.request.code, self.request.files) if self.write_code else (b"", {})
-            payload = helper.pack_payload(code, self.request.stdin, self.seccomp_filter(), files)
+            payload = helper.pack_payload(code, self.request.stdin, self.seccomp_filter(), files, nonce=self.nonce)
             stream.send(payload, max(PAYLOAD_SEND_MIN_TIMEOUT_S, self.limits.timeout_s))
             self.supervise(stream)
+            self.output.release()
         finally:
             self.sandbox.close_exec(stream)
         finished_at, duration_s = _now(), time.monotonic() - self.start
@@ -317,7 +355,7 @@ class Execution:
         environment = {**self.request.env, **runtime.program_environment()}  # the platform's win
         delivered_to = code_path if self.write_code else f"{CODE_DIR}/"
         command = [*runtime.argv(code_path), *self.request.args]
-        argv = helper.launch_argv(delivered_to, MARKER, environment, command)
+        argv = helper.launch_argv(delivered_to, MARKER, environment, command, OUTPUT_DIR)
         self.exec_id, stream = self.sandbox.launch(argv, workdir=WORK_DIR, environment=dict(ENVIRONMENT))
         return stream
 
@@ -358,8 +396,13 @@ class Execution:
                 self.end_now(Outcome.OUTPUT_CAPPED)
 
     def watch_exec(self) -> None:
-        """Ask the engine whether the program still runs: often right after its stream ended or a kill."""
+        """Has the program ended? The trailer says so; without one, ask the engine whether the exec still
+        runs: often right after its stream ended or a kill."""
         if self.exited:
+            return
+        ended = self.output.ended
+        if ended is not None:
+            self.exited, self.exit_code, self.exited_at = True, ended.exit_code, self.now
             return
         just_ended = self.eof_at is not None and self.now - self.eof_at < AFTER_EOF_FAST_S
         if just_ended or self.sandbox.killed or self.now - self.inspected_at >= INSPECT_EVERY_S:
@@ -371,8 +414,9 @@ class Execution:
                 self.exited, self.exit_code, self.exited_at = True, exit_code, self.now
 
     def drained(self) -> bool:
-        """The program has exited: is its output all read? (A child may hold the stream open.)"""
-        if self.eof_at is not None or self.sandbox.killed:
+        """The program has exited: is its output all read? (A child may hold the stream open.) The
+        trailer comes after all of it."""
+        if self.eof_at is not None or self.sandbox.killed or self.output.ended is not None:
             return True
         return self.now - self.exited_at >= DRAIN_MAX_S
 
@@ -471,7 +515,8 @@ class Execution:
                 "runner failure: the Docker engine restarted under the run",
                 image_id=sandbox.image_id,
             )
-        collect = self.request.collect_artifacts and not sandbox.killed
+        ended = self.output.ended
+        collect = self.request.collect_artifacts and not sandbox.killed and not (ended and ended.output_empty)
         artifacts, artifacts_truncated, skipped = sandbox.collect_artifacts() if collect else ([], False, 0)
         if self.evidence is not None:
             artifacts, artifacts_truncated, skipped = self.kept_artifacts

@@ -6,8 +6,16 @@ it by exec with a subcommand, never through a shell, with nothing a user wrote i
 
 - ``idle``: the container's main process (SIGTERM, SIGINT and SIGHUP ignored, waits forever);
 - ``term-all``: SIGTERM to every process of the sandbox user but the idle one (a cancel);
-- ``launch``: delivers one program (``launch_argv``, ``pack_payload``) and execs it; what it writes
-  to stderr before ``MARKER`` (``execution.MARKER``) is its own complaint;
+- ``launch``: delivers one program (``launch_argv``, ``pack_payload``): it forks, its child writes the
+  files, writes ``MARKER`` (``execution.MARKER``) to stderr then stdout and execs the program; what
+  it writes to stderr before the marker is its own complaint. The parent (non-dumpable, SIGTERM,
+  SIGINT and SIGHUP ignored, no stdin) waits for the program and then, if the marker was written,
+  writes the trailer (``trailer_start``) to stdout and to stderr and exits with the program's exit
+  status: how it ended and whether the output directory it was given holds anything, with the
+  run's nonce (``NONCE_BYTES`` random bytes, ``pack_payload``), which only the host
+  and that parent know (it travels in the payload, never in argv or the environment), so a program
+  cannot forge one. No trailer (the program killed the parent, the sandbox was killed, the helper
+  could not fork): the host learns all that the old way (exec inspect, the collector);
 - ``collect``: the records of the files in /output (``collect_argv``; ``streams.ArtifactStreamParser``
   reads them);
 - ``reap``: SIGKILL what a program left behind; ``reap reset DIR...`` also empties every writable
@@ -32,7 +40,9 @@ COMPILE_FLAGS = ("-static", "-O2", "-Wall", "-Wextra", "-Werror", "-s")
 PROCESS_NAME = "crucible-helper"
 
 # launch: the payload on its stdin, and how it exits when it cannot start the program.
-HEADER = struct.Struct(">IIII")  # seccomp filter length, code length, stdin length, extra files length
+NONCE_BYTES = 16
+# seccomp filter length, code length, stdin length, extra files length, the run's nonce
+HEADER = struct.Struct(f">IIII{NONCE_BYTES}s")
 FILE_HEADER = struct.Struct(">HI")  # one extra file: name length, content length
 EXIT_PAYLOAD_SHORT = 125
 EXIT_NO_FILTER = 126
@@ -54,24 +64,45 @@ IDLE_COMMAND = argv("idle")
 TERM_ALL_COMMAND = argv("term-all")
 
 
-def launch_argv(code_path: str, marker: bytes, environment: dict[str, str], command: list[str]) -> list[str]:
+# launch's trailer: TRAILER_START, the nonce in hex, b":", then "STATUS:empty|files" and a NUL.
+TRAILER_START = b"\x00crucible:end:"
+TRAILER_EMPTY = "empty"
+TRAILER_FILES = "files"
+
+
+def launch_argv(
+    code_path: str, marker: bytes, environment: dict[str, str], command: list[str], output_dir: str
+) -> list[str]:
     """Deliver a program: its code goes to ``code_path`` (a directory alone, ending in ``/``: the run
-    of a compiled program, whose files are there), then ``command`` runs with exactly ``environment``."""
+    of a compiled program, whose files are there), then ``command`` runs with exactly ``environment``;
+    the trailer says whether ``output_dir`` holds anything once it has ended."""
     pairs = [f"{key}={value}" for key, value in environment.items()]
-    return argv("launch", code_path, marker.hex(), str(len(pairs)), *pairs, *command)
+    return argv("launch", code_path, marker.hex(), output_dir, str(len(pairs)), *pairs, *command)
 
 
 def pack_payload(
-    code: bytes, stdin: bytes, seccomp_filter: bytes = b"", files: dict[str, bytes] | None = None
+    code: bytes,
+    stdin: bytes,
+    seccomp_filter: bytes = b"",
+    files: dict[str, bytes] | None = None,
+    *,
+    nonce: bytes,
 ) -> bytes:
     """What the host writes to the launcher's stdin. ``files`` (plain names, checked by the host) go
-    next to the code file."""
+    next to the code file; ``nonce`` (``NONCE_BYTES`` random bytes) is what the trailer must carry."""
+    if len(nonce) != NONCE_BYTES:
+        raise ValueError(f"a nonce is {NONCE_BYTES} bytes")
     extra = b"".join(
         FILE_HEADER.pack(len(name.encode()), len(content)) + name.encode() + content
         for name, content in (files or {}).items()
     )
-    header = HEADER.pack(len(seccomp_filter), len(code), len(stdin), len(extra))
+    header = HEADER.pack(len(seccomp_filter), len(code), len(stdin), len(extra), nonce)
     return header + seccomp_filter + code + stdin + extra
+
+
+def trailer_start(nonce: bytes) -> bytes:
+    """What every trailer of the launch given ``nonce`` starts with; the rest is "STATUS:empty|files\\0"."""
+    return TRAILER_START + nonce.hex().encode() + b":"
 
 
 def collect_argv(root: str, max_files: int, max_bytes: int) -> list[str]:

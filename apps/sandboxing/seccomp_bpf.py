@@ -2,7 +2,7 @@
 
 Under runc the engine applies the profile to every process of the container. runsc applies it to
 the container's main process only (``--oci-seccomp``), not to programs started by exec, so under
-gVisor the launcher installs this same filter on itself just before it ``execve``s the program
+gVisor the launcher's child installs this same filter on itself just before it ``execve``s the program
 (with no-new-privileges): every program then runs under the profile, whichever the runtime.
 Compiled on the host by libseccomp (``pyseccomp``) once per process, for the host's architecture
 and the sub-architectures the profile lists; the launcher only hands the bytes to the kernel.

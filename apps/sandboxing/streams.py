@@ -5,6 +5,8 @@
   never accumulated, and never split on newlines.
 - ``ArtifactStreamParser``: the record stream written by the in-sandbox artifact collector,
   parsed incrementally with count, name and byte caps; file names are sanitised.
+- ``TrailerWatch``: one output stream of a launched program, watched for the launcher's trailer
+  (``helper.trailer_start``), which only a launcher that knows the run's nonce can write.
 """
 
 from __future__ import annotations
@@ -218,3 +220,76 @@ class ArtifactStreamParser:
             self._names.add(clean)
             self.artifacts.append(ParsedArtifact(name=clean, data=data))
         return True
+
+
+MAX_TRAILER_REST = 24  # "STATUS:empty|files" and its NUL; a longer one is broken
+
+
+@dataclass(frozen=True)
+class Trailer:
+    """What the launcher's trailer says: the program's exit status (shell style) and whether /output is empty."""
+
+    exit_code: int
+    output_empty: bool
+
+
+def _held_back(data: bytes, start: bytes) -> int:
+    """The length of the longest suffix of ``data`` that begins ``start`` (``start`` is not in ``data``)."""
+    at = data.find(start[:1], max(0, len(data) - len(start) + 1))
+    while at >= 0:
+        if start.startswith(data[at:]):
+            return len(data) - at
+        at = data.find(start[:1], at + 1)
+    return 0
+
+
+def _parse_trailer_rest(rest: bytes) -> Trailer | None:
+    status, _, word = rest.partition(b":")
+    if not (status.isdigit() and len(status) <= 3 and word in (b"empty", b"files")):
+        return None
+    return Trailer(int(status), word == b"empty")
+
+
+@dataclass
+class TrailerWatch:
+    """One stream of a program after the launcher's marker: what passes is the program's, at once, but
+    for the longest end of it that could begin the trailer (``start``: its fixed part, the run's nonce
+    included), held until the next piece tells. Once the whole ``start`` has come, the rest of the
+    trailer follows; the stream has ``ended`` and anything after it (from what the program left
+    running) is nobody's. Bytes that look like a trailer without the nonce are the program's."""
+
+    start: bytes
+    held: bytes = b""
+    rest: bytearray | None = None  # after ``start``, until its NUL
+    ended: bool = False
+    trailer: Trailer | None = None  # None once ended: a broken trailer (never taken for a good one)
+
+    def feed(self, data: bytes) -> bytes:
+        """The program's part of ``data``."""
+        if self.ended:
+            return b""
+        if self.rest is not None:
+            self._read_rest(data)
+            return b""
+        data = self.held + data
+        at = data.find(self.start)
+        if at >= 0:
+            self.held, self.rest = b"", bytearray()
+            self._read_rest(data[at + len(self.start) :])
+            return data[:at]
+        keep = _held_back(data, self.start)
+        self.held = data[len(data) - keep :] if keep else b""
+        return data[: len(data) - keep]
+
+    def release(self) -> bytes:
+        """What is still held back, once no trailer will come: the program's too."""
+        held, self.held = self.held, b""
+        return held
+
+    def _read_rest(self, data: bytes) -> None:
+        self.rest += data[: MAX_TRAILER_REST + 1 - len(self.rest)]
+        end = self.rest.find(b"\x00")
+        if end >= 0:
+            self.ended, self.trailer = True, _parse_trailer_rest(bytes(self.rest[:end]))
+        elif len(self.rest) > MAX_TRAILER_REST:
+            self.ended = True

@@ -9,13 +9,24 @@
  *
  *   idle                          the container's main process: SIGTERM, SIGINT, SIGHUP ignored, waits forever
  *   term-all                      SIGTERM to every process the sandbox user may signal (not itself), exit 0
- *   launch CODE_PATH MARKER_HEX N KEY=VALUE*N ARGV...
- *                                 reads the payload (helper.pack_payload) from stdin: a seccomp filter,
- *                                 the code, the program's stdin, extra files; writes the files (never
- *                                 through a link, never over an existing file), makes fd 0 the stdin
- *                                 bytes, installs the filter, writes the marker to stderr then stdout,
- *                                 and execs ARGV with exactly the given environment (SIGPIPE and
- *                                 SIGXFSZ ignored, every other signal at its default)
+ *   launch CODE_PATH MARKER_HEX OUTPUT_DIR N KEY=VALUE*N ARGV...
+ *                                 reads the payload header (helper.HEADER: four lengths and the run's
+ *                                 16-byte nonce) from stdin, makes itself non-dumpable and forks. The
+ *                                 child reads the rest (a seccomp filter, the code, the program's stdin,
+ *                                 extra files), writes the files (never through a link, never over an
+ *                                 existing file), makes fd 0 the stdin bytes, installs the filter,
+ *                                 writes the marker to stderr then stdout, and execs ARGV with exactly
+ *                                 the given environment (SIGPIPE and SIGXFSZ ignored, every other
+ *                                 signal at its default). The parent (SIGTERM, SIGINT, SIGHUP ignored:
+ *                                 a cancel's term-all is for the program; no stdin) waits for the child;
+ *                                 if the child wrote the marker, it then writes one trailer to stdout
+ *                                 and to stderr:
+ *                                     \0crucible:end:NONCE_HEX:STATUS:empty|files\0
+ *                                 (STATUS the exit status or 128 + the signal; "empty" when OUTPUT_DIR,
+ *                                 opened without following a link, holds no entry) and exits STATUS.
+ *                                 Without the marker (the child failed before it) there is no trailer.
+ *                                 When it cannot fork it runs the program in its own process, as
+ *                                 before the trailer existed: no trailer either.
  *   collect ROOT MAX_FILES MAX_BYTES
  *                                 writes the records of the regular files under ROOT (streams.py parses them)
  *   reap                          SIGKILLs every process but init, the idle main process and itself
@@ -41,6 +52,7 @@
 #include <sys/shm.h>
 #include <sys/stat.h>
 #include <sys/types.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -91,15 +103,35 @@ static long long parse_count(const char *text)
 
 /* ---- idle and term-all ----------------------------------------------------------------------- */
 
-/* The idle main process: a cancel's SIGTERM to every process reaches the program, not this one. */
-static _Noreturn void cmd_idle(void)
+/* The signals a cancel (term-all) sends to every process, or a hang-up: for the program, never for
+ * the idle main process or a launcher that waits to report. */
+static void cancel_signals(sigset_t *set)
+{
+    sigemptyset(set);
+    sigaddset(set, SIGTERM);
+    sigaddset(set, SIGINT);
+    sigaddset(set, SIGHUP);
+}
+
+static void ignore_signal(int number)
 {
     struct sigaction ignore;
     memset(&ignore, 0, sizeof ignore);
     ignore.sa_handler = SIG_IGN;
-    sigaction(SIGTERM, &ignore, NULL);
-    sigaction(SIGINT, &ignore, NULL);
-    sigaction(SIGHUP, &ignore, NULL);
+    sigaction(number, &ignore, NULL);
+}
+
+static void ignore_cancel_signals(void)
+{
+    ignore_signal(SIGTERM);
+    ignore_signal(SIGINT);
+    ignore_signal(SIGHUP);
+}
+
+/* The idle main process: a cancel's SIGTERM to every process reaches the program, not this one. */
+static _Noreturn void cmd_idle(void)
+{
+    ignore_cancel_signals();
     for (;;)
         pause();
 }
@@ -268,35 +300,25 @@ static int exec_searching(char **command, char **environment)
     return saved ? saved : last;
 }
 
-static int cmd_launch(int argc, char **argv)
-{
-    if (argc < 4)
-        launch_fail(EXIT_CANNOT_RUN, "usage: launch CODE_PATH MARKER_HEX N KEY=VALUE... ARGV...");
-    const char *code_path = argv[0];
-    const char *marker_hex = argv[1];
-    long long pairs = parse_count(argv[2]);
-    size_t marker_len = strlen(marker_hex) / 2;
-    if (pairs < 0 || pairs > argc - 3 || argc - 3 - pairs < 1 || strlen(marker_hex) % 2 || marker_len > 256 ||
-        strlen(code_path) >= PATH_MAX)
-        launch_fail(EXIT_CANNOT_RUN, "the arguments are not acceptable");
-    unsigned char marker[256];
-    for (size_t i = 0; i < marker_len; i++) {
-        int high = hex_digit(marker_hex[2 * i]), low = hex_digit(marker_hex[2 * i + 1]);
-        if (high < 0 || low < 0)
-            launch_fail(EXIT_CANNOT_RUN, "the arguments are not acceptable");
-        marker[i] = (unsigned char)(high << 4 | low);
-    }
-    char **environment = calloc((size_t)pairs + 1, sizeof *environment);
-    if (!environment)
-        launch_fail(EXIT_CANNOT_RUN, "out of memory");
-    for (long long i = 0; i < pairs; i++) {
-        if (!strchr(argv[3 + i], '='))
-            launch_fail(EXIT_CANNOT_RUN, "the arguments are not acceptable");
-        environment[i] = argv[3 + i];
-    }
-    char **command = argv + 3 + pairs;
+#define NONCE_BYTES 16
+#define HEADER_BYTES (16 + NONCE_BYTES) /* helper.HEADER */
+#define TRAILER_START "crucible:end:"  /* after a NUL byte */
 
-    unsigned char *header = read_exactly(16);
+struct program {
+    const char *code_path;
+    const unsigned char *marker;
+    size_t marker_len;
+    char **environment;
+    char **command;
+    const unsigned char *header;
+};
+
+/* What launch did before the trailer existed, in the process it runs in: read the rest of the
+ * payload, write the files, set up stdin, install the filter, write the marker (then one byte to
+ * STARTED_FD, when there is one: the parent's sign that the program's output begins), exec. */
+static _Noreturn void start_program(const struct program *p, int started_fd)
+{
+    const unsigned char *header = p->header;
     size_t filter_len = be32(header), code_len = be32(header + 4), stdin_len = be32(header + 8);
     size_t files_len = be32(header + 12);
     unsigned char *bpf = read_exactly(filter_len);
@@ -304,8 +326,8 @@ static int cmd_launch(int argc, char **argv)
     unsigned char *input = read_exactly(stdin_len);
 
     char directory[PATH_MAX];
-    dirname_of(code_path, directory);
-    const char *base = code_path + strlen(directory);
+    dirname_of(p->code_path, directory);
+    const char *base = p->code_path + strlen(directory);
     while (*base == '/')
         base++;
     struct stat info;
@@ -332,11 +354,131 @@ static int cmd_launch(int argc, char **argv)
      * with EPIPE or EFBIG instead of killing the program. */
     signal(SIGPIPE, SIG_IGN);
     signal(SIGXFSZ, SIG_IGN);
-    write_all(2, marker, marker_len);
-    write_all(1, marker, marker_len);
-    int error = exec_searching(command, environment);
-    launch_fail(EXIT_CANNOT_RUN, "cannot run %s: %s", command[0], strerror(error));
-    return EXIT_CANNOT_RUN;
+    write_all(2, p->marker, p->marker_len);
+    write_all(1, p->marker, p->marker_len);
+    if (started_fd >= 0)
+        write_all(started_fd, "m", 1); /* close-on-exec: the parent then reads the end of the pipe */
+    int error = exec_searching(p->command, p->environment);
+    launch_fail(EXIT_CANNOT_RUN, "cannot run %s: %s", p->command[0], strerror(error));
+    _exit(EXIT_CANNOT_RUN);
+}
+
+/* Does DIRECTORY (opened without following a link) hold no entry? Anything unclear is "no". */
+static int is_empty(const char *directory)
+{
+    int fd = open(directory, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    DIR *dir = fd >= 0 ? fdopendir(fd) : NULL;
+    if (!dir) {
+        if (fd >= 0)
+            close(fd);
+        return 0;
+    }
+    struct dirent *entry;
+    int empty = 1;
+    errno = 0;
+    while (empty && (entry = readdir(dir)))
+        if (strcmp(entry->d_name, ".") && strcmp(entry->d_name, ".."))
+            empty = 0;
+    if (errno)
+        empty = 0;
+    closedir(dir);
+    return empty;
+}
+
+/* The parent of a launch: wait for the program, then say how it ended in the trailer. */
+static _Noreturn void report_program(pid_t child, int started_fd, const unsigned char *nonce, const char *output_dir)
+{
+    ignore_cancel_signals();
+    ignore_signal(SIGPIPE); /* a stream the host closed: the trailer is lost, not this process */
+    sigset_t blocked;
+    cancel_signals(&blocked);
+    sigprocmask(SIG_UNBLOCK, &blocked, NULL); /* one sent meanwhile was pending: now discarded */
+    close(0); /* the rest of the payload is the child's, and the program's stdin never this one's */
+    char sign;
+    ssize_t got;
+    do
+        got = read(started_fd, &sign, 1);
+    while (got < 0 && errno == EINTR);
+    close(started_fd);
+    int status;
+    pid_t done;
+    do
+        done = waitpid(child, &status, 0);
+    while (done < 0 && errno == EINTR);
+    if (done < 0)
+        _exit(EXIT_CANNOT_RUN);
+    int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    if (got == 1) {
+        char trailer[128] = {0}; /* NUL, TRAILER_START, the nonce in hex, ":STATUS:empty|files", NUL */
+        size_t length = 1 + strlen(TRAILER_START);
+        memcpy(trailer + 1, TRAILER_START, strlen(TRAILER_START));
+        for (int i = 0; i < NONCE_BYTES; i++, length += 2)
+            snprintf(trailer + length, 3, "%02x", nonce[i]);
+        length += (size_t)snprintf(trailer + length, sizeof trailer - length - 1, ":%d:%s", code,
+                                   is_empty(output_dir) ? "empty" : "files");
+        trailer[length++] = '\0';
+        write_all(1, trailer, length);
+        write_all(2, trailer, length);
+    }
+    _exit(code);
+}
+
+static int cmd_launch(int argc, char **argv)
+{
+    /* Nothing of the same user may read the nonce: not ptrace, not /proc/PID/mem. The child's exec
+     * makes the program dumpable again, as usual. */
+    prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+    if (argc < 5)
+        launch_fail(EXIT_CANNOT_RUN, "usage: launch CODE_PATH MARKER_HEX OUTPUT_DIR N KEY=VALUE... ARGV...");
+    const char *code_path = argv[0], *marker_hex = argv[1], *output_dir = argv[2];
+    long long pairs = parse_count(argv[3]);
+    char **rest = argv + 4; /* KEY=VALUE*N ARGV... */
+    int rest_count = argc - 4;
+    size_t marker_len = strlen(marker_hex) / 2;
+    if (pairs < 0 || pairs >= rest_count || strlen(marker_hex) % 2 || marker_len > 256 ||
+        strlen(code_path) >= PATH_MAX)
+        launch_fail(EXIT_CANNOT_RUN, "the arguments are not acceptable");
+    unsigned char marker[256];
+    for (size_t i = 0; i < marker_len; i++) {
+        int high = hex_digit(marker_hex[2 * i]), low = hex_digit(marker_hex[2 * i + 1]);
+        if (high < 0 || low < 0)
+            launch_fail(EXIT_CANNOT_RUN, "the arguments are not acceptable");
+        marker[i] = (unsigned char)(high << 4 | low);
+    }
+    char **environment = calloc((size_t)pairs + 1, sizeof *environment);
+    if (!environment)
+        launch_fail(EXIT_CANNOT_RUN, "out of memory");
+    for (long long i = 0; i < pairs; i++) {
+        if (!strchr(rest[i], '='))
+            launch_fail(EXIT_CANNOT_RUN, "the arguments are not acceptable");
+        environment[i] = rest[i];
+    }
+    unsigned char *header = read_exactly(HEADER_BYTES);
+    struct program program = {code_path, marker, marker_len, environment, rest + pairs, header};
+    sigset_t blocked, before;
+    cancel_signals(&blocked);
+    sigprocmask(SIG_BLOCK, &blocked, &before); /* until the parent ignores them */
+    int started[2];
+    pid_t child = -1;
+    if (pipe2(started, O_CLOEXEC) == 0) {
+        child = fork();
+        if (child < 0) {
+            close(started[0]);
+            close(started[1]);
+        }
+    }
+    if (child < 0) { /* no process to spare (the pids limit): the program runs without a trailer */
+        sigprocmask(SIG_SETMASK, &before, NULL);
+        start_program(&program, -1);
+    }
+    if (child == 0) {
+        close(started[0]);
+        explicit_bzero(header + 16, NONCE_BYTES); /* the child never needs it */
+        sigprocmask(SIG_SETMASK, &before, NULL);
+        start_program(&program, started[1]); /* exec replaces the memory that holds the nonce */
+    }
+    close(started[1]);
+    report_program(child, started[0], header + 16, output_dir);
 }
 
 /* ---- collect --------------------------------------------------------------------------------- */
@@ -748,20 +890,6 @@ static int empty_fd(int dir_fd, int depth)
         if (!removed)
             return 0;
     }
-}
-
-static int is_empty(const char *directory)
-{
-    DIR *dir = opendir(directory);
-    if (!dir)
-        return 0;
-    struct dirent *entry;
-    int empty = 1;
-    while (empty && (entry = readdir(dir)))
-        if (strcmp(entry->d_name, ".") && strcmp(entry->d_name, ".."))
-            empty = 0;
-    closedir(dir);
-    return empty;
 }
 
 static void append(char *text, size_t size, const char *format, ...)

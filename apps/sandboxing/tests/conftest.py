@@ -43,6 +43,7 @@ class Observed:
     control_calls: list[float] = field(default_factory=list)
     commands: list[tuple[float, object]] = field(default_factory=list)  # (seconds since the call, answer)
     wall_s: float = 0.0
+    run_id: str = ""
 
     @property
     def first_command_at(self) -> float:
@@ -127,7 +128,7 @@ def execute(
     )
     if not THROUGH_WARM_POOL:
         result = run(request, on_output=record, control=poll, on_sample=samples.append)
-        return Observed(result, chunks, samples, calls, commands, time.monotonic() - start)
+        return Observed(result, chunks, samples, calls, commands, time.monotonic() - start, request.run_id)
     owner = f"test-pool-{uuid.uuid4().hex[:8]}"
     try:
         warmed = _warm(owner, profile_for(request))
@@ -135,7 +136,7 @@ def execute(
         assert result.warm == warmed, "a run with a warm sandbox of its profile must take it"
     finally:
         remove_pools_of(owner)
-    return Observed(result, chunks, samples, calls, commands, time.monotonic() - start)
+    return Observed(result, chunks, samples, calls, commands, time.monotonic() - start, request.run_id)
 
 
 def _warm(owner: str, profile: Profile) -> bool:

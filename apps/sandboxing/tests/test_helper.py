@@ -15,6 +15,7 @@ from apps.sandboxing import helper
 from apps.sandboxing.streams import ArtifactStreamParser
 
 MARKER = b"\x00go\x00"
+NONCE = bytes(range(16))
 
 
 def collect(binary, root, *, max_files=10, max_bytes=1000) -> ArtifactStreamParser:
@@ -26,10 +27,19 @@ def collect(binary, root, *, max_files=10, max_bytes=1000) -> ArtifactStreamPars
     return parser
 
 
-def launch(binary, code_path, command, payload, environment=None):
+def payload(code, stdin, files=None):
+    return helper.pack_payload(code, stdin, files=files, nonce=NONCE)
+
+
+def trailer(status, output):
+    return helper.trailer_start(NONCE) + f"{status}:{output}".encode() + b"\x00"
+
+
+def launch(binary, code_path, command, payload, environment=None, output_dir=None):
     """Run the helper's launcher on the host (a harmless ``command``); (exit code, stdout, stderr)."""
-    argv = helper.launch_argv(os.fspath(code_path), MARKER, environment or {"PATH": "/usr/bin:/bin"}, command)
     directory = os.path.dirname(code_path)
+    environment = environment or {"PATH": "/usr/bin:/bin"}
+    argv = helper.launch_argv(os.fspath(code_path), MARKER, environment, command, output_dir or directory)
     done = subprocess.run([str(binary), *argv[1:]], input=payload, capture_output=True, timeout=30, cwd=directory)
     return done.returncode, done.stdout, done.stderr
 
@@ -38,10 +48,13 @@ def test_the_host_starts_every_helper_program_by_its_fixed_path_without_a_shell(
     assert helper.argv("collect", "/output", "3", "100") == [helper.HELPER_PATH, "collect", "/output", "3", "100"]
     assert helper.IDLE_COMMAND == [helper.HELPER_PATH, "idle"]
     assert helper.HELPER_PATH == "/usr/local/libexec/crucible-helper"
-    assert helper.launch_argv("/sandbox/main.py", b"\x00go\x00", {"A": "x=y"}, ["python3", "-u", "m.py"])[1:] == [
+    command = ["python3", "-u", "m.py"]
+    launch_argv = helper.launch_argv("/sandbox/main.py", b"\x00go\x00", {"A": "x=y"}, command, "/output")
+    assert launch_argv[1:] == [
         "launch",
         "/sandbox/main.py",
         "00676f00",
+        "/output",
         "1",
         "A=x=y",
         "python3",
@@ -60,27 +73,28 @@ def test_the_helper_source_and_the_host_share_every_bound():
         "EXIT_PAYLOAD_SHORT",
         "EXIT_NO_FILTER",
         "EXIT_CANNOT_RUN",
+        "NONCE_BYTES",
     ):
         assert int(defined[name]) == getattr(helper, name), name
 
 
-def test_the_launcher_payload_is_the_code_then_the_stdin_with_their_lengths():
-    payload = helper.pack_payload(b"print(1)", b"in")
-    assert helper.HEADER.unpack(payload[: helper.HEADER.size]) == (0, 8, 2, 0)
-    assert payload[helper.HEADER.size :] == b"print(1)in"
+def test_the_launcher_payload_is_the_code_then_the_stdin_with_their_lengths_and_the_nonce():
+    packed = payload(b"print(1)", b"in")
+    assert helper.HEADER.unpack(packed[: helper.HEADER.size]) == (0, 8, 2, 0, NONCE)
+    assert packed[helper.HEADER.size :] == b"print(1)in"
 
 
 def test_the_launcher_writes_the_files_read_only_then_runs_the_command_with_its_stdin_args_and_env(
     compiled_helper, tmp_path
 ):
-    payload = helper.pack_payload(b"the code\n", b"the stdin\n", files={"data.txt": b"a file\n"})
+    packed = payload(b"the code\n", b"the stdin\n", files={"data.txt": b"a file\n"})
     script = 'cat; cat "$1"; cat data.txt; echo "$GREETING"; exit 3'
     command = ["/bin/sh", "-c", script, "sh", str(tmp_path / "main.txt")]
     exit_code, stdout, stderr = launch(
-        compiled_helper, tmp_path / "main.txt", command, payload, {"PATH": "/usr/bin:/bin", "GREETING": "hello"}
+        compiled_helper, tmp_path / "main.txt", command, packed, {"PATH": "/usr/bin:/bin", "GREETING": "hello"}
     )
-    assert (exit_code, stderr) == (3, MARKER)
-    assert stdout == MARKER + b"the stdin\nthe code\na file\nhello\n"
+    assert (exit_code, stderr) == (3, MARKER + trailer(3, "files"))
+    assert stdout == MARKER + b"the stdin\nthe code\na file\nhello\n" + trailer(3, "files")
     assert sorted(os.listdir(tmp_path)) == ["data.txt", "main.txt"]  # the stdin file is unlinked
     assert oct((tmp_path / "main.txt").stat().st_mode & 0o777) == "0o444"
 
@@ -88,7 +102,7 @@ def test_the_launcher_writes_the_files_read_only_then_runs_the_command_with_its_
 def test_the_launcher_never_writes_through_a_link_nor_over_a_file(compiled_helper, tmp_path):
     (tmp_path / "target").write_text("kept")
     (tmp_path / "main.txt").symlink_to(tmp_path / "target")
-    exit_code, stdout, stderr = launch(compiled_helper, tmp_path / "main.txt", ["true"], helper.pack_payload(b"x", b""))
+    exit_code, stdout, stderr = launch(compiled_helper, tmp_path / "main.txt", ["true"], payload(b"x", b""))
     assert exit_code == helper.EXIT_CANNOT_RUN and stdout == b""
     assert stderr.startswith(b"crucible-launcher: cannot create main.txt")
     assert (tmp_path / "target").read_text() == "kept"
@@ -97,26 +111,54 @@ def test_the_launcher_never_writes_through_a_link_nor_over_a_file(compiled_helpe
 def test_the_launcher_refuses_a_linked_directory_and_a_dot_file_name(compiled_helper, tmp_path):
     (tmp_path / "real").mkdir()
     (tmp_path / "p1").symlink_to(tmp_path / "real")
-    exit_code, _, stderr = launch(
-        compiled_helper, tmp_path / "p1" / "main.txt", ["true"], helper.pack_payload(b"x", b"")
-    )
+    exit_code, _, stderr = launch(compiled_helper, tmp_path / "p1" / "main.txt", ["true"], payload(b"x", b""))
     assert exit_code == helper.EXIT_CANNOT_RUN and b"is not a directory of the sandbox's own" in stderr
-    dotted = helper.pack_payload(b"x", b"", files={".profile": b"y"})
+    dotted = payload(b"x", b"", files={".profile": b"y"})
     exit_code, _, stderr = launch(compiled_helper, tmp_path / "real" / "main.txt", ["true"], dotted)
     assert exit_code == helper.EXIT_PAYLOAD_SHORT and b"not acceptable" in stderr
     assert os.listdir(tmp_path / "real") == []
 
 
 def test_a_short_payload_or_a_missing_command_is_the_launchers_own_complaint(compiled_helper, tmp_path):
-    exit_code, stdout, stderr = launch(
-        compiled_helper, tmp_path / "m", ["true"], helper.pack_payload(b"code", b"")[:-2]
-    )
+    exit_code, stdout, stderr = launch(compiled_helper, tmp_path / "m", ["true"], payload(b"code", b"")[:-2])
     assert (exit_code, stdout, stderr) == (helper.EXIT_PAYLOAD_SHORT, b"", b"crucible-launcher: payload ended early\n")
-    exit_code, stdout, stderr = launch(
-        compiled_helper, tmp_path / "n", ["no-such-program"], helper.pack_payload(b"", b"")
+    exit_code, stdout, stderr = launch(compiled_helper, tmp_path / "n", ["no-such-program"], payload(b"", b""))
+    assert exit_code == helper.EXIT_CANNOT_RUN and stdout == MARKER + trailer(127, "files")
+    complaint = b"crucible-launcher: cannot run no-such-program: No such file or directory\n"
+    assert stderr == MARKER + complaint + trailer(127, "files")
+
+
+def test_the_trailer_says_whether_the_output_directory_holds_anything(compiled_helper, tmp_path):
+    output = tmp_path / "output"
+    output.mkdir()
+    command = ["/bin/sh", "-c", 'test -z "$1" || : > "$1"', "sh"]
+    _, stdout, _ = launch(compiled_helper, tmp_path / "m", command, payload(b"", b""), output_dir=output)
+    assert stdout == MARKER + trailer(0, "empty")
+    _, stdout, stderr = launch(
+        compiled_helper, tmp_path / "n", [*command, str(output / "made")], payload(b"", b""), output_dir=output
     )
-    assert exit_code == helper.EXIT_CANNOT_RUN and stdout == MARKER
-    assert stderr == MARKER + b"crucible-launcher: cannot run no-such-program: No such file or directory\n"
+    assert stdout == stderr == MARKER + trailer(0, "files")
+    (tmp_path / "linked").symlink_to(tmp_path / "empty", target_is_directory=True)
+    (tmp_path / "empty").mkdir()
+    _, stdout, _ = launch(compiled_helper, tmp_path / "o", ["true"], payload(b"", b""), output_dir=tmp_path / "linked")
+    assert stdout == MARKER + trailer(0, "files")  # never through a link: unclear is "files"
+
+
+def test_a_program_killed_by_a_signal_exits_128_plus_the_signal_and_its_launcher_outlives_a_sigterm(
+    compiled_helper, tmp_path
+):
+    exit_code, stdout, _ = launch(compiled_helper, tmp_path / "m", ["/bin/sh", "-c", "kill -9 $$"], payload(b"", b""))
+    assert (exit_code, stdout) == (137, MARKER + trailer(137, "files"))
+    # The parent ignores a cancel's SIGTERM (term-all sends it to every process): it still reports.
+    script = "kill -TERM $PPID; kill -TERM $$"
+    exit_code, stdout, _ = launch(compiled_helper, tmp_path / "n", ["/bin/sh", "-c", script], payload(b"", b""))
+    assert (exit_code, stdout) == (143, MARKER + trailer(143, "files"))
+
+
+def test_a_launcher_killed_by_its_program_writes_no_trailer(compiled_helper, tmp_path):
+    script = "kill -KILL $PPID; echo after"
+    exit_code, stdout, stderr = launch(compiled_helper, tmp_path / "m", ["/bin/sh", "-c", script], payload(b"", b""))
+    assert exit_code == -9 and helper.TRAILER_START not in stdout + stderr  # the parent was SIGKILLed
 
 
 def test_the_collector_reports_regular_files_with_their_relative_names(compiled_helper, tmp_path):

@@ -8,7 +8,8 @@
  *   write NAME TEXT  /output/NAME holding TEXT and a newline
  *   litter           files in /tmp and /dev/shm
  *   leave-child      a detached grandchild that ignores SIGTERM and waits forever
- *   census           the command lines of the other processes (not init), sorted, one per line
+ *   census           the command lines of the other processes (not init, not its own launcher), sorted,
+ *                    one per line
  *   list DIR         the names in DIR, sorted, on one line
  *   spin             loop forever
  *   signals          how a write to a closed pipe and one past RLIMIT_FSIZE end, and whether
@@ -42,7 +43,7 @@ static void list(const char *directory, int processes)
             continue;
         }
         int pid = atoi(entry->d_name);
-        if (pid <= 1 || pid == getpid())
+        if (pid <= 1 || pid == getpid() || pid == getppid())
             continue;
         char path[64], line[512] = "";
         snprintf(path, sizeof path, "/proc/%d/cmdline", pid);
