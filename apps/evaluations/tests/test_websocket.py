@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from datetime import datetime
@@ -289,6 +290,29 @@ async def test_a_live_chunk_is_encoded_once_for_every_viewer_of_the_process(alic
     assert [value["seq"] for value in encoded if isinstance(value, dict) and value.get("type") == "log"] == [1]
     for communicator in viewers:
         await communicator.disconnect()
+
+
+async def test_a_viewer_takes_its_messages_without_a_task_per_message(alice):
+    """Channels' loop made a task for each message from the channel layer; ours drains it in one."""
+    evaluation = await database_sync_to_async(make_evaluation)(alice, status=Status.RUNNING)
+    communicator, _ = await connect(evaluation.pk, user=alice)
+    assert (await communicator.receive_json_from(timeout=5))["type"] == "status"
+    loop, receivers = asyncio.get_running_loop(), []
+
+    def counting_factory(loop, coro, **kwargs):
+        if "receive" in getattr(coro, "__qualname__", "") or "proxy" in getattr(coro, "__qualname__", ""):
+            receivers.append(coro.__qualname__)
+        return asyncio.Task(coro, loop=loop, **kwargs)
+
+    loop.set_task_factory(counting_factory)
+    try:
+        for seq in range(1, 31):
+            await database_sync_to_async(store_and_publish)(evaluation.pk, seq)
+        assert await receive_logs(communicator, 30) == list(range(1, 31))
+    finally:
+        loop.set_task_factory(None)
+    assert receivers == []
+    await communicator.disconnect()
 
 
 async def test_a_chunk_published_before_it_is_stored_reaches_a_watching_viewer_at_once(alice):
