@@ -335,7 +335,7 @@ class GuardedConsumer(AsyncJsonWebsocketConsumer):
         take an answer for the same stream and credentials up to ``recheck_s`` old (a storm of one
         user's viewers connecting asks once a second, not once each); the token was checked by the
         handshake (``_token_user``) within the same bound."""
-        denied = await shared_checks.get(self._access_key(), self._access_denied, max_age=self.recheck_s)
+        denied = await shared_checks.get(self._access_key(), self._ask_access, max_age=self.recheck_s)
         if denied:
             await self.finish(denied)
             return False
@@ -353,7 +353,7 @@ class GuardedConsumer(AsyncJsonWebsocketConsumer):
             key, max_age = (*self._access_key(), event_id), EVENT_ANSWER_MAX_AGE_S
         else:
             key, max_age = self._access_key(), None if always else self.recheck_s
-        denied = await shared_checks.get(key, self._access_denied, max_age=max_age)
+        denied = await shared_checks.get(key, self._ask_access, max_age=max_age)
         self._checked_at = now
         if denied:
             # The client was let in before, so a lost right is "not allowed", not "no such".
@@ -462,6 +462,11 @@ class GuardedConsumer(AsyncJsonWebsocketConsumer):
             self.scope.get("api_token_id"),
             getattr(session, "session_key", None),
         )
+
+    def _ask_access(self):
+        """``_access_denied()``, made only when a check is really asked: taking ``self._access_denied``
+        itself wraps it anew (asgiref's ``__get__``), thousands of times a second for answers already known."""
+        return self._access_denied()
 
     @pooled_db
     def _access_denied(self) -> int:
