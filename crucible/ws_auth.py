@@ -19,21 +19,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import time
+from dataclasses import dataclass
 from enum import IntEnum
 
 from channels.auth import AuthMiddlewareStack
 from channels.consumer import get_handler_name
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncJsonWebsocketConsumer, AsyncWebsocketConsumer
+from channels.layers import get_channel_layer
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AnonymousUser
 from redis.exceptions import RedisError
 
 from apps.accounts.authentication import blocked_address, count_failed_token, parse_authorization
-from apps.accounts.models import ApiToken, TokenRefusal
+from apps.accounts.models import ApiToken, TokenRefusal, hash_key
 from crucible import ws_limits
 from crucible.ws_db import pooled_db
 
@@ -46,6 +50,9 @@ PERMISSION_RECHECK_S = 1.0
 # An answer asked after a given event arrived serves every connection that handles that event; the
 # connections of a process handle one event within moments, this is only how long it is remembered.
 EVENT_ANSWER_MAX_AGE_S = 60.0
+# A handshake may take what its token was worth this long ago (checked for another handshake of this
+# process): a revoked token, like a revoked right, is refused within this bound.
+TOKEN_ANSWER_MAX_AGE_S = PERMISSION_RECHECK_S
 # Clients have nothing to say on these streams; a message larger than this is refused unread.
 MAX_CLIENT_MESSAGE_BYTES = 4096
 
@@ -73,19 +80,54 @@ def handshake_header(scope, name: bytes) -> bytes | None:
     return None
 
 
+@dataclass(frozen=True)
+class TokenAnswer:
+    """What a key is worth at the moment it was checked: its user and token, or why it is refused."""
+
+    user: object  # the token's user, or AnonymousUser
+    token_id: int | None
+    refusal: TokenRefusal | None
+
+
 @pooled_db
-def _token_user(key: str, address: str | None):
-    """The token's user, or anonymous; an unknown key counts as a failed sign-in of ``address``, and an
-    address over its limit is not signed in at all (the API throttles the same guesser: 429)."""
-    if blocked_address(address) is not None:
-        return AnonymousUser(), None
+def _check_token(key: str) -> TokenAnswer:
     token, refusal = ApiToken.check_key(key)
-    if refusal is TokenRefusal.UNKNOWN:
-        count_failed_token(address)  # only a guess names no token; an expired or revoked key was real
     if refusal is not None:
-        return AnonymousUser(), None
+        return TokenAnswer(AnonymousUser(), None, refusal)
     token.record_use()
-    return token.user, token.pk
+    return TokenAnswer(token.user, token.pk, None)
+
+
+@pooled_db
+def _blocked(address: str | None) -> bool:
+    return blocked_address(address) is not None
+
+
+@pooled_db
+def _count_failure(address: str | None) -> None:
+    count_failed_token(address)
+
+
+async def _token_user(key: str, address: str | None):
+    """The token's user and id, or anonymous; an unknown key counts as a failed sign-in of ``address``,
+    and an address over its limit is not signed in at all (the API throttles the same guesser: 429).
+
+    The throttle is asked and told at every attempt. What the key is worth is shared by the handshakes
+    of this process that name the same key at about the same time (a storm of one script's viewers
+    connecting): a valid answer for at most ``TOKEN_ANSWER_MAX_AGE_S``, a refusal only with the
+    attempts that asked while it was being read. Answers are keyed by the key's hash, so two keys
+    (two users) never share one."""
+    if await _blocked(address):
+        return AnonymousUser(), None
+    answer = await shared_tokens.get(
+        ("token", hash_key(key)),
+        lambda: _check_token(key),
+        max_age=TOKEN_ANSWER_MAX_AGE_S,
+        keep=lambda answer: answer.refusal is None,
+    )
+    if answer.refusal is TokenRefusal.UNKNOWN:
+        await _count_failure(address)  # only a guess names no token; an expired or revoked key was real
+    return answer.user, answer.token_id
 
 
 class TokenAuthMiddleware:
@@ -149,8 +191,9 @@ class SharedAnswers:
             self._latest.clear()
             self._in_flight.clear()
 
-    async def get(self, key, ask, *, max_age: float | None):
-        """``await ask()``, or the latest answer for ``key`` asked at most ``max_age`` seconds ago."""
+    async def get(self, key, ask, *, max_age: float | None, keep=None):
+        """``await ask()``, or the latest answer for ``key`` asked at most ``max_age`` seconds ago. An
+        answer for which ``keep(answer)`` is false serves only the callers that waited for it."""
         self._forget_other_loops()
         now = time.monotonic()
         if max_age is not None:
@@ -167,7 +210,8 @@ class SharedAnswers:
         finally:
             if self._in_flight.get(key) is task:
                 del self._in_flight[key]
-        self._remember(key, now, answer)
+        if keep is None or keep(answer):
+            self._remember(key, now, answer)
         return answer
 
     def _remember(self, key, asked: float, answer) -> None:
@@ -179,6 +223,7 @@ class SharedAnswers:
 
 
 shared_checks = SharedAnswers()  # permission re-checks (GuardedConsumer.still_allowed)
+shared_tokens = SharedAnswers()  # what a handshake's token is worth (_token_user)
 
 
 class UnknownPathConsumer(AsyncWebsocketConsumer):
@@ -200,8 +245,8 @@ class GuardedConsumer(AsyncJsonWebsocketConsumer):
     code (a close before accept reaches it only as a bare HTTP 403 during the handshake).
 
     Each signed-in connection holds one of its user's ``WEBSOCKET_MAX_PER_USER`` slots
-    (``crucible.ws_limits``) until it ends, however it ends. Every ``WEBSOCKET_HEARTBEAT_S`` it
-    renews the slot and calls ``heartbeat()``, which subclasses use to catch up with what the
+    (``crucible.ws_limits``) until it ends, however it ends; the process renews them all together.
+    Every ``WEBSOCKET_HEARTBEAT_S`` it calls ``heartbeat()``, which subclasses use to catch up with what the
     channel layer may have dropped. Handlers and heartbeats run one at a time.
     """
 
@@ -211,13 +256,46 @@ class GuardedConsumer(AsyncJsonWebsocketConsumer):
     _checked_at = 0.0
     _slot_user_id: int | None = None
     _beat_task: asyncio.Task | None = None
+    _losing: asyncio.Future | None = None
 
     async def __call__(self, scope, receive, send):
+        """Channels' ``AsyncConsumer.__call__`` with a cheaper loop (``_pump``), then the clean-up."""
         self._turn = asyncio.Lock()
+        self.scope = scope
+        self.base_send = send
         try:
-            await super().__call__(scope, receive, send)
+            self.channel_layer = get_channel_layer(self.channel_layer_alias)
+            sources = [receive]
+            if self.channel_layer is not None:
+                self.channel_name = await self.channel_layer.new_channel()
+                sources.append(functools.partial(self.channel_layer.receive, self.channel_name))
+            await self._pump(sources)
         finally:
             await self._clean_up()
+
+    async def _pump(self, sources) -> None:
+        """Dispatch what each of ``sources`` (the client, the channel layer) yields, one source after
+        another in a task of its own, until a handler stops the consumer (``StopConsumer``) or fails.
+
+        Channels' ``await_many_dispatch`` makes a task for every message and waits on all sources
+        afresh (``asyncio.wait``) after each: with a thousand viewers each sent every line, that was a
+        good part of a Daphne process's time. Handlers still run one at a time (``dispatch``)."""
+
+        async def drain(source):
+            while True:
+                await self.dispatch(await source())
+
+        tasks = [asyncio.ensure_future(drain(source)) for source in sources]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                task.result()  # a handler's StopConsumer or error
+        except StopConsumer:
+            pass
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     async def dispatch(self, message):
         """Channels' dispatch without its hop to the database thread before every message
@@ -255,9 +333,9 @@ class GuardedConsumer(AsyncJsonWebsocketConsumer):
     async def admit(self) -> bool:
         """The first permission check; refuses with the subclass's close code. Like a re-check, it may
         take an answer for the same stream and credentials up to ``recheck_s`` old (a storm of one
-        user's viewers connecting asks once a second, not once each); the token itself was checked
-        afresh by the handshake."""
-        denied = await shared_checks.get(self._access_key(), self._access_denied, max_age=self.recheck_s)
+        user's viewers connecting asks once a second, not once each); the token was checked by the
+        handshake (``_token_user``) within the same bound."""
+        denied = await shared_checks.get(self._access_key(), self._ask_access, max_age=self.recheck_s)
         if denied:
             await self.finish(denied)
             return False
@@ -275,7 +353,7 @@ class GuardedConsumer(AsyncJsonWebsocketConsumer):
             key, max_age = (*self._access_key(), event_id), EVENT_ANSWER_MAX_AGE_S
         else:
             key, max_age = self._access_key(), None if always else self.recheck_s
-        denied = await shared_checks.get(key, self._access_denied, max_age=max_age)
+        denied = await shared_checks.get(key, self._ask_access, max_age=max_age)
         self._checked_at = now
         if denied:
             # The client was let in before, so a lost right is "not allowed", not "no such".
@@ -327,25 +405,30 @@ class GuardedConsumer(AsyncJsonWebsocketConsumer):
             log.warning("could not count WebSocket connections in Redis", exc_info=True)
             return CloseCode.TRY_AGAIN_LATER
         self._slot_user_id = user_id
+        ws_limits.renewals().hold(user_id, self.channel_name, self._slot_lost)
         return None
 
     async def _beat(self) -> None:
-        """Renew the slot and call ``heartbeat`` every ``WEBSOCKET_HEARTBEAT_S`` until the stream ends."""
+        """Call ``heartbeat`` every ``WEBSOCKET_HEARTBEAT_S`` until the stream ends (the process renews
+        its connections' slots together: ``ws_limits.Renewals``)."""
         while not self.finished:
             await asyncio.sleep(settings.WEBSOCKET_HEARTBEAT_S)
             async with self._turn:
                 if self.finished:
                     return
                 try:
-                    await self._renew_and_beat()
+                    await self.heartbeat()
                 except Exception:  # noqa: BLE001 (a failed beat must not end the beats; the next one retries)
                     log.warning("WebSocket heartbeat failed", exc_info=True)
 
-    async def _renew_and_beat(self) -> None:
-        if self._slot_user_id is None or not await ws_limits.acquire(self._slot_user_id, self.channel_name):
-            # The lease ran out while this process stalled and the user's other connections took the slot.
-            return await self.finish(CloseCode.TOO_MANY_CONNECTIONS)
-        await self.heartbeat()
+    def _slot_lost(self) -> None:
+        """The lease ran out while this process stalled and the user's other connections took the slot."""
+        self._losing = asyncio.ensure_future(self._close_for_lost_slot())
+
+    async def _close_for_lost_slot(self) -> None:
+        async with self._turn:
+            if not self.finished:
+                await self.finish(CloseCode.TOO_MANY_CONNECTIONS)
 
     async def _clean_up(self) -> None:
         """However the connection ended (goodbye, error, cancellation): stop beating, leave the
@@ -362,7 +445,9 @@ class GuardedConsumer(AsyncJsonWebsocketConsumer):
         if self._slot_user_id is not None:
             user_id, self._slot_user_id = self._slot_user_id, None
             try:
-                await asyncio.wait_for(ws_limits.release(user_id, self.channel_name), ws_limits.REDIS_TIMEOUT_S)
+                await asyncio.wait_for(
+                    ws_limits.renewals().release(user_id, self.channel_name), ws_limits.REDIS_TIMEOUT_S
+                )
             except (RedisError, TimeoutError):
                 log.warning("could not give a WebSocket slot back; its lease will run out", exc_info=True)
 
@@ -377,6 +462,11 @@ class GuardedConsumer(AsyncJsonWebsocketConsumer):
             self.scope.get("api_token_id"),
             getattr(session, "session_key", None),
         )
+
+    def _ask_access(self):
+        """``_access_denied()``, made only when a check is really asked: taking ``self._access_denied``
+        itself wraps it anew (asgiref's ``__get__``), thousands of times a second for answers already known."""
+        return self._access_denied()
 
     @pooled_db
     def _access_denied(self) -> int:

@@ -24,8 +24,9 @@ group is not delivered to it; with the core layer a full channel drops). When a 
 skips ahead, the missing chunks are read from the database at once (and again on the next stored
 mark if they were not stored yet); before ``end`` and before a status
 every stored chunk is sent, so the client never sees a hole. Every heartbeat
-(``WEBSOCKET_HEARTBEAT_S``) sends the chunks stored since, and the ``end`` once the row is
-terminal, so even a lost ``end`` or stored mark arrives a heartbeat late rather than never. At most
+(``WEBSOCKET_HEARTBEAT_S``) sends the chunks stored by the previous heartbeat that have not arrived
+yet, and the ``end`` (after every stored chunk) once the row is terminal, so even a lost ``end`` or
+stored mark arrives one or two heartbeats late rather than never. At most
 ``HOLD_MAX`` live chunks are held; later ones are left to the database.
 
 Permission is checked on connect and again on later events (``crucible.ws_auth.GuardedConsumer``):
@@ -36,6 +37,7 @@ events at most once per ``recheck_s``.
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import datetime
 from urllib.parse import parse_qs
@@ -70,6 +72,23 @@ def _parse_after(query_string: bytes) -> int | None:
     return int(raw)
 
 
+# Each viewer of a run in a process is sent the same text for a live chunk: it is encoded once.
+LIVE_TEXTS_MAX = 4096
+_live_texts: dict[tuple, str] = {}
+
+
+def live_text(evaluation_id: uuid.UUID | None, event: publisher.LogMessage) -> str:
+    """The JSON text of a live log event, encoded by the first of this process's viewers to send it
+    (the channel layer hands each viewer its own copy of the event, so it is keyed by what it says)."""
+    key = (evaluation_id, event["seq"], event["stream"], event["ts"], event["data"])
+    text = _live_texts.get(key)
+    if text is None:
+        if len(_live_texts) >= LIVE_TEXTS_MAX:
+            _live_texts.clear()  # chunks long sent
+        text = _live_texts[key] = json.dumps(event)
+    return text
+
+
 STATE_MAX_AGE_S = 1.0
 stream_states = SharedAnswers()  # evaluation id -> (row, last stored seq), for heartbeats
 
@@ -90,6 +109,7 @@ def _stream_state(evaluation_id: uuid.UUID) -> tuple[Evaluation | None, int]:
 class EvaluationConsumer(GuardedConsumer):
     evaluation_id: uuid.UUID | None = None
     last_seq = 0
+    _stored_at_last_beat = 0  # how far the output was stored at the previous heartbeat
     held: dict[int, publisher.LogMessage]
 
     async def connect(self):
@@ -122,7 +142,8 @@ class EvaluationConsumer(GuardedConsumer):
 
     async def heartbeat(self) -> None:
         """Catch up with events the channel layer may have dropped (nobody subscribed at that moment,
-        Redis away, a full queue): the stored chunks, and the end once the row is terminal.
+        Redis away, a full queue): the chunks that were stored by the previous heartbeat and have not
+        arrived, and once the row is terminal every stored chunk and the end.
 
         The run's state (its row and how far its output is stored) is read once for all of this
         process's viewers of the run (at most ``STATE_MAX_AGE_S`` old); the chunks only by a viewer
@@ -134,11 +155,17 @@ class EvaluationConsumer(GuardedConsumer):
         )
         if evaluation is None:
             return await self.finish(CloseCode.NOT_ALLOWED)
-        if stored_seq > self.last_seq:
-            await self._catch_up()
         if evaluation.is_terminal:  # read before the replay, so every chunk was stored and sent
+            if stored_seq > self.last_seq:
+                await self._catch_up()
             await self.send_json(publisher.end_message(evaluation))
-            await self.finish(CloseCode.NORMAL)
+            return await self.finish(CloseCode.NORMAL)
+        # Only what was stored by the previous heartbeat and is still missing was lost: a chunk
+        # stored since is most likely still on its way here, queued behind others while Daphne is
+        # busy, and reading it from the database as well would add work just when there is too much.
+        if self._stored_at_last_beat > self.last_seq:
+            await self._catch_up()
+        self._stored_at_last_beat = stored_seq
 
     def denies(self, user) -> CloseCode | None:
         if not Evaluation.objects.visible_to(user).filter(pk=self.evaluation_id).exists():
@@ -183,7 +210,7 @@ class EvaluationConsumer(GuardedConsumer):
         if seq <= self.last_seq:
             return  # already sent by the replay (or a duplicate publish)
         if seq == self.last_seq + 1:
-            await self.send_json(event)
+            await self.send(text_data=live_text(self.evaluation_id, event))
             self.last_seq = seq
             return await self._release_held()
         first_gap = not self.held

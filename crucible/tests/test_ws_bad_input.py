@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import pytest
 from channels.db import database_sync_to_async
-from channels.testing import WebsocketCommunicator
 from django.db import connections
 
 from apps.accounts.models import ApiToken
 from apps.evaluations.models import Status
 from apps.evaluations.tests.factories import make_evaluation
-from crucible.asgi import application
-from crucible.tests.ws import close_code, open_socket
+from crucible.tests.ws import close_code, feed_from, open_socket
 from crucible.ws_auth import MAX_CLIENT_MESSAGE_BYTES, CloseCode
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -119,30 +117,12 @@ async def test_the_operators_feed_refuses_the_same_messages(olivia):
         assert await close_code(communicator) == code
 
 
-async def _socket_from(address: str, token: str) -> int | None:
-    """Open the alerts feed as a script at ``address`` with ``token``; the close code, or None if served."""
-    communicator = WebsocketCommunicator(
-        application,
-        "/ws/alerts/",
-        headers=[(b"host", b"127.0.0.1:8000"), (b"authorization", f"Token {token}".encode())],
-    )
-    communicator.scope["client"] = [address, 50000]
-    connected, code = await communicator.connect(timeout=5)
-    if not connected:
-        return code
-    first = await communicator.receive_output(timeout=5)
-    if first["type"] == "websocket.close":
-        return first.get("code")
-    await communicator.disconnect()  # the feed spoke: it is served
-    return None
-
-
 async def test_guessing_tokens_on_websockets_is_throttled_like_the_api(olivia, settings):
     settings.SIGNIN_IP_LIMIT = (3, 300)
     _, key = await database_sync_to_async(ApiToken.issue)(olivia, "olivia's script")
-    assert await _socket_from("203.0.113.7", key) is None  # served
+    assert await feed_from("203.0.113.7", key) is None  # served
     for _ in range(3):
-        assert await _socket_from("203.0.113.7", "not-a-token-" + "x" * 30) == CloseCode.NOT_SIGNED_IN
+        assert await feed_from("203.0.113.7", "not-a-token-" + "x" * 30) == CloseCode.NOT_SIGNED_IN
     # The guesser's address is now refused even with a real token; the same token elsewhere works.
-    assert await _socket_from("203.0.113.7", key) == CloseCode.NOT_SIGNED_IN
-    assert await _socket_from("198.51.100.2", key) is None
+    assert await feed_from("203.0.113.7", key) == CloseCode.NOT_SIGNED_IN
+    assert await feed_from("198.51.100.2", key) is None

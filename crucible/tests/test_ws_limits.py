@@ -231,3 +231,64 @@ async def test_a_storm_of_a_thousand_connections_is_counted_without_refusing_any
     assert all(results)
     assert await ws_limits.held(424242) == 1000
     await asyncio.gather(*(ws_limits.release(424242, f"storm!{n}") for n in range(1000)))
+
+
+async def test_a_process_renews_all_its_slots_in_one_redis_call_per_heartbeat(alice, bob, settings, monkeypatch):
+    settings.WEBSOCKET_HEARTBEAT_S = 0.2
+    renewals = []
+    renew = ws_limits.renew
+
+    async def counting(slots):
+        renewals.append(dict(slots))
+        return await renew(slots)
+
+    monkeypatch.setattr(ws_limits, "renew", counting)
+    alices, bobs = await running(alice), await running(bob)
+    held = [await watch(alice, alices) for _ in range(LIMIT)] + [await watch(bob, bobs) for _ in range(LIMIT)]
+    renewals.clear()
+    await asyncio.sleep(1.1)
+    assert 3 <= len(renewals) <= 7  # about one a heartbeat, not one per connection
+    assert all(len(slots) == 2 * LIMIT for slots in renewals)
+    assert await refused_with(alice, alices) == 4429  # every slot is still held past its first lease
+    for communicator in held:
+        await communicator.disconnect()
+    assert await ws_limits.held(alice.pk) == 0
+    assert await ws_limits.held(bob.pk) == 0
+
+
+async def test_slots_a_process_stopped_renewing_expire_and_its_stalled_renewal_cannot_exceed_the_limit(alice, settings):
+    """Process A holds alice's three slots and stalls past their lease; process B takes them; A's late
+    renewal loses every one (each of A's connections is told) and alice never holds more than three."""
+    settings.WEBSOCKET_HEARTBEAT_S = 0.2
+    process_a, lost = ws_limits.Renewals(), []
+    for n in range(LIMIT):
+        assert await ws_limits.acquire(alice.pk, f"specific.process-a!{n}")
+        process_a.hold(alice.pk, f"specific.process-a!{n}", lambda n=n: lost.append(n))
+    process_a._task.cancel()  # stalled: no renewal
+    await asyncio.sleep(ws_limits.lease_ms() / 1000 + 0.2)
+    assert await ws_limits.held(alice.pk) == 0
+    for n in range(LIMIT):
+        assert await ws_limits.acquire(alice.pk, f"specific.process-b!{n}")
+    await process_a.renew_now()
+    assert sorted(lost) == list(range(LIMIT))
+    assert await ws_limits.held(alice.pk) == LIMIT
+
+
+async def test_a_slot_given_back_during_a_renewal_stays_given_back(alice, monkeypatch):
+    renewals, started, go_on = ws_limits.Renewals(), asyncio.Event(), asyncio.Event()
+    renew = ws_limits.renew
+
+    async def slow(slots):
+        started.set()
+        await go_on.wait()
+        return await renew(slots)
+
+    monkeypatch.setattr(ws_limits, "renew", slow)
+    assert await ws_limits.acquire(alice.pk, "specific.closing!1")
+    renewals.hold(alice.pk, "specific.closing!1", lambda: None)
+    renewing = asyncio.ensure_future(renewals.renew_now())
+    await started.wait()
+    await renewals.release(alice.pk, "specific.closing!1")  # the connection ends meanwhile
+    go_on.set()
+    await renewing
+    assert await ws_limits.held(alice.pk) == 0

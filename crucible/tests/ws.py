@@ -50,3 +50,22 @@ async def close_code(communicator: WebsocketCommunicator, timeout: float = 5) ->
             await communicator.disconnect()  # the client side of the closing handshake
             return message.get("code")
         assert message["type"] == "websocket.send", message
+
+
+async def feed_from(address: str, token: str) -> int | None:
+    """Open the operators' alerts feed as a script at client ``address`` with ``token``; the close code,
+    or None if it was served."""
+    communicator = WebsocketCommunicator(
+        application,
+        "/ws/alerts/",
+        headers=[(b"host", b"127.0.0.1:8000"), (b"authorization", f"Token {token}".encode())],
+    )
+    communicator.scope["client"] = [address, 50000]
+    connected, code = await communicator.connect(timeout=5)
+    if not connected:
+        return code
+    first = await communicator.receive_output(timeout=5)
+    if first["type"] == "websocket.close":
+        return first.get("code")
+    await communicator.disconnect()  # the feed spoke: it is served
+    return None

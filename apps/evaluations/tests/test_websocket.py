@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import uuid
 from datetime import datetime
 
@@ -252,6 +254,64 @@ async def test_lost_live_events_are_filled_from_the_database(alice):
     await database_sync_to_async(store_chunks)(evaluation, [1, 2])
     await database_sync_to_async(store_and_publish)(evaluation.pk, 3)
     assert await receive_logs(communicator, 3) == [1, 2, 3]
+    await communicator.disconnect()
+
+
+async def test_a_chunk_lost_with_its_stored_mark_arrives_at_the_second_heartbeat_after_it_was_stored(alice, settings):
+    """A heartbeat reads only what was stored by the previous one and has not arrived: a chunk stored
+    since is most likely still queued for this connection behind a backlog, not lost."""
+    settings.WEBSOCKET_HEARTBEAT_S = 1.0
+    evaluation = await database_sync_to_async(make_evaluation)(alice, status=Status.RUNNING)
+    communicator, _ = await connect(evaluation.pk, user=alice)
+    assert (await communicator.receive_json_from(timeout=5))["type"] == "status"
+    await database_sync_to_async(store_chunks)(evaluation, [1])  # neither the chunk nor its mark published
+    assert await communicator.receive_nothing(timeout=1.3)  # the first heartbeat (~1 s) leaves it
+    assert await receive_logs(communicator, 1) == [1]  # the second (~2 s) reads it
+    await communicator.disconnect()
+
+
+async def test_a_live_chunk_is_encoded_once_for_every_viewer_of_the_process(alice, monkeypatch):
+    evaluation = await database_sync_to_async(make_evaluation)(alice, status=Status.RUNNING)
+    viewers = [(await connect(evaluation.pk, user=alice))[0] for _ in range(3)]
+    for communicator in viewers:
+        assert (await communicator.receive_json_from(timeout=5))["type"] == "status"
+    encoded = []
+    dumps = json.dumps
+
+    def counting(value, *args, **kwargs):
+        encoded.append(value)
+        return dumps(value, *args, **kwargs)
+
+    monkeypatch.setattr(json, "dumps", counting)
+    await database_sync_to_async(store_and_publish)(evaluation.pk, 1)
+    texts = [await communicator.receive_from(timeout=5) for communicator in viewers]
+    assert len(set(texts)) == 1
+    assert json.loads(texts[0])["seq"] == 1
+    assert [value["seq"] for value in encoded if isinstance(value, dict) and value.get("type") == "log"] == [1]
+    for communicator in viewers:
+        await communicator.disconnect()
+
+
+async def test_a_viewer_takes_its_messages_without_a_task_per_message(alice):
+    """Channels' loop made a task for each message from the channel layer; ours drains it in one."""
+    evaluation = await database_sync_to_async(make_evaluation)(alice, status=Status.RUNNING)
+    communicator, _ = await connect(evaluation.pk, user=alice)
+    assert (await communicator.receive_json_from(timeout=5))["type"] == "status"
+    loop, receivers = asyncio.get_running_loop(), []
+
+    def counting_factory(loop, coro, **kwargs):
+        if "receive" in getattr(coro, "__qualname__", "") or "proxy" in getattr(coro, "__qualname__", ""):
+            receivers.append(coro.__qualname__)
+        return asyncio.Task(coro, loop=loop, **kwargs)
+
+    loop.set_task_factory(counting_factory)
+    try:
+        for seq in range(1, 31):
+            await database_sync_to_async(store_and_publish)(evaluation.pk, seq)
+        assert await receive_logs(communicator, 30) == list(range(1, 31))
+    finally:
+        loop.set_task_factory(None)
+    assert receivers == []
     await communicator.disconnect()
 
 
