@@ -20,12 +20,13 @@ at most ``WEBSOCKET_DB_THREADS``, so neither are the connections.
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import queue
 import threading
 
 from channels.db import DatabaseSyncToAsync
 from django.conf import settings
-from django.db import connections
+from django.db import close_old_connections, connections
 
 KEEP_S = 60.0  # a kept connection is closed (and a new one opened) after this long
 IDLE_S = 10.0  # a thread with nothing to do for this long closes its connection and ends
@@ -145,5 +146,19 @@ class _OnKeptConnections(DatabaseSyncToAsync):
 
 
 def pooled_db(func):
-    """``database_sync_to_async``, not thread-sensitive: the call runs on any of the kept-connection threads."""
-    return _OnKeptConnections(func)
+    """``database_sync_to_async``, not thread-sensitive: the call runs on any of the kept-connection threads.
+
+    The kept connection is checked (``close_old_connections``: health, age, errors) in the call itself.
+    Channels checks in its ``thread_handler``, outside the context the call runs in, and that did not
+    reach the connection the call uses: one PostgreSQL had dropped was used again, and the call
+    failed, once the thread had served calls of several tests."""
+
+    @functools.wraps(func)
+    def on_a_checked_connection(*args, **kwargs):
+        close_old_connections()
+        try:
+            return func(*args, **kwargs)
+        finally:
+            close_old_connections()
+
+    return _OnKeptConnections(on_a_checked_connection)
