@@ -37,7 +37,8 @@
  *                                 and launch's arguments (each NUL-terminated), then launch's payload:
  *                                 the program runs in a child exactly as launch's child (the workdir its
  *                                 cwd), and this process writes launch's trailer with the payload's nonce
- *                                 and reads the next frame. R: [nonce (16)][DIR, NUL-terminated]*: as
+ *                                 and reads the next frame (without the marker, no trailer: it exits as
+ *                                 launch does, with the child's status). R: [nonce (16)][DIR, NUL-terminated]*: as
  *                                 reap reset (this process spared, counted as expected), then the reply
  *                                     \0crucible:reset:NONCE_HEX:ok|REASON\0
  *                                 on stdout and then stderr. Anything it cannot do (a frame that is not
@@ -415,9 +416,9 @@ static int is_empty(const char *directory)
     return empty;
 }
 
-/* The parent of a launch (or serve): wait for the program, then say how it ended in the trailer;
- * returns its status, or -1 when it cannot be waited for. */
-static int report_program(pid_t child, int started_fd, const unsigned char *nonce, const char *output_dir)
+/* The parent of a launch (or serve): wait for the program, then say how it ended in the trailer
+ * (REPORTED set when it did: the program started); returns its status, or -1 when it cannot be waited for. */
+static int report_program(pid_t child, int started_fd, const unsigned char *nonce, const char *output_dir, int *reported)
 {
     char sign;
     ssize_t got;
@@ -433,6 +434,7 @@ static int report_program(pid_t child, int started_fd, const unsigned char *nonc
     if (done < 0)
         return -1;
     int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    *reported = got == 1;
     if (got == 1) {
         char trailer[128] = {0}; /* NUL, TRAILER_START, the nonce in hex, ":STATUS:empty|files", NUL */
         size_t length = 1 + strlen(TRAILER_START);
@@ -528,7 +530,8 @@ static int cmd_launch(int argc, char **argv)
     if (child < 0) /* no process to spare (the pids limit): the program runs without a trailer */
         start_program(&program, -1);
     close(0); /* the rest of the payload is the child's, and the program's stdin never this one's */
-    int code = report_program(child, started_fd, header + 16, output_dir);
+    int reported;
+    int code = report_program(child, started_fd, header + 16, output_dir, &reported);
     _exit(code < 0 ? EXIT_CANNOT_RUN : code);
 }
 
@@ -1079,12 +1082,15 @@ static void serve_launch(unsigned char *body, size_t size)
     if (child == 0 || child < 0) /* (never 0: the child execs or exits) no process to spare: no trailer */
         launch_fail(EXIT_CANNOT_RUN, "cannot fork: %s", strerror(errno));
     payload_left = NULL;
-    int code = report_program(child, started_fd, header + 16, output_dir);
+    int reported;
+    int code = report_program(child, started_fd, header + 16, output_dir, &reported);
     explicit_bzero(header, HEADER_BYTES);
     free(header);
     free(fields);
     if (code < 0)
         launch_fail(EXIT_CANNOT_RUN, "cannot wait for the program");
+    if (!reported) /* the program never started (its complaint is on stderr): as launch, exit with it */
+        _exit(code);
 }
 
 /* An R frame: [nonce (16)][DIR, NUL-terminated]*: reset the sandbox as reap reset does (this process

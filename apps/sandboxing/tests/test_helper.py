@@ -296,3 +296,13 @@ def test_a_program_that_kills_its_serve_process_ends_the_stream_without_a_traile
     ]
     exit_code, stdout, _ = serve(compiled_helper, tmp_path, frames)
     assert exit_code == -9 and stdout == MARKER
+
+
+def test_a_program_serve_cannot_start_ends_serve_with_the_launchers_complaint_and_no_trailer(compiled_helper, tmp_path):
+    frames = [
+        launch_frame(tmp_path / "m", ["true"], payload(b"", b"", files={".hidden": b"x"})),
+        launch_frame(tmp_path / "n", ["/bin/sh", "-c", "echo never"], payload(b"", b"")),
+    ]
+    exit_code, stdout, stderr = serve(compiled_helper, tmp_path, frames)
+    assert (exit_code, stdout) == (helper.EXIT_PAYLOAD_SHORT, b"")
+    assert b"not acceptable" in stderr and b"crucible:end" not in stderr
