@@ -36,8 +36,10 @@
  *                                 [body] from stdin until it ends. L: [fields length (4)], the workdir
  *                                 and launch's arguments (each NUL-terminated), then launch's payload:
  *                                 the program runs in a child exactly as launch's child (the workdir its
- *                                 cwd), and this process writes launch's trailer with the payload's nonce
- *                                 and reads the next frame (without the marker, no trailer: it exits as
+ *                                 cwd); once it has ended, this process SIGKILLs every process but init,
+ *                                 the idle main process and itself (nothing a program left runs while
+ *                                 the host writes a frame), writes launch's trailer with the payload's
+ *                                 nonce and reads the next frame (without the marker, no trailer: it exits as
  *                                 launch does, with the child's status). R: [nonce (16)][DIR, NUL-terminated]*: as
  *                                 reap reset (this process spared, counted as expected), then the reply
  *                                     \0crucible:reset:NONCE_HEX:ok|REASON\0
@@ -416,9 +418,13 @@ static int is_empty(const char *directory)
     return empty;
 }
 
-/* The parent of a launch (or serve): wait for the program, then say how it ended in the trailer
- * (REPORTED set when it did: the program started); returns its status, or -1 when it cannot be waited for. */
-static int report_program(pid_t child, int started_fd, const unsigned char *nonce, const char *output_dir, int *reported)
+static int kill_left_behind(void);
+
+/* The parent of a launch (or serve): wait for the program (with REAP, then kill every process it
+ * left), then say how it ended in the trailer (REPORTED set when it did: the program started);
+ * returns its status, or -1 when it cannot be waited for. */
+static int report_program(pid_t child, int started_fd, const unsigned char *nonce, const char *output_dir, int reap,
+                          int *reported)
 {
     char sign;
     ssize_t got;
@@ -434,6 +440,8 @@ static int report_program(pid_t child, int started_fd, const unsigned char *nonc
     if (done < 0)
         return -1;
     int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    if (reap && kill_left_behind() != 0)
+        return -1;
     *reported = got == 1;
     if (got == 1) {
         char trailer[128] = {0}; /* NUL, TRAILER_START, the nonce in hex, ":STATUS:empty|files", NUL */
@@ -531,7 +539,7 @@ static int cmd_launch(int argc, char **argv)
         start_program(&program, -1);
     close(0); /* the rest of the payload is the child's, and the program's stdin never this one's */
     int reported;
-    int code = report_program(child, started_fd, header + 16, output_dir, &reported);
+    int code = report_program(child, started_fd, header + 16, output_dir, 0, &reported);
     _exit(code < 0 ? EXIT_CANNOT_RUN : code);
 }
 
@@ -1083,12 +1091,15 @@ static void serve_launch(unsigned char *body, size_t size)
         launch_fail(EXIT_CANNOT_RUN, "cannot fork: %s", strerror(errno));
     payload_left = NULL;
     int reported;
-    int code = report_program(child, started_fd, header + 16, output_dir, &reported);
+    /* What the program left running is killed before its trailer: none of it is alive when the host,
+     * having read the trailer, sends the next frame (under gVisor a process of the same user may
+     * open this process's /proc/PID/fd/0, non-dumpable as it is). */
+    int code = report_program(child, started_fd, header + 16, output_dir, 1, &reported);
     explicit_bzero(header, HEADER_BYTES);
     free(header);
     free(fields);
     if (code < 0)
-        launch_fail(EXIT_CANNOT_RUN, "cannot wait for the program");
+        launch_fail(EXIT_CANNOT_RUN, "cannot wait for the program or kill what it left");
     if (!reported) /* the program never started (its complaint is on stderr): as launch, exit with it */
         _exit(code);
 }

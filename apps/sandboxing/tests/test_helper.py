@@ -1,7 +1,9 @@
 """The in-sandbox helper (``sandbox/helper/crucible-helper.c``), compiled and run on the host.
 
 Only what is safe outside a sandbox runs here: the collector (it only reads the directory it is
-given) and the launcher with a harmless command in a scratch directory. The same binary runs in the
+given), the launcher with a harmless command in a scratch directory, and serve with frames it
+refuses (one it accepts SIGKILLs every process it may signal: never on the host; its behaviour is
+tested in the sandbox, test_run_programs.py). The same binary runs in the
 real sandbox in test_runner_contract.py, test_artifacts.py, test_run_programs.py and
 test_bare_runtime.py (an image with nothing but the helper and one static program).
 """
@@ -229,80 +231,32 @@ def test_a_missing_root_is_an_empty_list(compiled_helper, tmp_path):
     assert (parser.artifacts, parser.done, parser.truncated) == ([], True, False)
 
 
-def serve(binary, directory, frames):
-    """Run the helper's serve on the host with ``frames`` (launch frames only: a reset frame would
-    kill the host user's processes); (exit code, stdout, stderr)."""
+def serve(binary, frames):
+    """Run the helper's serve on the host with ``frames`` it must refuse before running anything: a
+    launch or reset frame it accepts kills every process it can signal (on the host, the host's)."""
     done = subprocess.run(
         [str(binary), *helper.SERVE_COMMAND[1:]], input=b"".join(frames), capture_output=True, timeout=30
     )
     return done.returncode, done.stdout, done.stderr
 
 
-def launch_frame(code_path, command, payload, environment=None, output_dir=None, workdir=None):
-    directory = os.path.dirname(code_path)
-    environment = environment or {"PATH": "/usr/bin:/bin"}
-    argv = helper.launch_argv(os.fspath(code_path), MARKER, environment, command, output_dir or directory)
-    return helper.launch_frame(os.fspath(workdir or directory), argv, payload)
-
-
-def test_serve_runs_each_launch_frame_as_the_launcher_does_and_writes_each_trailer(compiled_helper, tmp_path):
-    first, second = tmp_path / "one", tmp_path / "two"
-    first.mkdir()
-    second.mkdir()
-    command = ["/bin/sh", "-c", 'cat; printf " $GREETING in "; pwd; exit 3']
-    frames = [
-        launch_frame(first / "main.txt", command, payload(b"x", b"ann"), {"GREETING": "hi", "PATH": "/bin"}),
-        launch_frame(second / "main.txt", ["/bin/sh", "-c", "echo bob; echo err >&2"], payload(b"y", b"")),
-    ]
-    exit_code, stdout, stderr = serve(compiled_helper, tmp_path, frames)
-    assert exit_code == 0
-    assert stdout == (
-        MARKER + f"ann hi in {first}\n".encode() + trailer(3, "files") + MARKER + b"bob\n" + trailer(0, "files")
+def test_a_launch_frame_carries_the_workdir_and_the_launchers_arguments_then_the_payload():
+    argv = helper.launch_argv("/sandbox/main.py", MARKER, {"A": "1"}, ["python3", "main.py"], "/output")
+    frame = helper.launch_frame("/tmp", argv, b"PAYLOAD")
+    fields = b"/tmp\0/sandbox/main.py\0" + MARKER.hex().encode() + b"\0/output\x001\0A=1\0python3\0main.py\0"
+    assert (
+        frame == b"L" + (4 + len(fields) + 7).to_bytes(4, "big") + len(fields).to_bytes(4, "big") + fields + b"PAYLOAD"
     )
-    assert stderr == MARKER + trailer(3, "files") + MARKER + b"err\n" + trailer(0, "files")
-    assert (first / "main.txt").read_bytes() == b"x" and (second / "main.txt").read_bytes() == b"y"
+    reset = helper.reset_frame(NONCE, ("/tmp", "/output"))
+    assert reset == b"R" + (16 + 13).to_bytes(4, "big") + NONCE + b"/tmp\0/output\0"
+    assert helper.reset_reply(NONCE) == b"\0crucible:reset:" + NONCE.hex().encode() + b":"
 
 
-def test_the_program_serve_starts_gets_the_cancel_signals_at_their_default_and_no_frame_stream(
-    compiled_helper, tmp_path
-):
-    script = "kill -TERM $$; echo never"
-    exit_code, stdout, _ = serve(
-        compiled_helper, tmp_path, [launch_frame(tmp_path / "m", ["/bin/sh", "-c", script], payload(b"", b""))]
-    )
-    assert exit_code == 0 and stdout == MARKER + trailer(128 + 15, "files")
-    frames = [launch_frame(tmp_path / "n", ["/bin/sh", "-c", "cat"], payload(b"", b"")), b"L\x00\x00\x00\x05hello"]
-    exit_code, stdout, stderr = serve(compiled_helper, tmp_path, frames)  # cat reads /dev/null, not the next frame
-    assert stdout == MARKER + trailer(0, "files") and exit_code == helper.EXIT_CANNOT_RUN
-    assert b"not acceptable" in stderr
-
-
-def test_serve_refuses_an_unknown_or_oversized_frame_and_a_short_one_and_ends_at_eof(compiled_helper, tmp_path):
-    assert serve(compiled_helper, tmp_path, []) == (0, b"", b"")
-    assert serve(compiled_helper, tmp_path, [b"X\x00\x00\x00\x00"])[0] == helper.EXIT_CANNOT_RUN
-    assert serve(compiled_helper, tmp_path, [b"L\x7f\xff\xff\xff"])[0] == helper.EXIT_CANNOT_RUN
-    assert serve(compiled_helper, tmp_path, [b"L\x00\x00\x00\x09abc"])[0] == helper.EXIT_PAYLOAD_SHORT
-    bad_args = helper.launch_frame(str(tmp_path), [helper.HELPER_PATH, "launch", "only-one"], payload(b"", b""))
-    exit_code, stdout, stderr = serve(compiled_helper, tmp_path, [bad_args])
+def test_serve_refuses_an_unknown_or_oversized_frame_and_a_short_one_and_ends_at_eof(compiled_helper):
+    assert serve(compiled_helper, []) == (0, b"", b"")
+    assert serve(compiled_helper, [b"X\x00\x00\x00\x00"])[0] == helper.EXIT_CANNOT_RUN
+    assert serve(compiled_helper, [b"L\x7f\xff\xff\xff"])[0] == helper.EXIT_CANNOT_RUN
+    assert serve(compiled_helper, [b"L\x00\x00\x00\x09abc"])[0] == helper.EXIT_PAYLOAD_SHORT
+    bad_args = helper.launch_frame("/nonexistent", [helper.HELPER_PATH, "launch", "only-one"], payload(b"", b""))
+    exit_code, stdout, stderr = serve(compiled_helper, [bad_args])
     assert exit_code == helper.EXIT_CANNOT_RUN and stdout == b"" and b"usage" in stderr
-
-
-def test_a_program_that_kills_its_serve_process_ends_the_stream_without_a_trailer(compiled_helper, tmp_path):
-    """(That a program cannot read the serve process's memory or fds is tested in the sandbox, as
-    the sandbox user: test_run_programs.py; here the tests may run as root.)"""
-    frames = [
-        launch_frame(tmp_path / "n", ["/bin/sh", "-c", "kill -9 $PPID"], payload(b"", b"")),
-        launch_frame(tmp_path / "o", ["/bin/sh", "-c", "echo second"], payload(b"", b"")),
-    ]
-    exit_code, stdout, _ = serve(compiled_helper, tmp_path, frames)
-    assert exit_code == -9 and stdout == MARKER
-
-
-def test_a_program_serve_cannot_start_ends_serve_with_the_launchers_complaint_and_no_trailer(compiled_helper, tmp_path):
-    frames = [
-        launch_frame(tmp_path / "m", ["true"], payload(b"", b"", files={".hidden": b"x"})),
-        launch_frame(tmp_path / "n", ["/bin/sh", "-c", "echo never"], payload(b"", b"")),
-    ]
-    exit_code, stdout, stderr = serve(compiled_helper, tmp_path, frames)
-    assert (exit_code, stdout) == (helper.EXIT_PAYLOAD_SHORT, b"")
-    assert b"not acceptable" in stderr and b"crucible:end" not in stderr
