@@ -24,6 +24,13 @@ session could call it for each program in one sandbox). ``Execution.run`` takes 
 Without a trailer (a killed sandbox, a launcher its program killed, a broken stream) every step is
 as it was before the trailer existed: the exec's exit code from the engine, a drain, the collector.
 
+On a sandbox with a serve exec (``Sandbox.serving``: a batch's sandbox handed over in this process)
+step 1 is a launch frame (``helper.launch_frame``) on that exec instead of a new one, and the marker
+carries the program's nonce (``serve_marker``: the stream is shared with what earlier programs left).
+The program's end, exit status and empty /output come only from its trailer; without one the run ends
+as above (the serve exec's exit code, e.g. 137 when the program killed it) and the serve exec is
+given up (``Sandbox.stop_serving``), so the sandbox is not reused.
+
 Every callback (``on_output``, ``control``, ``on_sample``) is called from the calling thread. What
 belongs to one program lives here; what belongs to the container (killing, counters, removal)
 lives on the ``Sandbox``.

@@ -12,6 +12,14 @@ been killed, for a program with another code file name (the launcher never overw
 limit or a stop ends the whole sandbox. ``kill`` and ``terminate_programs`` end what runs in it,
 ``collect_artifacts`` reads /output (the collector's output is parsed as hostile) and ``remove``
 takes the container away (``containers.remove``, the one way any container is removed).
+
+A sandbox reused for the next sample of a batch and handed over in this process keeps one exec of
+the helper's ``serve`` (``Serving``, started by its first ``reset``): ``launch`` then returns that
+exec's stream, the program is a frame on it, and ``reset`` is a frame too. ``serve`` is the sandbox
+user's, as the samples are: it is non-dumpable, receives each nonce on its stdin only, kills what a
+program left before writing its trailer, and anything wrong on its stream (no trailer, its end, a
+failed write, a reset reply that is not exactly the expected one on both streams) sets
+``serve_lost``: the sandbox is then never reset for another sample, only removed.
 """
 
 from __future__ import annotations
