@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from apps.sandboxing import engine, pool, runner
+from apps.sandboxing import catalog, engine, pool, runner
 from apps.sandboxing.outcomes import Command, Outcome, RunRequest
 from apps.sandboxing.policy import runtime_for
 from apps.sandboxing.pool import remove_pools_of
@@ -332,3 +332,22 @@ def test_a_served_program_gets_its_own_stdin_and_the_cancel_signals_at_their_def
     results, seen = run_reusing(reuse_in_background, [Program(code, b"from alice")])
     assert results[0].warm is True and seen == b"from alice\n"
     assert results[0].outcome == Outcome.EXITED and results[0].signal == 15
+
+
+def test_a_compiled_sample_is_two_frames_on_the_serve_exec_compile_then_run(reuse_in_background):
+    c = catalog.runtime("c")
+    hello = b'#include <stdio.h>\nint main(void) { char s[32]; fgets(s, 32, stdin); printf("hi %s", s); }\n'
+    for number, warm in ((1, False), (2, True), (3, True)):
+        output: list[tuple[str, bytes]] = []
+        request = RunRequest(
+            run_id=str(uuid.uuid4()), runtime=c, code=b"", stdin=b"", limits=small_limits(timeout_s=30)
+        )
+        results = run_programs(
+            request,
+            [Program(hello, f"sample {number}\n".encode())],
+            on_output=lambda s, d: output.append((s, d)),
+            control=lambda: None,
+            reuse=reuse_in_background,
+        )
+        assert results[0].outcome == Outcome.EXITED and results[0].exit_code == 0 and results[0].warm is warm
+        assert b"".join(d for s, d in output if s == "stdout") == f"hi sample {number}\n".encode()
