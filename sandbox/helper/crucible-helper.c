@@ -39,8 +39,9 @@
  *                                 cwd); once it has ended, this process SIGKILLs every process but init,
  *                                 the idle main process and itself (nothing a program left runs while
  *                                 the host writes a frame), writes launch's trailer with the payload's
- *                                 nonce and reads the next frame (without the marker, no trailer: it exits as
- *                                 launch does, with the child's status). R: [nonce (16)][DIR, NUL-terminated]*: as
+ *                                 nonce and reads the next frame (without the marker, or when what the
+ *                                 program left survives the SIGKILLs, no trailer: it exits as launch
+ *                                 does, with the child's status). R: [nonce (16)][DIR, NUL-terminated]*: as
  *                                 reap reset (this process spared, counted as expected), then the reply
  *                                     \0crucible:reset:NONCE_HEX:ok|REASON\0
  *                                 on stdout and then stderr. Anything it cannot do (a frame that is not
@@ -440,9 +441,9 @@ static int report_program(pid_t child, int started_fd, const unsigned char *nonc
     if (done < 0)
         return -1;
     int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-    if (reap && kill_left_behind() != 0)
-        return -1;
     *reported = got == 1;
+    if (reap && kill_left_behind() != 0)
+        *reported = 0; /* something it left survives: no trailer, the host learns the end from the exit */
     if (got == 1) {
         char trailer[128] = {0}; /* NUL, TRAILER_START, the nonce in hex, ":STATUS:empty|files", NUL */
         size_t length = 1 + strlen(TRAILER_START);
@@ -1099,8 +1100,9 @@ static void serve_launch(unsigned char *body, size_t size)
     free(header);
     free(fields);
     if (code < 0)
-        launch_fail(EXIT_CANNOT_RUN, "cannot wait for the program or kill what it left");
-    if (!reported) /* the program never started (its complaint is on stderr): as launch, exit with it */
+        launch_fail(EXIT_CANNOT_RUN, "cannot wait for the program");
+    if (!reported) /* it never started (its complaint is on stderr), or what it left survives: as launch
+                    * without a trailer, exit with its status */
         _exit(code);
 }
 
