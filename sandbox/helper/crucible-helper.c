@@ -444,7 +444,7 @@ static int report_program(pid_t child, int started_fd, const unsigned char *nonc
     *reported = got == 1;
     if (reap && kill_left_behind() != 0)
         *reported = 0; /* something it left survives: no trailer, the host learns the end from the exit */
-    if (got == 1) {
+    if (*reported) {
         char trailer[128] = {0}; /* NUL, TRAILER_START, the nonce in hex, ":STATUS:empty|files", NUL */
         size_t length = 1 + strlen(TRAILER_START);
         memcpy(trailer + 1, TRAILER_START, strlen(TRAILER_START));
