@@ -22,7 +22,8 @@ it by exec with a subcommand, never through a shell, with nothing a user wrote i
   place and verifies the sandbox is clean (exit 0, else 2 with the reason on stderr);
 - ``serve``: one exec for every program of a reused sandbox (``SERVE_COMMAND``): it reads frames on
   its stdin. ``launch_frame`` runs one program exactly as ``launch`` does (its child is launch's
-  child; the serve process is launch's parent and writes the same trailer, then reads on);
+  child; the serve process is launch's parent and, once the program has ended, SIGKILLs whatever
+  it left (no trailer when something survives), writes the same trailer and reads on);
   ``reset_frame`` does what ``reap reset`` does (the serve process spared) and replies
   ``reset_reply(nonce)`` + "ok" or the reason, then a NUL, on stdout and then stderr. It is
   non-dumpable and ignores SIGTERM, SIGINT, SIGHUP and SIGPIPE, and it holds each nonce only in
