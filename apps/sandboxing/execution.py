@@ -24,6 +24,13 @@ session could call it for each program in one sandbox). ``Execution.run`` takes 
 Without a trailer (a killed sandbox, a launcher its program killed, a broken stream) every step is
 as it was before the trailer existed: the exec's exit code from the engine, a drain, the collector.
 
+On a sandbox with a serve exec (``Sandbox.serving``: a batch's sandbox handed over in this process)
+step 1 is a launch frame (``helper.launch_frame``) on that exec instead of a new one, and the marker
+carries the program's nonce (``serve_marker``: the stream is shared with what earlier programs left).
+The program's end, exit status and empty /output come only from its trailer; without one the run ends
+as above (the serve exec's exit code, e.g. 137 when the program killed it) and the serve exec is
+given up (``Sandbox.stop_serving``), so the sandbox is not reused.
+
 Every callback (``on_output``, ``control``, ``on_sample``) is called from the calling thread. What
 belongs to one program lives here; what belongs to the container (killing, counters, removal)
 lives on the ``Sandbox``.
@@ -50,6 +57,14 @@ from apps.sandboxing.streams import STDERR, STDOUT, ProtocolError, Trailer, Trai
 log = logging.getLogger(__name__)
 
 MARKER = b"\x00crucible:go\x00"  # the launcher's last write: what follows on stdout is the program's
+
+
+def serve_marker(nonce: bytes) -> bytes:
+    """The marker of a program on a serve exec: with its nonce, so that what a program before it left
+    running cannot forge its start (the stream is the same for every program of the sandbox)."""
+    return MARKER[:-1] + b":" + nonce.hex().encode() + b"\x00"
+
+
 CONTROL_EVERY_S = 0.1
 INSPECT_EVERY_S = 0.25
 SAMPLE_EVERY_S = 1.0
@@ -194,14 +209,16 @@ class ProgramOutput:
     cap: int
     on_output: Callable[[str, bytes], None]
     trailer_start: bytes  # ``helper.trailer_start`` of the run's nonce
-    marker_left: bytes = MARKER
-    stderr_marker_left: bytes | None = MARKER  # None: stderr is the launcher's complaint
+    marker: bytes = MARKER  # ``serve_marker`` of the run's nonce on a serve exec
+    marker_left: bytes = b""
+    stderr_marker_left: bytes | None = b""  # None: stderr is the launcher's complaint
     launcher_stderr: bytearray = field(default_factory=bytearray)
     delivered: int = 0
     truncated: bool = False
     ends: dict[int, TrailerWatch] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        self.marker_left = self.stderr_marker_left = self.marker
         self.ends = {STDOUT: TrailerWatch(self.trailer_start), STDERR: TrailerWatch(self.trailer_start)}
 
     @property
@@ -259,7 +276,7 @@ class ProgramOutput:
             return b""
         take = data[: len(self.stderr_marker_left)]
         if take != self.stderr_marker_left[: len(take)]:
-            self._complaint(MARKER[: len(MARKER) - len(self.stderr_marker_left)] + data)
+            self._complaint(self.marker[: len(self.marker) - len(self.stderr_marker_left)] + data)
             self.stderr_marker_left = None
             return b""
         self.stderr_marker_left = self.stderr_marker_left[len(take) :]
@@ -296,11 +313,14 @@ class Execution:
     evidence: Evidence | None = None  # set when a stop kept the sandbox's evidence
     kept_artifacts: list = field(default_factory=list)  # what the evidence step collected from /output
     nonce: bytes = field(default_factory=lambda: secrets.token_bytes(helper.NONCE_BYTES))
+    served: bool = False  # the program is a frame on the sandbox's serve exec (``Sandbox.serving``)
     output: ProgramOutput = field(init=False)
 
     def __post_init__(self) -> None:
+        self.served = self.sandbox.serving is not None
         trailer_start = helper.trailer_start(self.nonce)
-        self.output = ProgramOutput(self.request.limits.output_cap_bytes, self.on_output, trailer_start)
+        marker = serve_marker(self.nonce) if self.served else MARKER
+        self.output = ProgramOutput(self.request.limits.output_cap_bytes, self.on_output, trailer_start, marker)
 
     @property
     def limits(self):
@@ -327,16 +347,27 @@ class Execution:
 
     def _run(self) -> RunResult:
         baseline_cpu = self.sandbox.read_counters().cpu_ns or 0
-        stream = self.deliver()
+        argv, stream = self.deliver()
         started_at, self.start = _now(), time.monotonic()
         try:
             code, files = (self.request.code, self.request.files) if self.write_code else (b"", {})
             payload = helper.pack_payload(code, self.request.stdin, self.seccomp_filter(), files, nonce=self.nonce)
-            stream.send(payload, max(PAYLOAD_SEND_MIN_TIMEOUT_S, self.limits.timeout_s))
+            if self.served:
+                payload = helper.launch_frame(WORK_DIR, argv, payload)
+            try:
+                stream.send(payload, max(PAYLOAD_SEND_MIN_TIMEOUT_S, self.limits.timeout_s), then_close=not self.served)
+            except OSError as exc:
+                if not self.served:
+                    raise
+                self.sandbox.stop_serving(f"the program's frame could not be sent: {exc}")
             self.supervise(stream)
             self.output.release()
         finally:
-            self.sandbox.close_exec(stream)
+            if not self.served:
+                self.sandbox.close_exec(stream)
+            elif self.output.ended is None or self.sandbox.killed:
+                # Anything but a whole trailer: the serve exec is not trusted again (the sandbox goes).
+                self.sandbox.stop_serving("its program ended without a trailer")
         finished_at, duration_s = _now(), time.monotonic() - self.start
         return self.conclude(started_at, finished_at, duration_s, baseline_cpu)
 
@@ -348,16 +379,17 @@ class Execution:
             return seccomp_bpf.program()
         return b""
 
-    def deliver(self) -> ExecStream:
-        """Start the launcher for this request's runtime; it waits for the payload on its stdin."""
+    def deliver(self) -> tuple[list[str], ExecStream]:
+        """Start the launcher for this request's runtime; it waits for the payload on its stdin (or,
+        ``served``, the serve exec waits for the program's frame). Returns the launcher's argv too."""
         runtime = self.request.runtime
         code_path = f"{CODE_DIR}/{runtime.file_name}"
         environment = {**self.request.env, **runtime.program_environment()}  # the platform's win
         delivered_to = code_path if self.write_code else f"{CODE_DIR}/"
         command = [*runtime.argv(code_path), *self.request.args]
-        argv = helper.launch_argv(delivered_to, MARKER, environment, command, OUTPUT_DIR)
+        argv = helper.launch_argv(delivered_to, self.output.marker, environment, command, OUTPUT_DIR)
         self.exec_id, stream = self.sandbox.launch(argv, workdir=WORK_DIR, environment=dict(ENVIRONMENT))
-        return stream
+        return argv, stream
 
     # --- 2. supervise ------------------------------------------------------------------------
     def supervise(self, stream: ExecStream) -> None:

@@ -19,7 +19,17 @@ it by exec with a subcommand, never through a shell, with nothing a user wrote i
 - ``collect``: the records of the files in /output (``collect_argv``; ``streams.ArtifactStreamParser``
   reads them);
 - ``reap``: SIGKILL what a program left behind; ``reap reset DIR...`` also empties every writable
-  place and verifies the sandbox is clean (exit 0, else 2 with the reason on stderr).
+  place and verifies the sandbox is clean (exit 0, else 2 with the reason on stderr);
+- ``serve``: one exec for every program of a reused sandbox (``SERVE_COMMAND``): it reads frames on
+  its stdin. ``launch_frame`` runs one program exactly as ``launch`` does (its child is launch's
+  child; the serve process is launch's parent and, once the program has ended, SIGKILLs whatever
+  it left (no trailer when something survives), writes the same trailer and reads on);
+  ``reset_frame`` does what ``reap reset`` does (the serve process spared) and replies
+  ``reset_reply(nonce)`` + "ok" or the reason, then a NUL, on stdout and then stderr. It is
+  non-dumpable and ignores SIGTERM, SIGINT, SIGHUP and SIGPIPE, and it holds each nonce only in
+  its memory (the frames travel on its stdin, which no program shares), so a program can neither
+  read the next program's nonce nor forge its trailer or the reset's reply; it can kill the serve
+  process (the same user): the stream then ends, and the host discards the sandbox.
 
 Its output is parsed as hostile: the sandbox's programs may have replaced anything it could see.
 """
@@ -62,6 +72,7 @@ def argv(subcommand: str, *args: str) -> list[str]:
 
 IDLE_COMMAND = argv("idle")
 TERM_ALL_COMMAND = argv("term-all")
+SERVE_COMMAND = argv("serve")
 
 
 # launch's trailer: TRAILER_START, the nonce in hex, b":", then "STATUS:empty|files" and a NUL.
@@ -103,6 +114,34 @@ def pack_payload(
 def trailer_start(nonce: bytes) -> bytes:
     """What every trailer of the launch given ``nonce`` starts with; the rest is "STATUS:empty|files\\0"."""
     return TRAILER_START + nonce.hex().encode() + b":"
+
+
+# serve's frames: kind (b"L" or b"R"), body length; an L body starts with its fields' length.
+FRAME_HEADER = struct.Struct(">cI")
+FIELDS_LENGTH = struct.Struct(">I")
+RESET_REPLY_START = b"\x00crucible:reset:"
+RESET_OK = b"ok"
+MAX_RESET_REPLY = 2200  # the whole reply, at most (the helper's buffer)
+
+
+def launch_frame(workdir: str, launch: list[str], payload: bytes) -> bytes:
+    """The serve frame that runs the program ``launch`` (a ``launch_argv``) would, from ``workdir``."""
+    fields = b"".join(part.encode() + b"\x00" for part in (workdir, *launch[2:]))
+    body = FIELDS_LENGTH.pack(len(fields)) + fields + payload
+    return FRAME_HEADER.pack(b"L", len(body)) + body
+
+
+def reset_frame(nonce: bytes, directories: tuple[str, ...]) -> bytes:
+    """The serve frame that resets the sandbox (as ``reset_argv(directories)``), answered with ``nonce``."""
+    if len(nonce) != NONCE_BYTES:
+        raise ValueError(f"a nonce is {NONCE_BYTES} bytes")
+    body = nonce + b"".join(directory.encode() + b"\x00" for directory in directories)
+    return FRAME_HEADER.pack(b"R", len(body)) + body
+
+
+def reset_reply(nonce: bytes) -> bytes:
+    """What serve's reply to the reset given ``nonce`` starts with; "ok" or the reason and a NUL follow."""
+    return RESET_REPLY_START + nonce.hex().encode() + b":"
 
 
 def collect_argv(root: str, max_files: int, max_bytes: int) -> list[str]:

@@ -200,11 +200,11 @@ def _claim_handed_over(owner: str, profile: Profile, run_id: str, key: str) -> S
     try:
         engine.client().api.rename(parked.container_id, f"crucible-{run_id}")
     except docker.errors.APIError:
-        parked.drop_prestarted()
+        parked.stop_serving()
         return None  # taken a moment ago (expired, or removed by a drain)
     sandbox = Sandbox(parked.container_id, parked.image_id, profile, parked.created_at)
     sandbox.memory_mb = parked.memory_mb  # the cgroup keeps the last program's limit
-    sandbox.prestarted, parked.prestarted = parked.prestarted, None
+    sandbox.serving, parked.serving = parked.serving, None
     sandbox.measure_baseline()
     return sandbox
 
@@ -212,7 +212,7 @@ def _claim_handed_over(owner: str, profile: Profile, run_id: str, key: str) -> S
 def wait_for_handovers(owner: str, timeout_s: float, *, abandon: bool = True) -> None:
     """Wait (up to ``timeout_s`` in all) for ``owner``'s resets in the background to park or discard.
     With ``abandon`` (a drain) nothing will claim them through this process any more: one still
-    resetting is removed rather than parked, and the launchers started ahead are closed."""
+    resetting is removed rather than parked, and the serve execs are closed."""
     deadline = time.monotonic() + timeout_s
     with _handovers_lock:
         pending = list(_handovers.pop(owner, []) if abandon else _handovers.get(owner, []))
@@ -220,7 +220,7 @@ def wait_for_handovers(owner: str, timeout_s: float, *, abandon: bool = True) ->
         handover.abandoned = handover.abandoned or abandon
         handover.done.wait(max(0.0, deadline - time.monotonic()))
         if abandon and handover.sandbox is not None:
-            handover.sandbox.drop_prestarted()
+            handover.sandbox.stop_serving()
 
 
 def expire_parked(owner: str, idle_for_s: float) -> list[str]:

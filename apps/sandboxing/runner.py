@@ -197,14 +197,12 @@ def _parked(sandbox: Sandbox, reuse: Reuse | None, results: list[RunResult]) -> 
         return False
 
     def reset_and_park(sandbox: Sandbox) -> bool:
-        problem = sandbox.reset()
+        # Handed over in this process: the reset starts the helper's serve exec (or uses the one it
+        # has), and the next sample is a frame on it instead of a launcher's exec.
+        problem = sandbox.reset(serve=reuse.background)
         if problem:
             log.warning("sandbox %s not reused: %s", sandbox.container_id[:12], problem)
             return False
-        if reuse.background and sandbox.first_launch is not None:
-            # Handed to this process's next claim with the object: the next sample of a batch is
-            # most likely launched as this one was, so its launcher is started now, on the clean sandbox.
-            sandbox.prestart_launch(sandbox.first_launch)
         return pool.park(sandbox, reuse.owner)
 
     if reuse.background:

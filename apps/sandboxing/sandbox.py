@@ -12,6 +12,14 @@ been killed, for a program with another code file name (the launcher never overw
 limit or a stop ends the whole sandbox. ``kill`` and ``terminate_programs`` end what runs in it,
 ``collect_artifacts`` reads /output (the collector's output is parsed as hostile) and ``remove``
 takes the container away (``containers.remove``, the one way any container is removed).
+
+A sandbox reused for the next sample of a batch and handed over in this process keeps one exec of
+the helper's ``serve`` (``Serving``, started by its first ``reset``): ``launch`` then returns that
+exec's stream, the program is a frame on it, and ``reset`` is a frame too. ``serve`` is the sandbox
+user's, as the samples are: it is non-dumpable, receives each nonce on its stdin only, kills what a
+program left before writing its trailer, and anything wrong on its stream (no trailer, its end, a
+failed write, a reset reply that is not exactly the expected one on both streams) sets
+``serve_lost``: the sandbox is then never reset for another sample, only removed.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import secrets
 import select
 import signal
 import socket
@@ -49,7 +58,7 @@ from apps.sandboxing.policy import (
     container_config,
     host_memory_mb,
 )
-from apps.sandboxing.streams import STDOUT, ArtifactStreamParser, FrameDemuxer, ParsedArtifact, ProtocolError
+from apps.sandboxing.streams import STDERR, STDOUT, ArtifactStreamParser, FrameDemuxer, ParsedArtifact, ProtocolError
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +93,33 @@ def _signal_all(pids: list[int], signum: int) -> int:
         except (ProcessLookupError, PermissionError):
             continue
     return sent
+
+
+def _reset_reply(stream: ExecStream, nonce: bytes, deadline: float) -> str:
+    """Read serve's reply to the reset frame of ``nonce``: "" when it is "ok" on both streams, else why
+    not (a reason it gave, or anything else on a stream: a program's leftover, a forgery, an end)."""
+    start, got = helper.reset_reply(nonce), {STDOUT: b"", STDERR: b""}
+    while any(not data.endswith(b"\x00") or len(data) <= len(start) for data in got.values()):
+        pieces = stream.read(min(0.1, max(0.0, deadline - time.monotonic())))
+        if pieces is None:
+            return "the serve exec ended"
+        for kind, piece in pieces:
+            if kind not in got or got[kind].endswith(b"\x00") and len(got[kind]) > len(start):
+                return "output after the reset's reply"
+            got[kind] += piece
+            if b"\x00" in got[kind][len(start) : -1]:
+                return "output after the reset's reply"
+            if (
+                not (start.startswith(got[kind]) or got[kind].startswith(start))
+                or len(got[kind]) > helper.MAX_RESET_REPLY
+            ):
+                return "output that is not the reset's reply"
+        if time.monotonic() >= deadline:
+            return "no reply to the reset in time"
+    replies = {data[len(start) : -1] for data in got.values()}
+    if replies == {helper.RESET_OK}:
+        return ""
+    return max(replies).decode("utf-8", "replace")[:500] if len(replies) == 1 else "the streams' replies differ"
 
 
 class SandboxSetupError(Exception):
@@ -128,13 +164,15 @@ class ExecStream:
         self.closed = False
         self.raw.setblocking(False)
 
-    def send(self, payload: bytes, timeout_s: float) -> None:
-        """Write ``payload`` to the exec's stdin, then close that direction (the program sees EOF)."""
+    def send(self, payload: bytes, timeout_s: float, *, then_close: bool = True) -> None:
+        """Write ``payload`` to the exec's stdin, then (``then_close``) close that direction (the program
+        sees EOF); raises ``OSError`` when it cannot be written in ``timeout_s``."""
         self.raw.settimeout(timeout_s)
         try:
             self.raw.sendall(payload)
             try:
-                self.raw.shutdown(socket.SHUT_WR)
+                if then_close:
+                    self.raw.shutdown(socket.SHUT_WR)
             except OSError:
                 pass
         finally:
@@ -223,20 +261,10 @@ def _create_container(config: dict, *, replace_stale: bool = True):
         raise SandboxSetupError(f"cannot create the sandbox container: {exc}", Failure.ENGINE_FAULT)
 
 
-@dataclass(frozen=True)
-class LaunchArgs:
-    """How a launcher is started: its argv, working directory and (sorted) environment."""
-
-    argv: tuple[str, ...]
-    workdir: str
-    environment: tuple[tuple[str, str], ...]
-
-
 @dataclass
-class Prestarted:
-    """A launcher started ahead (``Sandbox.prestart_launch``): its exec, waiting for its payload."""
+class Serving:
+    """The helper's ``serve`` exec of a reused sandbox: every program after the first is a frame on it."""
 
-    args: LaunchArgs
     exec_id: str
     stream: ExecStream
 
@@ -263,8 +291,8 @@ class Sandbox:
         self.stopped_inside = False  # the program's processes SIGSTOPped (``stop_inside``)
         self.collect_error = ""  # why the last artifact collection could not run, if it could not
         self._runsc_root: str | None = None
-        self.first_launch: LaunchArgs | None = None  # how this sandbox's first program was launched
-        self.prestarted: Prestarted | None = None  # a launcher started ahead, waiting for its payload
+        self.serving: Serving | None = None  # the serve exec its next program is a frame on (``reset``)
+        self.serve_lost = ""  # why its serve exec cannot be trusted any more (then it is never reused)
 
     @property
     def api(self):
@@ -340,44 +368,21 @@ class Sandbox:
         return exec_id, stream
 
     def launch(self, argv: list[str], *, workdir: str, environment: dict) -> tuple[str, ExecStream]:
-        """Start a launcher (``helper.launch_argv``), which waits for its payload on stdin: the one
-        ``prestart_launch`` started ahead when it has the same argv, workdir and environment and still
-        waits, else a new exec. Returns (exec id, its ``ExecStream``)."""
-        asked = LaunchArgs(tuple(argv), workdir, tuple(sorted(environment.items())))
-        if self.first_launch is None:
-            self.first_launch = asked
-        ready, self.prestarted = self.prestarted, None
-        if ready is not None:
-            if ready.args == asked and not ready.stream.closed and not _readable(ready.stream.raw, 0):
-                self.streams.append(ready.stream)
-                return ready.exec_id, ready.stream
-            ready.stream.close()  # it reads a short payload and exits by itself
+        """Start a launcher (``helper.launch_argv``), which waits for its payload on stdin; returns (exec
+        id, its ``ExecStream``). With a serve exec (``serving``) nothing starts: its exec and stream are
+        returned, for the program's frame (``helper.launch_frame``)."""
+        if self.serving is not None:
+            return self.serving.exec_id, self.serving.stream
         return self.open_exec(argv, workdir=workdir, environment=environment, stdin=True)
 
-    def prestart_launch(self, args: LaunchArgs) -> None:
-        """Start a launcher with ``args`` ahead of the program it will run (``launch`` takes it): called
-        only on a sandbox verified clean (``reset``) before it is handed to its next sample, so nothing
-        but the idle main process can reach it. Without it (the engine refused) ``launch`` starts one."""
-        try:
-            exec_id = self.api.exec_create(
-                self.container_id,
-                list(args.argv),
-                stdin=True,
-                stdout=True,
-                stderr=True,
-                user=SANDBOX_USER,
-                workdir=args.workdir,
-                environment=dict(args.environment),
-            )["Id"]
-            self.prestarted = Prestarted(args, exec_id, ExecStream(self.api.exec_start(exec_id, socket=True)))
-        except Exception as exc:
-            log.info("could not start a launcher ahead in %s: %s", self.container_id[:12], exc)
-
-    def drop_prestarted(self) -> None:
-        """Close a launcher started ahead that no program will use (it exits by itself)."""
-        if self.prestarted is not None:
-            self.prestarted.stream.close()
-            self.prestarted = None
+    def stop_serving(self, problem: str = "") -> None:
+        """Close the serve exec (it exits at the end of its stdin); with ``problem`` (something went
+        wrong on it) the sandbox is never reset for another program (``reset`` says why)."""
+        if problem and not self.serve_lost:
+            self.serve_lost = problem
+        if self.serving is not None:
+            self.close_exec(self.serving.stream)
+            self.serving = None
 
     def close_exec(self, stream: ExecStream) -> None:
         stream.close()
@@ -641,7 +646,7 @@ class Sandbox:
             return
         self.read_counters()
         self.killed_at = time.monotonic()
-        self.drop_prestarted()
+        self.stop_serving()
         for stream in self.streams:
             stream.close()
         self.streams.clear()
@@ -681,7 +686,9 @@ class Sandbox:
 
     def kill_programs(self) -> None:
         """SIGKILL every process a program left behind, and wait for that, so the sandbox's next program
-        starts among none of them; raises ``SandboxSetupError`` (``ENGINE_FAULT``) when that fails."""
+        starts among none of them; raises ``SandboxSetupError`` (``ENGINE_FAULT``) when that fails. (It
+        kills the serve exec too: the next program starts by exec.)"""
+        self.stop_serving("")
         try:
             exec_id = self.api.exec_create(self.container_id, helper.reap_argv(), user=SANDBOX_USER, workdir="/")
             self.api.exec_start(exec_id["Id"])
@@ -693,14 +700,22 @@ class Sandbox:
                 f"cannot clear the sandbox between programs (exit {exit_code})", Failure.ENGINE_FAULT
             )
 
-    def reset(self) -> str:
+    def reset(self, *, serve: bool = False) -> str:
         """Make the sandbox as it was before its first program, for the next sample of the same batch:
         every process of the sandbox user killed, every writable place emptied, and that verified
-        (the helper's ``reap reset``). Returns "" when it is clean, else why not (then discard it)."""
+        (the helper's ``reap reset``). Returns "" when it is clean, else why not (then discard it).
+
+        With a serve exec, or ``serve`` (one is started: the next program is handed over in this
+        process), its reset frame does it, and the sandbox keeps it for its next program; the reply
+        must come whole, with the frame's nonce, on both streams and with nothing else on them."""
         if self.killed:
             return "the sandbox was killed"
+        if self.serve_lost:
+            return f"its serve exec failed: {self.serve_lost}"
+        dirs = (*RESET_DIRS, BUILD_DIR) if self.profile.build_dir else RESET_DIRS
+        if serve or self.serving is not None:
+            return self._reset_serving(dirs)
         try:
-            dirs = (*RESET_DIRS, BUILD_DIR) if self.profile.build_dir else RESET_DIRS
             argv = helper.reset_argv(dirs)
             exec_id = self.api.exec_create(self.container_id, argv, user=SANDBOX_USER, workdir="/")
             output = self.api.exec_start(exec_id["Id"], demux=True)
@@ -712,9 +727,25 @@ class Sandbox:
             return stderr.decode("utf-8", "replace").strip()[:500] or f"the reset failed (exit {exit_code})"
         return ""
 
+    def _reset_serving(self, dirs: tuple[str, ...]) -> str:
+        try:
+            if self.serving is None:
+                exec_id, stream = self.open_exec(helper.SERVE_COMMAND, workdir="/", environment={}, stdin=True)
+                self.serving = Serving(exec_id, stream)
+            nonce = secrets.token_bytes(helper.NONCE_BYTES)
+            self.serving.stream.send(
+                helper.reset_frame(nonce, dirs), settings.SANDBOX_ENGINE_TIMEOUT_S, then_close=False
+            )
+            problem = _reset_reply(self.serving.stream, nonce, time.monotonic() + settings.SANDBOX_ENGINE_TIMEOUT_S)
+        except Exception as exc:
+            problem = f"the reset could not run: {exc}"
+        if problem:
+            self.stop_serving(problem)
+        return problem
+
     def remove(self) -> None:
         """Remove the container, trying a few times; what is left is the reconciler's to remove."""
-        self.drop_prestarted()
+        self.stop_serving()
         for attempt in range(1, REMOVE_ATTEMPTS + 1):
             try:
                 containers.remove(self.container_id)

@@ -31,6 +31,22 @@
  *                                 writes the records of the regular files under ROOT (streams.py parses them)
  *   reap                          SIGKILLs every process but init, the idle main process and itself
  *   reap reset DIR...             also empties each DIR and verifies the sandbox is clean
+ *   serve                         one exec for all the programs of a reused sandbox (non-dumpable, SIGTERM,
+ *                                 SIGINT, SIGHUP and SIGPIPE ignored): reads frames [kind (1)][length (4)]
+ *                                 [body] from stdin until it ends. L: [fields length (4)], the workdir
+ *                                 and launch's arguments (each NUL-terminated), then launch's payload:
+ *                                 the program runs in a child exactly as launch's child (the workdir its
+ *                                 cwd); once it has ended, this process SIGKILLs every process but init,
+ *                                 the idle main process and itself (nothing a program left runs while
+ *                                 the host writes a frame), writes launch's trailer with the payload's
+ *                                 nonce and reads the next frame (without the marker, or when what the
+ *                                 program left survives the SIGKILLs, no trailer: it exits as launch
+ *                                 does, with the child's status). R: [nonce (16)][DIR, NUL-terminated]*: as
+ *                                 reap reset (this process spared, counted as expected), then the reply
+ *                                     \0crucible:reset:NONCE_HEX:ok|REASON\0
+ *                                 on stdout and then stderr. Anything it cannot do (a frame that is not
+ *                                 acceptable, no process to spare, a failed write): it exits, no trailer,
+ *                                 no reply. The sandbox user may kill it: the stream then ends.
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -161,11 +177,23 @@ static void launch_fail(int code, const char *format, ...)
     _exit(code);
 }
 
+/* Where read_exactly reads: stdin, or (serve's child) the rest of a frame already in memory. */
+static const unsigned char *payload_left;
+static size_t payload_left_size;
+
 static unsigned char *read_exactly(size_t size)
 {
     unsigned char *buffer = malloc(size ? size : 1);
     if (!buffer)
         launch_fail(EXIT_PAYLOAD_SHORT, "the payload does not fit in memory");
+    if (payload_left) {
+        if (size > payload_left_size)
+            launch_fail(EXIT_PAYLOAD_SHORT, "payload ended early");
+        memcpy(buffer, payload_left, size);
+        payload_left += size;
+        payload_left_size -= size;
+        return buffer;
+    }
     size_t have = 0;
     while (have < size) {
         ssize_t got = read(0, buffer + have, size - have);
@@ -311,6 +339,7 @@ struct program {
     char **environment;
     char **command;
     const unsigned char *header;
+    const char *workdir; /* serve's: chdir there first (launch's exec has its workdir already) */
 };
 
 /* What launch did before the trailer existed, in the process it runs in: read the rest of the
@@ -318,6 +347,8 @@ struct program {
  * STARTED_FD, when there is one: the parent's sign that the program's output begins), exec. */
 static _Noreturn void start_program(const struct program *p, int started_fd)
 {
+    if (p->workdir && chdir(p->workdir) != 0)
+        launch_fail(EXIT_CANNOT_RUN, "cannot enter %s: %s", p->workdir, strerror(errno));
     const unsigned char *header = p->header;
     size_t filter_len = be32(header), code_len = be32(header + 4), stdin_len = be32(header + 8);
     size_t files_len = be32(header + 12);
@@ -354,6 +385,9 @@ static _Noreturn void start_program(const struct program *p, int started_fd)
      * with EPIPE or EFBIG instead of killing the program. */
     signal(SIGPIPE, SIG_IGN);
     signal(SIGXFSZ, SIG_IGN);
+    signal(SIGTERM, SIG_DFL); /* serve ignores these: the program gets them at their default */
+    signal(SIGINT, SIG_DFL);
+    signal(SIGHUP, SIG_DFL);
     write_all(2, p->marker, p->marker_len);
     write_all(1, p->marker, p->marker_len);
     if (started_fd >= 0)
@@ -385,15 +419,14 @@ static int is_empty(const char *directory)
     return empty;
 }
 
-/* The parent of a launch: wait for the program, then say how it ended in the trailer. */
-static _Noreturn void report_program(pid_t child, int started_fd, const unsigned char *nonce, const char *output_dir)
+static int kill_left_behind(void);
+
+/* The parent of a launch (or serve): wait for the program (with REAP, then kill every process it
+ * left), then say how it ended in the trailer (REPORTED set when it did: the program started);
+ * returns its status, or -1 when it cannot be waited for. */
+static int report_program(pid_t child, int started_fd, const unsigned char *nonce, const char *output_dir, int reap,
+                          int *reported)
 {
-    ignore_cancel_signals();
-    ignore_signal(SIGPIPE); /* a stream the host closed: the trailer is lost, not this process */
-    sigset_t blocked;
-    cancel_signals(&blocked);
-    sigprocmask(SIG_UNBLOCK, &blocked, NULL); /* one sent meanwhile was pending: now discarded */
-    close(0); /* the rest of the payload is the child's, and the program's stdin never this one's */
     char sign;
     ssize_t got;
     do
@@ -406,9 +439,12 @@ static _Noreturn void report_program(pid_t child, int started_fd, const unsigned
         done = waitpid(child, &status, 0);
     while (done < 0 && errno == EINTR);
     if (done < 0)
-        _exit(EXIT_CANNOT_RUN);
+        return -1;
     int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-    if (got == 1) {
+    *reported = got == 1;
+    if (reap && kill_left_behind() != 0)
+        *reported = 0; /* something it left survives: no trailer, the host learns the end from the exit */
+    if (*reported) {
         char trailer[128] = {0}; /* NUL, TRAILER_START, the nonce in hex, ":STATUS:empty|files", NUL */
         size_t length = 1 + strlen(TRAILER_START);
         memcpy(trailer + 1, TRAILER_START, strlen(TRAILER_START));
@@ -420,17 +456,16 @@ static _Noreturn void report_program(pid_t child, int started_fd, const unsigned
         write_all(1, trailer, length);
         write_all(2, trailer, length);
     }
-    _exit(code);
+    return code;
 }
 
-static int cmd_launch(int argc, char **argv)
+/* The launch arguments CODE_PATH MARKER_HEX OUTPUT_DIR N KEY=VALUE*N ARGV... into P (all but its
+ * header) and OUTPUT_DIR; the marker is decoded into MARKER (256 bytes). Refused: launch_fail. */
+static void parse_program(int argc, char **argv, struct program *p, unsigned char *marker, const char **output_dir)
 {
-    /* Nothing of the same user may read the nonce: not ptrace, not /proc/PID/mem. The child's exec
-     * makes the program dumpable again, as usual. */
-    prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
     if (argc < 5)
         launch_fail(EXIT_CANNOT_RUN, "usage: launch CODE_PATH MARKER_HEX OUTPUT_DIR N KEY=VALUE... ARGV...");
-    const char *code_path = argv[0], *marker_hex = argv[1], *output_dir = argv[2];
+    const char *code_path = argv[0], *marker_hex = argv[1];
     long long pairs = parse_count(argv[3]);
     char **rest = argv + 4; /* KEY=VALUE*N ARGV... */
     int rest_count = argc - 4;
@@ -438,7 +473,6 @@ static int cmd_launch(int argc, char **argv)
     if (pairs < 0 || pairs >= rest_count || strlen(marker_hex) % 2 || marker_len > 256 ||
         strlen(code_path) >= PATH_MAX)
         launch_fail(EXIT_CANNOT_RUN, "the arguments are not acceptable");
-    unsigned char marker[256];
     for (size_t i = 0; i < marker_len; i++) {
         int high = hex_digit(marker_hex[2 * i]), low = hex_digit(marker_hex[2 * i + 1]);
         if (high < 0 || low < 0)
@@ -453,8 +487,14 @@ static int cmd_launch(int argc, char **argv)
             launch_fail(EXIT_CANNOT_RUN, "the arguments are not acceptable");
         environment[i] = rest[i];
     }
-    unsigned char *header = read_exactly(HEADER_BYTES);
-    struct program program = {code_path, marker, marker_len, environment, rest + pairs, header};
+    *p = (struct program){code_path, marker, marker_len, environment, rest + pairs, NULL, NULL};
+    *output_dir = argv[2];
+}
+
+/* Fork the program's process (its header read already); returns the child's pid to the parent with
+ * STARTED_FD set (the pipe's read end), or -1 when there is no process to spare. */
+static pid_t fork_program(const struct program *p, int *started_fd)
+{
     sigset_t blocked, before;
     cancel_signals(&blocked);
     sigprocmask(SIG_BLOCK, &blocked, &before); /* until the parent ignores them */
@@ -467,18 +507,41 @@ static int cmd_launch(int argc, char **argv)
             close(started[1]);
         }
     }
-    if (child < 0) { /* no process to spare (the pids limit): the program runs without a trailer */
-        sigprocmask(SIG_SETMASK, &before, NULL);
-        start_program(&program, -1);
-    }
     if (child == 0) {
         close(started[0]);
-        explicit_bzero(header + 16, NONCE_BYTES); /* the child never needs it */
+        explicit_bzero((unsigned char *)p->header + 16, NONCE_BYTES); /* the child never needs it */
         sigprocmask(SIG_SETMASK, &before, NULL);
-        start_program(&program, started[1]); /* exec replaces the memory that holds the nonce */
+        start_program(p, started[1]); /* exec replaces the memory that holds the nonce */
     }
-    close(started[1]);
-    report_program(child, started[0], header + 16, output_dir);
+    if (child > 0) {
+        close(started[1]);
+        *started_fd = started[0];
+        ignore_cancel_signals();
+        ignore_signal(SIGPIPE); /* a stream the host closed: the trailer is lost, not this process */
+    }
+    sigprocmask(SIG_SETMASK, &before, NULL); /* one sent meanwhile was pending: now discarded */
+    return child;
+}
+
+static int cmd_launch(int argc, char **argv)
+{
+    /* Nothing of the same user may read the nonce: not ptrace, not /proc/PID/mem. The child's exec
+     * makes the program dumpable again, as usual. */
+    prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+    struct program program;
+    unsigned char marker[256];
+    const char *output_dir;
+    parse_program(argc, argv, &program, marker, &output_dir);
+    unsigned char *header = read_exactly(HEADER_BYTES);
+    program.header = header;
+    int started_fd;
+    pid_t child = fork_program(&program, &started_fd);
+    if (child < 0) /* no process to spare (the pids limit): the program runs without a trailer */
+        start_program(&program, -1);
+    close(0); /* the rest of the payload is the child's, and the program's stdin never this one's */
+    int reported;
+    int code = report_program(child, started_fd, header + 16, output_dir, 0, &reported);
+    _exit(code < 0 ? EXIT_CANNOT_RUN : code);
 }
 
 /* ---- collect --------------------------------------------------------------------------------- */
@@ -939,6 +1002,29 @@ static void unclean(int count, char **directories, char *problems, size_t size)
         append(problems, size, "%d System V message queues left", msg.msgpool);
 }
 
+/* Kill what is left (all but init, the idle main process and this one), empty the COUNT DIRECTORIES
+ * and verify the sandbox is clean: PROBLEMS empty, else why not. */
+static void reset_sandbox(int count, char **directories, char *problems, size_t size)
+{
+    kill_left_behind();
+    for (int i = 0; i < count; i++) {
+        int fd = open(directories[i], O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (fd < 0 || empty_fd(fd, 0) != 0) {
+            problems[0] = '\0';
+            append(problems, size, "cannot empty: %s: %s", directories[i], strerror(errno));
+            if (fd >= 0)
+                close(fd);
+            return;
+        }
+        close(fd);
+    }
+    char found[2048];
+    unclean(count, directories, found, sizeof found);
+    problems[0] = '\0';
+    if (found[0])
+        append(problems, size, "not clean: %s", found);
+}
+
 static int cmd_reap(int argc, char **argv)
 {
     if (argc == 0)
@@ -947,22 +1033,136 @@ static int cmd_reap(int argc, char **argv)
         say(REAPER, "unknown mode");
         return 2;
     }
-    kill_left_behind();
-    for (int i = 1; i < argc; i++) {
-        int fd = open(argv[i], O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (fd < 0 || empty_fd(fd, 0) != 0) {
-            say(REAPER, "cannot empty: %s: %s", argv[i], strerror(errno));
-            return 2;
-        }
-        close(fd);
-    }
     char problems[2048];
-    unclean(argc - 1, argv + 1, problems, sizeof problems);
+    reset_sandbox(argc - 1, argv + 1, problems, sizeof problems);
     if (problems[0]) {
-        say(REAPER, "not clean: %s", problems);
+        say(REAPER, "%s", problems);
         return 2;
     }
     return 0;
+}
+
+/* ---- serve ----------------------------------------------------------------------------------- */
+
+#define SERVER "crucible-server"
+#define MAX_FRAME (256u << 20) /* a frame's body, at most */
+#define MAX_FIELDS 4096        /* NUL-terminated strings in a frame's fields */
+#define RESET_REPLY_START "crucible:reset:" /* after a NUL byte */
+
+/* The NUL-terminated strings of FIELDS (SIZE bytes, the last one a NUL) into a NULL-ended array. */
+static char **split_fields(char *fields, size_t size, int *count)
+{
+    if (!size || fields[size - 1] != '\0')
+        launch_fail(EXIT_CANNOT_RUN, "a frame's fields are not acceptable");
+    char **list = calloc(MAX_FIELDS + 1, sizeof *list);
+    if (!list)
+        launch_fail(EXIT_CANNOT_RUN, "out of memory");
+    *count = 0;
+    for (size_t at = 0; at < size; at += strlen(fields + at) + 1) {
+        if (*count == MAX_FIELDS)
+            launch_fail(EXIT_CANNOT_RUN, "a frame's fields are not acceptable");
+        list[(*count)++] = fields + at;
+    }
+    return list;
+}
+
+/* An L frame: [fields length (4)][WORKDIR, then launch's arguments, each NUL-terminated][payload].
+ * The program runs in a child as launch's child; this process writes the trailer and goes on. */
+static void serve_launch(unsigned char *body, size_t size)
+{
+    if (size < 4 || be32(body) > size - 4)
+        launch_fail(EXIT_CANNOT_RUN, "a launch frame is not acceptable");
+    size_t fields_len = be32(body);
+    int count;
+    char **fields = split_fields((char *)body + 4, fields_len, &count);
+    if (count < 1 || strlen(fields[0]) >= PATH_MAX)
+        launch_fail(EXIT_CANNOT_RUN, "a launch frame is not acceptable");
+    struct program program;
+    unsigned char marker[256];
+    const char *output_dir;
+    parse_program(count - 1, fields + 1, &program, marker, &output_dir);
+    payload_left = body + 4 + fields_len;
+    payload_left_size = size - 4 - fields_len;
+    unsigned char *header = read_exactly(HEADER_BYTES);
+    program.header = header;
+    program.workdir = fields[0];
+    int started_fd;
+    pid_t child = fork_program(&program, &started_fd);
+    if (child == 0 || child < 0) /* (never 0: the child execs or exits) no process to spare: no trailer */
+        launch_fail(EXIT_CANNOT_RUN, "cannot fork: %s", strerror(errno));
+    payload_left = NULL;
+    int reported;
+    /* What the program left running is killed before its trailer: none of it is alive when the host,
+     * having read the trailer, sends the next frame (under gVisor a process of the same user may
+     * open this process's /proc/PID/fd/0, non-dumpable as it is). */
+    int code = report_program(child, started_fd, header + 16, output_dir, 1, &reported);
+    explicit_bzero(header, HEADER_BYTES);
+    free(header);
+    free(fields);
+    if (code < 0)
+        launch_fail(EXIT_CANNOT_RUN, "cannot wait for the program");
+    if (!reported) /* it never started (its complaint is on stderr), or what it left survives: as launch
+                    * without a trailer, exit with its status */
+        _exit(code);
+}
+
+/* An R frame: [nonce (16)][DIR, NUL-terminated]*: reset the sandbox as reap reset does (this process
+ * spared), then reply on stdout and stderr: NUL, RESET_REPLY_START, the nonce in hex, ":ok" or
+ * ":not clean: ..." (the reason), NUL. */
+static void serve_reset(unsigned char *body, size_t size)
+{
+    if (size <= NONCE_BYTES)
+        launch_fail(EXIT_CANNOT_RUN, "a reset frame is not acceptable");
+    int count;
+    char **directories = split_fields((char *)body + NONCE_BYTES, size - NONCE_BYTES, &count);
+    char problems[2048];
+    reset_sandbox(count, directories, problems, sizeof problems);
+    free(directories);
+    for (char *at = problems; *at; at++)
+        if (*at == ':' || (unsigned char)*at < ' ')
+            *at = ' '; /* the reply's reason holds no separator and no NUL */
+    char reply[2200] = {0};
+    size_t length = 1 + strlen(RESET_REPLY_START);
+    memcpy(reply + 1, RESET_REPLY_START, strlen(RESET_REPLY_START));
+    for (int i = 0; i < NONCE_BYTES; i++, length += 2)
+        snprintf(reply + length, 3, "%02x", body[i]);
+    length += (size_t)snprintf(reply + length, sizeof reply - length - 1, ":%s", problems[0] ? problems : "ok");
+    reply[length++] = '\0';
+    if (write_all(1, reply, length) != 0 || write_all(2, reply, length) != 0)
+        _exit(EXIT_CANNOT_RUN);
+    explicit_bzero(reply, sizeof reply);
+}
+
+/* One exec for every program of a reused sandbox: frames [kind (1)][length (4)][body] on stdin. */
+static int cmd_serve(void)
+{
+    prctl(PR_SET_DUMPABLE, 0, 0, 0, 0); /* its memory holds the nonces: as launch's parent */
+    ignore_cancel_signals();
+    ignore_signal(SIGPIPE);
+    for (;;) {
+        unsigned char head[5];
+        size_t have = 0;
+        while (have < sizeof head) {
+            ssize_t got = read(0, head + have, sizeof head - have);
+            if (got < 0 && errno == EINTR)
+                continue;
+            if (got == 0 && have == 0)
+                return 0; /* the host closed the stream */
+            if (got <= 0)
+                launch_fail(EXIT_PAYLOAD_SHORT, "a frame ended early");
+            have += (size_t)got;
+        }
+        size_t size = be32(head + 1);
+        if (size > MAX_FRAME || (head[0] != 'L' && head[0] != 'R'))
+            launch_fail(EXIT_CANNOT_RUN, "a frame is not acceptable");
+        unsigned char *body = read_exactly(size);
+        if (head[0] == 'L')
+            serve_launch(body, size);
+        else
+            serve_reset(body, size);
+        explicit_bzero(body, size);
+        free(body);
+    }
 }
 
 /* ---- main ------------------------------------------------------------------------------------ */
@@ -980,6 +1180,8 @@ int main(int argc, char **argv)
         return cmd_collect(argc - 2, argv + 2);
     if (!strcmp(command, "reap"))
         return cmd_reap(argc - 2, argv + 2);
-    say("crucible-helper", "unknown subcommand (idle, term-all, launch, collect, reap)");
+    if (!strcmp(command, "serve") && argc == 2)
+        return cmd_serve();
+    say("crucible-helper", "unknown subcommand (idle, term-all, launch, collect, reap, serve)");
     return 2;
 }

@@ -1,7 +1,9 @@
 """The in-sandbox helper (``sandbox/helper/crucible-helper.c``), compiled and run on the host.
 
 Only what is safe outside a sandbox runs here: the collector (it only reads the directory it is
-given) and the launcher with a harmless command in a scratch directory. The same binary runs in the
+given), the launcher with a harmless command in a scratch directory, and serve with frames it
+refuses (one it accepts SIGKILLs every process it may signal: never on the host; its behaviour is
+tested in the sandbox, test_run_programs.py). The same binary runs in the
 real sandbox in test_runner_contract.py, test_artifacts.py, test_run_programs.py and
 test_bare_runtime.py (an image with nothing but the helper and one static program).
 """
@@ -227,3 +229,34 @@ def test_files_are_reported_in_name_order_a_directory_after_its_files(compiled_h
 def test_a_missing_root_is_an_empty_list(compiled_helper, tmp_path):
     parser = collect(compiled_helper, tmp_path / "nothing-here")
     assert (parser.artifacts, parser.done, parser.truncated) == ([], True, False)
+
+
+def serve(binary, frames):
+    """Run the helper's serve on the host with ``frames`` it must refuse before running anything: a
+    launch or reset frame it accepts kills every process it can signal (on the host, the host's)."""
+    done = subprocess.run(
+        [str(binary), *helper.SERVE_COMMAND[1:]], input=b"".join(frames), capture_output=True, timeout=30
+    )
+    return done.returncode, done.stdout, done.stderr
+
+
+def test_a_launch_frame_carries_the_workdir_and_the_launchers_arguments_then_the_payload():
+    argv = helper.launch_argv("/sandbox/main.py", MARKER, {"A": "1"}, ["python3", "main.py"], "/output")
+    frame = helper.launch_frame("/tmp", argv, b"PAYLOAD")
+    fields = b"/tmp\0/sandbox/main.py\0" + MARKER.hex().encode() + b"\0/output\x001\0A=1\0python3\0main.py\0"
+    assert (
+        frame == b"L" + (4 + len(fields) + 7).to_bytes(4, "big") + len(fields).to_bytes(4, "big") + fields + b"PAYLOAD"
+    )
+    reset = helper.reset_frame(NONCE, ("/tmp", "/output"))
+    assert reset == b"R" + (16 + 13).to_bytes(4, "big") + NONCE + b"/tmp\0/output\0"
+    assert helper.reset_reply(NONCE) == b"\0crucible:reset:" + NONCE.hex().encode() + b":"
+
+
+def test_serve_refuses_an_unknown_or_oversized_frame_and_a_short_one_and_ends_at_eof(compiled_helper):
+    assert serve(compiled_helper, []) == (0, b"", b"")
+    assert serve(compiled_helper, [b"X\x00\x00\x00\x00"])[0] == helper.EXIT_CANNOT_RUN
+    assert serve(compiled_helper, [b"L\x7f\xff\xff\xff"])[0] == helper.EXIT_CANNOT_RUN
+    assert serve(compiled_helper, [b"L\x00\x00\x00\x09abc"])[0] == helper.EXIT_PAYLOAD_SHORT
+    bad_args = helper.launch_frame("/nonexistent", [helper.HELPER_PATH, "launch", "only-one"], payload(b"", b""))
+    exit_code, stdout, stderr = serve(compiled_helper, [bad_args])
+    assert exit_code == helper.EXIT_CANNOT_RUN and stdout == b"" and b"usage" in stderr

@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import time
 import uuid
-from dataclasses import replace
 
 import pytest
 
-from apps.sandboxing import pool, runner
-from apps.sandboxing.execution import execute
+from apps.sandboxing import catalog, engine, pool, runner
 from apps.sandboxing.outcomes import Command, Outcome, RunRequest
 from apps.sandboxing.policy import runtime_for
 from apps.sandboxing.pool import remove_pools_of
@@ -210,61 +208,146 @@ def test_a_sandbox_that_does_not_verify_clean_in_the_background_is_discarded(reu
     assert second[0].warm is False and seen == b"fresh\n"
 
 
-def ended_exec(sandbox, exec_id: str) -> dict:
-    """The engine's view of an exec once it has ended (within a few seconds)."""
-    for _ in range(100):
-        state = sandbox.api.exec_inspect(exec_id)
-        if not state["Running"]:
-            return state
-        time.sleep(0.05)
-    return state
+def exec_creations(container_id: str, since: float) -> int:
+    """How many execs the engine created in the container since ``since`` (its event log)."""
+    events = engine.client().events(
+        since=since,
+        until=time.time() + 1,
+        filters={"container": container_id, "event": "exec_create"},
+        decode=True,
+    )
+    return len(list(events))
 
 
-def test_the_next_sample_runs_in_the_launcher_started_ahead_on_the_clean_sandbox(reuse_in_background):
+def claim_handed_over(reuse, request):
+    profile = runner.profile_for(request)
+    return pool.claim(reuse.owner, profile, request.run_id, key=pool.reuse_key(profile, reuse.group))
+
+
+def test_a_batch_reuses_one_serve_exec_no_exec_per_sample(reuse_in_background):
+    since = time.time() - 1
     run_reusing(reuse_in_background, [Program(b"print(1)")])
+    pool.wait_for_handovers(reuse_in_background.owner, 60, abandon=False)
+    (container_id,) = pool.idle(reuse_in_background.owner)
+    assert exec_creations(container_id, since) == 2  # the first sample's launcher, then the serve exec
+    between = time.time()
+    for number in range(3):
+        results, seen = run_reusing(reuse_in_background, [Program(f"print({number} * 7)".encode())])
+        assert results[0].warm is True and seen == f"{number * 7}\n".encode()
+    pool.wait_for_handovers(reuse_in_background.owner, 60, abandon=False)
+    assert pool.idle(reuse_in_background.owner) == [container_id]
+    assert exec_creations(container_id, between - 1) == 0  # three samples and their resets: frames only
+
+
+def test_a_sample_that_kills_its_serve_process_ends_as_a_kill_and_the_next_gets_a_fresh_sandbox(reuse_in_background):
+    run_reusing(reuse_in_background, [Program(b"print(1)")])
+    killer = b"import os, time\nos.kill(os.getppid(), 9)\ntime.sleep(0.2)\nprint('still here')\n"
+    results, _ = run_reusing(reuse_in_background, [Program(killer)])
+    assert results[0].warm is True and results[0].exit_code == 137 and results[0].signal == 9
+    second, seen = run_reusing(reuse_in_background, [Program(INSPECT)])
+    assert second[0].warm is False  # the sandbox whose serve exec died was discarded
+    idle = b"[b'/usr/local/libexec/crucible-helper idle']\n"
+    assert seen == idle + b"{'/tmp': [], '/output': [], '/dev/shm': [], '/sandbox': ['main.py']}\n"
+
+
+FORGER = (
+    b"import os, sys, time\n"
+    b"fake = '\\0crucible:reset:' + '00' * 16 + ':ok\\0\\0crucible:go:' + 'ab' * 16 + '\\0'\n"
+    b"fake += '\\0crucible:end:' + 'cd' * 16 + ':0:empty\\0'\n"
+    b"for stream in (sys.stdout, sys.stderr):\n"
+    b"    stream.write(fake)\n"
+    b"    stream.flush()\n"
+    b"if os.fork() == 0:\n"
+    b"    os.setsid()\n"
+    b"    for _ in range(2000):\n"
+    b"        for stream in (sys.stdout, sys.stderr):\n"
+    b"            stream.write('leftover ' + fake)\n"
+    b"            stream.flush()\n"
+    b"        time.sleep(0.005)\n"
+    b"    os._exit(0)\n"
+    b"time.sleep(0.1)\n"
+)
+
+
+def test_a_sample_that_forges_markers_and_replies_and_leaves_a_writer_has_no_effect_on_the_next(
+    reuse_in_background,
+):
+    run_reusing(reuse_in_background, [Program(b"print(1)")])
+    results, _ = run_reusing(reuse_in_background, [Program(FORGER)])
+    assert results[0].exit_code == 0
+    output = []
     request = RunRequest(
         run_id=str(uuid.uuid4()), runtime=runtime_for("python"), code=b"", stdin=b"", limits=small_limits()
     )
-    sandbox = pool.claim(
-        reuse_in_background.owner,
-        runner.profile_for(request),
-        request.run_id,
-        key=pool.reuse_key(runner.profile_for(request), reuse_in_background.group),
+    results = run_programs(
+        request,
+        [Program(b"import sys, time\nprint('clean')\nprint('err', file=sys.stderr)\ntime.sleep(0.3)\n")],
+        on_output=lambda s, d: output.append((s, d)),
+        control=lambda: None,
+        reuse=reuse_in_background,
     )
-    try:
-        ahead = sandbox.prestarted
-        assert ahead is not None
-        output = []
-        request = replace(request, code=b"print('bob')\n")
-        result = execute(sandbox, request, on_output=lambda s, d: output.append(d), control=lambda: None)
-        assert result.outcome == Outcome.EXITED and b"".join(output) == b"bob\n"
-        # The exec started ahead ran the program (exit 0); one left unused would have exited 125 (no payload).
-        # The run ended at the trailer: the launcher that wrote it may take a moment more to exit.
-        assert sandbox.prestarted is None and ended_exec(sandbox, ahead.exec_id)["ExitCode"] == 0
-    finally:
-        sandbox.remove()
+    assert results[0].exit_code == 0 and results[0].outcome == Outcome.EXITED
+    for stream, expected in (("stdout", b"clean\n"), ("stderr", b"err\n")):
+        assert b"".join(data for s, data in output if s == stream) == expected
 
 
-def test_a_launcher_started_ahead_for_another_program_is_not_used(reuse_in_background):
+def test_a_sample_cannot_read_the_serve_process_memory_nor_anything_sent_to_it(reuse_in_background):
     run_reusing(reuse_in_background, [Program(b"print(1)")])
-    request = RunRequest(
-        run_id=str(uuid.uuid4()),
-        runtime=runtime_for("python"),
-        code=b"import os\nprint(os.environ.get('WHO'))\n",
-        stdin=b"",
-        env={"WHO": "bob"},
-        limits=small_limits(),
+    # A leftover that reads the serve process's stdin (gVisor lets the same user open /proc/PID/fd/0
+    # of a non-dumpable process; Linux does not): it is killed before the trailer, before any frame.
+    probe = (
+        b"import os, sys\n"
+        b"serve = os.getppid()\n"
+        b"print(open(f'/proc/{serve}/comm').read().strip(), open(f'/proc/{serve}/cmdline', 'rb').read())\n"
+        b"try:\n"
+        b"    open(f'/proc/{serve}/mem', 'rb').read(1)\n"
+        b"except OSError as exc:\n"
+        b"    print('mem refused', type(exc).__name__)\n"
+        b"sys.stdout.flush()\n"
+        b"if os.fork() == 0:\n"
+        b"    os.setsid()\n"
+        b"    try:\n"
+        b"        stolen = open(f'/proc/{serve}/fd/0', 'rb', buffering=0).read(4096)\n"
+        b"        open('/tmp/stolen', 'wb').write(stolen)\n"
+        b"    except OSError:\n"
+        b"        pass\n"
+        b"    os._exit(0)\n"
     )
-    profile = runner.profile_for(request)
-    sandbox = pool.claim(
-        reuse_in_background.owner, profile, request.run_id, key=pool.reuse_key(profile, reuse_in_background.group)
+    results, seen = run_reusing(reuse_in_background, [Program(probe)])
+    assert results[0].warm is True and results[0].exit_code == 0
+    assert (
+        seen == b"crucible-helper b'/usr/local/libexec/crucible-helper\\x00serve\\x00'\nmem refused PermissionError\n"
     )
-    try:
-        ahead = sandbox.prestarted
-        assert ahead is not None
-        output = []
-        result = execute(sandbox, request, on_output=lambda s, d: output.append(d), control=lambda: None)
-        assert result.outcome == Outcome.EXITED and b"".join(output) == b"bob\n"
-        assert sandbox.prestarted is None and ended_exec(sandbox, ahead.exec_id)["ExitCode"] != 0
-    finally:
-        sandbox.remove()
+    # The reset's frame reached the serve process (the sandbox verified clean and was kept), and so
+    # did the next program's.
+    results, seen = run_reusing(reuse_in_background, [Program(b"import os\nprint(os.path.exists('/tmp/stolen'))\n")])
+    assert results[0].warm is True and seen == b"False\n"
+
+
+def test_a_served_program_gets_its_own_stdin_and_the_cancel_signals_at_their_default(reuse_in_background):
+    run_reusing(reuse_in_background, [Program(b"print(1)")])
+    code = (
+        b"import os, signal, sys\nprint(sys.stdin.read())\nsys.stdout.flush()\nos.kill(os.getpid(), signal.SIGTERM)\n"
+    )
+    results, seen = run_reusing(reuse_in_background, [Program(code, b"from alice")])
+    assert results[0].warm is True and seen == b"from alice\n"
+    assert results[0].outcome == Outcome.EXITED and results[0].signal == 15
+
+
+def test_a_compiled_sample_is_two_frames_on_the_serve_exec_compile_then_run(reuse_in_background):
+    c = catalog.runtime("c")
+    hello = b'#include <stdio.h>\nint main(void) { char s[32]; fgets(s, 32, stdin); printf("hi %s", s); }\n'
+    for number, warm in ((1, False), (2, True), (3, True)):
+        output: list[tuple[str, bytes]] = []
+        request = RunRequest(
+            run_id=str(uuid.uuid4()), runtime=c, code=b"", stdin=b"", limits=small_limits(timeout_s=30)
+        )
+        results = run_programs(
+            request,
+            [Program(hello, f"sample {number}\n".encode())],
+            on_output=lambda s, d: output.append((s, d)),
+            control=lambda: None,
+            reuse=reuse_in_background,
+        )
+        assert results[0].outcome == Outcome.EXITED and results[0].exit_code == 0 and results[0].warm is warm
+        assert b"".join(d for s, d in output if s == "stdout") == f"hi sample {number}\n".encode()
