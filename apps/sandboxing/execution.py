@@ -598,13 +598,13 @@ class Execution:
         stops the container (the engine records an OOM kill), and a program that makes gVisor need
         more host threads than ``SANDBOX_RUNSC_HOST_TASKS`` stops it too (its last pids reading is at
         that cap): both are the program's doing, reported as a kill. The engine does not always record
-        the OOM kill (``killed_by_the_host_kernel``). Anything else is a platform fault.
+        the OOM kill (``Sandbox.killed_by_the_host_kernel``). Anything else is a platform fault.
         """
         self.exit_code = SIGKILL_EXIT
         state = self.sandbox.stopped_state(STOPPED_STATE_WAIT_S)
         pids = self.sandbox.last_reading.pids or 0
         at_tasks_cap = pids >= host_pids_limit(self.limits, self.sandbox.profile.engine_runtime) * HOST_TASKS_NEAR_CAP
-        if state.get("OOMKilled") or (not at_tasks_cap and self.killed_by_the_host_kernel(state)):
+        if state.get("OOMKilled") or (not at_tasks_cap and self.sandbox.killed_by_the_host_kernel(state)):
             # Its cgroup went with it; an OOM kill means the sandbox used all of its memory.
             reading = self.sandbox.last_reading
             reading.peak_memory_bytes = max(reading.peak_memory_bytes or 0, self.limits.memory_mb * MIB)
@@ -612,13 +612,3 @@ class Execution:
         if at_tasks_cap:
             return Outcome.EXITED
         raise SandboxStopped(f"the sandbox stopped under the program (engine state: {state.get('Status', '?')})")
-
-    def killed_by_the_host_kernel(self, state: dict) -> bool:
-        """A gVisor sandbox SIGKILLed with nobody asking the engine to (no "kill" event) was killed by
-        the host's OOM killer at the sandbox's memory limit: the engine does not always record that
-        (seen with a program allocating fast, e.g. Node.js filling buffers: exit 137, OOMKilled false)."""
-        if not engine_runtime.is_gvisor(self.sandbox.profile.engine_runtime):
-            return False
-        if state.get("ExitCode") != SIGKILL_EXIT or self.sandbox.engine_lost():
-            return False
-        return not self.sandbox.killed_through_engine()

@@ -484,6 +484,17 @@ class Sandbox:
         except Exception:
             return True
 
+    def killed_by_the_host_kernel(self, state: dict) -> bool:
+        """A gVisor sandbox SIGKILLed with nobody asking the engine to (no "kill" event) was killed by
+        the host's kernel at its limits (the OOM killer at its memory limit): the engine does not always
+        record that (seen with a program allocating fast, e.g. Node.js filling buffers: exit 137,
+        OOMKilled false). Never true under runc, where the sandbox's own kernel kills a process inside."""
+        if not is_gvisor(self.profile.engine_runtime):
+            return False
+        if state.get("ExitCode") != 128 + signal.SIGKILL or self.engine_lost():
+            return False
+        return not self.killed_through_engine()
+
     def engine_lost(self) -> bool:
         """Did the engine restart under this sandbox? Its event log starts empty after a restart, so
         the container's "create" event is missing then. An engine that does not answer counts as lost."""

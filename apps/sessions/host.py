@@ -372,9 +372,12 @@ class SessionHost:
                 continue
             state = live.sandbox.container_state()
             if state and not state.get("Running"):
-                why = (
-                    "out of memory" if state.get("OOMKilled") else f"its main process exited ({state.get('ExitCode')})"
-                )
+                if state.get("OOMKilled"):
+                    why = "out of memory"
+                elif live.sandbox.killed_by_the_host_kernel(state):
+                    why = "killed by the host's kernel at its limits (out of memory, or out of gVisor's host tasks)"
+                else:
+                    why = f"its main process exited ({state.get('ExitCode')})"
                 self.end_soon(live, EndReason.SANDBOX_EXITED, f"the sandbox's container stopped: {why}")
 
 

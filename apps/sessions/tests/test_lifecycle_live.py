@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import signal
+from pathlib import Path
+
 import pytest
 
 from apps.audit.models import AuditEvent
 from apps.monitoring.models import Alert, SafetyRule
-from apps.sandboxing import engine
+from apps.sandboxing import containers, engine, engine_runtime
 from apps.sessions.models import Session
 from apps.sessions.tests.test_sessions_live import Api
 from tests.stack import live_sessions_stack, wait_until  # noqa: F401 (the fixture)
@@ -101,6 +105,34 @@ def test_a_session_whose_sandbox_dies_ends_sandbox_exited(alice_sessions):
     engine.client().api.kill(Session.objects.get(pk=created["id"]).container_id)
     session = ended(created["id"])
     assert session.end_reason == "sandbox_exited"
+    assert container_gone(session)
+
+
+def the_sandbox_kernels_host_process(container_id: str) -> int:
+    """The host process the host's OOM killer would pick: gVisor's kernel (``runsc-sandbox``) under
+    gVisor, the container's main process under runc."""
+    for pid in containers.runtime_processes(container_id):
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        if argv and argv[0].endswith(b"runsc-sandbox"):
+            return pid
+    return engine.client().api.inspect_container(container_id)["State"]["Pid"]
+
+
+@live
+def test_a_session_whose_sandbox_the_host_kernel_kills_ends_saying_so(alice_sessions):
+    """The host's OOM killer SIGKILLs a gVisor sandbox's kernel with no "kill" through the engine, and
+    the engine does not always record it as an OOM kill: the session says the host's kernel ended it
+    at its limits, not that its main process exited."""
+    created = alice_sessions.create().json()
+    container_id = Session.objects.get(pk=created["id"]).container_id
+    os.kill(the_sandbox_kernels_host_process(container_id), signal.SIGKILL)
+    session = ended(created["id"])
+    assert session.end_reason == "sandbox_exited"
+    if engine_runtime.is_gvisor(engine_runtime.chosen()):
+        assert "killed by the host's kernel at its limits (out of memory" in session.error, session.error
+    else:
+        # Under runc the sandbox's own kernel is the host's: what it killed was the main process.
+        assert session.error == "the sandbox's container stopped: its main process exited (137)", session.error
     assert container_gone(session)
 
 
