@@ -12,10 +12,15 @@ Measured side by side in one run on one machine:
    jobs in their own process (``false``), removing each finished sandbox behind the run in a thread
    (``SANDBOX_REMOVE_BEHIND`` > 0) or before taking the next job (0). Sustained rate: completions
    per second between the first and the last completion of the batch (the submission of the batch is not in it);
+4. issue 12's latency targets (``--only-latency``): a trivial evaluation's POST to terminal with the
+   warm pool off against the raw SDK's cold run of the same locked-down container (create, start,
+   exec), and with the pool on against the raw warm delivery (one exec into a container started
+   beforehand);
 each under runc and under gVisor (runsc), with what gVisor costs (runsc / runc).
 
 Usage: .venv/bin/python bench/pipeline.py [--runs 20] [--batch 100] [--workers 2] [--runtimes runc,runsc]
-                                          [--fork true,false] [--remove-behind 0,2] [--only-sustained]
+                                          [--fork true,false] [--remove-behind 0,2]
+                                          [--only-sustained | --only-latency]
 """
 
 from __future__ import annotations
@@ -65,6 +70,94 @@ def raw_locked_down_run(client, profile, runtime_label: str) -> float:
     finally:
         client.api.remove_container(container.id, force=True)
     return time.monotonic()
+
+
+def raw_cold_run(client, profile, runtime_label: str) -> float:
+    """Seconds from nothing to a trivial program's output with the raw SDK: create and start the same
+    locked-down container as Crucible's, exec the program as the sandbox user; the removal is after
+    the clock stops (Crucible's terminal status does not wait for its removal either)."""
+    from apps.sandboxing.policy import LABEL_INSTANCE, SANDBOX_USER, container_config
+    from apps.sandboxing.sandbox import _engine_create
+
+    run_id = f"bench-raw-{uuid.uuid4().hex[:12]}"
+    config = container_config(profile, name=run_id, run_id=run_id)
+    config["labels"] = {**config["labels"], LABEL_INSTANCE: runtime_label}
+    started = time.perf_counter()
+    container = _engine_create(config)
+    try:
+        container.start()
+        exit_code, output = container.exec_run(["python3", "-c", CODE], user=SANDBOX_USER)
+        elapsed = time.perf_counter() - started
+        assert (exit_code, output) == (0, b"1\n"), (exit_code, output)
+    finally:
+        client.api.remove_container(container.id, force=True)
+    return elapsed
+
+
+def raw_warm_deliveries(client, profile, runtime_label: str, runs: int) -> list[float]:
+    """Seconds to run a trivial program in a locked-down container started beforehand (the raw
+    warm delivery: one exec as the sandbox user), each in its own container started off the clock."""
+    from apps.sandboxing.policy import LABEL_INSTANCE, SANDBOX_USER, container_config
+    from apps.sandboxing.sandbox import _engine_create
+
+    times = []
+    for _ in range(runs):
+        run_id = f"bench-raw-{uuid.uuid4().hex[:12]}"
+        config = container_config(profile, name=run_id, run_id=run_id)
+        config["labels"] = {**config["labels"], LABEL_INSTANCE: runtime_label}
+        container = _engine_create(config)
+        try:
+            container.start()
+            time.sleep(0.2)
+            started = time.perf_counter()
+            exit_code, output = container.exec_run(["python3", "-c", CODE], user=SANDBOX_USER)
+            times.append(time.perf_counter() - started)
+            assert (exit_code, output) == (0, b"1\n"), (exit_code, output)
+        finally:
+            client.api.remove_container(container.id, force=True)
+    return times
+
+
+def latency(runtime: str, args, session, client, image: str) -> dict[str, float]:
+    """Issue 12's latency targets, side by side: a trivial evaluation's POST to terminal status (the
+    API polled every 10 ms) with the pool off against the raw SDK's cold run, and with the pool on
+    against the raw warm delivery; each run starts on an idle stack (1.5 s apart, so the pool refilled)."""
+    from apps.monitoring.models import RunTiming
+    from apps.sandboxing.policy import Limits, Profile
+
+    limits = Limits.from_settings()
+    profile = Profile(image=image, limits=limits, engine_runtime=runtime)
+    label = f"bench-raw-{threading.get_ident()}"
+    raw_cold_run(client, profile, label)  # warm-up
+    raw_cold = statistics.median(raw_cold_run(client, profile, label) for _ in range(args.runs))
+    raw_warm = statistics.median(raw_warm_deliveries(client, profile, label, args.runs))
+    figures = {"raw_cold": raw_cold, "raw_warm": raw_warm}
+    print(f"-- {runtime}: latency, median of {args.runs}")
+    print(f"raw SDK cold run (create, start, exec; locked-down):   {raw_cold * 1000:4.0f} ms")
+    print(f"raw SDK warm delivery (exec into a started container): {raw_warm * 1000:4.0f} ms")
+    for pool_size in (0, 1):
+        env = {"SANDBOX_RUNTIME": runtime, "SANDBOX_POOL_SIZE": str(pool_size)}
+        with development_stack(workers=args.workers, **env) as stack:
+            time.sleep(1.5)
+            api_run(session, stack.url)  # warm up
+            times, ids = [], []
+            for _ in range(args.runs):
+                time.sleep(1.5)
+                elapsed, evaluation_id = api_run(session, stack.url, with_id=True)
+                times.append(elapsed)
+                ids.append(evaluation_id)
+            warm = RunTiming.objects.filter(evaluation_id__in=ids, warm=True).count()
+        median = statistics.median(times)
+        figures[f"pool_{pool_size}"] = median
+        if pool_size == 0:
+            verdict = f"{median / raw_cold:.2f}x the raw cold run (target <= 1.10x)"
+        else:
+            verdict = f"raw warm delivery + {(median - raw_warm) * 1000:.0f} ms (target <= + 30 ms)"
+        print(
+            f"Crucible, SANDBOX_POOL_SIZE={pool_size}, POST to terminal: {median * 1000:4.0f} ms "
+            f"(p90 {statistics.quantiles(times, n=10)[-1] * 1000:.0f} ms; {warm}/{len(ids)} from the pool) = {verdict}"
+        )
+    return figures
 
 
 def sustained_rate(completions: list[float]) -> float:
@@ -139,14 +232,14 @@ def wait_terminal(session, base, evaluation_id, poll=0.01) -> dict:
         time.sleep(poll)
 
 
-def api_run(session, base) -> float:
+def api_run(session, base, with_id: bool = False):
     started = time.perf_counter()
     response = session.post(f"{base}/api/v1/evaluations/", json={"code": CODE}, timeout=10)
     response.raise_for_status()
     body = wait_terminal(session, base, response.json()["id"])
     elapsed = time.perf_counter() - started
     assert body["status"] == "succeeded", body
-    return elapsed
+    return (elapsed, body["id"]) if with_id else elapsed
 
 
 def _lift_quota(username: str, batch: int) -> None:
@@ -213,6 +306,9 @@ def main() -> None:
         "--remove-behind", default="2", help="SANDBOX_REMOVE_BEHIND values for the sustained part (e.g. 0,2)"
     )
     parser.add_argument("--only-sustained", action="store_true", help="skip the latency and sequential parts")
+    parser.add_argument(
+        "--only-latency", action="store_true", help="only issue 12's latency targets (pool off and on, against raw)"
+    )
     args = parser.parse_args()
 
     django_setup()
@@ -225,6 +321,10 @@ def main() -> None:
     _lift_quota("bench", args.batch)
     client = engine.client()
     runtimes = args.runtimes.split(",")
+    if args.only_latency:
+        for runtime in runtimes:
+            latency(runtime, args, session, client, settings.SANDBOX_IMAGE)
+        return
     rates = {runtime: sustained(runtime, args, session, client, settings.SANDBOX_IMAGE) for runtime in runtimes}
     if args.only_sustained:
         return
