@@ -184,12 +184,13 @@ class EvaluationConsumer(GuardedConsumer):
         if kind == "log":
             await self._take_live(event)
         elif kind == "end":
-            await self._catch_up_after(event_id)  # the worker stored everything before publishing the end
+            # The worker stored everything before publishing the end.
+            await self._catch_up_after(event_id, message.get("stored_seq"))
             await self.send_json(event)
             await self.finish(CloseCode.NORMAL)
         elif kind == "status":
             # Chunks stored before a status change come before it, even if their events were lost.
-            await self._catch_up_after(event_id)
+            await self._catch_up_after(event_id, message.get("stored_seq"))
             await self.send_json(event)
         else:
             await self.send_json(event)
@@ -220,9 +221,14 @@ class EvaluationConsumer(GuardedConsumer):
             await self._replay(before=seq)
             await self._release_held()
 
-    async def _catch_up_after(self, event_id: str | None) -> None:
-        """``_catch_up`` after an event: how far the output is stored is read once per event for all of
-        this process's viewers of the run (after the event arrived), the chunks only by a viewer that is behind."""
+    async def _catch_up_after(self, event_id: str | None, stored_seq: int | None = None) -> None:
+        """``_catch_up`` after an event: how far the output is stored is what the event says (the worker's
+        end), else read once per event for all of this process's viewers of the run (after the event
+        arrived); the chunks are read only by a viewer that is behind."""
+        if stored_seq is not None:
+            if stored_seq > self.last_seq:
+                await self._catch_up()
+            return
         if not event_id:
             return await self._catch_up()
         _, stored_seq = await stream_states.get(

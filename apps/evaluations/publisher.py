@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import uuid
 from datetime import datetime
-from typing import Literal, TypedDict
+from typing import Literal, NotRequired, TypedDict
 
 from channels.layers import get_channel_layer
 from django.db import transaction
@@ -127,6 +127,9 @@ class EvaluationEvent(TypedDict):
     type: Literal["evaluation.event"]
     event: EvaluationMessage
     id: str
+    # The worker's end says how far the output is stored (every chunk, then): the viewers that have
+    # sent that far need not ask the database. Absent: ask.
+    stored_seq: NotRequired[int]
 
 
 class StoredEvent(TypedDict):
@@ -160,8 +163,10 @@ def _group_send(group: str, message: EvaluationEvent | StoredEvent | OperatorAle
         log.warning("could not publish %s to %s", what, group, exc_info=True)
 
 
-def _send(evaluation_id, event: EvaluationMessage) -> None:
-    message: EvaluationEvent = {"type": "evaluation.event", "event": event, "id": uuid.uuid4().hex}
+def _send(evaluation_id, event: EvaluationMessage, event_id: str | None = None, stored_seq: int | None = None) -> None:
+    message: EvaluationEvent = {"type": "evaluation.event", "event": event, "id": event_id or uuid.uuid4().hex}
+    if stored_seq is not None:
+        message["stored_seq"] = stored_seq
     _group_send(group_name(evaluation_id), message, event["type"])
 
 
@@ -180,12 +185,16 @@ def publish_stored(evaluation_id, seq: int) -> None:
     _group_send(group_name(evaluation_id), stored, "a stored mark")
 
 
-def publish_end(evaluation) -> None:
+def publish_end(evaluation, stored_seq: int | None = None) -> None:
     """The final status to the viewers. Every terminal path (worker, retries, cancel and stop of a queued
     run) ends here, so this is also where the owner's ``evaluation.finished`` callback is scheduled
-    (once per evaluation, whatever calls this how often; nothing without a ``callback_url``)."""
-    _send(evaluation.pk, status_message(evaluation.status))
-    _send(evaluation.pk, end_message(evaluation))
+    (once per evaluation, whatever calls this how often; nothing without a ``callback_url``).
+
+    The status and the end are one publication (one id: a viewer's permission is re-checked once for
+    both); ``stored_seq``, when the caller knows it, is the last chunk stored (the whole output)."""
+    event_id = uuid.uuid4().hex
+    _send(evaluation.pk, status_message(evaluation.status), event_id, stored_seq)
+    _send(evaluation.pk, end_message(evaluation), event_id, stored_seq)
     events.evaluation_finished(evaluation)
     for receiver, response in signals.evaluation_ended.send_robust(sender=type(evaluation), evaluation=evaluation):
         if isinstance(response, Exception):

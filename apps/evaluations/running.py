@@ -355,7 +355,7 @@ class EvaluationRun:
         )
         if notice is not None:
             publisher.publish_log(self.evaluation.pk, notice.seq, notice.stream, notice.text)
-        publisher.publish_end(self.evaluation)
+        publisher.publish_end(self.evaluation, stored_seq=notice.seq if notice else self.recorder.stored_seq)
         log.info(
             "evaluation %s ended %s (%s), exit %s, %s ms under %s",
             self.evaluation.pk,

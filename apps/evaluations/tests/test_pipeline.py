@@ -1,15 +1,18 @@
 """Submit through the API, run on the real Docker engine, read the record back. The contract end to end."""
 
+import asyncio
 import signal
 import time
 import uuid
 
 import django_rq
 import pytest
+from channels.layers import DEFAULT_CHANNEL_LAYER, channel_layers
+from django.db.models import Max
 from rq import SimpleWorker
 
 from apps.accounts.models import Quota
-from apps.evaluations import running
+from apps.evaluations import publisher, running
 from apps.evaluations.models import Evaluation, Reason, Runtime, Status
 from apps.evaluations.running import RunDisposition
 from apps.evaluations.tests import helpers
@@ -37,6 +40,29 @@ def test_hello_world_succeeds_with_its_output_and_the_image_it_ran_on(alice_api)
     logs = alice_api.get(f"/api/v1/evaluations/{evaluation.pk}/logs/").json()
     assert logs["complete"] is True
     assert "".join(c["data"] for c in logs["chunks"]) == "hello, world\n"
+
+
+def test_the_workers_end_tells_the_viewers_that_the_whole_output_is_stored(alice_api):
+    """So a viewer that has every chunk sends the end without asking the database how far it is stored."""
+    evaluation_id = submit(
+        alice_api, code="import time\nfor i in range(3):\n    print(i, flush=True)\n    time.sleep(0.2)"
+    ).json()["id"]
+
+    async def watch_it_run() -> dict:
+        layer = channel_layers.make_backend(DEFAULT_CHANNEL_LAYER)  # a viewer's own, as in another process
+        viewer = await layer.new_channel()
+        await layer.group_add(publisher.group_name(evaluation_id), viewer)
+        with Background(evaluation_id):  # the worker's job, in a thread
+            pass
+        while True:
+            message = await asyncio.wait_for(layer.receive(viewer), timeout=10)
+            if message["type"] == "evaluation.event" and message["event"]["type"] == "end":
+                return message
+
+    end = asyncio.run(watch_it_run())
+    evaluation = Evaluation.objects.get(pk=evaluation_id)
+    assert evaluation.status == Status.SUCCEEDED and _output(evaluation) == b"0\n1\n2\n"
+    assert end["stored_seq"] == evaluation.chunks.aggregate(last=Max("seq"))["last"] >= 1
 
 
 def test_every_evaluation_records_the_runtime_its_sandbox_actually_ran_under(alice_api, settings):

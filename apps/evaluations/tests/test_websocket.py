@@ -402,6 +402,49 @@ async def test_the_end_is_sent_after_every_chunk_and_closes_the_stream(alice):
     assert await close_code(communicator) == 1000
 
 
+async def test_the_workers_end_says_the_output_is_stored_so_a_viewer_that_has_it_all_reads_nothing(alice, monkeypatch):
+    """The worker's end carries how far the output is stored: a viewer that has every chunk sends the
+    status and the end without reading the run's state, its permission checked once for both."""
+    evaluation = await database_sync_to_async(make_evaluation)(alice, status=Status.RUNNING)
+    communicator, _ = await connect(evaluation.pk, user=alice)
+    assert (await communicator.receive_json_from(timeout=5))["type"] == "status"
+    await database_sync_to_async(store_and_publish)(evaluation.pk, 1)
+    assert await receive_logs(communicator, 1) == [1]
+    state_reads, access_checks = [], []
+    read_state, ask_access = consumers._stream_state, consumers.EvaluationConsumer._ask_access
+    monkeypatch.setattr(consumers, "_stream_state", lambda *a: state_reads.append(a) or read_state(*a))
+    monkeypatch.setattr(
+        consumers.EvaluationConsumer, "_ask_access", lambda self: access_checks.append(1) or ask_access(self)
+    )
+
+    def finish():
+        evaluation.finish(Status.SUCCEEDED, exit_code=0)
+        publisher.publish_end(evaluation, stored_seq=1)
+
+    await database_sync_to_async(finish)()
+    assert await communicator.receive_json_from(timeout=5) == {"type": "status", "status": "succeeded"}
+    assert (await communicator.receive_json_from(timeout=5))["type"] == "end"
+    assert await close_code(communicator) == 1000
+    assert state_reads == [] and len(access_checks) == 1
+
+
+async def test_chunks_the_workers_end_says_are_stored_come_before_it_when_their_events_were_lost(alice):
+    evaluation = await database_sync_to_async(make_evaluation)(alice, status=Status.RUNNING)
+    communicator, _ = await connect(evaluation.pk, user=alice)
+    assert (await communicator.receive_json_from(timeout=5))["type"] == "status"
+
+    def finish():
+        store_chunks(evaluation, [1, 2])  # stored, their events lost
+        evaluation.finish(Status.SUCCEEDED, exit_code=0)
+        publisher.publish_end(evaluation, stored_seq=2)
+
+    await database_sync_to_async(finish)()
+    assert await receive_logs(communicator, 2) == [1, 2]
+    assert await communicator.receive_json_from(timeout=5) == {"type": "status", "status": "succeeded"}
+    assert (await communicator.receive_json_from(timeout=5))["type"] == "end"
+    assert await close_code(communicator) == 1000
+
+
 async def test_a_finished_evaluation_replays_then_ends_and_closes(alice):
     evaluation = await database_sync_to_async(make_evaluation)(
         alice, status=Status.SUCCEEDED, exit_code=0, reason="exit"
