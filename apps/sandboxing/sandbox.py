@@ -71,6 +71,7 @@ TERM_ALL_COMMAND = helper.TERM_ALL_COMMAND
 RESET_DIRS = (CODE_DIR, WORK_DIR, OUTPUT_DIR, SHM_DIR)
 REMOVE_ATTEMPTS = 3
 REMOVE_PAUSE_S = 0.2
+MAIN_EXIT_WAIT_S = 2  # for an attached sandbox's main process to exit before the removal
 COLLECT_DEADLINE_S = 15.0
 COLLECT_READ_WAIT_S = 0.5
 COLLECT_RECORD_OVERHEAD = 13 + 1024  # type, header and the longest name of one record
@@ -801,6 +802,8 @@ class Sandbox:
     def remove(self) -> None:
         """Remove the container, trying a few times; what is left is the reconciler's to remove."""
         self.stop_serving()
+        if self.attached and not self.killed:
+            self._wait_for_the_main_process()
         for attempt in range(1, REMOVE_ATTEMPTS + 1):
             try:
                 containers.remove(self.container_id)
@@ -809,6 +812,16 @@ class Sandbox:
                 log.warning("remove %s (attempt %d): %s", self.container_id[:12], attempt, exc)
                 time.sleep(REMOVE_PAUSE_S)
         log.error("could not remove sandbox container %s; the reconciler will", self.container_id[:12])
+
+    def _wait_for_the_main_process(self) -> None:
+        """An attached program's main process exits once its stream is closed: a container that stopped
+        by itself is removed faster than one the removal has to kill (gVisor's most of all)."""
+        for stream in self.streams:
+            stream.close()
+        try:
+            self.api.wait(self.container_id, timeout=MAIN_EXIT_WAIT_S)
+        except Exception as exc:  # not stopped in time: the removal kills it
+            log.debug("waiting for %s to stop: %s", self.container_id[:12], exc)
 
     # --- artifacts ---------------------------------------------------------------------------
     def collect_artifacts(
