@@ -124,6 +124,17 @@ def _reset_reply(stream: ExecStream, nonce: bytes, deadline: float) -> str:
     return max(replies).decode("utf-8", "replace")[:500] if len(replies) == 1 else "the streams' replies differ"
 
 
+def attach_suits(profile: Profile) -> bool:
+    """Whether a fresh sandbox of ``profile`` takes its one program over attach (``Sandbox.attach``):
+    not a compiled runtime's (two programs: compile, run), not a session's, and under runc only.
+
+    Under gVisor the program, a child of the main process, ends badly in a stop keeping evidence: a
+    fork bomb SIGSTOPped and SIGKILLed process by process (``kill_stopped_programs``) comes back to
+    life (SIGHUP, SIGCONT) and holds every process slot of the sandbox user, so nothing of that user
+    can clear it or collect files only that user may read; an exec'd launcher's tree does not."""
+    return not (profile.build_dir or profile.session or is_gvisor(profile.engine_runtime))
+
+
 class SandboxSetupError(Exception):
     """The container could not be created or started exactly as the policy requires.
 
@@ -632,11 +643,16 @@ class Sandbox:
         root, view = self.runsc_root(), self.process_view()
         keep = processes.init_and_idle(view, 1)
         signalled = 0
+        levels = processes.deepest_first(view, keep)
         with ThreadPoolExecutor(STOPPED_KILL_WORKERS, thread_name_prefix="sandbox-kill") as pool:
-            for level in processes.deepest_first(view, keep):
+            for number, level in enumerate(levels, 1):
+                # The top level, past the deadline too: an attached program's root is the main process's
+                # child, and its children stay zombies (holding the sandbox user's process slots, so that
+                # no exec of that user can start) until it is dead.
+                last = number == len(levels)
 
-                def kill_one(pid: int) -> bool:
-                    return time.monotonic() < deadline and processes.runsc_kill(
+                def kill_one(pid: int, last: bool = last) -> bool:
+                    return (last or time.monotonic() < deadline) and processes.runsc_kill(
                         self.container_id, root, "KILL", pid=pid
                     )
 

@@ -349,6 +349,7 @@ struct program {
     char **command;
     const unsigned char *header;
     const char *workdir; /* serve's: chdir there first (launch's exec has its workdir already) */
+    int new_session;     /* await's: the program leads a session of its own (see cmd_await) */
 };
 
 /* What launch did before the trailer existed, in the process it runs in: read the rest of the
@@ -358,6 +359,8 @@ static _Noreturn void start_program(const struct program *p, int started_fd)
 {
     if (p->workdir && chdir(p->workdir) != 0)
         launch_fail(EXIT_CANNOT_RUN, "cannot enter %s: %s", p->workdir, strerror(errno));
+    if (p->new_session)
+        setsid();
     const unsigned char *header = p->header;
     size_t filter_len = be32(header), code_len = be32(header + 4), stdin_len = be32(header + 8);
     size_t files_len = be32(header + 12);
@@ -496,7 +499,7 @@ static void parse_program(int argc, char **argv, struct program *p, unsigned cha
             launch_fail(EXIT_CANNOT_RUN, "the arguments are not acceptable");
         environment[i] = rest[i];
     }
-    *p = (struct program){code_path, marker, marker_len, environment, rest + pairs, NULL, NULL};
+    *p = (struct program){code_path, marker, marker_len, environment, rest + pairs, NULL, NULL, 0};
     *output_dir = argv[2];
 }
 
@@ -1198,14 +1201,17 @@ static int cmd_serve(void)
 
 /* ---- await ----------------------------------------------------------------------------------- */
 
-/* Read stdin to its end, discarding what comes (only the host's end of its stream counts). */
+/* Read stdin to its end, discarding what comes (only the host's end of its stream counts). A read
+ * that fails is no end: this process then idles (the host's removal ends the sandbox). */
 static void wait_for_end_of_stdin(void)
 {
     char sink[4096];
     for (;;) {
         ssize_t got = read(0, sink, sizeof sink);
-        if (got == 0 || (got < 0 && errno != EINTR))
+        if (got == 0)
             return;
+        if (got < 0 && errno != EINTR)
+            cmd_idle();
     }
 }
 
@@ -1228,6 +1234,10 @@ static int cmd_await(void)
     unsigned char marker[256], *header;
     const char *output_dir;
     take_launch_frame(body, size, &program, marker, &output_dir, &header);
+    /* In a session of its own, the program's process group has no parent in its session from the
+     * start, as under an exec'd launcher: killing its processes one by one (a stop's evidence) never
+     * orphans it, which would wake its stopped processes with SIGHUP and SIGCONT. */
+    program.new_session = 1;
     int started_fd;
     pid_t child = fork_program(&program, &started_fd);
     if (child < 0) /* no process to spare: as launch, the program runs in this process, no trailer */

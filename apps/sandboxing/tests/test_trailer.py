@@ -3,8 +3,9 @@ an exec inspect or a collector exec, and why a program cannot fake it (``helper.
 
 The first tests are of the parser alone (``streams.TrailerWatch``); the others run programs in the
 real sandbox, and count the helper execs a run cost from the engine's own event log. A fresh
-sandbox's one program goes to its main process (the helper's ``await``) over attach: no exec at all,
-but the collector's when /output holds files.
+sandbox's one program goes to its main process (the helper's ``await``) over attach under runc: no
+exec at all, but the collector's when /output holds files (``sandbox.attach_suits``; under gVisor a
+launch exec).
 """
 
 import time
@@ -14,7 +15,13 @@ import pytest
 from apps.sandboxing import engine, helper
 from apps.sandboxing.outcomes import Command, Outcome
 from apps.sandboxing.streams import Trailer, TrailerWatch
-from apps.sandboxing.tests.conftest import execute
+from apps.sandboxing.tests.conftest import execute, under_gvisor
+
+
+def attached() -> bool:
+    """Do fresh sandboxes take their program over attach here (``sandbox.attach_suits``)?"""
+    return not under_gvisor()
+
 
 NONCE = bytes(range(16))
 START = helper.trailer_start(NONCE)
@@ -79,11 +86,11 @@ def helper_execs(run_id: str) -> list[str]:
 def test_a_run_that_leaves_output_empty_costs_no_exec_and_one_that_leaves_a_file_a_collection():
     alice = execute("print('nothing to keep')")
     assert (alice.result.outcome, alice.result.exit_code, alice.stdout) == (Outcome.EXITED, 0, b"nothing to keep\n")
-    assert all_execs(alice.run_id) == []
+    launch = [] if attached() else ["launch"]
+    assert helper_execs(alice.run_id) == launch and len(all_execs(alice.run_id)) == len(launch)
     bob = execute("open('/output/kept.txt', 'w').write('kept')\nraise SystemExit(4)")
     assert (bob.result.exit_code, [(a.name, a.data) for a in bob.result.artifacts]) == (4, [("kept.txt", b"kept")])
-    assert helper_execs(bob.run_id) == ["collect"]
-    assert len(all_execs(bob.run_id)) == 1
+    assert helper_execs(bob.run_id) == [*launch, "collect"] and len(all_execs(bob.run_id)) == len(launch) + 1
 
 
 @pytest.mark.docker
@@ -122,23 +129,23 @@ def test_the_launchers_memory_with_the_nonce_is_out_of_its_programs_reach():
 
 
 @pytest.mark.docker
-def test_the_main_process_that_holds_the_nonce_shows_it_nowhere_a_program_can_read():
-    """The nonce travels over attach only: not in the main process's argv, nor in its environment
-    (which the program may read under gVisor; under runc a non-dumpable process's is refused)."""
+def test_the_process_that_holds_the_nonce_shows_it_nowhere_a_program_can_read():
+    """The nonce travels on stdin only (over attach to the main process, or to a launch exec): not in
+    that process's argv, nor in its environment (which the program may read under gVisor; under runc a
+    non-dumpable process's is refused)."""
     code = (
         "import os, re\n"
-        "main = os.getppid()\n"
-        "print(open(f'/proc/{main}/cmdline', 'rb').read())\n"
+        "parent = os.getppid()\n"
+        "cmdline = open(f'/proc/{parent}/cmdline', 'rb').read()\n"
+        "print(cmdline.split(bytes(1))[1].decode())\n"
         "try:\n"
-        "    environ = open(f'/proc/{main}/environ', 'rb').read()\n"
-        "    print('nonce-like' if re.search(rb'[0-9a-f]{32}', environ) else 'no nonce')\n"
+        "    environ = open(f'/proc/{parent}/environ', 'rb').read()\n"
         "except OSError:\n"
-        "    print('no nonce')\n"
+        "    environ = b''\n"
+        "print('nonce-like' if re.search(rb'[0-9a-f]{32}', cmdline + environ) else 'no nonce')\n"
     )
     run = execute(code)
-    assert run.stdout == repr(b"\x00".join(c.encode() for c in helper.AWAIT_COMMAND) + b"\x00").encode() + (
-        b"\nno nonce\n"
-    )
+    assert run.stdout == (b"await" if attached() else b"launch") + b"\nno nonce\n"
 
 
 @pytest.mark.docker
@@ -147,6 +154,8 @@ def test_a_program_that_kills_its_main_process_ends_as_its_own_kill_with_its_out
     """Killing the sandbox's main process (the same user may) stops the container: the run ends as the
     program's kill, never a platform fault, with what it wrote before; /output went with the
     container, and the record says its list may be incomplete."""
+    if not attached():
+        pytest.skip("fresh sandboxes take their program by exec here")
     code = (
         "import os, signal, time\n"
         "open('/output/before.txt', 'w').write('written before the kill')\n"
@@ -159,6 +168,23 @@ def test_a_program_that_kills_its_main_process_ends_as_its_own_kill_with_its_out
     assert run.stdout == b"killing\n"
     assert (run.result.artifacts, run.result.artifacts_truncated) == ([], True)
     assert run.wall_s < 5
+
+
+@pytest.mark.docker
+def test_a_program_that_kills_its_launcher_still_ends_with_its_output_and_files():
+    if attached():
+        pytest.skip("no launcher: the program's parent is the sandbox's main process")
+    code = (
+        "import os, signal\n"
+        "open('/output/before.txt', 'w').write('written before the kill')\n"
+        "os.kill(os.getppid(), signal.SIGKILL)\n"
+        "print('the launcher is gone', flush=True)\n"
+    )
+    run = execute(code)
+    assert run.result.outcome is Outcome.EXITED
+    assert run.stdout == b"the launcher is gone\n"
+    assert [a.name for a in run.result.artifacts] == ["before.txt"]
+    assert run.result.exit_code == 137  # the exec's own status: the launcher's, never taken for a success
 
 
 @pytest.mark.docker
