@@ -643,16 +643,11 @@ class Sandbox:
         root, view = self.runsc_root(), self.process_view()
         keep = processes.init_and_idle(view, 1)
         signalled = 0
-        levels = processes.deepest_first(view, keep)
         with ThreadPoolExecutor(STOPPED_KILL_WORKERS, thread_name_prefix="sandbox-kill") as pool:
-            for number, level in enumerate(levels, 1):
-                # The top level, past the deadline too: an attached program's root is the main process's
-                # child, and its children stay zombies (holding the sandbox user's process slots, so that
-                # no exec of that user can start) until it is dead.
-                last = number == len(levels)
+            for level in processes.deepest_first(view, keep):
 
-                def kill_one(pid: int, last: bool = last) -> bool:
-                    return (last or time.monotonic() < deadline) and processes.runsc_kill(
+                def kill_one(pid: int) -> bool:
+                    return time.monotonic() < deadline and processes.runsc_kill(
                         self.container_id, root, "KILL", pid=pid
                     )
 
