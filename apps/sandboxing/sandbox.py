@@ -417,9 +417,9 @@ class Sandbox:
         the stream closes its stdin: the main process then exits with the program's status."""
         if not self.attachable or self.attached:
             raise SandboxSetupError("this sandbox's main process does not wait for a program")
-        self.attached = True
         params = {"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1}
         stream = ExecStream(self.api.attach_socket(self.container_id, params=params))
+        self.attached = True
         self.streams.append(stream)
         return stream
 
