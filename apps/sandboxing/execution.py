@@ -100,15 +100,18 @@ def execute(
     on_output: Callable[[str, bytes], None],
     control: Callable[[], Command | None],
     on_sample: Callable[[ResourceSample], None] | None = None,
+    attach: bool = False,
 ) -> RunResult:
     """Deliver ``request``'s program into ``sandbox``, supervise it to its end, say how it ended (never raises).
 
     A compiled runtime's program is compiled first (``compile_step``), then run from ``BUILD_DIR``.
+    ``attach``: the sandbox runs this program only; when its main process awaits one
+    (``Sandbox.attachable``) the program goes to it over ``attach``, not by exec.
     """
     if request.runtime.compiled:
         result = compile_then_run(sandbox, request, on_output, control, on_sample)
     else:
-        result = Execution(sandbox, request, on_output, control, on_sample).run()
+        result = Execution(sandbox, request, on_output, control, on_sample, attach=attach).run()
     result.engine_runtime = sandbox.profile.engine_runtime
     return result
 
@@ -314,10 +317,15 @@ class Execution:
     kept_artifacts: list = field(default_factory=list)  # what the evidence step collected from /output
     nonce: bytes = field(default_factory=lambda: secrets.token_bytes(helper.NONCE_BYTES))
     served: bool = False  # the program is a frame on the sandbox's serve exec (``Sandbox.serving``)
+    attach: bool = False  # the sandbox runs this program only: over attach when its main process awaits one
+    attached: bool = False  # the program is a frame to the sandbox's main process (``Sandbox.attach``)
     output: ProgramOutput = field(init=False)
 
     def __post_init__(self) -> None:
         self.served = self.sandbox.serving is not None
+        sandbox = self.sandbox
+        self.attached = self.attach and self.write_code and not self.served
+        self.attached = self.attached and sandbox.attachable and not sandbox.attached
         trailer_start = helper.trailer_start(self.nonce)
         marker = serve_marker(self.nonce) if self.served else MARKER
         self.output = ProgramOutput(self.request.limits.output_cap_bytes, self.on_output, trailer_start, marker)
@@ -352,10 +360,11 @@ class Execution:
         try:
             code, files = (self.request.code, self.request.files) if self.write_code else (b"", {})
             payload = helper.pack_payload(code, self.request.stdin, self.seccomp_filter(), files, nonce=self.nonce)
-            if self.served:
+            framed = self.served or self.attached
+            if framed:
                 payload = helper.launch_frame(WORK_DIR, argv, payload)
             try:
-                stream.send(payload, max(PAYLOAD_SEND_MIN_TIMEOUT_S, self.limits.timeout_s), then_close=not self.served)
+                stream.send(payload, max(PAYLOAD_SEND_MIN_TIMEOUT_S, self.limits.timeout_s), then_close=not framed)
             except OSError as exc:
                 if not self.served:
                     raise
@@ -363,13 +372,19 @@ class Execution:
             self.supervise(stream)
             self.output.release()
         finally:
-            if not self.served:
-                self.sandbox.close_exec(stream)
-            elif self.output.ended is None or self.sandbox.killed:
+            if self.served and (self.output.ended is None or self.sandbox.killed):
                 # Anything but a whole trailer: the serve exec is not trusted again (the sandbox goes).
                 self.sandbox.stop_serving("its program ended without a trailer")
+            elif not self.served and not self.attached:
+                self.sandbox.close_exec(stream)
         finished_at, duration_s = _now(), time.monotonic() - self.start
-        return self.conclude(started_at, finished_at, duration_s, baseline_cpu)
+        try:
+            return self.conclude(started_at, finished_at, duration_s, baseline_cpu)
+        finally:
+            if self.attached:
+                # The main process waits for this: once the counters are read and /output collected,
+                # it exits and the container stops by itself.
+                self.sandbox.close_exec(stream)
 
     # --- 1. deliver --------------------------------------------------------------------------
     def seccomp_filter(self) -> bytes:
@@ -388,6 +403,14 @@ class Execution:
         delivered_to = code_path if self.write_code else f"{CODE_DIR}/"
         command = [*runtime.argv(code_path), *self.request.args]
         argv = helper.launch_argv(delivered_to, self.output.marker, environment, command, OUTPUT_DIR)
+        if self.attached:
+            try:
+                return argv, self.sandbox.attach()
+            except Exception as exc:
+                # Nothing reached the main process, which waits as the idle one would: the same sandbox,
+                # as clean as it was created, takes the program by exec instead.
+                log.warning("cannot attach to %s, delivering by exec: %s", self.sandbox.container_id[:12], exc)
+                self.attached = False
         self.exec_id, stream = self.sandbox.launch(argv, workdir=WORK_DIR, environment=dict(ENVIRONMENT))
         return argv, stream
 
@@ -439,7 +462,10 @@ class Execution:
         just_ended = self.eof_at is not None and self.now - self.eof_at < AFTER_EOF_FAST_S
         if just_ended or self.sandbox.killed or self.now - self.inspected_at >= INSPECT_EVERY_S:
             self.inspected_at = self.now
-            running, exit_code = self.sandbox.exec_state(self.exec_id)
+            if self.attached:
+                running, exit_code = self.sandbox.main_state()
+            else:
+                running, exit_code = self.sandbox.exec_state(self.exec_id)
             if self.sandbox.exec_lost and self.sandbox.killed:
                 exit_code = SIGKILL_EXIT  # it ended with the container we killed
             if not running:
@@ -548,8 +574,12 @@ class Execution:
                 image_id=sandbox.image_id,
             )
         ended = self.output.ended
+        # An attached program that ended its sandbox's main process stopped the container: /output went
+        # with it (no collector can run), which the record says (the list may be incomplete).
+        main_lost = self.attached and ended is None and not sandbox.killed and self.request.collect_artifacts
         collect = self.request.collect_artifacts and not sandbox.killed and not (ended and ended.output_empty)
-        artifacts, artifacts_truncated, skipped = sandbox.collect_artifacts() if collect else ([], False, 0)
+        collect = collect and not main_lost
+        artifacts, artifacts_truncated, skipped = sandbox.collect_artifacts() if collect else ([], main_lost, 0)
         if self.evidence is not None:
             artifacts, artifacts_truncated, skipped = self.kept_artifacts
         cpu_ns = reading.cpu_ns
@@ -575,6 +605,8 @@ class Execution:
         """How the program ended: the runner's reason, an OOM kill, or by itself."""
         if self.ended_by is not None:
             return self.ended_by
+        if self.attached and self.output.ended is None and not self.sandbox.killed:
+            return self.verdict_of_a_lost_main_process()
         if not self.sandbox.killed and (self.sandbox.exec_lost or self.sandbox_died_under_gvisor()):
             return self.verdict_of_a_stopped_sandbox()
         if self.exit_code not in (SIGKILL_EXIT, None):
@@ -590,6 +622,22 @@ class Execution:
         if (self.exit_code or 0) < 128 or not engine_runtime.is_gvisor(self.sandbox.profile.engine_runtime):
             return False
         return not self.sandbox.stopped_state(DYING_SANDBOX_WAIT_S).get("Running", True)
+
+    def verdict_of_a_lost_main_process(self) -> Outcome:
+        """An attached program ended without a trailer: the main process that ran it is gone, and the
+        container stopped with it (its exit code is the program's). The sandbox user may kill that
+        process (the program killed its launcher, as in ``kill(-1, SIGKILL)``), or it could not fork
+        and ran the program in its own process: the program's doing either way, never a platform
+        fault. Only an OOM kill the engine recorded (under gVisor the limit covers its kernel) says
+        otherwise; an engine restart is told apart from the exit code in ``conclude``."""
+        state = self.sandbox.stopped_state(STOPPED_STATE_WAIT_S)
+        if state.get("OOMKilled"):
+            reading = self.sandbox.last_reading
+            reading.peak_memory_bytes = max(reading.peak_memory_bytes or 0, self.limits.memory_mb * MIB)
+            return Outcome.OOM_KILLED
+        if self.exit_code is None:
+            self.exit_code = state.get("ExitCode")
+        return Outcome.EXITED
 
     def verdict_of_a_stopped_sandbox(self) -> Outcome:
         """The whole sandbox stopped under the program, which the runner did not ask for.

@@ -29,7 +29,14 @@ it by exec with a subcommand, never through a shell, with nothing a user wrote i
   non-dumpable and ignores SIGTERM, SIGINT, SIGHUP and SIGPIPE, and it holds each nonce only in
   its memory (the frames travel on its stdin, which no program shares), so a program can neither
   read the next program's nonce nor forge its trailer or the reset's reply; it can kill the serve
-  process (the same user): the stream then ends, and the host discards the sandbox.
+  process (the same user): the stream then ends, and the host discards the sandbox;
+- ``await``: the main process of a fresh sandbox whose one program comes over ``attach`` instead of
+  an exec (``AWAIT_COMMAND``, ``policy.container_config(attachable=True)``): it reads one
+  ``launch_frame`` from the container's stdin and runs it as serve does, writes the trailer, and
+  exits with the program's status once the host has closed the stream (after reading the counters
+  and, with "files", collecting /output by exec): the container then stops by itself. It writes
+  nothing before the frame, so nothing is lost before the host attaches. Its program can kill it
+  (the same user): the container stops, the stream ends without a trailer.
 
 Its output is parsed as hostile: the sandbox's programs may have replaced anything it could see.
 """
@@ -71,6 +78,7 @@ def argv(subcommand: str, *args: str) -> list[str]:
 
 
 IDLE_COMMAND = argv("idle")
+AWAIT_COMMAND = argv("await")
 TERM_ALL_COMMAND = argv("term-all")
 SERVE_COMMAND = argv("serve")
 

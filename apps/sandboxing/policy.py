@@ -87,6 +87,7 @@ MQUEUE_DIR = "/dev/mqueue"
 # The idle main process (the helper's ``idle``): SIGTERM ignored, so a cancel's SIGTERM to every
 # process reaches the program but not the process that keeps the container alive.
 IDLE_COMMAND = helper.IDLE_COMMAND
+AWAIT_COMMAND = helper.AWAIT_COMMAND
 
 
 @dataclass(frozen=True)
@@ -399,8 +400,14 @@ def host_pids_limit(limits: Limits, engine_runtime_name: str) -> int:
     return limits.pids
 
 
-def container_config(profile: Profile, *, name: str, run_id: str, labels: dict[str, str] | None = None) -> dict:
+def container_config(
+    profile: Profile, *, name: str, run_id: str, labels: dict[str, str] | None = None, attachable: bool = False
+) -> dict:
     """Keyword arguments for ``containers.create``: the sandbox policy, with no opt-out.
+
+    ``attachable``: the main process is the helper's ``await`` with stdin open (its one program may
+    come over ``attach``; else it blocks on stdin as ``idle`` would), instead of ``idle``. Closing
+    the attached stream closes its stdin (``stdin_once``).
 
     Raises ``OSError``/``ValueError`` when the seccomp profile cannot be loaded.
     """
@@ -408,7 +415,7 @@ def container_config(profile: Profile, *, name: str, run_id: str, labels: dict[s
     gvisor = engine_runtime.is_gvisor(profile.engine_runtime)
     return {
         "image": profile.image,
-        "command": IDLE_COMMAND,
+        "command": AWAIT_COMMAND if attachable else IDLE_COMMAND,
         "name": name,
         "hostname": "sandbox",
         "user": SANDBOX_USER,
@@ -416,7 +423,8 @@ def container_config(profile: Profile, *, name: str, run_id: str, labels: dict[s
         "environment": dict(ENVIRONMENT),
         "labels": {**(labels or {}), LABEL_INSTANCE: settings.CRUCIBLE_INSTANCE, LABEL_RUN: run_id},
         "detach": True,
-        "stdin_open": False,
+        "stdin_open": attachable,
+        "stdin_once": attachable,
         "tty": False,
         "network_mode": "none",
         "read_only": True,

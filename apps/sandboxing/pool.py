@@ -8,7 +8,10 @@ owner (``LABEL_POOL``) and profile (``LABEL_PROFILE``).
 ``claim(owner, profile, run_id)`` takes one for a run by renaming it to ``crucible-<run_id>``: the
 engine renames a container once, so two claimants (the worker's job and its refill or drain) never
 get the same sandbox. A claimed sandbox runs exactly one program and is removed with it (the
-runner's ``finally``), so isolation between runs is what a cold start gives. ``WarmPool`` refills
+runner's ``finally``), so isolation between runs is what a cold start gives. Its main process is
+the helper's ``await`` (``Sandbox.attachable``) when ``attach_suits`` its profile: the run
+sends its one program to it over attach; several programs (``runner.run_programs``) go by exec,
+the main process waiting on its stdin as the idle one would. ``WarmPool`` refills
 in a thread of the worker's main process and ``drain`` removes what is idle; the reconciler removes
 the pool containers of a worker that is gone (``remove_pools_of``), claimed or not.
 """
@@ -29,7 +32,7 @@ from django.conf import settings
 from apps.sandboxing import containers, engine
 from apps.sandboxing.engine_runtime import RuntimeUnknown
 from apps.sandboxing.policy import LABEL_INSTANCE, LABEL_POOL, LABEL_PROFILE, Profile
-from apps.sandboxing.sandbox import Sandbox, SandboxSetupError
+from apps.sandboxing.sandbox import Sandbox, SandboxSetupError, attach_suits
 
 log = logging.getLogger(__name__)
 
@@ -335,6 +338,8 @@ class WarmPool:
             run_id=f"pool-{uuid.uuid4().hex[:12]}",
             name=f"{_idle_prefix(self.owner)}{uuid.uuid4().hex[:12]}",
             labels={LABEL_POOL: self.owner, LABEL_PROFILE: profile.key},
+            # A one-program run takes its program over attach (a compiled one, or several programs, by exec).
+            attachable=attach_suits(profile),
         )
         self.stats.started += 1
         self.stats.start_ms.append((time.perf_counter() - began) * 1000)

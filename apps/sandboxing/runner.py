@@ -18,7 +18,7 @@ from apps.sandboxing.engine_runtime import RuntimeUnknown
 from apps.sandboxing.execution import execute
 from apps.sandboxing.outcomes import Command, Failure, Outcome, ResourceSample, RunRequest, RunResult
 from apps.sandboxing.policy import LABEL_INSTANCE, LABEL_RUN, Profile
-from apps.sandboxing.sandbox import Sandbox, SandboxSetupError
+from apps.sandboxing.sandbox import Sandbox, SandboxSetupError, attach_suits
 
 log = logging.getLogger(__name__)
 
@@ -78,14 +78,14 @@ def run(
         profile = profile_for(request)
         sandbox = pool.claim(pool_owner, profile, request.run_id) if pool_owner else None
         warm = sandbox is not None
-        sandbox = sandbox or Sandbox.create(profile, run_id=request.run_id)
+        sandbox = sandbox or Sandbox.create(profile, run_id=request.run_id, attachable=attach_suits(profile))
     except (SandboxSetupError, RuntimeUnknown) as exc:
         result = RunResult.failed(getattr(exc, "failure", Failure.ENGINE_FAULT), str(exc))
         if on_result is not None:
             on_result(result)
         return result
     try:
-        result = execute(sandbox, request, on_output=on_output, control=control, on_sample=on_sample)
+        result = execute(sandbox, request, on_output=on_output, control=control, on_sample=on_sample, attach=True)
         result.warm = warm
         if on_result is not None:
             on_result(result)

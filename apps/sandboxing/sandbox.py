@@ -37,6 +37,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 import docker.errors
+import docker.utils
 from django.conf import settings
 from docker.models.containers import _create_container_args
 
@@ -70,6 +71,7 @@ TERM_ALL_COMMAND = helper.TERM_ALL_COMMAND
 RESET_DIRS = (CODE_DIR, WORK_DIR, OUTPUT_DIR, SHM_DIR)
 REMOVE_ATTEMPTS = 3
 REMOVE_PAUSE_S = 0.2
+MAIN_EXIT_WAIT_S = 2  # for an attached sandbox's main process to exit before the removal
 COLLECT_DEADLINE_S = 15.0
 COLLECT_READ_WAIT_S = 0.5
 COLLECT_RECORD_OVERHEAD = 13 + 1024  # type, header and the longest name of one record
@@ -120,6 +122,17 @@ def _reset_reply(stream: ExecStream, nonce: bytes, deadline: float) -> str:
     if replies == {helper.RESET_OK}:
         return ""
     return max(replies).decode("utf-8", "replace")[:500] if len(replies) == 1 else "the streams' replies differ"
+
+
+def attach_suits(profile: Profile) -> bool:
+    """Whether a fresh sandbox of ``profile`` takes its one program over attach (``Sandbox.attach``):
+    not a compiled runtime's (two programs: compile, run), not a session's, and under runc only.
+
+    Under gVisor the program, a child of the main process, ends badly in a stop keeping evidence: a
+    fork bomb SIGSTOPped and SIGKILLed process by process (``kill_stopped_programs``) comes back to
+    life (SIGHUP, SIGCONT) and holds every process slot of the sandbox user, so nothing of that user
+    can clear it or collect files only that user may read; an exec'd launcher's tree does not."""
+    return not (profile.build_dir or profile.session or is_gvisor(profile.engine_runtime))
 
 
 class SandboxSetupError(Exception):
@@ -217,11 +230,19 @@ def _engine_create(config: dict):
     """``containers.create``, plus the host-config fields the SDK has no argument for (``MaskedPaths``)."""
     config = dict(config)
     masked_paths = config.pop("masked_paths", None)
+    stdin_once = config.pop("stdin_once", False)
     client = engine.client()
     create_kwargs = _create_container_args({**config, "version": client.api._version})
     if masked_paths is not None:
         create_kwargs["host_config"]["MaskedPaths"] = masked_paths
-    return client.containers.get(client.api.create_container(**create_kwargs)["Id"])
+    if not stdin_once:
+        return client.containers.get(client.api.create_container(**create_kwargs)["Id"])
+    # The SDK sets ``StdinOnce`` only for a container it attaches to at once (``detach=False``).
+    name, platform = create_kwargs.pop("name", None), create_kwargs.pop("platform", None)
+    create_kwargs["environment"] = docker.utils.format_environment(create_kwargs.get("environment") or {})
+    container_config = client.api.create_container_config(**create_kwargs)
+    container_config["StdinOnce"] = True
+    return client.containers.get(client.api.create_container_from_config(container_config, name, platform)["Id"])
 
 
 def _left_by_an_earlier_attempt(name: str) -> bool:
@@ -293,6 +314,9 @@ class Sandbox:
         self._runsc_root: str | None = None
         self.serving: Serving | None = None  # the serve exec its next program is a frame on (``reset``)
         self.serve_lost = ""  # why its serve exec cannot be trusted any more (then it is never reused)
+        # Its main process is the helper's ``await``: one program may come over ``attach`` (``attach``).
+        self.attachable = False
+        self.attached = False  # that has happened: the main process no longer waits for a program
 
     @property
     def api(self):
@@ -308,18 +332,28 @@ class Sandbox:
 
     @classmethod
     def create(
-        cls, profile: Profile, *, run_id: str, name: str | None = None, labels: dict[str, str] | None = None
+        cls,
+        profile: Profile,
+        *,
+        run_id: str,
+        name: str | None = None,
+        labels: dict[str, str] | None = None,
+        attachable: bool = False,
     ) -> Sandbox:
-        """Create and start a sandbox of ``profile`` labelled ``run_id``; raises ``SandboxSetupError``."""
+        """Create and start a sandbox of ``profile`` labelled ``run_id``; raises ``SandboxSetupError``.
+        ``attachable``: its main process awaits one program over ``attach`` (``policy.container_config``)."""
         if not _RUN_ID.match(run_id):
             raise SandboxSetupError("run_id must be letters, digits, '_', '.', '-'")
         try:
-            config = container_config(profile, name=name or f"crucible-{run_id}", run_id=run_id, labels=labels)
+            config = container_config(
+                profile, name=name or f"crucible-{run_id}", run_id=run_id, labels=labels, attachable=attachable
+            )
         except (OSError, ValueError) as exc:
             raise SandboxSetupError(f"cannot load the sandbox policy: {exc}")
         created_at = time.time()
         container = _create_container(config)
         sandbox = cls(container.id, container.attrs.get("Image", ""), profile, created_at)
+        sandbox.attachable = attachable
         try:
             container.start()
         except Exception as exc:
@@ -337,6 +371,8 @@ class Sandbox:
         attrs = engine.client().api.inspect_container(container_id)
         created = datetime.strptime(attrs["Created"][:19], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC).timestamp()
         sandbox = cls(container_id, attrs.get("Image", ""), profile, created)
+        config = attrs.get("Config") or {}
+        sandbox.attachable = bool(config.get("OpenStdin")) and config.get("Cmd") == helper.AWAIT_COMMAND
         # A batch's sandbox is parked with its last program's limit: unknown here, so always set.
         sandbox.memory_mb = None
         sandbox.measure_baseline()
@@ -374,6 +410,26 @@ class Sandbox:
         if self.serving is not None:
             return self.serving.exec_id, self.serving.stream
         return self.open_exec(argv, workdir=workdir, environment=environment, stdin=True)
+
+    def attach(self) -> ExecStream:
+        """The stream of the main process (``attachable``: the helper's ``await``), which waits for its
+        program's frame on stdin and writes nothing before it. Once only: it runs one program. Closing
+        the stream closes its stdin: the main process then exits with the program's status."""
+        if not self.attachable or self.attached:
+            raise SandboxSetupError("this sandbox's main process does not wait for a program")
+        params = {"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1}
+        stream = ExecStream(self.api.attach_socket(self.container_id, params=params))
+        self.attached = True
+        self.streams.append(stream)
+        return stream
+
+    def main_state(self) -> tuple[bool, int | None]:
+        """(still running, exit code) of the container's main process, from the engine (``exec_state``
+        of an attached program: the main process runs it)."""
+        state = self.container_state()
+        if not state:
+            return False, None
+        return bool(state.get("Running")), None if state.get("Running") else state.get("ExitCode")
 
     def stop_serving(self, problem: str = "") -> None:
         """Close the serve exec (it exits at the end of its stdin); with ``problem`` (something went
@@ -757,6 +813,8 @@ class Sandbox:
     def remove(self) -> None:
         """Remove the container, trying a few times; what is left is the reconciler's to remove."""
         self.stop_serving()
+        if self.attached and not self.killed:
+            self._wait_for_the_main_process()
         for attempt in range(1, REMOVE_ATTEMPTS + 1):
             try:
                 containers.remove(self.container_id)
@@ -765,6 +823,16 @@ class Sandbox:
                 log.warning("remove %s (attempt %d): %s", self.container_id[:12], attempt, exc)
                 time.sleep(REMOVE_PAUSE_S)
         log.error("could not remove sandbox container %s; the reconciler will", self.container_id[:12])
+
+    def _wait_for_the_main_process(self) -> None:
+        """An attached program's main process exits once its stream is closed: a container that stopped
+        by itself is removed faster than one the removal has to kill (gVisor's most of all)."""
+        for stream in self.streams:
+            stream.close()
+        try:
+            self.api.wait(self.container_id, timeout=MAIN_EXIT_WAIT_S)
+        except Exception as exc:  # not stopped in time: the removal kills it
+            log.debug("waiting for %s to stop: %s", self.container_id[:12], exc)
 
     # --- artifacts ---------------------------------------------------------------------------
     def collect_artifacts(

@@ -47,6 +47,15 @@
  *                                 on stdout and then stderr. Anything it cannot do (a frame that is not
  *                                 acceptable, no process to spare, a failed write): it exits, no trailer,
  *                                 no reply. The sandbox user may kill it: the stream then ends.
+ *   await                         the main process of a fresh sandbox (stdin open) whose one program the
+ *                                 host sends over attach, no exec: non-dumpable, SIGTERM, SIGINT, SIGHUP
+ *                                 and SIGPIPE ignored, it writes nothing until it has read one L frame
+ *                                 (serve's) from stdin; the program runs in a child exactly as launch's
+ *                                 child, this process writes launch's trailer, then reads stdin to its
+ *                                 end (the host closes it once it has read the counters and, with
+ *                                 "files", collected /output by exec) and exits with the program's
+ *                                 status: the container stops by itself. Stdin ending before a frame:
+ *                                 it idles (a warm sandbox that ran its program by exec instead).
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -340,6 +349,7 @@ struct program {
     char **command;
     const unsigned char *header;
     const char *workdir; /* serve's: chdir there first (launch's exec has its workdir already) */
+    int new_session;     /* await's: the program leads a session of its own (see cmd_await) */
 };
 
 /* What launch did before the trailer existed, in the process it runs in: read the rest of the
@@ -349,6 +359,8 @@ static _Noreturn void start_program(const struct program *p, int started_fd)
 {
     if (p->workdir && chdir(p->workdir) != 0)
         launch_fail(EXIT_CANNOT_RUN, "cannot enter %s: %s", p->workdir, strerror(errno));
+    if (p->new_session)
+        setsid();
     const unsigned char *header = p->header;
     size_t filter_len = be32(header), code_len = be32(header + 4), stdin_len = be32(header + 8);
     size_t files_len = be32(header + 12);
@@ -487,7 +499,7 @@ static void parse_program(int argc, char **argv, struct program *p, unsigned cha
             launch_fail(EXIT_CANNOT_RUN, "the arguments are not acceptable");
         environment[i] = rest[i];
     }
-    *p = (struct program){code_path, marker, marker_len, environment, rest + pairs, NULL, NULL};
+    *p = (struct program){code_path, marker, marker_len, environment, rest + pairs, NULL, NULL, 0};
     *output_dir = argv[2];
 }
 
@@ -1049,6 +1061,29 @@ static int cmd_reap(int argc, char **argv)
 #define MAX_FIELDS 4096        /* NUL-terminated strings in a frame's fields */
 #define RESET_REPLY_START "crucible:reset:" /* after a NUL byte */
 
+/* One frame [kind (1)][length (4)][body] from stdin: the body (KIND and SIZE set), or NULL when stdin
+ * ended before it began. Anything else that is not a whole acceptable frame: launch_fail. */
+static unsigned char *read_frame(char *kind, size_t *size)
+{
+    unsigned char head[5];
+    size_t have = 0;
+    while (have < sizeof head) {
+        ssize_t got = read(0, head + have, sizeof head - have);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got == 0 && have == 0)
+            return NULL;
+        if (got <= 0)
+            launch_fail(EXIT_PAYLOAD_SHORT, "a frame ended early");
+        have += (size_t)got;
+    }
+    *kind = (char)head[0];
+    *size = be32(head + 1);
+    if (*size > MAX_FRAME || (*kind != 'L' && *kind != 'R'))
+        launch_fail(EXIT_CANNOT_RUN, "a frame is not acceptable");
+    return read_exactly(*size);
+}
+
 /* The NUL-terminated strings of FIELDS (SIZE bytes, the last one a NUL) into a NULL-ended array. */
 static char **split_fields(char *fields, size_t size, int *count)
 {
@@ -1066,9 +1101,11 @@ static char **split_fields(char *fields, size_t size, int *count)
     return list;
 }
 
-/* An L frame: [fields length (4)][WORKDIR, then launch's arguments, each NUL-terminated][payload].
- * The program runs in a child as launch's child; this process writes the trailer and goes on. */
-static void serve_launch(unsigned char *body, size_t size)
+/* An L frame: [fields length (4)][WORKDIR, then launch's arguments, each NUL-terminated][payload],
+ * into P (its header read: HEADER set, the rest of the payload left for the child in payload_left)
+ * and OUTPUT_DIR, which point into BODY and the returned list of fields (to free). */
+static char **take_launch_frame(unsigned char *body, size_t size, struct program *p, unsigned char *marker,
+                                const char **output_dir, unsigned char **header)
 {
     if (size < 4 || be32(body) > size - 4)
         launch_fail(EXIT_CANNOT_RUN, "a launch frame is not acceptable");
@@ -1077,15 +1114,23 @@ static void serve_launch(unsigned char *body, size_t size)
     char **fields = split_fields((char *)body + 4, fields_len, &count);
     if (count < 1 || strlen(fields[0]) >= PATH_MAX)
         launch_fail(EXIT_CANNOT_RUN, "a launch frame is not acceptable");
-    struct program program;
-    unsigned char marker[256];
-    const char *output_dir;
-    parse_program(count - 1, fields + 1, &program, marker, &output_dir);
+    parse_program(count - 1, fields + 1, p, marker, output_dir);
     payload_left = body + 4 + fields_len;
     payload_left_size = size - 4 - fields_len;
-    unsigned char *header = read_exactly(HEADER_BYTES);
-    program.header = header;
-    program.workdir = fields[0];
+    *header = read_exactly(HEADER_BYTES);
+    p->header = *header;
+    p->workdir = fields[0];
+    return fields;
+}
+
+/* An L frame (take_launch_frame): the program runs in a child as launch's child; this process
+ * writes the trailer and goes on. */
+static void serve_launch(unsigned char *body, size_t size)
+{
+    struct program program;
+    unsigned char marker[256], *header;
+    const char *output_dir;
+    char **fields = take_launch_frame(body, size, &program, marker, &output_dir, &header);
     int started_fd;
     pid_t child = fork_program(&program, &started_fd);
     if (child == 0 || child < 0) /* (never 0: the child execs or exits) no process to spare: no trailer */
@@ -1140,29 +1185,73 @@ static int cmd_serve(void)
     ignore_cancel_signals();
     ignore_signal(SIGPIPE);
     for (;;) {
-        unsigned char head[5];
-        size_t have = 0;
-        while (have < sizeof head) {
-            ssize_t got = read(0, head + have, sizeof head - have);
-            if (got < 0 && errno == EINTR)
-                continue;
-            if (got == 0 && have == 0)
-                return 0; /* the host closed the stream */
-            if (got <= 0)
-                launch_fail(EXIT_PAYLOAD_SHORT, "a frame ended early");
-            have += (size_t)got;
-        }
-        size_t size = be32(head + 1);
-        if (size > MAX_FRAME || (head[0] != 'L' && head[0] != 'R'))
-            launch_fail(EXIT_CANNOT_RUN, "a frame is not acceptable");
-        unsigned char *body = read_exactly(size);
-        if (head[0] == 'L')
+        char kind;
+        size_t size;
+        unsigned char *body = read_frame(&kind, &size);
+        if (!body)
+            return 0; /* the host closed the stream */
+        if (kind == 'L')
             serve_launch(body, size);
         else
             serve_reset(body, size);
         explicit_bzero(body, size);
         free(body);
     }
+}
+
+/* ---- await ----------------------------------------------------------------------------------- */
+
+/* Read stdin to its end, discarding what comes (only the host's end of its stream counts). A read
+ * that fails is no end: this process then idles (the host's removal ends the sandbox). */
+static void wait_for_end_of_stdin(void)
+{
+    char sink[4096];
+    for (;;) {
+        ssize_t got = read(0, sink, sizeof sink);
+        if (got == 0)
+            return;
+        if (got < 0 && errno != EINTR)
+            cmd_idle();
+    }
+}
+
+/* The main process of a fresh sandbox whose one program comes over the container's stdin (the host's
+ * attach): one L frame, run as serve runs it; then, once the host has closed the stream, exit with
+ * the program's status (the container stops by itself). */
+static int cmd_await(void)
+{
+    prctl(PR_SET_DUMPABLE, 0, 0, 0, 0); /* its memory will hold the nonce: as launch's parent */
+    ignore_cancel_signals();
+    ignore_signal(SIGPIPE);
+    char kind;
+    size_t size;
+    unsigned char *body = read_frame(&kind, &size);
+    if (!body) /* the stream ended before any program: nothing to run, stay as the idle process does */
+        cmd_idle();
+    if (kind != 'L')
+        launch_fail(EXIT_CANNOT_RUN, "an await frame is not acceptable");
+    struct program program;
+    unsigned char marker[256], *header;
+    const char *output_dir;
+    take_launch_frame(body, size, &program, marker, &output_dir, &header);
+    /* In a session of its own, the program's process group has no parent in its session from the
+     * start, as under an exec'd launcher: killing its processes one by one (a stop's evidence) never
+     * orphans it, which would wake its stopped processes with SIGHUP and SIGCONT. */
+    program.new_session = 1;
+    int started_fd;
+    pid_t child = fork_program(&program, &started_fd);
+    if (child < 0) /* no process to spare: as launch, the program runs in this process, no trailer */
+        start_program(&program, -1);
+    payload_left = NULL;
+    int reported;
+    int code = report_program(child, started_fd, header + 16, output_dir, 0, &reported);
+    explicit_bzero(header, HEADER_BYTES);
+    explicit_bzero(body, size);
+    /* The host reads the sandbox's counters (its cgroup goes with the container) and, when the trailer
+     * says "files", collects /output by exec before it closes the stream: until then this process stays. */
+    if (reported)
+        wait_for_end_of_stdin();
+    _exit(code < 0 ? EXIT_CANNOT_RUN : code);
 }
 
 /* ---- main ------------------------------------------------------------------------------------ */
@@ -1182,6 +1271,8 @@ int main(int argc, char **argv)
         return cmd_reap(argc - 2, argv + 2);
     if (!strcmp(command, "serve") && argc == 2)
         return cmd_serve();
-    say("crucible-helper", "unknown subcommand (idle, term-all, launch, collect, reap, serve)");
+    if (!strcmp(command, "await") && argc == 2)
+        return cmd_await();
+    say("crucible-helper", "unknown subcommand (idle, term-all, launch, collect, reap, serve, await)");
     return 2;
 }

@@ -260,3 +260,24 @@ def test_serve_refuses_an_unknown_or_oversized_frame_and_a_short_one_and_ends_at
     bad_args = helper.launch_frame("/nonexistent", [helper.HELPER_PATH, "launch", "only-one"], payload(b"", b""))
     exit_code, stdout, stderr = serve(compiled_helper, [bad_args])
     assert exit_code == helper.EXIT_CANNOT_RUN and stdout == b"" and b"usage" in stderr
+
+
+def test_await_runs_the_one_frame_it_is_sent_then_exits_with_its_status_once_stdin_ends(compiled_helper, tmp_path):
+    """The main process of a fresh sandbox, on the host with a harmless command: nothing before the
+    frame, the marker, the program's output, the trailer, its status."""
+    code_path = tmp_path / "main.sh"
+    argv = helper.launch_argv(os.fspath(code_path), MARKER, {"PATH": "/usr/bin:/bin"}, ["sh", "main.sh", "x"], "/")
+    frame = helper.launch_frame(os.fspath(tmp_path), argv, payload(b"echo hi $1; cat; exit 3", b"in"))
+    done = subprocess.run(
+        [str(compiled_helper), *helper.AWAIT_COMMAND[1:]], input=frame + b"ignored", capture_output=True, timeout=30
+    )
+    assert (done.returncode, done.stdout) == (3, MARKER + b"hi x\nin" + trailer(3, "files"))
+    assert done.stderr == MARKER + trailer(3, "files")
+
+
+def test_await_refuses_a_frame_that_is_not_a_launch(compiled_helper):
+    reset = helper.reset_frame(NONCE, ("/nonexistent",))
+    done = subprocess.run(
+        [str(compiled_helper), *helper.AWAIT_COMMAND[1:]], input=reset, capture_output=True, timeout=30
+    )
+    assert (done.returncode, done.stdout) == (helper.EXIT_CANNOT_RUN, b"")

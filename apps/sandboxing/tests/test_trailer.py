@@ -2,7 +2,10 @@
 an exec inspect or a collector exec, and why a program cannot fake it (``helper.trailer_start``).
 
 The first tests are of the parser alone (``streams.TrailerWatch``); the others run programs in the
-real sandbox, and count the helper execs a run cost from the engine's own event log.
+real sandbox, and count the helper execs a run cost from the engine's own event log. A fresh
+sandbox's one program goes to its main process (the helper's ``await``) over attach under runc: no
+exec at all, but the collector's when /output holds files (``sandbox.attach_suits``; under gVisor a
+launch exec).
 """
 
 import time
@@ -12,7 +15,13 @@ import pytest
 from apps.sandboxing import engine, helper
 from apps.sandboxing.outcomes import Command, Outcome
 from apps.sandboxing.streams import Trailer, TrailerWatch
-from apps.sandboxing.tests.conftest import execute
+from apps.sandboxing.tests.conftest import execute, under_gvisor
+
+
+def attached() -> bool:
+    """Do fresh sandboxes take their program over attach here (``sandbox.attach_suits``)?"""
+    return not under_gvisor()
+
 
 NONCE = bytes(range(16))
 START = helper.trailer_start(NONCE)
@@ -56,8 +65,8 @@ def test_a_broken_trailer_ends_the_stream_but_says_nothing():
     assert long_one.trailer is None and bad_word.trailer is None
 
 
-def helper_execs(run_id: str) -> list[str]:
-    """The helper subcommands the engine ran in the run's sandbox (its "exec_create" events)."""
+def all_execs(run_id: str) -> list[str]:
+    """The commands of every exec the engine ran in the run's sandbox (its "exec_create" events)."""
     events = engine.client().api.events(
         since=int(time.time()) - 120,
         until=int(time.time()) + 1,
@@ -65,18 +74,23 @@ def helper_execs(run_id: str) -> list[str]:
         decode=True,
     )
     name = f"crucible-{run_id}"
-    commands = [e["Action"].partition(": ")[2] for e in events if e["Actor"]["Attributes"].get("name") == name]
-    return [command.split()[1] for command in commands if command.startswith(helper.HELPER_PATH)]
+    return [e["Action"].partition(": ")[2] for e in events if e["Actor"]["Attributes"].get("name") == name]
+
+
+def helper_execs(run_id: str) -> list[str]:
+    """The helper subcommands the engine ran in the run's sandbox."""
+    return [command.split()[1] for command in all_execs(run_id) if command.startswith(helper.HELPER_PATH)]
 
 
 @pytest.mark.docker
-def test_a_run_that_leaves_output_empty_costs_one_exec_and_one_that_leaves_a_file_a_collection():
+def test_a_run_that_leaves_output_empty_costs_no_exec_and_one_that_leaves_a_file_a_collection():
     alice = execute("print('nothing to keep')")
     assert (alice.result.outcome, alice.result.exit_code, alice.stdout) == (Outcome.EXITED, 0, b"nothing to keep\n")
-    assert helper_execs(alice.run_id) == ["launch"]
+    launch = [] if attached() else ["launch"]
+    assert helper_execs(alice.run_id) == launch and len(all_execs(alice.run_id)) == len(launch)
     bob = execute("open('/output/kept.txt', 'w').write('kept')\nraise SystemExit(4)")
     assert (bob.result.exit_code, [(a.name, a.data) for a in bob.result.artifacts]) == (4, [("kept.txt", b"kept")])
-    assert helper_execs(bob.run_id) == ["launch", "collect"]
+    assert helper_execs(bob.run_id) == [*launch, "collect"] and len(all_execs(bob.run_id)) == len(launch) + 1
 
 
 @pytest.mark.docker
@@ -115,7 +129,51 @@ def test_the_launchers_memory_with_the_nonce_is_out_of_its_programs_reach():
 
 
 @pytest.mark.docker
+def test_the_process_that_holds_the_nonce_shows_it_nowhere_a_program_can_read():
+    """The nonce travels on stdin only (over attach to the main process, or to a launch exec): not in
+    that process's argv, nor in its environment (which the program may read under gVisor; under runc a
+    non-dumpable process's is refused)."""
+    code = (
+        "import os, re\n"
+        "parent = os.getppid()\n"
+        "cmdline = open(f'/proc/{parent}/cmdline', 'rb').read()\n"
+        "print(cmdline.split(bytes(1))[1].decode())\n"
+        "try:\n"
+        "    environ = open(f'/proc/{parent}/environ', 'rb').read()\n"
+        "except OSError:\n"
+        "    environ = b''\n"
+        "print('nonce-like' if re.search(rb'[0-9a-f]{32}', cmdline + environ) else 'no nonce')\n"
+    )
+    run = execute(code)
+    assert run.stdout == (b"await" if attached() else b"launch") + b"\nno nonce\n"
+
+
+@pytest.mark.docker
+@pytest.mark.parametrize("how", ["os.kill(os.getppid(), signal.SIGKILL)", "os.kill(-1, signal.SIGKILL)"])
+def test_a_program_that_kills_its_main_process_ends_as_its_own_kill_with_its_output(how):
+    """Killing the sandbox's main process (the same user may) stops the container: the run ends as the
+    program's kill, never a platform fault, with what it wrote before; /output went with the
+    container, and the record says its list may be incomplete."""
+    if not attached():
+        pytest.skip("fresh sandboxes take their program by exec here")
+    code = (
+        "import os, signal, time\n"
+        "open('/output/before.txt', 'w').write('written before the kill')\n"
+        "print('killing', flush=True)\n"
+        f"{how}\n"
+        "time.sleep(5)\n"
+    )
+    run = execute(code, timeout_s=20)
+    assert (run.result.outcome, run.result.exit_code, run.result.signal) == (Outcome.EXITED, 137, 9)
+    assert run.stdout == b"killing\n"
+    assert (run.result.artifacts, run.result.artifacts_truncated) == ([], True)
+    assert run.wall_s < 5
+
+
+@pytest.mark.docker
 def test_a_program_that_kills_its_launcher_still_ends_with_its_output_and_files():
+    if attached():
+        pytest.skip("no launcher: the program's parent is the sandbox's main process")
     code = (
         "import os, signal\n"
         "open('/output/before.txt', 'w').write('written before the kill')\n"
@@ -160,6 +218,15 @@ def test_a_child_left_writing_after_the_program_exits_does_not_hold_the_run():
 
 
 @pytest.mark.docker
-def test_a_program_ended_by_a_signal_exits_128_plus_the_signal():
-    run = execute("import os, signal\nos.kill(os.getpid(), signal.SIGTERM)")
-    assert (run.result.outcome, run.result.exit_code, run.result.signal) == (Outcome.EXITED, 143, 15)
+@pytest.mark.parametrize(
+    ("code", "exit_code", "signal"),
+    [
+        ("pass", 0, None),
+        ("raise SystemExit(1)", 1, None),
+        ("import os, signal\nos.kill(os.getpid(), signal.SIGKILL)", 137, 9),
+        ("import os, signal\nos.kill(os.getpid(), signal.SIGTERM)", 143, 15),
+    ],
+)
+def test_a_program_ended_by_itself_or_a_signal_exits_with_its_status_or_128_plus_the_signal(code, exit_code, signal):
+    run = execute(code)
+    assert (run.result.outcome, run.result.exit_code, run.result.signal) == (Outcome.EXITED, exit_code, signal)
