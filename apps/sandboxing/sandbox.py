@@ -384,6 +384,12 @@ class Sandbox:
             self.close_exec(self.serving.stream)
             self.serving = None
 
+    def serve_idle(self) -> bool:
+        """Its serve exec is open and silent: the container still runs and nothing wrote to it since its
+        reset (checked locally: a container removed under it hangs the exec's connection up)."""
+        stream = self.serving.stream if self.serving is not None else None
+        return stream is not None and not stream.closed and not _readable(stream.raw, 0)
+
     def close_exec(self, stream: ExecStream) -> None:
         stream.close()
         if stream in self.streams:
