@@ -172,6 +172,9 @@ class _Handover:
     sandbox: Sandbox | None = None
     abandoned: bool = False  # its claim stopped waiting: the sandbox is removed, not kept
     kept_at: float = 0.0  # monotonic, when it was reset and kept
+    # Held to decide kept-or-abandoned: a claim that gives up as the reset ends must not leave a
+    # kept sandbox that nothing holds any more (it would outlive its expiry).
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 _handovers: dict[str, list[_Handover]] = {}  # owner -> its sandboxes being reset, oldest first
@@ -189,14 +192,16 @@ def park_in_background(sandbox: Sandbox, owner: str, key: str, reset_and_park: C
     def finish() -> None:
         parked = False
         try:
-            parked = reset_and_park(sandbox) and not handover.abandoned
+            parked = reset_and_park(sandbox)
         except Exception:
             log.exception("resetting sandbox %s failed", sandbox.container_id[:12])
+        with handover.lock:
+            parked = parked and not handover.abandoned
+            handover.sandbox = sandbox if parked else None
+            handover.kept_at = time.monotonic()
+            handover.done.set()
         if not parked:
             sandbox.remove()
-        handover.sandbox = sandbox if parked else None
-        handover.kept_at = time.monotonic()
-        handover.done.set()
 
     threading.Thread(target=finish, name=f"sandbox-reset-{sandbox.container_id[:12]}", daemon=True).start()
 
@@ -216,9 +221,9 @@ def _claim_handed_over(owner: str, profile: Profile, run_id: str, key: str) -> S
     handover = _take_handover(owner, key)
     if handover is None:
         return None
-    if not handover.done.wait(settings.SANDBOX_ENGINE_TIMEOUT_S):
-        handover.abandoned = True  # still resetting: removed once done (the run starts cold)
-        return None
+    handover.done.wait(settings.SANDBOX_ENGINE_TIMEOUT_S)
+    if _abandon_unless_done(handover):
+        return None  # still resetting: removed once done (the run starts cold)
     parked = handover.sandbox
     if parked is None:
         return None  # discarded: it did not verify clean
@@ -236,17 +241,26 @@ def _claim_handed_over(owner: str, profile: Profile, run_id: str, key: str) -> S
 
 
 def wait_for_handovers(owner: str, timeout_s: float, *, abandon: bool = True) -> None:
-    """Wait (up to ``timeout_s`` in all) for ``owner``'s resets in the background to park or discard.
+    """Wait (up to ``timeout_s`` in all) for ``owner``'s resets in the background to keep or discard.
     With ``abandon`` (a drain) nothing will claim them through this process any more: one still
-    resetting is removed rather than parked, and the serve execs are closed."""
+    resetting is removed once its reset ends, and the kept ones are removed now."""
     deadline = time.monotonic() + timeout_s
     with _handovers_lock:
         pending = list(_handovers.pop(owner, []) if abandon else _handovers.get(owner, []))
     for handover in pending:
-        handover.abandoned = handover.abandoned or abandon
         handover.done.wait(max(0.0, deadline - time.monotonic()))
-        if abandon and handover.sandbox is not None:
+        if abandon and not _abandon_unless_done(handover) and handover.sandbox is not None:
             handover.sandbox.remove()
+
+
+def _abandon_unless_done(handover: _Handover) -> bool:
+    """Mark a handover whose reset has not ended as abandoned (its thread removes the sandbox); False
+    when the reset had ended (its sandbox, if kept, is the caller's to take or remove)."""
+    with handover.lock:
+        if handover.done.is_set():
+            return False
+        handover.abandoned = True
+        return True
 
 
 def expire_kept(owner: str, idle_for_s: float) -> list[str]:
