@@ -378,6 +378,9 @@ class EvaluationRun:
             refused = self._store_artifacts(result.artifacts)
             notice = artifacts_notice(result.artifacts_skipped_names, refused, result.artifacts_truncated)
             chunk = self._store_notice(notice) if notice else None
+            if self.verdicts is not None:
+                # Whether every test passed is written by the terminal transition itself.
+                fields = {**fields, "passed": all(v.passed for v in self.verdicts)}
             ended = self.evaluation.finish(status, reason=reason, attempt=self.attempt, **fields)
             if ended and self.verdicts is not None:
                 self._store_verdicts()
@@ -413,8 +416,6 @@ class EvaluationRun:
             )
             for v in verdicts
         )
-        Evaluation.objects.filter(pk=self.evaluation.pk).update(passed=all(v.passed for v in verdicts))
-        self.evaluation.passed = all(v.passed for v in verdicts)
 
     def _store_artifacts(self, artifacts) -> int:
         """Store each artifact in its own savepoint; returns how many the database refused.
