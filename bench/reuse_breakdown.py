@@ -32,6 +32,7 @@ from bench.timing import time_calls  # noqa: E402
 from tests.stack import django_setup  # noqa: E402
 
 SPENT: dict[str, float] = {}  # label -> seconds in this sample
+ENGINE_CALLS = [0]  # HTTP requests to the Docker engine's API so far (any thread; not the attached streams)
 WORKER = f"bench-reuse-{uuid.uuid4().hex[:6]}"
 
 # What is timed (inclusive, summed per sample).
@@ -117,6 +118,16 @@ def make_samples(owner, problems: dict, count: int):
 
 def wrap_all(spent: dict[str, float]) -> None:
     time_calls(TIMED, spent, apart_threads=True)
+    import requests
+
+    send = requests.Session.send
+
+    def counted(self, request, **kwargs):
+        if request.url.startswith(("http+docker://", "http+unix://")):
+            ENGINE_CALLS[0] += 1
+        return send(self, request, **kwargs)
+
+    requests.Session.send = counted
 
 
 def run_runtime(runtime: str, samples: int, problems: dict, foreground: bool, profile: str = "") -> None:
@@ -139,6 +150,7 @@ def run_runtime(runtime: str, samples: int, problems: dict, foreground: bool, pr
     for i, row in enumerate(rows):
         if i == 1:
             cpu_before, self_before = engine_cpu_s(), resource.getrusage(resource.RUSAGE_SELF)
+            calls_before = ENGINE_CALLS[0]
             if profiler is not None:
                 profiler.enable()
         spent.clear()
@@ -155,6 +167,7 @@ def run_runtime(runtime: str, samples: int, problems: dict, foreground: bool, pr
         profiler.disable()
         profiler.dump_stats(f"{profile}.{runtime}")
     cpu_after, self_after = engine_cpu_s(), resource.getrusage(resource.RUSAGE_SELF)
+    calls = (ENGINE_CALLS[0] - calls_before) / samples
     mine = self_after.ru_utime + self_after.ru_stime - self_before.ru_utime - self_before.ru_stime
     engine_cpu = ", ".join(f"{k} {(cpu_after[k] - cpu_before.get(k, 0)) / samples * 1000:.1f} ms" for k in cpu_after)
     print(
@@ -169,6 +182,7 @@ def run_runtime(runtime: str, samples: int, problems: dict, foreground: bool, pr
     load = " ".join(f"{x:.1f}" for x in os.getloadavg())
     print(f"-- {runtime}, {how}: a reused HumanEval sample through running.run, median of {samples} (load {load})")
     print(f"   whole sample                       {statistics.median(walls) * 1000:7.1f} ms")
+    print(f"   engine API requests per sample     {calls:7.1f}")
     for label, values in sorted(per_step.items(), key=lambda kv: -statistics.median(kv[1])):
         calls = len(values)
         print(f"   {label:<36}{statistics.median(values) * 1000:7.1f} ms  ({calls} samples)")

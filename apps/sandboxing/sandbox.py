@@ -413,6 +413,17 @@ class Sandbox:
         except Exception:
             return {}
 
+    def container_gone(self) -> bool:
+        """The engine says the container is no longer running (removed or stopped under its run); False
+        when the engine cannot say."""
+        try:
+            state = self.api.inspect_container(self.container_id).get("State") or {}
+        except docker.errors.NotFound:
+            return True
+        except Exception:
+            return False
+        return not state.get("Running", False)
+
     # --- resources ---------------------------------------------------------------------------
     def set_memory(self, memory_mb: int) -> None:
         """Narrow (or widen again) the memory the next program gets, up to what the sandbox was created

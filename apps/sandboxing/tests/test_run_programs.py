@@ -9,7 +9,7 @@ import uuid
 import pytest
 
 from apps.sandboxing import catalog, containers, engine, pool, runner
-from apps.sandboxing.outcomes import Command, Outcome, RunRequest
+from apps.sandboxing.outcomes import Command, Failure, Outcome, RunRequest
 from apps.sandboxing.policy import runtime_for
 from apps.sandboxing.pool import remove_pools_of
 from apps.sandboxing.runner import Program, Reuse, run_programs
@@ -237,27 +237,40 @@ def test_a_batch_never_renames_the_sandbox_it_hands_from_sample_to_sample(reuse_
     assert run_id.startswith("kept-")
 
 
-def test_a_kept_sandbox_nobody_claims_expires_and_a_drain_removes_what_is_kept(reuse_in_background):
+def test_a_kept_sandbox_nobody_claims_expires_and_a_drain_removes_what_is_kept(reuse_in_background, settings):
     owner = reuse_in_background.owner
     run_reusing(reuse_in_background, [Program(b"print(1)")])
     pool.wait_for_handovers(owner, 60, abandon=False)
-    assert pool.expire_kept(owner, idle_for_s=60) == []  # kept for a minute: not yet
-    (expired,) = pool.expire_kept(owner, idle_for_s=0)
-    assert pool.kept(owner) == [] and expired not in {cid for cid, _ in containers.list_instance_containers()}
+    (kept,) = pool.kept(owner)
+    settings.SANDBOX_REUSE_IDLE_S = 60
+    pool.WarmPool(owner, 0, lambda: []).refill_once()  # what the worker's pool thread does each second
+    assert pool.kept(owner) == [kept]  # kept for a minute: not yet
+    settings.SANDBOX_REUSE_IDLE_S = 0.001
+    pool.WarmPool(owner, 0, lambda: []).refill_once()
+    assert pool.kept(owner) == [] and kept not in {cid for cid, _ in containers.list_instance_containers()}
     run_reusing(reuse_in_background, [Program(b"print(2)")])
     assert len(pool.kept(owner)) == 1
     pool.WarmPool(owner, 0, lambda: []).drain()
     assert pool.kept(owner) == []
 
 
-def test_a_kept_sandbox_removed_under_its_worker_gives_the_next_sample_a_fresh_one(reuse_in_background):
+def test_a_kept_sandbox_removed_under_its_worker_is_never_a_launcher_failure_and_is_not_used_again(
+    reuse_in_background,
+):
     owner = reuse_in_background.owner
     run_reusing(reuse_in_background, [Program(b"print(1)")])
     pool.wait_for_handovers(owner, 60, abandon=False)
     (removed,) = pool.remove_kept(owner)  # as the reconciler does once it takes the worker for gone
     results, seen = run_reusing(reuse_in_background, [Program(b"print('fresh')")])
-    assert results[0].outcome == Outcome.EXITED and results[0].warm is False and seen == b"fresh\n"
-    assert pool.kept(owner) != [removed]
+    result = results[0]
+    # Its worker saw the hang-up (a fresh sandbox), or the engine's removal won the race: a platform
+    # fault the evaluation runs again (a transient failure), never the program's or the launcher's.
+    assert (result.outcome, result.warm, seen) == (Outcome.EXITED, False, b"fresh\n") or (
+        result.outcome == Outcome.ERROR and result.failure == Failure.ENGINE_FAULT and result.failure.transient
+    ), (result.outcome, result.failure, result.error)
+    again, seen = run_reusing(reuse_in_background, [Program(b"print('again')")])
+    assert again[0].outcome == Outcome.EXITED and seen == b"again\n"
+    assert removed not in pool.kept(owner)
 
 
 def claim_handed_over(reuse, request):
