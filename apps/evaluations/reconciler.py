@@ -5,7 +5,9 @@
 - ``running`` rows whose worker stopped heart-beating (no heartbeat for ``WORKER_LOST_AFTER_S``) are
   run again once, or end as ``error`` (``worker_lost``) after ``EVALUATION_MAX_ATTEMPTS`` claims (see
   ``retries.retry_or_fail``); their container is removed first;
-- containers of this installation that belong to no running evaluation are removed;
+- containers of this installation that belong to no running evaluation are removed (a batch's sandbox
+  a worker keeps for its next sample belongs to that worker, not to a run: it goes with the worker's
+  pool once the worker is gone, or with its lost run, unless the worker still has a live run);
 - runtime image builds whose builder died are handed back, lost build jobs enqueued again, and
   runs that wait for a build that ended are released or ended (``builds.reconcile``);
 - completion callbacks whose scheduling or attempt was lost (a process died, Redis lost its data) are
@@ -90,6 +92,7 @@ def end_lost_runs() -> list[str]:
     for evaluation in Evaluation.objects.filter(status=Status.RUNNING, heartbeat_at__lt=cutoff):
         stale_for = (timezone.now() - evaluation.heartbeat_at).total_seconds()
         _remove_lost_run_containers(evaluation)
+        _remove_kept_of_lost_worker(evaluation.worker)
         decision = retries.retry_or_fail(evaluation, Reason.WORKER_LOST, "worker_lost", by="reconciler")
         if decision is None:
             continue
@@ -126,6 +129,18 @@ def _remove_lost_run_containers(evaluation: Evaluation) -> None:
         log.warning("could not remove the container of lost run %s", evaluation.pk, exc_info=True)
 
 
+def _remove_kept_of_lost_worker(worker: str) -> None:
+    """The sandboxes ``worker`` kept for its batches (``pool.kept``): its run was lost, and unless it has
+    another live run (which may be using one) it is taken for gone."""
+    if not worker or _has_live_run(worker):
+        return
+    try:
+        for container_id in pool.remove_kept(worker):
+            audit.record("reconciler.remove_pool_container", target=worker, container=container_id[:12])
+    except Exception:
+        log.warning("could not remove the kept sandboxes of lost worker %s", worker, exc_info=True)
+
+
 def remove_orphan_containers() -> list[str]:
     """Remove containers with no running evaluation; one the engine cannot remove does not stop the rest."""
     removed = []
@@ -147,11 +162,12 @@ def remove_dead_workers_pools() -> list[str]:
 
     A worker counts as gone when Redis does not list it, which is also what a flushed Redis says of
     a worker that still runs: a sandbox claimed by a run that is still running is left to that run
-    (if its worker is in fact gone, ``end_lost_runs`` removes the run's containers)."""
+    (if its worker is in fact gone, ``end_lost_runs`` removes the run's containers); so are the
+    sandboxes it keeps for its batches while it has a live run (which may be using one)."""
     alive = {worker.name for worker in Worker.all(connection=django_rq.get_connection("default"))}
     removed = []
     for owner in pool.pool_owners() - alive:
-        for container_id in pool.remove_pools_of(owner, spare=_still_running):
+        for container_id in pool.remove_pools_of(owner, spare=_still_running, busy=_has_live_run(owner)):
             removed.append(container_id)
             audit.record("reconciler.remove_pool_container", target=owner, container=container_id[:12])
     return removed
@@ -159,6 +175,12 @@ def remove_dead_workers_pools() -> list[str]:
 
 def _still_running(run_id: str) -> bool:
     return _is_uuid(run_id) and Evaluation.objects.filter(pk=run_id, status=Status.RUNNING).exists()
+
+
+def _has_live_run(worker: str) -> bool:
+    """``worker`` runs an evaluation whose heartbeat is fresh (its run is not lost)."""
+    cutoff = timezone.now() - timedelta(seconds=settings.WORKER_LOST_AFTER_S)
+    return Evaluation.objects.filter(status=Status.RUNNING, worker=worker, heartbeat_at__gte=cutoff).exists()
 
 
 def _is_uuid(value: str) -> bool:

@@ -158,6 +158,7 @@ class EvaluationRun:
         self.controller: Controller | None = None
         self.request: runner.RunRequest | None = None
         self.started = 0.0  # monotonic, when execute began (for the sandbox start time)
+        self.runtime: Runtime | None = None  # the run's runtime row, once read (``await_runtime``)
         self.disposition: RunDisposition | None = None
         self.verdicts: list[testing.TestVerdict] | None = None  # with tests: one per test, at the end
         self._captures: list[testing.Capture] = []  # what each test's program wrote, to judge it
@@ -209,7 +210,7 @@ class EvaluationRun:
         evaluation = self.evaluation
         if evaluation.status != Status.QUEUED or not settings.RUNTIME_BUILD_ON_DEMAND:
             return None
-        runtime = Runtime.objects.filter(name=evaluation.language).first()
+        runtime = self.runtime = Runtime.objects.filter(name=evaluation.language).first()
         if runtime is None or builds.definition_for(runtime) is None or image.find_image(runtime.image) is not None:
             return None
         known = builds.build_of(runtime)
@@ -230,7 +231,8 @@ class EvaluationRun:
             return self._end_before_start(
                 "sandbox unavailable: the sandbox self-check failed (logged for the operators)"
             )
-        runtime = Runtime.objects.filter(name=self.evaluation.language).first()
+        # Read a moment ago by ``await_runtime`` (when runtimes build on demand): not read twice.
+        runtime = self.runtime or Runtime.objects.filter(name=self.evaluation.language).first()
         if runtime is None:
             return self._end_before_start(f"runtime {self.evaluation.language!r} no longer exists")
         if self.attempt > 1:
@@ -376,6 +378,9 @@ class EvaluationRun:
             refused = self._store_artifacts(result.artifacts)
             notice = artifacts_notice(result.artifacts_skipped_names, refused, result.artifacts_truncated)
             chunk = self._store_notice(notice) if notice else None
+            if self.verdicts is not None:
+                # Whether every test passed is written by the terminal transition itself.
+                fields = {**fields, "passed": all(v.passed for v in self.verdicts)}
             ended = self.evaluation.finish(status, reason=reason, attempt=self.attempt, **fields)
             if ended and self.verdicts is not None:
                 self._store_verdicts()
@@ -411,8 +416,6 @@ class EvaluationRun:
             )
             for v in verdicts
         )
-        Evaluation.objects.filter(pk=self.evaluation.pk).update(passed=all(v.passed for v in verdicts))
-        self.evaluation.passed = all(v.passed for v in verdicts)
 
     def _store_artifacts(self, artifacts) -> int:
         """Store each artifact in its own savepoint; returns how many the database refused.

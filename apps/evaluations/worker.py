@@ -118,13 +118,14 @@ class CrucibleWorker(Worker):
         self.remover.start()
         removal.install(self.remover)
 
-    def publish_engine_report(self) -> None:
-        """Put the engine's latest report beside this worker's heartbeat in Redis (never raises)."""
+    def publish_engine_report(self, pipeline=None) -> None:
+        """Put the engine's latest report beside this worker's heartbeat in Redis (never raises; in
+        ``pipeline``, when given, which its caller executes)."""
         report = self.engine_watch.latest if self.engine_watch is not None else None
         if report is None:
             return
         try:
-            self.connection.hset(self.key, ENGINE_FIELD, json.dumps(report.as_dict()))
+            (pipeline or self.connection).hset(self.key, ENGINE_FIELD, json.dumps(report.as_dict()))
         except Exception:
             log.warning("worker %s: could not publish its engine report", self.name, exc_info=True)
 
@@ -136,10 +137,20 @@ class CrucibleWorker(Worker):
     # ``worker_ttl - 15`` s (``manage.py crucible_worker`` sets ``WORKER_REGISTRATION_TTL_S``).
 
     def heartbeat(self, timeout=None, pipeline=None):
-        super().heartbeat(timeout, pipeline)
-        if pipeline is None:
-            self.register_again_if_forgotten()
-            self.publish_engine_report()
+        if pipeline is not None:
+            super().heartbeat(timeout, pipeline)
+            return
+        # RQ beats on its own three times a job (before and after the dequeue, after the job): its
+        # three commands, the registration check and the engine report go in one round trip.
+        with self.connection.pipeline(transaction=False) as batch:
+            super().heartbeat(timeout, batch)
+            asked = len(batch)
+            self._ask_if_forgotten(batch)
+            self.publish_engine_report(batch)
+            answers = batch.execute()
+        listed, whole = answers[asked : asked + 2]
+        if not (listed and whole):
+            self.register_again()
 
     def maintain_heartbeats(self, job, execution):
         super().maintain_heartbeats(job, execution)
@@ -149,17 +160,31 @@ class CrucibleWorker(Worker):
     def register_again_if_forgotten(self) -> bool:
         """Register this worker again when Redis no longer lists it; True when it had to."""
         try:
-            listed = self.connection.sismember(worker_registration.REDIS_WORKER_KEYS, self.key)
-            whole = self.connection.hexists(self.key, "birth")
-            if listed and whole:
-                return False
+            with self.connection.pipeline(transaction=False) as pipeline:
+                self._ask_if_forgotten(pipeline)
+                listed, whole = pipeline.execute()
+        except Exception:
+            log.warning("worker %s: could not check its registration", self.name, exc_info=True)
+            return False
+        if listed and whole:
+            return False
+        return self.register_again()
+
+    def _ask_if_forgotten(self, pipeline) -> None:
+        """Queue the two questions whose answers say Redis still has this worker: listed, and whole."""
+        pipeline.sismember(worker_registration.REDIS_WORKER_KEYS, self.key)
+        pipeline.hexists(self.key, "birth")
+
+    def register_again(self) -> bool:
+        """Register this worker as at its birth (Redis forgot it); True when that was written."""
+        try:
             with self.connection.pipeline() as pipeline:
                 pipeline.hset(self.key, mapping=self.serialize())
                 worker_registration.register(self, pipeline)
                 pipeline.expire(self.key, self.worker_ttl + 60)
                 pipeline.execute()
         except Exception:
-            log.warning("worker %s: could not check its registration", self.name, exc_info=True)
+            log.warning("worker %s: could not register again", self.name, exc_info=True)
             return False
         log.warning("worker %s: Redis had forgotten it (restarted or flushed); registered again", self.name)
         return True

@@ -101,7 +101,8 @@ def _sandbox_counts() -> tuple[int, int]:
     for container in found:
         labels = container.get("Labels") or {}
         names = container.get("Names") or []
-        # A pool sandbox a run claimed is renamed crucible-<run id>: it counts as running then.
+        # A pool sandbox a run claimed is renamed crucible-<run id>, a batch's sandbox kept in a worker
+        # process is named crucible-kept-...: either counts as running.
         if LABEL_POOL in labels and any(name.startswith(POOL_NAME_PREFIX) for name in names):
             idle += 1
         else:

@@ -561,6 +561,14 @@ class Execution:
     def conclude(self, started_at: datetime, finished_at: datetime, duration_s: float, baseline_cpu: int) -> RunResult:
         sandbox = self.sandbox
         if not self.output.program_started and self.ended_by is None:
+            if self.exit_code is None and sandbox.container_gone():
+                # No launcher's fault: its container went under it (e.g. a batch's kept sandbox the
+                # reconciler removed as it was handed over). The program never started: run it again.
+                return RunResult.failed(
+                    Failure.ENGINE_FAULT,
+                    "runner failure: the sandbox's container was removed under the run",
+                    image_id=sandbox.image_id,
+                )
             detail = f"the launcher failed in the sandbox (exit {self.exit_code}): {self.output.launcher_complaint()}"
             return RunResult.failed(Failure.LAUNCHER, detail, image_id=sandbox.image_id)
         reading = sandbox.read_counters()

@@ -14,6 +14,12 @@ sends its one program to it over attach; several programs (``runner.run_programs
 the main process waiting on its stdin as the idle one would. ``WarmPool`` refills
 in a thread of the worker's main process and ``drain`` removes what is idle; the reconciler removes
 the pool containers of a worker that is gone (``remove_pools_of``), claimed or not.
+
+A batch's sandbox reset and handed over within one worker process (``park_in_background``) is never
+renamed: it is named ``crucible-kept-<owner>-<n>`` from its start (``create_reusable`` with
+``kept``), belongs to no run by its name, and is removed by that process (its run's end unless it is
+handed over, ``expire_kept``, a drain), or by the reconciler once its worker has no live run
+(``remove_pools_of``, ``remove_kept``).
 """
 
 from __future__ import annotations
@@ -38,12 +44,21 @@ log = logging.getLogger(__name__)
 
 REFILL_EVERY_S = 0.25
 PARKED = "r"  # a parked sandbox's name: <idle prefix>r<unix time parked>-<hex>
+KEPT_PREFIX = "crucible-kept-"  # a sandbox handed over within a process: crucible-kept-<owner>-<hex>
 FAILURE_PAUSE_S = 5.0  # after the engine refused a pool sandbox: do not hammer it
 EXPIRE_EVERY_S = 1.0  # without a pool to refill, only parked sandboxes to expire
 
 
 def _idle_prefix(owner: str) -> str:
-    return f"crucible-pool-{re.sub(r'[^A-Za-z0-9_.-]', '-', owner)}-"
+    return f"crucible-pool-{_safe(owner)}-"
+
+
+def _kept_prefix(owner: str) -> str:
+    return f"{KEPT_PREFIX}{_safe(owner)}-"
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "-", name)
 
 
 def _pool_containers(owner: str, profile_key: str | None = None) -> list[dict]:
@@ -111,16 +126,17 @@ def claim(owner: str, profile: Profile, run_id: str, key: str | None = None) -> 
 
 def reuse_key(profile: Profile, group: str) -> str:
     """The profile label of sandboxes reused within ``group`` (a batch): never claimed by another."""
-    return f"{profile.key}.reuse-{re.sub(r'[^A-Za-z0-9_.-]', '-', group)}"
+    return f"{profile.key}.reuse-{_safe(group)}"
 
 
-def create_reusable(owner: str, profile: Profile, run_id: str, group: str) -> Sandbox:
+def create_reusable(owner: str, profile: Profile, run_id: str, group: str, *, kept: bool = False) -> Sandbox:
     """A new sandbox for ``run_id`` that may later be parked for ``group`` (labelled as ``owner``'s pool,
-    so the reconciler removes it with the pool of a worker that is gone)."""
+    so the reconciler removes it with the pool of a worker that is gone). ``kept``: one this process
+    hands over to its next sample without renaming it (``park_in_background``), named as kept."""
     return Sandbox.create(
         profile,
         run_id=f"pool-{uuid.uuid4().hex[:12]}",
-        name=f"crucible-{run_id}",
+        name=f"{_kept_prefix(owner)}{uuid.uuid4().hex[:12]}" if kept else f"crucible-{run_id}",
         labels={LABEL_POOL: owner, LABEL_PROFILE: reuse_key(profile, group)},
     )
 
@@ -140,18 +156,28 @@ def park(sandbox: Sandbox, owner: str) -> bool:
 # --- Reset in the background, handed to this process's next claim of the same key ------------------
 # A worker that runs its jobs in its own process resets a batch's sandbox while it records the sample
 # and takes its next job, instead of before; the next claim of that batch waits for the reset. The
-# sandbox is parked (claimable) only once the reset verified it clean, exactly as ``park`` after a
-# reset in the foreground: what each sample finds is the same, only the waiting moves.
+# sandbox is handed over only once the reset verified it clean, exactly as ``park`` after a reset in
+# the foreground: what each sample finds is the same, only the waiting moves.
+#
+# It is not renamed (two engine round trips a sample): it stays ``crucible-kept-...``, which no other
+# claim lists (``_unclaimed``) and the reconciler's orphan sweep leaves alone (its name names no run).
+# This process alone holds it: one claim takes it out of ``_handovers`` under the lock, or
+# ``expire_kept`` or a drain does and removes it. Its worker gone, the reconciler removes it
+# (``remove_pools_of``, ``remove_kept``) once that worker has no live run that could be using it.
 
 
 @dataclass
 class _Handover:
-    """One sandbox being reset for ``key``: ``sandbox`` once parked (None: discarded), ``done`` then set."""
+    """One sandbox being reset for ``key``: ``sandbox`` once kept (None: discarded), ``done`` then set."""
 
     key: str
     done: threading.Event = field(default_factory=threading.Event)
     sandbox: Sandbox | None = None
-    abandoned: bool = False  # its claim stopped waiting: the sandbox is removed, not parked
+    abandoned: bool = False  # its claim stopped waiting: the sandbox is removed, not kept
+    kept_at: float = 0.0  # monotonic, when it was reset and kept
+    # Held to decide kept-or-abandoned: a claim that gives up as the reset ends must not leave a
+    # kept sandbox that nothing holds any more (it would outlive its expiry).
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 _handovers: dict[str, list[_Handover]] = {}  # owner -> its sandboxes being reset, oldest first
@@ -159,8 +185,9 @@ _handovers_lock = threading.Lock()
 
 
 def park_in_background(sandbox: Sandbox, owner: str, key: str, reset_and_park: Callable[[Sandbox], bool]) -> None:
-    """Run ``reset_and_park(sandbox)`` (True: reset verified clean and parked) in a thread; a sandbox it
-    does not park is removed there. ``claim`` of ``key`` in this process waits for it."""
+    """Run ``reset_and_park(sandbox)`` (True: reset verified clean) in a thread; a sandbox that did not
+    verify clean is removed there. ``claim`` of ``key`` in this process waits for it and takes it as it
+    is (a kept sandbox, ``create_reusable``), not renamed."""
     handover = _Handover(key)
     with _handovers_lock:
         _handovers.setdefault(owner, []).append(handover)
@@ -168,13 +195,16 @@ def park_in_background(sandbox: Sandbox, owner: str, key: str, reset_and_park: C
     def finish() -> None:
         parked = False
         try:
-            parked = reset_and_park(sandbox) and not handover.abandoned
+            parked = reset_and_park(sandbox)
         except Exception:
             log.exception("resetting sandbox %s failed", sandbox.container_id[:12])
+        with handover.lock:
+            parked = parked and not handover.abandoned
+            handover.sandbox = sandbox if parked else None
+            handover.kept_at = time.monotonic()
+            handover.done.set()
         if not parked:
             sandbox.remove()
-        handover.sandbox = sandbox if parked else None
-        handover.done.set()
 
     threading.Thread(target=finish, name=f"sandbox-reset-{sandbox.container_id[:12]}", daemon=True).start()
 
@@ -190,21 +220,22 @@ def _take_handover(owner: str, key: str) -> _Handover | None:
 
 
 def _claim_handed_over(owner: str, profile: Profile, run_id: str, key: str) -> Sandbox | None:
-    """The sandbox this process reset in the background for ``key``, once parked, named for ``run_id``."""
+    """The sandbox this process reset in the background for ``key``, once kept, for ``run_id``."""
     handover = _take_handover(owner, key)
     if handover is None:
         return None
-    if not handover.done.wait(settings.SANDBOX_ENGINE_TIMEOUT_S):
-        handover.abandoned = True  # still resetting: removed once done (the run starts cold)
-        return None
+    handover.done.wait(settings.SANDBOX_ENGINE_TIMEOUT_S)
+    if _abandon_unless_done(handover):
+        return None  # still resetting: removed once done (the run starts cold)
     parked = handover.sandbox
     if parked is None:
         return None  # discarded: it did not verify clean
-    try:
-        engine.client().api.rename(parked.container_id, f"crucible-{run_id}")
-    except docker.errors.APIError:
-        parked.stop_serving()
-        return None  # taken a moment ago (expired, or removed by a drain)
+    if not parked.serve_idle():
+        # Its container was removed under it (the reconciler took its worker for dead) or something
+        # wrote to its serve exec since the reset: any doubt, a new sandbox.
+        log.warning("a kept sandbox %s is not idle any more: removed", parked.container_id[:12])
+        parked.remove()
+        return None
     sandbox = Sandbox(parked.container_id, parked.image_id, profile, parked.created_at)
     sandbox.memory_mb = parked.memory_mb  # the cgroup keeps the last program's limit
     sandbox.serving, parked.serving = parked.serving, None
@@ -213,17 +244,57 @@ def _claim_handed_over(owner: str, profile: Profile, run_id: str, key: str) -> S
 
 
 def wait_for_handovers(owner: str, timeout_s: float, *, abandon: bool = True) -> None:
-    """Wait (up to ``timeout_s`` in all) for ``owner``'s resets in the background to park or discard.
+    """Wait (up to ``timeout_s`` in all) for ``owner``'s resets in the background to keep or discard.
     With ``abandon`` (a drain) nothing will claim them through this process any more: one still
-    resetting is removed rather than parked, and the serve execs are closed."""
+    resetting is removed once its reset ends, and the kept ones are removed now."""
     deadline = time.monotonic() + timeout_s
     with _handovers_lock:
         pending = list(_handovers.pop(owner, []) if abandon else _handovers.get(owner, []))
     for handover in pending:
-        handover.abandoned = handover.abandoned or abandon
         handover.done.wait(max(0.0, deadline - time.monotonic()))
-        if abandon and handover.sandbox is not None:
-            handover.sandbox.stop_serving()
+        if abandon and not _abandon_unless_done(handover) and handover.sandbox is not None:
+            handover.sandbox.remove()
+
+
+def _abandon_unless_done(handover: _Handover) -> bool:
+    """Mark a handover whose reset has not ended as abandoned (its thread removes the sandbox); False
+    when the reset had ended (its sandbox, if kept, is the caller's to take or remove)."""
+    with handover.lock:
+        if handover.done.is_set():
+            return False
+        handover.abandoned = True
+        return True
+
+
+def expire_kept(owner: str, idle_for_s: float) -> list[str]:
+    """Remove the sandboxes this process kept for ``owner`` that no claim took within ``idle_for_s``."""
+    now = time.monotonic()
+    with _handovers_lock:
+        pending = _handovers.get(owner, [])
+        expired = [h for h in pending if h.done.is_set() and now - h.kept_at >= idle_for_s]
+        for handover in expired:
+            pending.remove(handover)
+    removed = []
+    for handover in expired:
+        if handover.sandbox is not None:
+            handover.sandbox.remove()
+            removed.append(handover.sandbox.container_id)
+    return removed
+
+
+def kept(owner: str) -> list[str]:
+    """Ids of ``owner``'s kept sandboxes (``create_reusable`` with ``kept``), in use or waiting."""
+    prefix = "/" + _kept_prefix(owner)
+    return [c["Id"] for c in _pool_containers(owner) if any(name.startswith(prefix) for name in c.get("Names") or [])]
+
+
+def remove_kept(owner: str) -> list[str]:
+    """Remove ``owner``'s kept sandboxes (its worker is gone and has no live run that could use one)."""
+    removed = []
+    for container_id in kept(owner):
+        containers.remove(container_id)
+        removed.append(container_id)
+    return removed
 
 
 def expire_parked(owner: str, idle_for_s: float) -> list[str]:
@@ -241,14 +312,20 @@ def expire_parked(owner: str, idle_for_s: float) -> list[str]:
     return removed
 
 
-def remove_pools_of(owner: str, spare: Callable[[str], bool] = lambda _run_id: False) -> list[str]:
+def remove_pools_of(
+    owner: str, spare: Callable[[str], bool] = lambda _run_id: False, *, busy: bool = False
+) -> list[str]:
     """Remove every container of ``owner``'s pool (its worker is gone), idle or claimed, but those
     claimed by a run for which ``spare(run_id)`` says the run still has them (the run ends with its
-    container; if its worker really is gone, the reconciler removes a lost run's containers)."""
+    container; if its worker really is gone, the reconciler removes a lost run's containers), and,
+    when ``busy`` (``owner`` has a live run), its kept sandboxes: that run may be using one."""
     removed = []
+    kept_prefix = "/" + _kept_prefix(owner)
     for found in _pool_containers(owner):
+        if busy and any(name.startswith(kept_prefix) for name in found.get("Names") or []):
+            continue
         run_id = containers.run_of(found)
-        if not run_id.startswith("pool-") and spare(run_id):
+        if not run_id.startswith("pool-") and not run_id.startswith("kept-") and spare(run_id):
             continue
         containers.remove(found["Id"])
         removed.append(found["Id"])
@@ -321,6 +398,7 @@ class WarmPool:
         parked ones left unclaimed for ``SANDBOX_REUSE_IDLE_S`` are removed first."""
         remove_dead(self.owner)
         expire_parked(self.owner, settings.SANDBOX_REUSE_IDLE_S)
+        expire_kept(self.owner, settings.SANDBOX_REUSE_IDLE_S)
         started = 0
         for profile in self.profiles():
             missing = self.size - len(idle(self.owner, profile.key))

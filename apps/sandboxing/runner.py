@@ -203,7 +203,8 @@ def _parked(sandbox: Sandbox, reuse: Reuse | None, results: list[RunResult]) -> 
         if problem:
             log.warning("sandbox %s not reused: %s", sandbox.container_id[:12], problem)
             return False
-        return pool.park(sandbox, reuse.owner)
+        # Kept in this process (``pool.park_in_background``): not renamed, the next claim takes it as is.
+        return reuse.background or pool.park(sandbox, reuse.owner)
 
     if reuse.background:
         key = pool.reuse_key(sandbox.profile, reuse.group)
@@ -230,7 +231,8 @@ def _sandbox_for(
         sandbox = pool.claim(reuse.owner, profile, request.run_id, key=key) if first else None
         if sandbox is not None:
             return sandbox, True
-        return pool.create_reusable(reuse.owner, profile, request.run_id, reuse.group), False
+        sandbox = pool.create_reusable(reuse.owner, profile, request.run_id, reuse.group, kept=reuse.background)
+        return sandbox, False
     sandbox = pool.claim(pool_owner, profile, request.run_id) if pool_owner else None
     if sandbox is not None:
         return sandbox, True

@@ -440,6 +440,12 @@ class Sandbox:
             self.close_exec(self.serving.stream)
             self.serving = None
 
+    def serve_idle(self) -> bool:
+        """Its serve exec is open and silent: the container still runs and nothing wrote to it since its
+        reset (checked locally: a container removed under it hangs the exec's connection up)."""
+        stream = self.serving.stream if self.serving is not None else None
+        return stream is not None and not stream.closed and not _readable(stream.raw, 0)
+
     def close_exec(self, stream: ExecStream) -> None:
         stream.close()
         if stream in self.streams:
@@ -462,6 +468,17 @@ class Sandbox:
             return self.api.inspect_container(self.container_id).get("State") or {}
         except Exception:
             return {}
+
+    def container_gone(self) -> bool:
+        """The engine says the container is no longer running (removed or stopped under its run); False
+        when the engine cannot say."""
+        try:
+            state = self.api.inspect_container(self.container_id).get("State") or {}
+        except docker.errors.NotFound:
+            return True
+        except Exception:
+            return False
+        return not state.get("Running", False)
 
     # --- resources ---------------------------------------------------------------------------
     def set_memory(self, memory_mb: int) -> None:

@@ -15,8 +15,10 @@ from apps.audit.models import AuditEvent
 from apps.evaluations import reconciler, running, services
 from apps.evaluations.models import Reason, Status
 from apps.evaluations.tests.factories import add_chunk, make_evaluation
-from apps.sandboxing import containers, engine, pool, removal
-from apps.sandboxing.policy import Limits, Profile
+from apps.sandboxing import containers, engine, pool, removal, runner
+from apps.sandboxing.outcomes import Outcome, RunRequest
+from apps.sandboxing.policy import Limits, Profile, runtime_for
+from apps.sandboxing.tests.conftest import small_limits
 
 pytestmark = pytest.mark.django_db
 
@@ -204,3 +206,63 @@ def test_a_sandbox_whose_worker_died_before_removing_it_behind_the_run_is_remove
         removal.install(None)
         held.release()
         remover.drain()
+
+
+def _sample_in_a_kept_sandbox(worker: str, batch: str, run_id: str) -> None:
+    """A sample of ``batch`` run as ``worker``'s process runs it: its sandbox reset and kept in the background."""
+    request = RunRequest(run_id=run_id, runtime=runtime_for("python"), code=b"", stdin=b"", limits=small_limits())
+    reuse = runner.Reuse(owner=worker, group=batch, background=True)
+    results = runner.run_programs(
+        request, [runner.Program(b"print(1)")], on_output=lambda s, d: None, control=lambda: None, reuse=reuse
+    )
+    assert results[0].outcome == Outcome.EXITED
+
+
+@pytest.mark.docker
+def test_the_sandbox_a_worker_hands_to_bobs_next_sample_is_never_swept_while_bob_runs(alice, bob):
+    """Alice's sample ended (her run is over); the worker hands its sandbox to Bob's running sample of
+    the same batch without renaming it. Redis forgot the worker: the reconciler still leaves it."""
+    forgotten = f"forgotten-{uuid.uuid4().hex[:8]}"
+    batch = str(uuid.uuid4())
+    alices = make_evaluation(alice, status=Status.SUCCEEDED, worker=forgotten)
+    bobs = make_evaluation(bob, status=Status.RUNNING, worker=forgotten, heartbeat_at=timezone.now())
+    try:
+        _sample_in_a_kept_sandbox(forgotten, batch, str(alices.pk))
+        pool.wait_for_handovers(forgotten, 60, abandon=False)
+        (kept,) = pool.kept(forgotten)
+        profile = runner.profile_for(
+            RunRequest(run_id=str(bobs.pk), runtime=runtime_for("python"), code=b"", stdin=b"", limits=small_limits())
+        )
+        handed = pool.claim(forgotten, profile, str(bobs.pk), key=pool.reuse_key(profile, batch))
+        assert handed.container_id == kept
+        result = reconciler.reconcile()
+        assert kept not in result["orphans_removed"] + result["pools_removed"]
+        assert engine.client().api.inspect_container(kept)["State"]["Running"]
+        # Bob's run over, the worker has no live run left: its kept sandbox goes with its pool.
+        bobs.status = Status.SUCCEEDED
+        bobs.save(update_fields=["status"])
+        assert reconciler.remove_dead_workers_pools() == [kept]
+    finally:
+        pool.wait_for_handovers(forgotten, 60)
+        pool.remove_pools_of(forgotten)
+
+
+@pytest.mark.docker
+def test_a_lost_runs_worker_loses_the_sandboxes_it_kept_unless_it_still_runs_something(alice, bob):
+    lost_worker, busy_worker = f"lost-{uuid.uuid4().hex[:8]}", f"busy-{uuid.uuid4().hex[:8]}"
+    stale = timezone.now() - timedelta(seconds=settings.WORKER_LOST_AFTER_S + 5)
+    try:
+        for worker in (lost_worker, busy_worker):
+            _sample_in_a_kept_sandbox(worker, str(uuid.uuid4()), str(uuid.uuid4()))
+            pool.wait_for_handovers(worker, 60, abandon=False)
+        (busy_kept,) = pool.kept(busy_worker)
+        make_evaluation(alice, status=Status.RUNNING, worker=lost_worker, heartbeat_at=stale, attempts=1)
+        make_evaluation(alice, status=Status.RUNNING, worker=busy_worker, heartbeat_at=stale, attempts=1)
+        make_evaluation(bob, status=Status.RUNNING, worker=busy_worker, heartbeat_at=timezone.now())
+        assert len(reconciler.end_lost_runs()) == 2
+        assert pool.kept(lost_worker) == []
+        assert pool.kept(busy_worker) == [busy_kept]
+    finally:
+        for worker in (lost_worker, busy_worker):
+            pool.wait_for_handovers(worker, 60)
+            pool.remove_pools_of(worker)

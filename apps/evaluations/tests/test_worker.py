@@ -10,6 +10,7 @@ import django_rq
 import pytest
 from django.core.management import call_command
 from django.db import connection
+from redis.connection import AbstractConnection
 from rq.job import Job
 
 from apps.evaluations import services, worker
@@ -218,3 +219,27 @@ def test_the_warm_pool_keeps_the_profiles_of_the_runtimes_the_operator_names(set
             True,
         ),  # python shares SANDBOX_IMAGE's; unknown names are skipped
     ]
+
+
+def test_a_heartbeat_between_jobs_is_one_round_trip_and_still_registers_a_forgotten_worker_again(monkeypatch):
+    """RQ beats three times a job: its own commands, the registration check and the engine report go
+    to Redis together; a worker Redis forgot (restarted empty) is registered again at that beat."""
+    queue = django_rq.get_queue(QUEUE_FOR_PRIORITY[Priority.NORMAL])
+    rq_worker = CrucibleWorker([queue], connection=queue.connection, name=f"beats-{uuid.uuid4().hex[:8]}")
+    rq_worker.register_birth()
+    try:
+        rq_worker.heartbeat()  # the connection is open: what is counted next is commands only
+        sent = []
+        real_send = AbstractConnection.send_packed_command
+        counted = lambda self, *a, **kw: sent.append(1) or real_send(self, *a, **kw)  # noqa: E731
+        monkeypatch.setattr(AbstractConnection, "send_packed_command", counted)
+        rq_worker.heartbeat()
+        assert len(sent) == 1
+        forgotten = [w.name for w in worker.Worker.all(connection=queue.connection)]
+        assert rq_worker.name in forgotten
+        queue.connection.delete(rq_worker.key)  # as a flush does to this worker's hash
+        rq_worker.heartbeat()
+        assert rq_worker.name in [w.name for w in worker.Worker.all(connection=queue.connection)]
+        assert queue.connection.hexists(rq_worker.key, "birth")
+    finally:
+        rq_worker.register_death()

@@ -8,8 +8,8 @@ import uuid
 
 import pytest
 
-from apps.sandboxing import catalog, engine, pool, runner
-from apps.sandboxing.outcomes import Command, Outcome, RunRequest
+from apps.sandboxing import catalog, containers, engine, pool, runner
+from apps.sandboxing.outcomes import Command, Failure, Outcome, RunRequest
 from apps.sandboxing.policy import runtime_for
 from apps.sandboxing.pool import remove_pools_of
 from apps.sandboxing.runner import Program, Reuse, run_programs
@@ -197,7 +197,7 @@ def test_a_sandbox_reset_in_the_background_is_handed_to_the_next_sample_clean(re
     idle = b"[b'/usr/local/libexec/crucible-helper idle']\n"  # the idle main process only
     assert seen == idle + b"{'/tmp': [], '/output': [], '/dev/shm': [], '/sandbox': ['main.py']}\n"
     pool.wait_for_handovers(reuse_in_background.owner, 60, abandon=False)
-    assert len(pool.idle(reuse_in_background.owner)) == 1
+    assert pool.kept(reuse_in_background.owner) != [] and pool.idle(reuse_in_background.owner) == []
 
 
 def test_a_sandbox_that_does_not_verify_clean_in_the_background_is_discarded(reuse_in_background):
@@ -210,13 +210,67 @@ def test_a_sandbox_that_does_not_verify_clean_in_the_background_is_discarded(reu
 
 def exec_creations(container_id: str, since: float) -> int:
     """How many execs the engine created in the container since ``since`` (its event log)."""
+    return engine_events(container_id, since, "exec_create")
+
+
+def engine_events(container_id: str, since: float, event: str) -> int:
+    """How many ``event`` events the engine logged for the container since ``since``."""
     events = engine.client().events(
         since=since,
         until=time.time() + 1,
-        filters={"container": container_id, "event": "exec_create"},
+        filters={"container": container_id, "event": event},
         decode=True,
     )
     return len(list(events))
+
+
+def test_a_batch_never_renames_the_sandbox_it_hands_from_sample_to_sample(reuse_in_background):
+    since = time.time() - 1
+    for number in range(3):
+        results, seen = run_reusing(reuse_in_background, [Program(f"print({number})".encode())])
+        assert results[0].warm is (number > 0) and seen == f"{number}\n".encode()
+    pool.wait_for_handovers(reuse_in_background.owner, 60, abandon=False)
+    (container_id,) = pool.kept(reuse_in_background.owner)
+    assert engine_events(container_id, since, "rename") == 0
+    # It belongs to its worker, not to the first sample's run: the orphan sweep has nothing to go by.
+    (run_id,) = [run for cid, run in containers.list_instance_containers() if cid == container_id]
+    assert run_id.startswith("kept-")
+
+
+def test_a_kept_sandbox_nobody_claims_expires_and_a_drain_removes_what_is_kept(reuse_in_background, settings):
+    owner = reuse_in_background.owner
+    run_reusing(reuse_in_background, [Program(b"print(1)")])
+    pool.wait_for_handovers(owner, 60, abandon=False)
+    (kept,) = pool.kept(owner)
+    settings.SANDBOX_REUSE_IDLE_S = 60
+    pool.WarmPool(owner, 0, lambda: []).refill_once()  # what the worker's pool thread does each second
+    assert pool.kept(owner) == [kept]  # kept for a minute: not yet
+    settings.SANDBOX_REUSE_IDLE_S = 0.001
+    pool.WarmPool(owner, 0, lambda: []).refill_once()
+    assert pool.kept(owner) == [] and kept not in {cid for cid, _ in containers.list_instance_containers()}
+    run_reusing(reuse_in_background, [Program(b"print(2)")])
+    assert len(pool.kept(owner)) == 1
+    pool.WarmPool(owner, 0, lambda: []).drain()
+    assert pool.kept(owner) == []
+
+
+def test_a_kept_sandbox_removed_under_its_worker_is_never_a_launcher_failure_and_is_not_used_again(
+    reuse_in_background,
+):
+    owner = reuse_in_background.owner
+    run_reusing(reuse_in_background, [Program(b"print(1)")])
+    pool.wait_for_handovers(owner, 60, abandon=False)
+    (removed,) = pool.remove_kept(owner)  # as the reconciler does once it takes the worker for gone
+    results, seen = run_reusing(reuse_in_background, [Program(b"print('fresh')")])
+    result = results[0]
+    # Its worker saw the hang-up (a fresh sandbox), or the engine's removal won the race: a platform
+    # fault the evaluation runs again (a transient failure), never the program's or the launcher's.
+    assert (result.outcome, result.warm, seen) == (Outcome.EXITED, False, b"fresh\n") or (
+        result.outcome == Outcome.ERROR and result.failure == Failure.ENGINE_FAULT and result.failure.transient
+    ), (result.outcome, result.failure, result.error)
+    again, seen = run_reusing(reuse_in_background, [Program(b"print('again')")])
+    assert again[0].outcome == Outcome.EXITED and seen == b"again\n"
+    assert removed not in pool.kept(owner)
 
 
 def claim_handed_over(reuse, request):
@@ -228,14 +282,14 @@ def test_a_batch_reuses_one_serve_exec_no_exec_per_sample(reuse_in_background):
     since = time.time() - 1
     run_reusing(reuse_in_background, [Program(b"print(1)")])
     pool.wait_for_handovers(reuse_in_background.owner, 60, abandon=False)
-    (container_id,) = pool.idle(reuse_in_background.owner)
+    (container_id,) = pool.kept(reuse_in_background.owner)
     assert exec_creations(container_id, since) == 2  # the first sample's launcher, then the serve exec
     between = time.time()
     for number in range(3):
         results, seen = run_reusing(reuse_in_background, [Program(f"print({number} * 7)".encode())])
         assert results[0].warm is True and seen == f"{number * 7}\n".encode()
     pool.wait_for_handovers(reuse_in_background.owner, 60, abandon=False)
-    assert pool.idle(reuse_in_background.owner) == [container_id]
+    assert pool.kept(reuse_in_background.owner) == [container_id]
     assert exec_creations(container_id, between - 1) == 0  # three samples and their resets: frames only
 
 
