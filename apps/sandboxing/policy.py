@@ -407,7 +407,8 @@ def container_config(
 
     ``attachable``: the main process is the helper's ``await`` with stdin open (its one program may
     come over ``attach``; else it blocks on stdin as ``idle`` would), instead of ``idle``. Closing
-    the attached stream closes its stdin (``stdin_once``).
+    the attached stream closes its stdin (``stdin_once``, a key only then: the SDK's ``containers.create``
+    has no argument for it, so ``sandbox._engine_create`` sets it).
 
     Raises ``OSError``/``ValueError`` when the seccomp profile cannot be loaded.
     """
@@ -424,7 +425,7 @@ def container_config(
         "labels": {**(labels or {}), LABEL_INSTANCE: settings.CRUCIBLE_INSTANCE, LABEL_RUN: run_id},
         "detach": True,
         "stdin_open": attachable,
-        "stdin_once": attachable,
+        **({"stdin_once": True} if attachable else {}),
         "tty": False,
         "network_mode": "none",
         "read_only": True,

@@ -58,3 +58,19 @@ def test_a_compiled_runtimes_sandbox_has_room_for_its_compiler_and_an_interprete
     assert python.sandbox_limits(limits) == limits
     with pytest.raises(ValueError, match="compile_memory_mb"):
         Runtime(image="i", command=["x"], file_name="main.c", compile_command=["gcc"], compile_memory_mb=2)
+
+
+def test_a_sandbox_that_is_not_attached_to_is_configured_with_the_sdks_own_arguments_only():
+    """What the SDK cannot express (``masked_paths``, and ``stdin_once`` for an attached sandbox) is set
+    by ``sandbox._engine_create``; the rest goes to ``containers.create`` as is (the fault suite does)."""
+    from docker.models.containers import _create_container_args
+
+    from apps.sandboxing.policy import container_config
+
+    profile = Profile(image="crucible-sandbox:latest", limits=Limits.from_settings(), engine_runtime="runc")
+    config = container_config(profile, name="crucible-x", run_id="x")
+    assert "stdin_once" not in config
+    sdk_arguments = {k: v for k, v in config.items() if k != "masked_paths"}
+    _create_container_args({**sdk_arguments, "version": "1.41"})  # raises on unknown keys
+    attached = container_config(profile, name="crucible-x", run_id="x", attachable=True)
+    assert attached["stdin_once"] is True and attached["stdin_open"] is True
