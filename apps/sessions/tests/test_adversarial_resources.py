@@ -335,10 +335,11 @@ def test_a_background_process_that_ignores_sigterm_and_setsids_away_dies_at_the_
         alice,
         sid,
         ["sh", "-c", "setsid nohup sh -c 'trap \"\" TERM HUP INT; exec sleep 371' >/dev/null 2>&1 </dev/null &"],
-        timeout_s=2,
+        timeout_s=8,
     )
     assert started["returncode"] == 0 and not started["timed_out"]
-    assert "sleep 371" in processes(alice, sid)
+    # The background shell execs the sleep a moment after the exec answered (seconds on a loaded machine).
+    wait_until(lambda: "sleep 371" in processes(alice, sid), timeout=6, what="the background sleep to start")
     wait_until(lambda: gone(alice, sid, "sleep 371"), timeout=30, what="the left-behind sleep to be killed")
 
 
