@@ -57,39 +57,44 @@ def raw_locked_down_run(client, profile, runtime_label: str) -> float:
     paths, the engine runtime), labelled for this benchmark only so no reconciler takes it for a
     run of its own; the program is run by exec as the sandbox user, as the runner delivers it.
     """
-    from apps.sandboxing.policy import LABEL_INSTANCE, SANDBOX_USER, container_config
+    container = raw_container(profile, runtime_label)
+    try:
+        container.start()
+        run_trivial(container)
+    finally:
+        client.api.remove_container(container.id, force=True)
+    return time.monotonic()
+
+
+def raw_container(profile, runtime_label: str):
+    """A created (not started) container in Crucible's own config, labelled for this benchmark only."""
+    from apps.sandboxing.policy import LABEL_INSTANCE, container_config
     from apps.sandboxing.sandbox import _engine_create
 
     run_id = f"bench-raw-{uuid.uuid4().hex[:12]}"
     config = container_config(profile, name=run_id, run_id=run_id)
     config["labels"] = {**config["labels"], LABEL_INSTANCE: runtime_label}
-    container = _engine_create(config)
-    try:
-        container.start()
-        exit_code, output = container.exec_run(["python3", "-c", CODE], user=SANDBOX_USER)
-        assert (exit_code, output) == (0, b"1\n"), (exit_code, output)
-    finally:
-        client.api.remove_container(container.id, force=True)
-    return time.monotonic()
+    return _engine_create(config)
+
+
+def run_trivial(container) -> None:
+    """The trivial program by exec as the sandbox user, as the runner's exec path delivers it."""
+    from apps.sandboxing.policy import SANDBOX_USER
+
+    exit_code, output = container.exec_run(["python3", "-c", CODE], user=SANDBOX_USER)
+    assert (exit_code, output) == (0, b"1\n"), (exit_code, output)
 
 
 def raw_cold_run(client, profile, runtime_label: str) -> float:
     """Seconds from nothing to a trivial program's output with the raw SDK: create and start the same
     locked-down container as Crucible's, exec the program as the sandbox user; the removal is after
     the clock stops (Crucible's terminal status does not wait for its removal either)."""
-    from apps.sandboxing.policy import LABEL_INSTANCE, SANDBOX_USER, container_config
-    from apps.sandboxing.sandbox import _engine_create
-
-    run_id = f"bench-raw-{uuid.uuid4().hex[:12]}"
-    config = container_config(profile, name=run_id, run_id=run_id)
-    config["labels"] = {**config["labels"], LABEL_INSTANCE: runtime_label}
     started = time.perf_counter()
-    container = _engine_create(config)
+    container = raw_container(profile, runtime_label)
     try:
         container.start()
-        exit_code, output = container.exec_run(["python3", "-c", CODE], user=SANDBOX_USER)
+        run_trivial(container)
         elapsed = time.perf_counter() - started
-        assert (exit_code, output) == (0, b"1\n"), (exit_code, output)
     finally:
         client.api.remove_container(container.id, force=True)
     return elapsed
@@ -98,22 +103,15 @@ def raw_cold_run(client, profile, runtime_label: str) -> float:
 def raw_warm_deliveries(client, profile, runtime_label: str, runs: int) -> list[float]:
     """Seconds to run a trivial program in a locked-down container started beforehand (the raw
     warm delivery: one exec as the sandbox user), each in its own container started off the clock."""
-    from apps.sandboxing.policy import LABEL_INSTANCE, SANDBOX_USER, container_config
-    from apps.sandboxing.sandbox import _engine_create
-
     times = []
     for _ in range(runs):
-        run_id = f"bench-raw-{uuid.uuid4().hex[:12]}"
-        config = container_config(profile, name=run_id, run_id=run_id)
-        config["labels"] = {**config["labels"], LABEL_INSTANCE: runtime_label}
-        container = _engine_create(config)
+        container = raw_container(profile, runtime_label)
         try:
             container.start()
             time.sleep(0.2)
             started = time.perf_counter()
-            exit_code, output = container.exec_run(["python3", "-c", CODE], user=SANDBOX_USER)
+            run_trivial(container)
             times.append(time.perf_counter() - started)
-            assert (exit_code, output) == (0, b"1\n"), (exit_code, output)
         finally:
             client.api.remove_container(container.id, force=True)
     return times
