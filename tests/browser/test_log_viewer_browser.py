@@ -26,7 +26,7 @@ from apps.evaluations.models import Evaluation, Status
 from apps.evaluations.tests.factories import add_artifact, add_chunk, make_evaluation
 from tests.browser import test_evaluations_browser as evaluations_browser
 from tests.browser.orm import orm
-from tests.browser.test_evaluations_browser import FREEZE_MS, submit
+from tests.browser.test_evaluations_browser import submit
 from tests.browser.watch import FrameWatch
 
 pytestmark = [pytest.mark.browser, pytest.mark.docker, pytest.mark.django_db(transaction=True)]
@@ -301,7 +301,7 @@ def test_a_finished_log_of_a_hundred_thousand_lines_loads_smoothly(alice, alice_
     loaded_s = time.monotonic() - started
     frames = FrameWatch.read(page)
     print(f"a finished 100 000-line log: on the page in {loaded_s:.2f} s; frames {frames}")
-    assert frames["maxGapMs"] < FREEZE_MS and frames["maxTaskMs"] < FREEZE_MS, frames
+    FrameWatch.assert_did_not_freeze(frames)
     expect(page.locator("#log-lines")).to_have_text("100,000")
     # Searching and jumping stay usable at this size.
     page.fill("#log-search", "line 54321 ")

@@ -56,6 +56,12 @@ def poll(page, predicate, timeout_s: float = 30, what: str = "the page") -> None
         page.wait_for_timeout(50)
 
 
+# A page that "does not freeze" never runs one task this long. Measured for 100 000 lines: longest
+# task 0.65 s on an idle machine, 2.0 s with the parallel suite running beside it; a page that added
+# one element per line never finished drawing at all.
+FREEZE_MS = 5000
+STARVED_MS = 30_000
+
 # Records, from the first script of every document, the longest gap between two animation frames
 # and the longest task (PerformanceObserver "longtask": main-thread work over 50 ms).
 FRAME_RECORDER = """
@@ -90,3 +96,14 @@ class FrameWatch:
     @staticmethod
     def read(page) -> dict:
         return page.evaluate("(() => ({ ...window.__frameWatch }))()")
+
+    @staticmethod
+    def assert_did_not_freeze(frames: dict) -> None:
+        """The page never ran one main-thread task for ``FREEZE_MS``, and frames kept coming.
+
+        The task is what the page's own code controls. A gap between frames with no long task is the
+        browser's compositor and raster threads starved of CPU (CI's two cores at load 10 gave an 8 s
+        gap whose longest task was 0.25 s), so frame gaps get the looser ``STARVED_MS``.
+        """
+        assert frames["maxTaskMs"] < FREEZE_MS, f"one task ran {frames['maxTaskMs']} ms: {frames}"
+        assert frames["maxGapMs"] < STARVED_MS, f"no frame for {frames['maxGapMs']} ms: {frames}"
