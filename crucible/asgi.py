@@ -2,9 +2,15 @@
 
 import os
 
+from django.conf import settings
 from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "crucible.settings")
+if not settings.configured:
+    # The web server's process (its settings are read just below) borrows database connections from
+    # a pool (``DATABASE_POOL_MAX``, see settings). A process that imports this module after reading
+    # its settings (tests) is left as it is, and so are the processes it starts.
+    os.environ.setdefault("DATABASE_POOL_MAX", "8")
 django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402

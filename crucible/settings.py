@@ -59,7 +59,14 @@ def _database(url: str) -> dict:
     parsed = urlparse(url)
     if parsed.scheme not in ("postgres", "postgresql"):
         raise ImproperlyConfigured(f"DATABASE_URL must start with postgres://, not {parsed.scheme or 'nothing'}://.")
-    options = {key: values[-1] for key, values in parse_qs(parsed.query).items()}
+    options: dict = {key: values[-1] for key, values in parse_qs(parsed.query).items()}
+    pool_max = envint("DATABASE_POOL_MAX", 0, minimum=0, maximum=100)
+    if pool_max:
+        # The web server's processes (``crucible/asgi.py`` sets it): Daphne runs each request's view
+        # on a thread of a pool, so a connection per request was opened (about 9 ms) and closed.
+        # Pooled, a request borrows an open one (checked: ``CONN_HEALTH_CHECKS``) and gives it back.
+        options["pool"] = {"min_size": min(2, pool_max), "max_size": pool_max, "max_idle": 60, "timeout": 10}
+        options.setdefault("application_name", "crucible-web")  # what pg_stat_activity shows for them
     return {
         "ENGINE": "django.db.backends.postgresql",
         "NAME": unquote(parsed.path.lstrip("/")) or "crucible",
@@ -71,7 +78,8 @@ def _database(url: str) -> dict:
         # 0: close at the end of each request. Under Daphne (ASGI) requests run in a pool of
         # threads, and persistent per-thread connections pile up until PostgreSQL refuses more
         # (seen under the 20-client load test). Jobs and sockets keep theirs for their lifetime.
-        "CONN_MAX_AGE": envint("DATABASE_CONN_MAX_AGE", 0, minimum=0),
+        # A pooled connection is given back instead (Django refuses both at once).
+        "CONN_MAX_AGE": 0 if pool_max else envint("DATABASE_CONN_MAX_AGE", 0, minimum=0),
         "CONN_HEALTH_CHECKS": True,
         "TEST": {"NAME": envstr("DATABASE_TEST_NAME", None)},
     }

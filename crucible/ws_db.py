@@ -109,9 +109,12 @@ class KeptConnectionsExecutor(concurrent.futures.Executor):
 
 def _keep_connections() -> None:
     """This thread's connections live for ``KEEP_S`` instead of one call (its own copy of the settings:
-    Django checks ``CONN_MAX_AGE``, errors and health around every ``DatabaseSyncToAsync`` call)."""
+    Django checks ``CONN_MAX_AGE``, errors and health around every ``DatabaseSyncToAsync`` call).
+    A pooled database (``DATABASE_POOL_MAX``, the web server's) keeps them itself: each call borrows one."""
     for alias in connections:
         connection = connections[alias]
+        if connection.settings_dict["OPTIONS"].get("pool"):
+            continue
         connection.settings_dict = {**connection.settings_dict, "CONN_MAX_AGE": KEEP_S}
 
 

@@ -16,13 +16,14 @@ import math
 import time
 import uuid
 from dataclasses import dataclass
-from functools import lru_cache
 
 import redis
 from django.conf import settings
+from django.db.models import Q
 
 from apps.accounts.models import Quota
 from apps.accounts.roles import is_operator
+from crucible import redis_clients
 
 WINDOW_S = 60
 # We cannot know when a running evaluation will end; this is a polite "try again soon".
@@ -68,7 +69,7 @@ def limits_for(user) -> UserLimits:
     values = {name: getattr(default_limits(), name) for name in FIELDS}
     if user is None or not getattr(user, "is_authenticated", False):
         return UserLimits(**values)
-    rows = list(Quota.objects.filter(user=user)) + list(Quota.objects.filter(group__user=user).order_by("pk"))
+    rows = Quota.objects.filter(Q(user=user) | Q(group__user=user)).distinct().order_by("pk")  # one query
     own = [row for row in rows if row.user_id == user.pk]
     groups = [row for row in rows if row.user_id is None]
     for name in FIELDS:
@@ -80,13 +81,8 @@ def limits_for(user) -> UserLimits:
     return UserLimits(**values)
 
 
-@lru_cache(maxsize=4)
-def _client(url: str) -> redis.Redis:
-    return redis.Redis.from_url(url)
-
-
 def _redis() -> redis.Redis:
-    return _client(settings.REDIS_URL)
+    return redis_clients.default()
 
 
 def _now() -> float:
@@ -112,13 +108,14 @@ def _rate_key(user) -> str:
     return f"{settings.CRUCIBLE_INSTANCE}:quota:submissions:{user.pk}"
 
 
-def enforce_submission_quota(user, *, active_count: int) -> None:
+def enforce_submission_quota(user, *, active_count: int, limits: UserLimits | None = None) -> None:
     """Raise QuotaExceeded if ``user`` may not submit now; otherwise count this submission.
 
     ``active_count`` is the number of the user's evaluations queued or running. Check the active limit
-    first so a refused submission does not use up a slot of the per-minute rate.
+    first so a refused submission does not use up a slot of the per-minute rate. ``limits``: the
+    user's ``limits_for``, when the caller has read them already.
     """
-    limits = limits_for(user)
+    limits = limits or limits_for(user)
     if active_count >= limits.max_active:
         raise QuotaExceeded(
             f"Quota exceeded: at most {limits.max_active} evaluations may be queued or running at once "
@@ -140,9 +137,9 @@ def enforce_submission_quota(user, *, active_count: int) -> None:
         )
 
 
-def may_submit_high_priority(user) -> bool:
+def may_submit_high_priority(user, limits: UserLimits | None = None) -> bool:
     """Operators always may; anyone else only when their quota (their own row, else a group's) allows it."""
-    return is_operator(user) or limits_for(user).high_priority
+    return is_operator(user) or (limits or limits_for(user)).high_priority
 
 
 def reset_submission_quota(user) -> None:

@@ -27,7 +27,6 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 from enum import StrEnum
-from functools import lru_cache
 
 import redis
 from allauth.account.adapter import get_adapter
@@ -38,6 +37,7 @@ from django.core.exceptions import PermissionDenied
 from django.db.models import Q
 
 from apps.audit import services as audit
+from crucible import redis_clients
 
 KNOWN_ADDRESS_DAYS = 30
 DEVICE_COOKIE = "crucible_signin_device"
@@ -109,13 +109,8 @@ def _duration(seconds: int) -> str:
     return f"{seconds} seconds" if seconds < 60 else f"{minutes} minute{'s' if minutes != 1 else ''}"
 
 
-@lru_cache(maxsize=4)
-def _client(url: str) -> redis.Redis:
-    return redis.Redis.from_url(url)
-
-
 def _redis() -> redis.Redis:
-    return _client(settings.REDIS_URL)
+    return redis_clients.default()
 
 
 def client_address(request) -> str | None:

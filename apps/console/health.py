@@ -13,12 +13,12 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-import django_rq
 from django.db import connection
 
 from apps.evaluations import fleet
 from apps.sandboxing import enginereport
 from apps.sandboxing.enginereport import EngineReport
+from crucible import redis_clients
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ def check_database() -> bool:
 
 def check_redis() -> bool:
     try:
-        return bool(django_rq.get_connection("default").ping())
+        return bool(redis_clients.rq_connection().ping())
     except Exception:
         log.warning("health: redis check failed", exc_info=True)
         return False

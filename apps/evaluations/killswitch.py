@@ -11,18 +11,18 @@ from __future__ import annotations
 
 import logging
 
-import django_rq
 from rq.suspension import is_suspended, resume, suspend
 
 from apps.audit import services as audit
 from apps.evaluations import services
 from apps.evaluations.models import Evaluation, Status
+from crucible import redis_clients
 
 log = logging.getLogger(__name__)
 
 
 def _connection():
-    return django_rq.get_connection("default")
+    return redis_clients.rq_connection()
 
 
 def is_engaged() -> bool:

@@ -6,9 +6,9 @@ import hashlib
 import json
 import logging
 
-import django_rq
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import Count, Q
 from rq import Queue
 from rq.job import Job
 
@@ -16,9 +16,10 @@ from apps.accounts import quotas
 from apps.audit import services as audit
 from apps.evaluations import builds, publisher
 from apps.evaluations.callbacks import targets
-from apps.evaluations.models import STATUS_FOR_CONTROL, Control, Evaluation, Priority, Runtime, Status
+from apps.evaluations.models import ACTIVE_STATUSES, STATUS_FOR_CONTROL, Control, Evaluation, Priority, Runtime, Status
 from apps.evaluations.validation import Maxima, Submission, SubmissionInvalid, parse_submission
 from apps.monitoring import alerts, incidents
+from crucible import redis_clients
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +52,10 @@ class PriorityNotAllowed(Exception):
         super().__init__(self.message)
 
 
-def maxima_for(user) -> Maxima:
-    """The operator's maxima, lowered further by the user's own quota where one is set."""
-    limits = quotas.limits_for(user)
+def maxima_for(user, limits: quotas.UserLimits | None = None) -> Maxima:
+    """The operator's maxima, lowered further by the user's own quota where one is set (``limits``:
+    the user's ``quotas.limits_for``, when the caller has read them already)."""
+    limits = limits or quotas.limits_for(user)
     return Maxima(
         timeout_s=min(settings.SANDBOX_MAX_TIMEOUT_S, limits.max_timeout_s or settings.SANDBOX_MAX_TIMEOUT_S),
         memory_mb=min(settings.SANDBOX_MAX_MEMORY_MB, limits.max_memory_mb or settings.SANDBOX_MAX_MEMORY_MB),
@@ -83,17 +85,17 @@ def submit(owner, body, *, idempotency_key: str = "", request=None) -> tuple[Eva
         if existing is not None:
             return _replay(existing, fingerprint)
 
-    submission = parse_submission(body, maxima_for(owner))
+    limits = quotas.limits_for(owner)
+    submission = parse_submission(body, maxima_for(owner, limits))
     _check_callback_url(submission.callback_url)
-    if submission.priority == Priority.HIGH and not quotas.may_submit_high_priority(owner):
+    if submission.priority == Priority.HIGH and not quotas.may_submit_high_priority(owner, limits):
         raise PriorityNotAllowed
-    # Batch samples have their own quota (admitted as a whole, apps.tasks); single runs count here.
-    active = Evaluation.objects.filter(owner=owner, batch_id__isnull=True).active().count()
+    active, queued = _active_and_queued(owner)
     try:
-        quotas.enforce_submission_quota(owner, active_count=active)
+        quotas.enforce_submission_quota(owner, active_count=active, limits=limits)
     except quotas.QuotaExceeded as exc:
         raise Throttled(exc.message, exc.retry_after) from exc
-    if Evaluation.objects.filter(status=Status.QUEUED, held=False).count() >= settings.QUEUE_CAPACITY:
+    if queued >= settings.QUEUE_CAPACITY:
         raise Throttled(
             f"The queue is full ({settings.QUEUE_CAPACITY} evaluations waiting); try again shortly.",
             QUEUE_FULL_RETRY_AFTER_S,
@@ -103,7 +105,8 @@ def submit(owner, body, *, idempotency_key: str = "", request=None) -> tuple[Eva
             awaiting = _awaits_build(submission)
             evaluation = _create(owner, submission, idempotency_key, fingerprint, awaiting_runtime=awaiting)
             if not awaiting:
-                transaction.on_commit(lambda: enqueue(evaluation.pk, evaluation.queue_name))
+                timeout = job_timeout(evaluation)
+                transaction.on_commit(lambda: enqueue(evaluation.pk, evaluation.queue_name, timeout))
     except IntegrityError:
         # Two requests with the same new Idempotency-Key raced; the other one won.
         existing = Evaluation.objects.filter(owner=owner, idempotency_key=idempotency_key).first()
@@ -119,6 +122,17 @@ def submit(owner, body, *, idempotency_key: str = "", request=None) -> tuple[Eva
         language=evaluation.language,
     )
     return evaluation, True
+
+
+def _active_and_queued(owner) -> tuple[int, int]:
+    """In one query: ``owner``'s single runs queued or running (batch samples have their own quota,
+    admitted as a whole: apps.tasks), and every run waiting in the queue (its capacity)."""
+    mine = Q(owner=owner, batch_id__isnull=True, status__in=ACTIVE_STATUSES)
+    waiting = Q(status=Status.QUEUED, held=False)
+    counts = Evaluation.objects.filter(mine | waiting).aggregate(
+        active=Count("pk", filter=mine), queued=Count("pk", filter=waiting)
+    )
+    return counts["active"], counts["queued"]
 
 
 def _awaits_build(submission: Submission) -> bool:
@@ -189,38 +203,38 @@ def job_timeout(evaluation: Evaluation) -> int:
     return int(evaluation.timeout_s * max(1, len(evaluation.tests or []))) + 300
 
 
+def _job_data(evaluation_id, timeout: int):
+    return Queue.prepare_data(
+        "apps.evaluations.jobs.run_evaluation",
+        args=(str(evaluation_id),),
+        job_id=job_id(evaluation_id),
+        timeout=timeout,
+        result_ttl=600,
+        failure_ttl=24 * 3600,
+    )
+
+
 def enqueue_many(evaluations: list[Evaluation]) -> None:
     """Put the run jobs of ``evaluations`` on their queues in one round trip per queue."""
     by_queue: dict[str, list] = {}
     for evaluation in evaluations:
-        by_queue.setdefault(evaluation.queue_name, []).append(
-            Queue.prepare_data(
-                "apps.evaluations.jobs.run_evaluation",
-                args=(str(evaluation.pk),),
-                job_id=job_id(evaluation.pk),
-                timeout=job_timeout(evaluation),
-                result_ttl=600,
-                failure_ttl=24 * 3600,
-            )
-        )
+        by_queue.setdefault(evaluation.queue_name, []).append(_job_data(evaluation.pk, job_timeout(evaluation)))
     for queue_name, jobs in by_queue.items():
-        queue = django_rq.get_queue(queue_name)
+        queue = redis_clients.rq_queue(queue_name)
         with queue.connection.pipeline() as pipe:
             queue.enqueue_many(jobs, pipeline=pipe)
             pipe.execute()
 
 
-def enqueue(evaluation_id, queue_name: str) -> None:
-    """Put the run job on its queue. Only the id travels; the row is the source of truth."""
-    evaluation = Evaluation.objects.only("timeout_s", "tests").get(pk=evaluation_id)
-    django_rq.get_queue(queue_name).enqueue(
-        "apps.evaluations.jobs.run_evaluation",
-        str(evaluation_id),
-        job_id=job_id(evaluation_id),
-        job_timeout=job_timeout(evaluation),
-        result_ttl=600,
-        failure_ttl=24 * 3600,
-    )
+def enqueue(evaluation_id, queue_name: str, timeout: int | None = None) -> None:
+    """Put the run job on its queue (one Redis round trip). Only the id travels; the row is the source of
+    truth. ``timeout``: the job's (``job_timeout``), when the caller has the row; else it is read."""
+    if timeout is None:
+        timeout = job_timeout(Evaluation.objects.only("timeout_s", "tests").get(pk=evaluation_id))
+    queue = redis_clients.rq_queue(queue_name)
+    with queue.connection.pipeline() as pipe:
+        queue.enqueue_many([_job_data(evaluation_id, timeout)], pipeline=pipe)
+        pipe.execute()
 
 
 def cancel(evaluation: Evaluation, *, actor=None, request=None) -> Evaluation:
@@ -265,7 +279,7 @@ def stop(
 def _drop_job(evaluation: Evaluation) -> None:
     """Best effort: take the job off its queue (the job would do nothing anyway: the row is terminal)."""
     try:
-        Job.fetch(job_id(evaluation.pk), connection=django_rq.get_connection(evaluation.queue_name)).cancel()
+        Job.fetch(job_id(evaluation.pk), connection=redis_clients.rq_connection(evaluation.queue_name)).cancel()
     except Exception:
         log.debug("no queued job to drop for %s", evaluation.pk, exc_info=True)
 

@@ -12,7 +12,6 @@ import logging
 import posixpath
 import uuid
 
-import django_rq
 from django.conf import settings
 from django.db import transaction
 from rq.suspension import is_suspended
@@ -22,6 +21,7 @@ from apps.monitoring import alerts, incidents
 from apps.sessions import publisher, rpc
 from apps.sessions.limits import session_limits
 from apps.sessions.models import LIVE_STATUSES, EndReason, Session, Status
+from crucible import redis_clients
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ def resolve_path(path: object, *, what: str = "path") -> str:
 
 
 def kill_switch_engaged() -> bool:
-    return bool(is_suspended(django_rq.get_connection("default")))
+    return bool(is_suspended(redis_clients.rq_connection()))
 
 
 def create(owner, *, fields: dict, request=None) -> tuple[Session, str]:

@@ -7,6 +7,7 @@ from django.db import IntegrityError
 from apps.accounts import quotas
 from apps.accounts.models import Quota
 from apps.accounts.quotas import QuotaExceeded, UserLimits, enforce_submission_quota, limits_for
+from crucible import redis_clients
 
 pytestmark = pytest.mark.django_db
 
@@ -118,7 +119,7 @@ def test_the_counter_lives_in_redis_so_every_process_sees_it(alice, clock):
     Quota.objects.create(user=alice, submissions_per_minute=1)
     enforce_submission_quota(alice, active_count=0)
     # A new connection, as another web process would have.
-    quotas._client.cache_clear()
+    redis_clients.client.cache_clear()
     with pytest.raises(QuotaExceeded):
         enforce_submission_quota(alice, active_count=0)
 

@@ -9,6 +9,7 @@ import docker.errors
 import pytest
 
 from apps.sandboxing import containers, engine, pool, runner
+from apps.sandboxing.execution import execute
 from apps.sandboxing.outcomes import Failure, Outcome, RunRequest
 from apps.sandboxing.policy import LABEL_POOL, LABEL_PROFILE, Profile, runtime_for
 from apps.sandboxing.sandbox import Sandbox, SandboxSetupError
@@ -166,3 +167,65 @@ def test_a_claimed_pool_sandbox_is_listed_under_its_run_so_the_reconciler_can_re
         assert (sandbox.container_id, run_id) in containers.list_instance_containers()
     finally:
         sandbox.remove()
+
+
+class EngineCalls:
+    """Counts what a claim asks the engine to list and inspect (every call still goes to the engine)."""
+
+    def __init__(self, monkeypatch):
+        self.listed = self.inspected = 0
+        api = engine.client().api
+        containers_, inspect = api.containers, api.inspect_container
+
+        def counted_containers(*args, **kwargs):
+            self.listed += 1
+            return containers_(*args, **kwargs)
+
+        def counted_inspect(*args, **kwargs):
+            self.inspected += 1
+            return inspect(*args, **kwargs)
+
+        monkeypatch.setattr(api, "containers", counted_containers)
+        monkeypatch.setattr(api, "inspect_container", counted_inspect)
+
+
+def test_a_sandbox_this_process_started_is_claimed_by_its_rename_alone(owner, monkeypatch):
+    pool.WarmPool(owner, 1, lambda: [profile()]).refill_once()
+    calls = EngineCalls(monkeypatch)
+    sandbox = pool.claim(owner, profile(), "run-a")
+    try:
+        assert sandbox is not None and (calls.listed, calls.inspected) == (0, 0)
+        assert engine.client().api.inspect_container(sandbox.container_id)["Name"] == "/crucible-run-a"
+        result = execute(sandbox, request(), on_output=lambda *_: None, control=lambda: None, attach=True)
+        assert (result.outcome, result.exit_code) == (Outcome.EXITED, 0)
+    finally:
+        if sandbox is not None:
+            sandbox.remove()
+
+
+def test_a_sandbox_started_here_that_was_removed_or_stopped_meanwhile_is_passed_over(owner):
+    pool.WarmPool(owner, 3, lambda: [profile()]).refill_once()
+    newest_first = list(reversed(pool._started_here[(owner, profile().key)]))
+    containers.remove(newest_first[0].container_id)  # removed (by the reconciler, a drain)
+    engine.client().api.kill(newest_first[1].container_id)  # its idle process died
+    wait_until(lambda: newest_first[1].container_id not in pool.idle(owner), 30, interval=0.2, what="it stopped")
+    sandbox = pool.claim(owner, profile(), "run-a")
+    try:
+        assert sandbox is not None and sandbox.container_id == newest_first[2].container_id
+        assert pool.claim(owner, profile(), "run-b") is None  # the stopped one is not handed out
+    finally:
+        if sandbox is not None:
+            sandbox.remove()
+
+
+def test_a_sandbox_another_process_started_is_found_by_listing(owner):
+    """A worker restarted, or its pool was filled by another process of the same owner."""
+    pool.WarmPool(owner, 1, lambda: [profile()]).refill_once()
+    pool._started_here.pop((owner, profile().key))
+    sandbox = pool.claim(owner, profile(), "run-a")
+    try:
+        assert sandbox is not None
+        assert engine.client().api.inspect_container(sandbox.container_id)["Name"] == "/crucible-run-a"
+    finally:
+        if sandbox is not None:
+            sandbox.remove()
