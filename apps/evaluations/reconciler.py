@@ -27,6 +27,7 @@ from datetime import UTC, timedelta
 
 import django_rq
 from django.conf import settings
+from django.db.models import Q
 from django.utils import timezone
 from rq import Worker
 from rq.job import Job, JobStatus
@@ -142,11 +143,19 @@ def _remove_kept_of_lost_worker(worker: str) -> None:
 
 
 def remove_orphan_containers() -> list[str]:
-    """Remove containers with no running evaluation; one the engine cannot remove does not stop the rest."""
+    """Remove containers with no running evaluation; one the engine cannot remove does not stop the rest.
+
+    A queued evaluation never claimed keeps its container: a worker starts a cold run's sandbox
+    while it claims the row (``runner.Ahead``), a few milliseconds before the row says ``running``.
+    A requeued one (claimed before) does not: what its lost attempt left goes."""
     removed = []
+    about_to_run = Q(status=Status.QUEUED, attempts=0)
     for container_id, run_id in containers.list_instance_containers():
         # Only evaluation containers: the sandbox self-check's canaries clean up after themselves.
-        if _is_uuid(run_id) and not Evaluation.objects.filter(pk=run_id, status=Status.RUNNING).exists():
+        if (
+            _is_uuid(run_id)
+            and not Evaluation.objects.filter(Q(status=Status.RUNNING) | about_to_run, pk=run_id).exists()
+        ):
             try:
                 containers.remove(container_id)
             except Exception:

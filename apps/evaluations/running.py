@@ -38,7 +38,8 @@ from apps.evaluations.retries import RetryDecision
 from apps.monitoring import incidents
 from apps.monitoring.models import RunTiming
 from apps.monitoring.safety import SafetyMonitor
-from apps.sandboxing import engine, image, runner, selfcheck, streams
+from apps.sandboxing import engine, image, pool, runner, selfcheck, streams
+from apps.sandboxing.engine_runtime import RuntimeUnknown
 from apps.sandboxing.outcomes import Failure, Outcome
 from apps.sandboxing.policy import Limits
 
@@ -158,6 +159,7 @@ class EvaluationRun:
         self.controller: Controller | None = None
         self.request: runner.RunRequest | None = None
         self.started = 0.0  # monotonic, when execute began (for the sandbox start time)
+        self.ahead: runner.Ahead | None = None  # a cold sandbox started while the row is claimed
         self.runtime: Runtime | None = None  # the run's runtime row, once read (``await_runtime``)
         self.disposition: RunDisposition | None = None
         self.verdicts: list[testing.TestVerdict] | None = None  # with tests: one per test, at the end
@@ -166,6 +168,7 @@ class EvaluationRun:
     def handle(self) -> RunDisposition:
         not_claimed = self.claim()
         if not_claimed is not None:
+            self._discard_ahead()
             return not_claimed
         publisher.publish_status(self.evaluation)
         self.heartbeat = Heartbeat(self.evaluation.pk, self.attempt)
@@ -177,6 +180,7 @@ class EvaluationRun:
             self._hand_over_crash(exc)
             return RunDisposition.CRASHED
         finally:
+            self._discard_ahead()  # unless the run took it
             self.heartbeat.stop()
 
     # --- the steps ---------------------------------------------------------------------------
@@ -195,6 +199,7 @@ class EvaluationRun:
             # reconciler enqueues it again once the engine answers.
             log.warning("evaluation %s deferred: the Docker engine does not answer", self.evaluation.pk)
             return RunDisposition.DEFERRED_ENGINE_DOWN
+        self._start_ahead()
         if (waiting := self.await_runtime()) is not None:
             return waiting
         if not self.evaluation.claim(worker_name()):
@@ -210,7 +215,7 @@ class EvaluationRun:
         evaluation = self.evaluation
         if evaluation.status != Status.QUEUED or not settings.RUNTIME_BUILD_ON_DEMAND:
             return None
-        runtime = self.runtime = Runtime.objects.filter(name=evaluation.language).first()
+        runtime = self.runtime = self.runtime or Runtime.objects.filter(name=evaluation.language).first()
         if runtime is None or builds.definition_for(runtime) is None or image.find_image(runtime.image) is not None:
             return None
         known = builds.build_of(runtime)
@@ -241,13 +246,37 @@ class EvaluationRun:
         self.recorder = OutputRecorder(self.evaluation.pk, start_seq=retries.next_seq(self.evaluation.pk) - 1)
         self.monitor = self._safety_monitor()
         self.controller = Controller(self.evaluation, self.recorder, self.monitor, self.heartbeat)
-        self.request = self._run_request(runtime)
+        self.request = self.request or self._run_request(runtime)
         return None
+
+    def _start_ahead(self) -> None:
+        """Start the run's cold sandbox now, while the row is claimed and the run prepared, when it will
+        start cold: one program (not tests), a first attempt (a retry first removes what an earlier
+        one left under the run's name) and no warm sandbox of its profile in this worker's pool."""
+        evaluation = self.evaluation
+        if evaluation.status != Status.QUEUED or evaluation.attempts or evaluation.tests:
+            return
+        self.runtime = self.runtime or Runtime.objects.filter(name=evaluation.language).first()
+        if self.runtime is None:
+            return
+        self.request = self._run_request(self.runtime)
+        owner = pool_owner()
+        if owner is not None and pool.may_have_idle(owner, runner.profile_for(self.request).key):
+            return
+        try:
+            self.ahead = runner.Ahead(self.request)
+        except RuntimeUnknown:
+            return  # the run itself says so
+
+    def _discard_ahead(self) -> None:
+        if self.ahead is not None:
+            self.ahead.discard()
 
     def execute(self) -> RunDisposition:
         """Run it in the sandbox. The runner calls ``conclude`` before it removes the container, so the
         verdict reaches the user without waiting for the engine's removal (about 0.15 s)."""
-        self.started = time.monotonic()
+        # The sandbox's start counts from when it began, ahead of the claim or now.
+        self.started = self.ahead.began if self.ahead is not None else time.monotonic()
         if self.evaluation.tests:
             return self.execute_tests()
         result = runner.run(
@@ -258,6 +287,7 @@ class EvaluationRun:
             on_result=self._on_result,
             pool_owner=pool_owner(),
             remove_behind=True,  # in a worker with a remover (apps.sandboxing.removal)
+            ahead=self.ahead,
         )
         if self.disposition is None:  # the runner ended before it had a result to hand over
             self._on_result(result)

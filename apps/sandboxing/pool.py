@@ -139,6 +139,13 @@ def _remember_started(owner: str, key: str, sandbox: Sandbox, keep: int) -> None
         del started[:-keep]
 
 
+def may_have_idle(owner: str, key: str) -> bool:
+    """Whether this process's pool of ``owner`` has a sandbox of ``key`` it started and nobody took yet
+    (some may be gone since: ``claim`` passes over those)."""
+    with _started_here_lock:
+        return bool(_started_here.get((owner, key)))
+
+
 def _claim_started_here(owner: str, key: str, run_id: str) -> Sandbox | None:
     while True:
         with _started_here_lock:

@@ -10,8 +10,15 @@ database; callers read the ``RunResult``'s ``Outcome`` and ``Failure``, never it
 from __future__ import annotations
 
 import logging
+import os
+import threading
+import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, replace
+
+from django.conf import settings
 
 from apps.sandboxing import pool, removal
 from apps.sandboxing.engine_runtime import RuntimeUnknown
@@ -30,6 +37,7 @@ __all__ = [
     "RunResult",
     "Sandbox",
     "SandboxSetupError",
+    "Ahead",
     "Program",
     "Reuse",
     "profile_for",
@@ -47,6 +55,67 @@ def profile_for(request: RunRequest) -> Profile:
     )
 
 
+class Ahead:
+    """A cold sandbox for ``request`` created and started in a thread while the caller does its own
+    work before the run (a worker's claim of the row: about 20 ms of queries), so the run does not
+    wait for both one after the other. It holds no code: the program is delivered by ``run`` once
+    the caller decided to run it; otherwise ``discard`` removes it (when it is up, in that thread).
+    """
+
+    def __init__(self, request: RunRequest):
+        self.profile = profile_for(request)
+        self.began = time.monotonic()
+        self._taken = False
+        self._future: Future = _starter().submit(
+            Sandbox.create, self.profile, run_id=request.run_id, attachable=attach_suits(self.profile)
+        )
+
+    def take(self) -> Sandbox:
+        """The started sandbox; raises what ``Sandbox.create`` raised, or ``SandboxSetupError`` when it
+        did not answer within the engine's timeout (then it is removed once it does)."""
+        self._taken = True
+        try:
+            return self._future.result(timeout=settings.SANDBOX_ENGINE_TIMEOUT_S * 2 + 5)
+        except FutureTimeout:
+            self._taken = False
+            self.discard()
+            raise SandboxSetupError("the engine did not start the sandbox in time", Failure.ENGINE_FAULT)
+
+    def discard(self) -> None:
+        """Not used: remove the sandbox once it is up (nothing to do if its start failed)."""
+        if self._taken:
+            return
+        self._taken = True
+
+        def remove(future: Future) -> None:
+            if future.exception() is None:
+                future.result().remove()
+
+        self._future.add_done_callback(remove)
+
+
+_starter_pool: ThreadPoolExecutor | None = None
+_starter_lock = threading.Lock()
+
+
+def _starter() -> ThreadPoolExecutor:
+    """The threads that start ``Ahead`` sandboxes (made on first use; anew in a forked child, which has
+    none of its parent's threads: RQ's work horse)."""
+    global _starter_pool
+    with _starter_lock:
+        if _starter_pool is None:
+            _starter_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="sandbox-ahead")
+        return _starter_pool
+
+
+def _forget_starter() -> None:
+    global _starter_pool, _starter_lock
+    _starter_pool, _starter_lock = None, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_starter)
+
+
 def run(
     request: RunRequest,
     *,
@@ -56,6 +125,7 @@ def run(
     on_result: Callable[[RunResult], None] | None = None,
     pool_owner: str | None = None,
     remove_behind: bool = False,
+    ahead: Ahead | None = None,
 ) -> RunResult:
     """Run ``request`` in a fresh locked-down container and return how it ended.
 
@@ -71,15 +141,25 @@ def run(
 
     With ``pool_owner``, an idle sandbox of that worker's warm pool with the request's profile is
     used when there is one (``pool.claim``); otherwise, or when the limits match no warm profile,
-    the sandbox starts cold. Either way it runs this program only and is removed after it.
+    the sandbox starts cold. ``ahead``: the cold sandbox the caller started for this profile when it
+    found no warm one (``Ahead``), taken instead (one for another profile is discarded). Either way
+    it runs this program only and is removed after it.
     """
     warm = False
     try:
         profile = profile_for(request)
-        sandbox = pool.claim(pool_owner, profile, request.run_id) if pool_owner else None
-        warm = sandbox is not None
-        sandbox = sandbox or Sandbox.create(profile, run_id=request.run_id, attachable=attach_suits(profile))
+        if ahead is not None and ahead.profile != profile:
+            ahead.discard()
+            ahead = None
+        if ahead is not None:  # the caller found no warm sandbox of this profile a moment ago
+            sandbox = ahead.take()
+        else:
+            sandbox = pool.claim(pool_owner, profile, request.run_id) if pool_owner else None
+            warm = sandbox is not None
+            sandbox = sandbox or Sandbox.create(profile, run_id=request.run_id, attachable=attach_suits(profile))
     except (SandboxSetupError, RuntimeUnknown) as exc:
+        if ahead is not None:
+            ahead.discard()
         result = RunResult.failed(getattr(exc, "failure", Failure.ENGINE_FAULT), str(exc))
         if on_result is not None:
             on_result(result)

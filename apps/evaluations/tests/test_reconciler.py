@@ -1,10 +1,12 @@
 """The reconciler repairs what crashes leave behind."""
 
+import contextlib
 import threading
 import uuid
 from datetime import timedelta
 
 import django_rq
+import docker.errors
 import pytest
 from django.conf import settings
 from django.utils import timezone
@@ -98,6 +100,23 @@ def test_a_container_that_belongs_to_no_running_evaluation_is_removed(alice):
         assert {cid for cid, _ in containers.list_instance_containers()} == {kept.id}
     finally:
         kept.remove(force=True)
+
+
+@pytest.mark.docker
+def test_a_never_claimed_runs_sandbox_started_ahead_of_its_claim_is_kept_but_a_requeued_runs_is_removed(alice):
+    """A worker starts a cold run's sandbox while it claims the row (``runner.Ahead``); a requeued run's
+    container is what its lost attempt left."""
+    about_to_run = make_evaluation(alice, status=Status.QUEUED, attempts=0)
+    requeued = make_evaluation(alice, status=Status.QUEUED, attempts=1)
+    ahead = _container(str(about_to_run.pk), settings.CRUCIBLE_INSTANCE)
+    left = _container(str(requeued.pk), settings.CRUCIBLE_INSTANCE)
+    try:
+        removed = reconciler.reconcile()["orphans_removed"]
+        assert left.id in removed and ahead.id not in removed
+    finally:
+        for container in (ahead, left):
+            with contextlib.suppress(docker.errors.NotFound):
+                container.remove(force=True)
 
 
 def _container(run_id: str, instance: str):

@@ -1,0 +1,93 @@
+"""A cold run's sandbox starts while its row is claimed (``runner.Ahead``), not after: the engine's
+create and start overlap the claim's queries. A run that is not claimed leaves nothing behind, and a
+run that a warm sandbox will serve starts none."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from apps.evaluations import running
+from apps.evaluations.models import Evaluation, Runtime, Status
+from apps.evaluations.tests.factories import make_evaluation
+from apps.monitoring.models import RunTiming
+from apps.sandboxing import engine, pool, runner
+from apps.sandboxing.policy import LABEL_RUN
+from tests.stack import wait_until
+
+pytestmark = pytest.mark.docker
+
+
+def containers_of(evaluation) -> list[dict]:
+    return engine.client().api.containers(all=True, filters={"label": f"{LABEL_RUN}={evaluation.pk}"})
+
+
+class ClaimWatch:
+    """Wraps ``Evaluation.claim``: notes whether the run's sandbox was already there (created, or being
+    created: waited for up to ``wait_s``) when the claim was asked for, then claims, or refuses to."""
+
+    def __init__(self, monkeypatch, evaluation, *, refuse: bool = False, wait_s: float = 5):
+        self.sandbox_before_claim = None
+        claim = Evaluation.claim
+
+        def watched(row, worker):
+            deadline = time.monotonic() + wait_s
+            while not containers_of(evaluation) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            self.sandbox_before_claim = bool(containers_of(evaluation))
+            return False if refuse else claim(row, worker)
+
+        monkeypatch.setattr(Evaluation, "claim", watched)
+
+
+def test_alices_cold_run_starts_its_sandbox_while_her_row_is_claimed(alice, monkeypatch, settings):
+    settings.SANDBOX_POOL_SIZE = 0
+    evaluation = make_evaluation(alice, code="print('ahead')")
+    watch = ClaimWatch(monkeypatch, evaluation)
+    assert running.run(str(evaluation.pk)) == running.RunDisposition.FINISHED
+    evaluation.refresh_from_db()
+    assert (evaluation.status, evaluation.exit_code) == (Status.SUCCEEDED, 0)
+    assert b"".join(bytes(c.data) for c in evaluation.chunks.order_by("seq")) == b"ahead\n"
+    assert watch.sandbox_before_claim is True
+    # Its start time counts from when the sandbox began, before the claim.
+    assert RunTiming.objects.get(evaluation_id=evaluation.pk).sandbox_start_ms > 0
+
+
+def test_a_run_that_is_not_claimed_removes_the_sandbox_it_started_ahead(alice, monkeypatch, settings):
+    settings.SANDBOX_POOL_SIZE = 0
+    evaluation = make_evaluation(alice)
+    watch = ClaimWatch(monkeypatch, evaluation, refuse=True)  # another worker took the row meanwhile
+    assert running.run(str(evaluation.pk)) == running.RunDisposition.NOT_CLAIMED
+    assert watch.sandbox_before_claim is True
+    wait_until(lambda: not containers_of(evaluation), 30, interval=0.1, what="the sandbox started ahead removed")
+    evaluation.refresh_from_db()
+    assert evaluation.status == Status.QUEUED
+
+
+def test_a_retried_run_starts_no_sandbox_before_its_claim(alice, monkeypatch, settings):
+    """Its claim first removes what the earlier attempt left under the run's name."""
+    settings.SANDBOX_POOL_SIZE = 0
+    evaluation = make_evaluation(alice, attempts=1)
+    watch = ClaimWatch(monkeypatch, evaluation, wait_s=1)
+    assert running.run(str(evaluation.pk)) == running.RunDisposition.FINISHED
+    assert watch.sandbox_before_claim is False
+
+
+def test_a_run_a_warm_sandbox_will_serve_starts_none_ahead(alice, monkeypatch, settings):
+    owner = "test-worker-ahead"
+    settings.SANDBOX_POOL_SIZE = 1
+    monkeypatch.setattr(running, "pool_owner", lambda: owner)
+    evaluation = make_evaluation(alice)
+    run = running.EvaluationRun(str(evaluation.pk))
+    run.evaluation = evaluation
+    profile = runner.profile_for(run._run_request(Runtime.objects.get(name=evaluation.language)))
+    warm = pool.WarmPool(owner, 1, lambda: [profile])
+    warm.refill_once()
+    try:
+        watch = ClaimWatch(monkeypatch, evaluation, wait_s=1)
+        assert running.run(str(evaluation.pk)) == running.RunDisposition.FINISHED
+        assert watch.sandbox_before_claim is False
+        assert RunTiming.objects.get(evaluation_id=evaluation.pk).warm is True
+    finally:
+        pool.remove_pools_of(owner)
