@@ -375,6 +375,19 @@ class Evaluation(models.Model):
             attempts=models.F("attempts") + 1,
         )
 
+    def hand_back(self, attempt: int) -> bool:
+        """running -> queued, as if attempt ``attempt`` had never claimed it (nothing ran: the engine
+        could not be reached to start its sandbox)."""
+        return self._transition(
+            [Status.RUNNING],
+            attempt=attempt,
+            status=Status.QUEUED,
+            worker="",
+            started_at=None,
+            heartbeat_at=None,
+            attempts=models.F("attempts") - 1,
+        )
+
     def finish(self, status: Status, *, reason: Reason | None = None, attempt: int | None = None, **fields) -> bool:
         """running -> a terminal status, with the run's record (exit code, timings, peaks …).
 

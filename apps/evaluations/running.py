@@ -81,6 +81,7 @@ END_FOR_OUTCOME = {
 PUBLIC_FAILURE = {
     Failure.SETUP_REFUSED: "the sandbox could not be set up: the engine refused it",
     Failure.ENGINE_FAULT: "the sandbox engine failed under the run",
+    Failure.ENGINE_AWAY: "the sandbox engine could not be reached to start the run",
     Failure.LAUNCHER: "the program could not be started in the sandbox",
 }
 CRASH_DETAIL = "platform error: the worker failed while running this evaluation (logged for the operators)"
@@ -339,6 +340,8 @@ class EvaluationRun:
         if abandoned == Abandon.SUPERSEDED:
             log.warning("evaluation %s: abandoned, the row was handed to another attempt", self.evaluation.pk)
             return RunDisposition.SUPERSEDED
+        if result.failure == Failure.ENGINE_AWAY and not self.controller.requested:
+            return self._hand_back_unstarted()
         self.recorder.flush_all()
         if abandoned == Abandon.SHUTDOWN and result.outcome == Outcome.STOPPED and not self.controller.requested:
             # The worker is stopping: this run was stopped by us, not by the user; hand it back.
@@ -516,6 +519,19 @@ class EvaluationRun:
         self.evaluation.finish(Status.ERROR, reason=Reason.ENGINE_ERROR, error=error)
         publisher.publish_end(self.evaluation)
         return RunDisposition.FINISHED
+
+    def _hand_back_unstarted(self) -> RunDisposition:
+        """The engine could not be reached to create the sandbox (it is restarting): nothing ran, so
+        this attempt does not count. The row goes back to ``queued`` (its heartbeat stopped first, so
+        nothing of this attempt writes to it after) and the reconciler enqueues it again once the
+        engine answers, as for a run the engine was down for at its claim."""
+        self.heartbeat.stop()
+        self.heartbeat.join(timeout=settings.WORKER_HEARTBEAT_S + 10)
+        if not self.evaluation.hand_back(self.attempt):
+            return RunDisposition.SUPERSEDED
+        log.warning("evaluation %s handed back: the Docker engine could not be reached", self.evaluation.pk)
+        publisher.publish_status(self.evaluation)
+        return RunDisposition.DEFERRED_ENGINE_DOWN
 
     def _retry_or_fail(self, reason: Reason, detail: str) -> RunDisposition:
         decision = retries.retry_or_fail(self.evaluation, reason, detail, by="worker", attempt=self.attempt)

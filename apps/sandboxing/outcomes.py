@@ -42,11 +42,13 @@ class Failure(StrEnum):
 
     SETUP_REFUSED = "setup_refused"  # the engine refused the policy or the image is missing: a retry repeats it
     ENGINE_FAULT = "engine_fault"  # the engine failed under the run (restart, lost connection): retry once
+    # The engine could not be reached to create the sandbox (restarting): nothing ran; try again once it answers.
+    ENGINE_AWAY = "engine_away"
     LAUNCHER = "launcher"  # the in-sandbox launcher could not start the program (deterministic)
 
     @property
     def transient(self) -> bool:
-        return self is Failure.ENGINE_FAULT
+        return self in (Failure.ENGINE_FAULT, Failure.ENGINE_AWAY)
 
 
 @dataclass(frozen=True)

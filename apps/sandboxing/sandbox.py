@@ -38,6 +38,7 @@ from datetime import UTC, datetime
 
 import docker.errors
 import docker.utils
+import requests
 from django.conf import settings
 from docker.models.containers import _create_container_args
 
@@ -277,6 +278,8 @@ def _create_container(config: dict, *, replace_stale: bool = True):
         if exc.status_code != 409:  # 409: the name is taken; that container is not ours to remove
             _discard(name)
         raise SandboxSetupError(f"the engine refused the sandbox container: {_explain(exc)}")
+    except requests.exceptions.ConnectionError as exc:  # no engine on the socket (it is restarting)
+        raise SandboxSetupError(f"cannot reach the engine to create the sandbox: {exc}", Failure.ENGINE_AWAY)
     except Exception as exc:
         _discard(name)
         raise SandboxSetupError(f"cannot create the sandbox container: {exc}", Failure.ENGINE_FAULT)
