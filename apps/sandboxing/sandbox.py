@@ -278,11 +278,17 @@ def _create_container(config: dict, *, replace_stale: bool = True):
         if exc.status_code != 409:  # 409: the name is taken; that container is not ours to remove
             _discard(name)
         raise SandboxSetupError(f"the engine refused the sandbox container: {_explain(exc)}")
-    except requests.exceptions.ConnectionError as exc:  # no engine on the socket (it is restarting)
-        raise SandboxSetupError(f"cannot reach the engine to create the sandbox: {exc}", Failure.ENGINE_AWAY)
     except Exception as exc:
+        if _unreachable(exc):  # no engine on the socket (it is restarting): nothing was created
+            raise SandboxSetupError(f"cannot reach the engine to create the sandbox: {exc}", Failure.ENGINE_AWAY)
         _discard(name)
         raise SandboxSetupError(f"cannot create the sandbox container: {exc}", Failure.ENGINE_FAULT)
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """The engine could not be connected to (its socket gone or refusing), directly or as the cause of
+    the SDK's own error (a new client asks the engine's version first)."""
+    return any(isinstance(e, requests.exceptions.ConnectionError) for e in (exc, exc.__cause__, exc.__context__))
 
 
 @dataclass

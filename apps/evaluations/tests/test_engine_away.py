@@ -4,6 +4,7 @@ engine answers again (the reconciler enqueues it then)."""
 
 from __future__ import annotations
 
+import docker.errors
 import pytest
 import requests
 
@@ -25,11 +26,23 @@ def test_alices_run_whose_engine_went_away_before_its_sandbox_started_goes_back_
     alice, monkeypatch, settings
 ):
     settings.SANDBOX_POOL_SIZE = 0
-    evaluation = make_evaluation(alice, code="print('after the restart')")
 
     def engine_gone(config):
         raise requests.exceptions.ConnectionError(("Connection aborted.", FileNotFoundError(2, "No such file")))
 
+    def client_gone(config):  # a new client of the SDK asks the engine's version first
+        try:
+            engine_gone(config)
+        except requests.exceptions.ConnectionError as exc:
+            raise docker.errors.DockerException(f"Error while fetching server API version: {exc}") from exc
+
+    for gone in (engine_gone, client_gone):
+        evaluation = make_evaluation(alice, code="print('after the restart')")
+        with monkeypatch.context() as patched:
+            patched.setattr(sandbox, "_engine_create", gone)
+            assert running.run(str(evaluation.pk)) == running.RunDisposition.DEFERRED_ENGINE_DOWN
+        evaluation.refresh_from_db()
+        assert (evaluation.status, evaluation.attempts, evaluation.worker) == (Status.QUEUED, 0, "")
     with monkeypatch.context() as patched:
         patched.setattr(sandbox, "_engine_create", engine_gone)
         assert running.run(str(evaluation.pk)) == running.RunDisposition.DEFERRED_ENGINE_DOWN
