@@ -9,10 +9,12 @@ safety rule or an emergency stop (``Command.STOP_KEEPING_EVIDENCE``) the runner 
    fails kills at once);
 2. reads the process view while frozen (what ran at the stop);
 3. SIGKILLs the program's processes while they make no progress: under runc host signals to the
-   frozen processes, then the thaw; under gVisor ``runsc kill`` to each stopped process (runsc
-   refuses a paused sandbox, which is why gVisor is stopped by signal, not paused: a fork bomb holds
-   every process slot of the sandbox user, so nothing of that user could start to clear it, and
-   once thawed it would run again and, within seconds, take the sandbox down). The reaper then
+   frozen processes, then the thaw; under gVisor ``runsc kill`` to each stopped process, the top of
+   the tree first and init stopped meanwhile, so that none is reaped before all are killed (gVisor
+   wakes a stopped process group when one of it is reaped: ``Sandbox._kill_stopped_top_down``).
+   runsc refuses a paused sandbox, which is why gVisor is stopped by signal, not paused: a fork bomb
+   holds every process slot of the sandbox user, so nothing of that user could start to clear it,
+   and once thawed it would run again and, within seconds, take the sandbox down. The reaper then
    clears whatever is left and proves there is room for the collector;
 4. collects /output through the usual collector, as the sandbox user, with the usual caps (hostile
    input, parsed as such). When the reaper could not start (a sandbox paused rather than stopped),
