@@ -677,14 +677,16 @@ class Sandbox:
         def kill_one(pid: int) -> bool:
             return time.monotonic() < deadline and processes.runsc_kill(self.container_id, root, "KILL", pid=pid)
 
-        with ThreadPoolExecutor(STOPPED_KILL_WORKERS, thread_name_prefix="sandbox-kill") as pool:
-            while left and time.monotonic() < deadline:
-                top = sorted(pid for pid in left if parents.get(pid) not in left)
-                killed = {pid for pid, done in zip(top, pool.map(kill_one, top), strict=True) if done}
-                signalled += len(killed)
-                left.difference_update(top)
-                parents = self._handed_to_init(root, killed, left, deadline)
-        processes.runsc_kill(self.container_id, root, "CONT", pid=1)
+        try:
+            with ThreadPoolExecutor(STOPPED_KILL_WORKERS, thread_name_prefix="sandbox-kill") as pool:
+                while left and time.monotonic() < deadline:
+                    top = sorted(pid for pid in left if parents.get(pid) not in left)
+                    killed = {pid for pid, done in zip(top, pool.map(kill_one, top), strict=True) if done}
+                    signalled += len(killed)
+                    left.difference_update(top)
+                    parents = self._handed_to_init(root, killed, left, deadline)
+        finally:
+            processes.runsc_kill(self.container_id, root, "CONT", pid=1)
         return signalled
 
     def _handed_to_init(self, root: str, killed: set[int], left: set[int], deadline: float) -> dict[int, int]:
