@@ -48,6 +48,9 @@ FALLBACK_COLLECTOR_USER = "65534:65534"  # nobody: not the sandbox user, no priv
 # collection beside processes that could not be cleared this long, before the container is killed.
 CLEAR_WAIT_S = 2.0
 BESIDE_COLLECT_S = 3.0
+# Killing stopped processes one by one (gVisor: a level of their tree at a time) may use the deadline
+# but this much, left for the reaper and the collector: nothing of the program runs meanwhile.
+STOPPED_RESERVE_S = 3.0
 
 
 def bounded(call, wait_s: float) -> tuple[bool, object]:
@@ -105,8 +108,8 @@ def clear_frozen(sandbox: Sandbox, evidence: Evidence, deadline: float) -> bool:
     """SIGKILL the program's processes while they make no progress (runc: host signals to the frozen
     processes; gVisor: ``runsc kill`` to the stopped ones), then thaw a paused sandbox. False when the
     engine would not thaw it (nothing can be collected then)."""
-    if evidence.frozen_by == "sigstop":
-        sandbox.kill_stopped_programs(min(deadline, time.monotonic() + CLEAR_WAIT_S))
+    if evidence.frozen_by == "sigstop":  # they stay stopped meanwhile: the kills may take longer
+        sandbox.kill_stopped_programs(min(deadline, max(time.monotonic() + CLEAR_WAIT_S, deadline - STOPPED_RESERVE_S)))
         return True
     sandbox.kill_frozen_programs()
     return sandbox.thaw()

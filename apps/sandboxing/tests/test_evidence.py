@@ -101,16 +101,28 @@ def private_fork_bomb(*setup: str) -> str:
 
 # The program's first process waits while a child of it, in a session of its own, forks.
 OWN_SESSION = ("child = os.fork()", "if child:", "    os.waitpid(child, 0)", "    raise SystemExit", "os.setsid()")
+# Each process reaps its children the moment they die.
+REAPING_AT_ONCE = ("signal.signal(signal.SIGCHLD, signal.SIG_IGN)",)
+# A chain as deep as the process slots allow, each of its processes then a bomb of its own.
+DEEP_CHAIN = (
+    "while True:",
+    "    try:",
+    "        if os.fork():",
+    "            break",
+    "    except OSError:",
+    "        break",
+)
 
 
 @pytest.mark.parametrize(
     "setup",
     [
         OWN_SESSION,
-        ("signal.signal(signal.SIGCHLD, signal.SIG_IGN)",),
-        (*OWN_SESSION, "signal.signal(signal.SIGCHLD, signal.SIG_IGN)"),
+        REAPING_AT_ONCE,
+        (*OWN_SESSION, *REAPING_AT_ONCE),
+        (*REAPING_AT_ONCE, *DEEP_CHAIN),
     ],
-    ids=["own-session", "children-reaped-at-once", "both"],
+    ids=["own-session", "children-reaped-at-once", "both", "deep-chain-reaping-at-once"],
 )
 def test_a_fork_bomb_that_rearranges_itself_is_kept_stopped_too(setup):
     run = execute(private_fork_bomb(*setup), control=stop_keeping_evidence_once_ready, timeout_s=30, memory_mb=256)
