@@ -84,6 +84,7 @@ HANDED_TO_INIT_POLL_S = 0.01  # between two looks at a stopped gVisor sandbox's 
 HOST_SIGNAL_ROUNDS = 20
 # How far the engine's clock may be off ours when its event log is searched.
 EVENT_CLOCK_SLACK_S = 1
+OOM_EVENT_POLL_S = 0.1
 
 
 def _signal_all(pids: list[int], signum: int) -> int:
@@ -540,6 +541,26 @@ class Sandbox:
 
     def oom_killed_by_engine(self) -> bool:
         return bool(self.container_state().get("OOMKilled"))
+
+    def oom_event_recorded(self, wait_s: float) -> bool:
+        """Did the engine log an "oom" event for this container? Looked for until ``wait_s`` has passed:
+        it may come after the container stopped, when its state's ``OOMKilled`` was already written."""
+        until = time.monotonic() + wait_s
+        while True:
+            try:
+                events = self.api.events(
+                    since=int(self.created_at) - EVENT_CLOCK_SLACK_S,
+                    until=int(time.time()) + EVENT_CLOCK_SLACK_S,
+                    filters={"container": [self.container_id], "event": ["oom"]},
+                    decode=True,
+                )
+                if any(True for _ in events) or self.oom_killed_by_engine():
+                    return True
+            except Exception as exc:
+                log.info("oom events of %s: %s", self.container_id[:12], exc)
+            if time.monotonic() >= until:
+                return False
+            time.sleep(OOM_EVENT_POLL_S)
 
     def killed_through_engine(self) -> bool:
         """Did anyone ask the engine to signal this container (our kill, an operator's ``docker kill``)?
