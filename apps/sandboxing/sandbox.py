@@ -542,19 +542,23 @@ class Sandbox:
     def oom_killed_by_engine(self) -> bool:
         return bool(self.container_state().get("OOMKilled"))
 
+    def _logged(self, event: str) -> bool:
+        """Did the engine log ``event`` for this container since its creation? Raises when it does not answer."""
+        events = self.api.events(
+            since=int(self.created_at) - EVENT_CLOCK_SLACK_S,
+            until=int(time.time()) + EVENT_CLOCK_SLACK_S,
+            filters={"container": [self.container_id], "event": [event]},
+            decode=True,
+        )
+        return any(True for _ in events)
+
     def oom_event_recorded(self, wait_s: float) -> bool:
         """Did the engine log an "oom" event for this container? Looked for until ``wait_s`` has passed:
         it may come after the container stopped, when its state's ``OOMKilled`` was already written."""
         until = time.monotonic() + wait_s
         while True:
             try:
-                events = self.api.events(
-                    since=int(self.created_at) - EVENT_CLOCK_SLACK_S,
-                    until=int(time.time()) + EVENT_CLOCK_SLACK_S,
-                    filters={"container": [self.container_id], "event": ["oom"]},
-                    decode=True,
-                )
-                if any(True for _ in events) or self.oom_killed_by_engine():
+                if self._logged("oom") or self.oom_killed_by_engine():
                     return True
             except Exception as exc:
                 log.info("oom events of %s: %s", self.container_id[:12], exc)
@@ -566,13 +570,7 @@ class Sandbox:
         """Did anyone ask the engine to signal this container (our kill, an operator's ``docker kill``)?
         An engine that does not answer counts as yes (the cautious answer for ``verdict``)."""
         try:
-            events = self.api.events(
-                since=int(self.created_at) - EVENT_CLOCK_SLACK_S,
-                until=int(time.time()) + EVENT_CLOCK_SLACK_S,
-                filters={"container": [self.container_id], "event": ["kill"]},
-                decode=True,
-            )
-            return any(True for _ in events)
+            return self._logged("kill")
         except Exception:
             return True
 
@@ -591,13 +589,7 @@ class Sandbox:
         """Did the engine restart under this sandbox? Its event log starts empty after a restart, so
         the container's "create" event is missing then. An engine that does not answer counts as lost."""
         try:
-            events = self.api.events(
-                since=int(self.created_at) - EVENT_CLOCK_SLACK_S,
-                until=int(time.time()) + EVENT_CLOCK_SLACK_S,
-                filters={"container": [self.container_id], "event": ["create"]},
-                decode=True,
-            )
-            return not any(True for _ in events)
+            return not self._logged("create")
         except Exception:
             return True
 
