@@ -9,10 +9,12 @@ safety rule or an emergency stop (``Command.STOP_KEEPING_EVIDENCE``) the runner 
    fails kills at once);
 2. reads the process view while frozen (what ran at the stop);
 3. SIGKILLs the program's processes while they make no progress: under runc host signals to the
-   frozen processes, then the thaw; under gVisor ``runsc kill`` to each stopped process (runsc
-   refuses a paused sandbox, which is why gVisor is stopped by signal, not paused: a fork bomb holds
-   every process slot of the sandbox user, so nothing of that user could start to clear it, and
-   once thawed it would run again and, within seconds, take the sandbox down). The reaper then
+   frozen processes, then the thaw; under gVisor ``runsc kill`` to each stopped process, the top of
+   the tree first and init stopped meanwhile, so that none is reaped before all are killed (gVisor
+   wakes a stopped process group when one of it is reaped: ``Sandbox._kill_stopped_top_down``).
+   runsc refuses a paused sandbox, which is why gVisor is stopped by signal, not paused: a fork bomb
+   holds every process slot of the sandbox user, so nothing of that user could start to clear it,
+   and once thawed it would run again and, within seconds, take the sandbox down. The reaper then
    clears whatever is left and proves there is room for the collector;
 4. collects /output through the usual collector, as the sandbox user, with the usual caps (hostile
    input, parsed as such). When the reaper could not start (a sandbox paused rather than stopped),
@@ -46,6 +48,9 @@ FALLBACK_COLLECTOR_USER = "65534:65534"  # nobody: not the sandbox user, no priv
 # collection beside processes that could not be cleared this long, before the container is killed.
 CLEAR_WAIT_S = 2.0
 BESIDE_COLLECT_S = 3.0
+# Killing stopped processes one by one (gVisor: a level of their tree at a time) may use the deadline
+# but this much, left for the reaper and the collector: nothing of the program runs meanwhile.
+STOPPED_RESERVE_S = 3.0
 
 
 def bounded(call, wait_s: float) -> tuple[bool, object]:
@@ -103,8 +108,8 @@ def clear_frozen(sandbox: Sandbox, evidence: Evidence, deadline: float) -> bool:
     """SIGKILL the program's processes while they make no progress (runc: host signals to the frozen
     processes; gVisor: ``runsc kill`` to the stopped ones), then thaw a paused sandbox. False when the
     engine would not thaw it (nothing can be collected then)."""
-    if evidence.frozen_by == "sigstop":
-        sandbox.kill_stopped_programs(min(deadline, time.monotonic() + CLEAR_WAIT_S))
+    if evidence.frozen_by == "sigstop":  # they stay stopped meanwhile: the kills may take longer
+        sandbox.kill_stopped_programs(min(deadline, max(time.monotonic() + CLEAR_WAIT_S, deadline - STOPPED_RESERVE_S)))
         return True
     sandbox.kill_frozen_programs()
     return sandbox.thaw()

@@ -82,6 +82,7 @@ KILL_UNANSWERED_S = 5.0
 SIGKILL_EXIT = 128 + 9
 STOPPED_STATE_WAIT_S = 2.0  # for the engine to record how a stopping container ended
 DYING_SANDBOX_WAIT_S = 0.5  # under gVisor, for a sandbox whose exec reported an abnormal exit to stop
+OOM_EVENT_WAIT_S = 0.5  # under gVisor, for the "oom" event of an attached sandbox that stopped (it can be late)
 HOST_TASKS_NEAR_CAP = 0.8  # a sandbox that stopped with this share of its host pids cap in use hit it
 ENGINE_STOP_SIGNALS = (9, 15)  # how an engine stop or restart ends the processes of its containers
 LAUNCHER_STDERR_BYTES = 2048
@@ -636,10 +637,12 @@ class Execution:
         container stopped with it (its exit code is the program's). The sandbox user may kill that
         process (the program killed its launcher, as in ``kill(-1, SIGKILL)``), or it could not fork
         and ran the program in its own process: the program's doing either way, never a platform
-        fault. Only an OOM kill the engine recorded (under gVisor the limit covers its kernel) says
+        fault. Only an OOM kill the engine recorded (under gVisor the limit covers its kernel; there its
+        "oom" event is waited for a moment, as it may come after the state was written) says
         otherwise; an engine restart is told apart from the exit code in ``conclude``."""
         state = self.sandbox.stopped_state(STOPPED_STATE_WAIT_S)
-        if state.get("OOMKilled"):
+        gvisor = engine_runtime.is_gvisor(self.sandbox.profile.engine_runtime)
+        if state.get("OOMKilled") or (gvisor and self.sandbox.oom_event_recorded(OOM_EVENT_WAIT_S)):
             reading = self.sandbox.last_reading
             reading.peak_memory_bytes = max(reading.peak_memory_bytes or 0, self.limits.memory_mb * MIB)
             return Outcome.OOM_KILLED

@@ -80,10 +80,12 @@ COLLECT_SLACK_BYTES = 64 * 1024
 # Under gVisor the processes of a stopped sandbox are SIGKILLed one ``runsc kill`` each, this many at once.
 STOPPED_KILL_WORKERS = 8
 STOPPED_KILL_WAIT_S = 2.0  # for the engine to see a sandbox killed through runsc stopped
+HANDED_TO_INIT_POLL_S = 0.01  # between two looks at a stopped gVisor sandbox's process tree
 # Under runc, host signals to a sandbox's processes go round at most this often (a fork bomb refills).
 HOST_SIGNAL_ROUNDS = 20
 # How far the engine's clock may be off ours when its event log is searched.
 EVENT_CLOCK_SLACK_S = 1
+OOM_EVENT_POLL_S = 0.1
 
 
 def _signal_all(pids: list[int], signum: int) -> int:
@@ -127,13 +129,10 @@ def _reset_reply(stream: ExecStream, nonce: bytes, deadline: float) -> str:
 
 def attach_suits(profile: Profile) -> bool:
     """Whether a fresh sandbox of ``profile`` takes its one program over attach (``Sandbox.attach``):
-    not a compiled runtime's (two programs: compile, run), not a session's, and under runc only.
-
-    Under gVisor the program, a child of the main process, ends badly in a stop keeping evidence: a
-    fork bomb SIGSTOPped and SIGKILLed process by process (``kill_stopped_programs``) comes back to
-    life (SIGHUP, SIGCONT) and holds every process slot of the sandbox user, so nothing of that user
-    can clear it or collect files only that user may read; an exec'd launcher's tree does not."""
-    return not (profile.build_dir or profile.session or is_gvisor(profile.engine_runtime))
+    not a compiled runtime's (two programs: compile, run), not a session's; under gVisor and runc
+    alike (a stop keeping evidence kills a stopped gVisor sandbox's processes so that none is reaped
+    meanwhile, wherever the program runs: ``_kill_stopped_top_down``)."""
+    return not (profile.build_dir or profile.session)
 
 
 class SandboxSetupError(Exception):
@@ -552,17 +551,35 @@ class Sandbox:
     def oom_killed_by_engine(self) -> bool:
         return bool(self.container_state().get("OOMKilled"))
 
+    def _logged(self, event: str) -> bool:
+        """Did the engine log ``event`` for this container since its creation? Raises when it does not answer."""
+        events = self.api.events(
+            since=int(self.created_at) - EVENT_CLOCK_SLACK_S,
+            until=int(time.time()) + EVENT_CLOCK_SLACK_S,
+            filters={"container": [self.container_id], "event": [event]},
+            decode=True,
+        )
+        return any(True for _ in events)
+
+    def oom_event_recorded(self, wait_s: float) -> bool:
+        """Did the engine log an "oom" event for this container? Looked for until ``wait_s`` has passed:
+        it may come after the container stopped, when its state's ``OOMKilled`` was already written."""
+        until = time.monotonic() + wait_s
+        while True:
+            try:
+                if self._logged("oom") or self.oom_killed_by_engine():
+                    return True
+            except Exception as exc:
+                log.info("oom events of %s: %s", self.container_id[:12], exc)
+            if time.monotonic() >= until:
+                return False
+            time.sleep(OOM_EVENT_POLL_S)
+
     def killed_through_engine(self) -> bool:
         """Did anyone ask the engine to signal this container (our kill, an operator's ``docker kill``)?
         An engine that does not answer counts as yes (the cautious answer for ``verdict``)."""
         try:
-            events = self.api.events(
-                since=int(self.created_at) - EVENT_CLOCK_SLACK_S,
-                until=int(time.time()) + EVENT_CLOCK_SLACK_S,
-                filters={"container": [self.container_id], "event": ["kill"]},
-                decode=True,
-            )
-            return any(True for _ in events)
+            return self._logged("kill")
         except Exception:
             return True
 
@@ -581,13 +598,7 @@ class Sandbox:
         """Did the engine restart under this sandbox? Its event log starts empty after a restart, so
         the container's "create" event is missing then. An engine that does not answer counts as lost."""
         try:
-            events = self.api.events(
-                since=int(self.created_at) - EVENT_CLOCK_SLACK_S,
-                until=int(time.time()) + EVENT_CLOCK_SLACK_S,
-                filters={"container": [self.container_id], "event": ["create"]},
-                decode=True,
-            )
-            return not any(True for _ in events)
+            return not self._logged("create")
         except Exception:
             return True
 
@@ -623,10 +634,10 @@ class Sandbox:
         sandbox, which unlike the engine's pause leaves it able to take signals. False when it could not.
 
         Under gVisor ``runsc kill --all`` (twice, for a child forked while the first went round; runsc
-        refuses to signal a paused sandbox), then SIGCONT to its init alone, so that it reaps what is
-        killed next. Under runc host signals to the container's processes, round after round until no
-        new one appears (the engine's pause, the cgroup freezer, can fail under a fork bomb: "unable to
-        freeze")."""
+        refuses to signal a paused sandbox); its init too, which ``kill_stopped_programs`` lets go on
+        only once it has killed the rest. Under runc host signals to the container's processes, round
+        after round until no new one appears (the engine's pause, the cgroup freezer, can fail under a
+        fork bomb: "unable to freeze")."""
         if is_gvisor(self.profile.engine_runtime):
             root = self.runsc_root()
             if not root or not processes.runsc_kill(self.container_id, root, "STOP"):
@@ -634,7 +645,6 @@ class Sandbox:
             self.stopped_inside = True
             processes.runsc_kill(self.container_id, root, "STOP")
             self.read_counters()
-            processes.runsc_kill(self.container_id, root, "CONT", pid=1)
             return True
         keep, seen = self._runc_keep(), set()
         if not keep:
@@ -651,34 +661,66 @@ class Sandbox:
 
     def kill_stopped_programs(self, deadline: float) -> int:
         """Once ``stop_inside`` has stopped them: SIGKILL every process inside but its init and the idle
-        main process, until ``deadline`` (monotonic); they cannot fork meanwhile. The deepest first: a
-        parent killed before its stopped children would orphan their process group, which POSIX wakes
-        with SIGHUP and SIGCONT (a program that ignores SIGHUP would run again). Under gVisor one
-        ``runsc kill --pid`` per process, a few at a time. Returns how many were signalled."""
+        main process, until ``deadline`` (monotonic); they cannot fork meanwhile. Returns how many were
+        signalled.
+
+        Under runc host signals, the deepest first: a parent killed before its stopped children would
+        orphan their process group, which Linux wakes with SIGHUP and SIGCONT (a program that ignores
+        SIGHUP would run again). Under gVisor see ``_kill_stopped_top_down``."""
         if not self.stopped_inside:
             return 0
-        if not is_gvisor(self.profile.engine_runtime):
-            keep, signalled = self._runc_keep(), 0
-            for _ in range(HOST_SIGNAL_ROUNDS):
-                view = [p for p in self._runc_view() if p.pid not in keep]
-                if not view or time.monotonic() >= deadline:
-                    break
-                for level in processes.deepest_first(view, keep):
-                    signalled += _signal_all(level, signal.SIGKILL)
-            return signalled
+        if is_gvisor(self.profile.engine_runtime):
+            return self._kill_stopped_top_down(deadline)
+        keep, signalled = self._runc_keep(), 0
+        for _ in range(HOST_SIGNAL_ROUNDS):
+            view = [p for p in self._runc_view() if p.pid not in keep]
+            if not view or time.monotonic() >= deadline:
+                break
+            for level in processes.deepest_first(view, keep):
+                signalled += _signal_all(level, signal.SIGKILL)
+        return signalled
+
+    def _kill_stopped_top_down(self, deadline: float) -> int:
+        """Under gVisor, one ``runsc kill --pid`` per process, a few at a time, the top of the tree first,
+        the next level once every child of the last one has been handed to init; init stays stopped
+        (``stop_inside``) until the end, and is then let go on to reap them all.
+
+        gVisor wakes (SIGHUP, SIGCONT) every member of a process group with a stopped member whenever a
+        process of it is reaped while it counts no parent outside the group in its session: always for
+        a group in a session of its own (which a program may make), and wrongly after a reparenting
+        (a child reaped by init lowers the count it never raised). Nothing is reaped meanwhile here:
+        each process dies a child of stopped init, never of a process of the program, which could
+        reap it at once (SIGCHLD ignored)."""
         root, view = self.runsc_root(), self.process_view()
         keep = processes.init_and_idle(view, 1)
-        signalled = 0
-        with ThreadPoolExecutor(STOPPED_KILL_WORKERS, thread_name_prefix="sandbox-kill") as pool:
-            for level in processes.deepest_first(view, keep):
+        parents = {p.pid: p.ppid for p in view}
+        left, signalled = set(parents) - keep, 0
 
-                def kill_one(pid: int) -> bool:
-                    return time.monotonic() < deadline and processes.runsc_kill(
-                        self.container_id, root, "KILL", pid=pid
-                    )
+        def kill_one(pid: int) -> bool:
+            return time.monotonic() < deadline and processes.runsc_kill(self.container_id, root, "KILL", pid=pid)
 
-                signalled += sum(pool.map(kill_one, level))
+        try:
+            with ThreadPoolExecutor(STOPPED_KILL_WORKERS, thread_name_prefix="sandbox-kill") as pool:
+                while left and time.monotonic() < deadline:
+                    top = sorted(pid for pid in left if parents.get(pid) not in left)
+                    killed = {pid for pid, done in zip(top, pool.map(kill_one, top), strict=True) if done}
+                    signalled += len(killed)
+                    left.difference_update(top)
+                    parents = self._handed_to_init(root, killed, left, deadline)
+        finally:
+            processes.runsc_kill(self.container_id, root, "CONT", pid=1)
         return signalled
+
+    def _handed_to_init(self, root: str, killed: set[int], left: set[int], deadline: float) -> dict[int, int]:
+        """Wait until no process of ``left`` is a child of one of ``killed`` (they have exited and init
+        has their children), at most until ``deadline``; the parent of each process, as last seen."""
+        while True:
+            parents = {p.pid: p.ppid for p in processes.runsc_view(self.container_id, root)}
+            if not parents or time.monotonic() >= deadline:
+                return parents
+            if not any(parents.get(pid) in killed for pid in left):
+                return parents
+            time.sleep(HANDED_TO_INIT_POLL_S)
 
     def _runc_view(self) -> list[processes.Process]:
         procs = self.cgroup.procs_file()

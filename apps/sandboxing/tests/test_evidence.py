@@ -80,6 +80,57 @@ def test_a_fork_bomb_files_only_the_sandbox_user_may_read_are_kept_too():
     assert [(a.name, a.data) for a in run.result.artifacts] == [("private.txt", b"mine alone")]
 
 
+def private_fork_bomb(*setup: str) -> str:
+    """A fork bomb that ignores SIGHUP, writes a file only the sandbox user may read, then forks
+    forever; ``setup`` runs first (e.g. a session of its own)."""
+    return (
+        "import os, signal\n"
+        + "".join(f"{line}\n" for line in setup)
+        + "signal.signal(signal.SIGHUP, signal.SIG_IGN)\n"
+        "fd = os.open('/output/private.txt', os.O_WRONLY | os.O_CREAT, 0o600)\n"
+        "os.write(fd, b'mine alone')\n"
+        "os.close(fd)\n"
+        "print('ready', flush=True)\n"
+        "while True:\n"
+        "    try:\n"
+        "        os.fork()\n"
+        "    except OSError:\n"
+        "        pass\n"
+    )
+
+
+# The program's first process waits while a child of it, in a session of its own, forks.
+OWN_SESSION = ("child = os.fork()", "if child:", "    os.waitpid(child, 0)", "    raise SystemExit", "os.setsid()")
+# Each process reaps its children the moment they die.
+REAPING_AT_ONCE = ("signal.signal(signal.SIGCHLD, signal.SIG_IGN)",)
+# A chain as deep as the process slots allow, each of its processes then a bomb of its own.
+DEEP_CHAIN = (
+    "while True:",
+    "    try:",
+    "        if os.fork():",
+    "            break",
+    "    except OSError:",
+    "        break",
+)
+
+
+@pytest.mark.parametrize(
+    "setup",
+    [
+        OWN_SESSION,
+        REAPING_AT_ONCE,
+        (*OWN_SESSION, *REAPING_AT_ONCE),
+        (*REAPING_AT_ONCE, *DEEP_CHAIN),
+    ],
+    ids=["own-session", "children-reaped-at-once", "both", "deep-chain-reaping-at-once"],
+)
+def test_a_fork_bomb_that_rearranges_itself_is_kept_stopped_too(setup):
+    run = execute(private_fork_bomb(*setup), control=stop_keeping_evidence_once_ready, timeout_s=30, memory_mb=256)
+    assert run.result.outcome is Outcome.STOPPED, run.result
+    assert run.result.evidence.collected, run.result.evidence
+    assert [(a.name, a.data) for a in run.result.artifacts] == [("private.txt", b"mine alone")]
+
+
 def test_a_plain_stop_still_kills_at_once_and_keeps_nothing():
     run = execute(WRITE_THEN_WAIT, control=lambda _at, out: Command.STOP if b"ready" in out else None, timeout_s=30)
     assert run.result.outcome is Outcome.STOPPED

@@ -3,25 +3,19 @@ an exec inspect or a collector exec, and why a program cannot fake it (``helper.
 
 The first tests are of the parser alone (``streams.TrailerWatch``); the others run programs in the
 real sandbox, and count the helper execs a run cost from the engine's own event log. A fresh
-sandbox's one program goes to its main process (the helper's ``await``) over attach under runc: no
-exec at all, but the collector's when /output holds files (``sandbox.attach_suits``; under gVisor a
-launch exec).
+sandbox's one program goes to its main process (the helper's ``await``) over attach, under gVisor and
+runc alike: no exec at all, but the collector's when /output holds files (``sandbox.attach_suits``).
+A compiled runtime's programs (compile, run) are each a launch exec.
 """
 
 import time
 
 import pytest
 
-from apps.sandboxing import engine, helper
+from apps.sandboxing import catalog, engine, helper
 from apps.sandboxing.outcomes import Command, Outcome
 from apps.sandboxing.streams import Trailer, TrailerWatch
-from apps.sandboxing.tests.conftest import execute, under_gvisor
-
-
-def attached() -> bool:
-    """Do fresh sandboxes take their program over attach here (``sandbox.attach_suits``)?"""
-    return not under_gvisor()
-
+from apps.sandboxing.tests.conftest import execute
 
 NONCE = bytes(range(16))
 START = helper.trailer_start(NONCE)
@@ -86,11 +80,10 @@ def helper_execs(run_id: str) -> list[str]:
 def test_a_run_that_leaves_output_empty_costs_no_exec_and_one_that_leaves_a_file_a_collection():
     alice = execute("print('nothing to keep')")
     assert (alice.result.outcome, alice.result.exit_code, alice.stdout) == (Outcome.EXITED, 0, b"nothing to keep\n")
-    launch = [] if attached() else ["launch"]
-    assert helper_execs(alice.run_id) == launch and len(all_execs(alice.run_id)) == len(launch)
+    assert all_execs(alice.run_id) == []
     bob = execute("open('/output/kept.txt', 'w').write('kept')\nraise SystemExit(4)")
     assert (bob.result.exit_code, [(a.name, a.data) for a in bob.result.artifacts]) == (4, [("kept.txt", b"kept")])
-    assert helper_execs(bob.run_id) == [*launch, "collect"] and len(all_execs(bob.run_id)) == len(launch) + 1
+    assert helper_execs(bob.run_id) == ["collect"] and len(all_execs(bob.run_id)) == 1
 
 
 @pytest.mark.docker
@@ -145,7 +138,7 @@ def test_the_process_that_holds_the_nonce_shows_it_nowhere_a_program_can_read():
         "print('nonce-like' if re.search(rb'[0-9a-f]{32}', cmdline + environ) else 'no nonce')\n"
     )
     run = execute(code)
-    assert run.stdout == (b"await" if attached() else b"launch") + b"\nno nonce\n"
+    assert run.stdout == b"await\nno nonce\n"
 
 
 @pytest.mark.docker
@@ -154,8 +147,6 @@ def test_a_program_that_kills_its_main_process_ends_as_its_own_kill_with_its_out
     """Killing the sandbox's main process (the same user may) stops the container: the run ends as the
     program's kill, never a platform fault, with what it wrote before; /output went with the
     container, and the record says its list may be incomplete."""
-    if not attached():
-        pytest.skip("fresh sandboxes take their program by exec here")
     code = (
         "import os, signal, time\n"
         "open('/output/before.txt', 'w').write('written before the kill')\n"
@@ -171,20 +162,25 @@ def test_a_program_that_kills_its_main_process_ends_as_its_own_kill_with_its_out
 
 
 @pytest.mark.docker
-def test_a_program_that_kills_its_launcher_still_ends_with_its_output_and_files():
-    if attached():
-        pytest.skip("no launcher: the program's parent is the sandbox's main process")
+def test_a_compiled_program_that_kills_its_launcher_still_ends_with_its_output_and_files():
+    """A compiled runtime's program runs under a launch exec (its sandbox runs two programs)."""
     code = (
-        "import os, signal\n"
-        "open('/output/before.txt', 'w').write('written before the kill')\n"
-        "os.kill(os.getppid(), signal.SIGKILL)\n"
-        "print('the launcher is gone', flush=True)\n"
+        "#include <signal.h>\n#include <stdio.h>\n#include <unistd.h>\n"
+        "int main(void) {\n"
+        '    FILE *f = fopen("/output/before.txt", "w");\n'
+        '    fputs("written before the kill", f);\n'
+        "    fclose(f);\n"
+        "    kill(getppid(), SIGKILL);\n"
+        '    puts("the launcher is gone");\n'
+        "    return 0;\n"
+        "}\n"
     )
-    run = execute(code)
+    run = execute(code, runtime=catalog.runtime("c"), memory_mb=384, timeout_s=10)
     assert run.result.outcome is Outcome.EXITED
     assert run.stdout == b"the launcher is gone\n"
     assert [a.name for a in run.result.artifacts] == ["before.txt"]
     assert run.result.exit_code == 137  # the exec's own status: the launcher's, never taken for a success
+    assert helper_execs(run.run_id)[:2] == ["launch", "launch"]  # the compiler's, then the program's
 
 
 @pytest.mark.docker
