@@ -44,7 +44,15 @@
  *                                 does, with the child's status). R: [nonce (16)][DIR, NUL-terminated]*: as
  *                                 reap reset (this process spared, counted as expected), then the reply
  *                                     \0crucible:reset:NONCE_HEX:ok|REASON\0
- *                                 on stdout and then stderr. Anything it cannot do (a frame that is not
+ *                                 on stdout and then stderr. P (only right after an R whose reply was ok,
+ *                                 else ignored): [fields length (4)][the workdir and launch's arguments,
+ *                                 the marker empty][argv length (4)][ARGV][a seccomp filter]: ARGV (a
+ *                                 Python interpreter that waits, sandbox/prestart) starts ahead as
+ *                                 launch's child would start the program, its fd 0 a pipe; the next L
+ *                                 frame with the same fields (the marker aside) and filter runs on it
+ *                                 (this process writes the files and the marker, then the go on the
+ *                                 pipe: [f, the stdin file's path | n], NUL); any other frame kills it
+ *                                 first. Anything it cannot do (a frame that is not
  *                                 acceptable, no process to spare, a failed write): it exits, no trailer,
  *                                 no reply. The sandbox user may kill it: the stream then ends.
  *   await                         the main process of a fresh sandbox (stdin open) whose one program the
