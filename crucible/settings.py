@@ -360,6 +360,9 @@ SANDBOX_POOL_RUNTIMES = envlist("SANDBOX_POOL_RUNTIMES", [])
 # A sandbox reset for the next sample of the same batch (``reuse: "batch"``) waits this long to be
 # claimed before it is removed (0: never keep one).
 SANDBOX_REUSE_IDLE_S = envint("SANDBOX_REUSE_IDLE_S", 10, minimum=0, maximum=3600)
+# Such a sandbox, reset, also starts the interpreter of its next program ahead when the last one was a
+# Python program (its start-up then costs the next sample nothing): false, every program starts fresh.
+SANDBOX_PRESTART = envbool("SANDBOX_PRESTART", True)
 # Sandboxes of finished runs a worker (WORKER_FORK=false) may still be killing and removing in a
 # thread while it runs its next job (0: each run removes its own before its job returns). A worker
 # waits for them when it stops; a dead worker's are removed by the reconciler's orphan sweep.

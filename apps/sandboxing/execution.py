@@ -404,6 +404,17 @@ class Execution:
         delivered_to = code_path if self.write_code else f"{CODE_DIR}/"
         command = [*runtime.argv(code_path), *self.request.args]
         argv = helper.launch_argv(delivered_to, self.output.marker, environment, command, OUTPUT_DIR)
+        ahead = helper.prestart_command(command, code_path) if self.write_code else None
+        self.sandbox.prestart = (
+            helper.Prestart(
+                WORK_DIR,
+                tuple(helper.launch_argv(code_path, b"", environment, command, OUTPUT_DIR)),
+                ahead,
+                self.seccomp_filter(),
+            )
+            if ahead
+            else None
+        )
         if self.attached:
             try:
                 return argv, self.sandbox.attach()

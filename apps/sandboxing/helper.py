@@ -25,7 +25,10 @@ it by exec with a subcommand, never through a shell, with nothing a user wrote i
   child; the serve process is launch's parent and, once the program has ended, SIGKILLs whatever
   it left (no trailer when something survives), writes the same trailer and reads on);
   ``reset_frame`` does what ``reap reset`` does (the serve process spared) and replies
-  ``reset_reply(nonce)`` + "ok" or the reason, then a NUL, on stdout and then stderr. It is
+  ``reset_reply(nonce)`` + "ok" or the reason, then a NUL, on stdout and then stderr; right after an
+  "ok", a ``Prestart.frame`` starts the next program's interpreter ahead (Python's: it does its start-up
+  and waits for the program's L frame, on which serve writes the files and the marker and lets it go;
+  an L frame for another program kills it and starts that one as usual). It is
   non-dumpable and ignores SIGTERM, SIGINT, SIGHUP and SIGPIPE, and it holds each nonce only in
   its memory (the frames travel on its stdin, which no program shares), so a program can neither
   read the next program's nonce nor forge its trailer or the reset's reply; it can kill the serve
@@ -45,6 +48,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
@@ -53,6 +57,14 @@ from django.conf import settings
 HELPER_PATH = "/usr/local/libexec/crucible-helper"
 SOURCE_PATH = Path(settings.BASE_DIR) / "sandbox" / "helper" / "crucible-helper.c"
 COMPILE_FLAGS = ("-static", "-O2", "-Wall", "-Wextra", "-Werror", "-s")
+# serve's interpreter started ahead (``Prestart``): the hook an image with Debian's python3 carries in
+# PRESTART_DIR (``sandbox/prestart``), which makes an interpreter started with PRESTART_OPTION wait.
+PRESTART_DIR = "/usr/lib/python3/dist-packages"
+PRESTART_FILES = tuple(
+    Path(settings.BASE_DIR) / "sandbox" / "prestart" / name
+    for name in ("crucible_prestart.py", "crucible-prestart.pth")
+)
+PRESTART_OPTION = ("-X", "crucible_prestart")
 # The name (``/proc/PID/comm``) of every helper process, the idle main process among them.
 PROCESS_NAME = "crucible-helper"
 
@@ -124,7 +136,7 @@ def trailer_start(nonce: bytes) -> bytes:
     return TRAILER_START + nonce.hex().encode() + b":"
 
 
-# serve's frames: kind (b"L" or b"R"), body length; an L body starts with its fields' length.
+# serve's frames: kind (b"L", b"R" or b"P"), body length; an L body starts with its fields' length.
 FRAME_HEADER = struct.Struct(">cI")
 FIELDS_LENGTH = struct.Struct(">I")
 RESET_REPLY_START = b"\x00crucible:reset:"
@@ -134,9 +146,39 @@ MAX_RESET_REPLY = 2200  # the whole reply, at most (the helper's buffer)
 
 def launch_frame(workdir: str, launch: list[str], payload: bytes) -> bytes:
     """The serve frame that runs the program ``launch`` (a ``launch_argv``) would, from ``workdir``."""
-    fields = b"".join(part.encode() + b"\x00" for part in (workdir, *launch[2:]))
+    fields = _strings((workdir, *launch[2:]))
     body = FIELDS_LENGTH.pack(len(fields)) + fields + payload
     return FRAME_HEADER.pack(b"L", len(body)) + body
+
+
+def _strings(parts) -> bytes:
+    return b"".join(part.encode() + b"\x00" for part in parts)
+
+
+@dataclass(frozen=True)
+class Prestart:
+    """An interpreter for serve to start ahead of the next program, after a clean reset (``frame``): the
+    program that ``launch`` (a ``launch_argv`` with an empty marker: never a nonce) runs from ``workdir``
+    under ``seccomp_filter``, started as ``command`` (``prestart_command``). Serve uses it only for an L
+    frame with exactly these (the marker aside), else kills it; each one for one program at most."""
+
+    workdir: str
+    launch: tuple[str, ...]
+    command: tuple[str, ...]
+    seccomp_filter: bytes
+
+    def frame(self) -> bytes:
+        fields, argv = _strings((self.workdir, *self.launch[2:])), _strings(self.command)
+        body = FIELDS_LENGTH.pack(len(fields)) + fields + FIELDS_LENGTH.pack(len(argv)) + argv + self.seccomp_filter
+        return FRAME_HEADER.pack(b"P", len(body)) + body
+
+
+def prestart_command(command: list[str], code_path: str) -> tuple[str, ...] | None:
+    """How to start ``command``'s interpreter ahead, when it is Python's (``python3 -u CODE_PATH ARGS``:
+    ``PRESTART_OPTION`` added, which the image's ``sandbox/prestart`` hook waits on); None otherwise."""
+    if command[:3] == ["python3", "-u", code_path]:
+        return (command[0], *PRESTART_OPTION, *command[1:])
+    return None
 
 
 def reset_frame(nonce: bytes, directories: tuple[str, ...]) -> bytes:
@@ -167,7 +209,9 @@ def reset_argv(directories: tuple[str, ...]) -> list[str]:
 
 @cache
 def digest() -> str:
-    """A short hash of the helper's source and compile flags: part of every image's recipe, and the
-    label (``image.HELPER_LABEL``) that tells an image with this helper from an older one."""
+    """A short hash of the helper's source and compile flags and of the prestart hook: part of every
+    image's recipe, and the label (``image.HELPER_LABEL``) that tells an image with this helper (and
+    hook) from an older one."""
     made_of = SOURCE_PATH.read_bytes() + repr(COMPILE_FLAGS).encode()
+    made_of += b"".join(path.name.encode() + b"\x00" + path.read_bytes() for path in PRESTART_FILES)
     return hashlib.sha256(made_of).hexdigest()[:12]

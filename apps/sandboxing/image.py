@@ -60,6 +60,9 @@ REMOVE = (
     "etc/apt",
     "usr/lib/apt",
 )
+# Removed wherever they match: Debian's sitecustomize (it only tries to import apport's exception hook,
+# which no image has) costs every python3 start an import of it and a failed search of sys.path.
+REMOVE_MATCHING = ("etc/python3*/sitecustomize.py", "usr/lib/python3*/sitecustomize.py")
 RECIPE_VERSION = 2  # bump when the build steps below change in a way the hash cannot see
 # (the version labels are metadata, left out on purpose: an image built before them lists no versions)
 REPOSITORY = "crucible-sandbox"
@@ -100,6 +103,7 @@ def recipe_hash(codename: str, packages: tuple[str, ...] = PACKAGES) -> str:
         "codename": codename,
         "packages": packages,
         "remove": REMOVE,
+        "remove_matching": REMOVE_MATCHING,
         "uid": SANDBOX_UID,
         "helper": helper.digest(),
     }
@@ -144,6 +148,20 @@ def install_helper(rootfs: Path) -> None:
     for path in (target, *[p for p in target.parents if p.is_relative_to(rootfs) and p != rootfs]):
         os.chown(path, 0, 0, follow_symlinks=False)
     target.chmod(0o755)
+    _install_prestart(rootfs)
+
+
+def _install_prestart(rootfs: Path) -> None:
+    """Put the hook of serve's interpreter started ahead (``helper.PRESTART_FILES``) where the image's
+    python3 looks for .pth files, when it has Debian's python3: root-owned, mode 0644."""
+    directory = rootfs / helper.PRESTART_DIR.lstrip("/")
+    if not directory.is_dir() or directory.is_symlink():
+        return
+    for source in helper.PRESTART_FILES:
+        target = directory / source.name
+        shutil.copyfile(source, target)
+        os.chown(target, 0, 0, follow_symlinks=False)
+        target.chmod(0o644)
 
 
 def _strip_rootfs(rootfs: Path) -> None:
@@ -153,6 +171,9 @@ def _strip_rootfs(rootfs: Path) -> None:
             target.unlink()
         elif target.is_dir():
             shutil.rmtree(target)
+    for pattern in REMOVE_MATCHING:
+        for target in rootfs.glob(pattern):
+            target.unlink()
     # No setuid/setgid file may remain (no-new-privileges also neuters them; this is belt and braces).
     for directory, _dirs, files in os.walk(rootfs):
         for name in files:

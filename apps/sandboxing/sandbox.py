@@ -322,6 +322,8 @@ class Sandbox:
         self._runsc_root: str | None = None
         self.serving: Serving | None = None  # the serve exec its next program is a frame on (``reset``)
         self.serve_lost = ""  # why its serve exec cannot be trusted any more (then it is never reused)
+        # The interpreter its serve exec starts ahead after a clean reset: its last program's (``launched``).
+        self.prestart: helper.Prestart | None = None
         # Its main process is the helper's ``await``: one program may come over ``attach`` (``attach``).
         self.attachable = False
         self.attached = False  # that has happened: the main process no longer waits for a program
@@ -842,7 +844,10 @@ class Sandbox:
 
         With a serve exec, or ``serve`` (one is started: the next program is handed over in this
         process), its reset frame does it, and the sandbox keeps it for its next program; the reply
-        must come whole, with the frame's nonce, on both streams and with nothing else on them."""
+        must come whole, with the frame's nonce, on both streams and with nothing else on them. Then,
+        with ``SANDBOX_PRESTART``, the serve exec starts the interpreter of a program launched as the
+        last one was (``prestart``, a Python program's) ahead: the next program uses it when it is
+        launched the same way, else serve kills it."""
         if self.killed:
             return "the sandbox was killed"
         if self.serve_lost:
@@ -872,6 +877,8 @@ class Sandbox:
                 helper.reset_frame(nonce, dirs), settings.SANDBOX_ENGINE_TIMEOUT_S, then_close=False
             )
             problem = _reset_reply(self.serving.stream, nonce, time.monotonic() + settings.SANDBOX_ENGINE_TIMEOUT_S)
+            if not problem and self.prestart is not None and settings.SANDBOX_PRESTART:
+                self.serving.stream.send(self.prestart.frame(), settings.SANDBOX_ENGINE_TIMEOUT_S, then_close=False)
         except Exception as exc:
             problem = f"the reset could not run: {exc}"
         if problem:

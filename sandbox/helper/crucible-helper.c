@@ -44,7 +44,15 @@
  *                                 does, with the child's status). R: [nonce (16)][DIR, NUL-terminated]*: as
  *                                 reap reset (this process spared, counted as expected), then the reply
  *                                     \0crucible:reset:NONCE_HEX:ok|REASON\0
- *                                 on stdout and then stderr. Anything it cannot do (a frame that is not
+ *                                 on stdout and then stderr. P (only right after an R whose reply was ok,
+ *                                 else ignored): [fields length (4)][the workdir and launch's arguments,
+ *                                 the marker empty][argv length (4)][ARGV][a seccomp filter]: ARGV (a
+ *                                 Python interpreter that waits, sandbox/prestart) starts ahead as
+ *                                 launch's child would start the program, its fd 0 a pipe; the next L
+ *                                 frame with the same fields (the marker aside) and filter runs on it
+ *                                 (this process writes the files and the marker, then the go on the
+ *                                 pipe: [f, the stdin file's path | n], NUL); any other frame kills it
+ *                                 first. Anything it cannot do (a frame that is not
  *                                 acceptable, no process to spare, a failed write): it exits, no trailer,
  *                                 no reply. The sandbox user may kill it: the stream then ends.
  *   await                         the main process of a fresh sandbox (stdin open) whose one program the
@@ -254,23 +262,6 @@ static void write_files(int dir_fd, const unsigned char *blob, size_t size)
     }
 }
 
-/* fd 0 becomes a read-only fd holding DATA (an unlinked file), or /dev/null when there is none. */
-static void set_stdin(int dir_fd, const unsigned char *data, size_t size)
-{
-    int fd;
-    if (size == 0) {
-        fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-    } else {
-        write_new_file(dir_fd, STDIN_FILE, data, size, 0400);
-        fd = openat(dir_fd, STDIN_FILE, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-        if (fd >= 0)
-            unlinkat(dir_fd, STDIN_FILE, 0);
-    }
-    if (fd < 0 || dup2(fd, 0) < 0)
-        launch_fail(EXIT_CANNOT_RUN, "cannot set up the program's stdin: %s", strerror(errno));
-    close(fd);
-}
-
 static void install_filter(unsigned char *bpf, size_t size)
 {
     struct sock_fprog program = {.len = (unsigned short)(size / sizeof(struct sock_filter)),
@@ -352,19 +343,16 @@ struct program {
     int new_session;     /* await's: the program leads a session of its own (see cmd_await) */
 };
 
-/* What launch did before the trailer existed, in the process it runs in: read the rest of the
- * payload, write the files, set up stdin, install the filter, write the marker (then one byte to
- * STARTED_FD, when there is one: the parent's sign that the program's output begins), exec. */
-static _Noreturn void start_program(const struct program *p, int started_fd)
+/* Read the rest of the payload (its filter into BPF, FILTER_LEN set) and write the files: the extra
+ * files, the code, and the stdin bytes to STDIN_FILE next to the code (its path into STDIN_PATH,
+ * PATH_MAX bytes; "" when there are none). Refused: launch_fail. */
+static void write_payload(const struct program *p, unsigned char **bpf, size_t *filter_len, char *stdin_path)
 {
-    if (p->workdir && chdir(p->workdir) != 0)
-        launch_fail(EXIT_CANNOT_RUN, "cannot enter %s: %s", p->workdir, strerror(errno));
-    if (p->new_session)
-        setsid();
     const unsigned char *header = p->header;
-    size_t filter_len = be32(header), code_len = be32(header + 4), stdin_len = be32(header + 8);
+    size_t code_len = be32(header + 4), stdin_len = be32(header + 8);
     size_t files_len = be32(header + 12);
-    unsigned char *bpf = read_exactly(filter_len);
+    *filter_len = be32(header);
+    *bpf = read_exactly(*filter_len);
     unsigned char *code = read_exactly(code_len);
     unsigned char *input = read_exactly(stdin_len);
 
@@ -387,19 +375,51 @@ static _Noreturn void start_program(const struct program *p, int started_fd)
     if (*base) /* a directory alone: the code file is there already (a compiled run) */
         write_new_file(dir_fd, base, code, code_len, 0444);
     free(code);
-    set_stdin(dir_fd, input, stdin_len);
+    stdin_path[0] = '\0';
+    if (stdin_len) {
+        write_new_file(dir_fd, STDIN_FILE, input, stdin_len, 0400);
+        snprintf(stdin_path, PATH_MAX, "%s/%s", *directory ? directory : ".", STDIN_FILE);
+    }
     free(input);
     close(dir_fd);
-    if (filter_len)
-        install_filter(bpf, filter_len);
-    /* As the interpreter-based launcher this replaces left them (python3 ignores both at startup and
-     * exec keeps an ignored signal ignored): a write to a closed pipe or past the fsize limit fails
-     * with EPIPE or EFBIG instead of killing the program. */
+}
+
+/* The signals a program starts with (as the interpreter-based launcher this replaces left them:
+ * python3 ignores both at startup and exec keeps an ignored signal ignored): a write to a closed
+ * pipe or past the fsize limit fails with EPIPE or EFBIG instead of killing the program; serve
+ * ignores the cancel signals, the program gets them at their default. */
+static void program_signals(void)
+{
     signal(SIGPIPE, SIG_IGN);
     signal(SIGXFSZ, SIG_IGN);
-    signal(SIGTERM, SIG_DFL); /* serve ignores these: the program gets them at their default */
+    signal(SIGTERM, SIG_DFL);
     signal(SIGINT, SIG_DFL);
     signal(SIGHUP, SIG_DFL);
+}
+
+/* What launch did before the trailer existed, in the process it runs in: read the rest of the
+ * payload, write the files, set up stdin (fd 0: the stdin bytes as a read-only unlinked file, or
+ * /dev/null), install the filter, write the marker (then one byte to STARTED_FD, when there is
+ * one: the parent's sign that the program's output begins), exec. */
+static _Noreturn void start_program(const struct program *p, int started_fd)
+{
+    if (p->workdir && chdir(p->workdir) != 0)
+        launch_fail(EXIT_CANNOT_RUN, "cannot enter %s: %s", p->workdir, strerror(errno));
+    if (p->new_session)
+        setsid();
+    unsigned char *bpf;
+    size_t filter_len;
+    char stdin_path[PATH_MAX];
+    write_payload(p, &bpf, &filter_len, stdin_path);
+    int fd = *stdin_path ? open(stdin_path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC) : open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (fd >= 0 && *stdin_path)
+        unlink(stdin_path);
+    if (fd < 0 || dup2(fd, 0) < 0)
+        launch_fail(EXIT_CANNOT_RUN, "cannot set up the program's stdin: %s", strerror(errno));
+    close(fd);
+    if (filter_len)
+        install_filter(bpf, filter_len);
+    program_signals();
     write_all(2, p->marker, p->marker_len);
     write_all(1, p->marker, p->marker_len);
     if (started_fd >= 0)
@@ -434,17 +454,20 @@ static int is_empty(const char *directory)
 static int kill_left_behind(void);
 
 /* The parent of a launch (or serve): wait for the program (with REAP, then kill every process it
- * left), then say how it ended in the trailer (REPORTED set when it did: the program started);
+ * left), then say how it ended in the trailer (REPORTED set when it did: the program started, as
+ * one byte on STARTED_FD says, or STARTED_FD is -1);
  * returns its status, or -1 when it cannot be waited for. */
 static int report_program(pid_t child, int started_fd, const unsigned char *nonce, const char *output_dir, int reap,
                           int *reported)
 {
     char sign;
-    ssize_t got;
-    do
-        got = read(started_fd, &sign, 1);
-    while (got < 0 && errno == EINTR);
-    close(started_fd);
+    ssize_t got = 1; /* no STARTED_FD: the program is known to have started (a prestarted one) */
+    if (started_fd >= 0) {
+        do
+            got = read(started_fd, &sign, 1);
+        while (got < 0 && errno == EINTR);
+        close(started_fd);
+    }
     int status;
     pid_t done;
     do
@@ -1079,7 +1102,7 @@ static unsigned char *read_frame(char *kind, size_t *size)
     }
     *kind = (char)head[0];
     *size = be32(head + 1);
-    if (*size > MAX_FRAME || (*kind != 'L' && *kind != 'R'))
+    if (*size > MAX_FRAME || (*kind != 'L' && *kind != 'R' && *kind != 'P'))
         launch_fail(EXIT_CANNOT_RUN, "a frame is not acceptable");
     return read_exactly(*size);
 }
@@ -1123,6 +1146,138 @@ static char **take_launch_frame(unsigned char *body, size_t size, struct program
     return fields;
 }
 
+/* The interpreter a P frame started ahead for the next program (see cmd_serve), or none (pid 0). */
+static struct {
+    pid_t pid;
+    int go_fd;              /* the write end of the pipe that is its fd 0 until the go */
+    unsigned char *body;    /* the P frame, which FIELDS and FILTER point into */
+    char **fields;          /* the workdir and launch's arguments an L frame must repeat (its marker aside) */
+    int count;
+    const unsigned char *filter;
+    size_t filter_len;
+} ahead;
+static int clean_reset; /* the last frame was an R whose reply was "ok": a P frame may follow */
+
+/* Kill the interpreter started ahead, if any, and wait for it (nothing of it left, not even a zombie). */
+static void discard_ahead(void)
+{
+    if (ahead.pid > 0) {
+        kill(ahead.pid, SIGKILL);
+        while (waitpid(ahead.pid, NULL, 0) < 0 && errno == EINTR)
+            ;
+        close(ahead.go_fd);
+    }
+    free(ahead.body);
+    free(ahead.fields);
+    memset(&ahead, 0, sizeof ahead);
+}
+
+/* A P frame: [fields length (4)][WORKDIR, then launch's arguments with an empty MARKER_HEX, each
+ * NUL-terminated][argv length (4)][ARGV, each NUL-terminated][a seccomp filter]. Right after a
+ * clean reset (else it is ignored), start ARGV ahead as launch's child would start the program: as
+ * this user, in WORKDIR, with exactly the environment of the arguments, the filter installed, the
+ * program's signals, this process's stdout and stderr, and as fd 0 a pipe, its only other fd. On it
+ * comes the go (serve_launch_ahead): [f, the stdin file's path | n], NUL. ARGV is meant to block
+ * until then (python3 -X crucible_prestart: sandbox/prestart/crucible_prestart.py). */
+static void serve_prestart(unsigned char *body, size_t size)
+{
+    if (!clean_reset) {
+        free(body);
+        return;
+    }
+    clean_reset = 0;
+    discard_ahead();
+    if (size < 4 || be32(body) > size - 4)
+        launch_fail(EXIT_CANNOT_RUN, "a prestart frame is not acceptable");
+    size_t fields_len = be32(body), at = 4 + fields_len;
+    if (size - at < 4 || be32(body + at) > size - at - 4)
+        launch_fail(EXIT_CANNOT_RUN, "a prestart frame is not acceptable");
+    size_t argv_len = be32(body + at);
+    int count, argc;
+    char **fields = split_fields((char *)body + 4, fields_len, &count);
+    char **command = split_fields((char *)body + at + 4, argv_len, &argc);
+    struct program program;
+    unsigned char marker[256];
+    const char *output_dir;
+    if (count < 1 || strlen(fields[0]) >= PATH_MAX)
+        launch_fail(EXIT_CANNOT_RUN, "a prestart frame is not acceptable");
+    parse_program(count - 1, fields + 1, &program, marker, &output_dir);
+    const unsigned char *filter = body + at + 4 + argv_len;
+    size_t filter_len = size - at - 4 - argv_len;
+    int go[2];
+    pid_t child = -1;
+    if (pipe2(go, O_CLOEXEC) == 0) {
+        child = fork();
+        if (child < 0) {
+            close(go[0]);
+            close(go[1]);
+        }
+    }
+    if (child == 0) {
+        if (dup2(go[0], 0) < 0 || chdir(fields[0]) != 0) /* dup2: fd 0 is not close-on-exec */
+            _exit(EXIT_CANNOT_RUN);
+        if (filter_len) {
+            struct sock_fprog bpf = {.len = (unsigned short)(filter_len / sizeof(struct sock_filter)),
+                                     .filter = (struct sock_filter *)filter};
+            if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 || prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &bpf, 0, 0) != 0)
+                _exit(EXIT_NO_FILTER);
+        }
+        program_signals();
+        exec_searching(command, program.environment);
+        _exit(EXIT_CANNOT_RUN); /* quietly: the next program then starts the usual way */
+    }
+    free(command);
+    free(program.environment);
+    if (child < 0) { /* no process to spare: the next program starts the usual way */
+        free(fields);
+        free(body);
+        return;
+    }
+    close(go[0]);
+    ahead.pid = child;
+    ahead.go_fd = go[1];
+    ahead.body = body;
+    ahead.fields = fields;
+    ahead.count = count;
+    ahead.filter = filter;
+    ahead.filter_len = filter_len;
+}
+
+/* Is the interpreter started ahead alive and started as the program of this L frame's FIELDS (COUNT
+ * of them) would be: the same workdir and arguments (the marker aside) and the same FILTER? */
+static int ahead_matches(char **fields, int count, const unsigned char *filter, size_t filter_len)
+{
+    if (ahead.pid <= 0 || count != ahead.count || filter_len != ahead.filter_len ||
+        memcmp(filter, ahead.filter, filter_len) != 0)
+        return 0;
+    for (int i = 0; i < count; i++)
+        if (i != 2 && strcmp(fields[i], ahead.fields[i]) != 0) /* fields[2]: the marker */
+            return 0;
+    return waitpid(ahead.pid, NULL, WNOHANG) == 0;
+}
+
+/* The program of an L frame on the interpreter started ahead (ahead_matches): this process writes
+ * the files as launch's child would (its stdin bytes to a file the interpreter opens, unlinks and
+ * makes its fd 0), the marker, then the go; returns the interpreter's pid (no longer "ahead"). */
+static pid_t launch_ahead(const struct program *p)
+{
+    unsigned char *bpf;
+    size_t filter_len;
+    char go[PATH_MAX + 2];
+    write_payload(p, &bpf, &filter_len, go + 1); /* a refusal: this process exits as the child would */
+    free(bpf);
+    go[0] = go[1] ? 'f' : 'n';
+    write_all(2, p->marker, p->marker_len);
+    write_all(1, p->marker, p->marker_len);
+    /* A failed write (it died meanwhile, e.g. a cancel's SIGTERM) is its end: the trailer reports it. */
+    write_all(ahead.go_fd, go, strlen(go) + 1);
+    close(ahead.go_fd);
+    pid_t child = ahead.pid;
+    ahead.pid = 0;
+    discard_ahead();
+    return child;
+}
+
 /* An L frame (take_launch_frame): the program runs in a child as launch's child; this process
  * writes the trailer and goes on. */
 static void serve_launch(unsigned char *body, size_t size)
@@ -1131,8 +1286,18 @@ static void serve_launch(unsigned char *body, size_t size)
     unsigned char marker[256], *header;
     const char *output_dir;
     char **fields = take_launch_frame(body, size, &program, marker, &output_dir, &header);
-    int started_fd;
-    pid_t child = fork_program(&program, &started_fd);
+    int count = 0, started_fd = -1;
+    while (fields[count])
+        count++;
+    size_t filter_len = be32(header);
+    pid_t child;
+    clean_reset = 0;
+    if (filter_len <= payload_left_size && ahead_matches(fields, count, payload_left, filter_len)) {
+        child = launch_ahead(&program);
+    } else {
+        discard_ahead(); /* another program than the one it was started for (or it died): not used */
+        child = fork_program(&program, &started_fd);
+    }
     if (child == 0 || child < 0) /* (never 0: the child execs or exits) no process to spare: no trailer */
         launch_fail(EXIT_CANNOT_RUN, "cannot fork: %s", strerror(errno));
     payload_left = NULL;
@@ -1158,11 +1323,13 @@ static void serve_reset(unsigned char *body, size_t size)
 {
     if (size <= NONCE_BYTES)
         launch_fail(EXIT_CANNOT_RUN, "a reset frame is not acceptable");
+    discard_ahead();
     int count;
     char **directories = split_fields((char *)body + NONCE_BYTES, size - NONCE_BYTES, &count);
     char problems[2048];
     reset_sandbox(count, directories, problems, sizeof problems);
     free(directories);
+    clean_reset = !problems[0];
     for (char *at = problems; *at; at++)
         if (*at == ':' || (unsigned char)*at < ' ')
             *at = ' '; /* the reply's reason holds no separator and no NUL */
@@ -1190,6 +1357,10 @@ static int cmd_serve(void)
         unsigned char *body = read_frame(&kind, &size);
         if (!body)
             return 0; /* the host closed the stream */
+        if (kind == 'P') { /* the body is kept (ahead.body) or freed there */
+            serve_prestart(body, size);
+            continue;
+        }
         if (kind == 'L')
             serve_launch(body, size);
         else
