@@ -25,7 +25,6 @@ import logging
 import uuid
 from datetime import UTC, timedelta
 
-import django_rq
 from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
@@ -38,6 +37,7 @@ from apps.evaluations.callbacks import events as callback_events
 from apps.evaluations.models import Evaluation, Reason, Status
 from apps.evaluations.retries import RetryDecision
 from apps.sandboxing import containers, engine, pool
+from crucible import redis_clients
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ LIVE_JOB_STATUSES = {JobStatus.QUEUED, JobStatus.STARTED, JobStatus.DEFERRED, Jo
 
 def _has_live_job(evaluation: Evaluation) -> bool:
     try:
-        job = Job.fetch(services.job_id(evaluation.pk), connection=django_rq.get_connection(evaluation.queue_name))
+        job = Job.fetch(services.job_id(evaluation.pk), connection=redis_clients.rq_connection(evaluation.queue_name))
     except Exception:
         return False
     status = job.get_status(refresh=False)
@@ -173,7 +173,7 @@ def remove_dead_workers_pools() -> list[str]:
     a worker that still runs: a sandbox claimed by a run that is still running is left to that run
     (if its worker is in fact gone, ``end_lost_runs`` removes the run's containers); so are the
     sandboxes it keeps for its batches while it has a live run (which may be using one)."""
-    alive = {worker.name for worker in Worker.all(connection=django_rq.get_connection("default"))}
+    alive = {worker.name for worker in Worker.all(connection=redis_clients.rq_connection())}
     removed = []
     for owner in pool.pool_owners() - alive:
         for container_id in pool.remove_pools_of(owner, spare=_still_running, busy=_has_live_run(owner)):
