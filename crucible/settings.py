@@ -119,7 +119,7 @@ _CHANNEL_LAYER_HOST = {
 _CHANNEL_LAYER_PREFIX = f"asgi.db{urlparse(REDIS_URL).path.lstrip('/') or 0}."
 CHANNEL_LAYERS = {
     "default": {
-        "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+        "BACKEND": "crucible.channel_layer.PromptPubSubChannelLayer",  # channels_redis's, heard at once
         "CONFIG": {"hosts": [_CHANNEL_LAYER_HOST], "prefix": _CHANNEL_LAYER_PREFIX},
     }
     if CHANNEL_LAYER == "pubsub"

@@ -110,12 +110,13 @@ class KeptConnectionsExecutor(concurrent.futures.Executor):
 def _keep_connections() -> None:
     """This thread's connections live for ``KEEP_S`` instead of one call (its own copy of the settings:
     Django checks ``CONN_MAX_AGE``, errors and health around every ``DatabaseSyncToAsync`` call).
-    A pooled database (``DATABASE_POOL_MAX``, the web server's) keeps them itself: each call borrows one."""
+    Not borrowed from the web server's pool (``DATABASE_POOL_MAX``): a borrowed connection goes back
+    at every call and is checked again at the next (a round trip per call, four per permission check)."""
     for alias in connections:
         connection = connections[alias]
-        if connection.settings_dict["OPTIONS"].get("pool"):
-            continue
-        connection.settings_dict = {**connection.settings_dict, "CONN_MAX_AGE": KEEP_S}
+        settings_dict = connection.settings_dict
+        options = {key: value for key, value in settings_dict["OPTIONS"].items() if key != "pool"}
+        connection.settings_dict = {**settings_dict, "OPTIONS": options, "CONN_MAX_AGE": KEEP_S}
 
 
 _executor: KeptConnectionsExecutor | None = None
