@@ -237,5 +237,10 @@ def test_hostile_paths_queries_and_messages_get_clear_close_codes(web, alice):
     ):
         with as_script(web, f"/ws/evaluations/{evaluation.pk}/", key) as socket:
             assert next_message(socket)["type"] == "status"
-            socket.send(message)
-            assert closed_with(socket) in codes
+            try:
+                socket.send(message)
+            except ConnectionClosed as closed:  # refused while it was still being sent (the 2 MiB one)
+                code = closed.rcvd.code if closed.rcvd else None
+            else:
+                code = closed_with(socket)
+            assert code in codes, (len(message), code)
