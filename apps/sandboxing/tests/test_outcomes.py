@@ -20,5 +20,5 @@ def test_a_run_that_did_not_fail_cannot_carry_a_failure():
         RunResult.not_run(Outcome.CANCELLED, failure=Failure.ENGINE_FAULT)
 
 
-def test_only_an_engine_fault_is_worth_running_again():
-    assert [failure for failure in Failure if failure.transient] == [Failure.ENGINE_FAULT]
+def test_only_the_engine_failing_or_being_away_is_worth_running_again():
+    assert [failure for failure in Failure if failure.transient] == [Failure.ENGINE_FAULT, Failure.ENGINE_AWAY]
