@@ -278,9 +278,9 @@ def _create_container(config: dict, *, replace_stale: bool = True):
             _discard(name)
         raise SandboxSetupError(f"the engine refused the sandbox container: {_explain(exc)}")
     except Exception as exc:
-        if _unreachable(exc):  # no engine on the socket (it is restarting): nothing was created
+        _discard(name)  # in case the engine went away after it created it
+        if _unreachable(exc):  # no engine on the socket (it is restarting): nothing ran
             raise SandboxSetupError(f"cannot reach the engine to create the sandbox: {exc}", Failure.ENGINE_AWAY)
-        _discard(name)
         raise SandboxSetupError(f"cannot create the sandbox container: {exc}", Failure.ENGINE_FAULT)
 
 
