@@ -62,19 +62,7 @@ def test_a_fork_bomb_stopped_keeping_evidence_still_gives_up_its_output_files():
 
 def test_a_fork_bomb_files_only_the_sandbox_user_may_read_are_kept_too():
     # It ignores SIGHUP too: the stop must not wake its stopped processes by orphaning their group.
-    code = (
-        "import os, signal\n"
-        "signal.signal(signal.SIGHUP, signal.SIG_IGN)\n"
-        "fd = os.open('/output/private.txt', os.O_WRONLY | os.O_CREAT, 0o600)\n"
-        "os.write(fd, b'mine alone')\n"
-        "os.close(fd)\n"
-        "print('ready', flush=True)\n"
-        "while True:\n"
-        "    try:\n"
-        "        os.fork()\n"
-        "    except OSError:\n"
-        "        pass\n"
-    )
+    code = private_fork_bomb()
     run = execute(code, control=stop_keeping_evidence_once_ready, timeout_s=30, memory_mb=256)
     assert run.result.evidence.collected, run.result.evidence
     assert [(a.name, a.data) for a in run.result.artifacts] == [("private.txt", b"mine alone")]
