@@ -38,7 +38,9 @@ def test_a_run_takes_the_sandbox_started_ahead_and_removes_it_with_its_end():
 
 def test_a_sandbox_started_ahead_and_not_taken_is_removed_once_it_is_up():
     run = request()
-    runner.Ahead(run).discard()
+    ahead = runner.Ahead(run)
+    ahead.discard()  # most likely before the engine created it
+    ahead._future.result(timeout=60)  # it was created and started
     wait_until(lambda: containers_of(run) == [], 60, interval=0.1, what="the sandbox removed")
 
 

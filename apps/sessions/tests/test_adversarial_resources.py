@@ -335,12 +335,13 @@ def test_a_background_process_that_ignores_sigterm_and_setsids_away_dies_at_the_
         alice,
         sid,
         ["sh", "-c", "setsid nohup sh -c 'trap \"\" TERM HUP INT; exec sleep 371' >/dev/null 2>&1 </dev/null &"],
-        timeout_s=8,
+        timeout_s=20,
     )
     assert started["returncode"] == 0 and not started["timed_out"]
-    # The background shell execs the sleep a moment after the exec answered (seconds on a loaded machine).
-    wait_until(lambda: "sleep 371" in processes(alice, sid), timeout=6, what="the background sleep to start")
-    wait_until(lambda: gone(alice, sid, "sleep 371"), timeout=30, what="the left-behind sleep to be killed")
+    # The background shell execs the sleep a moment after the exec answered (seconds on a loaded
+    # machine, where listing the processes is itself an exec): the exec's timeout leaves time to see it.
+    wait_until(lambda: "sleep 371" in processes(alice, sid), timeout=15, what="the background sleep to start")
+    wait_until(lambda: gone(alice, sid, "sleep 371"), timeout=45, what="the left-behind sleep to be killed")
 
 
 def test_a_background_process_that_setsids_and_clears_its_environment_dies_at_the_execs_timeout(alice, sid):
