@@ -326,29 +326,42 @@ def test_ten_execs_in_parallel_on_one_session_each_get_their_own_answer(alice, s
 # --- 37: what an exec leaves running ---------------------------------------------------------------
 
 
-def gone(api: Api, session_id: str, marker: str) -> bool:
-    return marker not in processes(api, session_id)
+def started_pid(api: Api, session_id: str, pid_file: str) -> int | None:
+    """The pid a background shell wrote to ``pid_file`` before it exec'd its program, once written."""
+    written = run(api, session_id, ["cat", pid_file])["stdout"].strip()
+    return int(written) if written.isdigit() else None
+
+
+def alive(api: Api, session_id: str, pid: int) -> bool:
+    """Whether ``pid`` is a live process (a zombie has no command line)."""
+    return run(api, session_id, ["sh", "-c", 'test -s "/proc/$0/cmdline"', str(pid)])["returncode"] == 0
+
+
+# Any exec's deadline also kills every stray (a process no exec waits for), so an earlier test's exec
+# may kill these before a listing would see them: each writes its pid first, and the test follows it.
 
 
 def test_a_background_process_that_ignores_sigterm_and_setsids_away_dies_at_the_execs_timeout(alice, sid):
+    background = "trap '' TERM HUP INT; echo $$ > /tmp/bg371.pid; exec sleep 371"
     started = run(
         alice,
         sid,
-        ["sh", "-c", "setsid nohup sh -c 'trap \"\" TERM HUP INT; exec sleep 371' >/dev/null 2>&1 </dev/null &"],
+        ["sh", "-c", f'setsid nohup sh -c "{background}" >/dev/null 2>&1 </dev/null &'],
         timeout_s=20,
     )
     assert started["returncode"] == 0 and not started["timed_out"]
-    # The background shell execs the sleep a moment after the exec answered (seconds on a loaded
-    # machine, where listing the processes is itself an exec): the exec's timeout leaves time to see it.
-    wait_until(lambda: "sleep 371" in processes(alice, sid), timeout=15, what="the background sleep to start")
-    wait_until(lambda: gone(alice, sid, "sleep 371"), timeout=45, what="the left-behind sleep to be killed")
+    pid = wait_until(lambda: started_pid(alice, sid, "/tmp/bg371.pid"), timeout=30, what="the background pid")
+    # A sleep of 371 s that is gone within 45 s was killed.
+    wait_until(lambda: not alive(alice, sid, pid), timeout=45, what="the left-behind sleep to be killed")
 
 
 def test_a_background_process_that_setsids_and_clears_its_environment_dies_at_the_execs_timeout(alice, sid):
-    started = run(alice, sid, ["sh", "-c", "setsid env -i sleep 372 >/dev/null 2>&1 </dev/null &"], timeout_s=2)
+    background = "echo $$ > /tmp/bg372.pid; exec env -i sleep 372"
+    started = run(alice, sid, ["sh", "-c", f"setsid sh -c '{background}' >/dev/null 2>&1 </dev/null &"], timeout_s=2)
     assert started["returncode"] == 0
     try:
-        wait_until(lambda: gone(alice, sid, "sleep 372"), timeout=20, what="the left-behind sleep to be killed")
+        pid = wait_until(lambda: started_pid(alice, sid, "/tmp/bg372.pid"), timeout=30, what="the background pid")
+        wait_until(lambda: not alive(alice, sid, pid), timeout=20, what="the left-behind sleep to be killed")
     finally:
         run(alice, sid, ["pkill", "-KILL", "-f", "sleep 372"])
 
