@@ -40,6 +40,7 @@ from apps.accounts.authentication import blocked_address, count_failed_token, pa
 from apps.accounts.models import ApiToken, TokenRefusal, hash_key
 from crucible import ws_limits
 from crucible.ws_db import pooled_db
+from crucible.ws_direct import Frame, direct_writer
 
 log = logging.getLogger(__name__)
 
@@ -214,6 +215,15 @@ class SharedAnswers:
             self._remember(key, now, answer)
         return answer
 
+    def fresh(self, key, max_age: float):
+        """(when it was asked, the answer) if an answer for ``key`` at most ``max_age`` seconds old is
+        known, else None; asks nothing (for code that cannot wait)."""
+        self._forget_other_loops()
+        latest = self._latest.get(key)
+        if latest is not None and time.monotonic() - latest[0] < max_age:
+            return latest
+        return None
+
     def _remember(self, key, asked: float, answer) -> None:
         if len(self._latest) > 10_000:  # forget the answers of streams long gone
             self._latest = {k: v for k, v in self._latest.items() if asked - v[0] < 60}
@@ -257,6 +267,7 @@ class GuardedConsumer(AsyncJsonWebsocketConsumer):
     _slot_user_id: int | None = None
     _beat_task: asyncio.Task | None = None
     _losing: asyncio.Future | None = None
+    _writer = None  # crucible.ws_direct's writer for this connection, when Daphne serves it
 
     async def __call__(self, scope, receive, send):
         """Channels' ``AsyncConsumer.__call__`` with a cheaper loop (``_pump``), then the clean-up."""
@@ -316,6 +327,7 @@ class GuardedConsumer(AsyncJsonWebsocketConsumer):
         """Accept, then refuse anonymous clients and users over their connection limit; True when
         the connection may go on."""
         await self.accept()
+        self._writer = direct_writer(self.base_send)
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
             await self.finish(CloseCode.NOT_SIGNED_IN)
@@ -365,7 +377,35 @@ class GuardedConsumer(AsyncJsonWebsocketConsumer):
         self.group = group
         await self.channel_layer.group_add(group, self.channel_name)
 
+    def take_directly(self, taker) -> None:
+        """Have the channel layer offer this connection's group messages to ``taker`` before queueing
+        them (``crucible.channel_layer``), where the layer can and this connection can be written to
+        directly (``crucible.ws_direct``); a taker runs outside any handler, in the layer's turn."""
+        if self._writer is not None and hasattr(type(self.channel_layer), "take_directly"):
+            self.channel_layer.take_directly(self.channel_name, taker)
+
+    def may_take_directly(self) -> bool:
+        """Whether a direct taker may act now: the connection is open, no handler or heartbeat runs
+        (``_turn``), and its permission was checked within ``recheck_s``, by itself or by another
+        connection with the same access key (the answer then counts from when it was asked)."""
+        if self.finished or self._turn.locked():
+            return False
+        if time.monotonic() - self._checked_at < self.recheck_s:
+            return True
+        known = shared_checks.fresh(self._access_key(), self.recheck_s)
+        if known is None or known[1]:
+            return False  # not known, or a refusal: the handler's re-check decides and closes
+        self._checked_at = known[0]
+        return True
+
+    def write_directly(self, frame: Frame) -> bool:
+        """Write ``frame`` to the client at once, framed once for every connection it is written to;
+        False when this connection cannot be written to directly (then send it as usual)."""
+        return self._writer is not None and not self.finished and self._writer(frame)
+
     async def unsubscribe(self) -> None:
+        if hasattr(type(self.channel_layer), "take_directly") and getattr(self, "channel_name", None):
+            self.channel_layer.stop_taking_directly(self.channel_name)
         if self.group is not None:
             group, self.group = self.group, None
             await self.channel_layer.group_discard(group, self.channel_name)

@@ -48,6 +48,7 @@ from apps.evaluations import publisher
 from apps.evaluations.models import Evaluation, OutputChunk
 from crucible.ws_auth import EVENT_ANSWER_MAX_AGE_S, CloseCode, GuardedConsumer, SharedAnswers
 from crucible.ws_db import pooled_db
+from crucible.ws_direct import Frame
 
 REPLAY_BATCH = 500
 HOLD_MAX = 1000
@@ -72,21 +73,22 @@ def _parse_after(query_string: bytes) -> int | None:
     return int(raw)
 
 
-# Each viewer of a run in a process is sent the same text for a live chunk: it is encoded once.
+# Each viewer of a run in a process is sent the same text for a live chunk: it is encoded (and
+# framed, crucible.ws_direct) once.
 LIVE_TEXTS_MAX = 4096
-_live_texts: dict[tuple, str] = {}
+_live_frames: dict[tuple, Frame] = {}
 
 
-def live_text(evaluation_id: uuid.UUID | None, event: publisher.LogMessage) -> str:
+def live_frame(evaluation_id: uuid.UUID | None, event: publisher.LogMessage) -> Frame:
     """The JSON text of a live log event, encoded by the first of this process's viewers to send it
-    (the channel layer hands each viewer its own copy of the event, so it is keyed by what it says)."""
+    (a queued event is each viewer's own copy, so it is keyed by what it says)."""
     key = (evaluation_id, event["seq"], event["stream"], event["ts"], event["data"])
-    text = _live_texts.get(key)
-    if text is None:
-        if len(_live_texts) >= LIVE_TEXTS_MAX:
-            _live_texts.clear()  # chunks long sent
-        text = _live_texts[key] = json.dumps(event)
-    return text
+    frame = _live_frames.get(key)
+    if frame is None:
+        if len(_live_frames) >= LIVE_TEXTS_MAX:
+            _live_frames.clear()  # chunks long sent
+        frame = _live_frames[key] = Frame(json.dumps(event))
+    return frame
 
 
 STATE_MAX_AGE_S = 1.0
@@ -129,6 +131,7 @@ class EvaluationConsumer(GuardedConsumer):
 
         # Subscribe first, then read: see the module docstring.
         await self.subscribe(publisher.group_name(evaluation_id))
+        self.take_directly(self._take_directly)
         evaluation = await self._load()
         if evaluation is None:  # deleted in between
             return await self.finish(CloseCode.NOT_FOUND)
@@ -203,6 +206,22 @@ class EvaluationConsumer(GuardedConsumer):
             return
         await self._catch_up()
 
+    def _take_directly(self, message: dict) -> bool:
+        """The channel layer's offer of a group message before it is queued (``take_directly``): the
+        next live chunk is written at once, framed once for all of this process's viewers, when no
+        handler runs and the permission check is fresh. Anything else (a status, a stored mark, a
+        chunk further ahead, one that needs a re-check) is left to the queue and its handler; as
+        handlers run one at a time and the queue is empty when this is asked, order is kept."""
+        if message.get("type") != "evaluation.event" or self.held:
+            return False
+        event = message["event"]
+        if event.get("type") != "log" or event["seq"] != self.last_seq + 1 or not self.may_take_directly():
+            return False
+        if not self.write_directly(live_frame(self.evaluation_id, event)):
+            return False
+        self.last_seq = event["seq"]
+        return True
+
     # --- helpers ---------------------------------------------------------------------------
 
     async def _take_live(self, event: publisher.LogMessage) -> None:
@@ -211,7 +230,9 @@ class EvaluationConsumer(GuardedConsumer):
         if seq <= self.last_seq:
             return  # already sent by the replay (or a duplicate publish)
         if seq == self.last_seq + 1:
-            await self.send(text_data=live_text(self.evaluation_id, event))
+            frame = live_frame(self.evaluation_id, event)
+            if not self.write_directly(frame):
+                await self.send(text_data=frame.text)
             self.last_seq = seq
             return await self._release_held()
         first_gap = not self.held

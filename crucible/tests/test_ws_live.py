@@ -7,6 +7,7 @@ with a limit of 3 connections per user and a heartbeat of 1 s.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -92,6 +93,17 @@ def closed_with(socket: ClientConnection, timeout: float = 10) -> int:
             socket.recv(timeout=timeout)
     except ConnectionClosed as closed:
         return closed.rcvd.code if closed.rcvd else None
+
+
+def submit(stack, key: str, code: str) -> str:
+    response = requests.post(
+        stack.url + "/api/v1/evaluations/",
+        json={"code": code, "timeout_s": 30},
+        headers={"Authorization": f"Token {key}"},
+        timeout=10,
+    )
+    assert response.status_code == 201, response.text
+    return response.json()["id"]
 
 
 def read_until_end(socket: ClientConnection, timeout: float = 90) -> tuple[str, dict]:
@@ -187,19 +199,10 @@ def test_bobs_live_stream_ends_while_alice_holds_more_connections_than_her_limit
     """Alice's busy run has every connection she may hold, and she keeps asking for more; bob's
     stream of his own run still gets all of its output and its end."""
 
-    def submit(key, code):
-        response = requests.post(
-            web.url + "/api/v1/evaluations/",
-            json={"code": code, "timeout_s": 30},
-            headers={"Authorization": f"Token {key}"},
-            timeout=10,
-        )
-        assert response.status_code == 201, response.text
-        return response.json()["id"]
-
     alice_key, bob_key = key_for(alice), key_for(bob)
+    submit_as = functools.partial(submit, web)
     busy = "import time\nfor i in range(400):\n    print('line', i, flush=True)\n    time.sleep(0.01)\n"
-    alices = submit(alice_key, busy)
+    alices = submit_as(alice_key, busy)
     alice_streams = [
         sockets.enter_context(as_script(web, f"/ws/evaluations/{alices}/", alice_key)) for _ in range(LIMIT)
     ]
@@ -209,7 +212,7 @@ def test_bobs_live_stream_ends_while_alice_holds_more_connections_than_her_limit
         for _ in range(5):
             with as_script(web, f"/ws/evaluations/{alices}/", alice_key) as extra:
                 assert closed_with(extra) == 4429
-        bobs = submit(bob_key, "print('bob was here')")
+        bobs = submit_as(bob_key, "print('bob was here')")
         with as_script(web, f"/ws/evaluations/{bobs}/", bob_key) as bob_stream:
             text, end = read_until_end(bob_stream)
             assert text == "bob was here\n"
@@ -244,3 +247,28 @@ def test_hostile_paths_queries_and_messages_get_clear_close_codes(web, alice):
             else:
                 code = closed_with(socket)
             assert code in codes, (len(message), code)
+
+
+def test_a_busy_runs_viewers_by_token_and_by_browser_get_every_line_once_in_order_written_directly(web, sockets, alice):
+    """Daphne writes live lines straight to each connection, framed once (crucible.ws_direct)."""
+    key = key_for(alice)
+    busy = "import time\nfor i in range(300):\n    print('line', i, flush=True)\n    time.sleep(0.005)\n"
+    run = submit(web, key, busy)
+    path = f"/ws/evaluations/{run}/"
+    streams = [sockets.enter_context(as_script(web, path, key)) for _ in range(LIMIT - 1)]
+    streams.append(sockets.enter_context(as_browser(web, path, alice)))
+
+    def every_message(socket) -> list[dict]:
+        messages = []
+        while not messages or messages[-1]["type"] != "end":
+            messages.append(next_message(socket, timeout=60))
+        return messages
+
+    with ThreadPoolExecutor(len(streams)) as viewers:
+        seen = list(viewers.map(every_message, streams))
+    for messages in seen:
+        logs = [message for message in messages if message["type"] == "log"]
+        assert [message["seq"] for message in logs] == list(range(1, len(logs) + 1))
+        assert "".join(message["data"] for message in logs) == "".join(f"line {i}\n" for i in range(300))
+        assert messages[-1]["status"] == "succeeded"
+    assert "written directly to each connection" in (web.log_dir / "web.log").read_text(errors="replace")

@@ -29,6 +29,29 @@ HOST = (b"host", b"127.0.0.1:8000")
 ORIGIN = (b"origin", b"http://127.0.0.1:8000")
 
 
+def communicator_writer(send):
+    """``crucible.ws_direct.writer_for`` for Channels' test communicator: writes a frame's text
+    straight into what the test receives, as Daphne's writer writes it straight to the socket."""
+    queue = getattr(send, "__self__", None)
+    if not isinstance(queue, asyncio.Queue):
+        return None
+
+    def write(frame) -> bool:
+        queue.put_nowait({"type": "websocket.send", "text": frame.text})
+        return True
+
+    return write
+
+
+@pytest.fixture(autouse=True, params=["queued", "direct"])
+def delivery(request, monkeypatch):
+    """Every case twice: live chunks queued for each viewer's handler, and taken directly from the
+    channel layer (crucible.channel_layer) and written at once, as under Daphne."""
+    if request.param == "direct":
+        monkeypatch.setattr("crucible.ws_direct.writer_for", communicator_writer)
+    return request.param
+
+
 @pytest.fixture(autouse=True)
 async def close_consumer_connections():
     """The consumer's database thread keeps its connection; close it so the test database can go."""
@@ -312,6 +335,51 @@ async def test_a_viewer_takes_its_messages_without_a_task_per_message(alice):
     finally:
         loop.set_task_factory(None)
     assert receivers == []
+    await communicator.disconnect()
+
+
+@pytest.mark.parametrize("delivery", ["direct"], indirect=True)
+async def test_live_chunks_are_written_to_every_viewer_without_running_their_handlers(alice, delivery, monkeypatch):
+    evaluation = await database_sync_to_async(make_evaluation)(alice, status=Status.RUNNING)
+    viewers = [(await connect(evaluation.pk, user=alice))[0] for _ in range(3)]
+    for communicator in viewers:
+        assert (await communicator.receive_json_from(timeout=5))["type"] == "status"
+    handled = []
+    handler = consumers.EvaluationConsumer.evaluation_event
+
+    async def counting(self, message):
+        handled.append(message["event"]["type"])
+        await handler(self, message)
+
+    monkeypatch.setattr(consumers.EvaluationConsumer, "evaluation_event", counting)
+
+    def worker_prints():
+        for seq in range(1, 21):
+            publisher.publish_log(evaluation.pk, seq, "stdout", f"line {seq}\n")
+
+    await sync_to_async(worker_prints, thread_sensitive=False)()
+    for communicator in viewers:
+        assert await receive_logs(communicator, 20) == list(range(1, 21))
+    assert handled.count("log") < 20 * len(viewers) / 2  # at most those due a permission re-check
+    for communicator in viewers:
+        await communicator.disconnect()
+
+
+@pytest.mark.parametrize("delivery", ["direct"], indirect=True)
+async def test_a_live_chunk_never_overtakes_a_status_whose_handler_is_still_running(alice, delivery):
+    evaluation = await database_sync_to_async(make_evaluation)(alice, status=Status.RUNNING)
+    communicator, _ = await connect(evaluation.pk, user=alice)
+    assert (await communicator.receive_json_from(timeout=5))["type"] == "status"
+    evaluation.status = Status.SUCCEEDED  # the status handler re-checks the permission first
+
+    def worker_ends():
+        publisher.publish_status(evaluation)
+        for seq in range(1, 6):
+            publisher.publish_log(evaluation.pk, seq, "stdout", f"line {seq}\n")
+
+    await sync_to_async(worker_ends, thread_sensitive=False)()
+    received = [await communicator.receive_json_from(timeout=5) for _ in range(6)]
+    assert [(m["type"], m.get("seq")) for m in received] == [("status", None)] + [("log", seq) for seq in range(1, 6)]
     await communicator.disconnect()
 
 
