@@ -18,6 +18,13 @@ database. That is the whole no-gap/no-duplicate argument:
 Only the next ``seq`` is sent straight from a live event; the stored copy of a chunk is the same
 bytes under the same ``seq``, so whichever comes first is the one the client sees.
 
+Under Daphne, that next live chunk does not even wait for this connection's turn: the channel layer
+offers each group message to ``_take_directly`` before queueing it (``crucible.channel_layer``), and
+when this connection's queue is empty, no handler runs and the permission check is fresh, the chunk
+is written to the socket at once, encoded and framed once for all viewers of the process
+(``crucible.ws_direct``). Everything else is queued and handled as above, so the argument holds:
+a direct write is exactly the handler's ``seq == last_seq + 1`` case, made when nothing is ahead of it.
+
 A live event can still go missing (publishing is best effort; with the pub/sub channel layer,
 ``CHANNEL_LAYER=pubsub``, an event published before Redis has read this process's SUBSCRIBE for the
 group is not delivered to it; with the core layer a full channel drops). When a live log event
