@@ -54,6 +54,9 @@ EVENT_ANSWER_MAX_AGE_S = 60.0
 # A handshake may take what its token was worth this long ago (checked for another handshake of this
 # process): a revoked token, like a revoked right, is refused within this bound.
 TOKEN_ANSWER_MAX_AGE_S = PERMISSION_RECHECK_S
+# A shared answer this far into its life (of PERMISSION_RECHECK_S) is asked anew in the background by
+# the direct path (GuardedConsumer.may_take_directly).
+REFRESH_AHEAD = 0.75
 # Clients have nothing to say on these streams; a message larger than this is refused unread.
 MAX_CLIENT_MESSAGE_BYTES = 4096
 
@@ -215,6 +218,15 @@ class SharedAnswers:
             self._remember(key, now, answer)
         return answer
 
+    def refresh(self, key, ask) -> None:
+        """Ask ``ask()`` for ``key`` in the background unless an answer is already on its way; the
+        answer is kept for the next ``get`` or ``fresh`` (a failure is logged and forgotten)."""
+        self._forget_other_loops()
+        if key in self._in_flight:
+            return
+        task = asyncio.ensure_future(self.get(key, ask, max_age=0.0))
+        task.add_done_callback(_log_failure)
+
     def fresh(self, key, max_age: float):
         """(when it was asked, the answer) if an answer for ``key`` at most ``max_age`` seconds old is
         known, else None; asks nothing (for code that cannot wait)."""
@@ -230,6 +242,11 @@ class SharedAnswers:
         latest = self._latest.get(key)
         if latest is None or latest[0] <= asked:
             self._latest[key] = (asked, answer)
+
+
+def _log_failure(task: asyncio.Task) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("a background permission re-check failed", exc_info=task.exception())
 
 
 shared_checks = SharedAnswers()  # permission re-checks (GuardedConsumer.still_allowed)
@@ -387,15 +404,22 @@ class GuardedConsumer(AsyncJsonWebsocketConsumer):
     def may_take_directly(self) -> bool:
         """Whether a direct taker may act now: the connection is open, no handler or heartbeat runs
         (``_turn``), and its permission was checked within ``recheck_s``, by itself or by another
-        connection with the same access key (the answer then counts from when it was asked)."""
+        connection with the same access key (the answer then counts from when it was asked). An
+        answer past ``REFRESH_AHEAD`` of its life is asked anew in the background, once for all of
+        them, so that a busy stream's viewers keep a fresh one rather than all re-checking together
+        when it runs out."""
         if self.finished or self._turn.locked():
             return False
-        if time.monotonic() - self._checked_at < self.recheck_s:
+        now = time.monotonic()
+        if now - self._checked_at < self.recheck_s * REFRESH_AHEAD:
             return True
-        known = shared_checks.fresh(self._access_key(), self.recheck_s)
+        key = self._access_key()
+        known = shared_checks.fresh(key, self.recheck_s)
         if known is None or known[1]:
             return False  # not known, or a refusal: the handler's re-check decides and closes
-        self._checked_at = known[0]
+        if now - known[0] >= self.recheck_s * REFRESH_AHEAD:
+            shared_checks.refresh(key, self._ask_access)
+        self._checked_at = max(self._checked_at, known[0])
         return True
 
     def write_directly(self, frame: Frame) -> bool:

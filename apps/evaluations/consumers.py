@@ -98,6 +98,19 @@ def live_frame(evaluation_id: uuid.UUID | None, event: publisher.LogMessage) -> 
     return frame
 
 
+_event_frames: dict[str, Frame] = {}
+
+
+def event_frame(event_id: str, event: dict) -> Frame:
+    """The JSON text of a published event (its ``id`` names the publication), encoded once per process."""
+    frame = _event_frames.get(event_id)
+    if frame is None:
+        if len(_event_frames) >= LIVE_TEXTS_MAX:
+            _event_frames.clear()
+        frame = _event_frames[event_id] = Frame(json.dumps(event))
+    return frame
+
+
 STATE_MAX_AGE_S = 1.0
 stream_states = SharedAnswers()  # evaluation id -> (row, last stored seq), for heartbeats
 
@@ -214,20 +227,31 @@ class EvaluationConsumer(GuardedConsumer):
         await self._catch_up()
 
     def _take_directly(self, message: dict) -> bool:
-        """The channel layer's offer of a group message before it is queued (``take_directly``): the
-        next live chunk is written at once, framed once for all of this process's viewers, when no
-        handler runs and the permission check is fresh. Anything else (a status, a stored mark, a
-        chunk further ahead, one that needs a re-check) is left to the queue and its handler; as
-        handlers run one at a time and the queue is empty when this is asked, order is kept."""
-        if message.get("type") != "evaluation.event" or self.held:
+        """The channel layer's offer of a group message before it is queued (``take_directly``).
+
+        * A stored mark this viewer is not behind is dropped, as its handler would do nothing.
+        * The next live chunk, and a resource sample, are written at once, framed once for all of
+          this process's viewers, when no handler runs and the permission check is fresh.
+
+        Anything else (a status, a mark it is behind, a chunk further ahead, one that needs a
+        re-check) is left to the queue and its handler; as handlers run one at a time and the queue is
+        empty when this is asked, order is kept."""
+        kind = message.get("type")
+        if kind == "evaluation.stored":
+            return message["seq"] <= self.last_seq
+        if kind != "evaluation.event" or self.held:
             return False
         event = message["event"]
-        if event.get("type") != "log" or event["seq"] != self.last_seq + 1 or not self.may_take_directly():
-            return False
-        if not self.write_directly(live_frame(self.evaluation_id, event)):
-            return False
-        self.last_seq = event["seq"]
-        return True
+        if event.get("type") == "log":
+            if event["seq"] != self.last_seq + 1 or not self.may_take_directly():
+                return False
+            if not self.write_directly(live_frame(self.evaluation_id, event)):
+                return False
+            self.last_seq = event["seq"]
+            return True
+        if event.get("type") == "sample" and message.get("id"):
+            return self.may_take_directly() and self.write_directly(event_frame(message["id"], event))
+        return False
 
     # --- helpers ---------------------------------------------------------------------------
 

@@ -383,6 +383,99 @@ async def test_a_live_chunk_never_overtakes_a_status_whose_handler_is_still_runn
     await communicator.disconnect()
 
 
+SAMPLE = {
+    "at": "2026-12-01T12:00:00+00:00",
+    "cpu_percent": 12.5,
+    "memory_bytes": 1024,
+    "pids": 3,
+    "output_bytes_per_s": 10.0,
+    "processes": {"python3": 1},
+}
+
+
+@pytest.mark.parametrize("delivery", ["direct"], indirect=True)
+async def test_stored_marks_a_viewer_is_not_behind_and_samples_need_no_handler(alice, delivery, monkeypatch):
+    evaluation = await database_sync_to_async(make_evaluation)(alice, status=Status.RUNNING)
+    communicator, _ = await connect(evaluation.pk, user=alice)
+    assert (await communicator.receive_json_from(timeout=5))["type"] == "status"
+    handled = []
+    for name in ("evaluation_event", "evaluation_stored"):
+        handler = getattr(consumers.EvaluationConsumer, name)
+
+        async def counting(self, message, handler=handler):
+            handled.append(message["type"])
+            await handler(self, message)
+
+        monkeypatch.setattr(consumers.EvaluationConsumer, name, counting)
+
+    def worker_runs():
+        for seq in range(1, 4):
+            publisher.publish_log(evaluation.pk, seq, "stdout", f"line {seq}\n")
+        publisher.publish_stored(evaluation.pk, 3)
+        publisher.publish_sample(evaluation.pk, SAMPLE)
+
+    await sync_to_async(worker_runs, thread_sensitive=False)()
+    assert await receive_logs(communicator, 3) == [1, 2, 3]
+    sample = await communicator.receive_json_from(timeout=5)
+    assert sample == {"type": "sample", **SAMPLE}
+    assert await communicator.receive_nothing(timeout=0.3)
+    assert handled == []
+    await communicator.disconnect()
+
+
+@pytest.mark.parametrize("delivery", ["direct"], indirect=True)
+async def test_a_busy_streams_viewers_keep_taking_lines_directly_past_the_permission_recheck(
+    alice, delivery, monkeypatch
+):
+    """Their shared answer is asked anew before it runs out, not by every viewer when it has."""
+    monkeypatch.setattr(consumers.EvaluationConsumer, "recheck_s", 0.4)
+    evaluation = await database_sync_to_async(make_evaluation)(alice, status=Status.RUNNING)
+    viewers = [(await connect(evaluation.pk, user=alice))[0] for _ in range(3)]
+    for communicator in viewers:
+        assert (await communicator.receive_json_from(timeout=5))["type"] == "status"
+    handled = []
+    handler = consumers.EvaluationConsumer.evaluation_event
+
+    async def counting(self, message):
+        handled.append(message["event"]["type"])
+        await handler(self, message)
+
+    monkeypatch.setattr(consumers.EvaluationConsumer, "evaluation_event", counting)
+    for seq in range(1, 41):  # 2 s of lines: five re-check periods
+        await sync_to_async(publisher.publish_log)(evaluation.pk, seq, "stdout", f"line {seq}\n")
+        await asyncio.sleep(0.05)
+    for communicator in viewers:
+        assert await receive_logs(communicator, 40) == list(range(1, 41))
+    # Each viewer re-checking by itself when its answer ran out would have handled about 15 lines.
+    assert handled.count("log") <= 7, handled
+    for communicator in viewers:
+        await communicator.disconnect()
+
+
+@pytest.mark.parametrize("delivery", ["direct"], indirect=True)
+async def test_a_token_revoked_while_lines_stream_directly_closes_the_stream(alice, delivery, monkeypatch):
+    monkeypatch.setattr(consumers.EvaluationConsumer, "recheck_s", 0.3)
+    evaluation = await database_sync_to_async(make_evaluation)(alice, status=Status.RUNNING)
+    token, key = await database_sync_to_async(ApiToken.issue)(alice, "cli")
+    communicator, _ = await connect(evaluation.pk, token=key)
+    assert (await communicator.receive_json_from(timeout=5))["type"] == "status"
+    await sync_to_async(publisher.publish_log)(evaluation.pk, 1, "stdout", "before\n")
+    assert await receive_logs(communicator, 1) == [1]
+    await database_sync_to_async(token.revoke)()
+    closed = None
+    for seq in range(2, 62):  # 3 s of lines
+        await sync_to_async(publisher.publish_log)(evaluation.pk, seq, "stdout", f"line {seq}\n")
+        await asyncio.sleep(0.05)
+        while not await communicator.receive_nothing(timeout=0.01):
+            message = await communicator.receive_output(timeout=1)
+            if message["type"] == "websocket.close":
+                closed = message.get("code")
+                break
+        if closed is not None:
+            break
+    assert closed == 4401
+
+
 async def test_a_chunk_published_before_it_is_stored_reaches_a_watching_viewer_at_once(alice):
     evaluation = await database_sync_to_async(make_evaluation)(alice, status=Status.RUNNING)
     communicator, _ = await connect(evaluation.pk, user=alice)
