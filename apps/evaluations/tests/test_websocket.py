@@ -338,12 +338,15 @@ async def test_a_viewer_takes_its_messages_without_a_task_per_message(alice):
     await communicator.disconnect()
 
 
-@pytest.mark.parametrize("delivery", ["direct"], indirect=True)
-async def test_live_chunks_are_written_to_every_viewer_without_running_their_handlers(alice, delivery, monkeypatch):
-    evaluation = await database_sync_to_async(make_evaluation)(alice, status=Status.RUNNING)
-    viewers = [(await connect(evaluation.pk, user=alice))[0] for _ in range(3)]
+async def three_watching_viewers(evaluation, user) -> list:
+    viewers = [(await connect(evaluation.pk, user=user))[0] for _ in range(3)]
     for communicator in viewers:
         assert (await communicator.receive_json_from(timeout=5))["type"] == "status"
+    return viewers
+
+
+def events_handled(monkeypatch) -> list[str]:
+    """The kinds of the events the viewers' handler runs for, from now on."""
     handled = []
     handler = consumers.EvaluationConsumer.evaluation_event
 
@@ -352,6 +355,14 @@ async def test_live_chunks_are_written_to_every_viewer_without_running_their_han
         await handler(self, message)
 
     monkeypatch.setattr(consumers.EvaluationConsumer, "evaluation_event", counting)
+    return handled
+
+
+@pytest.mark.parametrize("delivery", ["direct"], indirect=True)
+async def test_live_chunks_are_written_to_every_viewer_without_running_their_handlers(alice, delivery, monkeypatch):
+    evaluation = await database_sync_to_async(make_evaluation)(alice, status=Status.RUNNING)
+    viewers = await three_watching_viewers(evaluation, alice)
+    handled = events_handled(monkeypatch)
 
     def worker_prints():
         for seq in range(1, 21):
@@ -430,17 +441,8 @@ async def test_a_busy_streams_viewers_keep_taking_lines_directly_past_the_permis
     """Their shared answer is asked anew before it runs out, not by every viewer when it has."""
     monkeypatch.setattr(consumers.EvaluationConsumer, "recheck_s", 0.4)
     evaluation = await database_sync_to_async(make_evaluation)(alice, status=Status.RUNNING)
-    viewers = [(await connect(evaluation.pk, user=alice))[0] for _ in range(3)]
-    for communicator in viewers:
-        assert (await communicator.receive_json_from(timeout=5))["type"] == "status"
-    handled = []
-    handler = consumers.EvaluationConsumer.evaluation_event
-
-    async def counting(self, message):
-        handled.append(message["event"]["type"])
-        await handler(self, message)
-
-    monkeypatch.setattr(consumers.EvaluationConsumer, "evaluation_event", counting)
+    viewers = await three_watching_viewers(evaluation, alice)
+    handled = events_handled(monkeypatch)
     for seq in range(1, 41):  # 2 s of lines: five re-check periods
         await sync_to_async(publisher.publish_log)(evaluation.pk, seq, "stdout", f"line {seq}\n")
         await asyncio.sleep(0.05)
