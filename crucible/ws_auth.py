@@ -34,10 +34,12 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AnonymousUser
+from django.db.models import Exists, OuterRef
 from redis.exceptions import RedisError
 
 from apps.accounts.authentication import blocked_address, count_failed_token, parse_authorization
 from apps.accounts.models import ApiToken, TokenRefusal, hash_key
+from apps.accounts.roles import with_operator_flag
 from crucible import ws_limits
 from crucible.ws_db import pooled_db
 from crucible.ws_direct import Frame, direct_writer
@@ -154,13 +156,21 @@ class TokenAuthMiddleware:
 
 def still_signed_in(scope):
     """The connection's user if its credentials still hold (an active user, and the token not revoked
-    or the session not signed out since the handshake), else None. Call from a sync context."""
-    user = get_user_model().objects.filter(pk=getattr(scope.get("user"), "pk", None), is_active=True).first()
-    if user is None:
-        return None
+    or the session not signed out since the handshake), else None. Call from a sync context.
+
+    The user, whether its token still holds and whether it is an operator are read in one query
+    (the user then answers ``is_operator`` without another)."""
+    users = with_operator_flag(
+        get_user_model().objects.filter(pk=getattr(scope.get("user"), "pk", None), is_active=True)
+    )
     token_id = scope.get("api_token_id")
     if token_id is not None:
-        return user if ApiToken.objects.active().filter(pk=token_id, user=user).exists() else None
+        users = users.annotate(token_holds=Exists(ApiToken.objects.active().filter(pk=token_id, user=OuterRef("pk"))))
+    user = users.first()
+    if user is None:
+        return None
+    if token_id is not None:
+        return user if user.token_holds else None
     session = scope.get("session")
     key = getattr(session, "session_key", None)
     if session is not None and (not key or not session.exists(key)):

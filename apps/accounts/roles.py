@@ -9,6 +9,7 @@ permissions after every ``migrate`` (``signals.grant_operator_permissions``).
 from __future__ import annotations
 
 from django.contrib.auth.models import Group, Permission
+from django.db.models import Exists, OuterRef, QuerySet
 
 RESEARCHERS_GROUP = "Researchers"
 OPERATORS_GROUP = "Operators"
@@ -33,11 +34,28 @@ OPERATOR_PERMISSIONS: dict[str, tuple[str, ...]] = {
 OPERATOR_APP_LABELS = frozenset(target.split(".")[0] for target in OPERATOR_PERMISSIONS)
 
 
+# A user read with ``with_operator_flag`` carries whether it is in the Operators group, so that
+# ``is_operator`` asks nothing more (a WebSocket's permission re-check reads it with the user).
+IN_OPERATORS_GROUP = "in_operators_group"
+
+
+def with_operator_flag(users: QuerySet) -> QuerySet:
+    """``users``, each read with whether it is a member of the Operators group (one query for both)."""
+    return users.annotate(
+        **{IN_OPERATORS_GROUP: Exists(Group.objects.filter(name=OPERATORS_GROUP, user=OuterRef("pk")))}
+    )
+
+
 def is_operator(user) -> bool:
     """True for staff and members of the Operators group: they see and may stop everyone's evaluations."""
     if user is None or not getattr(user, "is_authenticated", False) or not user.is_active:
         return False
-    return bool(user.is_staff) or user.groups.filter(name=OPERATORS_GROUP).exists()
+    if user.is_staff:
+        return True
+    member = getattr(user, IN_OPERATORS_GROUP, None)
+    if member is not None:
+        return bool(member)
+    return user.groups.filter(name=OPERATORS_GROUP).exists()
 
 
 def ensure_groups(group_model=None, permission_model=None) -> None:
