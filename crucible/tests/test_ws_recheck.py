@@ -39,9 +39,7 @@ def test_alices_token_viewer_is_rechecked_in_two_queries(alice, django_assert_nu
         assert recheck(viewer_of(run, alice, token)) == 0
 
 
-def test_an_operator_by_group_watching_alices_run_is_rechecked_in_two_queries(
-    alice, bob, django_assert_num_queries
-):
+def test_an_operator_by_group_watching_alices_run_is_rechecked_in_two_queries(alice, bob, django_assert_num_queries):
     Group.objects.get_or_create(name=OPERATORS_GROUP)[0].user_set.add(bob)
     run = make_evaluation(alice, status=Status.RUNNING)
     token, _ = ApiToken.issue(bob, "cli")
