@@ -56,6 +56,15 @@ async def sent_and_offered(layer, group: str, message: dict, takers: list[Taker]
     raise AssertionError("the message never reached the takers")
 
 
+async def queued(layer, channel: str, count: int) -> None:
+    """Wait until ``count`` messages wait in ``channel``'s queue of this process."""
+    for _ in range(500):
+        if layer._get_layer().channels[channel].qsize() >= count:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{count} messages never waited in the queue")
+
+
 async def received_now(layer, channel: str, timeout: float = 2.0) -> dict:
     return await asyncio.wait_for(layer.receive(channel), timeout)
 
@@ -101,6 +110,7 @@ async def test_a_message_is_queued_behind_one_already_queued_and_the_taker_is_no
     await sent_and_offered(layer, group, {"type": "evaluation.event", "event": {"seq": 1}}, [taker])
     taker.willing = True
     await layer.group_send(group, {"type": "evaluation.event", "event": {"seq": 2}})
+    await queued(layer, viewer, 2)  # the reader had it while the first still waited in the queue
     assert (await received_now(layer, viewer))["event"] == {"seq": 1}
     assert (await received_now(layer, viewer))["event"] == {"seq": 2}  # never overtook the first
     assert taker.offered == 1 and taker.took == []

@@ -338,10 +338,14 @@ async def test_a_viewer_takes_its_messages_without_a_task_per_message(alice):
     await communicator.disconnect()
 
 
-async def three_watching_viewers(evaluation, user) -> list:
-    viewers = [(await connect(evaluation.pk, user=user))[0] for _ in range(3)]
+async def idle_viewers(evaluation, user, count: int = 3) -> list:
+    """Viewers whose connect (and its replay) is over: each has been sent line 1 since."""
+    viewers = [(await connect(evaluation.pk, user=user))[0] for _ in range(count)]
     for communicator in viewers:
         assert (await communicator.receive_json_from(timeout=5))["type"] == "status"
+    await sync_to_async(publisher.publish_log)(evaluation.pk, 1, "stdout", "line 1\n")
+    for communicator in viewers:
+        assert await receive_logs(communicator, 1) == [1]
     return viewers
 
 
@@ -359,19 +363,22 @@ def events_handled(monkeypatch) -> list[str]:
 
 
 @pytest.mark.parametrize("delivery", ["direct"], indirect=True)
-async def test_live_chunks_are_written_to_every_viewer_without_running_their_handlers(alice, delivery, monkeypatch):
+async def test_live_chunks_are_written_to_every_viewer_without_running_their_handlers(
+    alice, delivery, monkeypatch, settings
+):
     monkeypatch.setattr(consumers.EvaluationConsumer, "recheck_s", 60)  # the first check holds throughout
+    settings.WEBSOCKET_HEARTBEAT_S = 300  # and no heartbeat takes the viewer's turn meanwhile
     evaluation = await database_sync_to_async(make_evaluation)(alice, status=Status.RUNNING)
-    viewers = await three_watching_viewers(evaluation, alice)
+    viewers = await idle_viewers(evaluation, alice)
     handled = events_handled(monkeypatch)
 
     def worker_prints():
-        for seq in range(1, 21):
+        for seq in range(2, 22):
             publisher.publish_log(evaluation.pk, seq, "stdout", f"line {seq}\n")
 
     await sync_to_async(worker_prints, thread_sensitive=False)()
     for communicator in viewers:
-        assert await receive_logs(communicator, 20) == list(range(1, 21))
+        assert await receive_logs(communicator, 20) == list(range(2, 22))
     assert handled.count("log") < 20 * len(viewers) / 2  # only those that came while a handler ran
     for communicator in viewers:
         await communicator.disconnect()
@@ -406,11 +413,11 @@ SAMPLE = {
 
 
 @pytest.mark.parametrize("delivery", ["direct"], indirect=True)
-async def test_stored_marks_a_viewer_is_not_behind_and_samples_need_no_handler(alice, delivery, monkeypatch):
+async def test_stored_marks_a_viewer_is_not_behind_and_samples_need_no_handler(alice, delivery, monkeypatch, settings):
     monkeypatch.setattr(consumers.EvaluationConsumer, "recheck_s", 60)  # the first check holds throughout
+    settings.WEBSOCKET_HEARTBEAT_S = 300  # and no heartbeat takes the viewer's turn meanwhile
     evaluation = await database_sync_to_async(make_evaluation)(alice, status=Status.RUNNING)
-    communicator, _ = await connect(evaluation.pk, user=alice)
-    assert (await communicator.receive_json_from(timeout=5))["type"] == "status"
+    [communicator] = await idle_viewers(evaluation, alice, count=1)
     handled = []
     for name in ("evaluation_event", "evaluation_stored"):
         handler = getattr(consumers.EvaluationConsumer, name)
@@ -422,13 +429,13 @@ async def test_stored_marks_a_viewer_is_not_behind_and_samples_need_no_handler(a
         monkeypatch.setattr(consumers.EvaluationConsumer, name, counting)
 
     def worker_runs():
-        for seq in range(1, 4):
+        for seq in range(2, 5):
             publisher.publish_log(evaluation.pk, seq, "stdout", f"line {seq}\n")
-        publisher.publish_stored(evaluation.pk, 3)
+        publisher.publish_stored(evaluation.pk, 4)
         publisher.publish_sample(evaluation.pk, SAMPLE)
 
     await sync_to_async(worker_runs, thread_sensitive=False)()
-    assert await receive_logs(communicator, 3) == [1, 2, 3]
+    assert await receive_logs(communicator, 3) == [2, 3, 4]
     sample = await communicator.receive_json_from(timeout=5)
     assert sample == {"type": "sample", **SAMPLE}
     assert await communicator.receive_nothing(timeout=0.3)
@@ -442,14 +449,15 @@ async def test_a_busy_streams_viewers_keep_taking_lines_directly_past_the_permis
 ):
     """Their shared answer is asked anew before it runs out, not by every viewer when it has."""
     monkeypatch.setattr(consumers.EvaluationConsumer, "recheck_s", 1.0)
+    monkeypatch.setattr("crucible.ws_auth.REFRESH_AHEAD", 0.5)  # half a second to refresh, even on a loaded machine
     evaluation = await database_sync_to_async(make_evaluation)(alice, status=Status.RUNNING)
-    viewers = await three_watching_viewers(evaluation, alice)
+    viewers = await idle_viewers(evaluation, alice)
     handled = events_handled(monkeypatch)
-    for seq in range(1, 81):  # 4 s of lines: four re-check periods
+    for seq in range(2, 82):  # 4 s of lines: four re-check periods
         await sync_to_async(publisher.publish_log)(evaluation.pk, seq, "stdout", f"line {seq}\n")
         await asyncio.sleep(0.05)
     for communicator in viewers:
-        assert await receive_logs(communicator, 80) == list(range(1, 81))
+        assert await receive_logs(communicator, 80) == list(range(2, 82))
     # Each viewer re-checking by itself when its answer ran out would have handled about 12 lines.
     assert handled.count("log") <= 6, handled
     for communicator in viewers:
