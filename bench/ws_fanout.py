@@ -1,8 +1,9 @@
 """Many viewers: 1 000 WebSocket connections at once, push latency and the health endpoint meanwhile.
 
 ``--runs`` programs (default 10, one per user) each print ``T <i> <time.time()>`` every
-``--interval`` seconds once every viewer is connected; ``--viewers`` connections (default 1 000,
-arriving at ``--ramp`` a second) watch them: ``--hot`` of them
+``--interval`` seconds once every viewer is connected, run i starting i/runs of an interval after
+the first, as independent runs would (``--lockstep``: all at the same moments, the worst case);
+``--viewers`` connections (default 1 000, arriving at ``--ramp`` a second) watch them: ``--hot`` of them
 (default 100) on the first run, the rest spread evenly over all runs, each connection made by the
 run's owner (viewers of a run are its owner and operators). Every line's delay from ``print`` in
 the sandbox to its arrival at each connection is recorded (same host, same clock), and the
@@ -18,7 +19,7 @@ and with ``CHANNEL_LAYER`` as given (``--channel-layer``, default the setting's 
 
 Usage: CRUCIBLE_ENV=development .venv/bin/python bench/ws_fanout.py [--viewers 1000] [--hot 100]
             [--runs 10] [--lines 40] [--interval 0.5] [--runtime runsc] [--web-processes 1]
-            [--client-processes 2] [--channel-layer pubsub|core] [--settle 8]
+            [--client-processes 2] [--channel-layer pubsub|core] [--settle 8] [--lockstep]
 """
 
 from __future__ import annotations
