@@ -15,6 +15,7 @@ looked through.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 from collections.abc import Callable
 
@@ -42,6 +43,23 @@ class Frame:
             # A server's frames are not masked; Daphne negotiates no compression.
             self._prepared = PreparedMessage(self.text.encode("utf-8"), False, False, False)
         return self._prepared
+
+
+class Frames:
+    """Frames of events that many viewers of a process are sent, each encoded once: by a key that
+    names the event, at most ``size`` kept (when full, all are forgotten: those events were sent long ago)."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self.size = size
+        self._frames: dict = {}
+
+    def get(self, key, event: dict) -> Frame:
+        frame = self._frames.get(key)
+        if frame is None:
+            if len(self._frames) >= self.size:
+                self._frames.clear()
+            frame = self._frames[key] = Frame(json.dumps(event))
+        return frame
 
 
 _said = False

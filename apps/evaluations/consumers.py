@@ -44,7 +44,6 @@ events at most once per ``recheck_s``.
 
 from __future__ import annotations
 
-import json
 import uuid
 from datetime import datetime
 from urllib.parse import parse_qs
@@ -55,7 +54,7 @@ from apps.evaluations import publisher
 from apps.evaluations.models import Evaluation, OutputChunk
 from crucible.ws_auth import EVENT_ANSWER_MAX_AGE_S, CloseCode, GuardedConsumer, SharedAnswers
 from crucible.ws_db import pooled_db
-from crucible.ws_direct import Frame
+from crucible.ws_direct import Frame, Frames
 
 REPLAY_BATCH = 500
 HOLD_MAX = 1000
@@ -80,35 +79,19 @@ def _parse_after(query_string: bytes) -> int | None:
     return int(raw)
 
 
-# Each viewer of a run in a process is sent the same text for a live chunk: it is encoded (and
-# framed, crucible.ws_direct) once.
-LIVE_TEXTS_MAX = 4096
-_live_frames: dict[tuple, Frame] = {}
+# Each viewer of a run in a process is sent the same text for a live chunk or sample: it is encoded
+# (and framed, crucible.ws_direct) once.
+frames = Frames()
 
 
 def live_frame(evaluation_id: uuid.UUID | None, event: publisher.LogMessage) -> Frame:
-    """The JSON text of a live log event, encoded by the first of this process's viewers to send it
-    (a queued event is each viewer's own copy, so it is keyed by what it says)."""
-    key = (evaluation_id, event["seq"], event["stream"], event["ts"], event["data"])
-    frame = _live_frames.get(key)
-    if frame is None:
-        if len(_live_frames) >= LIVE_TEXTS_MAX:
-            _live_frames.clear()  # chunks long sent
-        frame = _live_frames[key] = Frame(json.dumps(event))
-    return frame
-
-
-_event_frames: dict[str, Frame] = {}
+    """A live log event's frame (a queued event is each viewer's own copy, so it is keyed by what it says)."""
+    return frames.get((evaluation_id, event["seq"], event["stream"], event["ts"], event["data"]), event)
 
 
 def event_frame(event_id: str, event: dict) -> Frame:
-    """The JSON text of a published event (its ``id`` names the publication), encoded once per process."""
-    frame = _event_frames.get(event_id)
-    if frame is None:
-        if len(_event_frames) >= LIVE_TEXTS_MAX:
-            _event_frames.clear()
-        frame = _event_frames[event_id] = Frame(json.dumps(event))
-    return frame
+    """A published event's frame, keyed by its ``id`` (which names the publication)."""
+    return frames.get(event_id, event)
 
 
 STATE_MAX_AGE_S = 1.0
