@@ -21,12 +21,14 @@ django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
+from apps.console.probes import probes_first  # noqa: E402
 from crucible.routing import websocket_urlpatterns  # noqa: E402
 from crucible.ws_origin import SameOriginValidator  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
-        "http": django_asgi_app,
+        # Health probes are answered in the event loop, even while it is at its busiest.
+        "http": probes_first(django_asgi_app),
         # Browsers must come from this site's own origin (scheme, host, port) or a trusted one.
         "websocket": SameOriginValidator(URLRouter(websocket_urlpatterns)),
     }

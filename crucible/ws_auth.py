@@ -451,6 +451,14 @@ class GuardedConsumer(AsyncJsonWebsocketConsumer):
         await self._give_back_slot()
         await self.close(int(code))  # autobahn (Daphne) refuses an IntEnum: "must be an integer"
 
+    async def websocket_disconnect(self, message):
+        """Channels' without its hop to the database thread (``aclose_old_connections``), as in
+        ``dispatch``. That thread is also the one Django's sync views run on: when a thousand viewers
+        left together (their runs ended), a thousand hops queued before the health endpoint's answer
+        and held it up for more than a second. The group is left in ``disconnect``."""
+        await self.disconnect(message["code"])
+        raise StopConsumer()
+
     async def disconnect(self, code):
         self.finished = True
         await self.unsubscribe()

@@ -13,8 +13,8 @@ after each request (``DATABASE_CONN_MAX_AGE=0``), and so did these calls: a thou
 re-checking its permission, reading its stream's row at every heartbeat and its stored output,
 opened and closed hundreds of PostgreSQL connections a second (a backend forked for each), most of
 one Daphne process's CPU and more of PostgreSQL's. Kept, they cost a query each. A thread idle for
-``IDLE_S`` closes its connection and ends, so a quiet process holds no connection; the threads are
-at most ``WEBSOCKET_DB_THREADS``, so neither are the connections.
+``IDLE_S`` closes its connection (and waits on), so a quiet process holds no connection; the threads
+are at most ``WEBSOCKET_DB_THREADS``, so neither are the connections.
 """
 
 from __future__ import annotations
@@ -29,13 +29,13 @@ from django.conf import settings
 from django.db import close_old_connections, connections
 
 KEEP_S = 60.0  # a kept connection is closed (and a new one opened) after this long
-IDLE_S = 10.0  # a thread with nothing to do for this long closes its connection and ends
+IDLE_S = 10.0  # a thread with nothing to do for this long closes its connection
 _STOP = object()
 
 
 class KeptConnectionsExecutor(concurrent.futures.Executor):
     """At most ``threads`` threads, started on demand, each keeping its own database connections
-    between the calls it runs; a thread idle for ``idle_s`` closes them and ends."""
+    between the calls it runs; a thread idle for ``idle_s`` closes them (and waits on)."""
 
     def __init__(self, threads: int, idle_s: float = IDLE_S):
         self.size = threads
@@ -67,17 +67,19 @@ class KeptConnectionsExecutor(concurrent.futures.Executor):
                 thread.join()
 
     def _next(self):
-        """The next job, or None when this thread should end (idle too long, or told to stop). The
-        thread counts as idle until it has a job."""
+        """The next job, or None when this thread should end (told to stop). A thread idle for
+        ``idle_s`` closes its connections and goes on waiting: it is not ended, because starting one
+        makes the event loop that submits wait until the new thread runs, which took tens of
+        milliseconds at a time on a busy machine (a storm of handshakes, README). The thread counts
+        as idle until it has a job."""
         try:
             job = self._jobs.get(timeout=self.idle_s)
         except queue.Empty:
-            job = None
+            connections.close_all()  # nothing to do: hold no connection meanwhile
+            job = self._jobs.get()
         with self._lock:
-            if job is None and not self._jobs.empty():
-                job = self._jobs.get()  # submitted while this thread was giving up: take it
             self._idle -= 1
-            if job is None or job is _STOP:
+            if job is _STOP:
                 self._threads.discard(threading.current_thread())
                 return None
         return job
@@ -119,43 +121,49 @@ def _keep_connections() -> None:
         connection.settings_dict = {**settings_dict, "OPTIONS": options, "CONN_MAX_AGE": KEEP_S}
 
 
-_executor: KeptConnectionsExecutor | None = None
+_executors: dict[str, KeptConnectionsExecutor] = {}
 _executor_lock = threading.Lock()
+WEBSOCKETS = "websockets"  # the consumers' calls (``WEBSOCKET_DB_THREADS`` threads)
+PROBES = "probes"  # the health endpoint's checks (one thread: never queued behind the consumers')
 
 
-def executor() -> KeptConnectionsExecutor:
-    """The process's executor for consumers' database calls (made on first use)."""
-    global _executor
+def executor(purpose: str = WEBSOCKETS) -> KeptConnectionsExecutor:
+    """The process's executor for ``purpose`` (made on first use)."""
     with _executor_lock:
-        if _executor is None:
-            _executor = KeptConnectionsExecutor(settings.WEBSOCKET_DB_THREADS)
-        return _executor
+        if purpose not in _executors:
+            _executors[purpose] = KeptConnectionsExecutor(settings.WEBSOCKET_DB_THREADS if purpose == WEBSOCKETS else 1)
+        return _executors[purpose]
 
 
 def close_kept_connections() -> None:
-    """End the threads and close their connections now (tests: before the test database is dropped)."""
-    if _executor is not None:
-        _executor.shutdown(wait=True)
+    """End every executor's threads and close their connections now (tests: before the test database is dropped)."""
+    for kept in list(_executors.values()):
+        kept.shutdown(wait=True)
 
 
 class _OnKeptConnections(DatabaseSyncToAsync):
     """``database_sync_to_async`` on the process's ``KeptConnectionsExecutor``."""
 
-    def __init__(self, func):
+    def __init__(self, func, purpose: str = WEBSOCKETS):
         super().__init__(func, thread_sensitive=False)
+        self._purpose = purpose
 
     async def __call__(self, *args, **kwargs):
-        self._executor = executor()
+        self._executor = executor(self._purpose)
         return await super().__call__(*args, **kwargs)
 
 
-def pooled_db(func):
+def pooled_db(func=None, *, purpose: str = WEBSOCKETS):
     """``database_sync_to_async``, not thread-sensitive: the call runs on any of the kept-connection threads.
 
     The kept connection is checked (``close_old_connections``: health, age, errors) in the call itself.
     Channels checks in its ``thread_handler``, outside the context the call runs in, and that did not
     reach the connection the call uses: one PostgreSQL had dropped was used again, and the call
-    failed, once the thread had served calls of several tests."""
+    failed, once the thread had served calls of several tests.
+
+    ``purpose``: whose threads run it (``PROBES``: the health endpoint's own thread)."""
+    if func is None:
+        return functools.partial(pooled_db, purpose=purpose)
 
     @functools.wraps(func)
     def on_a_checked_connection(*args, **kwargs):
@@ -165,4 +173,4 @@ def pooled_db(func):
         finally:
             close_old_connections()
 
-    return _OnKeptConnections(on_a_checked_connection)
+    return _OnKeptConnections(on_a_checked_connection, purpose)

@@ -74,6 +74,20 @@ def assess() -> Readiness:
     return Readiness(checks, _reported_runtime(max(reports, key=lambda r: (r.healthy, r.checked_at))))
 
 
+def report() -> tuple[int, dict]:
+    """The readiness answer, as ``GET /api/v1/health/`` gives it: (HTTP status, body)."""
+    readiness = assess()
+    results, healthy = readiness.checks, readiness.ready
+    body = {
+        "status": "ok" if healthy else "degraded",
+        "checks": {name: "ok" if ok else "failing" for name, ok in results.items()},
+        "sandbox_runtime": readiness.sandbox_runtime,
+    }
+    if not healthy:
+        body["failing"] = sorted(name for name, ok in results.items() if not ok)
+    return (200 if healthy else 503), body
+
+
 def _reported_runtime(report: EngineReport) -> dict:
     """Which runtime sandboxes get, said out loud: configured, chosen, whether it is gVisor, on offer."""
     return {

@@ -63,12 +63,14 @@ async def test_closing_the_kept_connections_ends_their_backends():
     assert await backend_pid() != kept  # and the next call opens a new one
 
 
-def test_an_idle_thread_closes_its_connection_and_ends():
+def test_an_idle_thread_closes_its_connection_and_opens_a_new_one_when_work_comes():
     executor = ws_db.KeptConnectionsExecutor(threads=1, idle_s=0.2)
     kept = executor.submit(backend_pid.func).result(timeout=10)
     assert kept in backends()
     wait_until(lambda: kept not in backends(), timeout=10, what="the idle thread to close its connection")
-    assert executor.submit(backend_pid.func).result(timeout=10) != kept  # a new thread, a new connection
+    thread = next(iter(executor._threads))
+    assert executor.submit(backend_pid.func).result(timeout=10) != kept  # a new connection
+    assert executor._threads == {thread}  # on the same thread: none is started again
     executor.shutdown()
 
 

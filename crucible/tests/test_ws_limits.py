@@ -123,6 +123,24 @@ async def test_a_closed_connection_gives_its_slot_back(alice):
     assert await ws_limits.held(alice.pk) == 0
 
 
+async def test_viewers_leaving_make_no_hop_to_the_thread_djangos_views_run_on(alice, monkeypatch):
+    """Channels' disconnect would ``aclose_old_connections`` on Django's one sync thread: a thousand
+    viewers leaving at once held the health endpoint's answer up behind a thousand such hops."""
+    hops = []
+
+    async def counted():
+        hops.append(1)
+
+    monkeypatch.setattr("channels.generic.websocket.aclose_old_connections", counted)
+    monkeypatch.setattr("channels.consumer.aclose_old_connections", counted)
+    evaluation = await running(alice)
+    held = [await watch(alice, evaluation) for _ in range(LIMIT)]
+    for communicator in held:
+        await communicator.disconnect()
+    assert hops == []
+    assert await ws_limits.held(alice.pk) == 0  # and each left its group and gave its slot back
+
+
 async def test_a_finished_stream_gives_its_slot_back_at_once(alice):
     evaluation = await running(alice)
     held = [await watch(alice, evaluation) for _ in range(LIMIT)]

@@ -19,7 +19,8 @@ from apps.evaluations import killswitch
 class LivenessView(APIView):
     """Liveness: the web process answers (for a load balancer or an orchestrator's restart policy).
     It checks nothing else: a worker briefly away or Redis restarting is no reason to drop the web
-    tier; readiness (``HealthView``) says whether work can be taken."""
+    tier; readiness (``HealthView``) says whether work can be taken. Under Daphne, plain probes of
+    both are answered before Django (``apps.console.probes``), the same way."""
 
     authentication_classes: list = []
     permission_classes = [AllowAny]
@@ -54,16 +55,8 @@ class HealthView(APIView):
         )
     )
     def get(self, request):
-        readiness = health.assess()
-        results, healthy = readiness.checks, readiness.ready
-        body = {
-            "status": "ok" if healthy else "degraded",
-            "checks": {name: "ok" if ok else "failing" for name, ok in results.items()},
-            "sandbox_runtime": readiness.sandbox_runtime,
-        }
-        if not healthy:
-            body["failing"] = sorted(name for name, ok in results.items() if not ok)
-        response = Response(body, status=200 if healthy else 503)
+        status, body = health.report()
+        response = Response(body, status=status)
         response["Cache-Control"] = "no-store"
         return response
 
