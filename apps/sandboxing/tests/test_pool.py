@@ -55,6 +55,14 @@ def test_a_refill_starts_idle_locked_down_sandboxes_labelled_with_their_owner_an
     assert warm.stats.started == 2 and len(warm.stats.start_ms) == 2
 
 
+def test_a_refill_pass_asks_the_engine_to_list_the_pool_once(owner, monkeypatch):
+    warm = pool.WarmPool(owner, 2, lambda: [profile(), profile(memory_mb=96)])
+    assert warm.refill_once() == 4
+    calls = EngineCalls(monkeypatch)
+    assert warm.refill_once() == 0  # full: each profile still has its two
+    assert calls.listed == 1
+
+
 def test_each_idle_sandbox_goes_to_exactly_one_run(owner):
     pool.WarmPool(owner, 2, lambda: [profile()]).refill_once()
     first = pool.claim(owner, profile(), "run-a")
