@@ -351,7 +351,7 @@ class Evaluation(models.Model):
 
     # --- Transitions -------------------------------------------------------------------
     # Each returns True when this call made the change, False when the row was no longer in a
-    # status it may leave (someone else got there first). The instance is refreshed either way.
+    # status it may leave (someone else got there first). The instance holds the row's values either way.
 
     def _transition(self, allowed_from, *, attempt: int | None = None, **changes) -> bool:
         # ``attempt`` fences a worker's writes to its own claim: once the row was handed to another
@@ -360,8 +360,19 @@ class Evaluation(models.Model):
         if attempt is not None:
             rows = rows.filter(attempts=attempt)
         changed = rows.update(**changes) == 1
-        self.refresh_from_db()
-        return changed
+        if not changed:
+            self.refresh_from_db()  # someone else got there first: what the row holds now
+            return False
+        # This call wrote ``changes``: they are set here as written, and only what the database
+        # computed (``F()`` expressions) is read back, not the whole row (its code and tests
+        # included) at every claim and end.
+        computed = [name for name, value in changes.items() if hasattr(value, "resolve_expression")]
+        for name, value in changes.items():
+            if name not in computed:
+                setattr(self, name, value)
+        if computed:
+            self.refresh_from_db(fields=computed)
+        return True
 
     def claim(self, worker: str) -> bool:
         """queued -> running, for exactly one worker."""

@@ -12,7 +12,7 @@ import logging
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.core.cache import cache
-from django.db.models import Count, Q
+from django.db.models import Count, Exists, OuterRef, Q
 from django.utils import timezone
 
 from apps.evaluations.callbacks import delivery
@@ -103,9 +103,15 @@ def publish(batch: Batch) -> None:
         log.warning("could not publish the progress of batch %s", batch.pk, exc_info=True)
 
 
+def _active_samples(batch_pk):
+    return Evaluation.objects.filter(batch_id=batch_pk, status__in=ACTIVE_STATUSES)
+
+
 def finish_if_done(batch: Batch) -> bool:
-    """queued/running -> completed once no sample waits or runs; schedules the callback. Once."""
-    if Evaluation.objects.filter(batch_id=batch.pk, status__in=ACTIVE_STATUSES).exists():
+    """queued/running -> completed once no sample waits or runs; schedules the callback. Once.
+    Whether a sample still does may come with the batch (``busy``, read in the same query)."""
+    busy = getattr(batch, "busy", None)
+    if busy if busy is not None else _active_samples(batch.pk).exists():
         return False
     changed = Batch.objects.filter(pk=batch.pk, status__in=[BatchStatus.QUEUED, BatchStatus.RUNNING]).update(
         status=BatchStatus.COMPLETED, finished_at=timezone.now()
@@ -138,7 +144,12 @@ def on_evaluation_ended(sender, evaluation: Evaluation, **_kwargs) -> None:
     get it with every heartbeat."""
     if evaluation.batch_id is None:
         return
-    batch = Batch.objects.filter(pk=evaluation.batch_id).select_related("owner").first()
+    batch = (
+        Batch.objects.filter(pk=evaluation.batch_id)
+        .select_related("owner")
+        .annotate(busy=Exists(_active_samples(OuterRef("pk"))))
+        .first()
+    )
     if batch is None:
         return
     if finish_if_done(batch) or batch.is_final or due(batch):

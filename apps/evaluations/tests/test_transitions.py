@@ -23,6 +23,26 @@ def test_only_one_of_two_workers_claims_a_queued_evaluation(alice):
     assert (evaluation.status, evaluation.worker, evaluation.attempts) == (Status.RUNNING, "worker-1", 1)
 
 
+def test_a_transition_made_here_reads_back_only_what_the_database_computed(alice, django_assert_num_queries):
+    evaluation = make_evaluation(alice)
+    with django_assert_num_queries(2):  # the update, then the attempt count it incremented
+        assert evaluation.claim("worker-1") is True
+    with django_assert_num_queries(1):  # the update alone
+        assert evaluation.finish(Status.SUCCEEDED, attempt=1, exit_code=0, duration_ms=12) is True
+    fields = ("status", "reason", "worker", "attempts", "exit_code", "duration_ms", "started_at", "finished_at")
+    held = {name: getattr(evaluation, name) for name in fields}
+    evaluation.refresh_from_db()
+    assert held == {name: getattr(evaluation, name) for name in fields}
+
+
+def test_a_transition_lost_to_another_worker_leaves_the_instance_with_what_the_row_holds(alice):
+    evaluation = make_evaluation(alice)
+    elsewhere = type(evaluation).objects.get(pk=evaluation.pk)
+    assert elsewhere.claim("worker-2") is True
+    assert evaluation.claim("worker-1") is False
+    assert (evaluation.status, evaluation.worker, evaluation.attempts) == (Status.RUNNING, "worker-2", 1)
+
+
 def test_a_terminal_status_never_changes_again(alice):
     evaluation = make_evaluation(alice, status=Status.RUNNING)
     assert evaluation.finish(Status.SUCCEEDED, exit_code=0) is True
