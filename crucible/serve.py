@@ -8,7 +8,7 @@ per-user WebSocket slots in Redis. It stops them all on SIGTERM/SIGINT, and stop
 exits with an error) when one dies, so the process manager sees the web tier down and restarts it.
 Killed itself, it takes them with it (each dies with its parent).
 
-    python -m crucible.serve [--host 127.0.0.1] [--port 8000] [--processes N]
+    python -m crucible.serve [--host 127.0.0.1] [--port 8000] [--processes N] [--handshake-timeout S]
 """
 
 from __future__ import annotations
@@ -23,6 +23,11 @@ import sys
 import time
 
 STOP_GRACE_S = 10.0
+# How long a WebSocket handshake may take before Daphne drops it (its own default is 5 s). A
+# handshake waits for the token check and the throttle; in a storm of a thousand viewers connecting
+# while sandboxes start on the same cores, some took longer than 5 s, and Daphne dropped them (the
+# client saw no HTTP answer at all: 41 of 1 000 in one run). Slower then, but connected.
+HANDSHAKE_TIMEOUT_S = 30.0
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -31,9 +36,17 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=8000)
     default = os.environ.get("WEB_PROCESSES") or str(min(os.cpu_count() or 1, 4))
     parser.add_argument("--processes", type=int, default=int(default), help="Daphne processes (WEB_PROCESSES)")
+    parser.add_argument(
+        "--handshake-timeout",
+        type=float,
+        default=os.environ.get("WEBSOCKET_HANDSHAKE_TIMEOUT_S") or str(HANDSHAKE_TIMEOUT_S),
+        help="seconds a WebSocket handshake may take (WEBSOCKET_HANDSHAKE_TIMEOUT_S)",
+    )
     args = parser.parse_args(argv)
     if args.processes < 1:
         parser.error("--processes must be at least 1")
+    if not 0 < args.handshake_timeout <= 600:
+        parser.error("--handshake-timeout (WEBSOCKET_HANDSHAKE_TIMEOUT_S) must be more than 0 and at most 600 seconds")
     return args
 
 
@@ -58,9 +71,22 @@ def _die_with_parent() -> None:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG)")
 
 
-def daphne(fd: int) -> subprocess.Popen:
+def daphne_argv(fd: int, handshake_timeout_s: float) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "daphne",
+        "--fd",
+        str(fd),
+        "--websocket_connect_timeout",
+        f"{handshake_timeout_s:g}",
+        "crucible.asgi:application",
+    ]
+
+
+def daphne(fd: int, handshake_timeout_s: float) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "daphne", "--fd", str(fd), "crucible.asgi:application"],
+        daphne_argv(fd, handshake_timeout_s),
         pass_fds=(fd,),
         preexec_fn=_die_with_parent,  # noqa: PLW1509 (this process starts no threads)
     )
@@ -82,7 +108,7 @@ def stop(children: list[subprocess.Popen]) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse(sys.argv[1:] if argv is None else argv)
     sock = listen(args.host, args.port)
-    children = [daphne(sock.fileno()) for _ in range(args.processes)]
+    children = [daphne(sock.fileno(), args.handshake_timeout) for _ in range(args.processes)]
     print(f"crucible.serve: {args.processes} Daphne processes on {args.host}:{args.port}", flush=True)
     stopping = []
     for number in (signal.SIGTERM, signal.SIGINT):

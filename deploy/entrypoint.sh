@@ -12,7 +12,8 @@ role="${1:-web}"
 [ "$#" -gt 0 ] && shift
 cd /app
 case "$role" in
-  web)        exec daphne -b "${BIND:-0.0.0.0}" -p "${PORT:-8000}" crucible.asgi:application "$@" ;;
+  web)        exec daphne -b "${BIND:-0.0.0.0}" -p "${PORT:-8000}" \
+                --websocket_connect_timeout "${WEBSOCKET_HANDSHAKE_TIMEOUT_S:-30}" crucible.asgi:application "$@" ;;
   worker)     exec python manage.py crucible_worker --name "crucible-worker-$(hostname)-$$" "$@" ;;
   sessions)   exec python manage.py crucible_sessions --name "crucible-sessions-$(hostname)-$$" "$@" ;;
   reconciler) exec python -m crucible.cron "$@" ;;

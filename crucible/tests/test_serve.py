@@ -70,6 +70,26 @@ def test_two_daphne_processes_answer_on_one_port(web_tier):
     assert answers == [200] * 30
 
 
+def test_each_daphne_gives_a_websocket_handshake_thirty_seconds_not_daphnes_five(web_tier):
+    process, _url = web_tier
+    for daphne in children_of(process.pid):
+        argv = Path(f"/proc/{daphne}/cmdline").read_text().split("\0")
+        assert argv[argv.index("--websocket_connect_timeout") + 1] == "30"
+
+
+def test_the_handshake_timeout_is_a_setting_and_nonsense_is_refused(monkeypatch, capsys):
+    from crucible import serve
+
+    monkeypatch.setenv("WEBSOCKET_HANDSHAKE_TIMEOUT_S", "12.5")
+    assert serve.parse([]).handshake_timeout == 12.5
+    for wrong in ("soon", "0", "-1", "601"):
+        monkeypatch.setenv("WEBSOCKET_HANDSHAKE_TIMEOUT_S", wrong)
+        with pytest.raises(SystemExit) as exited:
+            serve.parse([])
+        assert exited.value.code == 2
+        assert "handshake-timeout" in capsys.readouterr().err
+
+
 def test_sigterm_stops_every_daphne_and_exits_cleanly(web_tier):
     process, _url = web_tier
     daphnes = children_of(process.pid)
