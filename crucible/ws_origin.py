@@ -33,9 +33,10 @@ def _origin(url: str) -> tuple[str, str, int | None] | None:
     return parts.scheme, parts.hostname, port or DEFAULT_PORTS[parts.scheme]
 
 
-def _connection_scheme(scope) -> str:
-    """``https`` when the handshake came over TLS (or through the trusted TLS proxy), else ``http``."""
-    if scope.get("scheme") == "wss":
+def connection_scheme(scope) -> str:
+    """``https`` when the request (an HTTP request or a WebSocket handshake) came over TLS, or
+    through the trusted TLS proxy (``SECURE_PROXY_SSL_HEADER``), else ``http``: as Django sees it."""
+    if scope.get("scheme") in ("https", "wss"):
         return "https"
     proxy_header = settings.SECURE_PROXY_SSL_HEADER
     if proxy_header:
@@ -53,8 +54,8 @@ def _allowed_hosts() -> list[str]:
     return hosts
 
 
-def _own_origin(scope) -> tuple[str, str, int | None] | None:
-    """This site's origin as the browser addressed it: the handshake's scheme and ``Host`` (an allowed host)."""
+def allowed_host(scope) -> str | None:
+    """The request's ``Host`` if it names one of ``ALLOWED_HOSTS`` (as Django checks it), else None."""
     host = handshake_header(scope, b"host")
     if host is None:
         return None
@@ -62,7 +63,15 @@ def _own_origin(scope) -> tuple[str, str, int | None] | None:
     domain, _port = split_domain_port(host)
     if not domain or not validate_host(domain, _allowed_hosts()):
         return None
-    return _origin(f"{_connection_scheme(scope)}://{host}")
+    return host
+
+
+def _own_origin(scope) -> tuple[str, str, int | None] | None:
+    """This site's origin as the browser addressed it: the handshake's scheme and ``Host`` (an allowed host)."""
+    host = allowed_host(scope)
+    if host is None:
+        return None
+    return _origin(f"{connection_scheme(scope)}://{host}")
 
 
 def _trusted(origin: tuple[str, str, int | None]) -> bool:

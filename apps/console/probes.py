@@ -23,13 +23,13 @@ import json
 import logging
 
 from django.conf import settings
-from django.http.request import split_domain_port, validate_host
 from django.urls import reverse
 
 from apps.console import health
 from crucible.middleware import PERMISSIONS_POLICY
-from crucible.ws_auth import SharedAnswers
+from crucible.ws_auth import SharedAnswers, handshake_header
 from crucible.ws_db import PROBES, pooled_db
+from crucible.ws_origin import allowed_host, connection_scheme
 
 log = logging.getLogger(__name__)
 
@@ -45,42 +45,16 @@ def _readiness() -> tuple[int, dict]:
     return health.report()
 
 
-def _header(scope, name: bytes) -> str | None:
-    for key, value in scope.get("headers", ()):
-        if key.lower() == name:
-            return value.decode("latin-1")
-    return None
-
-
 def _secure(scope) -> bool:
-    if scope.get("scheme") == "https":
-        return True
-    proxy = settings.SECURE_PROXY_SSL_HEADER
-    if proxy:
-        header, value = proxy
-        name = header.removeprefix("HTTP_").replace("_", "-").lower().encode()
-        forwarded = _header(scope, name)
-        return forwarded is not None and forwarded.split(",", 1)[0].strip() == value
-    return False
+    return connection_scheme(scope) == "https"
 
 
 def _accepts_json(scope) -> bool:
-    accept = _header(scope, b"accept")
+    accept = handshake_header(scope, b"accept")
     if accept is None or not accept.strip():
         return True
-    ranges = [part.split(";", 1)[0].strip().lower() for part in accept.split(",")]
+    ranges = [part.split(";", 1)[0].strip().lower() for part in accept.decode("latin-1").split(",")]
     return all(media in JSON_MEDIA_TYPES for media in ranges if media)
-
-
-def _allowed_host(scope) -> bool:
-    host = _header(scope, b"host")
-    if not host:
-        return False
-    domain, _port = split_domain_port(host)
-    allowed = settings.ALLOWED_HOSTS
-    if settings.DEBUG and not allowed:
-        allowed = [".localhost", "127.0.0.1", "[::1]"]
-    return bool(domain) and validate_host(domain, allowed)
 
 
 def plain_probe(scope) -> str | None:
@@ -88,10 +62,9 @@ def plain_probe(scope) -> str | None:
     if scope["type"] != "http" or scope.get("method") not in ("GET", "HEAD") or scope.get("query_string"):
         return None
     probe = {reverse("api-health-live"): "live", reverse("api-health"): "ready"}.get(scope.get("path"))
-    if probe is None or not _accepts_json(scope) or not _allowed_host(scope):
+    if probe is None or not _accepts_json(scope) or allowed_host(scope) is None:
         return None
-    secure = _secure(scope)
-    if settings.SECURE_SSL_REDIRECT and not secure:
+    if settings.SECURE_SSL_REDIRECT and not _secure(scope):
         return None
     return probe
 
