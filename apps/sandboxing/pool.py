@@ -12,7 +12,9 @@ runner's ``finally``), so isolation between runs is what a cold start gives. Its
 the helper's ``await`` (``Sandbox.attachable``) when ``attach_suits`` its profile: the run
 sends its one program to it over attach; several programs (``runner.run_programs``) go by exec,
 the main process waiting on its stdin as the idle one would. ``WarmPool`` refills
-in a thread of the worker's main process and ``drain`` removes what is idle; the reconciler removes
+in a thread of the worker's main process, at once when a claim in that process took one of its
+sandboxes and otherwise every ``CHECK_EVERY_S`` (a sandbox that died, parked ones to expire, a claim
+made by a forked work horse), and ``drain`` removes what is idle; the reconciler removes
 the pool containers of a worker that is gone (``remove_pools_of``), claimed or not.
 
 A batch's sandbox reset and handed over within one worker process (``park_in_background``) is never
@@ -42,11 +44,12 @@ from apps.sandboxing.sandbox import Sandbox, SandboxSetupError, attach_suits
 
 log = logging.getLogger(__name__)
 
-REFILL_EVERY_S = 0.25
+# A pass lists the engine's pool containers: once a second, not four times (as it was). A claim in
+# this process wakes the refill at once (``_refill_wanted``), so a pool is refilled no later than before.
+CHECK_EVERY_S = 1.0
 PARKED = "r"  # a parked sandbox's name: <idle prefix>r<unix time parked>-<hex>
 KEPT_PREFIX = "crucible-kept-"  # a sandbox handed over within a process: crucible-kept-<owner>-<hex>
 FAILURE_PAUSE_S = 5.0  # after the engine refused a pool sandbox: do not hammer it
-EXPIRE_EVERY_S = 1.0  # without a pool to refill, only parked sandboxes to expire
 
 
 def _idle_prefix(owner: str) -> str:
@@ -106,6 +109,7 @@ def claim(owner: str, profile: Profile, run_id: str, key: str | None = None) -> 
         return handed
     started_here = _claim_started_here(owner, key or profile.key, run_id)
     if started_here is not None:
+        _refill_wanted(owner).set()
         return started_here
     try:
         candidates = idle(owner, key or profile.key)
@@ -117,6 +121,7 @@ def claim(owner: str, profile: Profile, run_id: str, key: str | None = None) -> 
             engine.client().api.rename(container_id, f"crucible-{run_id}")
         except docker.errors.APIError:
             continue  # taken (renamed or removed) a moment ago
+        _refill_wanted(owner).set()
         try:
             return Sandbox.adopt(container_id, profile)
         except Exception as exc:
@@ -131,6 +136,15 @@ def claim(owner: str, profile: Profile, run_id: str, key: str | None = None) -> 
 # forked work horse's copy of this list) fails the rename and is skipped.
 _started_here: dict[tuple[str, str], list[Sandbox]] = {}
 _started_here_lock = threading.Lock()
+
+
+_refill_events: dict[str, threading.Event] = {}
+
+
+def _refill_wanted(owner: str) -> threading.Event:
+    """Set when a claim in this process took one of ``owner``'s sandboxes: its pool's refill wakes."""
+    with _started_here_lock:
+        return _refill_events.setdefault(owner, threading.Event())
 
 
 def _remember_started(owner: str, key: str, sandbox: Sandbox, keep: int) -> None:
@@ -439,6 +453,7 @@ class WarmPool:
     def drain(self) -> list[str]:
         """Stop refilling and remove the idle sandboxes (claimed ones end with their run)."""
         self._stop.set()
+        _refill_wanted(self.owner).set()  # wake the refill thread, to see it must stop
         if self._thread is not None:
             self._thread.join(timeout=settings.SANDBOX_ENGINE_TIMEOUT_S + 5)
         wait_for_handovers(self.owner, settings.SANDBOX_ENGINE_TIMEOUT_S + 5)
@@ -488,7 +503,10 @@ class WarmPool:
         del self.stats.start_ms[:-100]
 
     def _refill_forever(self) -> None:
+        """A pass when a claim took a sandbox (``_refill_wanted``), else every ``CHECK_EVERY_S``."""
+        wanted = _refill_wanted(self.owner)
         while not self._stop.is_set():
+            wanted.clear()  # a claim during the pass below sets it again: then another pass follows at once
             if time.monotonic() >= self._paused_until:
                 try:
                     self.refill_once()
@@ -496,4 +514,4 @@ class WarmPool:
                     self.stats.failures += 1
                     self._paused_until = time.monotonic() + FAILURE_PAUSE_S
                     log.warning("warm pool of %s: could not start a sandbox: %s", self.owner, exc)
-            self._stop.wait(REFILL_EVERY_S if self.size > 0 else EXPIRE_EVERY_S)
+            wanted.wait(CHECK_EVERY_S)

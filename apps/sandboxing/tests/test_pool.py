@@ -121,6 +121,42 @@ def test_drain_stops_the_refill_and_removes_the_idle_sandboxes(owner):
     assert pool.idle(owner) == [] and owner not in pool.pool_owners()
 
 
+def test_a_full_pool_asks_the_engine_only_at_its_periodic_check(owner, monkeypatch):
+    """A pass lists the engine's pool containers; a full pool with nothing claimed makes one per
+    CHECK_EVERY_S (it was four a second per worker, whatever happened)."""
+    monkeypatch.setattr(pool, "CHECK_EVERY_S", 60.0)
+    warm = pool.WarmPool(owner, 1, lambda: [profile()])
+    warm.start()
+    try:
+        wait_until(lambda: len(pool.idle(owner)) == 1, 60, interval=0.2, what="the pool filled")
+        listed = []
+        listing = pool._pool_containers
+        monkeypatch.setattr(pool, "_pool_containers", lambda *a, **k: listed.append(a) or listing(*a, **k))
+        warm._stop.wait(1.5)  # the refill thread's engine client is its own: count the listings it asks for
+        assert listed == []
+    finally:
+        warm.drain()
+
+
+def test_a_claim_wakes_the_refill_at_once(owner, monkeypatch):
+    """With the periodic check a minute away, the sandbox a run took is replaced all the same."""
+    monkeypatch.setattr(pool, "CHECK_EVERY_S", 60.0)
+    warm = pool.WarmPool(owner, 1, lambda: [profile()])
+    warm.start()
+    claimed = None
+    try:
+        wait_until(lambda: len(pool.idle(owner)) == 1, 60, interval=0.2, what="the pool filled")
+        claimed = pool.claim(owner, profile(), "run-a")
+        assert claimed is not None
+        wait_until(lambda: len(pool.idle(owner)) == 1, 30, interval=0.2, what="the pool refilled after the claim")
+        assert claimed.container_id not in pool.idle(owner)
+        assert warm.stats.started == 2
+    finally:
+        if claimed is not None:
+            claimed.remove()
+        warm.drain()
+
+
 def test_a_pool_of_size_zero_starts_nothing(owner):
     warm = pool.WarmPool(owner, 0, lambda: [profile()])
     warm.start()
