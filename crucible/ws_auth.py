@@ -118,12 +118,13 @@ async def _token_user(key: str, address: str | None):
     """The token's user and id, or anonymous; an unknown key counts as a failed sign-in of ``address``,
     and an address over its limit is not signed in at all (the API throttles the same guesser: 429).
 
-    The throttle is asked and told at every attempt. What the key is worth is shared by the handshakes
-    of this process that name the same key at about the same time (a storm of one script's viewers
-    connecting): a valid answer for at most ``TOKEN_ANSWER_MAX_AGE_S``, a refusal only with the
-    attempts that asked while it was being read. Answers are keyed by the key's hash, so two keys
-    (two users) never share one."""
-    if await _blocked(address):
+    The throttle is told at every failed attempt, and asked at every attempt: attempts from one
+    address while its answer is being read share that answer (a storm of one script's viewers
+    connecting asked Redis, through a database thread, once each). What the key is worth is shared by
+    the handshakes of this process that name the same key at about the same time: a valid answer for
+    at most ``TOKEN_ANSWER_MAX_AGE_S``, a refusal only with the attempts that asked while it was being
+    read. Answers are keyed by the key's hash, so two keys (two users) never share one."""
+    if await shared_tokens.get(("blocked", address), lambda: _blocked(address), max_age=0.0, keep=lambda _: False):
         return AnonymousUser(), None
     answer = await shared_tokens.get(
         ("token", hash_key(key)),

@@ -135,12 +135,14 @@ class EvaluationConsumer(GuardedConsumer):
         # Subscribe first, then read: see the module docstring.
         await self.subscribe(publisher.group_name(evaluation_id))
         self.take_directly(self._take_directly)
-        evaluation = await self._load()
+        evaluation, stored = await self._open_stream(after)
         if evaluation is None:  # deleted in between
             return await self.finish(CloseCode.NOT_FOUND)
         await self.send_json(publisher.status_message(evaluation.status))
         self.last_seq = after
-        await self._catch_up()
+        if await self._send_stored(stored):
+            await self._replay()  # more than one batch was stored
+        await self._release_held()
         if evaluation.is_terminal:
             # Terminal was read before the replay, so every chunk was stored and has been sent.
             await self.send_json(publisher.end_message(evaluation))
@@ -289,21 +291,42 @@ class EvaluationConsumer(GuardedConsumer):
     async def _replay(self, before: int | None = None) -> None:
         """Send stored chunks with last_seq < seq (< before), in order, in batches."""
         while not self.finished:
-            batch = await self._chunks(self.last_seq, before)
-            for seq, stream, text, ts in batch:
-                await self.send_json(publisher.log_message(seq, stream, text, ts))
-                self.last_seq = seq
-            if len(batch) < REPLAY_BATCH:
+            if not await self._send_stored(await self._chunks(self.last_seq, before)):
                 return
 
-    @pooled_db
-    def _chunks(self, after: int, before: int | None) -> list[tuple[int, str, str, datetime]]:
-        chunks = OutputChunk.objects.filter(evaluation_id=self.evaluation_id, seq__gt=after)
-        if before is not None:
-            chunks = chunks.filter(seq__lt=before)
-        chunks = chunks.order_by("seq").only("seq", "stream", "data", "created_at")[:REPLAY_BATCH]
-        return [(c.seq, c.stream, c.text, c.created_at) for c in chunks]
+    async def _send_stored(self, batch: list[StoredChunk]) -> bool:
+        """Send a batch of stored chunks, in order; whether it was a full one (more may follow)."""
+        for seq, stream, text, ts in batch:
+            if self.finished:
+                return False
+            await self.send_json(publisher.log_message(seq, stream, text, ts))
+            self.last_seq = seq
+        return len(batch) == REPLAY_BATCH
 
     @pooled_db
-    def _load(self) -> Evaluation | None:
-        return Evaluation.objects.only("id", "status", "exit_code", "reason").filter(pk=self.evaluation_id).first()
+    def _chunks(self, after: int, before: int | None) -> list[StoredChunk]:
+        return _stored_chunks(self.evaluation_id, after, before)
+
+    @pooled_db
+    def _open_stream(self, after: int) -> tuple[Evaluation | None, list[StoredChunk]]:
+        """The row, then the first batch of chunks stored after ``after``: read in that order (a
+        terminal row read before the chunks means they are all stored), in one call to the database
+        threads (a handshake waited for two, each with its connection's check, in a storm of them)."""
+        evaluation = (
+            Evaluation.objects.only("id", "status", "exit_code", "reason").filter(pk=self.evaluation_id).first()
+        )
+        if evaluation is None:
+            return None, []
+        return evaluation, _stored_chunks(self.evaluation_id, after, None)
+
+
+StoredChunk = tuple[int, str, str, datetime]  # seq, stream, text, when it was written
+
+
+def _stored_chunks(evaluation_id: uuid.UUID | None, after: int, before: int | None) -> list[StoredChunk]:
+    """Up to ``REPLAY_BATCH`` stored chunks with ``after < seq`` (``< before``), in order."""
+    chunks = OutputChunk.objects.filter(evaluation_id=evaluation_id, seq__gt=after)
+    if before is not None:
+        chunks = chunks.filter(seq__lt=before)
+    chunks = chunks.order_by("seq").only("seq", "stream", "data", "created_at")[:REPLAY_BATCH]
+    return [(c.seq, c.stream, c.text, c.created_at) for c in chunks]

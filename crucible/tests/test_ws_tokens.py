@@ -10,6 +10,7 @@ an answer.
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 from channels.db import database_sync_to_async
@@ -71,6 +72,24 @@ async def test_twenty_handshakes_of_one_script_at_once_read_its_token_once(alice
     outcomes = await asyncio.gather(*(watch_with(key, evaluation) for _ in range(20)))
     assert outcomes == [None] * 20
     assert len(key_checks) == 1
+
+
+async def test_twenty_handshakes_from_one_address_at_once_ask_the_throttle_once(alice, settings, monkeypatch):
+    settings.WEBSOCKET_MAX_PER_USER = 20
+    evaluation = await database_sync_to_async(make_evaluation)(alice, status=Status.RUNNING)
+    _, key = await issue(alice, "alice's script")
+    asked = []
+    blocked_address = ws_auth.blocked_address
+
+    def slow_counting(address):
+        asked.append(address)
+        time.sleep(0.5)  # every handshake arrives while the first one's answer is being read
+        return blocked_address(address)
+
+    monkeypatch.setattr(ws_auth, "blocked_address", slow_counting)
+    outcomes = await asyncio.gather(*(watch_with(key, evaluation) for _ in range(20)))
+    assert outcomes == [None] * 20
+    assert len(asked) == 1
 
 
 async def test_every_guess_counts_for_the_throttle_even_when_guesses_share_one_check(olivia, settings, key_checks):

@@ -20,6 +20,7 @@ from apps.evaluations import consumers, publisher, recording
 from apps.evaluations.models import OutputChunk, Status
 from apps.evaluations.recording import OutputRecorder
 from apps.evaluations.tests.factories import make_evaluation
+from crucible import ws_db
 from crucible.asgi import application
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -230,17 +231,17 @@ async def test_a_chunk_stored_while_the_replay_runs_arrives_exactly_once(alice, 
     evaluation = await database_sync_to_async(make_evaluation)(alice, status=Status.RUNNING)
     await database_sync_to_async(store_chunks)(evaluation, range(1, 5))
     monkeypatch.setattr(consumers, "REPLAY_BATCH", 2)
-    original = vars(consumers.EvaluationConsumer)["_chunks"]  # the undecorated-call wrapper
+    original = consumers._stored_chunks  # each read of stored chunks, on the consumer's database thread
     calls = []
 
-    async def racing_chunks(self, after, before):
-        batch = await original(self, after, before)
+    def racing_chunks(evaluation_id, after, before):
+        batch = original(evaluation_id, after, before)
         calls.append(after)
         if len(calls) == 1:  # mid-replay: the worker writes and publishes the next chunk
-            await database_sync_to_async(store_and_publish)(evaluation.pk, 5)
+            store_and_publish(evaluation.pk, 5)
         return batch
 
-    monkeypatch.setattr(consumers.EvaluationConsumer, "_chunks", racing_chunks)
+    monkeypatch.setattr(consumers, "_stored_chunks", racing_chunks)
     communicator, _ = await connect(evaluation.pk, user=alice)
     assert await receive_logs(communicator, 5) == [1, 2, 3, 4, 5]
     assert len(calls) >= 3  # chunk 5 really came from the replay too
@@ -254,15 +255,15 @@ async def test_a_chunk_stored_after_the_last_replay_read_arrives_live(alice, mon
     """The other side of the seam: the replay has read everything, then chunk 3 is stored."""
     evaluation = await database_sync_to_async(make_evaluation)(alice, status=Status.RUNNING)
     await database_sync_to_async(store_chunks)(evaluation, [1, 2])
-    original = vars(consumers.EvaluationConsumer)["_chunks"]  # the undecorated-call wrapper
+    original = consumers._stored_chunks  # each read of stored chunks, on the consumer's database thread
 
-    async def racing_chunks(self, after, before):
-        batch = await original(self, after, before)
+    def racing_chunks(evaluation_id, after, before):
+        batch = original(evaluation_id, after, before)
         if after == 0:
-            await database_sync_to_async(store_and_publish)(evaluation.pk, 3)
+            store_and_publish(evaluation.pk, 3)
         return batch
 
-    monkeypatch.setattr(consumers.EvaluationConsumer, "_chunks", racing_chunks)
+    monkeypatch.setattr(consumers, "_stored_chunks", racing_chunks)
     communicator, _ = await connect(evaluation.pk, user=alice)
     assert await receive_logs(communicator, 3) == [1, 2, 3]
     assert await communicator.receive_nothing(timeout=0.2)
@@ -616,6 +617,30 @@ async def test_chunks_the_workers_end_says_are_stored_come_before_it_when_their_
     assert await communicator.receive_json_from(timeout=5) == {"type": "status", "status": "succeeded"}
     assert (await communicator.receive_json_from(timeout=5))["type"] == "end"
     assert await close_code(communicator) == 1000
+
+
+async def test_a_viewers_handshake_reads_the_row_and_its_stored_output_in_one_call_to_the_database_threads(
+    alice, monkeypatch
+):
+    """In a storm of handshakes every call waits for a database thread (and its connection's check):
+    after the throttle, the token and the permission, the row and the first batch of stored output
+    come in one."""
+    evaluation = await database_sync_to_async(make_evaluation)(alice, status=Status.RUNNING)
+    await database_sync_to_async(store_chunks)(evaluation, [1, 2, 3])
+    _, key = await database_sync_to_async(ApiToken.issue)(alice, "alice's script")
+    calls = []
+    call = ws_db._OnKeptConnections.__call__
+
+    async def counted(self, *args, **kwargs):
+        calls.append(self.func.__name__)
+        return await call(self, *args, **kwargs)
+
+    monkeypatch.setattr(ws_db._OnKeptConnections, "__call__", counted)
+    communicator, _ = await connect(evaluation.pk, token=key)
+    assert await communicator.receive_json_from(timeout=5) == {"type": "status", "status": "running"}
+    assert await receive_logs(communicator, 3) == [1, 2, 3]
+    assert calls == ["_blocked", "_check_token", "_access_denied", "_open_stream"]
+    await communicator.disconnect()
 
 
 async def test_a_finished_evaluation_replays_then_ends_and_closes(alice):
