@@ -520,7 +520,10 @@ class GuardedConsumer(AsyncJsonWebsocketConsumer):
         if self._beat_task is not None:
             self._beat_task.cancel()
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.unsubscribe(), ws_limits.REDIS_TIMEOUT_S)
+            if self.group is None:
+                await self.unsubscribe()  # no group to leave (``finish`` left it): no Redis call to bound
+            else:
+                await asyncio.wait_for(self.unsubscribe(), ws_limits.REDIS_TIMEOUT_S)
         await self._give_back_slot()
 
     async def _give_back_slot(self) -> None:

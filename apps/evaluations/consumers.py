@@ -90,8 +90,9 @@ def live_frame(evaluation_id: uuid.UUID | None, event: publisher.LogMessage) -> 
 
 
 def event_frame(event_id: str, event: dict) -> Frame:
-    """A published event's frame, keyed by its ``id`` (which names the publication)."""
-    return frames.get(event_id, event)
+    """A published event's frame, keyed by its ``id`` (which names the publication: a run's status and
+    end are one, so by the event's type too)."""
+    return frames.get((event_id, event.get("type")), event)
 
 
 STATE_MAX_AGE_S = 1.0
@@ -194,14 +195,23 @@ class EvaluationConsumer(GuardedConsumer):
         elif kind == "end":
             # The worker stored everything before publishing the end.
             await self._catch_up_after(event_id, message.get("stored_seq"))
-            await self.send_json(event)
+            await self._send_event(event_id, event)
             await self.finish(CloseCode.NORMAL)
         elif kind == "status":
             # Chunks stored before a status change come before it, even if their events were lost.
             await self._catch_up_after(event_id, message.get("stored_seq"))
-            await self.send_json(event)
+            await self._send_event(event_id, event)
         else:
-            await self.send_json(event)
+            await self._send_event(event_id, event)
+
+    async def _send_event(self, event_id: str | None, event: dict) -> None:
+        """Send a published event; one with an id is encoded and framed once for every viewer of this
+        process (a run's end reaches all its viewers at once)."""
+        if not event_id:
+            return await self.send_json(event)
+        frame = event_frame(event_id, event)
+        if not self.write_directly(frame):
+            await self.send(text_data=frame.text)
 
     async def evaluation_stored(self, message: publisher.StoredEvent):
         """The worker stored every chunk up to ``message["seq"]``: if we have not sent them all, read them."""

@@ -274,6 +274,39 @@ async def test_a_process_renews_all_its_slots_in_one_redis_call_per_heartbeat(al
     assert await ws_limits.held(bob.pk) == 0
 
 
+async def test_slots_given_back_together_go_to_redis_in_one_call(alice, bob, settings, monkeypatch):
+    """A run's viewers end together: their slots are given back in one round trip, and each waits for its own."""
+    settings.WEBSOCKET_MAX_PER_USER = 50
+    renewals, calls = ws_limits.Renewals(), []
+    release_many = ws_limits.release_many
+
+    async def counting(slots):
+        calls.append(dict(slots))
+        return await release_many(slots)
+
+    monkeypatch.setattr(ws_limits, "release_many", counting)
+    slots = [(alice.pk, f"specific.ending!{n}") for n in range(50)] + [(bob.pk, "specific.ending!bob")]
+    for user_id, slot in slots:
+        assert await ws_limits.acquire(user_id, slot)
+        renewals.hold(user_id, slot, lambda: None)
+    await asyncio.gather(*(renewals.release(user_id, slot) for user_id, slot in slots))
+    assert len(calls) == 1 and len(calls[0]) == 51
+    assert await ws_limits.held(alice.pk) == 0 and await ws_limits.held(bob.pk) == 0
+
+
+async def test_every_connection_giving_a_slot_back_hears_that_redis_failed(alice, monkeypatch):
+    renewals = ws_limits.Renewals()
+
+    async def failing(slots):
+        raise redis.RedisError("Redis went away")
+
+    monkeypatch.setattr(ws_limits, "release_many", failing)
+    outcomes = await asyncio.gather(
+        *(renewals.release(alice.pk, f"specific.failing!{n}") for n in range(3)), return_exceptions=True
+    )
+    assert [type(outcome) for outcome in outcomes] == [redis.RedisError] * 3
+
+
 async def test_slots_a_process_stopped_renewing_expire_and_its_stalled_renewal_cannot_exceed_the_limit(alice, settings):
     """Process A holds alice's three slots and stalls past their lease; process B takes them; A's late
     renewal loses every one (each of A's connections is told) and alice never holds more than three."""

@@ -316,6 +316,34 @@ async def test_a_live_chunk_is_encoded_once_for_every_viewer_of_the_process(alic
         await communicator.disconnect()
 
 
+async def test_a_runs_status_and_end_are_encoded_once_for_every_viewer_of_the_process(alice, monkeypatch):
+    """When a run ends, all its viewers are sent the same status and end at once: each is encoded once."""
+    evaluation = await database_sync_to_async(make_evaluation)(alice, status=Status.RUNNING)
+    viewers = [(await connect(evaluation.pk, user=alice))[0] for _ in range(3)]
+    for communicator in viewers:
+        assert (await communicator.receive_json_from(timeout=5))["type"] == "status"
+    encoded = []
+    dumps = json.dumps
+
+    def counting(value, *args, **kwargs):
+        encoded.append(value)
+        return dumps(value, *args, **kwargs)
+
+    monkeypatch.setattr(json, "dumps", counting)
+
+    def finish():
+        evaluation.finish(Status.SUCCEEDED, exit_code=0)
+        publisher.publish_end(evaluation, stored_seq=0)
+
+    await database_sync_to_async(finish)()
+    for communicator in viewers:
+        assert await communicator.receive_json_from(timeout=5) == {"type": "status", "status": "succeeded"}
+        assert (await communicator.receive_json_from(timeout=5))["type"] == "end"
+        assert await close_code(communicator) == 1000
+    sent = [value["type"] for value in encoded if isinstance(value, dict) and value.get("type") in ("status", "end")]
+    assert sorted(sent) == ["end", "status"]
+
+
 async def test_a_viewer_takes_its_messages_without_a_task_per_message(alice):
     """Channels' loop made a task for each message from the channel layer; ours drains it in one."""
     evaluation = await database_sync_to_async(make_evaluation)(alice, status=Status.RUNNING)
