@@ -294,11 +294,8 @@ async def test_a_chunk_lost_with_its_stored_mark_arrives_at_the_second_heartbeat
     await communicator.disconnect()
 
 
-async def test_a_live_chunk_is_encoded_once_for_every_viewer_of_the_process(alice, monkeypatch):
-    evaluation = await database_sync_to_async(make_evaluation)(alice, status=Status.RUNNING)
-    viewers = [(await connect(evaluation.pk, user=alice))[0] for _ in range(3)]
-    for communicator in viewers:
-        assert (await communicator.receive_json_from(timeout=5))["type"] == "status"
+def count_encoded(monkeypatch) -> list:
+    """Every value JSON-encoded from now on, in order."""
     encoded = []
     dumps = json.dumps
 
@@ -307,6 +304,15 @@ async def test_a_live_chunk_is_encoded_once_for_every_viewer_of_the_process(alic
         return dumps(value, *args, **kwargs)
 
     monkeypatch.setattr(json, "dumps", counting)
+    return encoded
+
+
+async def test_a_live_chunk_is_encoded_once_for_every_viewer_of_the_process(alice, monkeypatch):
+    evaluation = await database_sync_to_async(make_evaluation)(alice, status=Status.RUNNING)
+    viewers = [(await connect(evaluation.pk, user=alice))[0] for _ in range(3)]
+    for communicator in viewers:
+        assert (await communicator.receive_json_from(timeout=5))["type"] == "status"
+    encoded = count_encoded(monkeypatch)
     await database_sync_to_async(store_and_publish)(evaluation.pk, 1)
     texts = [await communicator.receive_from(timeout=5) for communicator in viewers]
     assert len(set(texts)) == 1
@@ -322,14 +328,7 @@ async def test_a_runs_status_and_end_are_encoded_once_for_every_viewer_of_the_pr
     viewers = [(await connect(evaluation.pk, user=alice))[0] for _ in range(3)]
     for communicator in viewers:
         assert (await communicator.receive_json_from(timeout=5))["type"] == "status"
-    encoded = []
-    dumps = json.dumps
-
-    def counting(value, *args, **kwargs):
-        encoded.append(value)
-        return dumps(value, *args, **kwargs)
-
-    monkeypatch.setattr(json, "dumps", counting)
+    encoded = count_encoded(monkeypatch)
 
     def finish():
         evaluation.finish(Status.SUCCEEDED, exit_code=0)
