@@ -84,6 +84,8 @@ PUBLIC_FAILURE = {
     Failure.ENGINE_AWAY: "the sandbox engine could not be reached to start the run",
     Failure.LAUNCHER: "the program could not be started in the sandbox",
 }
+# A worker asks whether the engine answers before it claims a run; an answer this recent will do.
+ENGINE_ANSWER_FRESH_S = 1.0
 CRASH_DETAIL = "platform error: the worker failed while running this evaluation (logged for the operators)"
 
 
@@ -195,9 +197,10 @@ class EvaluationRun:
             # Taken off the queue just as the kill switch was engaged: leave the row queued; the
             # reconciler enqueues it again once the switch is released.
             return RunDisposition.DEFERRED_KILL_SWITCH
-        if not engine.ping():
+        if not engine.ping(fresh_for_s=ENGINE_ANSWER_FRESH_S):
             # The engine is down (restarting): leave the row queued rather than fail it; the
-            # reconciler enqueues it again once the engine answers.
+            # reconciler enqueues it again once the engine answers. (One that went away since it
+            # last answered fails the sandbox's creation, which leaves the row queued the same way.)
             log.warning("evaluation %s deferred: the Docker engine does not answer", self.evaluation.pk)
             return RunDisposition.DEFERRED_ENGINE_DOWN
         self._start_ahead()

@@ -27,3 +27,19 @@ def test_a_forked_child_opens_its_own_connection_to_the_engine():
     os.close(read_end)
     assert answer == b"01"  # nothing inherited, and a fresh client that works
     assert engine.client() is parent_client  # the parent keeps its own
+
+
+def test_a_recent_answer_of_the_engine_will_do_but_a_silence_is_never_remembered(monkeypatch):
+    asked = []
+    answers = iter([True, False, True])
+
+    def counted_ping():
+        asked.append(1)
+        return next(answers)
+
+    monkeypatch.setattr(engine.client(), "ping", counted_ping)
+    monkeypatch.setattr(engine._local, "answered_at", float("-inf"), raising=False)
+    assert engine.ping(fresh_for_s=60) and len(asked) == 1
+    assert engine.ping(fresh_for_s=60) and len(asked) == 1  # answered a moment ago
+    assert not engine.ping() and len(asked) == 2  # without a freshness, always asked
+    assert engine.ping(fresh_for_s=60) and len(asked) == 3  # the silence was not kept: asked again
