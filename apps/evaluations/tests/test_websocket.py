@@ -307,11 +307,17 @@ def count_encoded(monkeypatch) -> list:
     return encoded
 
 
-async def test_a_live_chunk_is_encoded_once_for_every_viewer_of_the_process(alice, monkeypatch):
-    evaluation = await database_sync_to_async(make_evaluation)(alice, status=Status.RUNNING)
-    viewers = [(await connect(evaluation.pk, user=alice))[0] for _ in range(3)]
+async def running_with_viewers(user, count: int):
+    """A running evaluation of ``user`` and ``count`` of their viewers, each past its first status."""
+    evaluation = await database_sync_to_async(make_evaluation)(user, status=Status.RUNNING)
+    viewers = [(await connect(evaluation.pk, user=user))[0] for _ in range(count)]
     for communicator in viewers:
         assert (await communicator.receive_json_from(timeout=5))["type"] == "status"
+    return evaluation, viewers
+
+
+async def test_a_live_chunk_is_encoded_once_for_every_viewer_of_the_process(alice, monkeypatch):
+    evaluation, viewers = await running_with_viewers(alice, 3)
     encoded = count_encoded(monkeypatch)
     await database_sync_to_async(store_and_publish)(evaluation.pk, 1)
     texts = [await communicator.receive_from(timeout=5) for communicator in viewers]
@@ -324,10 +330,7 @@ async def test_a_live_chunk_is_encoded_once_for_every_viewer_of_the_process(alic
 
 async def test_a_runs_status_and_end_are_encoded_once_for_every_viewer_of_the_process(alice, monkeypatch):
     """When a run ends, all its viewers are sent the same status and end at once: each is encoded once."""
-    evaluation = await database_sync_to_async(make_evaluation)(alice, status=Status.RUNNING)
-    viewers = [(await connect(evaluation.pk, user=alice))[0] for _ in range(3)]
-    for communicator in viewers:
-        assert (await communicator.receive_json_from(timeout=5))["type"] == "status"
+    evaluation, viewers = await running_with_viewers(alice, 3)
     encoded = count_encoded(monkeypatch)
 
     def finish():
