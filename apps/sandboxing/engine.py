@@ -35,8 +35,8 @@ os.register_at_fork(after_in_child=reset)
 
 def ping(fresh_for_s: float = 0.0) -> bool:
     """Whether the engine answers. With ``fresh_for_s``, an answer this thread had at most that long
-    ago will do (a worker taking a batch's samples one after another asked for each: a tenth of its
-    work per sample)."""
+    ago will do (a worker taking a batch's samples one after another asked for each: a round trip to
+    the engine per sample, up to 7% of a worker's samples in py-spy)."""
     now = time.monotonic()
     if fresh_for_s > 0 and now - getattr(_local, "answered_at", float("-inf")) < fresh_for_s:
         return True

@@ -2,7 +2,8 @@
 
 A script that opens a hundred viewers at once names one token a hundred times; what the key is worth
 is read once and shared for at most ``TOKEN_ANSWER_MAX_AGE_S``. The throttle still sees every
-attempt (each is checked against it and each failure counts), a refusal is never remembered, a
+attempt (each is checked against it, attempts from one address at the same moment sharing one read,
+and each failure counts), a refusal is never remembered, a
 revoked token is refused once the shared answer is older than the bound, and two keys never share
 an answer.
 """
