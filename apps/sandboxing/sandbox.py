@@ -435,9 +435,13 @@ class Sandbox:
 
     def main_state(self) -> tuple[bool, int | None]:
         """(still running, exit code) of the container's main process, from the engine (``exec_state``
-        of an attached program: the main process runs it)."""
-        state = self.container_state()
-        if not state:
+        of an attached program: the main process runs it). A container the engine no longer knows
+        ended: (False, None). An engine that cannot answer raises, as ``exec_state`` does: "the engine
+        cannot say" is not "the program ended" (read so, a run that asked while the engine restarted
+        ended ``failed`` with no exit code instead of being run again as an engine fault)."""
+        try:
+            state = self.api.inspect_container(self.container_id).get("State") or {}
+        except docker.errors.NotFound:
             return False, None
         return bool(state.get("Running")), None if state.get("Running") else state.get("ExitCode")
 
