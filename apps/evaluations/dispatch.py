@@ -20,7 +20,7 @@ from django.conf import settings
 from django.db import connection, transaction
 
 from apps.evaluations import services
-from apps.evaluations.models import ACTIVE_STATUSES, Evaluation, Priority, Status
+from apps.evaluations.models import ACTIVE_STATUSES, QUEUE_FOR_PRIORITY, Evaluation, Priority, Status
 
 log = logging.getLogger(__name__)
 
@@ -36,22 +36,52 @@ def in_flight(owner_id: int) -> int:
 
 
 def release(owner_id: int) -> list[str]:
-    """Release the owner's next held rows, up to the window; returns their ids (enqueued on commit)."""
+    """Release the owner's next held rows, up to the window; returns their ids (enqueued on commit).
+
+    One statement under the lock: the room left in the window, the oldest held rows (four times the
+    room, the most urgent of them first), and the conditional UPDATE of those (it runs after every
+    sample of a batch: as five queries it was about 2 ms of a worker's CPU even with nothing held)."""
     with transaction.atomic():
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [ADVISORY_LOCK_SPACE, owner_id])
-        room = settings.FAIR_SHARE_WINDOW - in_flight(owner_id)
-        if room <= 0:
-            return []
-        held = Evaluation.objects.filter(owner_id=owner_id, status=Status.QUEUED, held=True)
-        candidates = list(held.order_by("created_at", "pk").values_list("pk", "priority")[: room * 4])
-        chosen = [pk for pk, _ in sorted(candidates, key=lambda row: PRIORITY_ORDER[Priority(row[1])])[:room]]
-        if not chosen:
-            return []
-        Evaluation.objects.filter(pk__in=chosen, status=Status.QUEUED, held=True).update(held=False)
-        released = list(Evaluation.objects.filter(pk__in=chosen).only("pk", "priority", "timeout_s", "tests"))
-        transaction.on_commit(lambda: services.enqueue_many(released))
-    return [str(e.pk) for e in released]
+            cursor.execute(_RELEASE_SQL, _release_params(owner_id))
+            rows = sorted(cursor.fetchall(), key=lambda row: (PRIORITY_ORDER[Priority(row[1])], row[4], row[0]))
+            released = [
+                services.RunJob(QUEUE_FOR_PRIORITY[Priority(priority)], pk, services.job_timeout_of(timeout_s, tests))
+                for pk, priority, timeout_s, tests, _created_at in rows  # in the order chosen
+            ]
+        if released:
+            transaction.on_commit(lambda: services.enqueue_jobs(released))
+    return [str(job.evaluation_id) for job in released]
+
+
+# The table's name is the model's, never input; everything else is a parameter.
+_RELEASE_SQL = f"""
+WITH room AS (
+    SELECT greatest(%(window)s - count(*), 0) AS n FROM {Evaluation._meta.db_table}
+    WHERE owner_id = %(owner)s AND batch_id IS NOT NULL AND NOT held AND status = ANY(%(active)s)
+), oldest AS (
+    SELECT id, priority, created_at FROM {Evaluation._meta.db_table}
+    WHERE owner_id = %(owner)s AND status = %(queued)s AND held
+    ORDER BY created_at, id LIMIT (SELECT n * 4 FROM room)
+), chosen AS (
+    SELECT id FROM oldest ORDER BY array_position(%(most_urgent_first)s, priority), created_at, id
+    LIMIT (SELECT n FROM room)
+)
+UPDATE {Evaluation._meta.db_table} SET held = false
+WHERE id IN (SELECT id FROM chosen) AND status = %(queued)s AND held
+RETURNING id, priority, timeout_s, jsonb_array_length(tests), created_at
+"""  # noqa: S608
+
+
+def _release_params(owner_id: int) -> dict:
+    return {
+        "window": settings.FAIR_SHARE_WINDOW,
+        "owner": owner_id,
+        "active": [str(s) for s in ACTIVE_STATUSES],
+        "queued": str(Status.QUEUED),
+        "most_urgent_first": [str(p) for p in sorted(PRIORITY_ORDER, key=PRIORITY_ORDER.get)],
+    }
 
 
 def on_evaluation_ended(sender, evaluation: Evaluation, **_kwargs) -> None:

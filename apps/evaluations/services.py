@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from typing import NamedTuple
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -200,7 +201,19 @@ def job_id(evaluation_id) -> str:
 
 def job_timeout(evaluation: Evaluation) -> int:
     """RQ's limit on a run job: the evaluation's own timeout (once per test) and room for the rest."""
-    return int(evaluation.timeout_s * max(1, len(evaluation.tests or []))) + 300
+    return job_timeout_of(evaluation.timeout_s, len(evaluation.tests or []))
+
+
+def job_timeout_of(timeout_s: float, test_count: int) -> int:
+    return int(timeout_s * max(1, test_count)) + 300
+
+
+class RunJob(NamedTuple):
+    """What the work queue gets of an evaluation: its queue, its id, RQ's limit on the job."""
+
+    queue_name: str
+    evaluation_id: object
+    timeout: int
 
 
 def _job_data(evaluation_id, timeout: int):
@@ -216,9 +229,14 @@ def _job_data(evaluation_id, timeout: int):
 
 def enqueue_many(evaluations: list[Evaluation]) -> None:
     """Put the run jobs of ``evaluations`` on their queues in one round trip per queue."""
+    enqueue_jobs([RunJob(e.queue_name, e.pk, job_timeout(e)) for e in evaluations])
+
+
+def enqueue_jobs(run_jobs: list[RunJob]) -> None:
+    """Put ``run_jobs`` on their queues in one round trip per queue."""
     by_queue: dict[str, list] = {}
-    for evaluation in evaluations:
-        by_queue.setdefault(evaluation.queue_name, []).append(_job_data(evaluation.pk, job_timeout(evaluation)))
+    for run_job in run_jobs:
+        by_queue.setdefault(run_job.queue_name, []).append(_job_data(run_job.evaluation_id, run_job.timeout))
     for queue_name, jobs in by_queue.items():
         queue = redis_clients.rq_queue(queue_name)
         with queue.connection.pipeline() as pipe:
