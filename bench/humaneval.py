@@ -24,6 +24,7 @@ Usage: .venv/bin/python bench/humaneval.py [--workers 2] [--runtimes runc,runsc]
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -97,11 +98,25 @@ def crucible_batch(session, base: str, problems: dict, reuse: str) -> tuple[floa
     response.raise_for_status()
     batch_id = response.json()["id"]
     accepted = time.monotonic() - started
-    while True:
-        batch = session.get(f"{base}/api/v1/batches/{batch_id}/", timeout=30).json()
-        if batch["status"] in ("completed", "cancelled"):
-            return time.monotonic() - started, batch["passed"], {**batch, "accepted_s": accepted}
-        time.sleep(0.25)
+    wall = wait_for_the_end(session, base, batch_id) - started
+    batch = session.get(f"{base}/api/v1/batches/{batch_id}/", timeout=30).json()
+    if batch["status"] != "completed":
+        sys.exit(f"the batch ended {batch['status']}")
+    return wall, batch["passed"], {**batch, "accepted_s": accepted}
+
+
+def wait_for_the_end(session, base: str, batch_id: str) -> float:
+    """When the batch's live progress says it ended (its WebSocket, as a viewer would follow it): polling
+    its detail four times a second took about 8% of the machine's CPU from the run it measured."""
+    from websockets.sync.client import connect
+
+    url = base.replace("http", "ws", 1) + f"/ws/batches/{batch_id}/"
+    headers = {"Authorization": session.headers["Authorization"]}
+    with connect(url, additional_headers=headers, origin=base, open_timeout=60) as socket:
+        for raw in socket:
+            if json.loads(raw)["type"] == "end":
+                return time.monotonic()
+    sys.exit(f"the progress of batch {batch_id} closed before its end")
 
 
 def main() -> None:
