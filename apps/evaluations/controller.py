@@ -44,7 +44,13 @@ class Controller:
         recorder: OutputRecorder,
         monitor: SafetyMonitor | None = None,
         heartbeat: Heartbeat | None = None,
+        *,
+        read_at: float | None = None,
     ):
+        """``read_at``: when (monotonic) the row was last seen running this attempt with no control
+        request, e.g. by its claim, which wrote it so. The first poll then waits its turn from there
+        (every request is still seen within ``CONTROL_POLL_S`` of being made): a batch sample that
+        ends within that time makes no poll at all (one query per sample before)."""
         self.evaluation = evaluation
         self.recorder = recorder
         self.monitor = monitor
@@ -52,7 +58,7 @@ class Controller:
         self.first_call_at: float | None = None  # when the sandbox was ready (the runner's first poll)
         self.superseded = False
         self.requested: Control | None = None
-        self._next_poll = 0.0
+        self._next_poll = 0.0 if read_at is None else read_at + CONTROL_POLL_S
 
     def __call__(self) -> Command | None:
         self.recorder.flush_if_due()

@@ -156,6 +156,7 @@ class EvaluationRun:
         self.evaluation_id = evaluation_id
         self.evaluation: Evaluation | None = None
         self.attempt = 0
+        self.claimed_at: float | None = None  # monotonic, when this run's claim of the row succeeded
         self.heartbeat: Heartbeat | None = None
         self.recorder: OutputRecorder | None = None
         self.monitor: SafetyMonitor | None = None
@@ -208,6 +209,7 @@ class EvaluationRun:
             return waiting
         if not self.evaluation.claim(worker_name()):
             return RunDisposition.NOT_CLAIMED
+        self.claimed_at = time.monotonic()
         self.attempt = self.evaluation.attempts
         return None
 
@@ -249,7 +251,10 @@ class EvaluationRun:
         # A retried run continues the seq numbers after the earlier attempt's output and notice.
         self.recorder = OutputRecorder(self.evaluation.pk, start_seq=retries.next_seq(self.evaluation.pk) - 1)
         self.monitor = self._safety_monitor()
-        self.controller = Controller(self.evaluation, self.recorder, self.monitor, self.heartbeat)
+        # The claim wrote the row running for this attempt: its control request is known as of then
+        # (a row handed back may carry one: then it is asked at once).
+        read_at = None if self.evaluation.control else self.claimed_at
+        self.controller = Controller(self.evaluation, self.recorder, self.monitor, self.heartbeat, read_at=read_at)
         self.request = self.request or self._run_request(runtime)
         return None
 
