@@ -15,7 +15,7 @@ from rq.job import Job
 
 from apps.accounts import quotas
 from apps.audit import services as audit
-from apps.evaluations import builds, publisher
+from apps.evaluations import builds, control_hints, publisher
 from apps.evaluations.callbacks import targets
 from apps.evaluations.models import ACTIVE_STATUSES, STATUS_FOR_CONTROL, Control, Evaluation, Priority, Runtime, Status
 from apps.evaluations.validation import Maxima, Submission, SubmissionInvalid, parse_submission
@@ -262,6 +262,7 @@ def cancel(evaluation: Evaluation, *, actor=None, request=None) -> Evaluation:
         publisher.publish_end(evaluation)
         audit.record("evaluation.cancel", actor=actor, target=evaluation.pk, request=request, was="queued")
     elif evaluation.request_control(Control.CANCEL):
+        control_hints.announce_on_commit(evaluation.pk)
         audit.record("evaluation.cancel", actor=actor, target=evaluation.pk, request=request, was="running")
     return evaluation
 
@@ -278,6 +279,7 @@ def stop(
             "evaluation.stop", actor=actor, target=evaluation.pk, request=request, was="queued", control=control
         )
     elif evaluation.request_control(control):
+        control_hints.announce_on_commit(evaluation.pk)
         audit.record(
             "evaluation.stop", actor=actor, target=evaluation.pk, request=request, was="running", control=control
         )
