@@ -337,11 +337,14 @@ def alive(api: Api, session_id: str, pid: int) -> bool:
     return run(api, session_id, ["sh", "-c", 'test -s "/proc/$0/cmdline"', str(pid)])["returncode"] == 0
 
 
-# Any exec's deadline also kills every stray (a process no exec waits for), so an earlier test's exec
-# may kill these before a listing would see them: each writes its pid first, and the test follows it.
+# Any exec's deadline, even one of an exec that ended, kills every stray (a process no exec waits
+# for): in the shared session an earlier test's exec could kill these before they wrote their pid
+# (the CI rehearsal of f8b6929 waited 30 s for a pid never written). Each case has a session of its
+# own, writes its pid first, and the test follows that pid.
 
 
-def test_a_background_process_that_ignores_sigterm_and_setsids_away_dies_at_the_execs_timeout(alice, sid):
+def test_a_background_process_that_ignores_sigterm_and_setsids_away_dies_at_the_execs_timeout(alice, own_session):
+    sid = own_session()
     background = "trap '' TERM HUP INT; echo $$ > /tmp/bg371.pid; exec sleep 371"
     started = run(
         alice,
@@ -355,7 +358,8 @@ def test_a_background_process_that_ignores_sigterm_and_setsids_away_dies_at_the_
     wait_until(lambda: not alive(alice, sid, pid), timeout=45, what="the left-behind sleep to be killed")
 
 
-def test_a_background_process_that_setsids_and_clears_its_environment_dies_at_the_execs_timeout(alice, sid):
+def test_a_background_process_that_setsids_and_clears_its_environment_dies_at_the_execs_timeout(alice, own_session):
+    sid = own_session()
     background = "echo $$ > /tmp/bg372.pid; exec env -i sleep 372"
     started = run(alice, sid, ["sh", "-c", f"setsid sh -c '{background}' >/dev/null 2>&1 </dev/null &"], timeout_s=2)
     assert started["returncode"] == 0
