@@ -375,15 +375,17 @@ class Evaluation(models.Model):
         return True
 
     def claim(self, worker: str) -> bool:
-        """queued -> running, for exactly one worker."""
+        """queued -> running, for exactly one worker. The attempt count goes up from the one this
+        instance holds, which the row must still hold (compare and set): nothing is read back."""
         now = timezone.now()
         return self._transition(
             [Status.QUEUED],
+            attempt=self.attempts,
             status=Status.RUNNING,
             worker=worker,
             started_at=now,
             heartbeat_at=now,
-            attempts=models.F("attempts") + 1,
+            attempts=self.attempts + 1,
         )
 
     def hand_back(self, attempt: int) -> bool:

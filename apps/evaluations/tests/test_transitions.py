@@ -25,7 +25,7 @@ def test_only_one_of_two_workers_claims_a_queued_evaluation(alice):
 
 def test_a_transition_made_here_reads_back_only_what_the_database_computed(alice, django_assert_num_queries):
     evaluation = make_evaluation(alice)
-    with django_assert_num_queries(2):  # the update, then the attempt count it incremented
+    with django_assert_num_queries(1):  # the update alone: the attempt count is set, not computed
         assert evaluation.claim("worker-1") is True
     with django_assert_num_queries(1):  # the update alone
         assert evaluation.finish(Status.SUCCEEDED, attempt=1, exit_code=0, duration_ms=12) is True
@@ -33,6 +33,17 @@ def test_a_transition_made_here_reads_back_only_what_the_database_computed(alice
     held = {name: getattr(evaluation, name) for name in fields}
     evaluation.refresh_from_db()
     assert held == {name: getattr(evaluation, name) for name in fields}
+
+
+def test_a_claim_from_a_stale_read_of_a_row_claimed_and_queued_again_meanwhile_is_refused(alice):
+    evaluation = make_evaluation(alice)
+    elsewhere = type(evaluation).objects.get(pk=evaluation.pk)
+    assert elsewhere.claim("worker-2") is True
+    type(evaluation).objects.filter(pk=evaluation.pk).update(status=Status.QUEUED)  # retried: queued again
+    assert evaluation.claim("worker-1") is False  # it read attempt 0; the row is at 1 (another job has it)
+    assert evaluation.attempts == 1
+    assert evaluation.claim("worker-1") is True  # read afresh, it may
+    assert (evaluation.worker, evaluation.attempts) == ("worker-1", 2)
 
 
 def test_a_transition_lost_to_another_worker_leaves_the_instance_with_what_the_row_holds(alice):
