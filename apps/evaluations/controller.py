@@ -55,10 +55,11 @@ class Controller:
         *,
         read_at: float | None = None,
     ):
-        """``read_at``: when (monotonic) the row was last seen running this attempt with no control
-        request, e.g. by its claim, which wrote it so. The first look then waits its turn from there
-        (every request is still seen within ``CONTROL_POLL_S`` of being made): a batch sample that
-        ends within that time asks nothing at all (it read the row once per sample before)."""
+        """``read_at``: when (monotonic) ``evaluation`` was read as it is, e.g. by its claim, which
+        wrote the row running for this attempt. With no control request on it, the first look waits
+        its turn from there (every request is still seen within ``CONTROL_POLL_S`` of being made): a
+        batch sample that ends within that time asks nothing at all (it read the row once per sample
+        before). A row handed back carrying a request is read at the first call."""
         self.evaluation = evaluation
         self.recorder = recorder
         self.monitor = monitor
@@ -66,6 +67,8 @@ class Controller:
         self.first_call_at: float | None = None  # when the sandbox was ready (the runner's first poll)
         self.superseded = False
         self.requested: Control | None = None
+        if evaluation.control:
+            read_at = None
         self._next_look = 0.0 if read_at is None else read_at + CONTROL_POLL_S
         self._next_row_read = 0.0 if read_at is None else read_at + ROW_READ_EVERY_S
         self._hints_seen = 0

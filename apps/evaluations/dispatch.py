@@ -28,13 +28,6 @@ PRIORITY_ORDER = {Priority.HIGH: 0, Priority.NORMAL: 1, Priority.LOW: 2}
 ADVISORY_LOCK_SPACE = 0x0C5B  # the first key of pg_advisory_xact_lock(int, int): ours
 
 
-def in_flight(owner_id: int) -> int:
-    """The owner's batch samples released onto a queue and not yet ended."""
-    return Evaluation.objects.filter(
-        owner_id=owner_id, batch_id__isnull=False, held=False, status__in=ACTIVE_STATUSES
-    ).count()
-
-
 def release(owner_id: int) -> list[str]:
     """Release the owner's next held rows, up to the window; returns their ids (enqueued on commit).
 

@@ -251,10 +251,9 @@ class EvaluationRun:
         # A retried run continues the seq numbers after the earlier attempt's output and notice.
         self.recorder = OutputRecorder(self.evaluation.pk, start_seq=retries.next_seq(self.evaluation.pk) - 1)
         self.monitor = self._safety_monitor()
-        # The claim wrote the row running for this attempt: its control request is known as of then
-        # (a row handed back may carry one: then it is asked at once).
-        read_at = None if self.evaluation.control else self.claimed_at
-        self.controller = Controller(self.evaluation, self.recorder, self.monitor, self.heartbeat, read_at=read_at)
+        self.controller = Controller(
+            self.evaluation, self.recorder, self.monitor, self.heartbeat, read_at=self.claimed_at
+        )
         self.request = self.request or self._run_request(runtime)
         return None
 

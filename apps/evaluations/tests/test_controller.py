@@ -78,6 +78,13 @@ def test_when_redis_cannot_say_every_look_reads_the_row(running, monkeypatch, dj
     assert control() is Command.STOP_KEEPING_EVIDENCE
 
 
+def test_a_row_handed_back_carrying_a_request_is_read_at_the_first_call(alice, django_assert_num_queries):
+    handed_back = make_evaluation(alice, status=Status.RUNNING, attempts=1, control=Control.CANCEL)
+    control = controller_for(handed_back, read_at=time.monotonic())
+    with django_assert_num_queries(1):
+        assert control() is Command.CANCEL  # it never starts
+
+
 def test_without_a_known_moment_the_first_call_reads_the_row(running, django_assert_num_queries):
     running.request_control(Control.STOP)
     control = controller_for(running)
