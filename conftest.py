@@ -67,6 +67,20 @@ def default_runtimes(request):
 
 
 @pytest.fixture(autouse=True)
+def live_stack_settled(request):
+    """A test on the live stack ends once the runs it started have ended: the stack's worker would
+    otherwise still write to the tables the test's flush empties (tests/stack.py, ``settle``)."""
+    if "live_stack" not in request.fixturenames:
+        yield
+        return
+    request.getfixturevalue("transactional_db")  # set up first, so flushed after the wait
+    stack = request.getfixturevalue("live_stack")
+    yield
+    resume(django_rq.get_connection(next(iter(settings.RQ_QUEUES))))  # a paused queue would never drain
+    stack.settle()
+
+
+@pytest.fixture(autouse=True)
 def kill_switch_released():
     """No test leaves the queues paused for the next one (the flag lives in Redis, not the test DB)."""
     connection = django_rq.get_connection(next(iter(settings.RQ_QUEUES)))

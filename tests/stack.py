@@ -59,6 +59,8 @@ PG_BIN = Path("/usr/lib/postgresql/15/bin")
 TERMINAL = {"succeeded", "failed", "timed_out", "oom_killed", "cancelled", "stopped", "safety_stopped", "error"}
 READY_TIMEOUT_S = 60
 STOP_GRACE_S = 15
+# How long a test's teardown waits for the runs it left on a live stack to end.
+SETTLE_TIMEOUT_S = 90
 # The label every sandbox container carries with its installation's CRUCIBLE_INSTANCE.
 INSTANCE_LABEL = "org.crucible.instance"
 
@@ -375,6 +377,35 @@ class TestDatabaseStack(Stack):
         from django.conf import settings
 
         self.remove_containers(settings.DOCKER_HOST)
+
+    def settle(self, timeout: float = SETTLE_TIMEOUT_S) -> None:
+        """Wait until the stack's queues are empty and its workers idle (twice in a row, 0.2 s apart).
+
+        The stack outlives a test (it is module-scoped) and a transactional test ends by emptying the
+        tables with one TRUNCATE: a worker still finishing a run the test left would deadlock with it
+        (its UPDATE holds one table while TRUNCATE waits for it holding the next) and the flush would
+        fail, leaving the test's rows to the next test. Rows a test made without a job are no concern:
+        no worker touches them.
+        """
+        wait_until(self._settled, timeout, what="the live stack's workers to be idle")
+
+    def _settled(self) -> bool:
+        """Idle now and 0.2 s later: a job just taken off a queue may not have marked its worker busy yet."""
+        if not self._idle():
+            return False
+        time.sleep(0.2)
+        return self._idle()
+
+    def _idle(self) -> bool:
+        import django_rq
+        from django.conf import settings
+        from rq import Worker
+
+        if any(django_rq.get_queue(name).count for name in settings.RQ_QUEUES):
+            return False
+        ours = set(self.worker_names.values())
+        workers = [w for w in Worker.all(connection=self.rq_connection()) if w.name in ours]
+        return all(worker.get_state() == "idle" for worker in workers)
 
 
 @pytest.fixture(scope="module")
