@@ -53,7 +53,9 @@ def daphnes(django_db_setup, django_db_blocker, tmp_path_factory):
 
 @pytest.fixture
 def web(daphnes):
-    return daphnes[0]
+    """The first stack; the test ends once its worker is idle (tests/stack.py, ``settle``)."""
+    yield daphnes[0]
+    daphnes[0].settle()
 
 
 @pytest.fixture
