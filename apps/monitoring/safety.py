@@ -1,7 +1,8 @@
 """The safety monitor: one per run, fed by the runner's samples and output, raising alerts once per rule.
 
-It runs on the worker's run loop, so everything here is cheap and bounded: rules are read once at
-the start of the run, pattern rules search a sliding window (the tail of each stream plus the new
+It runs on the worker's run loop, so everything here is cheap and bounded: rules are read once, when
+the run first needs them (its first output or resource sample: a short quiet run, as most batch
+samples are, never reads them), pattern rules search a sliding window (the tail of each stream plus the new
 piece, never the whole output), and nothing here may raise into the run (errors are logged).
 
 What happens when a rule fires is the caller's business (``on_alert``): ``apps.evaluations.running``
@@ -31,6 +32,7 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
 
 RECENT_SAMPLES = 120
+RULES_READ_RETRY_S = 1.0
 PROCESS_NAMES_KEPT = 50
 
 
@@ -46,6 +48,10 @@ def printable(text: str, limit: int = 500) -> str:
     return _CONTROL.sub("\ufffd", text)[:limit]
 
 
+def enabled_rules() -> list[SafetyRule]:
+    return list(SafetyRule.objects.filter(enabled=True))
+
+
 @dataclass
 class _Rule:
     row: SafetyRule
@@ -58,7 +64,7 @@ class SafetyMonitor:
     memory_limit_bytes: int
     pids_limit: int
     cpus: float
-    rules: list[SafetyRule]
+    rules: list[SafetyRule] | Callable[[], list[SafetyRule]]  # the rules, or how to read them when needed
     on_alert: Callable[[Alert], None] | None = None
     store_samples: bool = True
     stop_requested: bool = False
@@ -68,17 +74,9 @@ class SafetyMonitor:
     owner_id: object = None  # the run's owner: a stop rule opens an incident they can see
 
     def __post_init__(self) -> None:
-        self._rules: list[_Rule] = []
-        for rule in self.rules:
-            regex = None
-            if rule.kind in (RuleKind.OUTPUT_PATTERN, RuleKind.PROCESS_NAME):
-                try:
-                    regex = re.compile(rule.pattern)
-                except re.error:
-                    log.error("safety rule %s has an invalid pattern; skipped", rule.name)
-                    continue
-            self._rules.append(_Rule(rule, regex))
-        self._patterns = [r for r in self._rules if r.regex is not None and r.row.kind == RuleKind.OUTPUT_PATTERN]
+        self._rules: list[_Rule] | None = None  # compiled from ``rules`` when first needed
+        self._patterns: list[_Rule] = []
+        self._read_again_at = 0.0  # after rules could not be read: not before this (monotonic)
         self.recent: deque[dict] = deque(maxlen=RECENT_SAMPLES)  # the last samples, for an incident's record
         self._decoders = {}
         self._tails: dict[str, str] = {}
@@ -93,13 +91,13 @@ class SafetyMonitor:
     def for_run(
         cls, evaluation_id, *, memory_mb: int, pids_limit: int, cpus: float, on_alert=None, owner_id=None
     ) -> SafetyMonitor:
-        """A monitor with the enabled rules as they are now (changes apply to later runs)."""
+        """A monitor with the enabled rules as they are when the run first needs them."""
         return cls(
             evaluation_id=evaluation_id,
             memory_limit_bytes=int(memory_mb) * MIB,
             pids_limit=int(pids_limit),
             cpus=float(cpus),
-            rules=list(SafetyRule.objects.filter(enabled=True)),
+            rules=enabled_rules,
             on_alert=on_alert,
             owner_id=owner_id,
         )
@@ -116,17 +114,44 @@ class SafetyMonitor:
             memory_limit_bytes=int(memory_mb) * MIB,
             pids_limit=int(pids_limit),
             cpus=float(cpus),
-            rules=list(SafetyRule.objects.filter(enabled=True)),
+            rules=enabled_rules,
             on_alert=on_alert,
             store_samples=False,
             owner_id=owner_id,
         )
 
+    def _ready(self) -> bool:
+        """Read and compile the rules unless done; False while they cannot be read (the database is
+        away: tried again a second later; no rule could raise its alert then anyway)."""
+        if self._rules is not None:
+            return True
+        if time.monotonic() < self._read_again_at:
+            return False
+        try:
+            rows = self.rules() if callable(self.rules) else self.rules
+        except Exception:
+            log.warning("safety monitor: rules not read for %s; trying again", self.evaluation_id, exc_info=True)
+            self._read_again_at = time.monotonic() + RULES_READ_RETRY_S
+            return False
+        compiled = []
+        for rule in rows:
+            regex = None
+            if rule.kind in (RuleKind.OUTPUT_PATTERN, RuleKind.PROCESS_NAME):
+                try:
+                    regex = re.compile(rule.pattern)
+                except re.error:
+                    log.error("safety rule %s has an invalid pattern; skipped", rule.name)
+                    continue
+            compiled.append(_Rule(rule, regex))
+        self._patterns = [r for r in compiled if r.regex is not None and r.row.kind == RuleKind.OUTPUT_PATTERN]
+        self._rules = compiled
+        return True
+
     # --- feeding ---------------------------------------------------------------------------
 
     def on_output(self, stream: str, data: bytes) -> None:
         self._bytes_since_sample += len(data)
-        if not self._patterns:
+        if not self._ready() or not self._patterns:
             return
         try:
             self._scan(stream, data)
@@ -156,7 +181,8 @@ class SafetyMonitor:
             except Exception:
                 log.exception("safety monitor: could not store a sample for %s", self.evaluation_id)
         try:
-            self._check_sample(row, now, previous)
+            if self._ready():
+                self._check_sample(row, now, previous)
         except Exception:
             log.exception("safety monitor: sample rules failed for %s", self.evaluation_id)
         return row

@@ -237,3 +237,64 @@ def test_an_alert_rule_alone_opens_no_incident(clock):
     monitor.on_sample(sample(memory=40 * MIB))
     assert Alert.objects.filter(rule_name="memory").exists()
     assert not Incident.objects.exists()
+
+
+@pytest.fixture
+def no_default_rules():
+    SafetyRule.objects.update(enabled=False)
+
+
+def a_run_monitor() -> safety.SafetyMonitor:
+    """A run's monitor, reading the enabled rules itself."""
+    monitor = safety.SafetyMonitor.for_run(uuid.uuid4(), memory_mb=64, pids_limit=64, cpus=1.0)
+    monitor.raised = []
+    monitor.on_alert = monitor.raised.append
+    return monitor
+
+
+def test_a_quiet_run_that_is_never_sampled_never_reads_the_rules(no_default_rules, django_assert_num_queries):
+    rule(kind="output_pattern", pattern="secret")
+    with django_assert_num_queries(0):
+        monitor = a_run_monitor()
+    assert monitor.raised == []
+
+
+def test_a_run_reads_the_rules_once_at_its_first_output_and_applies_those_enabled_then(
+    no_default_rules, django_assert_num_queries
+):
+    monitor = a_run_monitor()
+    rule(kind="output_pattern", pattern="secret", severity="critical")  # enabled after the start, before any output
+    with django_assert_num_queries(1):
+        monitor.on_output("stdout", b"hello\n")
+    with django_assert_num_queries(0):
+        monitor.on_output("stdout", b"and more\n")
+    monitor.on_output("stdout", b"the secret\n")
+    assert [a.rule_name for a in monitor.raised] == ["output_pattern"]
+
+
+def test_a_runs_first_sample_reads_the_rules(no_default_rules, clock):
+    monitor = a_run_monitor()
+    rule(kind="pids_near_limit", threshold=0.8)
+    monitor.on_sample(sample(pids=60))
+    assert [a.rule_name for a in monitor.raised] == ["pids_near_limit"]
+
+
+def test_rules_that_cannot_be_read_are_tried_again_a_second_later(clock):
+    pattern = rule(kind="output_pattern", pattern="secret")
+    answers = [RuntimeError("the database is away"), [pattern]]
+
+    def read():
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    monitor = monitor_with()
+    monitor.rules = read
+    monitor.on_output("stdout", b"a secret while the database is away\n")
+    clock.now += 0.5
+    monitor.on_output("stdout", b"another secret, too soon to ask again\n")
+    assert monitor.raised == [] and len(answers) == 1
+    clock.now += 0.6
+    monitor.on_output("stdout", b"a third secret\n")
+    assert [a.rule_name for a in monitor.raised] == ["output_pattern"]
