@@ -114,7 +114,7 @@ class SafetyMonitor:
             memory_limit_bytes=int(memory_mb) * MIB,
             pids_limit=int(pids_limit),
             cpus=float(cpus),
-            rules=enabled_rules,
+            rules=enabled_rules(),  # read now: a session's host calls this on a database thread
             on_alert=on_alert,
             store_samples=False,
             owner_id=owner_id,
