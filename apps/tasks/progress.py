@@ -12,7 +12,7 @@ import logging
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.core.cache import cache
-from django.db.models import Count, Exists, OuterRef, Q
+from django.db.models import Count, Q
 from django.utils import timezone
 
 from apps.evaluations.callbacks import delivery
@@ -109,7 +109,7 @@ def _active_samples(batch_pk):
 
 def finish_if_done(batch: Batch) -> bool:
     """queued/running -> completed once no sample waits or runs; schedules the callback. Once.
-    Whether a sample still does may come with the batch (``busy``, read in the same query)."""
+    Whether a sample still does may come with the batch (``busy``, read by the caller)."""
     busy = getattr(batch, "busy", None)
     if busy if busy is not None else _active_samples(batch.pk).exists():
         return False
@@ -144,21 +144,20 @@ def on_evaluation_ended(sender, evaluation: Evaluation, **_kwargs) -> None:
     get it with every heartbeat."""
     if evaluation.batch_id is None:
         return
-    batch = (
-        Batch.objects.filter(pk=evaluation.batch_id)
-        .select_related("owner")
-        .annotate(busy=Exists(_active_samples(OuterRef("pk"))))
-        .first()
-    )
+    busy = _active_samples(evaluation.batch_id).exists()
+    if busy and not due(evaluation.batch_id):
+        return  # the batch goes on, and its progress was published less than PROGRESS_EVERY_S ago
+    batch = Batch.objects.filter(pk=evaluation.batch_id).select_related("owner").first()
     if batch is None:
         return
-    if finish_if_done(batch) or batch.is_final or due(batch):
+    batch.busy = busy
+    if finish_if_done(batch) or batch.is_final or busy:
         publish(batch)
 
 
-def due(batch: Batch) -> bool:
+def due(batch_id) -> bool:
     """True at most once per ``PROGRESS_EVERY_S`` per batch (across workers: a Redis key)."""
     try:
-        return cache.add(f"batch-progress:{batch.pk}", 1, timeout=PROGRESS_EVERY_S)
+        return cache.add(f"batch-progress:{batch_id}", 1, timeout=PROGRESS_EVERY_S)
     except Exception:
         return True

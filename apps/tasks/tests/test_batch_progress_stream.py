@@ -8,13 +8,14 @@ import uuid
 import pytest
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
-from django.db import connections
+from django.db import connection, connections
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from apps.evaluations import publisher
 from apps.evaluations.models import CallbackDelivery, Evaluation, Reason, Status
 from apps.evaluations.tests.test_websocket import HOST, ORIGIN, close_code, session_cookie
-from apps.tasks import services
+from apps.tasks import progress, services
 from apps.tasks.tests.factories import check_task
 from crucible.asgi import application
 
@@ -103,3 +104,17 @@ def test_a_batch_with_a_callback_url_schedules_one_batch_finished_delivery_at_it
     delivery = CallbackDelivery.objects.get(event_type="batch.finished", subject_id=str(batch.pk))
     body = json.loads(delivery.body)
     assert (body["type"], body["batch"]["status"], body["batch"]["passed"]) == ("batch.finished", "completed", 2)
+
+
+def test_a_sample_ending_while_others_run_reads_only_whether_any_does_until_progress_is_due(alice):
+    batch = a_batch(alice, size=3)
+    first, second, third = Evaluation.objects.filter(batch_id=batch.pk).order_by("created_at", "id")
+    end_sample(first, True)  # the batch's first progress: published
+    Evaluation.objects.filter(pk=second.pk).update(status=Status.SUCCEEDED, passed=True, finished_at=timezone.now())
+    progress.due(batch.pk)  # progress was just published: the next is not due for a second
+    with CaptureQueriesContext(connection) as queries:
+        progress.on_evaluation_ended(Evaluation, evaluation=second)
+    assert len(queries) == 1 and "tasks_batch" not in queries[0]["sql"]
+    end_sample(third, False)  # the last: the batch ends whatever the second's timing
+    batch.refresh_from_db()
+    assert (batch.status, batch.finished_at is not None) == ("completed", True)
