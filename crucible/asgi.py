@@ -13,10 +13,12 @@ if _web_server_process:
     # a pool (``DATABASE_POOL_MAX``, see settings). A process that imports this module after reading
     # its settings (tests) is left as it is, and so are the processes it starts.
     os.environ.setdefault("DATABASE_POOL_MAX", "8")
-    # And it sends what it writes at once rather than on the event loop's next turn.
-    from crucible import daphne_writes
+    # And it sends what it writes at once rather than on the event loop's next turn, and formats
+    # autobahn's debug message of each WebSocket connection only when it is logged.
+    from crucible import autobahn_debug, daphne_writes
 
     daphne_writes.install()
+    autobahn_debug.install()
 django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
