@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
-import django_rq
 from django.conf import settings
 from django.db.models import Count
 from django.db.models.functions import TruncHour
@@ -18,6 +17,7 @@ from apps.monitoring.models import Alert, ResourceSample
 from apps.sandboxing import engine_runtime, pool
 from apps.sandboxing.enginereport import EngineReport
 from apps.sessions.models import Session
+from crucible import redis_clients
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ def queue_depths() -> list[dict]:
     rows = []
     for name in settings.RQ_QUEUES:
         try:
-            queue = django_rq.get_queue(name)
+            queue = redis_clients.rq_queue(name)
             rows.append({"name": name, "waiting": queue.count, "running": queue.started_job_registry.count})
         except Exception:
             log.warning("dashboard: cannot read queue %s", name, exc_info=True)

@@ -12,7 +12,6 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import django_rq
 from django.conf import settings
 from django.db import connection
 from django.db.models import Count, Sum
@@ -26,6 +25,7 @@ from apps.evaluations.models import TERMINAL_STATUSES, Evaluation, Status
 from apps.monitoring.models import Alert, RunTiming
 from apps.sandboxing import engine_runtime, pool
 from apps.sessions.models import LIVE_STATUSES, Session
+from crucible import redis_clients
 
 log = logging.getLogger(__name__)
 
@@ -311,8 +311,8 @@ class CrucibleCollector:
         up = 1
         try:
             for name in settings.RQ_QUEUES:
-                depth.add_metric([name], django_rq.get_queue(name).count)
-            connection_ = django_rq.get_connection("default")
+                depth.add_metric([name], redis_clients.rq_queue(name).count)
+            connection_ = redis_clients.rq_connection()
             states = fleet.workers(connection_)
             suspended = 1 if is_suspended(connection_) else 0
         except Exception:

@@ -8,6 +8,10 @@ from datetime import UTC, datetime, timedelta
 
 import django_rq
 import pytest
+import redis
+from rq import Worker
+from rq.executions import Execution
+from rq.job import Job
 from rq.utils import utcformat
 
 from apps.console.tests.test_metrics import scrape, value
@@ -88,3 +92,61 @@ def test_metrics_have_a_series_per_host(olivia_api, a_worker_on):
         assert value(samples, "crucible_host_sandboxes_running", host=host) == 0
         assert value(samples, "crucible_host_last_heartbeat_timestamp_seconds", host=host) > 0
     assert value(samples, "crucible_workers") >= 2
+
+
+class RoundTrips:
+    """Counts what this process sends to Redis (a command, or a pipeline's batch: one round trip each)."""
+
+    def __init__(self, monkeypatch):
+        self.count = 0
+        send = redis.connection.AbstractConnection.send_packed_command
+
+        def counted(connection, command, check_health=True):
+            self.count += 1
+            return send(connection, command, check_health)
+
+        monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", counted)
+
+
+def test_the_workers_are_read_in_three_round_trips_however_many_there_are(a_worker_on, monkeypatch):
+    for box in range(6):
+        a_worker_on(f"box-{box}")
+    busy = a_worker_on("box-busy")
+    job, _execution = running(busy)
+    fleet.workers()  # this thread's connection is open (its handshake is not the question)
+    trips = RoundTrips(monkeypatch)
+    states = {state.name: state for state in fleet.workers()}
+    assert trips.count == 3
+    assert len([name for name in states if RUN in states[name].host]) == 7
+    assert states[busy.name].job == job.id and all(
+        s.job == "" for n, s in states.items() if RUN in s.host and n != busy.name
+    )
+    job.delete()
+
+
+def test_a_workers_job_is_the_one_rq_says_it_runs_and_an_expired_execution_is_none(a_worker_on):
+    worker = a_worker_on("box-rq")
+    job, execution = running(worker)
+
+    def as_rq_sees_it():
+        found = Worker.find_by_key(worker.key, connection=worker.connection)
+        return found.get_current_job_id() or "", found.get_state(), ", ".join(found.queue_names()), found.hostname
+
+    (state,) = [w for w in fleet.workers() if w.name == worker.name]
+    assert (state.job, state.state, state.queues, state.host) == as_rq_sees_it()
+    assert state.job == job.id
+    worker.connection.delete(execution.key)  # its worker stopped beating: the execution's hash expired
+    (state,) = [w for w in fleet.workers() if w.name == worker.name]
+    assert state.job == ""
+    execution.save(ttl=60)  # back, so that RQ deletes the job and its execution as it does
+    job.delete()
+
+
+def running(worker) -> tuple[Job, Execution]:
+    """A job ``worker`` runs, as RQ records it when a worker takes one (never performed here)."""
+    job = Job.create("apps.evaluations.jobs.run_evaluation", args=["not-run"], connection=worker.connection)
+    job.save()
+    with worker.connection.pipeline() as pipeline:
+        execution = Execution.create(job, ttl=60, pipeline=pipeline, worker_name=worker.name)
+        pipeline.execute()
+    return job, execution
