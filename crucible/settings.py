@@ -445,6 +445,10 @@ EVALUATION_MAX_ATTEMPTS = envint("EVALUATION_MAX_ATTEMPTS", 2, minimum=1, maximu
 # a job that kills its process takes the worker with it, and the reconciler hands its run back.
 # See apps.evaluations.worker.
 WORKER_FORK = envbool("WORKER_FORK", False)
+# A worker's CPU priority below the web's (its niceness, 0-19; 0 keeps the web's): on a machine short
+# of CPU, the API, the health endpoint and live output stay responsive while workers start and record
+# runs (README, Benchmarks). At 5 a busy worker still gets a third of what a busy web process gets.
+WORKER_NICE = envint("WORKER_NICE", 5, minimum=0, maximum=19)
 # How long a worker keeps a run going (and retries its writes) while PostgreSQL is unreachable.
 WORKER_DB_RETRY_S = envfloat("WORKER_DB_RETRY_S", 60.0, minimum=0.0)
 

@@ -7,6 +7,8 @@ the benchmarks, the test stacks and an operator on another host all start the sa
 Every option of django-rq's ``rqworker`` still applies.
 """
 
+import os
+
 from django.conf import settings
 from django_rq.management.commands.rqworker import Command as RQWorkerCommand
 
@@ -27,4 +29,6 @@ class Command(RQWorkerCommand):
         )
 
     def handle(self, *args, **options):
+        if settings.WORKER_NICE:
+            os.nice(settings.WORKER_NICE)  # its threads, and the work horses it forks, inherit it
         return super().handle(*(args or list(settings.RQ_QUEUES)), **options)
