@@ -2,8 +2,8 @@
 
 It runs on the worker's run loop, so everything here is cheap and bounded: rules are read once, when
 the run first needs them (its first output or resource sample: a short quiet run, as most batch
-samples are, never reads them), pattern rules search a sliding window (the tail of each stream plus the new
-piece, never the whole output), and nothing here may raise into the run (errors are logged).
+samples are, never reads them), pattern rules search a sliding window (the tail of each stream plus
+the new piece, never the whole output), and nothing here may raise into the run (errors are logged).
 
 What happens when a rule fires is the caller's business (``on_alert``): ``apps.evaluations.running``
 publishes the alert on the evaluation's WebSocket group and, for rules with action "stop", asks for
