@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import pprint
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import txaio
 
 from crucible import autobahn_debug
+from crucible.tests.web_process import printed_after_importing_the_application
 
 OPTIONS = [(f"option{i}", i * 1000, "WebSocketServerFactory") for i in range(40)]  # what a connection copies
 
@@ -38,11 +35,7 @@ def test_when_debug_messages_are_logged_they_are_pretty_printed_as_before(log_le
 
 def test_the_web_servers_process_installs_it():
     check = (
-        "import crucible.asgi; from autobahn.websocket import protocol; from crucible import autobahn_debug; "
+        "from autobahn.websocket import protocol; from crucible import autobahn_debug; "
         "print(protocol.pformat is autobahn_debug.pformat_when_debugging)"
     )
-    env = {**os.environ, "CRUCIBLE_ENV": "test"}
-    server = subprocess.run(
-        [sys.executable, "-c", check], cwd=Path(__file__).resolve().parents[2], env=env, capture_output=True, text=True
-    )
-    assert server.stdout.strip() == "True", server.stderr
+    assert printed_after_importing_the_application(check) == "True"

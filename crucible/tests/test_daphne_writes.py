@@ -3,17 +3,14 @@ buffer (registering the socket with the event loop, as Twisted does) only what t
 
 from __future__ import annotations
 
-import os
 import socket
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 from twisted.internet import tcp
 from twisted.internet.protocol import Protocol
 
 from crucible import daphne_writes
+from crucible.tests.web_process import printed_after_importing_the_application
 
 
 class Reactor:
@@ -95,14 +92,10 @@ def test_a_connection_that_is_closing_writes_as_twisted_does(connection):
 
 def test_the_web_servers_process_installs_it_and_a_process_that_only_imports_the_application_does_not():
     check = (
-        "import crucible.asgi; from twisted.internet import tcp; from crucible import daphne_writes; "
+        "from twisted.internet import tcp; from crucible import daphne_writes; "
         "print(tcp.Connection.write is daphne_writes.write_now)"
     )
-    env = {**os.environ, "CRUCIBLE_ENV": "test"}
-    server = subprocess.run(
-        [sys.executable, "-c", check], cwd=Path(__file__).resolve().parents[2], env=env, capture_output=True, text=True
-    )
-    assert server.stdout.strip() == "True", server.stderr
+    assert printed_after_importing_the_application(check) == "True"
     import crucible.asgi  # noqa: F401  (this test process read its settings first)
 
     assert tcp.Connection.write is not daphne_writes.write_now

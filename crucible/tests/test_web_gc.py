@@ -6,24 +6,16 @@ are left as they are."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[2]
+from crucible.tests.web_process import printed_after_importing_the_application
 
 
 def frozen_after_import(*, settings_first: bool) -> int:
     """How many objects are frozen in a fresh interpreter once it has imported ``crucible.asgi``."""
-    code = "import gc\n"
-    if settings_first:  # a process that had its settings before (tests, a worker)
-        code += "import django; django.setup()\n"
-    code += "import crucible.asgi\nprint(gc.get_freeze_count())\n"
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "crucible.settings"}
-    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    return int(done.stdout.split()[-1])
+    return int(
+        printed_after_importing_the_application(
+            "import gc; print(gc.get_freeze_count())", settings_first=settings_first
+        )
+    )
 
 
 def test_the_web_servers_process_freezes_what_it_loaded_at_start_up():
