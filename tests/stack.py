@@ -397,15 +397,15 @@ class TestDatabaseStack(Stack):
         return self._idle()
 
     def _idle(self) -> bool:
-        import django_rq
         from django.conf import settings
-        from rq import Worker
 
-        if any(django_rq.get_queue(name).count for name in settings.RQ_QUEUES):
+        from apps.evaluations import fleet
+        from crucible import redis_clients
+
+        if any(redis_clients.rq_queue(name).count for name in settings.RQ_QUEUES):
             return False
         ours = set(self.worker_names.values())
-        workers = [w for w in Worker.all(connection=self.rq_connection()) if w.name in ours]
-        return all(worker.get_state() == "idle" for worker in workers)
+        return all(worker.state == "idle" for worker in fleet.workers() if worker.name in ours)
 
 
 @pytest.fixture(scope="module")
