@@ -72,6 +72,7 @@ TERM_ALL_COMMAND = helper.TERM_ALL_COMMAND
 RESET_DIRS = (CODE_DIR, WORK_DIR, OUTPUT_DIR, SHM_DIR)
 REMOVE_ATTEMPTS = 3
 REMOVE_PAUSE_S = 0.2
+CLEAR_POLL_S = 0.1  # between two looks at a run's name while an earlier attempt's container is removed
 MAIN_EXIT_WAIT_S = 2  # for an attached sandbox's main process to exit before the removal
 COLLECT_DEADLINE_S = 15.0
 COLLECT_READ_WAIT_S = 0.5
@@ -245,16 +246,34 @@ def _engine_create(config: dict):
     return client.containers.get(client.api.create_container_from_config(container_config, name, platform)["Id"])
 
 
-def _left_by_an_earlier_attempt(name: str) -> bool:
-    """Whether the container holding ``name`` is this instance's: an earlier attempt of the same run
-    (a sandbox is named for its run) whose removal failed, e.g. while the engine restarted. The run
-    has been claimed again since, so that attempt is over; a container of another instance (or one
-    we cannot inspect) is not ours to remove."""
-    try:
-        labels = engine.client().api.inspect_container(name)["Config"].get("Labels") or {}
-    except Exception:
-        return False
-    return labels.get(LABEL_INSTANCE) == settings.CRUCIBLE_INSTANCE
+def _clear_earlier_attempt(name: str) -> bool:
+    """Free ``name`` when the container holding it is this instance's: an earlier attempt of the same
+    run (a sandbox is named for its run) whose removal failed, e.g. while the engine restarted. The
+    run has been claimed again since, so that attempt is over. Returns once the name is free (also when
+    another remover, the reconciler's orphan sweep, took that container meanwhile: its removal is
+    waited for), or False when the name is not ours to free: a container of another instance, or one
+    we cannot inspect. Raises ``SandboxSetupError`` (``ENGINE_FAULT``) when it does not go."""
+    deadline = time.monotonic() + settings.SANDBOX_ENGINE_TIMEOUT_S
+    while True:
+        try:
+            labels = engine.client().api.inspect_container(name)["Config"].get("Labels") or {}
+        except docker.errors.NotFound:
+            return True
+        except Exception:
+            return False
+        if labels.get(LABEL_INSTANCE) != settings.CRUCIBLE_INSTANCE:
+            return False
+        if time.monotonic() > deadline:
+            raise SandboxSetupError(
+                f"an earlier attempt's container {name} is not removed in time", Failure.ENGINE_FAULT
+            )
+        try:
+            containers.remove(name)  # returns at once when another removal is in progress
+        except Exception as exc:
+            raise SandboxSetupError(
+                f"an earlier attempt's container {name} cannot be removed: {exc}", Failure.ENGINE_FAULT
+            )
+        time.sleep(CLEAR_POLL_S)
 
 
 def _create_container(config: dict, *, replace_stale: bool = True):
@@ -265,14 +284,8 @@ def _create_container(config: dict, *, replace_stale: bool = True):
     except docker.errors.ImageNotFound as exc:
         raise SandboxSetupError(f"sandbox image not found: {_explain(exc)}")
     except docker.errors.APIError as exc:
-        if exc.status_code == 409 and replace_stale and _left_by_an_earlier_attempt(name):
-            log.warning("removing %s, left by an earlier attempt of the same run", name)
-            try:
-                containers.remove(name)
-            except Exception as remove_exc:
-                raise SandboxSetupError(
-                    f"an earlier attempt's container {name} cannot be removed: {remove_exc}", Failure.ENGINE_FAULT
-                )
+        if exc.status_code == 409 and replace_stale and _clear_earlier_attempt(name):
+            log.warning("%s was held by an earlier attempt of the same run: removed", name)
             return _create_container(config, replace_stale=False)
         if exc.status_code != 409:  # 409: the name is taken; that container is not ours to remove
             _discard(name)

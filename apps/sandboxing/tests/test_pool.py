@@ -3,12 +3,14 @@ run and removed with it, cold starts when nothing matches, and nothing left behi
 
 from __future__ import annotations
 
+import threading
 import uuid
 
 import docker.errors
 import pytest
 
 from apps.sandboxing import containers, engine, pool, runner
+from apps.sandboxing import sandbox as sandbox_module
 from apps.sandboxing.execution import execute
 from apps.sandboxing.outcomes import Failure, Outcome, RunRequest
 from apps.sandboxing.policy import LABEL_POOL, LABEL_PROFILE, Profile, runtime_for
@@ -187,6 +189,47 @@ def test_a_retried_run_replaces_the_container_an_earlier_attempt_could_not_remov
             engine.client().api.inspect_container(earlier.container_id)
     finally:
         later.remove()
+
+
+def test_a_retried_run_gets_its_name_when_another_remover_took_the_earlier_container_meanwhile(monkeypatch):
+    """The reconciler's orphan sweep removes the earlier attempt's container between the engine's
+    refusal of the name and the sandbox's look at who holds it: the name is free, so it is used."""
+    run_id = str(uuid.uuid4())
+    earlier = Sandbox.create(profile(), run_id=run_id)
+    engine_create = sandbox_module._engine_create
+
+    def refused_then_removed_by_the_reconciler(config):
+        try:
+            return engine_create(config)
+        except docker.errors.APIError:
+            containers.remove(earlier.container_id)
+            raise
+
+    monkeypatch.setattr(sandbox_module, "_engine_create", refused_then_removed_by_the_reconciler)
+    later = Sandbox.create(profile(), run_id=run_id)
+    later.remove()
+    assert later.container_id != earlier.container_id
+
+
+def test_a_retried_run_waits_for_the_removal_another_remover_has_in_progress(monkeypatch):
+    """The engine answers "removal already in progress" while the reconciler removes the earlier
+    attempt's container: the name is used once that removal is over, not refused."""
+    run_id = str(uuid.uuid4())
+    earlier = Sandbox.create(profile(), run_id=run_id)
+    remove = containers.remove
+    removing = threading.Timer(0.5, remove, args=(earlier.container_id,))
+
+    def in_progress_elsewhere(name):
+        if name != f"crucible-{run_id}":
+            return remove(name)
+        if removing.ident is None:
+            removing.start()
+        return None
+
+    monkeypatch.setattr(containers, "remove", in_progress_elsewhere)
+    later = Sandbox.create(profile(), run_id=run_id)
+    later.remove()
+    assert later.container_id != earlier.container_id and not removing.is_alive()
 
 
 def test_a_name_held_by_a_container_of_another_instance_is_refused_and_left_alone():
