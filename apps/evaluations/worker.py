@@ -66,13 +66,15 @@ class CrucibleWorker(Worker):
     """Checks the sandbox policy in the parent process before each job.
 
     RQ forks a work horse per job, so a check cached inside a job would be lost with the horse.
-    Here the canary runs at most once per cache period, in the parent, and every forked horse
-    inherits the verdict; ``running`` still calls ``require_policy()`` and fails closed.
+    Here the canary runs at most once per cache period, in the parent (in a thread that runs it at
+    the worker's start and before each verdict expires, so no job waits for it), and every forked
+    horse inherits the verdict; ``running`` still calls ``require_policy()`` and fails closed.
     With ``WORKER_FORK=false`` jobs run in the worker's own process instead (see below).
     """
 
     pool: WarmPool | None = None
     engine_watch: EngineWatch | None = None
+    policy_refresher: selfcheck.Refresher | None = None
     remover: removal.Remover | None = None
 
     def __init__(self, *args, **kwargs):
@@ -90,6 +92,9 @@ class CrucibleWorker(Worker):
 
     def register_birth(self):
         super().register_birth()
+        # The canary runs now and before each verdict expires, beside the jobs rather than in one.
+        self.policy_refresher = selfcheck.Refresher(name=f"sandbox-selfcheck-{self.name}")
+        self.policy_refresher.start()
         self.engine_watch = EngineWatch(settings.ENGINE_REPORT_S)
         self.engine_watch.start()
         self.publish_engine_report()
@@ -107,6 +112,8 @@ class CrucibleWorker(Worker):
             log.info("worker %s: warm pool drained (%d idle sandboxes removed)", self.name, len(drained))
         if self.engine_watch is not None:
             self.engine_watch.stop()
+        if self.policy_refresher is not None:
+            self.policy_refresher.stop()
         super().register_death()
 
     def start_remover(self) -> None:
@@ -196,7 +203,8 @@ class CrucibleWorker(Worker):
         return self._execute_in_process(job, queue)
 
     def _check_sandbox_policy(self) -> None:
-        """Run the canary (cached); its verdict is read again by ``running`` before any run starts."""
+        """The canary's verdict (kept fresh by ``policy_refresher``; run here if it has expired all the
+        same); read again by ``running`` before any run starts."""
         try:
             problems = selfcheck.self_check()
         except Exception:

@@ -79,10 +79,12 @@ class SessionHost:
         self.requests = ThreadPoolExecutor(REQUEST_THREADS, thread_name_prefix="session-request")
         self.database = ThreadPoolExecutor(DB_THREADS, thread_name_prefix="session-db")
         self.threads: list[threading.Thread] = []
+        self.policy_refresher = selfcheck.Refresher(name=f"sandbox-selfcheck-{name}")
 
     # --- life of the host ------------------------------------------------------------------
     def start(self) -> SessionHost:
         rpc.beat(self.name)
+        self.policy_refresher.start()  # a session's start then finds the canary's verdict cached
         for target in (self.serve, self.watch, self.beat):
             thread = threading.Thread(target=target, name=f"session-host-{target.__name__}", daemon=True)
             thread.start()
@@ -93,6 +95,7 @@ class SessionHost:
     def stop(self) -> None:
         """End every session it holds (their agents go with this process) and leave."""
         self.stopping.set()
+        self.policy_refresher.stop()
         for thread in self.threads:
             thread.join(timeout=5)
         for live in list(self.live.values()):

@@ -18,7 +18,7 @@ from apps.evaluations.models import QUEUE_FOR_PRIORITY, Evaluation, Priority, Re
 from apps.evaluations.tests.factories import make_evaluation
 from apps.evaluations.tests.helpers import wait_for, wait_for_status
 from apps.evaluations.worker import CrucibleWorker, warm_profiles
-from apps.sandboxing import containers, pool, removal
+from apps.sandboxing import containers, pool, removal, selfcheck
 from tests.stack import wait_until
 
 pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("empty_queues")]
@@ -243,3 +243,18 @@ def test_a_heartbeat_between_jobs_is_one_round_trip_and_still_registers_a_forgot
         assert queue.connection.hexists(rq_worker.key, "birth")
     finally:
         rq_worker.register_death()
+
+
+def test_a_worker_runs_the_canary_once_registered_so_its_first_job_does_not_wait_for_it(monkeypatch):
+    """The first job of a worker found no verdict and ran the canary itself (about 0.6 s under gVisor)."""
+    monkeypatch.setattr(selfcheck, "_cache", {})
+    queue = django_rq.get_queue(QUEUE_FOR_PRIORITY[Priority.NORMAL])
+    rq_worker = CrucibleWorker([queue], connection=queue.connection, name=f"checks-{uuid.uuid4().hex[:8]}")
+    rq_worker.register_birth()
+    try:
+        wait_until(lambda: selfcheck._cached(selfcheck._key()) is not None, 60, interval=0.05, what="a verdict")
+        assert selfcheck._cached(selfcheck._key()) == []  # the engine enforces the policy
+        assert rq_worker.policy_refresher._thread.name == f"sandbox-selfcheck-{rq_worker.name}"
+    finally:
+        rq_worker.register_death()
+    assert not rq_worker.policy_refresher._thread.is_alive()
