@@ -171,6 +171,8 @@ def run(
             on_result(result)
         return result
     finally:
+        if warm:
+            pool.run_over(pool_owner)  # its refill waited for this run to be recorded
         removal.remove(sandbox, behind=remove_behind)
 
 
@@ -250,6 +252,9 @@ def run_programs(
                 return results
         return results
     finally:
+        owner = reuse.owner if reuse is not None else pool_owner
+        if warm and owner:
+            pool.run_over(owner)  # its refill waited for these programs to be over
         if sandbox is not None and not _parked(sandbox, reuse, results):
             removal.remove(sandbox, behind=remove_behind)
 

@@ -4,6 +4,7 @@ run and removed with it, cold starts when nothing matches, and nothing left behi
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 
 import docker.errors
@@ -141,7 +142,8 @@ def test_a_full_pool_asks_the_engine_only_at_its_periodic_check(owner, monkeypat
 
 
 def test_a_claim_wakes_the_refill_at_once(owner, monkeypatch):
-    """With the periodic check a minute away, the sandbox a run took is replaced all the same."""
+    """With the periodic check a minute away, the sandbox a run took is replaced all the same (here
+    no runner says the run is over: after ``REFILL_AFTER_CLAIM_MAX_S``)."""
     monkeypatch.setattr(pool, "CHECK_EVERY_S", 60.0)
     warm = pool.WarmPool(owner, 1, lambda: [profile()])
     warm.start()
@@ -157,6 +159,79 @@ def test_a_claim_wakes_the_refill_at_once(owner, monkeypatch):
         if claimed is not None:
             claimed.remove()
         warm.drain()
+
+
+class RefillPasses:
+    """Counts the refill passes of ``warm`` (each still starts what is missing)."""
+
+    def __init__(self, warm, monkeypatch):
+        self.times: list[float] = []
+        refill_once = warm.refill_once
+        monkeypatch.setattr(warm, "refill_once", lambda: self.times.append(time.monotonic()) or refill_once())
+
+    def since(self, moment: float) -> int:
+        return len([t for t in self.times if t >= moment])
+
+
+def test_the_refill_after_a_claim_waits_for_the_run_that_took_the_sandbox_to_be_over(owner, monkeypatch):
+    """A sandbox starting beside a short run takes CPU from its program and from the recording of its
+    end: the replacement starts once the runner says the run is over (its result handed over)."""
+    monkeypatch.setattr(pool, "CHECK_EVERY_S", 60.0)
+    monkeypatch.setattr(pool, "REFILL_AFTER_CLAIM_MAX_S", 60.0)
+    warm = pool.WarmPool(owner, 1, lambda: [profile()])
+    passes = RefillPasses(warm, monkeypatch)
+    warm.start()
+    try:
+        wait_until(lambda: len(pool.idle(owner)) == 1, 60, interval=0.2, what="the pool filled")
+        claimed_at, seen_at_result = time.monotonic(), []
+        result = runner.run(
+            request(),
+            on_output=lambda _s, _d: None,
+            control=lambda: None,
+            pool_owner=owner,
+            on_result=lambda _r: seen_at_result.append(passes.since(claimed_at)),
+        )
+        assert result.warm and seen_at_result == [0]  # no refill while it ran and was recorded
+        # (It may have begun while the runner removed the sandbox, after saying the run was over.)
+        wait_until(lambda: passes.since(claimed_at), 10, interval=0.02, what="a refill pass once the run was over")
+        wait_until(lambda: len(pool.idle(owner)) == 1, 60, interval=0.2, what="the pool refilled")
+    finally:
+        warm.drain()
+
+
+def test_a_run_that_never_says_it_is_over_delays_the_refill_by_the_longest_wait_only(owner, monkeypatch):
+    monkeypatch.setattr(pool, "CHECK_EVERY_S", 60.0)
+    monkeypatch.setattr(pool, "REFILL_AFTER_CLAIM_MAX_S", 1.0)
+    warm = pool.WarmPool(owner, 1, lambda: [profile()])
+    passes = RefillPasses(warm, monkeypatch)
+    warm.start()
+    claimed = None
+    try:
+        wait_until(lambda: len(pool.idle(owner)) == 1, 60, interval=0.2, what="the pool filled")
+        claimed_at = time.monotonic()
+        claimed = pool.claim(owner, profile(), "run-never-over")
+        warm._stop.wait(0.5)
+        assert passes.since(claimed_at) == 0
+        wait_until(lambda: passes.since(claimed_at), 10, interval=0.02, what="the refill after the longest wait")
+    finally:
+        if claimed is not None:
+            claimed.remove()
+        warm.drain()
+
+
+def test_a_pool_waiting_for_a_run_to_be_over_drains_at_once(owner, monkeypatch):
+    monkeypatch.setattr(pool, "REFILL_AFTER_CLAIM_MAX_S", 600.0)
+    warm = pool.WarmPool(owner, 1, lambda: [profile()])
+    warm.start()
+    wait_until(lambda: len(pool.idle(owner)) == 1, 60, interval=0.2, what="the pool filled")
+    claimed = pool.claim(owner, profile(), "run-still-running")
+    try:
+        warm._stop.wait(0.3)  # the refill thread now waits for that run
+        began = time.monotonic()
+        warm.drain()
+        assert time.monotonic() - began < 30 and not warm._thread.is_alive()
+    finally:
+        claimed.remove()
 
 
 def test_a_pool_of_size_zero_starts_nothing(owner):
