@@ -1,7 +1,7 @@
 """Self-check: run a canary through the real policy and report what the engine does not enforce.
 
 ``self_check()`` returns a list of problems (empty when everything holds); the result is cached per
-process for ``CACHE_SECONDS`` per (image, runtime). ``require_policy()`` raises
+process for ``CACHE_SECONDS`` per (engine, image, runtime). ``require_policy()`` raises
 ``SandboxUnavailable`` when there is any problem, so callers fail closed. A process that takes runs
 (a worker, a session host) keeps its verdict fresh in a thread (``Refresher``), so no run waits for
 the canary (under gVisor about 0.6 s), neither the first after its start nor one every cache period.
@@ -31,7 +31,7 @@ FAILURE_CACHE_SECONDS = 15
 # A refresher checks again this long before a passed verdict expires.
 REFRESH_AHEAD_SECONDS = 60
 STOP_WAIT_S = 30  # for a refresher's canary to end (its own timeout is at most 20 s)
-_cache: dict[tuple[str, str], tuple[float, list[str]]] = {}
+_cache: dict[tuple[str, str, str], tuple[float, list[str]]] = {}
 _lock = threading.Lock()
 _checking = threading.Lock()  # one canary at a time: a caller that finds one running waits for its verdict
 
@@ -125,11 +125,12 @@ def self_check(*, force: bool = False) -> list[str]:
         return list(problems)
 
 
-def _key() -> tuple[str, str]:
-    return (settings.SANDBOX_IMAGE, settings.SANDBOX_RUNTIME)
+def _key() -> tuple[str, str, str]:
+    """A verdict is about one engine, image and runtime."""
+    return (settings.DOCKER_HOST, settings.SANDBOX_IMAGE, settings.SANDBOX_RUNTIME)
 
 
-def _cached(key: tuple[str, str], *, since: float | None = None) -> list[str] | None:
+def _cached(key: tuple[str, str, str], *, since: float | None = None) -> list[str] | None:
     """The cached verdict while it is valid (and, with ``since``, only one checked after it)."""
     with _lock:
         cached = _cache.get(key)

@@ -98,3 +98,15 @@ def test_a_stopped_refresher_waits_for_the_canary_it_is_running_and_checks_no_mo
     refresher.stop()
     assert not refresher._thread.is_alive()
     assert canary.threads == ["refresher-under-test"]
+
+
+def test_a_verdict_is_about_one_engine(canary, settings):
+    """A worker whose engine was away (here: another socket) does not take its failure for another's."""
+    engine_host = settings.DOCKER_HOST
+    settings.DOCKER_HOST = "unix:///nonexistent/docker.sock"
+    canary.problems = ["the engine does not answer"]
+    assert selfcheck.self_check() == ["the engine does not answer"]
+    settings.DOCKER_HOST = engine_host
+    canary.problems = []
+    assert selfcheck.self_check() == []
+    assert len(canary.threads) == 2
