@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 import uuid
@@ -34,6 +35,16 @@ STOP_WAIT_S = 30  # for a refresher's canary to end (its own timeout is at most 
 _cache: dict[tuple[str, str, str], tuple[float, list[str]]] = {}
 _lock = threading.Lock()
 _checking = threading.Lock()  # one canary at a time: a caller that finds one running waits for its verdict
+
+
+def _forget_locks() -> None:
+    """A forked child (RQ's work horse) gets locks of its own: one a refresher thread held at the fork
+    would never be released there (the thread is not in the child)."""
+    global _lock, _checking
+    _lock, _checking = threading.Lock(), threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_locks)
 
 
 class SandboxUnavailable(Exception):

@@ -1,6 +1,7 @@
 """A process that takes runs keeps the canary's verdict fresh in a thread: no run waits for the canary,
 neither the first after the process started nor one when the verdict expires."""
 
+import os
 import threading
 import time
 
@@ -110,3 +111,21 @@ def test_a_verdict_is_about_one_engine(canary, settings):
     canary.problems = []
     assert selfcheck.self_check() == []
     assert len(canary.threads) == 2
+
+
+def test_a_work_horse_forked_while_the_canary_runs_can_check_for_itself(canary):
+    """With WORKER_FORK=true, RQ forks a horse per job; the refresher's thread may hold the lock at
+    that moment, and is not in the child to release it."""
+    canary.takes_s = 1.0
+    refresher = selfcheck.Refresher()
+    refresher.start()
+    try:
+        wait_until(lambda: canary.threads, 5, interval=0.01, what="the canary running")
+        child = os.fork()
+        if child == 0:  # the horse: its own canary (the stand-in, inherited), without waiting on the parent's
+            code = 0 if selfcheck._checking.acquire(timeout=0.5) and selfcheck._lock.acquire(timeout=0.5) else 1
+            os._exit(code)
+        _, status = os.waitpid(child, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+    finally:
+        refresher.stop()
