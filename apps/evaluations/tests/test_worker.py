@@ -24,6 +24,13 @@ from tests.stack import wait_until
 pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("empty_queues")]
 
 
+@pytest.fixture(autouse=True)
+def the_test_process_keeps_its_priority(settings):
+    """``crucible_worker`` run in this process (``call_command``) would lower this process's CPU
+    priority for every test after it (``WORKER_NICE``, tested in its own processes)."""
+    settings.WORKER_NICE = 0
+
+
 def backend_pid() -> int:
     """A job: the PostgreSQL server process that serves the connection the job runs on."""
     with connection.cursor() as cursor:

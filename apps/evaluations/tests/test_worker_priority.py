@@ -24,6 +24,20 @@ def niceness(pid: int) -> int:
     return int(stat.rsplit(")", 1)[1].split()[16])  # field 19 of proc(5)
 
 
+def test_a_second_start_in_one_process_sets_the_same_priority_rather_than_lowering_it_again(settings, monkeypatch):
+    """The command sets the niceness (``os.nice`` would add to it: 5, 10, 15, 19 in a test process)."""
+    from apps.evaluations.management.commands import crucible_worker
+
+    settings.WORKER_NICE = 7
+    set_to = []
+    monkeypatch.setattr(crucible_worker.os, "getpriority", lambda *_: set_to[-1] if set_to else 0)
+    monkeypatch.setattr(crucible_worker.os, "setpriority", lambda _w, _p, value: set_to.append(value))
+    monkeypatch.setattr(crucible_worker.RQWorkerCommand, "handle", lambda self, *a, **k: None)
+    crucible_worker.Command().handle()
+    crucible_worker.Command().handle()
+    assert set_to == [7]
+
+
 @pytest.mark.parametrize(("setting", "expected"), [({}, 5), ({"WORKER_NICE": "3"}, 3), ({"WORKER_NICE": "0"}, 0)])
 def test_a_worker_lowers_its_own_priority_as_set(setting, expected, tmp_path):
     name = f"nice-{uuid.uuid4().hex[:6]}"

@@ -29,6 +29,8 @@ class Command(RQWorkerCommand):
         )
 
     def handle(self, *args, **options):
-        if settings.WORKER_NICE:
-            os.nice(settings.WORKER_NICE)  # its threads, and the work horses it forks, inherit it
+        # Its threads, and the work horses it forks, inherit it. Set, not added (``os.nice`` adds): a
+        # second start in one process (tests call the command in theirs) does not lower it further.
+        if settings.WORKER_NICE > os.getpriority(os.PRIO_PROCESS, 0):
+            os.setpriority(os.PRIO_PROCESS, 0, settings.WORKER_NICE)
         return super().handle(*(args or list(settings.RQ_QUEUES)), **options)
