@@ -27,6 +27,7 @@ handed over, ``expire_kept``, a drain), or by the reconciler once its worker has
 from __future__ import annotations
 
 import logging
+import os
 import re
 import threading
 import time
@@ -137,10 +138,12 @@ def claim(owner: str, profile: Profile, run_id: str, key: str | None = None) -> 
 
 # Sandboxes this process's ``WarmPool`` started, newest last, per (owner, profile key): a claim in this
 # process takes one by its rename alone, without asking the engine to list and inspect (about 5 ms of
-# a run's path). One gone meanwhile (drained, removed as dead or by the reconciler, claimed by a
-# forked work horse's copy of this list) fails the rename and is skipped.
+# a run's path). One gone meanwhile (drained, removed as dead or by the reconciler) fails the
+# rename and is skipped; one whose process died is passed over. A forked work horse claims by listing
+# only (``_forget_in_child``).
 _started_here: dict[tuple[str, str], list[Sandbox]] = {}
 _started_here_lock = threading.Lock()
+_claims_by_listing_only = False  # in a forked child: see ``_forget_in_child``
 
 
 _refill_events: dict[str, threading.Event] = {}
@@ -187,6 +190,8 @@ def may_have_idle(owner: str, key: str) -> bool:
 
 
 def _claim_started_here(owner: str, key: str, run_id: str) -> Sandbox | None:
+    if _claims_by_listing_only:
+        return None
     while True:
         with _started_here_lock:
             started = _started_here.get((owner, key))
@@ -204,6 +209,22 @@ def _claim_started_here(owner: str, key: str, run_id: str) -> Sandbox | None:
             return None
         sandbox.measure_baseline()  # what gVisor's own kernel holds now, before the program
         return sandbox
+
+
+def _forget_in_child() -> None:
+    """In a forked child (RQ's work horse, with WORKER_FORK) a claim goes by the engine's listing, which
+    shows only sandboxes nobody renamed, never by its copy of the parent's ``_started_here``: the
+    parent hears of no claim a horse makes, so a later horse would find there a sandbox an earlier
+    one claimed (still running that run's program if that horse was killed before its removal), and
+    a rename by id succeeds whatever the container is named now. The copy still tells
+    ``may_have_idle`` whether the parent's refill started some. The resets in the background
+    (``_handovers``) were threads of the parent, which the child does not have; locks another thread
+    held at the fork are replaced."""
+    global _started_here_lock, _handovers_lock, _claims_by_listing_only
+    _started_here_lock = threading.Lock()
+    _handovers_lock = threading.Lock()
+    _handovers.clear()
+    _claims_by_listing_only = True
 
 
 def _still_running(sandbox: Sandbox) -> bool:
@@ -278,6 +299,7 @@ class _Handover:
 
 _handovers: dict[str, list[_Handover]] = {}  # owner -> its sandboxes being reset, oldest first
 _handovers_lock = threading.Lock()
+os.register_at_fork(after_in_child=_forget_in_child)
 
 
 def park_in_background(sandbox: Sandbox, owner: str, key: str, reset_and_park: Callable[[Sandbox], bool]) -> None:

@@ -3,6 +3,7 @@ run and removed with it, cold starts when nothing matches, and nothing left behi
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 import uuid
@@ -391,3 +392,32 @@ def test_a_sandbox_another_process_started_is_found_by_listing(owner):
     finally:
         if sandbox is not None:
             sandbox.remove()
+
+
+def claimed_in_a_forked_child(owner: str, run_id: str) -> str:
+    """The id of the sandbox a forked child (a work horse) claims for ``run_id``, "" for none; the child
+    exits without removing it, as a horse killed mid-run does."""
+    read_end, write_end = os.pipe()
+    child = os.fork()
+    if child == 0:
+        try:
+            sandbox = pool.claim(owner, profile(), run_id)
+            os.write(write_end, (sandbox.container_id if sandbox is not None else "").encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    os.waitpid(child, 0)
+    with os.fdopen(read_end) as answer:
+        return answer.read()
+
+
+def test_a_work_horse_never_claims_the_sandbox_an_earlier_horse_claimed(owner):
+    """With WORKER_FORK=true each job runs in a horse forked from the worker, whose list of the sandboxes
+    its refill started never hears of a horse's claim."""
+    pool.WarmPool(owner, 2, lambda: [profile()]).refill_once()
+    first = claimed_in_a_forked_child(owner, "run-a")
+    second = claimed_in_a_forked_child(owner, "run-b")
+    assert first and second and first != second
+    assert claimed_in_a_forked_child(owner, "run-c") == ""  # both taken: the third run starts cold
+    names = {engine.client().api.inspect_container(c)["Name"] for c in (first, second)}
+    assert names == {"/crucible-run-a", "/crucible-run-b"}
