@@ -38,7 +38,7 @@ from apps.evaluations.retries import RetryDecision
 from apps.monitoring import incidents
 from apps.monitoring.models import RunTiming
 from apps.monitoring.safety import SafetyMonitor
-from apps.sandboxing import engine, image, pool, runner, selfcheck, streams
+from apps.sandboxing import engine, image, runner, selfcheck, streams
 from apps.sandboxing.engine_runtime import RuntimeUnknown
 from apps.sandboxing.outcomes import Failure, Outcome
 from apps.sandboxing.policy import Limits
@@ -258,9 +258,9 @@ class EvaluationRun:
         return None
 
     def _start_ahead(self) -> None:
-        """Start the run's cold sandbox now, while the row is claimed and the run prepared, when it will
-        start cold: one program (not tests), a first attempt (a retry first removes what an earlier
-        one left under the run's name) and no warm sandbox of its profile in this worker's pool."""
+        """Get the run's sandbox now, while the row is claimed and the run prepared (``runner.Ahead``: a
+        warm one from this worker's pool, else a cold start): for one program (not tests) and a first
+        attempt (a retry first removes what an earlier one left under the run's name)."""
         evaluation = self.evaluation
         if evaluation.status != Status.QUEUED or evaluation.attempts or evaluation.tests:
             return
@@ -268,11 +268,8 @@ class EvaluationRun:
         if self.runtime is None:
             return
         self.request = self._run_request(self.runtime)
-        owner = pool_owner()
-        if owner is not None and pool.may_have_idle(owner, runner.profile_for(self.request).key):
-            return
         try:
-            self.ahead = runner.Ahead(self.request)
+            self.ahead = runner.Ahead(self.request, pool_owner=pool_owner())
         except RuntimeUnknown:
             return  # the run itself says so
 

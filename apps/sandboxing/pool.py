@@ -143,7 +143,6 @@ def claim(owner: str, profile: Profile, run_id: str, key: str | None = None) -> 
 # only (``_forget_in_child``).
 _started_here: dict[tuple[str, str], list[Sandbox]] = {}
 _started_here_lock = threading.Lock()
-_claims_by_listing_only = False  # in a forked child: see ``_forget_in_child``
 
 
 _refill_events: dict[str, threading.Event] = {}
@@ -182,16 +181,7 @@ def _remember_started(owner: str, key: str, sandbox: Sandbox, keep: int) -> None
         del started[:-keep]
 
 
-def may_have_idle(owner: str, key: str) -> bool:
-    """Whether this process's pool of ``owner`` has a sandbox of ``key`` it started and nobody took yet
-    (some may be gone since: ``claim`` passes over those)."""
-    with _started_here_lock:
-        return bool(_started_here.get((owner, key)))
-
-
 def _claim_started_here(owner: str, key: str, run_id: str) -> Sandbox | None:
-    if _claims_by_listing_only:
-        return None
     while True:
         with _started_here_lock:
             started = _started_here.get((owner, key))
@@ -212,19 +202,18 @@ def _claim_started_here(owner: str, key: str, run_id: str) -> Sandbox | None:
 
 
 def _forget_in_child() -> None:
-    """In a forked child (RQ's work horse, with WORKER_FORK) a claim goes by the engine's listing, which
-    shows only sandboxes nobody renamed, never by its copy of the parent's ``_started_here``: the
+    """A forked child (RQ's work horse, with WORKER_FORK) claims through the engine's listing, which
+    shows only sandboxes nobody renamed, never from its copy of the parent's ``_started_here``: the
     parent hears of no claim a horse makes, so a later horse would find there a sandbox an earlier
     one claimed (still running that run's program if that horse was killed before its removal), and
-    a rename by id succeeds whatever the container is named now. The copy still tells
-    ``may_have_idle`` whether the parent's refill started some. The resets in the background
-    (``_handovers``) were threads of the parent, which the child does not have; locks another thread
+    a rename by id succeeds whatever the container is named now. The resets in the background
+    (``_handovers``) were threads of the parent, which the child does not have. Locks another thread
     held at the fork are replaced."""
-    global _started_here_lock, _handovers_lock, _claims_by_listing_only
+    global _started_here_lock, _handovers_lock
     _started_here_lock = threading.Lock()
     _handovers_lock = threading.Lock()
+    _started_here.clear()
     _handovers.clear()
-    _claims_by_listing_only = True
 
 
 def _still_running(sandbox: Sandbox) -> bool:

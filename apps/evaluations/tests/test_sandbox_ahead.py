@@ -1,6 +1,6 @@
-"""A cold run's sandbox starts while its row is claimed (``runner.Ahead``), not after: the engine's
-create and start overlap the claim's queries. A run that is not claimed leaves nothing behind, and a
-run that a warm sandbox will serve starts none."""
+"""A run's sandbox is got while its row is claimed (``runner.Ahead``), not after: a cold one's create
+and start, or the claim (rename) of a warm one from the worker's pool, overlap the claim's queries.
+A run that is not claimed leaves nothing behind."""
 
 from __future__ import annotations
 
@@ -23,19 +23,24 @@ def containers_of(evaluation) -> list[dict]:
     return engine.client().api.containers(all=True, filters={"label": f"{LABEL_RUN}={evaluation.pk}"})
 
 
+def named_for(evaluation) -> list[dict]:
+    """The containers named for the run (a warm pool's sandbox carries the pool's run label)."""
+    return engine.client().api.containers(all=True, filters={"name": f"^/crucible-{evaluation.pk}$"})
+
+
 class ClaimWatch:
     """Wraps ``Evaluation.claim``: notes whether the run's sandbox was already there (created, or being
     created: waited for up to ``wait_s``) when the claim was asked for, then claims, or refuses to."""
 
-    def __init__(self, monkeypatch, evaluation, *, refuse: bool = False, wait_s: float = 5):
+    def __init__(self, monkeypatch, evaluation, *, refuse: bool = False, wait_s: float = 5, look=containers_of):
         self.sandbox_before_claim = None
         claim = Evaluation.claim
 
         def watched(row, worker):
             deadline = time.monotonic() + wait_s
-            while not containers_of(evaluation) and time.monotonic() < deadline:
+            while not look(evaluation) and time.monotonic() < deadline:
                 time.sleep(0.05)
-            self.sandbox_before_claim = bool(containers_of(evaluation))
+            self.sandbox_before_claim = bool(look(evaluation))
             return False if refuse else claim(row, worker)
 
         monkeypatch.setattr(Evaluation, "claim", watched)
@@ -74,20 +79,45 @@ def test_a_retried_run_starts_no_sandbox_before_its_claim(alice, monkeypatch, se
     assert watch.sandbox_before_claim is False
 
 
-def test_a_run_a_warm_sandbox_will_serve_starts_none_ahead(alice, monkeypatch, settings):
+@pytest.fixture
+def warm_pool_for(monkeypatch, settings):
+    """A worker's warm pool with one idle sandbox of ``evaluation``'s profile: ``warm_pool_for(evaluation)``."""
     owner = "test-worker-ahead"
     settings.SANDBOX_POOL_SIZE = 1
     monkeypatch.setattr(running, "pool_owner", lambda: owner)
+
+    def fill(evaluation):
+        run = running.EvaluationRun(str(evaluation.pk))
+        run.evaluation = evaluation
+        profile = runner.profile_for(run._run_request(Runtime.objects.get(name=evaluation.language)))
+        pool.WarmPool(owner, 1, lambda: [profile]).refill_once()
+        return owner
+
+    yield fill
+    pool.remove_pools_of(owner)
+
+
+def test_alices_run_claims_a_warm_sandbox_while_her_row_is_claimed(alice, monkeypatch, warm_pool_for):
+    evaluation = make_evaluation(alice, code="print('warm')")
+    owner = warm_pool_for(evaluation)
+    watch = ClaimWatch(monkeypatch, evaluation, look=named_for)
+    assert running.run(str(evaluation.pk)) == running.RunDisposition.FINISHED
+    evaluation.refresh_from_db()
+    assert (evaluation.status, evaluation.exit_code) == (Status.SUCCEEDED, 0)
+    assert b"".join(bytes(c.data) for c in evaluation.chunks.order_by("seq")) == b"warm\n"
+    assert watch.sandbox_before_claim is True
+    assert RunTiming.objects.get(evaluation_id=evaluation.pk).warm is True
+    assert pool.idle(owner) == [] and named_for(evaluation) == []
+
+
+def test_a_run_that_is_not_claimed_removes_the_warm_sandbox_it_claimed_ahead(alice, monkeypatch, warm_pool_for):
+    """It held no code, but it was claimed: it is not handed to another run."""
     evaluation = make_evaluation(alice)
-    run = running.EvaluationRun(str(evaluation.pk))
-    run.evaluation = evaluation
-    profile = runner.profile_for(run._run_request(Runtime.objects.get(name=evaluation.language)))
-    warm = pool.WarmPool(owner, 1, lambda: [profile])
-    warm.refill_once()
-    try:
-        watch = ClaimWatch(monkeypatch, evaluation, wait_s=1)
-        assert running.run(str(evaluation.pk)) == running.RunDisposition.FINISHED
-        assert watch.sandbox_before_claim is False
-        assert RunTiming.objects.get(evaluation_id=evaluation.pk).warm is True
-    finally:
-        pool.remove_pools_of(owner)
+    owner = warm_pool_for(evaluation)
+    watch = ClaimWatch(monkeypatch, evaluation, refuse=True, look=named_for)
+    assert running.run(str(evaluation.pk)) == running.RunDisposition.NOT_CLAIMED
+    assert watch.sandbox_before_claim is True
+    wait_until(lambda: not named_for(evaluation), 30, interval=0.1, what="the warm sandbox claimed ahead removed")
+    assert pool.idle(owner) == []
+    evaluation.refresh_from_db()
+    assert evaluation.status == Status.QUEUED

@@ -1,5 +1,6 @@
-"""``runner.Ahead``: a cold sandbox started in a thread while the caller works, taken by the run or
-removed; in a forked child (RQ's work horse) too, which has none of its parent's threads."""
+"""``runner.Ahead``: the run's sandbox got in a thread while the caller works (a warm one from the
+worker's pool, else a cold start), taken by the run or removed; in a forked child (RQ's work horse)
+too, which has none of its parent's threads."""
 
 from __future__ import annotations
 
@@ -8,9 +9,9 @@ import uuid
 
 import pytest
 
-from apps.sandboxing import engine, runner
+from apps.sandboxing import engine, pool, runner
 from apps.sandboxing.outcomes import Outcome, RunRequest
-from apps.sandboxing.policy import LABEL_RUN, runtime_for
+from apps.sandboxing.policy import LABEL_RUN, Profile, runtime_for
 from apps.sandboxing.tests.conftest import small_limits
 from tests.stack import wait_until
 
@@ -21,6 +22,24 @@ def request() -> RunRequest:
     return RunRequest(
         run_id=str(uuid.uuid4()), runtime=runtime_for("python"), code=b"print(6 * 7)", stdin=b"", limits=small_limits()
     )
+
+
+@pytest.fixture
+def owner():
+    name = f"test-worker-{uuid.uuid4().hex[:8]}"
+    yield name
+    pool.remove_pools_of(name)
+
+
+def warm_pool_of(owner: str, size: int = 1) -> None:
+    pool.WarmPool(
+        owner, size, lambda: [Profile(image=runtime_for("python").image, limits=small_limits())]
+    ).refill_once()
+
+
+def named(run: RunRequest) -> list[dict]:
+    """The containers named for ``run`` (a warm pool's sandbox carries the pool's run label, not the run's)."""
+    return engine.client().api.containers(all=True, filters={"name": f"^/crucible-{run.run_id}$"})
 
 
 def containers_of(run: RunRequest) -> list[dict]:
@@ -63,3 +82,35 @@ def test_a_forked_child_starts_its_own_sandbox_ahead_after_its_parent_did():
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
     assert containers_of(child_run) == []
+
+
+def test_a_run_takes_a_warm_sandbox_claimed_ahead_from_its_workers_pool(owner):
+    warm_pool_of(owner, 2)
+    run = request()
+    ahead = runner.Ahead(run, pool_owner=owner)
+    ahead._future.result(timeout=60)
+    assert len(named(run)) == 1 and len(pool.idle(owner)) == 1  # claimed (renamed) before the run began
+    output = []
+    result = runner.run(run, on_output=lambda _s, data: output.append(data), control=lambda: None, ahead=ahead)
+    assert (result.outcome, result.exit_code, result.warm, b"".join(output)) == (Outcome.EXITED, 0, True, b"42\n")
+    assert named(run) == [] and len(pool.idle(owner)) == 1  # the other still waits
+
+
+def test_an_empty_pool_means_a_cold_start_ahead(owner):
+    run = request()
+    result = runner.run(run, on_output=lambda *_: None, control=lambda: None, ahead=runner.Ahead(run, pool_owner=owner))
+    assert (result.outcome, result.exit_code, result.warm) == (Outcome.EXITED, 0, False)
+    assert containers_of(run) == []
+
+
+def test_a_warm_sandbox_claimed_ahead_and_not_taken_is_removed_and_its_pool_refills_at_once(owner):
+    """The run was not claimed after all (cancelled meanwhile, taken by another worker): the sandbox
+    held no code, but it was claimed, so it goes; its pool need not wait for a run that never came."""
+    warm_pool_of(owner)
+    run = request()
+    ahead = runner.Ahead(run, pool_owner=owner)
+    ahead._future.result(timeout=60)
+    assert not pool._run_over_event(owner).is_set()  # the refill waits for the run that claimed
+    ahead.discard()
+    wait_until(lambda: named(run) == [], 60, interval=0.1, what="the sandbox removed")
+    assert pool._run_over_event(owner).is_set() and pool.idle(owner) == []
