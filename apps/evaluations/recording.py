@@ -3,7 +3,8 @@
 Each piece of output the worker receives becomes one chunk with the next ``seq`` and is published
 to the channel layer at once: a viewer sees a line without waiting for a database write. The
 chunks are stored in batches (one multi-row INSERT every ``FLUSH_INTERVAL_S``, ``FLUSH_BYTES`` or
-``FLUSH_CHUNKS``, and at the end of the run), and after each stored batch the recorder publishes
+``FLUSH_CHUNKS``; the last ones in the transaction that records the run's end, whose publication
+says how far the output is stored), and after each stored batch the recorder publishes
 how far the output is stored, so a viewer holding live chunks it cannot place yet (it connected
 while some chunks were published but not yet stored) reads the missing ones from the database
 then. That is the consumer's half of the no-gap/no-duplicate guarantee (see consumers.py).
@@ -95,6 +96,21 @@ class OutputRecorder:
                 self._store_unstored()
 
         with_db_retry(attempt, f"storing the output of {self.evaluation_id}")
+
+    def insert_unstored(self) -> None:
+        """Insert the unstored chunks in the caller's transaction (the run's end: its last chunks and its
+        terminal transition in one commit, with no stored mark: the end says how far the output is
+        stored); ``committed`` once it is. An IntegrityError (a seq taken) breaks that transaction:
+        the caller then stores them with ``flush_all``, which tells a lost answer from another attempt."""
+        if self._unstored and not self.superseded:
+            OutputChunk.objects.bulk_create(self._unstored)
+
+    def committed(self) -> None:
+        """What ``insert_unstored`` inserted was committed."""
+        if self._unstored and not self.superseded:
+            self.stored_seq = self._unstored[-1].seq
+            self._unstored, self._unstored_bytes = [], 0
+            self._retry_at = 0.0
 
     def _store_unstored(self) -> None:
         """One INSERT for the batch; if a seq is taken, chunk by chunk to tell a lost answer from another attempt."""

@@ -346,13 +346,14 @@ class EvaluationRun:
             return RunDisposition.SUPERSEDED
         if result.failure == Failure.ENGINE_AWAY and not self.controller.requested:
             return self._hand_back_unstarted()
-        self.recorder.flush_all()
         if abandoned == Abandon.SHUTDOWN and result.outcome == Outcome.STOPPED and not self.controller.requested:
             # The worker is stopping: this run was stopped by us, not by the user; hand it back.
+            self.recorder.flush_all()
             return self._retry_or_fail(Reason.WORKER_LOST, "worker_shutdown")
         if result.failure is not None and result.failure.transient:
             # The engine failed under the run: a platform fault, run again once.
             log.warning("evaluation %s: platform fault: %s", self.evaluation.pk, result.error)
+            self.recorder.flush_all()
             return self._retry_or_fail(Reason.ENGINE_ERROR, f"platform error: {public_error(result)}")
         return self.record(result)
 
@@ -365,7 +366,6 @@ class EvaluationRun:
             if self.evaluation.tests_hidden:
                 # What the program printed under hidden tests is not in the log; say so once.
                 self.recorder.write("stderr", b"[crucible] output under the task's hidden tests is not shown\n")
-            self.recorder.flush_all()
         capped = result.outcome == Outcome.OUTPUT_CAPPED
         if result.failure is not None:
             log.warning("evaluation %s ended error: %s", self.evaluation.pk, result.error)
@@ -388,10 +388,19 @@ class EvaluationRun:
             fields["duration_ms"] = result.duration_ms
         # The incident holds the evidence before the run is seen to end (its record is complete then).
         self._record_evidence(result)
-        notice = with_db_retry(
-            lambda: self._store_end(status, reason, fields, result),
-            f"recording the end of {self.evaluation.pk}",
-        )
+        try:
+            notice = with_db_retry(
+                lambda: self._store_end(status, reason, fields, result),
+                f"recording the end of {self.evaluation.pk}",
+            )
+        except IntegrityError:
+            # A seq of the last chunks was taken (an earlier write whose answer was lost, or another
+            # attempt): the recorder sorts that out chunk by chunk, then the end is stored alone.
+            self.recorder.flush_all()
+            notice = with_db_retry(
+                lambda: self._store_end(status, reason, fields, result),
+                f"recording the end of {self.evaluation.pk}",
+            )
         if notice is not None:
             publisher.publish_log(self.evaluation.pk, notice.seq, notice.stream, notice.text)
         publisher.publish_end(self.evaluation, stored_seq=notice.seq if notice else self.recorder.stored_seq)
@@ -407,10 +416,11 @@ class EvaluationRun:
         return RunDisposition.FINISHED
 
     def _store_end(self, status: Status, reason: Reason, fields: dict, result: runner.RunResult) -> OutputChunk | None:
-        """The artifacts, a notice of the files not kept, the sandbox's start time and the terminal
-        transition, in one transaction (one commit; retried whole after an outage). Returns the notice
-        chunk, if one was written."""
+        """The output's last chunks, the artifacts, a notice of the files not kept, the sandbox's start
+        time and the terminal transition, in one transaction (one commit; retried whole after an
+        outage). Returns the notice chunk, if one was written."""
         with transaction.atomic():
+            self.recorder.insert_unstored()
             self._record_sandbox_start(result.warm)
             refused = self._store_artifacts(result.artifacts)
             notice = artifacts_notice(result.artifacts_skipped_names, refused, result.artifacts_truncated)
@@ -421,6 +431,7 @@ class EvaluationRun:
             ended = self.evaluation.finish(status, reason=reason, attempt=self.attempt, **fields)
             if ended and self.verdicts is not None:
                 self._store_verdicts()
+        self.recorder.committed()
         return chunk
 
     def _record_evidence(self, result: runner.RunResult) -> None:

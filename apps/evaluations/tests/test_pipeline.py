@@ -8,11 +8,12 @@ import uuid
 import django_rq
 import pytest
 from channels.layers import DEFAULT_CHANNEL_LAYER, channel_layers
+from django.db import connections
 from django.db.models import Max
 from rq import SimpleWorker
 
 from apps.accounts.models import Quota
-from apps.evaluations import publisher, running
+from apps.evaluations import publisher, recording, running
 from apps.evaluations.models import Evaluation, Reason, Runtime, Status
 from apps.evaluations.running import RunDisposition
 from apps.evaluations.tests import helpers
@@ -63,6 +64,61 @@ def test_the_workers_end_tells_the_viewers_that_the_whole_output_is_stored(alice
     evaluation = Evaluation.objects.get(pk=evaluation_id)
     assert evaluation.status == Status.SUCCEEDED and _output(evaluation) == b"0\n1\n2\n"
     assert end["stored_seq"] == evaluation.chunks.aggregate(last=Max("seq"))["last"] >= 1
+
+
+class StoredMarks:
+    """The stored marks the recorder publishes, and the ``stored_seq`` of the end (the real publishers run)."""
+
+    def __init__(self, monkeypatch):
+        self.marks, self.ends = [], []
+        publish_stored, publish_end = recording.publisher.publish_stored, running.publisher.publish_end
+
+        def stored(evaluation_id, seq):
+            self.marks.append(seq)
+            publish_stored(evaluation_id, seq)
+
+        def end(evaluation, stored_seq=None):
+            self.ends.append(stored_seq)
+            publish_end(evaluation, stored_seq=stored_seq)
+
+        monkeypatch.setattr(recording.publisher, "publish_stored", stored)
+        monkeypatch.setattr(running.publisher, "publish_end", end)
+
+
+def test_a_short_runs_output_is_stored_with_its_end_in_one_commit(alice_api, monkeypatch):
+    """No stored mark of its own: the end says how far the output is stored, and a viewer never reads
+    an end whose output is not there yet."""
+    monkeypatch.setattr(recording, "FLUSH_INTERVAL_S", 30.0)  # shorter than a batch's interval, however slow
+    published = StoredMarks(monkeypatch)
+    evaluation = run_and_wait(alice_api, code="print('one line')")
+    assert evaluation.status == Status.SUCCEEDED and _output(evaluation) == b"one line\n"
+    last_seq = evaluation.chunks.aggregate(last=Max("seq"))["last"]
+    assert published.marks == [] and published.ends == [last_seq] and last_seq >= 1
+
+
+def test_an_end_whose_last_chunks_were_stored_already_is_recorded_with_each_chunk_once(alice_api, monkeypatch):
+    """The batch's earlier write reached the database but its answer was lost: the end's transaction
+    finds the seqs taken, and the recorder tells its own chunks from another attempt's."""
+    insert_unstored = recording.OutputRecorder.insert_unstored
+
+    def stored_elsewhere_first(recorder):
+        other = connections.create_connection("default")
+        try:
+            with other.cursor() as cursor:
+                for chunk in recorder._unstored:
+                    cursor.execute(
+                        "insert into evaluations_outputchunk (evaluation_id, seq, stream, data, created_at)"
+                        " values (%s, %s, %s, %s, now())",
+                        [chunk.evaluation_id, chunk.seq, chunk.stream, bytes(chunk.data)],
+                    )
+        finally:
+            other.close()
+        insert_unstored(recorder)
+
+    monkeypatch.setattr(recording.OutputRecorder, "insert_unstored", stored_elsewhere_first)
+    evaluation = run_and_wait(alice_api, code="print('once')")
+    assert (evaluation.status, evaluation.exit_code) == (Status.SUCCEEDED, 0)
+    assert _output(evaluation) == b"once\n"  # (the engine may hand it over in more than one piece)
 
 
 def test_every_evaluation_records_the_runtime_its_sandbox_actually_ran_under(alice_api, settings):

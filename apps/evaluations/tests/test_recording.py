@@ -5,7 +5,7 @@ The recorder is driven as a run drives it: ``write`` for each piece, ``flush_all
 """
 
 import pytest
-from django.db import connection, connections
+from django.db import connection, connections, transaction
 from django.test.utils import CaptureQueriesContext
 
 from apps.evaluations import recording
@@ -159,3 +159,21 @@ def test_a_recorder_whose_seq_another_attempt_took_stops_writing(alice):
     assert recorder.superseded is True
     assert recorder.seq == 0  # the seqs it handed out are not its own: nothing follows them
     assert [bytes(data) for _, _, data in _rows(evaluation)] == [b"the new attempt's output\n"]
+
+
+def test_chunks_inserted_in_a_transaction_that_rolled_back_are_still_unstored(alice, monkeypatch):
+    """The run's end inserts its last chunks in its own transaction; an outage rolls it back, and the
+    chunks are stored with the next attempt, not lost nor counted as stored."""
+    evaluation = make_evaluation(alice, status="running")
+    published = Published(monkeypatch)
+    recorder = OutputRecorder(evaluation.pk)
+    recorder.write("stdout", b"last words\n")
+    with pytest.raises(RuntimeError), transaction.atomic():
+        recorder.insert_unstored()
+        raise RuntimeError("the connection dropped before the commit")
+    assert (_rows(evaluation), recorder.stored_seq) == ([], 0)
+    with transaction.atomic():
+        recorder.insert_unstored()
+    recorder.committed()
+    assert [bytes(data) for _, _, data in _rows(evaluation)] == [b"last words\n"]
+    assert recorder.stored_seq == 1 and published.events == [("log", 1, "stdout", "last words\n")]
