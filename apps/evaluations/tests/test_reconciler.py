@@ -119,6 +119,23 @@ def test_a_never_claimed_runs_sandbox_started_ahead_of_its_claim_is_kept_but_a_r
                 container.remove(force=True)
 
 
+@pytest.mark.docker
+def test_a_warm_sandbox_claimed_for_a_run_whose_row_is_not_claimed_yet_is_kept(alice):
+    """A worker claims the run's warm sandbox while it claims the row (``runner.Ahead``): for a few
+    milliseconds the sandbox is named for a run whose row still says queued."""
+    owner = f"test-worker-{uuid.uuid4().hex[:8]}"
+    about_to_run = make_evaluation(alice, status=Status.QUEUED, attempts=0)
+    profile = Profile(image=runtime_for("python").image, limits=small_limits())
+    pool.WarmPool(owner, 1, lambda: [profile]).refill_once()
+    try:
+        claimed = pool.claim(owner, profile, str(about_to_run.pk))
+        assert claimed is not None
+        assert claimed.container_id not in reconciler.remove_orphan_containers()
+        assert (claimed.container_id, str(about_to_run.pk)) in containers.list_instance_containers()
+    finally:
+        pool.remove_pools_of(owner)
+
+
 def _container(run_id: str, instance: str):
     labels = {"org.crucible.instance": instance, "org.crucible.run": run_id}
     return engine.client().containers.create(
