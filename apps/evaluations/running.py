@@ -163,7 +163,7 @@ class EvaluationRun:
         self.controller: Controller | None = None
         self.request: runner.RunRequest | None = None
         self.started = 0.0  # monotonic, when execute began (for the sandbox start time)
-        self.ahead: runner.Ahead | None = None  # a cold sandbox started while the row is claimed
+        self.ahead: runner.Ahead | None = None  # the sandbox got while the row is claimed
         self.runtime: Runtime | None = None  # the run's runtime row, once read (``await_runtime``)
         self.disposition: RunDisposition | None = None
         self.verdicts: list[testing.TestVerdict] | None = None  # with tests: one per test, at the end
@@ -259,10 +259,13 @@ class EvaluationRun:
 
     def _start_ahead(self) -> None:
         """Get the run's sandbox now, while the row is claimed and the run prepared (``runner.Ahead``: a
-        warm one from this worker's pool, else a cold start): for one program (not tests) and a first
-        attempt (a retry first removes what an earlier one left under the run's name)."""
+        warm one from this worker's pool, else a cold start): for a first attempt (a retry first
+        removes what an earlier one left under the run's name), and not for a batch sample that may
+        take the sandbox its batch kept (``_reuse``: claimed by the runner)."""
         evaluation = self.evaluation
-        if evaluation.status != Status.QUEUED or evaluation.attempts or evaluation.tests:
+        if evaluation.status != Status.QUEUED or evaluation.attempts:
+            return
+        if evaluation.tests and self._reuse() is not None:
             return
         self.runtime = self.runtime or Runtime.objects.filter(name=evaluation.language).first()
         if self.runtime is None:
@@ -312,6 +315,7 @@ class EvaluationRun:
             pool_owner=pool_owner(),
             reuse=self._reuse(),
             remove_behind=True,
+            ahead=self.ahead,
         )
         verdicts = []
         for position, test in enumerate(tests):

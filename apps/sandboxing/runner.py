@@ -209,6 +209,7 @@ def run_programs(
     pool_owner: str | None = None,
     reuse: Reuse | None = None,
     remove_behind: bool = False,
+    ahead: Ahead | None = None,
 ) -> list[RunResult]:
     """Run each of ``programs`` in its own fresh process, one after another, in the request's sandbox.
 
@@ -225,12 +226,18 @@ def run_programs(
     earlier request of the group, when there is one; at the end, unless it was killed or the run
     was cut short, it is reset (``Sandbox.reset``: every process killed, every writable place
     emptied, verified) and parked for the group's next request instead of removed; a sandbox that
-    does not verify clean is removed. ``remove_behind``: as for ``run``.
+    does not verify clean is removed. ``remove_behind`` and ``ahead`` (never with ``reuse``: a group's
+    kept sandbox is claimed here, under the run's name): as for ``run``.
     """
     results: list[RunResult] = []
     sandbox: Sandbox | None = None
     warm = False
     left = request.limits.output_cap_bytes
+    if ahead is not None and reuse is not None:
+        raise ValueError("a group's kept sandbox is claimed by the runner: no sandbox got ahead with reuse")
+    if ahead is not None and ahead.profile != profile_for(request):
+        ahead.discard()
+        ahead = None
     try:
         for index, program in enumerate(programs):
             try:
@@ -238,7 +245,11 @@ def run_programs(
                     sandbox.remove()
                     sandbox = None
                 fresh = sandbox is None
-                if sandbox is None:
+                if sandbox is None and ahead is not None:
+                    taken, ahead = ahead, None
+                    sandbox, warm = taken.take()
+                    pool_owner = taken.pool_owner  # its refill waited for these programs (below)
+                elif sandbox is None:
                     sandbox, warm = _sandbox_for(request, pool_owner if not results else None, reuse, first=not results)
                 elif results:
                     sandbox.kill_programs()
@@ -265,6 +276,8 @@ def run_programs(
                 return results
         return results
     finally:
+        if ahead is not None:  # no program to run
+            ahead.discard()
         owner = reuse.owner if reuse is not None else pool_owner
         if warm and owner:
             pool.run_over(owner)  # its refill waited for these programs to be over

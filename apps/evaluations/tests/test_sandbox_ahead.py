@@ -59,6 +59,19 @@ def test_alices_cold_run_starts_its_sandbox_while_her_row_is_claimed(alice, monk
     assert RunTiming.objects.get(evaluation_id=evaluation.pk).sandbox_start_ms > 0
 
 
+def test_alices_run_under_tests_starts_its_sandbox_while_her_row_is_claimed(alice, monkeypatch, settings):
+    """Each test's program then runs in it, as in the sandbox the runner would have started."""
+    settings.SANDBOX_POOL_SIZE = 0
+    tests = [{"name": f"check {n}", "kind": "check", "code": f"assert square({n}) == {n * n}"} for n in (2, 3)]
+    evaluation = make_evaluation(alice, code="def square(x):\n    return x * x", tests=tests)
+    watch = ClaimWatch(monkeypatch, evaluation)
+    assert running.run(str(evaluation.pk)) == running.RunDisposition.FINISHED
+    evaluation.refresh_from_db()
+    assert (evaluation.status, evaluation.passed) == (Status.SUCCEEDED, True)
+    assert watch.sandbox_before_claim is True
+    wait_until(lambda: not containers_of(evaluation), 30, interval=0.1, what="the sandbox removed")
+
+
 def test_a_run_that_is_not_claimed_removes_the_sandbox_it_started_ahead(alice, monkeypatch, settings):
     settings.SANDBOX_POOL_SIZE = 0
     evaluation = make_evaluation(alice)

@@ -114,3 +114,41 @@ def test_a_warm_sandbox_claimed_ahead_and_not_taken_is_removed_and_its_pool_refi
     ahead.discard()
     wait_until(lambda: named(run) == [], 60, interval=0.1, what="the sandbox removed")
     assert pool._run_over_event(owner).is_set() and pool.idle(owner) == []
+
+
+def test_several_programs_run_in_the_sandbox_got_ahead_warm_or_cold(owner):
+    """A sample under each of its tests: the sandbox got ahead serves them all, then goes."""
+    warm_pool_of(owner)
+    code = b"import sys\nprint(int(sys.stdin.read()) * 2)\n"
+    for expected_warm in (True, False):  # the pool's one sandbox first, then a cold start
+        run = request()
+        ahead = runner.Ahead(run, pool_owner=owner)
+        results = runner.run_programs(
+            run,
+            [runner.Program(code, b"1"), runner.Program(code, b"2")],
+            on_output=lambda *_: None,
+            control=lambda: None,
+            ahead=ahead,
+        )
+        assert [(r.outcome, r.exit_code, r.warm) for r in results] == [(Outcome.EXITED, 0, expected_warm)] * 2
+        assert named(run) == [] and containers_of(run) == []
+
+
+def test_a_sandbox_got_ahead_is_refused_for_a_batch_that_keeps_its_own(owner):
+    """With ``reuse`` the runner claims the group's kept sandbox itself, under the run's name."""
+    run = request()
+    ahead = runner.Ahead(run)
+    try:
+        with pytest.raises(ValueError):
+            runner.run_programs(
+                run,
+                [runner.Program(b"print(1)")],
+                on_output=lambda *_: None,
+                control=lambda: None,
+                reuse=runner.Reuse(owner=owner, group="a-batch", background=False),
+                ahead=ahead,
+            )
+    finally:
+        ahead.discard()
+    ahead._future.result(timeout=60)  # it was created and started (removed once up)
+    wait_until(lambda: containers_of(run) == [], 60, interval=0.1, what="the sandbox got ahead removed")
