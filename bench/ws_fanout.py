@@ -251,6 +251,19 @@ def main() -> None:
         "push latency through the run: " + "; ".join(quarters) + f"; the last viewer connected "
         f"{last_connected:.1f} s after submission, the lines began about {connecting_s:.1f} s after it"
     )
+    per_line: dict[int, list[float]] = {}
+    per_line_published: dict[int, list[float]] = {}
+    for line, value, published in by_line:
+        per_line.setdefault(line, []).append(value)
+        per_line_published.setdefault(line, []).append(published)
+    slowest = sorted(per_line.items(), key=lambda item: -percentile(item[1], 95))[:3]
+    print(
+        "the slowest lines (p95 over their deliveries to every viewer of every run; of which to the publish): "
+        + ", ".join(
+            f"line {line} {percentile(values, 95):.0f} ms ({percentile(per_line_published[line], 95):.0f} ms)"
+            for line, values in slowest
+        )
+    )
     cores = os.cpu_count() or 1
     print(
         f"CPU while the lines streamed ({window:.0f} s, {cores} cores): machine busy "

@@ -1,6 +1,5 @@
 """One ASGI application for HTTP and WebSocket, served by Daphne."""
 
-import gc
 import os
 
 from django.conf import settings
@@ -38,7 +37,9 @@ application = ProtocolTypeRouter(
 
 if _web_server_process:
     # What is loaded by now (Django, every app, the libraries: hundreds of thousands of objects) lives
-    # as long as the process. Frozen, the collector's full passes no longer walk it: with a thousand
-    # viewers, those passes stopped a web process for 200-400 ms every 10-20 s (measured with
-    # gc.callbacks), and every line in flight waited (README, Benchmarks).
-    gc.freeze()
+    # as long as the process, and so do the viewers' connections: frozen, the collector's full passes
+    # no longer walk them. With a thousand viewers, those passes stopped a web process for 90-400 ms
+    # every 5-20 s (measured with gc.callbacks), and every line in flight waited (README, Benchmarks).
+    from crucible import web_gc
+
+    web_gc.install(settings.WEB_GC_THAW_S)

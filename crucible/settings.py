@@ -138,6 +138,10 @@ WEBSOCKET_HEARTBEAT_S = envfloat("WEBSOCKET_HEARTBEAT_S", 10.0, minimum=0.5, max
 # Threads per Daphne process for the consumers' database calls, each keeping its PostgreSQL
 # connection between calls (crucible/ws_db.py): also the most connections those calls hold.
 WEBSOCKET_DB_THREADS = envint("WEBSOCKET_DB_THREADS", 4, minimum=1, maximum=64)
+# A web server process freezes what survives its collector's full passes, so the long-lived viewers'
+# connections are not walked again every few seconds, and thaws them all this often so the cycles
+# that died frozen are collected (crucible/web_gc.py); 0 freezes only what is loaded at start-up.
+WEB_GC_THAW_S = envfloat("WEB_GC_THAW_S", 600.0, minimum=0.0, maximum=86400.0)
 
 # --- Django -----------------------------------------------------------------------------
 INSTALLED_APPS = [
