@@ -83,12 +83,17 @@ class Controller:
             if now >= self._next_row_read or self._hinted():
                 self._next_row_read = now + ROW_READ_EVERY_S
                 self._poll_row()
-        if self.monitor is not None and self.monitor.stop_requested and self.requested in (None, Control.CANCEL):
-            # A "stop" rule fired. services.stop put it on the row too; answer now, not at the next poll.
-            self.requested = Control.SAFETY_STOP
+        self.take_safety_stop()
         if self.abandon_reason() is not None:
             return Command.STOP
         return COMMAND_FOR_CONTROL[self.requested] if self.requested else None
+
+    def take_safety_stop(self) -> Control | None:
+        """A "stop" rule fired: services.stop put it on the row too; answer now, not at the next poll.
+        Also asked once more when the run has ended, which may be before the runner's next call."""
+        if self.monitor is not None and self.monitor.stop_requested and self.requested in (None, Control.CANCEL):
+            self.requested = Control.SAFETY_STOP
+        return self.requested
 
     def _hinted(self) -> bool:
         """A request was announced since the last look, or Redis cannot say: read the row."""

@@ -111,10 +111,16 @@ def artifacts_notice(skipped_names: int, refused: int, truncated: bool) -> bytes
 
 
 def end_of(outcome: Outcome, exit_code: int | None, requested: Control | None) -> tuple[Status, Reason]:
-    """The status and reason a run's outcome gives the evaluation."""
+    """The status and reason a run's outcome gives the evaluation.
+
+    A run a "stop" rule fired on ends ``safety_stopped`` however the program ended: the rule's
+    decision is the record, even when the program got there first (a fork bomb that runs out of
+    memory before the stop reaches it); its exit code and peak memory still say how it ended. Only a
+    platform fault stays ``error``. A user's or an operator's stop wins only when it did the stopping.
+    """
+    if requested == Control.SAFETY_STOP and outcome != Outcome.ERROR:
+        return Status.SAFETY_STOPPED, Reason.SAFETY_RULE
     if outcome == Outcome.STOPPED:
-        if requested == Control.SAFETY_STOP:
-            return Status.SAFETY_STOPPED, Reason.SAFETY_RULE
         return Status.STOPPED, Reason.STOPPED
     if outcome == Outcome.EXITED:
         return (Status.SUCCEEDED if exit_code == 0 else Status.FAILED), Reason.EXIT
@@ -123,7 +129,7 @@ def end_of(outcome: Outcome, exit_code: int | None, requested: Control | None) -
 
 def end_of_tests(result: runner.RunResult, verdicts: list[testing.TestVerdict], requested: Control | None):
     """The status and reason of an evaluation run under tests: passed or not, unless cut short."""
-    if result.outcome != Outcome.EXITED:
+    if result.outcome != Outcome.EXITED or requested == Control.SAFETY_STOP:
         return end_of(result.outcome, result.exit_code, requested)
     if verdicts and all(v.passed for v in verdicts):
         return Status.SUCCEEDED, Reason.EXIT
@@ -363,10 +369,11 @@ class EvaluationRun:
 
     def record(self, result: runner.RunResult) -> RunDisposition:
         """Store the end (artifacts and the terminal transition in one transaction) and publish it."""
+        requested = self.controller.take_safety_stop()
         if self.verdicts is None:
-            status, reason = end_of(result.outcome, result.exit_code, self.controller.requested)
+            status, reason = end_of(result.outcome, result.exit_code, requested)
         else:
-            status, reason = end_of_tests(result, self.verdicts, self.controller.requested)
+            status, reason = end_of_tests(result, self.verdicts, requested)
             if self.evaluation.tests_hidden:
                 # What the program printed under hidden tests is not in the log; say so once.
                 self.recorder.write("stderr", b"[crucible] output under the task's hidden tests is not shown\n")

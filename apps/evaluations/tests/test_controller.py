@@ -101,3 +101,21 @@ def test_a_row_handed_to_another_attempt_is_abandoned_when_the_row_is_read(runni
     Evaluation.objects.filter(pk=running.pk).update(attempts=2)
     assert control() is Command.STOP
     assert control.superseded
+
+
+class RuleThatFired:
+    """A safety monitor whose "stop" rule fired (what ``SafetyMonitor`` sets when it asks for the stop)."""
+
+    stop_requested = True
+
+
+def test_a_safety_stop_that_fired_after_the_runners_last_call_is_taken_at_the_end(running, django_assert_num_queries):
+    control = controller_for(running, monitor=RuleThatFired(), read_at=time.monotonic())
+    with django_assert_num_queries(0):
+        assert control.take_safety_stop() == Control.SAFETY_STOP
+    assert control.requested == Control.SAFETY_STOP
+
+
+def test_without_a_rule_that_fired_the_end_keeps_the_request_on_record(running):
+    control = controller_for(running, read_at=time.monotonic())
+    assert control.take_safety_stop() is None

@@ -1,0 +1,37 @@
+"""How a run's outcome and the request standing at its end decide the evaluation's status."""
+
+from __future__ import annotations
+
+import pytest
+
+from apps.evaluations.models import Control, Reason, Status
+from apps.evaluations.running import end_of
+from apps.sandboxing.outcomes import Outcome
+
+
+def test_a_program_that_exits_by_itself_succeeds_or_fails_on_its_exit_code():
+    assert end_of(Outcome.EXITED, 0, None) == (Status.SUCCEEDED, Reason.EXIT)
+    assert end_of(Outcome.EXITED, 3, None) == (Status.FAILED, Reason.EXIT)
+
+
+def test_a_stop_that_did_the_stopping_ends_stopped_or_safety_stopped_by_who_asked():
+    assert end_of(Outcome.STOPPED, 137, Control.STOP) == (Status.STOPPED, Reason.STOPPED)
+    assert end_of(Outcome.STOPPED, 137, Control.SAFETY_STOP) == (Status.SAFETY_STOPPED, Reason.SAFETY_RULE)
+
+
+@pytest.mark.parametrize(
+    "outcome, exit_code",
+    [(Outcome.OOM_KILLED, 137), (Outcome.EXITED, 137), (Outcome.EXITED, 0), (Outcome.TIMED_OUT, None)],
+)
+def test_a_fork_bomb_that_ran_out_of_memory_before_the_safety_stop_reached_it_is_still_safety_stopped(
+    outcome, exit_code
+):
+    assert end_of(outcome, exit_code, Control.SAFETY_STOP) == (Status.SAFETY_STOPPED, Reason.SAFETY_RULE)
+
+
+def test_a_users_stop_that_an_oom_kill_beat_leaves_the_oom_kill_on_record():
+    assert end_of(Outcome.OOM_KILLED, 137, Control.STOP) == (Status.OOM_KILLED, Reason.OOM)
+
+
+def test_a_platform_fault_stays_an_error_even_under_a_safety_stop():
+    assert end_of(Outcome.ERROR, None, Control.SAFETY_STOP) == (Status.ERROR, Reason.ENGINE_ERROR)
