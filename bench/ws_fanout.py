@@ -129,6 +129,19 @@ def cpu_seconds(pid: int) -> float:
     return total + sum(cpu_seconds(int(child)) for child in children)
 
 
+def resident_mb(pid: int) -> float:
+    """Resident memory (MB) of ``pid`` and its children that are still alive (from /proc)."""
+    total = 0.0
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1]) / 1024
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except (OSError, IndexError, ValueError):
+        return total
+    return total + sum(resident_mb(int(child)) for child in children)
+
+
 def machine_cpu_seconds() -> float:
     """CPU seconds the whole machine spent busy (all cores; /proc/stat minus idle and iowait)."""
     values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
@@ -202,6 +215,7 @@ def main() -> None:
         clients_at_start = sum(cpu_seconds(client.pid) for client in clients)
         time.sleep(args.lines * args.interval)
         web_cpu = cpu_seconds(web_pid) - streaming[2]
+        web_rss = resident_mb(web_pid)
         machine_cpu = machine_cpu_seconds() - streaming[1]
         client_cpu = sum(cpu_seconds(client.pid) for client in clients) - clients_at_start
         window = time.monotonic() - streaming[0]
@@ -272,7 +286,8 @@ def main() -> None:
         f"the clients {client_cpu / window * 100:.0f}% of a core "
         f"({client_cpu / max(machine_cpu, 1e-9) * 100:.0f}% of the machine's busy time), "
         f"everything else (workers, sandboxes, PostgreSQL, Redis, other users of the machine) "
-        f"{(machine_cpu - web_cpu - client_cpu) / window * 100:.0f}% of a core"
+        f"{(machine_cpu - web_cpu - client_cpu) / window * 100:.0f}% of a core; "
+        f"Daphne's resident memory after the last line {web_rss:.0f} MB"
     )
 
 
