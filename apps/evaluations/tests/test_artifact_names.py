@@ -8,10 +8,12 @@ its own verdict, the program runs once, and no database text reaches the user.
 from __future__ import annotations
 
 import subprocess
+import time
 
 import pytest
 from django.db import DataError
 
+from apps.evaluations.controller import Controller
 from apps.evaluations.models import Artifact, Evaluation, Reason, Status
 from apps.evaluations.recording import OutputRecorder
 from apps.evaluations.running import CRASH_DETAIL, EvaluationRun
@@ -75,19 +77,12 @@ def test_a_path_of_exactly_255_bytes_is_kept(alice_api):
 # --- the worker, given what a broken or hostile collector could report ------------------------
 
 
-class _Controller:
-    """What ``record`` asks of the run's controller: no cancel or stop was requested."""
-
-    requested = None
-    first_call_at = None
-
-
 def running_run(owner) -> EvaluationRun:
     evaluation = make_evaluation(owner, status=Status.RUNNING, attempts=1)
     run = EvaluationRun(str(evaluation.pk))
     run.evaluation, run.attempt = evaluation, 1
     run.recorder = OutputRecorder(evaluation.pk)
-    run.controller = _Controller()
+    run.controller = Controller(evaluation, run.recorder, read_at=time.monotonic())  # nothing requested
     return run
 
 
