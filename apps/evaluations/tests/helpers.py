@@ -10,7 +10,11 @@ from django.conf import settings
 from django.db import connection
 from rq import SimpleWorker
 
-from apps.evaluations.models import Evaluation
+from apps.evaluations.controller import Controller
+from apps.evaluations.models import Evaluation, Status
+from apps.evaluations.recording import OutputRecorder
+from apps.evaluations.running import EvaluationRun
+from apps.evaluations.tests.factories import make_evaluation
 
 URL = "/api/v1/evaluations/"
 
@@ -69,3 +73,19 @@ def wait_for(predicate, timeout: float = 15.0, interval: float = 0.05):
 
 def wait_for_status(evaluation_id, *statuses, timeout: float = 15.0) -> Evaluation:
     return wait_for(lambda: Evaluation.objects.filter(pk=evaluation_id, status__in=statuses).first(), timeout)
+
+
+class RuleThatFired:
+    """A safety monitor whose "stop" rule fired (what ``SafetyMonitor`` sets when it asks for the stop)."""
+
+    stop_requested = True
+
+
+def running_run(owner, *, monitor=None) -> EvaluationRun:
+    """A claimed run of a new evaluation of ``owner``, ready to ``record`` a result (no sandbox)."""
+    evaluation = make_evaluation(owner, status=Status.RUNNING, attempts=1)
+    run = EvaluationRun(str(evaluation.pk))
+    run.evaluation, run.attempt = evaluation, 1
+    run.recorder = OutputRecorder(evaluation.pk)
+    run.controller = Controller(evaluation, run.recorder, monitor, read_at=time.monotonic())  # nothing requested
+    return run

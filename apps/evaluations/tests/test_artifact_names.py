@@ -8,17 +8,13 @@ its own verdict, the program runs once, and no database text reaches the user.
 from __future__ import annotations
 
 import subprocess
-import time
 
 import pytest
 from django.db import DataError
 
-from apps.evaluations.controller import Controller
 from apps.evaluations.models import Artifact, Evaluation, Reason, Status
-from apps.evaluations.recording import OutputRecorder
-from apps.evaluations.running import CRASH_DETAIL, EvaluationRun
-from apps.evaluations.tests.factories import make_evaluation
-from apps.evaluations.tests.helpers import run_and_wait
+from apps.evaluations.running import CRASH_DETAIL
+from apps.evaluations.tests.helpers import run_and_wait, running_run
 from apps.sandboxing import helper, streams
 from apps.sandboxing.outcomes import Outcome, RunResult
 from apps.sandboxing.streams import ParsedArtifact
@@ -75,15 +71,6 @@ def test_a_path_of_exactly_255_bytes_is_kept(alice_api):
 
 
 # --- the worker, given what a broken or hostile collector could report ------------------------
-
-
-def running_run(owner) -> EvaluationRun:
-    evaluation = make_evaluation(owner, status=Status.RUNNING, attempts=1)
-    run = EvaluationRun(str(evaluation.pk))
-    run.evaluation, run.attempt = evaluation, 1
-    run.recorder = OutputRecorder(evaluation.pk)
-    run.controller = Controller(evaluation, run.recorder, read_at=time.monotonic())  # nothing requested
-    return run
 
 
 def exited(artifacts, *, skipped_names=0) -> RunResult:

@@ -15,6 +15,7 @@ from apps.evaluations.controller import CONTROL_POLL_S, Controller
 from apps.evaluations.models import Control, Evaluation, Status
 from apps.evaluations.recording import OutputRecorder
 from apps.evaluations.tests.factories import make_evaluation
+from apps.evaluations.tests.helpers import RuleThatFired
 from apps.sandboxing.outcomes import Command
 from crucible import redis_clients
 
@@ -101,12 +102,6 @@ def test_a_row_handed_to_another_attempt_is_abandoned_when_the_row_is_read(runni
     Evaluation.objects.filter(pk=running.pk).update(attempts=2)
     assert control() is Command.STOP
     assert control.superseded
-
-
-class RuleThatFired:
-    """A safety monitor whose "stop" rule fired (what ``SafetyMonitor`` sets when it asks for the stop)."""
-
-    stop_requested = True
 
 
 def test_a_safety_stop_that_fired_after_the_runners_last_call_is_taken_at_the_end(running, django_assert_num_queries):

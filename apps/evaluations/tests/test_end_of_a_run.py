@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from apps.evaluations.models import Control, Reason, Status
+from apps.evaluations.models import Control, Evaluation, Reason, Status
 from apps.evaluations.running import end_of
-from apps.sandboxing.outcomes import Outcome
+from apps.evaluations.tests.helpers import RuleThatFired, running_run
+from apps.sandboxing.outcomes import Outcome, RunResult
 
 
 def test_a_program_that_exits_by_itself_succeeds_or_fails_on_its_exit_code():
@@ -35,3 +36,25 @@ def test_a_users_stop_that_an_oom_kill_beat_leaves_the_oom_kill_on_record():
 
 def test_a_platform_fault_stays_an_error_even_under_a_safety_stop():
     assert end_of(Outcome.ERROR, None, Control.SAFETY_STOP) == (Status.ERROR, Reason.ENGINE_ERROR)
+
+
+def oom_killed() -> RunResult:
+    result = RunResult.not_run(Outcome.OOM_KILLED)
+    result.exit_code = 137
+    return result
+
+
+@pytest.mark.django_db
+def test_alices_fork_bomb_killed_for_memory_before_the_runner_saw_the_rule_fire_is_recorded_safety_stopped(alice):
+    run = running_run(alice, monitor=RuleThatFired())
+    run.record(oom_killed())
+    evaluation = Evaluation.objects.get(pk=run.evaluation.pk)
+    assert (evaluation.status, evaluation.reason) == (Status.SAFETY_STOPPED, Reason.SAFETY_RULE)
+    assert evaluation.exit_code == 137
+
+
+@pytest.mark.django_db
+def test_alices_run_killed_for_memory_with_no_rule_fired_is_recorded_oom_killed(alice):
+    run = running_run(alice)
+    run.record(oom_killed())
+    assert Evaluation.objects.get(pk=run.evaluation.pk).status == Status.OOM_KILLED
