@@ -21,7 +21,10 @@ Prints wall times, samples per second, pass counts, where the CPU went during ea
 (Crucible's throughput against the raw engine's; Crucible's wall time against the harness's).
 
 Usage: .venv/bin/python bench/humaneval.py [--workers 2] [--runtimes runc,runsc] [--reuse none,batch]
-                                            [--remove-behind 0,2]
+                                            [--remove-behind 0,2] [--repeat N]
+
+``--repeat N`` runs each batch N times (each with the harness run right before it) and adds the
+median and the range of its wall time and ratio: one run moves by 10% or more on this machine.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 import time
 import uuid
@@ -134,6 +138,24 @@ def floor(cpu: CpuShare, harness_wall: float) -> str:
     )
 
 
+def print_repeats(measured: list, raw_wall: float | None) -> None:
+    """The median and the range of each batch's figures over its repeats."""
+    by_label: dict[str, list[tuple[float, float]]] = {}
+    for label, (wall, _passed, _batch), (beside, _, _cpu) in measured:
+        by_label.setdefault(label, []).append((wall, beside))
+    for label, runs in by_label.items():
+        ratios = sorted(wall / beside for wall, beside in runs)
+        walls = sorted(wall for wall, _ in runs)
+        wall, ratio = statistics.median(walls), statistics.median(ratios)
+        line = (
+            f"{label}, {len(runs)} runs: wall median {wall:.1f} s ({walls[0]:.1f}–{walls[-1]:.1f}); "
+            f"against the harness beside each, median {ratio:.2f}x ({ratios[0]:.2f}–{ratios[-1]:.2f})"
+        )
+        if raw_wall is not None and label.startswith("fresh"):
+            line += f"; throughput against the raw engine, median {raw_wall / wall * 100:.0f}%"
+        print(line)
+
+
 def wait_for_the_end(session, base: str, batch_id: str) -> float:
     """When the batch's live progress says it ended (its WebSocket, as a viewer would follow it): polling
     its detail four times a second took about 8% of the machine's CPU from the run it measured."""
@@ -154,6 +176,9 @@ def main() -> None:
     parser.add_argument("--runtimes", default="runc,runsc")
     parser.add_argument("--reuse", default="none,batch", help="the batch's reuse modes to measure")
     parser.add_argument("--remove-behind", default="2", help="SANDBOX_REMOVE_BEHIND values to measure (e.g. 0,2)")
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="run each batch (with its harness run beside it) this many times"
+    )
     args = parser.parse_args()
 
     django_setup()
@@ -177,7 +202,7 @@ def main() -> None:
         for behind in args.remove_behind.split(","):
             env = {"SANDBOX_RUNTIME": runtime, "SANDBOX_REMOVE_BEHIND": behind}
             with development_stack(workers=args.workers, **env) as stack:
-                for reuse in args.reuse.split(","):
+                for reuse in [mode for mode in args.reuse.split(",") for _ in range(args.repeat)]:
                     label = "fresh sandbox per sample" if reuse == "none" else f'reuse: "{reuse}"'
                     # The previous batch's sandboxes are removed behind it: let that finish, then
                     # measure the harness right before the batch, so both see the same machine.
@@ -207,6 +232,8 @@ def main() -> None:
             print(f"   {batch['cpu'].report(per=164)}")
             print(f"   the harness beside it: {beside_cpu.report(per=164)}")
             print(f"   {floor(batch['cpu'], beside)}")
+        if args.repeat > 1:
+            print_repeats(measured, raw_wall if fresh else None)
 
 
 if __name__ == "__main__":

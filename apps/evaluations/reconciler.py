@@ -7,7 +7,8 @@
   ``retries.retry_or_fail``); their container is removed first;
 - containers of this installation that belong to no running evaluation are removed (a batch's sandbox
   a worker keeps for its next sample belongs to that worker, not to a run: it goes with the worker's
-  pool once the worker is gone, or with its lost run, unless the worker still has a live run);
+  pool once the worker is gone, or with its lost run, unless the worker still has a live run), and so
+  are the sandbox self-check's canaries that an engine that went away under them left behind;
 - runtime image builds whose builder died are handed back, lost build jobs enqueued again, and
   runs that wait for a build that ended are released or ended (``builds.reconcile``);
 - completion callbacks whose scheduling or attempt was lost (a process died, Redis lost its data) are
@@ -36,7 +37,7 @@ from apps.evaluations import builds, dispatch, killswitch, retries, services
 from apps.evaluations.callbacks import events as callback_events
 from apps.evaluations.models import Evaluation, Reason, Status
 from apps.evaluations.retries import RetryDecision
-from apps.sandboxing import containers, engine, pool
+from apps.sandboxing import containers, engine, pool, selfcheck
 from crucible import redis_clients
 
 log = logging.getLogger(__name__)
@@ -151,18 +152,25 @@ def remove_orphan_containers() -> list[str]:
     removed = []
     about_to_run = Q(status=Status.QUEUED, attempts=0)
     for container_id, run_id in containers.list_instance_containers():
-        # Only evaluation containers: the sandbox self-check's canaries clean up after themselves.
+        # Only evaluation containers: the sandbox self-check's canaries clean up after themselves
+        # (those an engine that went away left: ``remove_left_canaries``, once they are old).
         if (
             _is_uuid(run_id)
             and not Evaluation.objects.filter(Q(status=Status.RUNNING) | about_to_run, pk=run_id).exists()
         ):
-            try:
-                containers.remove(container_id)
-            except Exception:
-                log.warning("could not remove orphan container %s", container_id[:12], exc_info=True)
-                continue
+            if containers.removed(container_id, "orphan container"):
+                removed.append(container_id)
+                audit.record("reconciler.remove_container", target=run_id, container=container_id[:12])
+    return removed
+
+
+def remove_left_canaries() -> list[str]:
+    """Remove the sandbox self-check's canaries an engine that went away under them left behind."""
+    removed = []
+    for container_id in selfcheck.left_canaries():
+        if containers.removed(container_id, "left canary container"):
             removed.append(container_id)
-            audit.record("reconciler.remove_container", target=run_id, container=container_id[:12])
+            audit.record("reconciler.remove_canary", target="selfcheck", container=container_id[:12])
     return removed
 
 
@@ -208,6 +216,7 @@ def reconcile() -> dict:
         ("requeued", requeue_lost_jobs),
         ("released", release_held),
         ("orphans_removed", remove_orphan_containers),
+        ("canaries_removed", remove_left_canaries),
         ("pools_removed", remove_dead_workers_pools),
         ("callbacks", callback_events.sweep),
         ("builds", builds.reconcile),

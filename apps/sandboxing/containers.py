@@ -12,6 +12,7 @@ import logging
 import os
 import re
 import signal
+import time
 from pathlib import Path
 
 import docker.errors
@@ -26,10 +27,17 @@ def list_instance_containers() -> list[tuple[str, str]]:
 
     A warm pool's sandbox is labelled with a pool id when it starts and named ``crucible-<run id>``
     when a run claims it (``pool.claim``): its name then says whose it is."""
-    containers = engine.client().api.containers(
-        all=True, filters={"label": f"{LABEL_INSTANCE}={settings.CRUCIBLE_INSTANCE}"}
-    )
-    return [(c["Id"], run_of(c)) for c in containers]
+    return [(c["Id"], run_of(c)) for c in _instance_listing()]
+
+
+def instance_containers_older_than(seconds: float) -> list[tuple[str, str]]:
+    """(container id, run id) of this instance's containers the engine created over ``seconds`` ago."""
+    created_before = time.time() - seconds
+    return [(c["Id"], run_of(c)) for c in _instance_listing() if c.get("Created", 0) < created_before]
+
+
+def _instance_listing() -> list[dict]:
+    return engine.client().api.containers(all=True, filters={"label": f"{LABEL_INSTANCE}={settings.CRUCIBLE_INSTANCE}"})
 
 
 def run_of(container: dict) -> str:
@@ -60,6 +68,17 @@ def remove(name_or_id: str) -> None:
         if not release(name_or_id):
             raise
         _remove(name_or_id)
+
+
+def removed(container_id: str, what: str) -> bool:
+    """``remove``, for a sweep that goes on with the next container: False (logged, with ``what`` the
+    container is) when the engine refused."""
+    try:
+        remove(container_id)
+    except Exception:
+        log.warning("could not remove %s %s", what, container_id[:12], exc_info=True)
+        return False
+    return True
 
 
 def _remove(name_or_id: str) -> None:

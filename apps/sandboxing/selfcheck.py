@@ -18,6 +18,7 @@ import uuid
 
 from django.conf import settings
 
+from apps.sandboxing import containers
 from apps.sandboxing.engine_runtime import is_gvisor
 from apps.sandboxing.incontainer import source
 from apps.sandboxing.outcomes import Outcome, RunRequest
@@ -32,6 +33,10 @@ FAILURE_CACHE_SECONDS = 15
 # A refresher checks again this long before a passed verdict expires.
 REFRESH_AHEAD_SECONDS = 60
 STOP_WAIT_S = 30  # for a refresher's canary to end (its own timeout is at most 20 s)
+CANARY_RUN_PREFIX = "selfcheck-"  # a canary's run id: this, then a uuid
+# A canary removes its container when it ends, unless the engine went away under it (restarted
+# between the create and the start, or killed mid-run). One older than this is left over.
+CANARY_LEFT_AFTER_S = 600
 _cache: dict[tuple[str, str, str], tuple[float, list[str]]] = {}
 _lock = threading.Lock()
 _checking = threading.Lock()  # one canary at a time: a caller that finds one running waits for its verdict
@@ -62,7 +67,7 @@ def _problems(limits: Limits) -> list[str]:
 
     result = run(
         RunRequest(
-            run_id=f"selfcheck-{uuid.uuid4()}",
+            run_id=f"{CANARY_RUN_PREFIX}{uuid.uuid4()}",
             runtime=runtime_for("python"),
             code=source("canary").encode(),
             stdin=b"",
@@ -110,6 +115,16 @@ def problems_in(facts: dict, limits: Limits, *, gvisor: bool = False) -> list[st
     if facts.get("docker_sock"):
         problems.append("the Docker socket is visible")
     return problems
+
+
+def left_canaries() -> list[str]:
+    """This instance's canary containers older than ``CANARY_LEFT_AFTER_S`` (none runs that long): the
+    ones an engine that went away under their run left behind. The reconciler removes them."""
+    return [
+        container_id
+        for container_id, run_id in containers.instance_containers_older_than(CANARY_LEFT_AFTER_S)
+        if run_id.startswith(CANARY_RUN_PREFIX)
+    ]
 
 
 def self_check(*, force: bool = False) -> list[str]:

@@ -76,13 +76,9 @@ def remove_orphan_containers() -> list[str]:
             or Session.objects.filter(pk=session_id, status__in=[Status.STARTING, Status.READY]).exists()
         ):
             continue
-        try:
-            containers.remove(container_id)
-        except Exception:
-            log.warning("could not remove session container %s", container_id[:12], exc_info=True)
-            continue
-        removed.append(container_id)
-        audit.record("reconciler.remove_container", target=session_id, container=container_id[:12])
+        if containers.removed(container_id, "session container"):
+            removed.append(container_id)
+            audit.record("reconciler.remove_container", target=session_id, container=container_id[:12])
     return removed
 
 

@@ -2,6 +2,7 @@
 
 import contextlib
 import threading
+import time
 import uuid
 from datetime import timedelta
 
@@ -17,7 +18,7 @@ from apps.audit.models import AuditEvent
 from apps.evaluations import reconciler, running, services
 from apps.evaluations.models import Reason, Status
 from apps.evaluations.tests.factories import add_chunk, make_evaluation
-from apps.sandboxing import containers, engine, pool, removal, runner
+from apps.sandboxing import containers, engine, pool, removal, runner, selfcheck
 from apps.sandboxing.outcomes import Outcome, RunRequest
 from apps.sandboxing.policy import Limits, Profile, runtime_for
 from apps.sandboxing.tests.conftest import small_limits
@@ -141,6 +142,23 @@ def _container(run_id: str, instance: str):
     return engine.client().containers.create(
         settings.SANDBOX_IMAGE, ["sleep", "60"], labels=labels, network_mode="none"
     )
+
+
+@pytest.mark.docker
+def test_a_self_check_canary_an_engine_left_behind_is_removed_and_audited(monkeypatch):
+    monkeypatch.setattr(selfcheck, "CANARY_LEFT_AFTER_S", 0)
+    left = _container(f"{selfcheck.CANARY_RUN_PREFIX}{uuid.uuid4()}", settings.CRUCIBLE_INSTANCE)
+    try:
+        time.sleep(1.1)  # the engine's creation times are in whole seconds
+        result = reconciler.reconcile()
+        assert result["canaries_removed"] == [left.id]
+        assert result["orphans_removed"] == []
+        with pytest.raises(docker.errors.NotFound):
+            left.reload()
+        assert AuditEvent.objects.filter(action="reconciler.remove_canary", target="selfcheck").exists()
+    finally:
+        with contextlib.suppress(docker.errors.NotFound):
+            left.remove(force=True)
 
 
 @pytest.mark.docker

@@ -62,6 +62,22 @@ def test_this_instances_containers_are_listed_with_their_run_and_removed():
         sandbox.remove()
 
 
+def test_a_canary_left_behind_is_reported_once_it_is_older_than_any_canary_runs(monkeypatch):
+    """An engine that restarts between a canary's create and start leaves it "Created": the canary's
+    own cleanup could not reach the engine. Only canaries are reported, and only old ones."""
+    profile = Profile(image="crucible-sandbox:latest", limits=small_limits())
+    canary = Sandbox.create(profile, run_id=f"{selfcheck.CANARY_RUN_PREFIX}{uuid.uuid4()}")
+    evaluation = Sandbox.create(profile, run_id=str(uuid.uuid4()))
+    try:
+        assert selfcheck.left_canaries() == []  # it may still be running
+        time.sleep(1.1)  # the engine's creation times are in whole seconds
+        monkeypatch.setattr(selfcheck, "CANARY_LEFT_AFTER_S", 1)
+        assert selfcheck.left_canaries() == [canary.container_id]
+    finally:
+        canary.remove()
+        evaluation.remove()
+
+
 def test_the_engine_applied_every_part_of_the_policy_to_the_container(settings):
     limits = small_limits(memory_mb=48, cpus=0.5, pids=40)
     sandbox = Sandbox.create(Profile(image="crucible-sandbox:latest", limits=limits), run_id=str(uuid.uuid4()))
