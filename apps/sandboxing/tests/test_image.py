@@ -1,10 +1,12 @@
 """The sandbox image built by `build_sandbox_image`: present, python3 runs as a non-root user."""
 
+import contextlib
 import io
 import json
 import tarfile
 import uuid
 
+import docker.errors
 import pytest
 from django.conf import settings
 from django.core.management import call_command
@@ -120,6 +122,7 @@ def test_the_image_records_the_helper_it_carries_and_if_missing_rebuilds_one_wit
     with tarfile.open(fileobj=empty, mode="w") as archive:
         archive.addfile(tarfile.TarInfo("tmp"), None)
     client.api.import_image_from_data(empty.getvalue(), repository=stale.split(":")[0], tag=stale.split(":")[1])
+    stale_id = client.images.get(stale).id
     try:
         assert current_image(stale) is None
         call_command("build_sandbox_image", "--if-missing", "--reference", stale)
@@ -128,6 +131,9 @@ def test_the_image_records_the_helper_it_carries_and_if_missing_rebuilds_one_wit
         assert current_image(stale).id == client.images.get(settings.SANDBOX_IMAGE).id
     finally:
         client.images.remove(stale)
+        # The empty image lost its name to the rebuilt one: remove it too, not leave it dangling.
+        with contextlib.suppress(docker.errors.ImageNotFound):
+            client.images.remove(stale_id)
 
 
 def test_a_build_step_reports_its_output_line_by_line_and_fails_with_its_last_lines():
