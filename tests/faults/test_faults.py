@@ -24,6 +24,10 @@ EXPECTED = b"".join(f"line {i}\n".encode() for i in range(1, LINES + 1))
 NOTICE = b"[crucible]"
 # Bound on the reconciler's reaction to a dead worker: lost after 6 s, a pass every 2 s, plus slack.
 LOST_REACTION_S = 6 + 2 + 3
+# Bound on the removal of a SIGKILLed worker's own sandboxes (its warm pool's, one it was starting or
+# stopping when it died): Redis forgets the worker after WORKER_REGISTRATION_TTL_S (30 s), then a
+# reconciler pass removes them; plus slack.
+DEAD_WORKERS_SANDBOXES_S = 30 + 2 + 8
 
 
 def check_output(stack, evaluation_id, expected=EXPECTED, attempts=None) -> list[bytes]:
@@ -53,7 +57,13 @@ def outliving_containers(stack) -> list:
 
 
 def no_containers_left(stack, timeout=10):
-    wait_until(lambda: not outliving_containers(stack), timeout, interval=0.3, what="no container left")
+    began = time.monotonic()
+    try:
+        wait_until(lambda: not outliving_containers(stack), timeout, interval=0.3, what="no container left")
+        print(f"no container left after {time.monotonic() - began:.1f} s")
+    except TimeoutError:
+        left = [(c.name, c.status, c.labels.get("org.crucible.run", "")) for c in outliving_containers(stack)]
+        raise AssertionError(f"containers outlived their runs: {left}") from None
 
 
 def stays_terminal(stack, evaluation_id, status, for_s=2.5):
@@ -111,7 +121,7 @@ def test_a_worker_killed_mid_run_is_detected_in_bounded_time_and_the_run_retried
     actions = audit_actions(stack, eid)
     assert "evaluation.retry" in actions and "reconciler.worker_lost" in actions
     assert "reconciler.remove_container" in actions  # the dead horse's container
-    no_containers_left(stack)
+    no_containers_left(stack, timeout=DEAD_WORKERS_SANDBOXES_S)
     stays_terminal(stack, eid, "succeeded")
 
 
@@ -130,7 +140,7 @@ def test_a_worker_lost_twice_ends_in_error_worker_lost(fresh):
     chunks = stack.chunks(eid)
     assert [s for s, _, _ in chunks] == list(range(1, len(chunks) + 1))
     assert "evaluation.platform_fault" in audit_actions(stack, eid)
-    no_containers_left(stack)
+    no_containers_left(stack, timeout=DEAD_WORKERS_SANDBOXES_S)
 
 
 def test_a_worker_stopped_with_sigterm_hands_its_run_back_at_once(fresh):

@@ -151,8 +151,8 @@ def test_a_self_check_canary_an_engine_left_behind_is_removed_and_audited(monkey
     try:
         time.sleep(1.1)  # the engine's creation times are in whole seconds
         result = reconciler.reconcile()
-        assert result["canaries_removed"] == [left.id]
-        assert result["orphans_removed"] == []
+        assert left.id in result["canaries_removed"]
+        assert left.id not in result["orphans_removed"]
         with pytest.raises(docker.errors.NotFound):
             left.reload()
         assert AuditEvent.objects.filter(action="reconciler.remove_canary", target="selfcheck").exists()
