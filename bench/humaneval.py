@@ -123,9 +123,9 @@ def crucible_batch(session, base: str, problems: dict, reuse: str) -> tuple[floa
 
 
 def floor(cpu: CpuShare, harness_wall: float) -> str:
-    """The wall time the engine's own processes alone (gVisor's, or the container's under runc: not
-    separable there) need at every core busy, against the harness's wall: what is left of a target
-    ratio is what Crucible itself may spend."""
+    """The wall time gVisor's own processes alone need with every core busy, against the harness's
+    wall: what is left of a target ratio is what Crucible itself may spend. (Under runc the
+    program's CPU cannot be told apart from the rest.)"""
     cores = os.cpu_count() or 1
     sandbox_s = cpu.seconds("gVisor")
     if not sandbox_s:

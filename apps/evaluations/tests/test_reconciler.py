@@ -144,10 +144,15 @@ def _container(run_id: str, instance: str):
     )
 
 
+def _canary_container():
+    """What a canary the engine went away under leaves: created under a canary's run id, never started."""
+    return _container(f"{selfcheck.CANARY_RUN_PREFIX}{uuid.uuid4()}", settings.CRUCIBLE_INSTANCE)
+
+
 @pytest.mark.docker
 def test_a_self_check_canary_an_engine_left_behind_is_removed_and_audited(monkeypatch):
     monkeypatch.setattr(selfcheck, "CANARY_LEFT_AFTER_S", 0)
-    left = _container(f"{selfcheck.CANARY_RUN_PREFIX}{uuid.uuid4()}", settings.CRUCIBLE_INSTANCE)
+    left = _canary_container()
     try:
         time.sleep(1.1)  # the engine's creation times are in whole seconds
         result = reconciler.reconcile()
@@ -159,6 +164,31 @@ def test_a_self_check_canary_an_engine_left_behind_is_removed_and_audited(monkey
     finally:
         with contextlib.suppress(docker.errors.NotFound):
             left.remove(force=True)
+
+
+@pytest.mark.docker
+def test_a_canary_the_engine_refuses_to_remove_does_not_stop_the_sweep(monkeypatch):
+    monkeypatch.setattr(selfcheck, "CANARY_LEFT_AFTER_S", 0)
+    refused, left = (_canary_container() for _ in "ab")
+    real_remove = containers.remove
+
+    def remove(container_id):
+        if container_id == refused.id:
+            raise docker.errors.APIError("the engine refused")
+        real_remove(container_id)
+
+    monkeypatch.setattr(containers, "remove", remove)
+    try:
+        time.sleep(1.1)  # the engine's creation times are in whole seconds
+        removed = reconciler.remove_left_canaries()
+        assert left.id in removed and refused.id not in removed
+        refused.reload()  # still there: raises NotFound if it was removed
+        audited = AuditEvent.objects.filter(action="reconciler.remove_canary").values_list("details", flat=True)
+        assert not [data for data in audited if data.get("container") == refused.id[:12]]
+    finally:
+        for container in (refused, left):
+            with contextlib.suppress(docker.errors.NotFound):
+                container.remove(force=True)
 
 
 @pytest.mark.docker
