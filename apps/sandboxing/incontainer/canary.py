@@ -61,6 +61,19 @@ def pids_max() -> str | None:
     return None
 
 
+def network_interfaces(class_dir: str = "/sys/class/net", dev_file: str = "/proc/net/dev") -> list[str] | None:
+    """The network interfaces the sandbox sees: /sys/class/net's entries, else (gVisor from 2023 on
+    has no /sys/class/net) the names /proc/net/dev lists; None when neither can be read."""
+    if os.path.isdir(class_dir):
+        return sorted(os.listdir(class_dir))
+    try:
+        with open(dev_file) as dev:
+            lines = dev.read().splitlines()[2:]  # two lines of headers
+    except OSError:
+        return None
+    return sorted(line.split(":", 1)[0].strip() for line in lines if ":" in line)
+
+
 def facts() -> dict:
     status = process_status()
     return {
@@ -69,7 +82,7 @@ def facts() -> dict:
         **{key: status.get(key, "") for key in STATUS_KEYS},
         "NoNewPrivs": no_new_privs(status),
         "root_writable": root_writable(),
-        "interfaces": sorted(os.listdir("/sys/class/net")) if os.path.isdir("/sys/class/net") else None,
+        "interfaces": network_interfaces(),
         "packet_socket": packet_socket_opens(),
         "pids_max": pids_max(),
         "nproc": resource.getrlimit(resource.RLIMIT_NPROC)[0],

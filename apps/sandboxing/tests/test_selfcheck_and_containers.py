@@ -8,6 +8,7 @@ import pytest
 from apps.sandboxing import engine_runtime, selfcheck
 from apps.sandboxing.containers import list_instance_containers, remove
 from apps.sandboxing.engine_runtime import is_gvisor
+from apps.sandboxing.incontainer import canary
 from apps.sandboxing.policy import Profile, host_memory_mb, host_pids_limit
 from apps.sandboxing.sandbox import Sandbox, SandboxSetupError
 from apps.sandboxing.tests.conftest import small_limits
@@ -155,3 +156,22 @@ def test_a_run_id_that_is_no_plain_name_is_refused_before_the_engine_is_asked():
     with pytest.raises(SandboxSetupError) as refused:
         Sandbox.create(Profile(image="crucible-sandbox:latest", limits=small_limits()), run_id="../x")
     assert not refused.value.failure.transient
+
+
+PROC_NET_DEV = (  # what gVisor's /proc/net/dev looks like, with one interface too many
+    "Inter-|   Receive                                                |  Transmit\n"
+    " face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop\n"
+    "    lo:       0       0    0    0    0     0          0         0        0       0    0    0\n"
+    "  eth0:    1296      16    0    0    0     0          0         0      656       8    0    0\n"
+)
+
+
+def test_without_sys_class_net_the_canary_reads_the_interfaces_from_proc_net_dev(tmp_path):
+    """gVisor from 2023 on has no /sys/class/net: an interface it lists in /proc/net/dev still fails the
+    check, and a sandbox with only loopback passes it."""
+    dev = tmp_path / "dev"
+    dev.write_text(PROC_NET_DEV)
+    assert canary.network_interfaces(str(tmp_path / "no-such-dir"), str(dev)) == ["eth0", "lo"]
+    assert canary.network_interfaces(str(tmp_path / "no-such-dir"), str(tmp_path / "absent")) is None
+    (tmp_path / "class" / "lo").mkdir(parents=True)
+    assert canary.network_interfaces(str(tmp_path / "class"), str(dev)) == ["lo"]
