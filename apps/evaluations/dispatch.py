@@ -10,11 +10,24 @@ lost release left held (``release_all``).
 
 The release is a conditional UPDATE (``held`` true -> false) under a per-owner advisory lock, so
 concurrent releases never overshoot the window and a row is enqueued once.
+
+A worker that keeps its batch's sandbox for the next sample (``reuse: "batch"``) runs its end inside
+``keeping(batch_id)``: the release that end makes keeps the first sample it releases of that batch
+for the worker's job (``Keep``) instead of enqueueing it, and the job runs it next, in its sandbox,
+without the round trip through the queue. Only while no other run waits (``others_waiting``): a run
+of another owner, or of another batch, is never passed by a sample that was released after it. A
+kept sample counts in its owner's window like an enqueued one; one its job does not run after all
+(the worker stops) is enqueued when ``keeping`` ends, and one whose worker died meanwhile is a queued
+row without a job, which the reconciler enqueues.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -26,6 +39,37 @@ log = logging.getLogger(__name__)
 
 PRIORITY_ORDER = {Priority.HIGH: 0, Priority.NORMAL: 1, Priority.LOW: 2}
 ADVISORY_LOCK_SPACE = 0x0C5B  # the first key of pg_advisory_xact_lock(int, int): ours
+
+
+@dataclass
+class Keep:
+    """A job's claim on its batch's next released sample (``keeping``): ``batch_id`` once the job may
+    run one (set by the run that reuses the batch's sandbox), ``kept`` once a release kept it."""
+
+    batch_id: object = None
+    kept: services.RunJob | None = None
+
+    def take(self) -> services.RunJob | None:
+        """The kept sample, now the job's to run (no longer enqueued when ``keeping`` ends)."""
+        kept, self.kept = self.kept, None
+        return kept
+
+
+_keep: ContextVar[Keep | None] = ContextVar("dispatch_keep", default=None)
+
+
+@contextmanager
+def keeping() -> Iterator[Keep]:
+    """Within the block, the first sample a release of this thread releases of ``Keep.batch_id`` is
+    kept for the caller; one the caller did not ``take`` is enqueued when the block ends."""
+    keep = Keep()
+    token = _keep.set(keep)
+    try:
+        yield keep
+    finally:
+        _keep.reset(token)
+        if keep.kept is not None:
+            services.enqueue_jobs([keep.take()])
 
 
 def release(owner_id: int) -> list[str]:
@@ -41,11 +85,32 @@ def release(owner_id: int) -> list[str]:
             rows = sorted(cursor.fetchall(), key=lambda row: (PRIORITY_ORDER[Priority(row[1])], row[4], row[0]))
             released = [
                 services.RunJob(QUEUE_FOR_PRIORITY[Priority(priority)], pk, services.job_timeout_of(timeout_s, tests))
-                for pk, priority, timeout_s, tests, _created_at in rows  # in the order chosen
+                for pk, priority, timeout_s, tests, _created_at, _batch_id in rows  # in the order chosen
             ]
-        if released:
-            transaction.on_commit(lambda: services.enqueue_jobs(released))
+            enqueued = _keep_one(released, [row[5] for row in rows])
+        if enqueued:
+            transaction.on_commit(lambda: services.enqueue_jobs(enqueued))
     return [str(job.evaluation_id) for job in released]
+
+
+def _keep_one(released: list[services.RunJob], batch_ids: list) -> list[services.RunJob]:
+    """What of ``released`` goes onto the queues: all of it, but the sample a ``keeping`` block of this
+    thread keeps (the first of its batch, when no other run waits)."""
+    keep = _keep.get()
+    if keep is None or keep.batch_id is None or keep.kept is not None:
+        return released
+    of_batch = [at for at, batch_id in enumerate(batch_ids) if batch_id == keep.batch_id]
+    if not of_batch or others_waiting(keep.batch_id):
+        return released
+    keep.kept = released[of_batch[0]]
+    return released[: of_batch[0]] + released[of_batch[0] + 1 :]
+
+
+def others_waiting(batch_id) -> bool:
+    """Whether a run outside ``batch_id`` waits on a work queue (queued and released, not parked for
+    its runtime's build): one a sample kept for a job would otherwise pass."""
+    waiting = Evaluation.objects.filter(status=Status.QUEUED, held=False, awaiting_runtime=False)
+    return waiting.exclude(batch_id=batch_id).exists()
 
 
 # The table's name is the model's, never input; everything else is a parameter.
@@ -63,7 +128,7 @@ WITH room AS (
 )
 UPDATE {Evaluation._meta.db_table} SET held = false
 WHERE id IN (SELECT id FROM chosen) AND status = %(queued)s AND held
-RETURNING id, priority, timeout_s, jsonb_array_length(tests), created_at
+RETURNING id, priority, timeout_s, jsonb_array_length(tests), created_at, batch_id
 """  # noqa: S608
 
 

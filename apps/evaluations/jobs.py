@@ -9,10 +9,10 @@ from crucible.logcontext import bound
 
 
 def run_evaluation(evaluation_id: str) -> str:
-    """Run one evaluation; returns what was done with it (a ``running.RunDisposition`` value). Every
-    log line of the run carries ``evaluation_id``."""
-    with bound(evaluation_id=evaluation_id):
-        return str(running.run(evaluation_id))
+    """Run one evaluation (and the samples of its batch its end keeps for this job: ``running.run``);
+    returns what was done with it (a ``running.RunDisposition`` value). Every log line of a run carries
+    its ``evaluation_id``."""
+    return str(running.run(evaluation_id))
 
 
 def deliver_callback(delivery_id: str) -> str:

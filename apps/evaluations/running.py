@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
+import threading
 import time
 from enum import StrEnum
 
@@ -18,7 +20,7 @@ from django.conf import settings
 from django.db import DataError, IntegrityError, transaction
 from rq import get_current_job
 
-from apps.evaluations import builds, killswitch, publisher, reconciler, retries, services, testing
+from apps.evaluations import builds, dispatch, killswitch, publisher, reconciler, retries, services, testing, worker
 from apps.evaluations.controller import Abandon, Controller
 from apps.evaluations.dbretry import with_db_retry
 from apps.evaluations.heartbeat import Heartbeat
@@ -42,6 +44,7 @@ from apps.sandboxing import engine, image, runner, selfcheck, streams
 from apps.sandboxing.engine_runtime import RuntimeUnknown
 from apps.sandboxing.outcomes import Failure, Outcome
 from apps.sandboxing.policy import Limits
+from crucible.logcontext import bound
 
 log = logging.getLogger(__name__)
 
@@ -152,14 +155,41 @@ def pool_owner() -> str | None:
 
 
 def run(evaluation_id: str) -> RunDisposition:
-    return EvaluationRun(evaluation_id).handle()
+    """Run the evaluation; then, while its end keeps the next sample of its batch for this job (a
+    sample that reuses its batch's sandbox, ``dispatch.keeping``), run that one here too, each with
+    its own log context and the whole RQ timeout of a job of its own. Returns the first run's
+    disposition (the job's); the others are logged."""
+    disposition = None
+    while evaluation_id is not None:
+        with bound(evaluation_id=evaluation_id), dispatch.keeping() as keep:
+            outcome = EvaluationRun(evaluation_id, keep).handle()
+            kept = None if worker.shutdown.is_set() else keep.take()
+        if disposition is None:
+            disposition = outcome
+        else:
+            log.info("evaluation %s: %s, run in the job of a sample before it", evaluation_id, outcome)
+        evaluation_id = None if kept is None else str(kept.evaluation_id)
+        if kept is not None:
+            rearm_job_timeout(kept.timeout)
+    return disposition
+
+
+def rearm_job_timeout(timeout_s: int) -> None:
+    """Give the job's next run the whole limit of a job (RQ's death penalty is SIGALRM in the main
+    thread); nothing when no death penalty is armed here (a run outside RQ)."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGALRM) in (signal.SIG_DFL, signal.SIG_IGN, None):
+        return
+    signal.alarm(max(1, int(timeout_s)))
 
 
 class EvaluationRun:
     """One job's run of one evaluation. Not reused: a retried evaluation gets a new job and a new run."""
 
-    def __init__(self, evaluation_id: str):
+    def __init__(self, evaluation_id: str, keep: dispatch.Keep | None = None):
         self.evaluation_id = evaluation_id
+        self.keep = keep  # set for the batch once this run reuses its sandbox: its end may keep the next sample
         self.evaluation: Evaluation | None = None
         self.attempt = 0
         self.claimed_at: float | None = None  # monotonic, when this run's claim of the row succeeded
@@ -217,6 +247,8 @@ class EvaluationRun:
             return RunDisposition.NOT_CLAIMED
         self.claimed_at = time.monotonic()
         self.attempt = self.evaluation.attempts
+        if self.keep is not None and self._reuse() is not None:
+            self.keep.batch_id = self.evaluation.batch_id
         return None
 
     def await_runtime(self) -> RunDisposition | None:

@@ -104,3 +104,68 @@ def test_concurrent_releases_of_one_owner_never_overshoot_the_window(alice, wind
     every = [pk for ids in released for pk in ids]
     assert len(every) == len(set(every)) == 3
     assert sum(len(jobs) for jobs in queued_jobs().values()) == 3
+
+
+# --- A job that reuses its batch's sandbox keeps the batch's next sample (dispatch.keeping) -------
+
+
+def test_a_job_reusing_its_batchs_sandbox_keeps_the_next_released_sample_of_it_rather_than_enqueue_it(alice, window):
+    samples = held_samples(alice, 5)
+    with dispatch.keeping() as keep:
+        keep.batch_id = samples[0].batch_id
+        released = dispatch.release(alice.pk)
+        kept = keep.take()
+    assert released == [str(s.pk) for s in samples[:3]]  # the window, the kept one in it
+    assert (kept.evaluation_id, kept.timeout) == (samples[0].pk, services.job_timeout(samples[0]))
+    jobs = queued_jobs()[QUEUE_FOR_PRIORITY[Priority.NORMAL]]
+    assert sorted(job.id for job in jobs) == sorted(services.job_id(s.pk) for s in samples[1:3])
+    assert Evaluation.objects.get(pk=samples[0].pk).held is False  # counted in alice's window
+
+
+def test_nothing_is_kept_while_a_run_of_another_owner_waits_on_a_queue(alice, bob, window):
+    samples = held_samples(alice, 2)
+    make_evaluation(bob)  # queued and released: on a work queue
+    with dispatch.keeping() as keep:
+        keep.batch_id = samples[0].batch_id
+        dispatch.release(alice.pk)
+        assert keep.take() is None
+    jobs = queued_jobs()[QUEUE_FOR_PRIORITY[Priority.NORMAL]]
+    assert sorted(job.id for job in jobs) == sorted(services.job_id(s.pk) for s in samples)
+
+
+def test_nothing_is_kept_while_a_sample_of_another_batch_of_the_same_owner_waits(alice, window):
+    this_batch = held_samples(alice, 2)
+    other_batch = held_samples(alice, 1)
+    with dispatch.keeping() as keep:
+        keep.batch_id = this_batch[0].batch_id
+        released = dispatch.release(alice.pk)
+        assert keep.take() is None
+    assert sorted(released) == sorted(str(s.pk) for s in this_batch + other_batch)
+
+
+def test_the_batchs_own_released_samples_waiting_on_the_queue_do_not_stop_the_keep(alice, window):
+    samples = held_samples(alice, 5)
+    dispatch.release(alice.pk)  # three on the queue, as at the batch's start
+    Evaluation.objects.filter(pk=samples[0].pk).update(status=Status.SUCCEEDED)
+    with dispatch.keeping() as keep:
+        keep.batch_id = samples[0].batch_id
+        assert dispatch.release(alice.pk) == [str(samples[3].pk)]
+        assert keep.take().evaluation_id == samples[3].pk
+
+
+def test_a_kept_sample_the_job_did_not_take_is_enqueued_when_keeping_ends(alice, window):
+    samples = held_samples(alice, 1)
+    with dispatch.keeping() as keep:
+        keep.batch_id = samples[0].batch_id
+        dispatch.release(alice.pk)
+        assert queued_jobs()[QUEUE_FOR_PRIORITY[Priority.NORMAL]] == []
+    (job,) = queued_jobs()[QUEUE_FOR_PRIORITY[Priority.NORMAL]]
+    assert job.id == services.job_id(samples[0].pk)
+
+
+def test_a_release_outside_a_run_that_reuses_a_sandbox_keeps_nothing(alice, window):
+    samples = held_samples(alice, 2)
+    with dispatch.keeping() as keep:  # the run did not say which batch it reuses a sandbox of
+        dispatch.release(alice.pk)
+        assert keep.take() is None
+    assert len(queued_jobs()[QUEUE_FOR_PRIORITY[Priority.NORMAL]]) == len(samples)

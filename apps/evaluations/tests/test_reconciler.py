@@ -15,7 +15,7 @@ from rq import Worker
 from rq.job import Job
 
 from apps.audit.models import AuditEvent
-from apps.evaluations import reconciler, running, services
+from apps.evaluations import dispatch, reconciler, running, services
 from apps.evaluations.models import Reason, Status
 from apps.evaluations.tests.factories import add_chunk, make_evaluation
 from apps.sandboxing import containers, engine, pool, removal, runner, selfcheck
@@ -34,6 +34,18 @@ def test_a_queued_evaluation_whose_job_was_lost_is_enqueued_again(alice):
     assert job.args == (str(evaluation.pk),)
     # A second pass finds the live job and does nothing.
     assert reconciler.reconcile()["requeued"] == []
+
+
+def test_a_sample_kept_for_a_job_whose_worker_died_before_running_it_is_enqueued_again(alice):
+    batch_id = uuid.uuid4()
+    sample = make_evaluation(alice, batch_id=batch_id, held=True, created_at=timezone.now() - timedelta(minutes=1))
+    with dispatch.keeping() as keep:
+        keep.batch_id = batch_id
+        dispatch.release(alice.pk)
+        assert keep.take().evaluation_id == sample.pk  # the job has it, and then its worker dies
+    assert not Job.exists(services.job_id(sample.pk), connection=django_rq.get_connection(sample.queue_name))
+    assert reconciler.reconcile()["requeued"] == [str(sample.pk)]
+    assert Job.exists(services.job_id(sample.pk), connection=django_rq.get_connection(sample.queue_name))
 
 
 def test_a_fresh_queued_evaluation_is_left_alone(alice):

@@ -13,7 +13,7 @@ from django.db import connection
 from redis.connection import AbstractConnection
 from rq.job import Job
 
-from apps.evaluations import services, worker
+from apps.evaluations import running, services, worker
 from apps.evaluations.models import QUEUE_FOR_PRIORITY, Evaluation, Priority, Reason, Status
 from apps.evaluations.tests.factories import make_evaluation
 from apps.evaluations.tests.helpers import wait_for, wait_for_status
@@ -265,3 +265,30 @@ def test_a_worker_runs_the_canary_once_registered_so_its_first_job_does_not_wait
     finally:
         rq_worker.register_death()
     assert not rq_worker.policy_refresher._thread.is_alive()
+
+
+@pytest.fixture
+def alarm_handler():
+    """A SIGALRM handler as RQ's death penalty installs; the timer and handler put back after."""
+    handler = signal.signal(signal.SIGALRM, lambda *_: None)
+    timer = signal.getitimer(signal.ITIMER_REAL)
+    yield
+    signal.setitimer(signal.ITIMER_REAL, *timer)
+    signal.signal(signal.SIGALRM, handler)
+
+
+def test_a_sample_run_next_in_the_job_of_the_one_before_gets_the_whole_timeout_of_a_job(alarm_handler):
+    signal.alarm(5)  # what is left of the job's limit after the first sample
+    running.rearm_job_timeout(400)
+    assert 395 <= signal.alarm(0) <= 400
+
+
+def test_outside_an_rq_job_no_timeout_is_armed_for_a_sample_run_next():
+    handler = signal.signal(signal.SIGALRM, signal.SIG_DFL)
+    timer = signal.setitimer(signal.ITIMER_REAL, 0)  # none armed (pytest-timeout's, put back after)
+    try:
+        running.rearm_job_timeout(400)
+        assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, *timer)
+        signal.signal(signal.SIGALRM, handler)

