@@ -106,6 +106,12 @@ def _keep_one(released: list[services.RunJob], batch_ids: list) -> list[services
     return released[: of_batch[0]] + released[of_batch[0] + 1 :]
 
 
+def keeps_a_sample_of(batch_id) -> bool:
+    """Whether this thread's job holds a kept sample of ``batch_id``: that batch has one queued."""
+    keep = _keep.get()
+    return keep is not None and keep.kept is not None and keep.batch_id == batch_id
+
+
 def others_waiting(batch_id) -> bool:
     """Whether a run outside ``batch_id`` waits on a work queue (queued and released, not parked for
     its runtime's build): one a sample kept for a job would otherwise pass."""

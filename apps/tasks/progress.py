@@ -15,6 +15,7 @@ from django.core.cache import cache
 from django.db.models import Count, Q
 from django.utils import timezone
 
+from apps.evaluations import dispatch
 from apps.evaluations.callbacks import delivery
 from apps.evaluations.models import ACTIVE_STATUSES, Evaluation, Status
 from apps.tasks import passatk
@@ -144,7 +145,8 @@ def on_evaluation_ended(sender, evaluation: Evaluation, **_kwargs) -> None:
     get it with every heartbeat."""
     if evaluation.batch_id is None:
         return
-    busy = _active_samples(evaluation.batch_id).exists()
+    # A sample of the batch kept for this job to run next (released as this one ended) is queued.
+    busy = dispatch.keeps_a_sample_of(evaluation.batch_id) or _active_samples(evaluation.batch_id).exists()
     if busy and not due(evaluation.batch_id):
         return  # the batch goes on, and its progress was published less than PROGRESS_EVERY_S ago
     batch = Batch.objects.filter(pk=evaluation.batch_id).select_related("owner").first()

@@ -12,7 +12,8 @@ from django.db import connection, connections
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from apps.evaluations import publisher
+from apps.evaluations import dispatch, publisher
+from apps.evaluations import services as services_of_evaluations
 from apps.evaluations.models import CallbackDelivery, Evaluation, Reason, Status
 from apps.evaluations.tests.test_websocket import HOST, ORIGIN, close_code, session_cookie
 from apps.tasks import progress, services
@@ -118,3 +119,19 @@ def test_a_sample_ending_while_others_run_reads_only_whether_any_does_until_prog
     end_sample(third, False)  # the last: the batch ends whatever the second's timing
     batch.refresh_from_db()
     assert (batch.status, batch.finished_at is not None) == ("completed", True)
+
+
+def test_a_sample_whose_job_keeps_the_next_sample_of_its_batch_reads_nothing_until_progress_is_due(alice):
+    """The worker's job holds the batch's next sample (released, kept to run in the same sandbox): the
+    batch is busy, so the end of a sample asks the database nothing."""
+    batch = a_batch(alice, size=3)
+    first, second, third = Evaluation.objects.filter(batch_id=batch.pk).order_by("created_at", "id")
+    Evaluation.objects.filter(pk=first.pk).update(status=Status.SUCCEEDED, passed=True, finished_at=timezone.now())
+    progress.due(batch.pk)  # progress was just published: the next is not due for a second
+    with dispatch.keeping() as keep:
+        keep.batch_id = batch.pk
+        keep.kept = services_of_evaluations.RunJob("default", third.pk, 300)
+        with CaptureQueriesContext(connection) as queries:
+            progress.on_evaluation_ended(Evaluation, evaluation=first)
+        keep.take()
+    assert queries.captured_queries == []
