@@ -11,9 +11,9 @@ lost release left held (``release_all``).
 The release is a conditional UPDATE (``held`` true -> false) under a per-owner advisory lock, so
 concurrent releases never overshoot the window and a row is enqueued once.
 
-A worker that keeps its batch's sandbox for the next sample (``reuse: "batch"``) runs its end inside
-``keeping(batch_id)``: the release that end makes keeps the first sample it releases of that batch
-for the worker's job (``Keep``) instead of enqueueing it, and the job runs it next, in its sandbox,
+A run that keeps its batch's sandbox for the next sample (``reuse: "batch"``) runs inside ``keeping()``
+and names its batch there (``Keep.batch_id``): the release its end makes keeps the first sample it
+releases of that batch for the run's job instead of enqueueing it, and the job runs it next, in that sandbox,
 without the round trip through the queue. Only while no other run waits (``others_waiting``): a run
 of another owner, or of another batch, is never passed by a sample that was released after it. A
 kept sample counts in its owner's window like an enqueued one; one its job does not run after all
@@ -69,11 +69,20 @@ def keeping() -> Iterator[Keep]:
     finally:
         _keep.reset(token)
         if keep.kept is not None:
-            services.enqueue_jobs([keep.take()])
+            _enqueue_untaken(keep.take())
+
+
+def _enqueue_untaken(job: services.RunJob) -> None:
+    """Never raises: a kept sample Redis did not take is a queued row without a job (the reconciler's)."""
+    try:
+        services.enqueue_jobs([job])
+    except Exception:
+        log.warning("could not enqueue kept sample %s; the reconciler will", job.evaluation_id, exc_info=True)
 
 
 def release(owner_id: int) -> list[str]:
-    """Release the owner's next held rows, up to the window; returns their ids (enqueued on commit).
+    """Release the owner's next held rows, up to the window; returns their ids (enqueued on commit, but
+    the one a ``keeping`` block of this thread keeps).
 
     One statement under the lock: the room left in the window, the oldest held rows (four times the
     room, the most urgent of them first), and the conditional UPDATE of those (it runs after every

@@ -169,3 +169,17 @@ def test_a_release_outside_a_run_that_reuses_a_sandbox_keeps_nothing(alice, wind
         dispatch.release(alice.pk)
         assert keep.take() is None
     assert len(queued_jobs()[QUEUE_FOR_PRIORITY[Priority.NORMAL]]) == len(samples)
+
+
+def test_a_kept_sample_redis_does_not_take_at_the_end_of_keeping_is_left_to_the_reconciler(alice, window, monkeypatch):
+    (sample,) = held_samples(alice, 1)
+
+    def refused(_jobs):
+        raise ConnectionError("Redis went away")
+
+    with dispatch.keeping() as keep:
+        keep.batch_id = sample.batch_id
+        dispatch.release(alice.pk)
+        monkeypatch.setattr(services, "enqueue_jobs", refused)
+    row = Evaluation.objects.get(pk=sample.pk)
+    assert (row.status, row.held) == (Status.QUEUED, False)  # queued with no job: requeue_lost_jobs's
