@@ -11,7 +11,7 @@ import pytest
 from django.conf import settings
 from django.db import connection
 
-from apps.evaluations import dispatch, services
+from apps.evaluations import dispatch, running, services, worker
 from apps.evaluations.models import QUEUE_FOR_PRIORITY, Evaluation, Priority, Status
 from apps.evaluations.tests.factories import make_evaluation
 
@@ -183,3 +183,27 @@ def test_a_kept_sample_redis_does_not_take_at_the_end_of_keeping_is_left_to_the_
         monkeypatch.setattr(services, "enqueue_jobs", refused)
     row = Evaluation.objects.get(pk=sample.pk)
     assert (row.status, row.held) == (Status.QUEUED, False)  # queued with no job: requeue_lost_jobs's
+
+
+def test_a_stopping_worker_runs_no_kept_sample_and_enqueues_it(alice, window, monkeypatch):
+    """``running.run`` with the run itself stood in for: its end keeps the batch's next sample while the
+    worker is asked to stop; the job ends after that one run and the kept sample goes onto the queue."""
+    first, second = held_samples(alice, 2)
+    Evaluation.objects.filter(pk=first.pk).update(held=False)
+    ran = []
+
+    def end_while_the_worker_stops(run):
+        ran.append(run.evaluation_id)
+        run.keep.batch_id = first.batch_id
+        worker.shutdown.set()
+        dispatch.release(alice.pk)  # what the end's publication does
+        return running.RunDisposition.FINISHED
+
+    monkeypatch.setattr(running.EvaluationRun, "handle", end_while_the_worker_stops)
+    try:
+        assert running.run(str(first.pk)) == running.RunDisposition.FINISHED
+    finally:
+        worker.shutdown.clear()
+    assert ran == [str(first.pk)]
+    (job,) = queued_jobs()[QUEUE_FOR_PRIORITY[Priority.NORMAL]]
+    assert job.id == services.job_id(second.pk)
