@@ -14,16 +14,25 @@ hundred viewers of a run, that was most of a web process's time per line. A dire
 with the message decoded once for all of them, in the reader's own turn of the loop, and only while
 that connection's queue is empty (so a message never overtakes one queued before it); it answers
 whether it took the message, and what it does not take is queued as before.
+
+Sync code (a worker's publisher) sends to a group with ``group_send_blocking``: the PUBLISH
+``group_send`` makes (same channel name, shard and serialization), on a blocking Redis client of the
+process, instead of a coroutine handed to an event loop in another thread and waited for. That hop
+cost a worker about 0.32 ms of CPU a message (0.09 ms now), half a dozen messages per batch sample.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Callable
 
+import redis
 from channels_redis.pubsub import RedisPubSubChannelLayer, RedisPubSubLoopLayer, RedisSingleShardConnection
-from channels_redis.utils import _wrap_close
+from channels_redis.utils import _consistent_hash, _wrap_close, decode_hosts
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +106,12 @@ class _PromptLoopLayer(RedisPubSubLoopLayer):
 class PromptPubSubChannelLayer(RedisPubSubChannelLayer):
     """``RedisPubSubChannelLayer`` whose subscriptions are heard from the moment they are made."""
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # Set here: an attribute the instance lacks is looked up on the current event loop's layer.
+        self._blocking: list[redis.Redis] | None = None
+        self._blocking_lock = threading.Lock()
+
     def _get_layer(self):
         """As channels_redis's, making a ``_PromptLoopLayer``: one per event loop, flushed when it closes."""
         loop = asyncio.get_running_loop()
@@ -106,6 +121,29 @@ class PromptPubSubChannelLayer(RedisPubSubChannelLayer):
             _wrap_close(self, loop)
         return layer
 
+    def group_send_blocking(self, group: str, message: dict, *, timeout_s: float) -> None:
+        """``group_send`` from sync code, in this thread: one PUBLISH on a blocking client of this
+        process (a connection pool per shard, thread-safe, replaced in a forked child by redis-py).
+        Fails within about ``timeout_s`` when Redis does not answer (a refused connection at once, one
+        new connection tried after a dropped one: no backoff that would hold a worker's run)."""
+        name = self._group_channel_name(group)
+        clients = self._blocking_clients(timeout_s)
+        clients[_consistent_hash(name, len(clients))].publish(name, self.serialize(message))
+
+    def _group_channel_name(self, group: str) -> str:
+        """The Redis channel of ``group``: ``RedisPubSubLoopLayer._get_group_channel_name``'s."""
+        return f"{self._kwargs.get('prefix', 'asgi')}__group__{group}"
+
+    def _blocking_clients(self, timeout_s: float) -> list[redis.Redis]:
+        if self._blocking is None:  # the lock only while the clients are made (redis-py's pools survive a fork)
+            with self._blocking_lock:
+                if self._blocking is None:
+                    self._blocking = [_blocking_client(host, timeout_s) for host in decode_hosts(self._hosts())]
+        return self._blocking
+
+    def _hosts(self):
+        return self._kwargs["hosts"] if "hosts" in self._kwargs else (self._args[0] if self._args else None)
+
     def take_directly(self, channel: str, taker: DirectTaker) -> None:
         """From now on, offer ``channel``'s group messages to ``taker`` before queueing them (this
         event loop's layer; call from a coroutine). ``taker(message)`` must not block, must not
@@ -114,3 +152,15 @@ class PromptPubSubChannelLayer(RedisPubSubChannelLayer):
 
     def stop_taking_directly(self, channel: str) -> None:
         self._get_layer().direct_takers.pop(channel, None)
+
+
+def _blocking_client(host: dict, timeout_s: float) -> redis.Redis:
+    """A blocking client of one shard of the layer's ``hosts`` (an ``address`` URL, or ``host`` and
+    ``port``, with redis-py's options), whose commands give up after ``timeout_s``."""
+    options = dict(host, socket_timeout=timeout_s, retry=Retry(NoBackoff(), 1))
+    options.setdefault("socket_connect_timeout", timeout_s)
+    if "master_name" in options:
+        raise ValueError("the pub/sub layer's blocking publish does not support Sentinel hosts")
+    address = options.pop("address", None)
+    pool = redis.ConnectionPool.from_url(address, **options) if address else redis.ConnectionPool(**options)
+    return redis.Redis(connection_pool=pool)

@@ -1,7 +1,9 @@
-"""The one event loop every publish to the channel layer from sync code runs on (a daemon thread).
+"""How sync code publishes to the channel layer: ``group_send``.
 
 Used by the publishers of evaluations and sessions (each the only code of its app that talks to the
-channel layer).
+channel layer). The pub/sub layer (``crucible.channel_layer``) takes a message from sync code as it
+is, on a blocking Redis client (one PUBLISH, no event loop); any other layer's ``group_send`` runs on
+one event loop per process, in a daemon thread (``publishing``).
 """
 
 from __future__ import annotations
@@ -52,3 +54,13 @@ class _PublishingLoop:
 
 
 publishing = _PublishingLoop()
+
+
+def group_send(layer, group: str, message: dict) -> None:
+    """Send ``message`` to ``group`` from sync code and wait for it (``PUBLISH_TIMEOUT_S`` at most):
+    messages from one thread reach the layer in the order they were sent."""
+    blocking = getattr(layer, "group_send_blocking", None)
+    if blocking is not None:
+        blocking(group, message, timeout_s=PUBLISH_TIMEOUT_S)
+    else:
+        publishing.run(layer.group_send(group, message))

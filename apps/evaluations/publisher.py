@@ -28,7 +28,7 @@ from apps.evaluations import signals
 from apps.evaluations.callbacks import events
 from apps.monitoring.alerts import OPERATORS_ALERTS_GROUP
 from apps.monitoring.models import AlertPayload, SamplePayload
-from crucible.publishing import publishing
+from crucible import publishing
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +156,7 @@ def _group_send(group: str, message: EvaluationEvent | StoredEvent | OperatorAle
     if layer is None:
         return
     try:
-        publishing.run(layer.group_send(group, message))
+        publishing.group_send(layer, group, message)
     except Exception:
         # Live delivery is best effort: the row and chunks in PostgreSQL are the record, and a
         # client that reconnects replays from them. Never fail a run because Redis hiccupped.

@@ -16,7 +16,7 @@ from channels.layers import get_channel_layer
 from apps.monitoring.alerts import OPERATORS_ALERTS_GROUP
 from apps.monitoring.models import AlertPayload
 from apps.sessions.transcript import step_json
-from crucible.publishing import publishing
+from crucible import publishing
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ def _group_send(group: str, message: dict, what: str) -> None:
     if layer is None:
         return
     try:
-        publishing.run(layer.group_send(group, message))
+        publishing.group_send(layer, group, message)
     except Exception:
         log.warning("could not publish %s to %s", what, group, exc_info=True)
 

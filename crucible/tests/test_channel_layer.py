@@ -149,3 +149,42 @@ async def test_messages_to_a_viewers_own_channel_are_never_offered(layer):
     await layer.send(viewer, {"type": "evaluation.event", "event": {"seq": 1}})
     assert (await received_now(layer, viewer))["event"] == {"seq": 1}
     assert taker.offered == 0
+
+
+async def test_a_message_sent_from_sync_code_reaches_the_group_in_order_without_an_event_loop(layer, monkeypatch):
+    """A worker's publish is a PUBLISH in its own thread: nothing is handed to the publishing loop."""
+    from crucible import publishing
+
+    def no_loop(coroutine):
+        coroutine.close()
+        raise AssertionError("a publish went through the publishing loop")
+
+    monkeypatch.setattr(publishing.publishing, "run", no_loop)
+    group = f"sync-{uuid.uuid4().hex}"
+    (viewer,) = await members(layer, group, 1)
+    sender = channel_layers.make_backend(DEFAULT_CHANNEL_LAYER)  # the worker's layer, in another "process"
+
+    def worker_sends():
+        for n in range(100):
+            publishing.group_send(sender, group, {"type": "test.message", "n": n})
+
+    await asyncio.to_thread(worker_sends)
+    received = [await asyncio.wait_for(layer.receive(viewer), timeout=5) for _ in range(100)]
+    assert [m["n"] for m in received] == list(range(100))
+
+
+def test_a_sync_publish_to_a_redis_that_refuses_fails_at_once():
+    """No backoff between attempts: a worker's run is not held while Redis is away."""
+    import socket
+    import time
+
+    import redis
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    layer = PromptPubSubChannelLayer(hosts=[{"address": f"redis://127.0.0.1:{port}/0"}], prefix="asgi.test.")
+    began = time.monotonic()
+    with pytest.raises(redis.exceptions.ConnectionError):
+        layer.group_send_blocking("nobody", {"type": "test.message"}, timeout_s=2.0)
+    assert time.monotonic() - began < 1.0

@@ -60,3 +60,18 @@ async def test_a_forked_work_horse_publishes_on_its_own_loop():
     received = [await asyncio.wait_for(layer.receive(viewer), timeout=10) for _ in range(2)]
     assert [m["event"]["data"] for m in received] == ["from the worker\n", "from the horse\n"]
     await layer.group_discard(publisher.group_name(evaluation_id), viewer)
+
+
+def test_a_publish_redis_refuses_is_logged_and_the_run_goes_on(monkeypatch, caplog):
+    """Live delivery is best effort: the worker's publish does not raise when Redis is away."""
+    import socket
+
+    from crucible.channel_layer import PromptPubSubChannelLayer
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    away = PromptPubSubChannelLayer(hosts=[{"address": f"redis://127.0.0.1:{port}/0"}], prefix="asgi.test.")
+    monkeypatch.setattr(publisher, "get_channel_layer", lambda: away)
+    publisher.publish_log(uuid.uuid4(), 1, "stdout", "a line nobody sees live\n")
+    assert "could not publish log" in caplog.text
