@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 
 from django.conf import settings
-from django.db import models
+from django.db import connection, models
 from django.utils import timezone
 
 from apps.accounts.roles import is_operator
@@ -232,6 +232,15 @@ class EvaluationQuerySet(models.QuerySet):
         return self.filter(match)
 
 
+# ``Evaluation.claim``: the compare-and-set of a claim, returning where the output of earlier attempts ends.
+_CLAIM_SQL = """
+UPDATE evaluations_evaluation
+   SET status = %s, worker = %s, started_at = %s, heartbeat_at = %s, attempts = attempts + 1
+ WHERE id = %s AND status = %s AND attempts = %s
+RETURNING (SELECT coalesce(max(seq), 0) FROM evaluations_outputchunk WHERE evaluation_id = %s)
+"""
+
+
 class Evaluation(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="evaluations")
@@ -378,19 +387,26 @@ class Evaluation(models.Model):
             self.refresh_from_db(fields=computed)
         return True
 
+    last_seq: int | None = None  # not a column: the last seq of earlier attempts' output, read by ``claim``
+
     def claim(self, worker: str) -> bool:
         """queued -> running, for exactly one worker. The attempt count goes up from the one this
-        instance holds, which the row must still hold (compare and set): nothing is read back."""
+        instance holds, which the row must still hold (compare and set). The same statement reads
+        the last ``seq`` of the output an earlier attempt left (``last_seq``, 0 for none): a claim is
+        one round trip, and the run's recorder numbers its output on from there."""
         now = timezone.now()
-        return self._transition(
-            [Status.QUEUED],
-            attempt=self.attempts,
-            status=Status.RUNNING,
-            worker=worker,
-            started_at=now,
-            heartbeat_at=now,
-            attempts=self.attempts + 1,
-        )
+        with connection.cursor() as cursor:
+            cursor.execute(
+                _CLAIM_SQL, [Status.RUNNING, worker, now, now, self.pk, Status.QUEUED, self.attempts, self.pk]
+            )
+            claimed = cursor.fetchone()
+        if claimed is None:
+            self.refresh_from_db()  # someone else got there first: what the row holds now
+            return False
+        self.status, self.worker, self.started_at, self.heartbeat_at = Status.RUNNING, worker, now, now
+        self.attempts += 1
+        self.last_seq = claimed[0]
+        return True
 
     def hand_back(self, attempt: int) -> bool:
         """running -> queued, as if attempt ``attempt`` had never claimed it (nothing ran: the engine

@@ -286,8 +286,12 @@ class EvaluationRun:
             return self._end_before_start(f"runtime {self.evaluation.language!r} no longer exists")
         if self.attempt > 1:
             self._remove_stale_containers()
-        # A retried run continues the seq numbers after the earlier attempt's output and notice.
-        self.recorder = OutputRecorder(self.evaluation.pk, start_seq=retries.next_seq(self.evaluation.pk) - 1)
+        # A retried run continues the seq numbers after the earlier attempt's output and notice (read
+        # by the claim).
+        last_seq = self.evaluation.last_seq
+        if last_seq is None:
+            last_seq = retries.next_seq(self.evaluation.pk) - 1
+        self.recorder = OutputRecorder(self.evaluation.pk, start_seq=last_seq)
         self.monitor = self._safety_monitor()
         self.controller = Controller(
             self.evaluation, self.recorder, self.monitor, self.heartbeat, read_at=self.claimed_at
@@ -444,6 +448,7 @@ class EvaluationRun:
                 lambda: self._store_end(status, reason, fields, result),
                 f"recording the end of {self.evaluation.pk}",
             )
+        self._record_sandbox_start(result.warm)
         if notice is not None:
             publisher.publish_log(self.evaluation.pk, notice.seq, notice.stream, notice.text)
         publisher.publish_end(self.evaluation, stored_seq=notice.seq if notice else self.recorder.stored_seq)
@@ -459,12 +464,11 @@ class EvaluationRun:
         return RunDisposition.FINISHED
 
     def _store_end(self, status: Status, reason: Reason, fields: dict, result: runner.RunResult) -> OutputChunk | None:
-        """The output's last chunks, the artifacts, a notice of the files not kept, the sandbox's start
-        time and the terminal transition, in one transaction (one commit; retried whole after an
-        outage). Returns the notice chunk, if one was written."""
+        """The output's last chunks, the artifacts, a notice of the files not kept and the terminal
+        transition, in one transaction (one commit; retried whole after an outage). Returns the
+        notice chunk, if one was written."""
         with transaction.atomic():
             self.recorder.insert_unstored()
-            self._record_sandbox_start(result.warm)
             refused = self._store_artifacts(result.artifacts)
             notice = artifacts_notice(result.artifacts_skipped_names, refused, result.artifacts_truncated)
             chunk = self._store_notice(notice) if notice else None
@@ -643,7 +647,8 @@ class EvaluationRun:
 
     def _record_sandbox_start(self, warm: bool) -> None:
         """How long the sandbox took to be ready (create + start, or a warm pool's claim), for the metrics:
-        one INSERT ... ON CONFLICT (a retried run's second attempt replaces the first's)."""
+        one INSERT ... ON CONFLICT (a retried run's second attempt replaces the first's), once the end
+        is committed, on its own (a metric never undoes the run's end, and needs no savepoint in it)."""
         ready_at = self.controller.first_call_at
         if ready_at is None:
             return
@@ -651,12 +656,11 @@ class EvaluationRun:
             evaluation_id=self.evaluation.pk, sandbox_start_ms=int((ready_at - self.started) * 1000), warm=warm
         )
         try:
-            with transaction.atomic():  # a savepoint: a metric never undoes the run's end
-                RunTiming.objects.bulk_create(
-                    [timing],
-                    update_conflicts=True,
-                    unique_fields=["evaluation_id"],
-                    update_fields=["sandbox_start_ms", "warm"],
-                )
+            RunTiming.objects.bulk_create(
+                [timing],
+                update_conflicts=True,
+                unique_fields=["evaluation_id"],
+                update_fields=["sandbox_start_ms", "warm"],
+            )
         except Exception:
             log.warning("could not record the sandbox start time of %s", self.evaluation.pk, exc_info=True)

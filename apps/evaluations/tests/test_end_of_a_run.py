@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
+from django.db import DatabaseError
 
 from apps.evaluations.models import Control, Evaluation, Reason, Status
 from apps.evaluations.running import end_of
 from apps.evaluations.tests.helpers import RuleThatFired, running_run
+from apps.monitoring.models import RunTiming
 from apps.sandboxing.outcomes import Outcome, RunResult
 
 
@@ -58,3 +62,36 @@ def test_alices_run_killed_for_memory_with_no_rule_fired_is_recorded_oom_killed(
     run = running_run(alice)
     run.record(oom_killed())
     assert Evaluation.objects.get(pk=run.evaluation.pk).status == Status.OOM_KILLED
+
+
+def exited() -> RunResult:
+    result = RunResult.not_run(Outcome.EXITED)
+    result.exit_code = 0
+    return result
+
+
+def with_sandbox_ready_after(run, ms: int):
+    run.started = time.monotonic() - ms / 1000
+    run.controller.first_call_at = time.monotonic()
+    return run
+
+
+@pytest.mark.django_db
+def test_alices_run_records_how_long_its_sandbox_took_to_be_ready_with_its_end(alice):
+    run = with_sandbox_ready_after(running_run(alice), 80)
+    run.record(exited())
+    assert Evaluation.objects.get(pk=run.evaluation.pk).status == Status.SUCCEEDED
+    assert 80 <= RunTiming.objects.get(evaluation_id=run.evaluation.pk).sandbox_start_ms < 1000
+
+
+@pytest.mark.django_db
+def test_a_sandbox_start_time_the_database_refuses_leaves_alices_run_ended_as_it_ended(alice, monkeypatch):
+    def refused(*args, **kwargs):
+        raise DatabaseError("the metrics table refused the row")
+
+    monkeypatch.setattr(RunTiming.objects, "bulk_create", refused)
+    run = with_sandbox_ready_after(running_run(alice), 80)
+    run.record(exited())
+    evaluation = Evaluation.objects.get(pk=run.evaluation.pk)
+    assert (evaluation.status, evaluation.exit_code) == (Status.SUCCEEDED, 0)
+    assert not RunTiming.objects.filter(evaluation_id=evaluation.pk).exists()

@@ -17,6 +17,7 @@ from apps.evaluations import publisher, recording, running
 from apps.evaluations.models import Evaluation, Reason, Runtime, Status
 from apps.evaluations.running import RunDisposition
 from apps.evaluations.tests import helpers
+from apps.evaluations.tests.factories import add_chunk, make_evaluation
 from apps.evaluations.tests.helpers import Background, run_and_wait, submit, wait_for, wait_for_status
 from apps.evaluations.worker import warm_profiles
 from apps.monitoring.models import RunTiming
@@ -231,6 +232,18 @@ def test_a_duplicate_job_for_the_same_evaluation_does_nothing(alice_api):
     evaluation = run_and_wait(alice_api, code="print('once')")
     assert running.run(str(evaluation.pk)) == RunDisposition.NOT_CLAIMED
     assert _output(evaluation) == b"once\n"
+
+
+def test_alices_retried_run_numbers_its_output_after_what_her_first_attempt_left(alice):
+    evaluation = make_evaluation(alice, code="print('second attempt')", attempts=1)
+    add_chunk(evaluation, 1, b"first attempt\n")
+    add_chunk(evaluation, 2, b"[crucible] the worker was lost; running again\n", stream="stderr")
+    assert running.run(str(evaluation.pk)) == RunDisposition.FINISHED
+    evaluation.refresh_from_db()
+    assert (evaluation.status, evaluation.attempts) == (Status.SUCCEEDED, 2)
+    chunks = list(evaluation.chunks.order_by("seq").values_list("seq", "data"))
+    assert [seq for seq, _ in chunks] == list(range(1, len(chunks) + 1))
+    assert b"".join(bytes(data) for seq, data in chunks if seq > 2) == b"second attempt\n"
 
 
 def test_a_submission_for_a_runtime_whose_image_is_not_built_is_refused_with_a_clear_400(alice_api):

@@ -8,7 +8,7 @@ from django.apps import apps as django_apps
 
 from apps.audit.models import AuditEvent
 from apps.evaluations import running, services
-from apps.evaluations.models import Control, Reason, Status
+from apps.evaluations.models import Control, OutputChunk, Reason, Status
 from apps.evaluations.running import RunDisposition
 from apps.evaluations.tests.factories import make_evaluation
 
@@ -33,6 +33,19 @@ def test_a_transition_made_here_reads_back_only_what_the_database_computed(alice
     held = {name: getattr(evaluation, name) for name in fields}
     evaluation.refresh_from_db()
     assert held == {name: getattr(evaluation, name) for name in fields}
+
+
+def test_a_claim_reads_where_the_output_of_earlier_attempts_ends_in_the_same_statement(
+    alice, django_assert_num_queries
+):
+    first, retried = make_evaluation(alice), make_evaluation(alice)
+    OutputChunk.objects.bulk_create(
+        OutputChunk(evaluation_id=retried.pk, seq=seq, stream="stdout", data=b"x") for seq in (1, 2, 3)
+    )
+    with django_assert_num_queries(1):
+        assert retried.claim("worker-1") is True
+    assert (retried.last_seq, retried.attempts) == (3, 1)
+    assert first.claim("worker-1") is True and first.last_seq == 0
 
 
 def test_a_claim_from_a_stale_read_of_a_row_claimed_and_queued_again_meanwhile_is_refused(alice):
