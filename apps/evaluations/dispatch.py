@@ -14,8 +14,10 @@ concurrent releases never overshoot the window and a row is enqueued once.
 A run that keeps its batch's sandbox for the next sample (``reuse: "batch"``) runs inside ``keeping()``
 and names its batch there (``Keep.batch_id``): the release its end makes keeps the first sample it
 releases of that batch for the run's job instead of enqueueing it, and the job runs it next, in that sandbox,
-without the round trip through the queue. Only while no other run waits (``others_waiting``): a run
-of another owner, or of another batch, is never passed by a sample that was released after it. A
+without the round trip through the queue. Only while no other run waits (queued and released, not
+parked for its runtime's build: ``_RELEASE_SQL``'s ``others``, and none released outside the batch by
+that release): a run of another owner, or of another batch, is never passed by a sample that was
+released after it. A
 kept sample counts in its owner's window like an enqueued one; one its job does not run after all
 (the worker stops) is enqueued when ``keeping`` ends, and one whose worker died meanwhile is a queued
 row without a job, which the reconciler enqueues.
@@ -94,22 +96,23 @@ def release(owner_id: int) -> list[str]:
             rows = sorted(cursor.fetchall(), key=lambda row: (PRIORITY_ORDER[Priority(row[1])], row[4], row[0]))
             released = [
                 services.RunJob(QUEUE_FOR_PRIORITY[Priority(priority)], pk, services.job_timeout_of(timeout_s, tests))
-                for pk, priority, timeout_s, tests, _created_at, _batch_id in rows  # in the order chosen
+                for pk, priority, timeout_s, tests, _created_at, _batch_id, _others in rows  # in the order chosen
             ]
-            enqueued = _keep_one(released, [row[5] for row in rows])
+            enqueued = _keep_one(released, [row[5] for row in rows], others=bool(rows) and rows[0][6])
         if enqueued:
             transaction.on_commit(lambda: services.enqueue_jobs(enqueued))
     return [str(job.evaluation_id) for job in released]
 
 
-def _keep_one(released: list[services.RunJob], batch_ids: list) -> list[services.RunJob]:
+def _keep_one(released: list[services.RunJob], batch_ids: list, *, others: bool) -> list[services.RunJob]:
     """What of ``released`` goes onto the queues: all of it, but the sample a ``keeping`` block of this
-    thread keeps (the first of its batch, when no other run waits)."""
+    thread keeps (the first of its batch, when no other run waits: none was released and queued
+    outside the batch before this release, ``others``, nor by it)."""
     keep = _keep.get()
     if keep is None or keep.batch_id is None or keep.kept is not None:
         return released
     of_batch = [at for at, batch_id in enumerate(batch_ids) if batch_id == keep.batch_id]
-    if not of_batch or others_waiting(keep.batch_id):
+    if not of_batch or others or any(batch_id != keep.batch_id for batch_id in batch_ids):
         return released
     keep.kept = released[of_batch[0]]
     return released[: of_batch[0]] + released[of_batch[0] + 1 :]
@@ -119,13 +122,6 @@ def keeps_a_sample_of(batch_id) -> bool:
     """Whether this thread's job holds a kept sample of ``batch_id``: that batch has one queued."""
     keep = _keep.get()
     return keep is not None and keep.kept is not None and keep.batch_id == batch_id
-
-
-def others_waiting(batch_id) -> bool:
-    """Whether a run outside ``batch_id`` waits on a work queue (queued and released, not parked for
-    its runtime's build): one a sample kept for a job would otherwise pass."""
-    waiting = Evaluation.objects.filter(status=Status.QUEUED, held=False, awaiting_runtime=False)
-    return waiting.exclude(batch_id=batch_id).exists()
 
 
 # The table's name is the model's, never input; everything else is a parameter.
@@ -140,15 +136,24 @@ WITH room AS (
 ), chosen AS (
     SELECT id FROM oldest ORDER BY array_position(%(most_urgent_first)s, priority), created_at, id
     LIMIT (SELECT n FROM room)
+), others AS (
+    SELECT %(keep_batch)s::uuid IS NOT NULL AND EXISTS (
+        SELECT 1 FROM {Evaluation._meta.db_table}
+        WHERE status = %(queued)s AND NOT held AND NOT awaiting_runtime
+        AND batch_id IS DISTINCT FROM %(keep_batch)s::uuid
+    ) AS waiting
 )
 UPDATE {Evaluation._meta.db_table} SET held = false
 WHERE id IN (SELECT id FROM chosen) AND status = %(queued)s AND held
-RETURNING id, priority, timeout_s, jsonb_array_length(tests), created_at, batch_id
+RETURNING id, priority, timeout_s, jsonb_array_length(tests), created_at, batch_id, (SELECT waiting FROM others)
 """  # noqa: S608
 
 
 def _release_params(owner_id: int) -> dict:
+    keep = _keep.get()
     return {
+        # The batch a ``keeping`` block of this thread may keep a sample of: are others waiting?
+        "keep_batch": keep.batch_id if keep is not None and keep.kept is None else None,
         "window": settings.FAIR_SHARE_WINDOW,
         "owner": owner_id,
         "active": [str(s) for s in ACTIVE_STATUSES],

@@ -320,7 +320,7 @@ class Evaluation(models.Model):
             models.Index(fields=["owner", "-created_at"]),
             models.Index(fields=["status", "created_at"]),
             models.Index(fields=["owner", "created_at"], condition=models.Q(held=True), name="evaluation_held"),
-            # The runs waiting on a work queue (dispatch.others_waiting): few, however many are held.
+            # The runs waiting on a work queue (dispatch's release asks whether any waits): few, however many are held.
             models.Index(
                 fields=["created_at"], condition=models.Q(status="queued", held=False), name="evaluation_released"
             ),
