@@ -55,8 +55,10 @@ class OutputRecorder:
         self._first_unstored_at = 0.0
         self._retry_at = 0.0  # after a failed write: no new attempt before this (monotonic)
 
-    def write(self, stream: str, data: bytes) -> None:
-        """Make ``data`` the next chunk, publish it now, and store it with the next batch."""
+    def write(self, stream: str, data: bytes, *, ending: bool = False) -> None:
+        """Make ``data`` the next chunk, publish it now, and store it with the next batch. ``ending``:
+        written as the run ends (its verdict lines): stored with the end's commit, which follows,
+        not in a batch of its own however long ago the last was (unless the batch is full)."""
         if not data or self.superseded:
             return
         self.seq += 1
@@ -69,7 +71,7 @@ class OutputRecorder:
         publisher.publish_log(self.evaluation_id, chunk.seq, chunk.stream, chunk.text)
         if self._unstored_bytes >= FLUSH_BYTES or len(self._unstored) >= FLUSH_CHUNKS:
             self.flush()
-        else:
+        elif not ending:
             self.flush_if_due()
 
     def flush_if_due(self) -> None:

@@ -369,7 +369,7 @@ class EvaluationRun:
         for verdict in verdicts:
             line = f"[crucible] test {verdict.position + 1} {verdict.name}: {verdict.status}"
             line += f" ({verdict.message})\n" if verdict.message else "\n"
-            self.recorder.write("stderr", line.encode("utf-8", errors="replace"))
+            self.recorder.write("stderr", line.encode("utf-8", errors="replace"), ending=True)
         return self.conclude(testing.combined(results, verdicts))
 
     def _reuse(self) -> runner.Reuse | None:
@@ -412,7 +412,8 @@ class EvaluationRun:
             status, reason = end_of_tests(result, self.verdicts, requested)
             if self.evaluation.tests_hidden:
                 # What the program printed under hidden tests is not in the log; say so once.
-                self.recorder.write("stderr", b"[crucible] output under the task's hidden tests is not shown\n")
+                notice = b"[crucible] output under the task's hidden tests is not shown\n"
+                self.recorder.write("stderr", notice, ending=True)
         capped = result.outcome == Outcome.OUTPUT_CAPPED
         if result.failure is not None:
             log.warning("evaluation %s ended error: %s", self.evaluation.pk, result.error)

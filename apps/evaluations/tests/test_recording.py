@@ -69,6 +69,21 @@ def test_chunks_are_stored_once_the_batch_reaches_its_count(alice, monkeypatch):
     assert (recorder.seq, recorder.stored_seq) == (4, 3)
 
 
+def test_a_line_written_as_the_run_ends_waits_for_the_ends_commit_however_old_the_batch(alice, monkeypatch):
+    monkeypatch.setattr(recording, "FLUSH_INTERVAL_S", 0.0)  # any batch is due
+    evaluation = make_evaluation(alice, status="running")
+    recorder = OutputRecorder(evaluation.pk)
+    recorder.write("stderr", b"[crucible] test 1/1: check\n")
+    assert [row[0] for row in _rows(evaluation)] == [1]  # stored as it came: due at once
+    recorder.write("stderr", b"[crucible] test 1 check: passed\n", ending=True)
+    assert [row[0] for row in _rows(evaluation)] == [1]  # not a batch of its own
+    with transaction.atomic():  # the end's transaction
+        recorder.insert_unstored()
+    recorder.committed()
+    assert [row[0] for row in _rows(evaluation)] == [1, 2]
+    assert (recorder.seq, recorder.stored_seq) == (2, 2)
+
+
 def test_a_change_of_stream_starts_a_new_chunk_so_order_is_exact(alice):
     evaluation = make_evaluation(alice, status="running")
     recorder = OutputRecorder(evaluation.pk)
