@@ -14,6 +14,7 @@ import signal
 import socket
 import threading
 import time
+from dataclasses import dataclass
 from enum import StrEnum
 
 from django.conf import settings
@@ -89,6 +90,9 @@ PUBLIC_FAILURE = {
 }
 # A worker asks whether the engine answers before it claims a run; an answer this recent will do.
 ENGINE_ANSWER_FRESH_S = 1.0
+# A chain of samples in one job (``run``) reads its runtime's row again once it is this old: what an
+# operator changes in it reaches the next sample within this time.
+RUNTIME_ROW_FRESH_S = 2.0
 CRASH_DETAIL = "platform error: the worker failed while running this evaluation (logged for the operators)"
 
 
@@ -160,10 +164,13 @@ def run(evaluation_id: str) -> RunDisposition:
     its own log context and the whole RQ timeout of a job of its own. Returns the first run's
     disposition (the job's); the others are logged."""
     disposition = None
+    runtime: RuntimeRead | None = None
     while evaluation_id is not None:
         with bound(evaluation_id=evaluation_id), dispatch.keeping() as keep:
-            outcome = EvaluationRun(evaluation_id, keep).handle()
+            this = EvaluationRun(evaluation_id, keep, runtime)
+            outcome = this.handle()
             kept = None if worker.shutdown.is_set() else keep.take()
+        runtime = this.runtime_read
         if disposition is None:
             disposition = outcome
         else:
@@ -184,10 +191,19 @@ def rearm_job_timeout(timeout_s: int) -> None:
     signal.alarm(max(1, int(timeout_s)))
 
 
+@dataclass(frozen=True)
+class RuntimeRead:
+    """A runtime's row as a run read it, and when (monotonic): the next sample its job runs takes it
+    as it is while ``RUNTIME_ROW_FRESH_S`` have not passed (one query less per chained sample)."""
+
+    row: Runtime
+    at: float
+
+
 class EvaluationRun:
     """One job's run of one evaluation. Not reused: a retried evaluation gets a new job and a new run."""
 
-    def __init__(self, evaluation_id: str, keep: dispatch.Keep | None = None):
+    def __init__(self, evaluation_id: str, keep: dispatch.Keep | None = None, runtime: RuntimeRead | None = None):
         self.evaluation_id = evaluation_id
         self.keep = keep  # set for the batch once this run reuses its sandbox: its end may keep the next sample
         self.evaluation: Evaluation | None = None
@@ -200,7 +216,8 @@ class EvaluationRun:
         self.request: runner.RunRequest | None = None
         self.started = 0.0  # monotonic, when execute began (for the sandbox start time)
         self.ahead: runner.Ahead | None = None  # the sandbox got while the row is claimed
-        self.runtime: Runtime | None = None  # the run's runtime row, once read (``await_runtime``)
+        self.runtime: Runtime | None = None  # the run's runtime row, once read (``runtime_row``)
+        self.runtime_read = runtime  # the row read last in this job, by this run or the one before it
         self.disposition: RunDisposition | None = None
         self.verdicts: list[testing.TestVerdict] | None = None  # with tests: one per test, at the end
         self._captures: list[testing.Capture] = []  # what each test's program wrote, to judge it
@@ -259,7 +276,7 @@ class EvaluationRun:
         evaluation = self.evaluation
         if evaluation.status != Status.QUEUED or not settings.RUNTIME_BUILD_ON_DEMAND:
             return None
-        runtime = self.runtime = self.runtime or Runtime.objects.filter(name=evaluation.language).first()
+        runtime = self.runtime_row()
         if runtime is None or builds.definition_for(runtime) is None or image.find_image(runtime.image) is not None:
             return None
         known = builds.build_of(runtime)
@@ -280,8 +297,8 @@ class EvaluationRun:
             return self._end_before_start(
                 "sandbox unavailable: the sandbox self-check failed (logged for the operators)"
             )
-        # Read a moment ago by ``await_runtime`` (when runtimes build on demand): not read twice.
-        runtime = self.runtime or Runtime.objects.filter(name=self.evaluation.language).first()
+        # Read a moment ago (``await_runtime``, ``_start_ahead``): not read twice.
+        runtime = self.runtime_row()
         if runtime is None:
             return self._end_before_start(f"runtime {self.evaluation.language!r} no longer exists")
         if self.attempt > 1:
@@ -299,6 +316,20 @@ class EvaluationRun:
         self.request = self.request or self._run_request(runtime)
         return None
 
+    def runtime_row(self) -> Runtime | None:
+        """The row of the evaluation's runtime (None: there is none): read once per run, or taken from
+        the sample before it in this job when that one read it less than ``RUNTIME_ROW_FRESH_S`` ago."""
+        if self.runtime is None:
+            read = self.runtime_read
+            fresh = read is not None and time.monotonic() - read.at < RUNTIME_ROW_FRESH_S
+            if fresh and read.row.name == self.evaluation.language:
+                self.runtime = read.row
+            else:
+                self.runtime = Runtime.objects.filter(name=self.evaluation.language).first()
+                if self.runtime is not None:
+                    self.runtime_read = RuntimeRead(self.runtime, time.monotonic())
+        return self.runtime
+
     def _start_ahead(self) -> None:
         """Get the run's sandbox now, while the row is claimed and the run prepared (``runner.Ahead``: a
         warm one from this worker's pool, else a cold start): for a first attempt (a retry first
@@ -309,8 +340,7 @@ class EvaluationRun:
             return
         if evaluation.tests and self._reuse() is not None:
             return
-        self.runtime = self.runtime or Runtime.objects.filter(name=evaluation.language).first()
-        if self.runtime is None:
+        if self.runtime_row() is None:
             return
         self.request = self._run_request(self.runtime)
         try:
@@ -653,15 +683,7 @@ class EvaluationRun:
         ready_at = self.controller.first_call_at
         if ready_at is None:
             return
-        timing = RunTiming(
-            evaluation_id=self.evaluation.pk, sandbox_start_ms=int((ready_at - self.started) * 1000), warm=warm
-        )
         try:
-            RunTiming.objects.bulk_create(
-                [timing],
-                update_conflicts=True,
-                unique_fields=["evaluation_id"],
-                update_fields=["sandbox_start_ms", "warm"],
-            )
+            RunTiming.record(self.evaluation.pk, int((ready_at - self.started) * 1000), warm)
         except Exception:
             log.warning("could not record the sandbox start time of %s", self.evaluation.pk, exc_info=True)
