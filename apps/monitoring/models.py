@@ -7,7 +7,7 @@ from typing import TypedDict
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import models
+from django.db import connection, models
 from django.utils import timezone
 
 
@@ -87,6 +87,20 @@ class RunTiming(models.Model):
 
     def __str__(self) -> str:
         return f"{self.evaluation_id}: sandbox start {self.sandbox_start_ms} ms"
+
+    @classmethod
+    def record(cls, evaluation_id, sandbox_start_ms: int, warm: bool) -> None:
+        """Store a run's timing; a retried run's second attempt replaces the first's. One INSERT ... ON
+        CONFLICT as written here: the ORM's (``bulk_create`` with ``update_conflicts``) cost a worker
+        about 1 ms of CPU per run to build."""
+        with connection.cursor() as cursor:
+            cursor.execute(_RECORD_TIMING_SQL, [evaluation_id, sandbox_start_ms, warm, timezone.now()])
+
+
+_RECORD_TIMING_SQL = """
+INSERT INTO monitoring_runtiming (evaluation_id, sandbox_start_ms, warm, created_at) VALUES (%s, %s, %s, %s)
+ON CONFLICT (evaluation_id) DO UPDATE SET sandbox_start_ms = EXCLUDED.sandbox_start_ms, warm = EXCLUDED.warm
+"""
 
 
 # --- Safety rules and alerts -----------------------------------------------------------------

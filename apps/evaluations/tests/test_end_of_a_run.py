@@ -89,9 +89,18 @@ def test_a_sandbox_start_time_the_database_refuses_leaves_alices_run_ended_as_it
     def refused(*args, **kwargs):
         raise DatabaseError("the metrics table refused the row")
 
-    monkeypatch.setattr(RunTiming.objects, "bulk_create", refused)
+    monkeypatch.setattr(RunTiming, "record", refused)
     run = with_sandbox_ready_after(running_run(alice), 80)
     run.record(exited())
     evaluation = Evaluation.objects.get(pk=run.evaluation.pk)
     assert (evaluation.status, evaluation.exit_code) == (Status.SUCCEEDED, 0)
     assert not RunTiming.objects.filter(evaluation_id=evaluation.pk).exists()
+
+
+@pytest.mark.django_db
+def test_the_sandbox_start_of_a_retried_run_replaces_the_first_attempts(alice):
+    run = with_sandbox_ready_after(running_run(alice), 80)
+    RunTiming.record(run.evaluation.pk, 2500, False)  # the first attempt's cold start
+    run.record(exited())
+    timing = RunTiming.objects.get(evaluation_id=run.evaluation.pk)
+    assert timing.sandbox_start_ms < 1000 and timing.warm is False
