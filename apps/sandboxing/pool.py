@@ -19,9 +19,10 @@ the pool containers of a worker that is gone (``remove_pools_of``), claimed or n
 
 A batch's sandbox reset and handed over within one worker process (``park_in_background``) is never
 renamed: it is named ``crucible-kept-<owner>-<n>`` from its start (``create_reusable`` with
-``kept``), belongs to no run by its name, and is removed by that process (its run's end unless it is
-handed over, ``expire_kept``, a drain), or by the reconciler once its worker has no live run
-(``remove_pools_of``, ``remove_kept``).
+``kept``), or from the claim that took it warm from the pool for the batch's first sample there
+(``claim_to_keep``), belongs to no run by its name, and is removed by that process (its run's end
+unless it is handed over, ``expire_kept``, a drain), or by the reconciler once its worker has no live
+run (``remove_pools_of``, ``remove_kept``).
 """
 
 from __future__ import annotations
@@ -78,10 +79,12 @@ def _pool_containers(owner: str, profile_key: str | None = None) -> list[dict]:
 
 
 def _unclaimed(owner: str, profile_key: str | None = None) -> list[dict]:
-    prefix = "/" + _idle_prefix(owner)
-    return [
-        c for c in _pool_containers(owner, profile_key) if any(name.startswith(prefix) for name in c.get("Names") or [])
-    ]
+    return _named(_pool_containers(owner, profile_key), _idle_prefix(owner))
+
+
+def _named(found: list[dict], prefix: str) -> list[dict]:
+    """The containers of an engine listing whose name starts with ``prefix``."""
+    return [c for c in found if any(name.startswith("/" + prefix) for name in c.get("Names") or [])]
 
 
 def idle(owner: str, profile_key: str | None = None) -> list[str]:
@@ -103,17 +106,18 @@ def remove_dead(owner: str, unclaimed: list[dict] | None = None) -> list[str]:
     return removed
 
 
-def claim(owner: str, profile: Profile, run_id: str, key: str | None = None) -> Sandbox | None:
+def claim(owner: str, profile: Profile, run_id: str, key: str | None = None, *, name: str = "") -> Sandbox | None:
     """One of ``owner``'s idle sandboxes of ``profile`` (labelled ``key``, by default the profile's),
-    now named for ``run_id``; None when none is idle (or the engine cannot list them: the run then
-    starts cold, and fails there if the engine is away).
+    now named for ``run_id`` (or ``name``); None when none is idle (or the engine cannot list them:
+    the run then starts cold, and fails there if the engine is away).
 
     A sandbox this process is resetting for ``key`` (``park_in_background``) is waited for and taken
     first, without asking the engine to list and inspect containers."""
     handed = _claim_handed_over(owner, profile, run_id, key or profile.key)
     if handed is not None:
         return handed
-    started_here = _claim_started_here(owner, key or profile.key, run_id)
+    name = name or f"crucible-{run_id}"
+    started_here = _claim_started_here(owner, key or profile.key, name)
     if started_here is not None:
         _claimed_for_a_run(owner)
         return started_here
@@ -124,7 +128,7 @@ def claim(owner: str, profile: Profile, run_id: str, key: str | None = None) -> 
         return None
     for container_id in candidates:
         try:
-            engine.client().api.rename(container_id, f"crucible-{run_id}")
+            engine.client().api.rename(container_id, name)
         except docker.errors.APIError:
             continue  # taken (renamed or removed) a moment ago
         _claimed_for_a_run(owner)
@@ -181,7 +185,7 @@ def _remember_started(owner: str, key: str, sandbox: Sandbox, keep: int) -> None
         del started[:-keep]
 
 
-def _claim_started_here(owner: str, key: str, run_id: str) -> Sandbox | None:
+def _claim_started_here(owner: str, key: str, name: str) -> Sandbox | None:
     while True:
         with _started_here_lock:
             started = _started_here.get((owner, key))
@@ -191,7 +195,7 @@ def _claim_started_here(owner: str, key: str, run_id: str) -> Sandbox | None:
         if not _still_running(sandbox):
             continue  # the next refill removes it (``remove_dead``)
         try:
-            engine.client().api.rename(sandbox.container_id, f"crucible-{run_id}")
+            engine.client().api.rename(sandbox.container_id, name)
         except docker.errors.APIError:
             continue  # gone, or taken a moment ago
         except Exception as exc:
@@ -245,6 +249,16 @@ def create_reusable(owner: str, profile: Profile, run_id: str, group: str, *, ke
         name=f"{_kept_prefix(owner)}{uuid.uuid4().hex[:12]}" if kept else f"crucible-{run_id}",
         labels={LABEL_POOL: owner, LABEL_PROFILE: reuse_key(profile, group)},
     )
+
+
+def claim_to_keep(owner: str, profile: Profile, run_id: str) -> Sandbox | None:
+    """One of ``owner``'s warm sandboxes of ``profile`` for the first sample of a batch this process
+    resets in the background (``park_in_background``), named as ``create_reusable`` names a kept one:
+    a sandbox already started (and past its first second: a gVisor sandbox's clock is a system call
+    until then), fresh and locked down as a new one is; None when the pool has none idle. It keeps
+    its pool profile's label: the pool counts it as one of its own until it is removed (``refill_once``),
+    so the pool is refilled once the batch is done with it, not while its samples run."""
+    return claim(owner, profile, run_id, name=f"{_kept_prefix(owner)}{uuid.uuid4().hex[:12]}")
 
 
 def park(sandbox: Sandbox, owner: str) -> bool:
@@ -508,11 +522,17 @@ class WarmPool:
         parked ones left unclaimed for ``SANDBOX_REUSE_IDLE_S`` are removed first. The engine is
         asked to list the pool's sandboxes once per pass (it was three times, four passes a second
         per worker: a tenth of a busy worker's time, and the engine's, went to those listings)."""
-        unclaimed = _unclaimed(self.owner)
+        listed = _pool_containers(self.owner)
+        unclaimed = _named(listed, _idle_prefix(self.owner))
         gone = set(remove_dead(self.owner, unclaimed))
         gone.update(expire_parked(self.owner, settings.SANDBOX_REUSE_IDLE_S, unclaimed))
-        expire_kept(self.owner, settings.SANDBOX_REUSE_IDLE_S)
+        gone.update(expire_kept(self.owner, settings.SANDBOX_REUSE_IDLE_S))
         running = [c for c in unclaimed if c.get("State") == "running" and c["Id"] not in gone]
+        # A warm sandbox a batch took to keep (``claim_to_keep``: named kept, labelled with the pool's
+        # profile) holds its place while it lives: no sandbox starts beside the batch's samples.
+        running += [
+            c for c in _named(listed, _kept_prefix(self.owner)) if c.get("State") == "running" and c["Id"] not in gone
+        ]
         started = 0
         for profile in self.profiles():
             of_profile = [c for c in running if (c.get("Labels") or {}).get(LABEL_PROFILE) == profile.key]

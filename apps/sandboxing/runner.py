@@ -340,6 +340,10 @@ def _sandbox_for(
     if reuse is not None:
         key = pool.reuse_key(profile, reuse.group)
         sandbox = pool.claim(reuse.owner, profile, request.run_id, key=key) if first else None
+        if sandbox is None and first and reuse.background:
+            # A warm sandbox, kept in this process from now on (a forking worker's parks by name and
+            # label: only one created for the group may be parked for it).
+            sandbox = pool.claim_to_keep(reuse.owner, profile, request.run_id)
         if sandbox is not None:
             return sandbox, True
         sandbox = pool.create_reusable(reuse.owner, profile, request.run_id, reuse.group, kept=reuse.background)

@@ -405,3 +405,46 @@ def test_a_compiled_sample_is_two_frames_on_the_serve_exec_compile_then_run(reus
         )
         assert results[0].outcome == Outcome.EXITED and results[0].exit_code == 0 and results[0].warm is warm
         assert b"".join(d for s, d in output if s == "stdout") == f"hi sample {number}\n".encode()
+
+
+def the_request_profile():
+    """The profile ``run_reusing``'s requests ask for (a pool kept warm for them)."""
+    request = RunRequest(run_id="x", runtime=runtime_for("python"), code=b"", stdin=b"", limits=small_limits())
+    return runner.profile_for(request)
+
+
+def test_a_batchs_first_sample_takes_its_workers_warm_sandbox_and_the_pool_refills_once_the_batch_let_it_go(
+    reuse_in_background, settings
+):
+    owner = reuse_in_background.owner
+    warm = pool.WarmPool(owner, 1, lambda: [the_request_profile()])
+    assert warm.refill_once() == 1
+    (warm_id,) = pool.idle(owner)
+    first, _ = run_reusing(reuse_in_background, [Program(LITTER)])
+    assert first[0].outcome == Outcome.EXITED and first[0].warm is True  # no sandbox started for it
+    pool.wait_for_handovers(owner, 60, abandon=False)
+    assert pool.kept(owner) == [warm_id] and pool.idle(owner) == []
+    # Kept under its worker's name, it belongs to no run: the orphan sweep has nothing to go by.
+    (run_id,) = [run for cid, run in containers.list_instance_containers() if cid == warm_id]
+    assert run_id.startswith("kept-")
+    settings.SANDBOX_REUSE_IDLE_S = 60
+    assert warm.refill_once() == 0  # it holds its place in the pool while the batch may use it
+    second, seen = run_reusing(reuse_in_background, [Program(INSPECT)])
+    assert second[0].warm is True
+    assert seen.endswith(b"{'/tmp': [], '/output': [], '/dev/shm': [], '/sandbox': ['main.py']}\n")
+    assert b"sleep" not in seen and b"python" not in seen.split(b"\n")[0]  # what the first left is gone
+    pool.wait_for_handovers(owner, 60, abandon=False)
+    settings.SANDBOX_REUSE_IDLE_S = 0.001  # the batch is done with it
+    assert warm.refill_once() == 1
+    assert pool.kept(owner) == [] and warm_id not in {cid for cid, _ in containers.list_instance_containers()}
+    assert len(pool.idle(owner)) == 1
+
+
+def test_a_forking_workers_batch_never_takes_a_warm_sandbox_it_would_park_by_name(reuse, settings):
+    """Parked by rename and label, a warm sandbox would go back to the pool's fresh ones after a sample."""
+    warm = pool.WarmPool(reuse.owner, 1, lambda: [the_request_profile()])
+    warm.refill_once()
+    (warm_id,) = pool.idle(reuse.owner)
+    first, _ = run_reusing(reuse, [Program(b"print(1)")])
+    assert first[0].warm is False
+    assert warm_id in pool.idle(reuse.owner)  # still idle and fresh, never used
