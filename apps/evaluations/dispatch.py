@@ -17,10 +17,9 @@ releases of that batch for the run's job instead of enqueueing it, and the job r
 without the round trip through the queue. Only while no other run waits (queued and released, not
 parked for its runtime's build: ``_RELEASE_SQL``'s ``others``, and none released outside the batch by
 that release): a run of another owner, or of another batch, is never passed by a sample that was
-released after it. A
-kept sample counts in its owner's window like an enqueued one; one its job does not run after all
-(the worker stops) is enqueued when ``keeping`` ends, and one whose worker died meanwhile is a queued
-row without a job, which the reconciler enqueues.
+released after it. A kept sample counts in its owner's window like an enqueued one; one its job does
+not run after all (the worker stops) is enqueued when ``keeping`` ends, and one whose worker died
+meanwhile is a queued row without a job, which the reconciler enqueues.
 """
 
 from __future__ import annotations
