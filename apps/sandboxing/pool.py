@@ -404,9 +404,9 @@ def expire_kept(owner: str, idle_for_s: float) -> list[str]:
 
 
 def kept(owner: str) -> list[str]:
-    """Ids of ``owner``'s kept sandboxes (``create_reusable`` with ``kept``), in use or waiting."""
-    prefix = "/" + _kept_prefix(owner)
-    return [c["Id"] for c in _pool_containers(owner) if any(name.startswith(prefix) for name in c.get("Names") or [])]
+    """Ids of ``owner``'s kept sandboxes (``create_reusable`` with ``kept``, ``claim_to_keep``), in use or
+    waiting."""
+    return [c["Id"] for c in _named(_pool_containers(owner), _kept_prefix(owner))]
 
 
 def remove_kept(owner: str) -> list[str]:
